@@ -1,0 +1,20 @@
+#!/bin/sh
+# Install the Debian packages that building and testing pyproc need, and
+# say which; do nothing when every one is there already.
+set -e
+pkgs="build-essential pkg-config python3-dev libffi-dev libcmocka-dev libmsgpuck-dev
+      python3-msgpack clang libclang-rt-14-dev valgrind"
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+        missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "pyproc: installing Debian packages:$missing"
+if [ "$(id -u)" -ne 0 ]; then
+    echo "pyproc: not root; run as root: apt-get install$missing" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends $missing

@@ -1,0 +1,122 @@
+# pyproc: `make` builds everything, `make check` runs every test,
+# `make demo` runs the demo, `make deps` installs the Debian packages needed.
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+B ?= build
+
+CC ?= cc
+OPT ?= -O2
+CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -g $(OPT) -fPIC -fvisibility=hidden \
+	-Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-missing-field-initializers \
+	-I. -Iinclude -DPYPROC_BUILDING
+CFLAGS += $(CFLAGS_BASE) $(SAN)
+LDFLAGS += $(SAN)
+
+# Debian's libpython3.11 through pkg-config, never the first python3 on PATH.
+PY_CFLAGS := $(shell pkg-config --cflags python3-embed 2>/dev/null)
+PY_LIBS := $(shell pkg-config --libs python3-embed 2>/dev/null)
+PY_EXE := $(shell pkg-config --variable=exec_prefix python3-embed 2>/dev/null)/bin/python$(shell pkg-config --modversion python3-embed 2>/dev/null)
+FFI_CFLAGS := $(shell pkg-config --cflags libffi 2>/dev/null)
+FFI_LIBS := $(shell pkg-config --libs libffi 2>/dev/null)
+CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
+
+SHM_SRC := $(wildcard shm/*.c)
+HOST_SRC := $(wildcard host/*.c)
+EMBED_SRC := $(wildcard embed/*.c)
+EMBED_PY := $(wildcard embed/python/*.py)
+LIB_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(SHM_SRC) $(HOST_SRC))
+EMBED_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(EMBED_SRC)) $(B)/obj/embed/python_blob.o
+EMBED_LIB_OBJ := $(filter-out $(B)/obj/embed/main.o,$(EMBED_OBJ))
+SHM_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(SHM_SRC))
+
+LIB_A := $(B)/lib/libpyproc.a
+LIB_SO := $(B)/lib/libpyproc.so
+WORKER := $(B)/bin/pyproc-worker
+
+EXAMPLES := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
+
+# Tests: tests/test_*.c link the library (and cmocka); tests/embed_test_*.c
+# also link the worker's objects and Python.
+TESTS := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/test_*.c))
+EMBED_TESTS := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/embed_test_*.c))
+# tests/shm_test_*.c test the shm module on its own: they link only its objects.
+SHM_TESTS := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/shm_test_*.c))
+TEST_TIMEOUT ?= 300
+
+.PHONY: all check demo install deps clean unit-check e2e-check
+all: $(LIB_A) $(LIB_SO) $(WORKER) $(EXAMPLES) $(TESTS) $(EMBED_TESTS) $(SHM_TESTS)
+
+deps:
+	@sh .ci/deps.sh
+
+$(B)/.deps-ok: .ci/deps.sh
+	@sh .ci/deps.sh
+	@mkdir -p $(B) && touch $@
+
+# Every object waits for the dependency check, so a fresh machine gets its
+# packages before the first compiler run.
+$(B)/obj/%.o: %.c | $(B)/.deps-ok
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(B)/obj/embed/%.o: embed/%.c | $(B)/.deps-ok
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PY_CFLAGS) $(FFI_CFLAGS) -DPYPROC_PYTHON_EXE=\"$(PY_EXE)\" -MMD -MP -c $< -o $@
+
+# The worker's Python side is compiled into the binary.
+$(B)/obj/embed/python_blob.o: embed/python_blob.S $(EMBED_PY) | $(B)/.deps-ok
+	@mkdir -p $(dir $@)
+	$(CC) -c -I. $< -o $@
+
+$(LIB_A): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(LIB_SO): $(LIB_OBJ) host/libpyproc.map
+	@mkdir -p $(dir $@)
+	$(CC) -shared -Wl,--version-script=host/libpyproc.map -Wl,-soname,libpyproc.so.0 \
+		$(LDFLAGS) -o $@ $(LIB_OBJ) -lpthread -ldl
+
+$(WORKER): $(EMBED_OBJ) $(SHM_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PY_LIBS) $(FFI_LIBS) -ldl -lpthread -lm
+
+$(B)/examples/%: examples/%.c $(LIB_A) include/pyproc.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB_A) $(LDFLAGS) -lpthread -ldl
+
+$(B)/tests/test_%: tests/test_%.c $(wildcard tests/*.h) $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Wno-unused-parameter -I. -o $@ $< $(LIB_A) $(LDFLAGS) $(CMOCKA_LIBS) -lpthread -ldl -lm
+
+$(B)/tests/embed_test_%: tests/embed_test_%.c $(EMBED_LIB_OBJ) $(SHM_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PY_CFLAGS) -Wno-unused-parameter -I. -o $@ $< $(EMBED_LIB_OBJ) $(SHM_OBJ) \
+		$(LDFLAGS) $(CMOCKA_LIBS) $(PY_LIBS) $(FFI_LIBS) -ldl -lpthread -lm
+
+$(B)/tests/shm_test_%: tests/shm_test_%.c $(SHM_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Wno-unused-parameter -I. -o $@ $< $(SHM_OBJ) $(LDFLAGS) $(CMOCKA_LIBS) -lpthread
+
+check: all
+	@sh tests/run.sh $(TEST_TIMEOUT) $(SHM_TESTS) $(TESTS) $(EMBED_TESTS)
+
+demo: $(B)/examples/demo $(WORKER)
+	cd examples && ../$(B)/examples/demo
+
+install: $(LIB_A) $(LIB_SO) $(WORKER)
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \
+		$(DESTDIR)$(PREFIX)/libexec/pyproc
+	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/libpyproc.a
+	install -m 755 $(LIB_SO) $(DESTDIR)$(PREFIX)/lib/libpyproc.so.0
+	ln -sf libpyproc.so.0 $(DESTDIR)$(PREFIX)/lib/libpyproc.so
+	install -m 644 include/pyproc.h $(DESTDIR)$(PREFIX)/include/pyproc.h
+	install -m 755 $(WORKER) $(DESTDIR)$(PREFIX)/libexec/pyproc/pyproc-worker
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define PYPROC_VERSION_[A-Z]* \([0-9]*\)/\1/p' include/pyproc.h | paste -sd.)|' \
+		pyproc.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/pyproc.pc
+
+clean:
+	rm -rf $(B) build-*
+
+-include $(shell find $(B)/obj -name '*.d' 2>/dev/null)

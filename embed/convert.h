@@ -1,0 +1,59 @@
+/*
+ * Conversion between msgpack and Python objects in the worker.
+ *
+ * The wire format is what Python's msgpack package writes with
+ * use_bin_type=True: str as str, bytes as bin, the smallest encoding of
+ * every int and length, floats as float64.  Every function here needs the
+ * GIL and runs no Python code of its own.
+ */
+#ifndef PYPROC_EMBED_CONVERT_H
+#define PYPROC_EMBED_CONVERT_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "../shm/buf.h"
+
+/* Containers may nest this deep, counting the outermost as 1; deeper
+ * input or objects (a list that contains itself) are refused. */
+#define PYPROC_MAX_DEPTH 512
+
+/*
+ * Decode one msgpack value from [*p, end) and advance *p past it.
+ * Returns a new reference, or NULL with a Python exception set and *p
+ * unchanged: ValueError for malformed or truncated input, ext types or
+ * nesting deeper than PYPROC_MAX_DEPTH; UnicodeDecodeError for a str that
+ * is not UTF-8; TypeError for an unhashable map key.  Never reads outside
+ * [*p, end); lengths in the input are checked against end before use.
+ */
+PyObject *pyproc_unpack(const char **p, const char *end);
+
+/*
+ * Decode a msgpack array into a new tuple (positional arguments).
+ * Errors as pyproc_unpack(), plus TypeError when the value is not an array.
+ */
+PyObject *pyproc_unpack_tuple(const char **p, const char *end);
+
+/*
+ * Decode a msgpack map into a new dict whose keys are interned str
+ * (keyword arguments).  Errors as pyproc_unpack(), plus TypeError when the
+ * value is not a map or a key is not a str.
+ */
+PyObject *pyproc_unpack_kwargs(const char **p, const char *end);
+
+/*
+ * Append the msgpack encoding of o to b.  Accepts None, bool, int, float,
+ * str, bytes, bytearray, C-contiguous memoryview, list, tuple and dict
+ * (subclasses count as their base type).  Returns 0, or -1 with a Python
+ * exception set and b->len as it was on entry:
+ *   TypeError     "cannot send object of type 'X'" for anything else;
+ *   OverflowError for an int outside int64 and uint64;
+ *   ValueError    for nesting deeper than PYPROC_MAX_DEPTH, a str, bytes or
+ *                 container too long for msgpack, or "message too large"
+ *                 when b's limit would be passed;
+ *   MemoryError   when b cannot grow;
+ *   UnicodeEncodeError for a str holding lone surrogates.
+ */
+int pyproc_pack(struct shm_buf *b, PyObject *o);
+
+#endif

@@ -1,0 +1,220 @@
+/*
+ * pyproc-worker: one worker of a pool.  The host execs it with its segment's
+ * fd already open; it maps the segment, arranges to die with the host,
+ * starts Python and hands control to the hub (embed/python/hub.py), which
+ * serves the request ring on an asyncio loop until told to stop.
+ */
+#include <Python.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "worker.h"
+
+#ifndef PYPROC_PYTHON_EXE
+#define PYPROC_PYTHON_EXE "/usr/bin/python3"
+#endif
+
+struct worker the_worker = {.death_fd = -1};
+
+/* The hub's source, compiled in by embed/python_blob.S. */
+extern const char pyproc_hub_source[];
+
+static void usage_exit(const char *why)
+{
+    fprintf(stderr,
+            "pyproc-worker: %s\n"
+            "pyproc-worker is started by libpyproc, not by hand:\n"
+            "  pyproc-worker --fd N --host-pid PID --pool NAME --index I\n"
+            "                --request-bell FD --reply-bell FD --death-fd FD\n"
+            "                [--python-path PATHS] [--spin-us N]\n",
+            why);
+    exit(2);
+}
+
+static long parse_num(const char *s, long lo, long hi)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        usage_exit("bad number on the command line");
+    return v;
+}
+
+struct args {
+    int seg_fd, request_bell, reply_bell;
+};
+
+static void parse_args(int argc, char **argv, struct args *a)
+{
+    static const struct option opts[] = {
+        {"fd", required_argument, 0, 'f'},
+        {"host-pid", required_argument, 0, 'h'},
+        {"pool", required_argument, 0, 'p'},
+        {"index", required_argument, 0, 'i'},
+        {"request-bell", required_argument, 0, 'q'},
+        {"reply-bell", required_argument, 0, 'r'},
+        {"death-fd", required_argument, 0, 'd'},
+        {"python-path", required_argument, 0, 'y'},
+        {"spin-us", required_argument, 0, 's'},
+        {0, 0, 0, 0},
+    };
+    struct worker *w = &the_worker;
+    int c;
+
+    *a = (struct args){-1, -1, -1};
+    w->index = -1;
+    w->spin_ns = 50000;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'f': a->seg_fd = (int)parse_num(optarg, 0, 1 << 20); break;
+        case 'h': w->host_pid = (pid_t)parse_num(optarg, 1, 1 << 30); break;
+        case 'p': w->pool = optarg; break;
+        case 'i': w->index = (int)parse_num(optarg, 0, 1 << 20); break;
+        case 'q': a->request_bell = (int)parse_num(optarg, 0, 1 << 20); break;
+        case 'r': a->reply_bell = (int)parse_num(optarg, 0, 1 << 20); break;
+        case 'd': w->death_fd = (int)parse_num(optarg, 0, 1 << 20); break;
+        case 'y': w->python_path = optarg; break;
+        case 's': w->spin_ns = parse_num(optarg, -1, 1000000) * 1000; break;
+        default: usage_exit("unknown option");
+        }
+    }
+    if (a->seg_fd < 0 || !w->host_pid || !w->pool || w->index < 0 ||
+        a->request_bell < 0 || a->reply_bell < 0 || w->death_fd < 0)
+        usage_exit("missing option");
+}
+
+/*
+ * PR_SET_PDEATHSIG follows the host thread that spawned us, not the host
+ * process, and misses a host that died before the prctl.  The pipe is the
+ * second signal that cannot misfire: only the host holds its write end, so
+ * read() returns 0 exactly when the host is gone.
+ */
+static void *death_watch(void *arg)
+{
+    char c;
+    (void)arg;
+    while (read(the_worker.death_fd, &c, 1) < 0 && errno == EINTR)
+        ;
+    _exit(0);
+    return NULL;
+}
+
+static void die_with_host(void)
+{
+    pthread_t t;
+    sigset_t all, old;
+
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != the_worker.host_pid)
+        _exit(0);
+    /* The watcher blocks every signal so Python's handlers run on the main
+     * thread, where they can interrupt its wait. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    if (pthread_create(&t, NULL, death_watch, NULL) != 0) {
+        fprintf(stderr, "pyproc-worker: cannot start a thread\n");
+        exit(1);
+    }
+    pthread_detach(t);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+static void attach_rings(const struct args *a)
+{
+    struct worker *w = &the_worker;
+    int err = shm_seg_map(&w->seg, a->seg_fd, w->host_pid, (uint32_t)w->index);
+    if (err < 0) {
+        fprintf(stderr, "pyproc-worker %s/%d: bad segment: %s\n", w->pool,
+                w->index, strerror(-err));
+        exit(1);
+    }
+    uint64_t n = w->seg.hdr->ring_bytes, max = w->seg.hdr->max_msg_bytes;
+    if (shm_ring_attach(&w->requests, &w->seg.hdr->request, w->seg.request_data,
+                        n, max, a->request_bell, shm_frame_type_to_worker) < 0 ||
+        shm_ring_attach(&w->replies, &w->seg.hdr->reply, w->seg.reply_data, n,
+                        max, a->reply_bell, shm_frame_type_to_host) < 0) {
+        fprintf(stderr, "pyproc-worker: cannot attach rings\n");
+        exit(1);
+    }
+    w->out.limit = max;
+}
+
+static void start_python(void)
+{
+    PyConfig config;
+    PyStatus status;
+
+    PyConfig_InitPythonConfig(&config);
+    config.parse_argv = 0;
+    config.install_signal_handlers = 1;
+    /* Without a program name the interpreter looks for `python3` on PATH
+     * and may report someone else's interpreter as sys.executable. */
+    status = PyConfig_SetBytesString(&config, &config.program_name,
+                                     PYPROC_PYTHON_EXE);
+    if (PyStatus_Exception(status))
+        goto fail;
+    status = Py_InitializeFromConfig(&config);
+    if (PyStatus_Exception(status))
+        goto fail;
+    PyConfig_Clear(&config);
+    /* Ctrl-C at the host's terminal reaches the whole process group; the
+     * host decides when its workers stop. */
+    signal(SIGINT, SIG_IGN);
+    return;
+fail:
+    PyConfig_Clear(&config);
+    Py_ExitStatusException(status);
+}
+
+/* Run the hub's source as module `pyproc` and call its main(). */
+static int run_hub(void)
+{
+    PyObject *code = NULL, *mod = NULL, *res = NULL;
+    int rc = 1;
+
+    code = Py_CompileString(pyproc_hub_source, "<pyproc hub>", Py_file_input); /* new ref */
+    if (!code)
+        goto out;
+    mod = PyImport_ExecCodeModule("pyproc", code); /* new ref */
+    if (!mod)
+        goto out;
+    res = PyObject_CallMethod(mod, "main", NULL); /* new ref */
+    if (res)
+        rc = 0;
+out:
+    if (PyErr_Occurred())
+        PyErr_Print();
+    Py_XDECREF(res);
+    Py_XDECREF(mod);
+    Py_XDECREF(code);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    struct args a;
+    int rc;
+
+    parse_args(argc, argv, &a);
+    die_with_host();
+    attach_rings(&a);
+    if (pyproc_bridge_register() < 0) {
+        fprintf(stderr, "pyproc-worker: cannot register the bridge module\n");
+        return 1;
+    }
+    start_python();
+    rc = run_hub();
+    /* User threads (executors, libraries) may still run; finalising the
+     * interpreter would wait for them.  The host has what it needs. */
+    fflush(stdout);
+    fflush(stderr);
+    _exit(rc);
+}

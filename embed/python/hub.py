@@ -1,0 +1,255 @@
+"""pyproc's worker side: the hub, its subs, and the loop that serves the ring.
+
+This module is compiled into pyproc-worker and runs as module ``pyproc``, so
+user code can ``import pyproc`` to learn where it runs (``pyproc.index``,
+``pyproc.pool``).  The hot path (decoding frames, calling plain functions,
+encoding replies) is C, in the ``_pyproc`` module; what is here runs once per
+sub, per new reference, or per coroutine.
+"""
+
+import asyncio
+import importlib
+import pkgutil
+import selectors
+import sys
+import traceback
+import types
+
+import _pyproc
+
+index = _pyproc.index
+pool = _pyproc.pool
+
+_ENOENT = 2
+
+
+class UnknownReference(LookupError):
+    """A reference names no sub, module or function of this worker."""
+
+
+class Sub:
+    """What ``hub.<name>`` holds: the sub's modules and whatever a plugin
+    sets on it."""
+
+    def __init__(self, name, pypath):
+        self._name = name
+        self._pypath = pypath
+        self._package = None
+
+    def __getattr__(self, attr):
+        # Only reached for missing attributes: a module not loaded yet may
+        # still exist in the package.
+        pkg = self.__dict__.get("_package")
+        if pkg is not None and not attr.startswith("_"):
+            try:
+                mod = importlib.import_module(f"{self._pypath}.{attr}")
+            except ModuleNotFoundError as e:
+                if e.name != f"{self._pypath}.{attr}":
+                    raise
+            else:
+                setattr(self, attr, mod)
+                return mod
+        raise AttributeError(f"sub {self.__dict__.get('_name')!r} has no {attr!r}")
+
+    def __repr__(self):
+        return f"<sub {self._name} from {self._pypath}>"
+
+
+class Hub(types.SimpleNamespace):
+    """The object every sub is mounted on, passed to functions whose first
+    parameter is named ``hub``."""
+
+    def __getattr__(self, attr):
+        raise AttributeError(f"the hub has no sub {attr!r}")
+
+
+hub = Hub()
+
+
+def add_sub(name, pypath, init):
+    """Import ``pypath`` and mount it on the hub as ``name``."""
+    if not name.isidentifier():
+        raise ValueError(f"sub name {name!r} is not an identifier")
+    sub = Sub(name, pypath)
+    setattr(hub, name, sub)  # mounted before any __init__ runs
+    try:
+        modules = _load(sub, pypath)
+        if init:
+            for mod in modules:
+                if "__init__" in vars(mod):
+                    mod.__init__(hub)
+    except BaseException:
+        delattr(hub, name)
+        raise
+
+
+def _load(sub, pypath):
+    try:
+        root = importlib.import_module(pypath)
+    except Exception as e:
+        raise ImportError(f"cannot import sub {sub._name!r} from {pypath!r}: "
+                          f"{type(e).__name__}: {e}") from e
+    if not hasattr(root, "__path__"):
+        # A plain module: its functions are the sub's ("name.func").
+        sub._module = root
+        return [root]
+    sub._package = root
+    modules = []
+    for info in pkgutil.iter_modules(root.__path__):
+        if info.name.startswith("_"):
+            continue
+        full = f"{pypath}.{info.name}"
+        try:
+            mod = importlib.import_module(full)
+        except Exception as e:
+            raise ImportError(f"cannot import module {full!r} of sub {sub._name!r}: "
+                              f"{type(e).__name__}: {e}") from e
+        setattr(sub, info.name, mod)
+        modules.append(mod)
+    return modules
+
+
+def set_attr(ref, value):
+    """Store value at a dotted path on the hub: "mods.CONFIG"."""
+    *path, last = ref.split(".")
+    obj = hub
+    for part in path:
+        obj = getattr(obj, part)
+    setattr(obj, last, value)
+
+
+def resolve(ref):
+    """Turn "sub.module.function" into (callable, wants_hub)."""
+    parts = ref.split(".")
+    if len(parts) < 2 or not all(parts):
+        raise UnknownReference(f"bad reference {ref!r}: expected sub.module.function")
+    sub = hub.__dict__.get(parts[0])
+    if sub is None:
+        raise UnknownReference(f"unknown reference {ref!r}: no sub {parts[0]!r}")
+    obj = sub.__dict__.get("_module", sub) if isinstance(sub, Sub) else sub
+    for i, part in enumerate(parts[1:], 1):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            where = ".".join(parts[:i])
+            raise UnknownReference(f"unknown reference {ref!r}: {where!r} has no {part!r}") from None
+    if not callable(obj):
+        raise TypeError(f"{ref!r} is not callable")
+    return obj, _wants_hub(obj)
+
+
+def _wants_hub(fn):
+    code = getattr(fn, "__code__", None)
+    if code is not None and not isinstance(fn, types.MethodType):
+        return code.co_argcount > 0 and code.co_varnames[0] == "hub"
+    try:
+        import inspect
+        params = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return False
+    return bool(params) and params[0] == "hub"
+
+
+def error_info(exc):
+    """(errno, type, message, traceback) of an exception, for an ERROR frame."""
+    t = type(exc)
+    name = t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+    code = _ENOENT if isinstance(exc, UnknownReference) else 0
+    tb = "".join(traceback.format_exception(t, exc, exc.__traceback__))
+    return code, name, str(exc), tb
+
+
+# ---- coroutines ----
+
+_tasks = {}  # call id -> Task, for calls still running
+
+
+def start_coro(call_id, coro):
+    """Run a coroutine's first step at once, inside a real Task.
+
+    Creating the Task schedules its first step at the end of the ready
+    queue; running that handle straight away gives the coroutine a current
+    task (so asyncio.timeout(), TaskGroup and friends work) without waiting
+    for the loop's next turn.  A coroutine that finishes in that step is
+    answered before this returns.
+    """
+    task = _loop.create_task(coro)
+    step = _loop._ready.pop()
+    step._run()
+    if task.done():
+        _finish(call_id, task)
+    else:
+        _tasks[call_id] = task
+        task.add_done_callback(lambda t: _finish(call_id, t))
+
+
+def _finish(call_id, task):
+    _tasks.pop(call_id, None)
+    if task.cancelled():
+        _pyproc.send_error(call_id, asyncio.CancelledError("the call was cancelled"))
+        return
+    exc = task.exception()
+    if exc is not None:
+        _pyproc.send_error(call_id, exc)
+    else:
+        _pyproc.send_result(call_id, task.result())
+
+
+# ---- the loop ----
+
+class _Selector(selectors.EpollSelector):
+    """Waits on the request ring's futex while user code has no fds of its
+    own, and in epoll with the ring's doorbell registered when it has."""
+
+    def select(self, timeout=None):
+        if len(self._fd_to_key) <= 2:  # the loop's self-pipe and our doorbell
+            if _pyproc.select(timeout, _loop._ready, _loop._scheduled):
+                return super().select(0)  # a signal: let asyncio see its byte
+            return []
+        if _pyproc.serve() or _loop._ready or timeout == 0:
+            return super().select(0)
+        if not _pyproc.spin_then_arm():
+            return super().select(0)
+        try:
+            return super().select(timeout)
+        finally:
+            _pyproc.disarm()
+            _pyproc.serve()
+
+
+class _Loop(asyncio.SelectorEventLoop):
+    def _write_to_self(self):
+        # call_soon_threadsafe() and friends wake the ring wait rather than
+        # the self-pipe, which the futex wait does not watch.
+        _pyproc.wake()
+
+
+def _drain_doorbell():
+    try:
+        import os
+        os.read(_pyproc.doorbell, 8)
+    except BlockingIOError:
+        pass
+
+
+_loop = None
+
+
+def shutdown():
+    _loop.stop()
+
+
+def main():
+    global _loop
+    for entry in reversed([p for p in _pyproc.python_path.split(":") if p]):
+        sys.path.insert(0, entry)
+    _loop = _Loop(_Selector())
+    asyncio.set_event_loop(_loop)
+    _loop.add_reader(_pyproc.doorbell, _drain_doorbell)
+    _pyproc.set_hub(hub, resolve, start_coro, error_info, add_sub, set_attr, shutdown)
+    _pyproc.ready()
+    try:
+        _loop.run_forever()
+    finally:
+        for task in list(_tasks.values()):
+            task.cancel()

@@ -1,0 +1,1 @@
+"""The demo's sub: what examples/demo.c loads into its workers."""

@@ -1,0 +1,409 @@
+/*
+ * The argument format encoder.  Every call's arguments pass through here,
+ * so it allocates nothing beyond growing the caller's buffer and looks at
+ * each format character a bounded number of times: once to check, once to
+ * encode, and once more per enclosing bracket (at most
+ * PYPROC__FMT_MAX_DEPTH) to count that bracket's items.
+ */
+#include "fmt.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <msgpuck.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "msg.h"
+
+static bool fmt_code(char c)
+{
+    return c != '\0' && strchr("nbiIudsym", c) != NULL;
+}
+
+static bool fmt_open(char c)
+{
+    return c == '[' || c == '{';
+}
+
+static bool fmt_close(char c)
+{
+    return c == ']' || c == '}';
+}
+
+/*
+ * One level of brackets being checked.  Counts are size_t so that a format
+ * with more than UINT32_MAX items in one place is caught, not wrapped.
+ */
+struct fmt_level {
+    char close;
+    size_t n;
+};
+
+/* Count one item at the top level, where kwargs need an 's' key. */
+static int fmt_top_item(size_t top[2], int side, char c)
+{
+    if (side && top[1] % 2 == 0 && c != 's')
+        return -EINVAL;
+    if (++top[side] > UINT32_MAX)
+        return -EINVAL;
+    return 0;
+}
+
+int pyproc__fmt_check(const char *fmt)
+{
+    struct fmt_level stack[PYPROC__FMT_MAX_DEPTH];
+    size_t top[2] = {0, 0};
+    int depth = 0, side = 0;
+
+    for (const char *p = fmt ? fmt : ""; *p; p++) {
+        char c = *p;
+
+        if (pyproc__fmt_space(c))
+            continue;
+        if (c == '|') {
+            if (depth || side)
+                return -EINVAL;
+            side = 1;
+            continue;
+        }
+        if (fmt_close(c)) {
+            if (!depth || stack[depth - 1].close != c)
+                return -EINVAL;
+            if (c == '}' && stack[depth - 1].n % 2)
+                return -EINVAL;
+            depth--;
+            continue;
+        }
+        if (!fmt_code(c) && !fmt_open(c))
+            return -EINVAL;
+        if (!depth) {
+            if (fmt_top_item(top, side, c) < 0)
+                return -EINVAL;
+        } else if (++stack[depth - 1].n > UINT32_MAX) {
+            return -EINVAL;
+        }
+        if (fmt_open(c)) {
+            if (depth == PYPROC__FMT_MAX_DEPTH)
+                return -EINVAL;
+            stack[depth].close = c == '[' ? ']' : '}';
+            stack[depth].n = 0;
+            depth++;
+        }
+    }
+    return depth || top[1] % 2 ? -EINVAL : 0;
+}
+
+void pyproc__fmt_top(const char *fmt, uint32_t *ret_pos, uint32_t *ret_kw,
+                     const char **ret_bar)
+{
+    uint32_t n[2] = {0, 0};
+    const char *bar = NULL;
+    size_t depth = 0;
+    const char *p = fmt ? fmt : "";
+
+    for (; *p; p++) {
+        if (pyproc__fmt_space(*p))
+            continue;
+        if (*p == '|') {
+            bar = p;
+            continue;
+        }
+        if (fmt_close(*p)) {
+            depth--;
+            continue;
+        }
+        if (!depth)
+            n[bar != NULL]++;
+        if (fmt_open(*p))
+            depth++;
+    }
+    *ret_pos = n[0];
+    *ret_kw = n[1];
+    *ret_bar = bar ? bar : p;
+}
+
+uint32_t pyproc__fmt_count(const char *open)
+{
+    uint32_t n = 0;
+    size_t depth = 0;
+
+    for (const char *p = open + 1;; p++) {
+        if (pyproc__fmt_space(*p))
+            continue;
+        if (fmt_close(*p)) {
+            if (!depth)
+                return n;
+            depth--;
+            continue;
+        }
+        if (!depth)
+            n++;
+        if (fmt_open(*p))
+            depth++;
+    }
+}
+
+/* ---- the varargs source ---- */
+
+static int va_next(struct pyproc__args *a, char code, union pyproc__arg *out)
+{
+    struct pyproc__va *va = a->state;
+
+    switch (code) {
+    case 'b':
+    case 'i':
+        out->i = va_arg(va->ap, int);
+        return 0;
+    case 'I':
+        out->I = va_arg(va->ap, int64_t);
+        return 0;
+    case 'u':
+        out->u = va_arg(va->ap, uint64_t);
+        return 0;
+    case 'd':
+        out->d = va_arg(va->ap, double);
+        return 0;
+    case 's':
+        out->s = va_arg(va->ap, const char *);
+        return 0;
+    case 'y':
+    case 'm':
+        out->y.p = va_arg(va->ap, const void *);
+        out->y.n = va_arg(va->ap, size_t);
+        return 0;
+    }
+    return -EINVAL;
+}
+
+void pyproc__args_va(struct pyproc__args *a, struct pyproc__va *va)
+{
+    a->next = va_next;
+    a->state = va;
+}
+
+/* ---- encoding ---- */
+
+static int put_int(struct shm_buf *b, int64_t v)
+{
+    int err = 0;
+    /* Non-negative numbers take the unsigned encodings, as Python's do. */
+    uint32_t n = v < 0 ? mp_sizeof_int(v) : mp_sizeof_uint((uint64_t)v);
+    char *w = shm_buf_reserve(b, n, &err);
+
+    if (!w)
+        return err;
+    if (v < 0)
+        mp_encode_int(w, v);
+    else
+        mp_encode_uint(w, (uint64_t)v);
+    b->len += n;
+    return 0;
+}
+
+static int put_uint(struct shm_buf *b, uint64_t v)
+{
+    int err = 0;
+    uint32_t n = mp_sizeof_uint(v);
+    char *w = shm_buf_reserve(b, n, &err);
+
+    if (!w)
+        return err;
+    mp_encode_uint(w, v);
+    b->len += n;
+    return 0;
+}
+
+/* One byte: nil, true or false. */
+static int put_byte(struct shm_buf *b, unsigned char c)
+{
+    return shm_buf_append(b, &c, 1);
+}
+
+static int put_double(struct shm_buf *b, double v)
+{
+    int err = 0;
+    uint32_t n = mp_sizeof_double(v);
+    char *w = shm_buf_reserve(b, n, &err);
+
+    if (!w)
+        return err;
+    mp_encode_double(w, v);
+    b->len += n;
+    return 0;
+}
+
+/* A str (bin false) or bin (bin true) of n bytes at p. */
+static int put_raw(struct shm_buf *b, bool bin, const void *p, size_t n)
+{
+    int err = 0;
+
+    if (!p && n)
+        return -EINVAL;
+    if (n > UINT32_MAX)
+        return -EMSGSIZE;
+    uint32_t head = bin ? mp_sizeof_binl((uint32_t)n) : mp_sizeof_strl((uint32_t)n);
+    if (n > SIZE_MAX - head)
+        return -EMSGSIZE;
+    char *w = shm_buf_reserve(b, head + n, &err);
+    if (!w)
+        return err;
+    w = bin ? mp_encode_binl(w, (uint32_t)n) : mp_encode_strl(w, (uint32_t)n);
+    if (n)
+        memcpy(w, p, n);
+    b->len += head + n;
+    return 0;
+}
+
+static int put_str(struct shm_buf *b, const char *s)
+{
+    if (!s)
+        return -EINVAL;
+    return put_raw(b, false, s, strlen(s));
+}
+
+static int put_splice(struct shm_buf *b, const void *p, size_t n)
+{
+    if (!p || pyproc__msgpack_check(p, n) < 0)
+        return -EINVAL;
+    return shm_buf_append(b, p, n);
+}
+
+/* An array (map false) or map (map true) header of n entries. */
+static int put_head(struct shm_buf *b, bool map, uint32_t n)
+{
+    int err = 0;
+    uint32_t size = map ? mp_sizeof_map(n) : mp_sizeof_array(n);
+    char *w = shm_buf_reserve(b, size, &err);
+
+    if (!w)
+        return err;
+    if (map)
+        mp_encode_map(w, n);
+    else
+        mp_encode_array(w, n);
+    b->len += size;
+    return 0;
+}
+
+/* The value of one argument code, taken from a. */
+static int put_arg(struct shm_buf *b, char code, struct pyproc__args *a)
+{
+    union pyproc__arg v;
+    int err;
+
+    if (code == 'n')
+        return put_byte(b, 0xc0);
+    err = a->next(a, code, &v);
+    if (err < 0)
+        return err;
+    switch (code) {
+    case 'b':
+        return put_byte(b, v.i ? 0xc3 : 0xc2);
+    case 'i':
+        return put_int(b, v.i);
+    case 'I':
+        return put_int(b, v.I);
+    case 'u':
+        return put_uint(b, v.u);
+    case 'd':
+        return put_double(b, v.d);
+    case 's':
+        return put_str(b, v.s);
+    case 'y':
+        return put_raw(b, true, v.y.p, v.y.n);
+    case 'm':
+        return put_splice(b, v.y.p, v.y.n);
+    }
+    return -EINVAL;
+}
+
+/* Encode the items of the checked format from p up to end. */
+static int put_items(struct shm_buf *b, const char *p, const char *end,
+                     struct pyproc__args *a)
+{
+    for (; p < end; p++) {
+        int err = 0;
+
+        if (pyproc__fmt_space(*p) || fmt_close(*p))
+            continue;
+        if (*p == '[')
+            err = put_head(b, false, pyproc__fmt_count(p));
+        else if (*p == '{')
+            err = put_head(b, true, pyproc__fmt_count(p) / 2);
+        else
+            err = put_arg(b, *p, a);
+        if (err < 0)
+            return err;
+    }
+    return 0;
+}
+
+static int encode_call(struct shm_buf *b, int kind, const char *ref,
+                       const char *fmt, struct pyproc__args *a)
+{
+    uint32_t npos, nkw;
+    const char *bar, *end;
+    int err;
+
+    pyproc__fmt_top(fmt, &npos, &nkw, &bar);
+    end = bar + strlen(bar);
+    if ((err = put_head(b, false, 4)) < 0 || (err = put_int(b, kind)) < 0 ||
+        (err = put_str(b, ref)) < 0 || (err = put_head(b, false, npos)) < 0 ||
+        (err = put_items(b, fmt, bar, a)) < 0 ||
+        (err = put_head(b, true, nkw / 2)) < 0)
+        return err;
+    return *bar ? put_items(b, bar + 1, end, a) : 0;
+}
+
+int pyproc__fmt_encode_call(struct shm_buf *b, int kind, const char *ref,
+                            const char *fmt, struct pyproc__args *a)
+{
+    size_t len0;
+    int err;
+
+    if (!b || !ref || !a)
+        return -EINVAL;
+    err = pyproc__fmt_check(fmt);
+    if (err < 0)
+        return err;
+    len0 = b->len;
+    err = encode_call(b, kind, ref, fmt ? fmt : "", a);
+    if (err < 0)
+        b->len = len0;
+    return err;
+}
+
+static int encode_value(struct shm_buf *b, const char *fmt,
+                        struct pyproc__args *a)
+{
+    uint32_t n, nkw;
+    const char *bar;
+    int err;
+
+    pyproc__fmt_top(fmt, &n, &nkw, &bar);
+    if (*bar)
+        return -EINVAL;
+    if (n == 0)
+        return put_byte(b, 0xc0);
+    if (n > 1 && (err = put_head(b, false, n)) < 0)
+        return err;
+    return put_items(b, fmt, bar, a);
+}
+
+int pyproc__fmt_encode_value(struct shm_buf *b, const char *fmt,
+                             struct pyproc__args *a)
+{
+    size_t len0;
+    int err;
+
+    if (!b || !a)
+        return -EINVAL;
+    err = pyproc__fmt_check(fmt);
+    if (err < 0)
+        return err;
+    len0 = b->len;
+    err = encode_value(b, fmt ? fmt : "", a);
+    if (err < 0)
+        b->len = len0;
+    return err;
+}

@@ -1,0 +1,45 @@
+/*
+ * Messages (pyproc_msg): one msgpack value, or the text of an error.  The
+ * public functions are documented in pyproc.h; these are the constructors
+ * and checks that the rest of the host uses.
+ */
+#ifndef PYPROC_HOST_MSG_H
+#define PYPROC_HOST_MSG_H
+
+#include <stddef.h>
+
+#include "../shm/buf.h"
+#include "pyproc.h"
+
+/*
+ * Skip the one well-formed msgpack value at *p, which must end by `end`.
+ * Returns 0 with *p just past it, or -EBADMSG (*p then undefined).  The
+ * walk is iterative, so any depth of nesting is fine, and it refuses the
+ * reserved byte 0xc1 and counts that the remaining bytes could not hold.
+ */
+int pyproc__msgpack_next(const char **p, const char *end);
+
+/* 0 when data holds exactly one well-formed value and nothing after it,
+ * else -EBADMSG. */
+int pyproc__msgpack_check(const void *data, size_t len);
+
+/*
+ * A message holding a copy of the value in data, which must be exactly one
+ * well-formed value.  Returns 0, -EINVAL (NULL pointers), -EBADMSG or
+ * -ENOMEM.
+ */
+int pyproc__msg_from_value(pyproc_msg **ret, const void *data, size_t len);
+
+/*
+ * A message that adopts b's bytes, which the caller has already checked or
+ * encoded itself, without copying them; b is left empty (its limit kept).
+ * Returns 0, -EINVAL (NULL pointers), -EBADMSG (b empty) or -ENOMEM, which
+ * leaves b alone.
+ */
+int pyproc__msg_take_buf(pyproc_msg **ret, struct shm_buf *b);
+
+/* An error message with the printf-formatted text.  0, -EINVAL or -ENOMEM. */
+int pyproc__msg_error(pyproc_msg **ret, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#endif

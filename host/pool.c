@@ -1,0 +1,348 @@
+/*
+ * Pools: options, start-up, add_sub, tear-down.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../shm/frame.h"
+#include "fmt.h"
+#include "msg.h"
+#include "pool.h"
+
+#define DEFAULT_RING_BYTES (2u << 20)
+#define DEFAULT_MAX_MSG (1ull << 30)
+#define DEFAULT_START_TIMEOUT_MS 10000
+#define DEFAULT_SPIN_US 50
+#define STOP_GRACE_MS 2000
+
+/* Bumped in every forked child, so a pool can tell it was inherited. */
+static _Atomic unsigned fork_gen;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void on_fork_child(void) { atomic_fetch_add(&fork_gen, 1); }
+static void install_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
+
+int pyproc__pool_check(pyproc_pool *p)
+{
+    if (!p)
+        return -EINVAL;
+    if (p->fork_gen != atomic_load_explicit(&fork_gen, memory_order_relaxed))
+        return -ECHILD;
+    return 0;
+}
+
+/* ---- options ---- */
+
+/*
+ * The worker installed with this library: <libdir>/../libexec/pyproc/, or
+ * <dir>/../bin/ for a build tree (and for programs that link the static
+ * library, whose "library" is the program itself).
+ */
+static char *default_worker_path(void)
+{
+    static const char *const rel[] = {"../libexec/pyproc/pyproc-worker",
+                                      "../bin/pyproc-worker"};
+    char self[PATH_MAX], *dir, *path;
+    Dl_info info;
+
+    if (!dladdr((void *)default_worker_path, &info) || !info.dli_fname ||
+        !realpath(info.dli_fname, self)) {
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n < 0)
+            return NULL;
+        self[n] = 0;
+    }
+    dir = strrchr(self, '/');
+    if (dir)
+        *dir = 0;
+    for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
+        if (asprintf(&path, "%s/%s", self, rel[i]) < 0)
+            return NULL;
+        if (access(path, X_OK) == 0 || i + 1 == sizeof rel / sizeof rel[0])
+            return path;
+        free(path);
+    }
+    return NULL;
+}
+
+/* Make every relative entry of a ':'-separated path absolute. */
+static char *absolute_path_list(const char *list)
+{
+    char cwd[PATH_MAX], *out = NULL;
+    size_t len = 0;
+    FILE *f;
+
+    if (!list || !*list)
+        return NULL;
+    if (!getcwd(cwd, sizeof cwd))
+        cwd[0] = 0;
+    f = open_memstream(&out, &len);
+    if (!f)
+        return NULL;
+    for (const char *s = list; *s;) {
+        size_t n = strcspn(s, ":");
+        if (n)
+            fprintf(f, "%s%s%s%.*s", ftell(f) ? ":" : "", s[0] == '/' ? "" : cwd,
+                    s[0] == '/' ? "" : "/", (int)n, s);
+        s += n + (s[n] == ':');
+    }
+    fclose(f);
+    return out;
+}
+
+static uint64_t round_pow2(uint64_t n)
+{
+    uint64_t r = SHM_RING_MIN_BYTES;
+    while (r < n && r < SHM_RING_MAX_BYTES)
+        r <<= 1;
+    return r;
+}
+
+static int apply_opts(pyproc_pool *p, const pyproc_opts *o)
+{
+    static const pyproc_opts none;
+    const char *env = getenv("PYPROC_WORKER");
+
+    if (!o)
+        o = &none;
+    if (o->workers < 0 || o->start_timeout_ms < 0 || o->spin_us < -1)
+        return -EINVAL;
+    p->nworkers = o->workers ? o->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (p->nworkers < 1)
+        p->nworkers = 1;
+    if (o->worker_path)
+        p->worker_path = strdup(o->worker_path);
+    else if (env && *env)
+        p->worker_path = strdup(env);
+    else
+        p->worker_path = default_worker_path();
+    if (!p->worker_path)
+        return -ENOMEM;
+    p->python_path = absolute_path_list(o->python_path);
+    p->ring_bytes = round_pow2(o->ring_bytes ? o->ring_bytes : DEFAULT_RING_BYTES);
+    p->max_msg = o->max_msg_bytes ? o->max_msg_bytes : DEFAULT_MAX_MSG;
+    p->start_timeout_ms = o->start_timeout_ms ? o->start_timeout_ms : DEFAULT_START_TIMEOUT_MS;
+    p->spin_ns = o->spin_us == -1 ? 0 : (int64_t)(o->spin_us ? o->spin_us : DEFAULT_SPIN_US) * 1000;
+    return 0;
+}
+
+/* ---- start and stop ---- */
+
+/* On the service thread: spawn and watch every worker. */
+static int spawn_all(pyproc_pool *p, void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < p->nworkers; i++) {
+        int err = pyproc__worker_spawn(p, i, &p->workers[i]);
+        if (err == 0)
+            err = pyproc__service_watch(p, p->workers[i]);
+        if (err < 0)
+            return err;
+    }
+    return 0;
+}
+
+/* On the service thread: ask all to stop at once, then wait for each. */
+static int stop_all(pyproc_pool *p, void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < p->nworkers; i++)
+        if (p->workers[i])
+            pyproc__worker_ask_stop(p->workers[i]);
+    for (int i = 0; i < p->nworkers; i++)
+        if (p->workers[i])
+            pyproc__worker_stop(p->workers[i], STOP_GRACE_MS);
+    return 0;
+}
+
+/* Wait until every worker is ready, one has died, or time runs out. */
+static int wait_ready(pyproc_pool *p)
+{
+    struct timespec until;
+    int err = 0;
+
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += p->start_timeout_ms / 1000;
+    until.tv_nsec += (long)(p->start_timeout_ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        int ready = 0;
+        for (int i = 0; i < p->nworkers; i++) {
+            if (atomic_load(&p->workers[i]->dead))
+                err = PYPROC_EWORKER;
+            ready += atomic_load(&p->workers[i]->ready);
+        }
+        if (err || ready == p->nworkers)
+            break;
+        if (pthread_cond_timedwait(&p->changed, &p->lock, &until) == ETIMEDOUT) {
+            err = -ETIMEDOUT;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    return err;
+}
+
+static void pool_destroy(pyproc_pool *p)
+{
+    if (p->service_running)
+        pyproc__service_run(p, stop_all, NULL);
+    pyproc__service_stop(p);
+    for (int i = 0; p->workers && i < p->nworkers; i++)
+        pyproc__worker_free(p->workers[i]);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->changed);
+    free(p->workers);
+    free(p->worker_path);
+    free(p->python_path);
+    free(p->name);
+    free(p);
+}
+
+PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name,
+                                  const pyproc_opts *opts)
+{
+    pthread_condattr_t ca;
+    pyproc_pool *p;
+    int err;
+
+    if (!ret || !name || !*name)
+        return -EINVAL;
+    pthread_once(&atfork_once, install_atfork);
+    p = calloc(1, sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    p->epfd = p->control_fd = -1;
+    p->fork_gen = atomic_load(&fork_gen);
+    p->owner_pid = getpid();
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->changed, &ca);
+    pthread_condattr_destroy(&ca);
+    p->name = strdup(name);
+    err = p->name ? apply_opts(p, opts) : -ENOMEM;
+    if (err == 0 && !(p->workers = calloc((size_t)p->nworkers, sizeof *p->workers)))
+        err = -ENOMEM;
+    if (err == 0)
+        err = pyproc__service_start(p);
+    if (err == 0)
+        err = pyproc__service_run(p, spawn_all, NULL);
+    if (err == 0)
+        err = wait_ready(p);
+    if (err < 0) {
+        pool_destroy(p);
+        return err;
+    }
+    *ret = p;
+    return 0;
+}
+
+PYPROC_EXPORT void pyproc_pool_free(pyproc_pool *p)
+{
+    if (pyproc__pool_check(p) < 0)
+        return;
+    for (int i = 0; i < p->nworkers; i++)
+        pyproc__fail_calls(p->workers[i], -ECANCELED, "the pool was freed");
+    pool_destroy(p);
+}
+
+PYPROC_EXPORT int pyproc_workers(pyproc_pool *p)
+{
+    int err = pyproc__pool_check(p);
+    return err < 0 ? err : p->nworkers;
+}
+
+PYPROC_EXPORT const char *pyproc_pool_name(pyproc_pool *p)
+{
+    return p ? p->name : NULL;
+}
+
+/* ---- add_sub ---- */
+
+static int encode(struct shm_buf *b, const char *fmt, ...)
+{
+    struct pyproc__args args;
+    struct pyproc__va va;
+    va_list ap;
+    int err;
+
+    va_start(ap, fmt);
+    va_copy(va.ap, ap);
+    pyproc__args_va(&args, &va);
+    err = pyproc__fmt_encode_value(b, fmt, &args);
+    va_end(va.ap);
+    va_end(ap);
+    return err;
+}
+
+/*
+ * Send one control request to every worker at once and wait for all.
+ * Returns 0, or the first failure with its message in *err.
+ */
+int pyproc__broadcast(pyproc_pool *p, uint16_t type, const struct shm_buf *b,
+                      pyproc_msg **err_msg)
+{
+    pyproc_call **calls = calloc((size_t)p->nworkers, sizeof *calls);
+    int first = 0;
+
+    if (!calls)
+        return -ENOMEM;
+    for (int i = 0; i < p->nworkers; i++) {
+        int err = pyproc__call_send_raw(p->workers[i], type, b, &calls[i]);
+        if (err < 0 && !first)
+            first = err;
+    }
+    for (int i = 0; i < p->nworkers; i++) {
+        pyproc_msg *m = NULL;
+        if (!calls[i])
+            continue;
+        int err = pyproc__call_wait(calls[i], &m, -1);
+        if (err < 0 && !first) {
+            first = err;
+            if (err_msg) {
+                *err_msg = m;
+                m = NULL;
+            }
+        }
+        pyproc_msg_free(m);
+        pyproc_call_free(calls[i]);
+    }
+    free(calls);
+    return first;
+}
+
+PYPROC_EXPORT int pyproc_add_sub_err(pyproc_pool *p, const char *name, const char *pypath,
+                                     unsigned flags, pyproc_msg **err_msg)
+{
+    struct shm_buf b = {0};
+    int err = pyproc__pool_check(p);
+
+    if (err < 0)
+        return err;
+    if (!name || !*name || !pypath || !*pypath || (flags & ~PYPROC_SUB_INIT))
+        return -EINVAL;
+    b.limit = p->max_msg;
+    err = encode(&b, "[ssb]", name, pypath, (int)(flags & PYPROC_SUB_INIT));
+    if (err == 0)
+        err = pyproc__broadcast(p, SHM_FRAME_ADD_SUB, &b, err_msg);
+    shm_buf_free(&b);
+    return err;
+}
+
+PYPROC_EXPORT int pyproc_add_sub(pyproc_pool *p, const char *name, const char *pypath,
+                                 unsigned flags)
+{
+    return pyproc_add_sub_err(p, name, pypath, flags, NULL);
+}

@@ -1,0 +1,149 @@
+/*
+ * The host's private view of pools, workers and calls.
+ *
+ * Threads: any number of application threads make calls; one service
+ * thread per pool spawns and reaps workers (it must live as long as the
+ * pool, because a worker's PR_SET_PDEATHSIG follows the thread that spawned
+ * it) and drains reply rings whenever no caller is polling them.
+ *
+ * Locks, always taken in this order: pool->lock, worker->rx_lock,
+ * worker->tx_lock, worker->calls_lock.
+ */
+#ifndef PYPROC_HOST_POOL_H
+#define PYPROC_HOST_POOL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../shm/buf.h"
+#include "../shm/ring.h"
+#include "../shm/segment.h"
+#include "pyproc.h"
+
+enum call_state {
+    CALL_PENDING = 0,
+    CALL_DONE = 1,
+    CALL_SLEEPING = 2, /* pending, and a waiter sleeps on the futex */
+};
+
+struct pyproc_call {
+    pyproc_pool *pool;
+    struct pp_worker *worker;
+    uint64_t id;
+    /* Two references while the call is in flight: the caller's handle and
+     * the worker's call table.  The last one frees. */
+    _Atomic int refs;
+    /* CALL_PENDING until the answer is stored; the release store of
+     * CALL_DONE in pyproc__call_complete() pairs with the acquire loads in
+     * pyproc_wait(). */
+    _Atomic uint32_t state;
+    int result;      /* 0 or a negative errno, valid once CALL_DONE */
+    pyproc_msg *ret; /* the answer, handed to the first pyproc_wait() */
+    bool taken;      /* the answer was handed out */
+};
+
+/* One slot of a worker's call table; ids carry the slot's generation so a
+ * late or forged answer never reaches a reused slot. */
+struct call_slot {
+    pyproc_call *call;
+    uint32_t gen;
+    uint32_t next_free;
+};
+
+struct pp_worker {
+    pyproc_pool *pool;
+    int index;
+    pid_t pid;
+    int pidfd;
+    int death_w;     /* write end of the pipe whose EOF tells the worker we died */
+    struct shm_seg seg;
+    struct shm_ring tx; /* requests; we produce under tx_lock */
+    struct shm_ring rx; /* replies; we consume under rx_lock */
+    pthread_mutex_t tx_lock;
+    pthread_mutex_t rx_lock;
+    /* Callers spinning on rx right now.  While it is above zero the ring
+     * says SHM_AWAKE, so the worker rings no doorbell; the last poller to
+     * leave re-arms it (see pyproc__poll_leave()). */
+    _Atomic int pollers;
+    _Atomic bool ready;
+    _Atomic bool dead;
+    char *death; /* how it died, once dead */
+
+    pthread_mutex_t calls_lock;
+    struct call_slot *slots;
+    uint32_t nslots;
+    uint32_t free_head; /* UINT32_MAX: none */
+    uint32_t in_flight;
+};
+
+struct pyproc_pool {
+    char *name;
+    pid_t owner_pid;
+    unsigned fork_gen;
+    int nworkers;
+    struct pp_worker **workers;
+    _Atomic unsigned next; /* round robin */
+    char *worker_path;
+    char *python_path; /* absolute entries */
+    uint64_t ring_bytes;
+    uint64_t max_msg;
+    int64_t spin_ns;
+    int start_timeout_ms;
+
+    pthread_mutex_t lock; /* guards what follows */
+    pthread_cond_t changed; /* a worker became ready or died */
+
+    /* The service thread. */
+    pthread_t service;
+    bool service_running;
+    int epfd;
+    int control_fd; /* eventfd: commands waiting */
+    struct service_cmd *cmds; /* queue, under lock */
+    bool stopping;
+};
+
+/* ---- call.c ---- */
+int pyproc__call_start(pyproc_pool *p, int ind, int kind, const char *ref,
+                       const char *fmt, va_list ap, pyproc_call **ret);
+int pyproc__call_wait(pyproc_call *c, pyproc_msg **ret, int timeout_ms);
+void pyproc__call_complete(pyproc_call *c, int result, pyproc_msg *ret);
+/* Send a control request (ADD_SUB, SET_ATTR) to one worker as a call. */
+int pyproc__call_send_raw(struct pp_worker *w, uint16_t type,
+                          const struct shm_buf *payload, pyproc_call **ret);
+/* Fail every call in flight on w. */
+void pyproc__fail_calls(struct pp_worker *w, int result, const char *why);
+
+/* ---- drain.c ---- */
+/* Read every answer in w's reply ring; call with rx_lock held. */
+void pyproc__drain(struct pp_worker *w);
+void pyproc__poll_enter(struct pp_worker *w);
+void pyproc__poll_leave(struct pp_worker *w);
+
+/* ---- service.c ---- */
+int pyproc__service_start(pyproc_pool *p);
+void pyproc__service_stop(pyproc_pool *p);
+/* Run fn(p, arg) on the service thread and return its result. */
+int pyproc__service_run(pyproc_pool *p, int (*fn)(pyproc_pool *, void *), void *arg);
+/* Watch a new worker's pidfd and doorbell; on the service thread. */
+int pyproc__service_watch(pyproc_pool *p, struct pp_worker *w);
+
+/* ---- spawn.c ---- */
+int pyproc__worker_spawn(pyproc_pool *p, int index, struct pp_worker **ret);
+void pyproc__worker_ask_stop(struct pp_worker *w);
+void pyproc__worker_stop(struct pp_worker *w, int grace_ms);
+void pyproc__worker_free(struct pp_worker *w);
+/* The worker died (pidfd readable): reap it and fail its calls. */
+void pyproc__worker_reap(struct pp_worker *w);
+
+/* ---- pool.c ---- */
+/* 0 when the pool may be used from this process, else -EINVAL / -ECHILD. */
+int pyproc__pool_check(pyproc_pool *p);
+/* Send one control request to every worker and wait for all; the first
+ * failure's message goes to *err_msg (may be NULL). */
+int pyproc__broadcast(pyproc_pool *p, uint16_t type, const struct shm_buf *b,
+                      pyproc_msg **err_msg);
+
+#endif

@@ -1,0 +1,214 @@
+/*
+ * The pool's service thread.
+ *
+ * It sleeps in epoll on every worker's doorbell (rung by a worker that wrote
+ * an answer while nobody polled its reply ring) and pidfd (readable when the
+ * worker exits), plus a control eventfd through which other threads hand it
+ * work that must run here: spawning and stopping workers.  Spawning here,
+ * on a thread that lives as long as the pool, is what makes the workers'
+ * PR_SET_PDEATHSIG mean "the host is gone" rather than "some thread ended".
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "pool.h"
+
+enum { EV_CONTROL, EV_BELL, EV_PIDFD };
+
+struct service_cmd {
+    int (*fn)(pyproc_pool *p, void *arg);
+    void *arg;
+    int result;
+    bool done;
+    struct service_cmd *next;
+};
+
+static uint64_t tag(int kind, int index)
+{
+    return ((uint64_t)(uint32_t)index << 8) | (uint64_t)kind;
+}
+
+int pyproc__service_watch(pyproc_pool *p, struct pp_worker *w)
+{
+    struct epoll_event bell = {.events = EPOLLIN, .data.u64 = tag(EV_BELL, w->index)};
+    struct epoll_event pid = {.events = EPOLLIN, .data.u64 = tag(EV_PIDFD, w->index)};
+
+    if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, w->rx.doorbell_fd, &bell) < 0 ||
+        epoll_ctl(p->epfd, EPOLL_CTL_ADD, w->pidfd, &pid) < 0)
+        return -errno;
+    return 0;
+}
+
+static void unwatch(pyproc_pool *p, struct pp_worker *w)
+{
+    epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->rx.doorbell_fd, NULL);
+    epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->pidfd, NULL);
+}
+
+static struct pp_worker *worker_at(pyproc_pool *p, int index)
+{
+    struct pp_worker *w = NULL;
+
+    pthread_mutex_lock(&p->lock);
+    if (index >= 0 && index < p->nworkers)
+        w = p->workers[index];
+    pthread_mutex_unlock(&p->lock);
+    return w;
+}
+
+/*
+ * Drain a worker's replies, then re-arm its doorbell unless a caller is
+ * polling (that caller re-arms when it leaves).  Re-arming and finding a
+ * frame that slipped in means draining again.
+ */
+static void drain_and_rearm(struct pp_worker *w)
+{
+    uint64_t n;
+
+    while (read(w->rx.doorbell_fd, &n, sizeof n) > 0)
+        ;
+    for (;;) {
+        pthread_mutex_lock(&w->rx_lock);
+        pyproc__drain(w);
+        pthread_mutex_unlock(&w->rx_lock);
+        if (atomic_load(&w->pollers) > 0 || shm_ring_is_closed(&w->rx))
+            return;
+        if (!shm_ring_sleep_begin(&w->rx, SHM_SLEEP_DOORBELL))
+            return;
+    }
+}
+
+static void run_commands(pyproc_pool *p)
+{
+    uint64_t n;
+
+    while (read(p->control_fd, &n, sizeof n) > 0)
+        ;
+    pthread_mutex_lock(&p->lock);
+    while (p->cmds) {
+        struct service_cmd *c = p->cmds;
+        p->cmds = c->next;
+        pthread_mutex_unlock(&p->lock);
+        int result = c->fn(p, c->arg);
+        pthread_mutex_lock(&p->lock);
+        c->result = result;
+        c->done = true;
+        pthread_cond_broadcast(&p->changed);
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void handle(pyproc_pool *p, uint64_t t)
+{
+    int kind = (int)(t & 0xff), index = (int)(t >> 8);
+    struct pp_worker *w;
+
+    if (kind == EV_CONTROL) {
+        run_commands(p);
+        return;
+    }
+    w = worker_at(p, index);
+    if (!w)
+        return;
+    if (kind == EV_BELL) {
+        drain_and_rearm(w);
+    } else {
+        unwatch(p, w);
+        pyproc__worker_reap(w);
+    }
+}
+
+static void *service_main(void *arg)
+{
+    pyproc_pool *p = arg;
+    struct epoll_event ev[32];
+
+    for (;;) {
+        int n = epoll_wait(p->epfd, ev, 32, -1);
+        if (n < 0 && errno != EINTR)
+            break;
+        for (int i = 0; i < n; i++)
+            handle(p, ev[i].data.u64);
+        pthread_mutex_lock(&p->lock);
+        bool stop = p->stopping && !p->cmds;
+        pthread_mutex_unlock(&p->lock);
+        if (stop)
+            break;
+    }
+    return NULL;
+}
+
+int pyproc__service_start(pyproc_pool *p)
+{
+    struct epoll_event ctl = {.events = EPOLLIN, .data.u64 = tag(EV_CONTROL, 0)};
+    sigset_t all, old;
+    int err;
+
+    p->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (p->epfd < 0)
+        return -errno;
+    p->control_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (p->control_fd < 0)
+        return -errno;
+    if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->control_fd, &ctl) < 0)
+        return -errno;
+    /* The application's signal handlers should not run on our thread. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    err = -pthread_create(&p->service, NULL, service_main, p);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err < 0)
+        return err;
+    p->service_running = true;
+    return 0;
+}
+
+static int stop_thread(pyproc_pool *p, void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&p->lock);
+    p->stopping = true;
+    pthread_mutex_unlock(&p->lock);
+    return 0;
+}
+
+void pyproc__service_stop(pyproc_pool *p)
+{
+    if (p->service_running) {
+        pyproc__service_run(p, stop_thread, NULL);
+        pthread_join(p->service, NULL);
+        p->service_running = false;
+    }
+    if (p->control_fd >= 0)
+        close(p->control_fd);
+    if (p->epfd >= 0)
+        close(p->epfd);
+    p->control_fd = p->epfd = -1;
+}
+
+int pyproc__service_run(pyproc_pool *p, int (*fn)(pyproc_pool *, void *), void *arg)
+{
+    struct service_cmd c = {.fn = fn, .arg = arg};
+    uint64_t one = 1;
+
+    if (pthread_equal(pthread_self(), p->service))
+        return fn(p, arg);
+    pthread_mutex_lock(&p->lock);
+    struct service_cmd **tail = &p->cmds;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = &c;
+    pthread_mutex_unlock(&p->lock);
+    if (write(p->control_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+        return -errno;
+    pthread_mutex_lock(&p->lock);
+    while (!c.done)
+        pthread_cond_wait(&p->changed, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+    return c.result;
+}

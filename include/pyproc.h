@@ -1,0 +1,290 @@
+/*
+ * pyproc: run Python functions in pools of worker processes from C.
+ *
+ * A pool is a set of fresh `pyproc-worker` processes (exec'd, never forked),
+ * each embedding CPython and running many calls at once on an asyncio loop.
+ * The host loads Python code into every worker with pyproc_add_sub() and
+ * calls functions by reference ("sub.module.function"); requests and answers
+ * travel through shared-memory rings.
+ *
+ * Return values: 0 (or a count) on success, a negative errno value on
+ * failure.  The library never leaves its answer in errno.  Outcomes of its
+ * own are named below (PYPROC_EREMOTE, PYPROC_EWORKER); pyproc_strerror()
+ * describes any return value.
+ *
+ * Ownership: every pyproc_msg handed out (*ret of a call, of
+ * pyproc_msg_new() or pyproc_msg_at()) belongs to the caller, who frees it
+ * with pyproc_msg_free().  Handles (pyproc_call) are freed with
+ * pyproc_call_free(), which leaves the message returned by pyproc_wait()
+ * alone.  Every free function accepts NULL.
+ *
+ * Threads: every function is safe to call from any thread, on the same pool
+ * or call at once, unless its comment says otherwise.  Several threads may
+ * share one pool; each gets its own answers.
+ *
+ * Fork: a pool belongs to the process that created it.  In a forked child
+ * every function that takes the pool returns -ECHILD; the child must not
+ * free it either (pyproc_pool_free() does nothing there).
+ *
+ * Freeing a pool with calls in flight: those calls end with -ECANCELED;
+ * their handles stay valid until pyproc_call_free().
+ */
+#ifndef PYPROC_H
+#define PYPROC_H
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(PYPROC_BUILDING) && defined(__GNUC__)
+#define PYPROC_EXPORT __attribute__((visibility("default")))
+#else
+#define PYPROC_EXPORT
+#endif
+
+#define PYPROC_VERSION_MAJOR 0
+#define PYPROC_VERSION_MINOR 1
+#define PYPROC_VERSION_PATCH 0
+
+/* Python raised: the message holds type, message and traceback. */
+#define PYPROC_EREMOTE (-EREMOTEIO)
+/* The worker died during the call: the message names it and how it died. */
+#define PYPROC_EWORKER (-EOWNERDEAD)
+
+typedef struct pyproc_pool pyproc_pool;
+typedef struct pyproc_call pyproc_call;
+typedef struct pyproc_msg pyproc_msg;
+
+/*
+ * Pool options.  Zero-initialise and set what you need; every zero field
+ * takes its default.
+ */
+typedef struct pyproc_opts {
+    /* Number of workers.  Default: the number of online CPUs. */
+    int workers;
+    /* Worker binary.  Default: $PYPROC_WORKER, else the pyproc-worker
+     * installed beside this library (found relative to the library). */
+    const char *worker_path;
+    /* Extra sys.path entries for the workers, ':'-separated, put in front
+     * of the interpreter's own.  Relative entries are made absolute against
+     * the host's working directory. */
+    const char *python_path;
+    /* Bytes of each of a worker's two rings; rounded up to a power of two.
+     * Default 2 MiB. */
+    size_t ring_bytes;
+    /* Largest encoded message in either direction.  Default 1 GiB. */
+    size_t max_msg_bytes;
+    /* How long pyproc_pool_new() waits for every worker to be ready.
+     * Default 10000 ms. */
+    int start_timeout_ms;
+    /* How long a waiting side spins before it sleeps, in microseconds.
+     * Default 50; -1 never spins. */
+    int spin_us;
+} pyproc_opts;
+
+/* Flags of pyproc_add_sub(). */
+#define PYPROC_SUB_INIT 0x1u /* run each module's __init__(hub) on load */
+
+/* ---- pools ---- */
+
+/*
+ * Start a pool of workers named `name` (NULL opts: all defaults) and wait
+ * until every worker is ready.  A worker that cannot be started, or dies or
+ * stays silent before it is ready, fails the whole call; nothing is left
+ * behind.  Returns 0 and the pool through *ret, or a negative errno.
+ */
+PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name,
+                                  const pyproc_opts *opts);
+
+/*
+ * Stop every worker (asked first, killed after a bounded wait), reap them,
+ * and release everything.  Calls still in flight end with -ECANCELED.
+ */
+PYPROC_EXPORT void pyproc_pool_free(pyproc_pool *pool);
+
+/* Number of workers, or a negative errno. */
+PYPROC_EXPORT int pyproc_workers(pyproc_pool *pool);
+
+/* The pool's name (valid while the pool lives). */
+PYPROC_EXPORT const char *pyproc_pool_name(pyproc_pool *pool);
+
+/*
+ * Import the package or module `pypath` in every worker and mount it on the
+ * hub as `name`; with PYPROC_SUB_INIT each module's __init__(hub) runs.
+ * Returns 0, or PYPROC_EREMOTE with the first failing worker's error in
+ * *err when err is not NULL (free it with pyproc_msg_free()).
+ */
+PYPROC_EXPORT int pyproc_add_sub(pyproc_pool *pool, const char *name,
+                                 const char *pypath, unsigned flags);
+PYPROC_EXPORT int pyproc_add_sub_err(pyproc_pool *pool, const char *name,
+                                     const char *pypath, unsigned flags,
+                                     pyproc_msg **err);
+
+/* ---- calls ---- */
+
+/*
+ * Call `ref` ("sub.module.function") on the next worker in round-robin
+ * order with the arguments that fmt describes (see "Argument format"
+ * below) and wait for it.  On success returns 0 with the result in *ret.
+ * On PYPROC_EREMOTE, -ENOENT (unknown reference) or PYPROC_EWORKER, *ret
+ * holds the error message (pyproc_msg_error()); on other errors *ret is
+ * left alone.  ret may be NULL to drop the result.
+ */
+PYPROC_EXPORT int pyproc_func(pyproc_pool *pool, const char *ref,
+                              pyproc_msg **ret, const char *fmt, ...);
+PYPROC_EXPORT int pyproc_funcv(pyproc_pool *pool, const char *ref,
+                               pyproc_msg **ret, const char *fmt, va_list ap);
+
+/* As pyproc_func(), on worker `ind`. */
+PYPROC_EXPORT int pyproc_ind_func(pyproc_pool *pool, int ind, const char *ref,
+                                  pyproc_msg **ret, const char *fmt, ...);
+PYPROC_EXPORT int pyproc_ind_funcv(pyproc_pool *pool, int ind, const char *ref,
+                                   pyproc_msg **ret, const char *fmt,
+                                   va_list ap);
+
+/*
+ * Start a call on the next worker and return at once, with the worker's
+ * index through *ind (may be NULL) and a handle through *call, to pass to
+ * pyproc_wait() and then pyproc_call_free().  Any number of calls may be in
+ * flight.
+ */
+PYPROC_EXPORT int pyproc_track_func(pyproc_pool *pool, int *ind,
+                                    pyproc_call **call, const char *ref,
+                                    const char *fmt, ...);
+PYPROC_EXPORT int pyproc_track_funcv(pyproc_pool *pool, int *ind,
+                                     pyproc_call **call, const char *ref,
+                                     const char *fmt, va_list ap);
+
+/* As pyproc_track_func(), on worker `ind`. */
+PYPROC_EXPORT int pyproc_ind_call(pyproc_pool *pool, int ind,
+                                  pyproc_call **call, const char *ref,
+                                  const char *fmt, ...);
+PYPROC_EXPORT int pyproc_ind_callv(pyproc_pool *pool, int ind,
+                                   pyproc_call **call, const char *ref,
+                                   const char *fmt, va_list ap);
+
+/*
+ * Wait up to timeout_ms (-1: forever) for a call to end.  Returns what
+ * pyproc_func() would, with *ret filled the same way, or -ETIMEDOUT when
+ * the call is still running (wait again later).  The result is handed out
+ * once: a second pyproc_wait() after success returns -EALREADY.
+ */
+PYPROC_EXPORT int pyproc_wait(pyproc_call *call, pyproc_msg **ret,
+                              int timeout_ms);
+
+/* Index of the worker that runs the call. */
+PYPROC_EXPORT int pyproc_call_worker(pyproc_call *call);
+
+/*
+ * Release a handle.  A call that is still running goes on in the worker;
+ * its result is dropped when it arrives.
+ */
+PYPROC_EXPORT void pyproc_call_free(pyproc_call *call);
+
+/* ---- messages ----
+ *
+ * A message is one msgpack value, as Python's msgpack writes it with
+ * use_bin_type=True (str as str, bytes as bin, smallest encodings), or an
+ * error.
+ *
+ * Argument format: each code stands for one value and takes its C
+ * arguments in order:
+ *   n  None                      (no argument)
+ *   b  bool                      int
+ *   i  int                       int
+ *   I  int                       int64_t
+ *   u  int                       uint64_t
+ *   d  float                     double
+ *   s  str                       const char * (UTF-8, NUL-terminated)
+ *   y  bytes                     const void *, size_t
+ *   m  raw msgpack value         const void *, size_t (spliced as it is)
+ *   [ ... ]  list of the values inside
+ *   { ... }  dict of the values inside, alternating keys and values
+ * Spaces are ignored.  In a call, the codes are the positional arguments;
+ * after a '|' come keyword arguments as pairs of a key ('s') and a value:
+ *   pyproc_func(p, "mods.math.scale", &r, "ii|sd", 2, 3, "factor", 1.5);
+ * calls scale(2, 3, factor=1.5).  A NULL or empty fmt means no arguments.
+ */
+
+enum pyproc_type {
+    PYPROC_NIL = 1,
+    PYPROC_BOOL,
+    PYPROC_INT,   /* fits int64_t */
+    PYPROC_UINT,  /* above INT64_MAX */
+    PYPROC_FLOAT,
+    PYPROC_STR,
+    PYPROC_BYTES,
+    PYPROC_LIST,
+    PYPROC_MAP,
+    PYPROC_EXT,
+};
+
+/*
+ * Build a message from fmt.  One code makes that value; several make a
+ * list of them.  Returns 0, -EINVAL for a bad format, or -ENOMEM.
+ */
+PYPROC_EXPORT int pyproc_msg_new(pyproc_msg **ret, const char *fmt, ...);
+PYPROC_EXPORT int pyproc_msg_newv(pyproc_msg **ret, const char *fmt,
+                                  va_list ap);
+
+/*
+ * Read a message with the codes above, taking pointers: b and i fill an
+ * int, I an int64_t, u a uint64_t, d a double; s gives a const char ** to a
+ * NUL-terminated copy and y/m a const void ** and a size_t *, all owned by
+ * the message and valid while it lives; n takes no pointer.  One code reads
+ * the value itself; several read a list of exactly that many items, as
+ * brackets do.  Returns 0; -EINVAL for a bad format; -EBADMSG when the
+ * value has another shape; -ERANGE when a number does not fit.  Nothing is
+ * promised about the pointers on failure.
+ */
+PYPROC_EXPORT int pyproc_msg_read(pyproc_msg *m, const char *fmt, ...);
+PYPROC_EXPORT int pyproc_msg_readv(pyproc_msg *m, const char *fmt,
+                                   va_list ap);
+
+/* The message's msgpack encoding (valid while it lives); NULL for an error. */
+PYPROC_EXPORT const void *pyproc_msg_data(pyproc_msg *m, size_t *len);
+
+/*
+ * An error message's text: exception type and message, then the formatted
+ * traceback; or the worker index and how it died.  NULL for a value.
+ */
+PYPROC_EXPORT const char *pyproc_msg_error(pyproc_msg *m);
+
+/* Type of the value (enum pyproc_type), or -EINVAL for an error message. */
+PYPROC_EXPORT int pyproc_msg_type(pyproc_msg *m);
+
+/*
+ * Items of a list, pairs of a map, bytes of a str or bytes value; -EINVAL
+ * for other types.
+ */
+PYPROC_EXPORT int pyproc_msg_len(pyproc_msg *m);
+
+/*
+ * The i-th item of a list through *ret, or for a map the i-th key (ret) and
+ * value (val, may be NULL; must be NULL for a list).  The results are new
+ * messages for the caller to free.  Returns 0, -EINVAL, or -ERANGE past the
+ * end.
+ */
+PYPROC_EXPORT int pyproc_msg_at(pyproc_msg *m, size_t i, pyproc_msg **ret,
+                                pyproc_msg **val);
+
+PYPROC_EXPORT void pyproc_msg_free(pyproc_msg *m);
+
+/* ---- misc ---- */
+
+/* A static description of any value this library returns. */
+PYPROC_EXPORT const char *pyproc_strerror(int err);
+
+/* "MAJOR.MINOR.PATCH" of the library actually linked. */
+PYPROC_EXPORT const char *pyproc_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,65 @@
+/*
+ * The frames that host and worker exchange over a ring.
+ *
+ * A frame is a 16-byte header followed by a msgpack payload, padded so that
+ * the next header starts on an 8-byte boundary.  The payload of each type is
+ * listed beside it; every payload is one msgpack value.
+ */
+#ifndef PYPROC_SHM_FRAME_H
+#define PYPROC_SHM_FRAME_H
+
+#include <stdint.h>
+
+enum shm_frame_type {
+    SHM_FRAME_PAD = 1, /* filler up to the end of the area; no payload   */
+
+    /* host to worker */
+    SHM_FRAME_CALL = 16,       /* [kind, ref, [args...], {kwargs}]        */
+    SHM_FRAME_CANCEL,          /* nil                                     */
+    SHM_FRAME_ADD_SUB,         /* [name, pypath, init]                    */
+    SHM_FRAME_SET_ATTR,        /* [ref, value]                            */
+    SHM_FRAME_CALLBACK_REPLY,  /* [ok, value] or [false, error text]      */
+    SHM_FRAME_SHUTDOWN,        /* nil                                     */
+    SHM_FRAME_CREDIT,          /* n: the host read n more stream items    */
+
+    /* worker to host */
+    SHM_FRAME_READY = 32,      /* pid                                     */
+    SHM_FRAME_RESULT,          /* value                                   */
+    SHM_FRAME_ERROR,           /* [errno, type, message, traceback]       */
+    SHM_FRAME_YIELD,           /* value                                   */
+    SHM_FRAME_END,             /* nil                                     */
+    SHM_FRAME_CALLBACK,        /* payload                                 */
+};
+
+/* Values of the kind field of a CALL. */
+enum shm_call_kind {
+    SHM_CALL_FUNC = 0,
+    SHM_CALL_GEN = 1,
+};
+
+/* Frame flags. */
+#define SHM_FRAME_MORE 0x1 /* a fragment: more of this payload follows */
+
+struct shm_frame_header {
+    uint32_t len;   /* payload bytes, not counting header or padding */
+    uint16_t type;  /* enum shm_frame_type */
+    uint16_t flags; /* SHM_FRAME_MORE */
+    uint64_t id;    /* call id chosen by the host; 0 when none */
+};
+
+#define SHM_FRAME_HEADER_BYTES ((uint64_t)sizeof(struct shm_frame_header))
+#define SHM_FRAME_ALIGN 8u
+
+/* True for the types that a host may send, false for anything else. */
+static inline int shm_frame_type_to_worker(unsigned type)
+{
+    return type >= SHM_FRAME_CALL && type <= SHM_FRAME_CREDIT;
+}
+
+/* True for the types that a worker may send. */
+static inline int shm_frame_type_to_host(unsigned type)
+{
+    return type >= SHM_FRAME_READY && type <= SHM_FRAME_CALLBACK;
+}
+
+#endif
