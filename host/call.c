@@ -135,6 +135,9 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
         return -ENOMEM;
     c->pool = w->pool;
     c->worker = w;
+    c->index = w->index;
+    c->fork_gen = w->pool->fork_gen;
+    c->spin_ns = w->pool->spin_ns;
     atomic_init(&c->refs, 2);
     err = call_register(w, c);
     if (err < 0) {
@@ -248,7 +251,7 @@ int pyproc__call_wait(pyproc_call *c, pyproc_msg **ret, int timeout_ms)
 {
     int64_t deadline = timeout_ms < 0 ? INT64_MAX
                                       : shm_now_ns() + (int64_t)timeout_ms * 1000000;
-    int64_t spin = c->pool->spin_ns;
+    int64_t spin = c->spin_ns;
 
     if (!is_done(c)) {
         if (timeout_ms >= 0 && spin > (int64_t)timeout_ms * 1000000)
@@ -272,8 +275,11 @@ PYPROC_EXPORT int pyproc_track_funcv(pyproc_pool *p, int *ind, pyproc_call **cal
                                      const char *ref, const char *fmt, va_list ap)
 {
     pyproc_call *c;
-    int err = pyproc__call_start(p, -1, 0, ref, fmt, ap, &c);
+    int err;
 
+    if (!call)
+        return -EINVAL;
+    err = pyproc__call_start(p, -1, 0, ref, fmt, ap, &c);
     if (err < 0)
         return err;
     if (ind)
@@ -295,7 +301,7 @@ PYPROC_EXPORT int pyproc_track_func(pyproc_pool *p, int *ind, pyproc_call **call
 PYPROC_EXPORT int pyproc_ind_callv(pyproc_pool *p, int ind, pyproc_call **call,
                                    const char *ref, const char *fmt, va_list ap)
 {
-    if (ind < 0)
+    if (ind < 0 || !call)
         return -EINVAL;
     return pyproc__call_start(p, ind, 0, ref, fmt, ap, call);
 }
@@ -362,15 +368,14 @@ PYPROC_EXPORT int pyproc_wait(pyproc_call *c, pyproc_msg **ret, int timeout_ms)
 {
     if (!c)
         return -EINVAL;
-    int err = pyproc__pool_check(c->pool);
-    if (err < 0)
-        return err;
+    if (c->fork_gen != pyproc__fork_gen())
+        return -ECHILD;
     return pyproc__call_wait(c, ret, timeout_ms);
 }
 
 PYPROC_EXPORT int pyproc_call_worker(pyproc_call *c)
 {
-    return c ? c->worker->index : -EINVAL;
+    return c ? c->index : -EINVAL;
 }
 
 PYPROC_EXPORT void pyproc_call_free(pyproc_call *c)

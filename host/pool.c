@@ -29,6 +29,11 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static void on_fork_child(void) { atomic_fetch_add(&fork_gen, 1); }
 static void install_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
 
+unsigned pyproc__fork_gen(void)
+{
+    return atomic_load_explicit(&fork_gen, memory_order_relaxed);
+}
+
 int pyproc__pool_check(pyproc_pool *p)
 {
     if (!p)

@@ -29,10 +29,18 @@ enum call_state {
     CALL_SLEEPING = 2, /* pending, and a waiter sleeps on the futex */
 };
 
+/*
+ * A call outlives its pool (pyproc_pool_free() ends it with -ECANCELED and
+ * the handle stays valid), so once it is done it touches neither the pool
+ * nor the worker: what it needs afterwards is copied in.
+ */
 struct pyproc_call {
     pyproc_pool *pool;
     struct pp_worker *worker;
     uint64_t id;
+    int index;
+    unsigned fork_gen;
+    int64_t spin_ns;
     /* Two references while the call is in flight: the caller's handle and
      * the worker's call table.  The last one frees. */
     _Atomic int refs;
@@ -141,6 +149,8 @@ void pyproc__worker_reap(struct pp_worker *w);
 /* ---- pool.c ---- */
 /* 0 when the pool may be used from this process, else -EINVAL / -ECHILD. */
 int pyproc__pool_check(pyproc_pool *p);
+/* Bumped in every forked child of this process. */
+unsigned pyproc__fork_gen(void);
 /* Send one control request to every worker and wait for all; the first
  * failure's message goes to *err_msg (may be NULL). */
 int pyproc__broadcast(pyproc_pool *p, uint16_t type, const struct shm_buf *b,

@@ -626,14 +626,18 @@ static void test_done_wakes_writer(void **state)
     struct fx *f = *state;
     struct blocked_writer w = {.r = &f->prod};
     pthread_t t;
+    int64_t t0;
 
     for (unsigned i = 0; i < 4; i++)
         put(f, SHM_FRAME_CALL, i, MAX_FRAG, i);
     assert_int_equal(pthread_create(&t, NULL, write_into_full, &w), 0);
     until_asleep(&f->ctl->producer_wait, 1);
+    t0 = shm_now_ns();
     expect(f, SHM_FRAME_CALL, 0, MAX_FRAG, 0);
     assert_int_equal(pthread_join(t, NULL), 0);
     assert_int_equal(w.rc, 0);
+    /* Woken by shm_ring_done(), not by the end of its own nap. */
+    assert_true(w.done_ns - t0 < 90000000);
     assert_int_equal(tail_of(f), RING + 120);
 }
 

@@ -1,0 +1,1 @@
+"""Functions the end-to-end tests call in real workers."""
