@@ -358,10 +358,10 @@ static int timeout_ms_of(PyObject *timeout)
 }
 
 /*
- * select(timeout, ready, scheduled) -> 0 | 1: serve the ring until the
- * loop has something of its own to do: a ready handle, a new timer (which
- * may be due before our timeout), a wake-up from another thread, or the
- * timeout.  Returns 1 when a signal interrupted the wait (the caller polls
+ * select(timeout, ready, scheduled, fds) -> 0 | 1: serve the ring until
+ * the loop has something of its own to do: a ready handle, a new timer
+ * (which may be due before our timeout), a new fd to watch (the loop must
+ * then wait in epoll), a wake-up from another thread, or the timeout.  Returns 1 when a signal interrupted the wait (the caller polls
  * its fds at once so asyncio sees the wake-up byte).
  */
 static PyObject *py_select(PyObject *self, PyObject *const *args, Py_ssize_t n)
@@ -371,11 +371,11 @@ static PyObject *py_select(PyObject *self, PyObject *const *args, Py_ssize_t n)
     int timeout_ms;
 
     (void)self;
-    if (n != 3 || !PyList_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "select(timeout, ready, scheduled)");
+    if (n != 4 || !PyList_Check(args[2]) || !PyDict_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "select(timeout, ready, scheduled, fds)");
         return NULL;
     }
-    Py_ssize_t timers = PyList_GET_SIZE(args[2]);
+    Py_ssize_t timers = PyList_GET_SIZE(args[2]), fds = PyDict_GET_SIZE(args[3]);
     timeout_ms = timeout_ms_of(args[0]);
     deadline = timeout_ms < 0 ? INT64_MAX : shm_now_ns() + (int64_t)timeout_ms * 1000000;
     for (;;) {
@@ -383,7 +383,7 @@ static PyObject *py_select(PyObject *self, PyObject *const *args, Py_ssize_t n)
         if (serve_ring() < 0 || w->shutdown)
             break;
         if (PyObject_Length(args[1]) > 0 || PyList_GET_SIZE(args[2]) != timers ||
-            timeout_ms == 0)
+            PyDict_GET_SIZE(args[3]) != fds || timeout_ms == 0)
             break;
         int64_t left = deadline - shm_now_ns();
         if (left <= 0)

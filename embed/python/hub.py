@@ -203,7 +203,7 @@ class _Selector(selectors.EpollSelector):
 
     def select(self, timeout=None):
         if len(self._fd_to_key) <= 2:  # the loop's self-pipe and our doorbell
-            if _pyproc.select(timeout, _loop._ready, _loop._scheduled):
+            if _pyproc.select(timeout, _loop._ready, _loop._scheduled, self._fd_to_key):
                 return super().select(0)  # a signal: let asyncio see its byte
             return []
         if _pyproc.serve() or _loop._ready or timeout == 0:
