@@ -10,7 +10,7 @@
  * handles, a wake-up from another thread, a timer due, a signal), so a busy
  * stream of plain calls never leaves C.
  */
-#include <Python.h>
+#include "bridge.h"
 
 #include <errno.h>
 #include <math.h>
@@ -20,289 +20,7 @@
 #include <unistd.h>
 
 #include "../shm/futex.h"
-#include "convert.h"
 #include "worker.h"
-
-/* Python functions of the hub that the C side calls; set by set_hub(). */
-static struct {
-    PyObject *hub;        /* the hub object, first argument of `hub` functions */
-    PyObject *resolve;    /* resolve(ref) -> (callable, wants_hub)             */
-    PyObject *start_coro; /* start_coro(id, coro): eager first step in a Task  */
-    PyObject *error_info; /* error_info(exc) -> (errno, type, message, tb)     */
-    PyObject *add_sub;    /* add_sub(name, pypath, init)                       */
-    PyObject *set_attr;   /* set_attr(ref, value)                              */
-    PyObject *shutdown;   /* shutdown(): stop the loop                         */
-    PyObject *refs;       /* dict: ref -> (callable, wants_hub)                */
-} H;
-
-/* ---- replies ---- */
-
-static int send_frame(uint16_t type, uint64_t id, const struct shm_buf *b)
-{
-    struct worker *w = &the_worker;
-    int err = shm_ring_write(&w->replies, type, id, b->data, b->len, w->spin_ns);
-    if (err == -EPIPE)
-        _exit(0); /* the host closed the ring: it is gone or done with us */
-    return err;
-}
-
-/* Send ERROR [errno, type, message, traceback] built from plain strings. */
-static void send_error_text(uint64_t id, int errnum, const char *type,
-                            const char *msg, const char *tb)
-{
-    struct shm_buf *b = &the_worker.out;
-    size_t tl = strlen(type), ml = strlen(msg), bl = strlen(tb);
-    int err = 0;
-    char *p;
-
-    shm_buf_reset(b);
-    p = shm_buf_reserve(b, 32 + tl + ml + bl, &err);
-    if (!p)
-        return;
-    char *q = mp_encode_array(p, 4);
-    q = mp_encode_uint(q, (uint64_t)errnum);
-    q = mp_encode_str(q, type, (uint32_t)tl);
-    q = mp_encode_str(q, msg, (uint32_t)ml);
-    q = mp_encode_str(q, tb, (uint32_t)bl);
-    b->len = (size_t)(q - b->data);
-    send_frame(SHM_FRAME_ERROR, id, b);
-}
-
-/* Pack `info` (the tuple error_info() returns) into an ERROR frame. */
-static void send_error_info(uint64_t id, PyObject *info)
-{
-    struct shm_buf *b = &the_worker.out;
-
-    shm_buf_reset(b);
-    if (pyproc_pack(b, info) == 0) {
-        send_frame(SHM_FRAME_ERROR, id, b);
-        return;
-    }
-    PyErr_Clear();
-    send_error_text(id, 0, "RuntimeError", "the error could not be encoded", "");
-}
-
-/* Send the exception being raised now as the answer to call `id`. */
-static void send_current_error(uint64_t id)
-{
-    PyObject *type, *value, *tb, *info;
-
-    PyErr_Fetch(&type, &value, &tb); /* new refs */
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb && value)
-        PyException_SetTraceback(value, tb);
-    info = value ? PyObject_CallOneArg(H.error_info, value) : NULL; /* new ref */
-    if (info && PyTuple_Check(info)) {
-        send_error_info(id, info);
-    } else {
-        PyErr_Clear();
-        send_error_text(id, 0, "RuntimeError", "the error could not be described", "");
-    }
-    Py_XDECREF(info);
-    Py_XDECREF(type);
-    Py_XDECREF(value);
-    Py_XDECREF(tb);
-}
-
-/* Pack `value` as RESULT (or YIELD); an unsendable value becomes an error. */
-static void send_value(uint16_t type, uint64_t id, PyObject *value)
-{
-    struct shm_buf *b = &the_worker.out;
-    int err;
-
-    shm_buf_reset(b);
-    if (pyproc_pack(b, value) < 0) {
-        send_current_error(id);
-        return;
-    }
-    err = send_frame(type, id, b);
-    if (err == -EMSGSIZE) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "the result takes %zu bytes, over the pool's limit of %llu",
-                 b->len, (unsigned long long)the_worker.replies.max_msg);
-        send_error_text(id, EMSGSIZE, "ValueError", msg, "");
-    }
-}
-
-/* ---- requests ---- */
-
-/* Find (callable, wants_hub) for ref, through the cache.  Borrowed ref. */
-static PyObject *lookup(const char *ref, uint32_t len)
-{
-    PyObject *key, *hit;
-
-    key = PyUnicode_DecodeUTF8(ref, len, NULL); /* new ref */
-    if (!key)
-        return NULL;
-    hit = PyDict_GetItemWithError(H.refs, key); /* borrowed */
-    if (!hit && !PyErr_Occurred()) {
-        PyObject *fresh = PyObject_CallOneArg(H.resolve, key); /* new ref */
-        if (fresh && (!PyTuple_Check(fresh) || PyTuple_GET_SIZE(fresh) != 2)) {
-            Py_CLEAR(fresh);
-            PyErr_SetString(PyExc_RuntimeError, "resolve() must return a pair");
-        }
-        if (fresh && PyDict_SetItem(H.refs, key, fresh) == 0)
-            hit = fresh; /* the dict holds it now */
-        Py_XDECREF(fresh);
-    }
-    Py_DECREF(key);
-    return hit;
-}
-
-/* Prepend the hub to args when the function takes it first. */
-static PyObject *with_hub(PyObject *args)
-{
-    Py_ssize_t n = PyTuple_GET_SIZE(args);
-    PyObject *full = PyTuple_New(n + 1); /* new ref */
-
-    if (!full)
-        return NULL;
-    Py_INCREF(H.hub);
-    PyTuple_SET_ITEM(full, 0, H.hub); /* steals */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *a = PyTuple_GET_ITEM(args, i); /* borrowed */
-        Py_INCREF(a);
-        PyTuple_SET_ITEM(full, i + 1, a); /* steals */
-    }
-    return full;
-}
-
-static bool is_awaitable(PyObject *o)
-{
-    if (PyCoro_CheckExact(o))
-        return true;
-    PyAsyncMethods *am = Py_TYPE(o)->tp_as_async;
-    return am && am->am_await;
-}
-
-/* CALL [kind, ref, args, kwargs] */
-static void serve_call(uint64_t id, const char *p, const char *end)
-{
-    PyObject *args = NULL, *kwargs = NULL, *full = NULL, *res = NULL;
-    PyObject *entry;
-    const char *ref;
-    uint32_t ref_len;
-
-    if (mp_check(&(const char *){p}, end) || mp_typeof(*p) != MP_ARRAY ||
-        mp_decode_array(&p) != 4 || mp_typeof(*p) != MP_UINT) {
-        send_error_text(id, EBADMSG, "ValueError", "malformed call frame", "");
-        return;
-    }
-    (void)mp_decode_uint(&p); /* kind: generators arrive with the stream work */
-    if (mp_typeof(*p) != MP_STR) {
-        send_error_text(id, EBADMSG, "ValueError", "malformed call frame", "");
-        return;
-    }
-    ref = mp_decode_str(&p, &ref_len);
-    entry = lookup(ref, ref_len); /* borrowed */
-    if (!entry)
-        goto fail;
-    args = pyproc_unpack_tuple(&p, end); /* new ref */
-    if (!args)
-        goto fail;
-    kwargs = pyproc_unpack_kwargs(&p, end); /* new ref */
-    if (!kwargs)
-        goto fail;
-    if (PyObject_IsTrue(PyTuple_GET_ITEM(entry, 1))) {
-        full = with_hub(args); /* new ref */
-        if (!full)
-            goto fail;
-    }
-    res = PyObject_Call(PyTuple_GET_ITEM(entry, 0), full ? full : args,
-                        PyDict_GET_SIZE(kwargs) ? kwargs : NULL); /* new ref */
-    if (!res)
-        goto fail;
-    if (is_awaitable(res)) {
-        PyObject *idobj = PyLong_FromUnsignedLongLong(id); /* new ref */
-        PyObject *r = idobj ? PyObject_CallFunctionObjArgs(H.start_coro, idobj, res, NULL)
-                            : NULL; /* new ref */
-        Py_XDECREF(idobj);
-        if (!r)
-            goto fail;
-        Py_DECREF(r);
-    } else {
-        send_value(SHM_FRAME_RESULT, id, res);
-    }
-    goto out;
-fail:
-    send_current_error(id);
-out:
-    Py_XDECREF(res);
-    Py_XDECREF(full);
-    Py_XDECREF(kwargs);
-    Py_XDECREF(args);
-}
-
-/* Run a hub function on the decoded payload and answer nil or the error. */
-static void serve_admin(uint64_t id, PyObject *fn, const char *p, const char *end)
-{
-    PyObject *args = pyproc_unpack_tuple(&p, end); /* new ref */
-    PyObject *res = args ? PyObject_Call(fn, args, NULL) : NULL; /* new ref */
-
-    if (res) {
-        /* Subs and attributes can replace what a cached reference meant. */
-        PyDict_Clear(H.refs);
-        send_value(SHM_FRAME_RESULT, id, Py_None);
-    } else {
-        send_current_error(id);
-    }
-    Py_XDECREF(res);
-    Py_XDECREF(args);
-}
-
-static void serve_one(const struct shm_msg *m)
-{
-    const char *p = (const char *)m->payload, *end = p + m->len;
-
-    switch (m->type) {
-    case SHM_FRAME_CALL:
-        serve_call(m->id, p, end);
-        break;
-    case SHM_FRAME_ADD_SUB:
-        serve_admin(m->id, H.add_sub, p, end);
-        break;
-    case SHM_FRAME_SET_ATTR:
-        serve_admin(m->id, H.set_attr, p, end);
-        break;
-    case SHM_FRAME_SHUTDOWN: {
-        PyObject *r = PyObject_CallNoArgs(H.shutdown); /* new ref */
-        if (!r)
-            PyErr_Print();
-        Py_XDECREF(r);
-        the_worker.shutdown = true;
-        break;
-    }
-    default:
-        send_error_text(m->id, ENOSYS, "NotImplementedError",
-                        "this worker does not handle that request", "");
-        break;
-    }
-}
-
-/*
- * Serve every whole message in the request ring.  Returns how many, or -1
- * when the host wrote something impossible (the worker then exits: a host
- * that corrupts the ring cannot be trusted with anything else).
- */
-static long serve_ring(void)
-{
-    struct worker *w = &the_worker;
-    struct shm_msg m;
-    long n = 0;
-    int r;
-
-    while (!w->shutdown && (r = shm_ring_read(&w->requests, &m)) == 1) {
-        serve_one(&m);
-        shm_ring_done(&w->requests, &m);
-        n++;
-    }
-    if (!w->shutdown && r < 0) {
-        fprintf(stderr, "pyproc-worker %s/%d: bad frame from the host: %s\n",
-                w->pool, w->index, strerror(-r));
-        _exit(3);
-    }
-    return n;
-}
 
 /* ---- waiting ---- */
 
@@ -456,70 +174,28 @@ static PyObject *py_wake(PyObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* ---- answers from Python ---- */
-
-static int parse_id(PyObject *o, uint64_t *id)
-{
-    *id = PyLong_AsUnsignedLongLong(o);
-    return *id == (uint64_t)-1 && PyErr_Occurred() ? -1 : 0;
-}
-
-/* send_result(id, value) */
-static PyObject *py_send_result(PyObject *self, PyObject *const *args, Py_ssize_t n)
-{
-    uint64_t id;
-
-    (void)self;
-    if (n != 2 || parse_id(args[0], &id) < 0)
-        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_TypeError, "send_result(id, value)");
-    send_value(SHM_FRAME_RESULT, id, args[1]);
-    Py_RETURN_NONE;
-}
-
-/* send_error(id, exc) */
-static PyObject *py_send_error(PyObject *self, PyObject *const *args, Py_ssize_t n)
-{
-    uint64_t id;
-
-    (void)self;
-    if (n != 2 || parse_id(args[0], &id) < 0)
-        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_TypeError, "send_error(id, exc)");
-    PyObject *info = PyObject_CallOneArg(H.error_info, args[1]); /* new ref */
-    if (info)
-        send_error_info(id, info);
-    else
-        send_current_error(id);
-    Py_XDECREF(info);
-    Py_RETURN_NONE;
-}
-
-/* ready(): tell the host this worker serves calls now. */
-static PyObject *py_ready(PyObject *self, PyObject *unused)
-{
-    (void)self;
-    (void)unused;
-    PyObject *pid = PyLong_FromLong(getpid()); /* new ref */
-    if (!pid)
-        return NULL;
-    send_value(SHM_FRAME_READY, 0, pid);
-    Py_DECREF(pid);
-    Py_RETURN_NONE;
-}
-
-/* set_hub(hub, resolve, start_coro, error_info, add_sub, set_attr, shutdown) */
+/* set_hub(hub, module): the hub object and the module with its functions. */
 static PyObject *py_set_hub(PyObject *self, PyObject *args)
 {
-    PyObject *o[7];
+    static const char *const names[] = {"resolve", "start_coro", "start_gen", "error_info",
+                                        "add_sub", "set_attr", "shutdown", "cancel",
+                                        "credit", "callback_reply"};
+    PyObject **slots[] = {&H.resolve, &H.start_coro, &H.start_gen, &H.error_info,
+                          &H.add_sub, &H.set_attr, &H.shutdown, &H.cancel,
+                          &H.credit, &H.callback_reply};
+    PyObject *hub, *mod;
 
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6]))
+    if (!PyArg_ParseTuple(args, "OO", &hub, &mod))
         return NULL;
-    PyObject **slots[] = {&H.hub, &H.resolve, &H.start_coro, &H.error_info,
-                          &H.add_sub, &H.set_attr, &H.shutdown};
-    for (int i = 0; i < 7; i++) {
-        Py_INCREF(o[i]);
-        Py_XSETREF(*slots[i], o[i]);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        PyObject *fn = PyObject_GetAttrString(mod, names[i]); /* new ref */
+        if (!fn)
+            return NULL;
+        Py_XSETREF(*slots[i], fn); /* steals fn */
     }
+    Py_INCREF(hub);
+    Py_XSETREF(H.hub, hub);
     if (!H.refs && !(H.refs = PyDict_New()))
         return NULL;
     Py_RETURN_NONE;
@@ -533,6 +209,10 @@ static PyMethodDef methods[] = {
     {"wake", py_wake, METH_NOARGS, NULL},
     {"send_result", (PyCFunction)(void (*)(void))py_send_result, METH_FASTCALL, NULL},
     {"send_error", (PyCFunction)(void (*)(void))py_send_error, METH_FASTCALL, NULL},
+    {"send_yield", (PyCFunction)(void (*)(void))py_send_yield, METH_FASTCALL, NULL},
+    {"send_end", (PyCFunction)(void (*)(void))py_send_end, METH_FASTCALL, NULL},
+    {"send_callback", (PyCFunction)(void (*)(void))py_send_callback, METH_FASTCALL, NULL},
+    {"pump", (PyCFunction)(void (*)(void))py_pump, METH_FASTCALL, NULL},
     {"ready", py_ready, METH_NOARGS, NULL},
     {"set_hub", py_set_hub, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},
@@ -553,7 +233,8 @@ static PyObject *init_module(void)
     if (PyModule_AddIntConstant(m, "index", w->index) < 0 ||
         PyModule_AddStringConstant(m, "pool", w->pool) < 0 ||
         PyModule_AddStringConstant(m, "python_path", w->python_path ? w->python_path : "") < 0 ||
-        PyModule_AddIntConstant(m, "doorbell", w->requests.doorbell_fd) < 0) {
+        PyModule_AddIntConstant(m, "doorbell", w->requests.doorbell_fd) < 0 ||
+        PyModule_AddIntConstant(m, "stream_window", SHM_STREAM_WINDOW) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -50,12 +50,12 @@ static const char *str_or_empty(const char **p, uint32_t *len)
  */
 static int error_answer(const uint8_t *data, size_t len, pyproc_msg **ret)
 {
-    const char *p = (const char *)data, *end = p + len, *chk = p;
+    const char *p = (const char *)data;
     const char *type, *msg, *tb;
     uint32_t tl, ml, bl;
     uint64_t code = 0;
 
-    if (mp_check(&chk, end) || chk != end || mp_typeof(*p) != MP_ARRAY ||
+    if (pyproc__msgpack_check(p, len) < 0 || mp_typeof(*p) != MP_ARRAY ||
         mp_decode_array(&p) != 4) {
         pyproc__msg_error(ret, "the worker sent a malformed error");
         return PYPROC_EREMOTE;

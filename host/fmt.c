@@ -49,77 +49,76 @@ static int fmt_top_item(size_t top[2], int side, char c)
     return 0;
 }
 
-int pyproc__fmt_check(const char *fmt)
+static int fmt_push(struct fmt_level *stack, int *depth, char open)
+{
+    if (*depth == PYPROC__FMT_MAX_DEPTH)
+        return -EINVAL;
+    stack[*depth].close = open == '[' ? ']' : '}';
+    stack[*depth].n = 0;
+    (*depth)++;
+    return 0;
+}
+
+static int fmt_pop(struct fmt_level *stack, int *depth, char close)
+{
+    if (!*depth || stack[*depth - 1].close != close)
+        return -EINVAL;
+    if (close == '}' && stack[*depth - 1].n % 2)
+        return -EINVAL;
+    (*depth)--;
+    return 0;
+}
+
+int pyproc__fmt_shape(const char *fmt, uint32_t *ret_pos, uint32_t *ret_kw,
+                      const char **ret_bar)
 {
     struct fmt_level stack[PYPROC__FMT_MAX_DEPTH];
     size_t top[2] = {0, 0};
-    int depth = 0, side = 0;
+    const char *p, *bar = NULL;
+    int depth = 0;
 
-    for (const char *p = fmt ? fmt : ""; *p; p++) {
+    for (p = fmt ? fmt : ""; *p; p++) {
         char c = *p;
 
         if (pyproc__fmt_space(c))
             continue;
         if (c == '|') {
-            if (depth || side)
+            if (depth || bar)
                 return -EINVAL;
-            side = 1;
+            bar = p;
             continue;
         }
         if (fmt_close(c)) {
-            if (!depth || stack[depth - 1].close != c)
+            if (fmt_pop(stack, &depth, c) < 0)
                 return -EINVAL;
-            if (c == '}' && stack[depth - 1].n % 2)
-                return -EINVAL;
-            depth--;
             continue;
         }
         if (!fmt_code(c) && !fmt_open(c))
             return -EINVAL;
+        /* c starts an item of the current level */
         if (!depth) {
-            if (fmt_top_item(top, side, c) < 0)
+            if (fmt_top_item(top, bar != NULL, c) < 0)
                 return -EINVAL;
         } else if (++stack[depth - 1].n > UINT32_MAX) {
             return -EINVAL;
         }
-        if (fmt_open(c)) {
-            if (depth == PYPROC__FMT_MAX_DEPTH)
-                return -EINVAL;
-            stack[depth].close = c == '[' ? ']' : '}';
-            stack[depth].n = 0;
-            depth++;
-        }
+        if (fmt_open(c) && fmt_push(stack, &depth, c) < 0)
+            return -EINVAL;
     }
-    return depth || top[1] % 2 ? -EINVAL : 0;
+    if (depth || top[1] % 2)
+        return -EINVAL;
+    *ret_pos = (uint32_t)top[0];
+    *ret_kw = (uint32_t)top[1];
+    *ret_bar = bar ? bar : p;
+    return 0;
 }
 
-void pyproc__fmt_top(const char *fmt, uint32_t *ret_pos, uint32_t *ret_kw,
-                     const char **ret_bar)
+int pyproc__fmt_check(const char *fmt)
 {
-    uint32_t n[2] = {0, 0};
-    const char *bar = NULL;
-    size_t depth = 0;
-    const char *p = fmt ? fmt : "";
+    uint32_t npos, nkw;
+    const char *bar;
 
-    for (; *p; p++) {
-        if (pyproc__fmt_space(*p))
-            continue;
-        if (*p == '|') {
-            bar = p;
-            continue;
-        }
-        if (fmt_close(*p)) {
-            depth--;
-            continue;
-        }
-        if (!depth)
-            n[bar != NULL]++;
-        if (fmt_open(*p))
-            depth++;
-    }
-    *ret_pos = n[0];
-    *ret_kw = n[1];
-    *ret_bar = bar ? bar : p;
+    return pyproc__fmt_shape(fmt, &npos, &nkw, &bar);
 }
 
 uint32_t pyproc__fmt_count(const char *open)
@@ -342,17 +341,17 @@ static int encode_call(struct shm_buf *b, int kind, const char *ref,
                        const char *fmt, struct pyproc__args *a)
 {
     uint32_t npos, nkw;
-    const char *bar, *end;
-    int err;
+    const char *bar;
+    int err = pyproc__fmt_shape(fmt, &npos, &nkw, &bar);
 
-    pyproc__fmt_top(fmt, &npos, &nkw, &bar);
-    end = bar + strlen(bar);
+    if (err < 0)
+        return err;
     if ((err = put_head(b, false, 4)) < 0 || (err = put_int(b, kind)) < 0 ||
         (err = put_str(b, ref)) < 0 || (err = put_head(b, false, npos)) < 0 ||
         (err = put_items(b, fmt, bar, a)) < 0 ||
         (err = put_head(b, true, nkw / 2)) < 0)
         return err;
-    return *bar ? put_items(b, bar + 1, end, a) : 0;
+    return *bar ? put_items(b, bar + 1, bar + 1 + strlen(bar + 1), a) : 0;
 }
 
 int pyproc__fmt_encode_call(struct shm_buf *b, int kind, const char *ref,
@@ -363,9 +362,6 @@ int pyproc__fmt_encode_call(struct shm_buf *b, int kind, const char *ref,
 
     if (!b || !ref || !a)
         return -EINVAL;
-    err = pyproc__fmt_check(fmt);
-    if (err < 0)
-        return err;
     len0 = b->len;
     err = encode_call(b, kind, ref, fmt ? fmt : "", a);
     if (err < 0)
@@ -378,10 +374,9 @@ static int encode_value(struct shm_buf *b, const char *fmt,
 {
     uint32_t n, nkw;
     const char *bar;
-    int err;
+    int err = pyproc__fmt_shape(fmt, &n, &nkw, &bar);
 
-    pyproc__fmt_top(fmt, &n, &nkw, &bar);
-    if (*bar)
+    if (err < 0 || *bar)
         return -EINVAL;
     if (n == 0)
         return put_byte(b, 0xc0);
@@ -398,9 +393,6 @@ int pyproc__fmt_encode_value(struct shm_buf *b, const char *fmt,
 
     if (!b || !a)
         return -EINVAL;
-    err = pyproc__fmt_check(fmt);
-    if (err < 0)
-        return err;
     len0 = b->len;
     err = encode_value(b, fmt ? fmt : "", a);
     if (err < 0)

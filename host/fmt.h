@@ -66,6 +66,14 @@ void pyproc__args_va(struct pyproc__args *a, struct pyproc__va *va);
 int pyproc__fmt_check(const char *fmt);
 
 /*
+ * pyproc__fmt_check(), and on success the number of items at the top
+ * level: before the '|' in *ret_pos, after it in *ret_kw (0 without one);
+ * *ret_bar points at the '|' or at the terminating NUL (of "" for NULL).
+ */
+int pyproc__fmt_shape(const char *fmt, uint32_t *ret_pos, uint32_t *ret_kw,
+                      const char **ret_bar);
+
+/*
  * Append the CALL payload [kind, ref, [positional...], {kwargs...}] to b,
  * taking values from a.  Returns 0; -EINVAL for a bad format, a NULL ref,
  * a NULL string, NULL bytes of nonzero length or an 'm' that is not exactly
@@ -84,10 +92,7 @@ int pyproc__fmt_encode_call(struct shm_buf *b, int kind, const char *ref,
 int pyproc__fmt_encode_value(struct shm_buf *b, const char *fmt,
                              struct pyproc__args *a);
 
-/*
- * Helpers shared with the reader in msg.c, for formats that
- * pyproc__fmt_check() accepted.
- */
+/* Helpers shared with the reader in msg.c. */
 
 /* True for a character that the format ignores. */
 static inline int pyproc__fmt_space(char c)
@@ -95,15 +100,8 @@ static inline int pyproc__fmt_space(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-/*
- * Items at the top level of the checked format fmt: before the '|' in
- * *ret_pos, after it in *ret_kw (0 without one); *ret_bar points at the
- * '|' or at the terminating NUL.
- */
-void pyproc__fmt_top(const char *fmt, uint32_t *ret_pos, uint32_t *ret_kw,
-                     const char **ret_bar);
-
-/* Items directly inside the bracket that opens at `open`. */
+/* Items directly inside the bracket that opens at `open`, in a format that
+ * pyproc__fmt_check() accepted. */
 uint32_t pyproc__fmt_count(const char *open);
 
 #endif

@@ -292,6 +292,14 @@ int pyproc__msg_take_buf(pyproc_msg **ret, struct shm_buf *b)
     m = msg_alloc(0);
     if (!m)
         return -ENOMEM;
+    /* A buffer grows by doubling and starts at 256 bytes; give back the
+     * slack of one that lives on as a message (shrinking stays in place,
+     * and when it fails the larger block is as good). */
+    if (b->cap / 2 > b->len) {
+        char *d = realloc(b->data, b->len);
+        if (d)
+            b->data = d;
+    }
     m->data = b->data;
     m->len = b->len;
     b->data = NULL;
@@ -603,11 +611,7 @@ PYPROC_EXPORT int pyproc_msg_readv(pyproc_msg *m, const char *fmt, va_list ap)
     const char *bar;
     int err;
 
-    if (!m || !m->data || pyproc__fmt_check(fmt) < 0)
-        return -EINVAL;
-    fmt = fmt ? fmt : "";
-    pyproc__fmt_top(fmt, &n, &nkw, &bar);
-    if (*bar)
+    if (!m || !m->data || pyproc__fmt_shape(fmt, &n, &nkw, &bar) < 0 || *bar)
         return -EINVAL;
     r.m = m;
     r.p = m->data;
@@ -665,9 +669,9 @@ PYPROC_EXPORT int pyproc_msg_len(pyproc_msg *m)
 }
 
 /*
- * Step p from item k of the top-level list or map to item i (for a map,
- * from pair k to pair i), starting from the last position found when that
- * is not past i.
+ * Move p from the first item of the top-level list or map to item i (pair
+ * i of a map), setting out instead from the position found last time when
+ * that is not past i.
  */
 static int at_seek(pyproc_msg *m, const char **p, bool map, size_t i)
 {

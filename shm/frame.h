@@ -37,6 +37,13 @@ enum shm_call_kind {
     SHM_CALL_GEN = 1,
 };
 
+/*
+ * Items a stream may have sent but its reader not yet taken.  The worker
+ * starts with this much credit; the host gives more back (CREDIT) as its
+ * reader takes items.
+ */
+#define SHM_STREAM_WINDOW 256
+
 /* Frame flags. */
 #define SHM_FRAME_MORE 0x1 /* a fragment: more of this payload follows */
 

@@ -518,14 +518,20 @@ static void *wait_frame(void *arg)
     return NULL;
 }
 
-/* Wait until a word says its owner went to sleep, then a little more. */
+/*
+ * Wait until a word says its owner went to sleep, then a little more so
+ * that it is in FUTEX_WAIT.  A producer's own nap then ends about 95 ms
+ * after this returns, which the tests tell apart from a real wake-up.
+ */
+#define NAP_SEEN_NS (60 * 1000000ll)
+
 static void until_asleep(_Atomic uint32_t *word, uint32_t value)
 {
     int64_t limit = shm_now_ns() + 5000000000;
 
     while (atomic_load(word) != value)
         assert_true(shm_now_ns() < limit);
-    usleep(20000);
+    usleep(5000);
 }
 
 static void test_notify_wakes_sleeper(void **state)
@@ -616,7 +622,7 @@ static void test_close_wakes_writer(void **state)
     assert_int_equal(pthread_join(t, NULL), 0);
     assert_int_equal(w.rc, -EPIPE);
     /* Sooner than the producer's own 100 ms nap would have noticed. */
-    assert_true(w.done_ns - t0 < 90000000);
+    assert_true(w.done_ns - t0 < NAP_SEEN_NS);
     assert_int_equal(atomic_load(&f->ctl->producer_wait), 0);
     assert_int_equal(tail_of(f), RING);
 }
@@ -637,7 +643,7 @@ static void test_done_wakes_writer(void **state)
     assert_int_equal(pthread_join(t, NULL), 0);
     assert_int_equal(w.rc, 0);
     /* Woken by shm_ring_done(), not by the end of its own nap. */
-    assert_true(w.done_ns - t0 < 90000000);
+    assert_true(w.done_ns - t0 < NAP_SEEN_NS);
     assert_int_equal(tail_of(f), RING + 120);
 }
 

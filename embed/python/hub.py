@@ -9,6 +9,7 @@ sub, per new reference, or per coroutine.
 
 import asyncio
 import importlib
+import itertools
 import pkgutil
 import selectors
 import sys
@@ -25,6 +26,10 @@ _ENOENT = 2
 
 class UnknownReference(LookupError):
     """A reference names no sub, module or function of this worker."""
+
+
+class CallbackError(RuntimeError):
+    """The host's callback failed, or the pool has none."""
 
 
 class Sub:
@@ -159,12 +164,12 @@ def error_info(exc):
     return code, name, str(exc), tb
 
 
-# ---- coroutines ----
+# ---- coroutines and streams ----
 
-_tasks = {}  # call id -> Task, for calls still running
+_tasks = {}  # call id -> Task, for calls and streams still running
 
 
-def start_coro(call_id, coro):
+def _start_task(call_id, coro, finish):
     """Run a coroutine's first step at once, inside a real Task.
 
     Creating the Task schedules its first step at the end of the ready
@@ -177,13 +182,17 @@ def start_coro(call_id, coro):
     step = _loop._ready.pop()
     step._run()
     if task.done():
-        _finish(call_id, task)
+        finish(call_id, task)
     else:
         _tasks[call_id] = task
-        task.add_done_callback(lambda t: _finish(call_id, t))
+        task.add_done_callback(lambda t: finish(call_id, t))
 
 
-def _finish(call_id, task):
+def start_coro(call_id, coro):
+    _start_task(call_id, coro, _finish_call)
+
+
+def _finish_call(call_id, task):
     _tasks.pop(call_id, None)
     if task.cancelled():
         _pyproc.send_error(call_id, asyncio.CancelledError("the call was cancelled"))
@@ -193,6 +202,129 @@ def _finish(call_id, task):
         _pyproc.send_error(call_id, exc)
     else:
         _pyproc.send_result(call_id, task.result())
+
+
+class _Credit:
+    """How many more items a stream may send before the host reads some.
+
+    The host grants STREAM_WINDOW items up front and more (CREDIT frames)
+    as its reader takes them, so an unread stream parks its generator
+    instead of filling the reply ring that every call of this worker shares.
+    """
+
+    def __init__(self):
+        self.left = _pyproc.stream_window
+        self._waiter = None
+
+    def add(self, n):
+        self.left += n
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self):
+        while self.left <= 0:
+            self._waiter = _loop.create_future()
+            await self._waiter
+
+
+_credits = {}  # call id -> _Credit, for running streams
+
+
+def start_gen(call_id, obj):
+    """Stream the items of a generator, async generator or iterable."""
+    credit = _credits[call_id] = _Credit()
+    if hasattr(obj, "__aiter__"):
+        coro = _pump_async(call_id, obj.__aiter__(), credit)
+    else:
+        coro = _pump(call_id, iter(obj), credit)
+    _start_task(call_id, coro, _finish_stream)
+
+
+async def _pump(call_id, it, credit):
+    try:
+        while True:
+            await credit.wait()
+            sent, finished = _pyproc.pump(call_id, it, credit.left)
+            credit.left -= sent
+            if finished:
+                return
+            await asyncio.sleep(0)  # let the worker's other calls run
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+
+
+async def _pump_async(call_id, ait, credit):
+    try:
+        while True:
+            await credit.wait()
+            try:
+                item = await ait.__anext__()
+            except StopAsyncIteration:
+                return
+            _pyproc.send_yield(call_id, item)
+            credit.left -= 1
+    finally:
+        aclose = getattr(ait, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _finish_stream(call_id, task):
+    _credits.pop(call_id, None)
+    _tasks.pop(call_id, None)
+    if task.cancelled():
+        _pyproc.send_error(call_id, asyncio.CancelledError("the stream was cancelled"))
+        return
+    exc = task.exception()
+    if exc is not None:
+        _pyproc.send_error(call_id, exc)
+    else:
+        _pyproc.send_end(call_id, None)
+
+
+def credit(call_id, n):
+    c = _credits.get(call_id)
+    if c is not None:
+        c.add(n)
+
+
+def cancel(call_id, _):
+    task = _tasks.get(call_id)
+    if task is not None:
+        task.cancel()
+
+
+# ---- callbacks to the host ----
+
+_callbacks = {}  # callback id -> future of the host's answer
+_callback_ids = itertools.count(1)
+
+
+async def ret(payload):
+    """Send payload to the host's callback and return what it answers."""
+    cid = next(_callback_ids)
+    fut = _callbacks[cid] = _loop.create_future()
+    try:
+        _pyproc.send_callback(cid, payload)
+        return await fut
+    finally:
+        _callbacks.pop(cid, None)
+
+
+def callback_reply(cid, reply):
+    fut = _callbacks.get(cid)
+    if fut is None or fut.done():
+        return
+    ok, value = reply
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(CallbackError(value))
+
+
+hub.proc = types.SimpleNamespace(worker=types.SimpleNamespace(ret=ret))
 
 
 # ---- the loop ----
@@ -246,7 +378,7 @@ def main():
     _loop = _Loop(_Selector())
     asyncio.set_event_loop(_loop)
     _loop.add_reader(_pyproc.doorbell, _drain_doorbell)
-    _pyproc.set_hub(hub, resolve, start_coro, error_info, add_sub, set_attr, shutdown)
+    _pyproc.set_hub(hub, sys.modules[__name__])
     _pyproc.ready()
     try:
         _loop.run_forever()

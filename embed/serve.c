@@ -1,0 +1,235 @@
+/*
+ * Requests from the host, decoded straight from the request ring.
+ *
+ * A CALL resolves its reference through a cache, converts its arguments
+ * and calls the function at once.  A plain result is answered on the spot;
+ * a coroutine goes to the hub's start_coro(), which runs its first step
+ * inside a Task; a stream goes to start_gen().  Everything else is a short
+ * call into the hub.
+ */
+#include "bridge.h"
+
+#include <errno.h>
+#include <msgpuck.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "convert.h"
+#include "worker.h"
+
+struct hub_funcs H;
+
+/* Find (callable, wants_hub) for ref, through the cache.  Borrowed ref. */
+static PyObject *lookup(const char *ref, uint32_t len)
+{
+    PyObject *key, *hit;
+
+    key = PyUnicode_DecodeUTF8(ref, len, NULL); /* new ref */
+    if (!key)
+        return NULL;
+    hit = PyDict_GetItemWithError(H.refs, key); /* borrowed */
+    if (!hit && !PyErr_Occurred()) {
+        PyObject *fresh = PyObject_CallOneArg(H.resolve, key); /* new ref */
+        if (fresh && (!PyTuple_Check(fresh) || PyTuple_GET_SIZE(fresh) != 2)) {
+            Py_CLEAR(fresh);
+            PyErr_SetString(PyExc_RuntimeError, "resolve() must return a pair");
+        }
+        if (fresh && PyDict_SetItem(H.refs, key, fresh) == 0)
+            hit = fresh; /* the dict holds it now */
+        Py_XDECREF(fresh);
+    }
+    Py_DECREF(key);
+    return hit;
+}
+
+/* Prepend the hub to args when the function takes it first. */
+static PyObject *with_hub(PyObject *args)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    PyObject *full = PyTuple_New(n + 1); /* new ref */
+
+    if (!full)
+        return NULL;
+    Py_INCREF(H.hub);
+    PyTuple_SET_ITEM(full, 0, H.hub); /* steals */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *a = PyTuple_GET_ITEM(args, i); /* borrowed */
+        Py_INCREF(a);
+        PyTuple_SET_ITEM(full, i + 1, a); /* steals */
+    }
+    return full;
+}
+
+static bool is_awaitable(PyObject *o)
+{
+    if (PyCoro_CheckExact(o))
+        return true;
+    PyAsyncMethods *am = Py_TYPE(o)->tp_as_async;
+    return am && am->am_await;
+}
+
+/* Call hub function fn(id, obj); an exception becomes the call's error. */
+static void hand_over(PyObject *fn, uint64_t id, PyObject *obj)
+{
+    PyObject *idobj = PyLong_FromUnsignedLongLong(id); /* new ref */
+    PyObject *r = idobj ? PyObject_CallFunctionObjArgs(fn, idobj, obj, NULL) : NULL; /* new ref */
+
+    if (!r)
+        reply_current_error(id);
+    Py_XDECREF(r);
+    Py_XDECREF(idobj);
+}
+
+/* Check the fixed part of CALL [kind, ref, args, kwargs]. */
+static bool call_header(const char **p, const char *end, uint64_t *kind, const char **ref,
+                        uint32_t *ref_len)
+{
+    const char *chk = *p;
+
+    if (mp_check(&chk, end) || mp_typeof(**p) != MP_ARRAY || mp_decode_array(p) != 4 ||
+        mp_typeof(**p) != MP_UINT)
+        return false;
+    *kind = mp_decode_uint(p);
+    if (mp_typeof(**p) != MP_STR)
+        return false;
+    *ref = mp_decode_str(p, ref_len);
+    return true;
+}
+
+static void serve_call(uint64_t id, const char *p, const char *end)
+{
+    PyObject *args = NULL, *kwargs = NULL, *full = NULL, *res = NULL;
+    PyObject *entry;
+    const char *ref;
+    uint32_t ref_len;
+    uint64_t kind;
+
+    if (!call_header(&p, end, &kind, &ref, &ref_len)) {
+        reply_error_text(id, EBADMSG, "ValueError", "malformed call frame");
+        return;
+    }
+    entry = lookup(ref, ref_len); /* borrowed */
+    if (!entry)
+        goto fail;
+    args = pyproc_unpack_tuple(&p, end); /* new ref */
+    if (!args)
+        goto fail;
+    kwargs = pyproc_unpack_kwargs(&p, end); /* new ref */
+    if (!kwargs)
+        goto fail;
+    if (PyObject_IsTrue(PyTuple_GET_ITEM(entry, 1))) {
+        full = with_hub(args); /* new ref */
+        if (!full)
+            goto fail;
+    }
+    res = PyObject_Call(PyTuple_GET_ITEM(entry, 0), full ? full : args,
+                        PyDict_GET_SIZE(kwargs) ? kwargs : NULL); /* new ref */
+    if (!res)
+        goto fail;
+    if (kind == SHM_CALL_GEN)
+        hand_over(H.start_gen, id, res);
+    else if (is_awaitable(res))
+        hand_over(H.start_coro, id, res);
+    else
+        reply_value(SHM_FRAME_RESULT, id, res);
+    goto out;
+fail:
+    reply_current_error(id);
+out:
+    Py_XDECREF(res);
+    Py_XDECREF(full);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(args);
+}
+
+/* ADD_SUB, SET_ATTR: run a hub function on the payload's items, answer nil. */
+static void serve_admin(uint64_t id, PyObject *fn, const char *p, const char *end)
+{
+    PyObject *args = pyproc_unpack_tuple(&p, end);                /* new ref */
+    PyObject *res = args ? PyObject_Call(fn, args, NULL) : NULL; /* new ref */
+
+    /* Subs and attributes can change what a cached reference meant. */
+    PyDict_Clear(H.refs);
+    if (res)
+        reply_value(SHM_FRAME_RESULT, id, Py_None);
+    else
+        reply_current_error(id);
+    Py_XDECREF(res);
+    Py_XDECREF(args);
+}
+
+/* Run fn(id, payload) for a request that gets no answer of its own. */
+static void serve_note(uint64_t id, PyObject *fn, const char *p, const char *end)
+{
+    PyObject *value = pyproc_unpack(&p, end);          /* new ref */
+    PyObject *idobj = PyLong_FromUnsignedLongLong(id); /* new ref */
+    PyObject *r = NULL;
+
+    if (value && idobj)
+        r = PyObject_CallFunctionObjArgs(fn, idobj, value, NULL); /* new ref */
+    if (!r)
+        PyErr_Print();
+    Py_XDECREF(r);
+    Py_XDECREF(idobj);
+    Py_XDECREF(value);
+}
+
+static void serve_one(const struct shm_msg *m)
+{
+    const char *p = (const char *)m->payload, *end = p + m->len;
+
+    switch (m->type) {
+    case SHM_FRAME_CALL:
+        serve_call(m->id, p, end);
+        break;
+    case SHM_FRAME_ADD_SUB:
+        serve_admin(m->id, H.add_sub, p, end);
+        break;
+    case SHM_FRAME_SET_ATTR:
+        serve_admin(m->id, H.set_attr, p, end);
+        break;
+    case SHM_FRAME_CANCEL:
+        serve_note(m->id, H.cancel, p, end);
+        break;
+    case SHM_FRAME_CREDIT:
+        serve_note(m->id, H.credit, p, end);
+        break;
+    case SHM_FRAME_CALLBACK_REPLY:
+        serve_note(m->id, H.callback_reply, p, end);
+        break;
+    case SHM_FRAME_SHUTDOWN: {
+        PyObject *r = PyObject_CallNoArgs(H.shutdown); /* new ref */
+        if (!r)
+            PyErr_Print();
+        Py_XDECREF(r);
+        the_worker.shutdown = true;
+        break;
+    }
+    default:
+        reply_error_text(m->id, ENOSYS, "NotImplementedError",
+                         "this worker does not handle that request");
+        break;
+    }
+}
+
+long serve_ring(void)
+{
+    struct worker *w = &the_worker;
+    struct shm_msg m;
+    long n = 0;
+    int r = 0;
+
+    while (!w->shutdown && (r = shm_ring_read(&w->requests, &m)) == 1) {
+        serve_one(&m);
+        shm_ring_done(&w->requests, &m);
+        n++;
+    }
+    if (!w->shutdown && r < 0 && !shm_ring_is_closed(&w->requests)) {
+        /* A host that corrupts the ring cannot be trusted with anything. */
+        fprintf(stderr, "pyproc-worker %s/%d: bad frame from the host: %s\n", w->pool,
+                w->index, strerror(-r));
+        _exit(3);
+    }
+    return n;
+}
