@@ -15,95 +15,51 @@
 #include "msg.h"
 #include "pool.h"
 
-static void call_unref(pyproc_call *c)
+void pyproc__call_unref(pyproc_call *c)
 {
     if (atomic_fetch_sub(&c->refs, 1) != 1)
         return;
     if (!c->taken)
         pyproc_msg_free(c->ret);
+    if (c->is_stream) {
+        pyproc__stream_free_items(c);
+        pthread_mutex_destroy(&c->qlock);
+    }
     free(c);
 }
 
-/* Give c a slot and an id in w's table.  Returns 0 or -ENOMEM. */
-static int call_register(struct pp_worker *w, pyproc_call *c)
+/* Wake whoever waits on c, after the caller stored what it waits for. */
+static void signal_call(pyproc_call *c)
 {
-    uint32_t slot;
-
-    pthread_mutex_lock(&w->calls_lock);
-    if (w->free_head == UINT32_MAX) {
-        uint32_t n = w->nslots ? w->nslots * 2 : 64;
-        struct call_slot *s = realloc(w->slots, n * sizeof *s);
-        if (!s) {
-            pthread_mutex_unlock(&w->calls_lock);
-            return -ENOMEM;
-        }
-        for (uint32_t i = w->nslots; i < n; i++)
-            s[i] = (struct call_slot){NULL, 1, i + 1 < n ? i + 1 : UINT32_MAX};
-        w->free_head = w->nslots;
-        w->slots = s;
-        w->nslots = n;
-    }
-    slot = w->free_head;
-    w->free_head = w->slots[slot].next_free;
-    w->slots[slot].call = c;
-    c->id = ((uint64_t)w->slots[slot].gen << 32) | slot;
-    w->in_flight++;
-    pthread_mutex_unlock(&w->calls_lock);
-    return 0;
+    /* Pairs with the acquire loads in is_done(). */
+    if (atomic_exchange_explicit(&c->state, CALL_DONE, memory_order_acq_rel) == CALL_SLEEPING)
+        shm_futex_wake(&c->state, 1, false);
 }
 
-/* Take c back out of the table if no answer has claimed it yet. */
-static bool call_unregister(struct pp_worker *w, pyproc_call *c)
-{
-    uint32_t slot = (uint32_t)c->id;
-    bool found = false;
-
-    pthread_mutex_lock(&w->calls_lock);
-    if (slot < w->nslots && w->slots[slot].call == c) {
-        w->slots[slot].call = NULL;
-        w->slots[slot].gen++;
-        w->slots[slot].next_free = w->free_head;
-        w->free_head = slot;
-        w->in_flight--;
-        found = true;
-    }
-    pthread_mutex_unlock(&w->calls_lock);
-    return found;
-}
-
+/* Store the end of a call (or stream) and drop the table's reference. */
 void pyproc__call_complete(pyproc_call *c, int result, pyproc_msg *ret)
 {
+    if (c->is_stream)
+        pthread_mutex_lock(&c->qlock);
     c->result = result;
     c->ret = ret;
-    /* Pairs with the acquire loads in pyproc__call_wait(). */
-    if (atomic_exchange_explicit(&c->state, CALL_DONE, memory_order_acq_rel) ==
-        CALL_SLEEPING)
-        shm_futex_wake(&c->state, 1, false);
-    call_unref(c); /* the table's reference */
+    c->ended = true;
+    if (c->is_stream)
+        pthread_mutex_unlock(&c->qlock);
+    if (c->done) {
+        pyproc__async_push(c); /* takes over the table's reference */
+        return;
+    }
+    signal_call(c);
+    pyproc__call_unref(c);
 }
 
 void pyproc__fail_calls(struct pp_worker *w, int result, const char *why)
 {
-    pyproc_call **failed = NULL;
-    uint32_t n = 0;
+    pyproc_call **failed;
+    int n = pyproc__table_take_all(w, &failed);
 
-    /* Empty the table first, then complete outside the lock. */
-    pthread_mutex_lock(&w->calls_lock);
-    if (w->in_flight)
-        failed = malloc(w->in_flight * sizeof *failed);
-    for (uint32_t i = 0; failed && i < w->nslots; i++) {
-        struct call_slot *s = &w->slots[i];
-        if (!s->call)
-            continue;
-        failed[n++] = s->call;
-        s->call = NULL;
-        s->gen++;
-        s->next_free = w->free_head;
-        w->free_head = i;
-    }
-    w->in_flight -= n;
-    pthread_mutex_unlock(&w->calls_lock);
-    for (uint32_t i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++) {
         pyproc_msg *m = NULL;
         pyproc__msg_error(&m, "%s", why);
         pyproc__call_complete(failed[i], result, m);
@@ -111,50 +67,74 @@ void pyproc__fail_calls(struct pp_worker *w, int result, const char *why)
     free(failed);
 }
 
-static struct pp_worker *pick_worker(pyproc_pool *p, int ind)
+struct pp_worker *pyproc__pick_worker(pyproc_pool *p, int ind)
 {
     struct pp_worker *w = NULL;
 
     pthread_mutex_lock(&p->lock);
     if (ind < 0)
-        ind = (int)(atomic_fetch_add(&p->next, 1) % (unsigned)p->nworkers);
+        ind = (int)(atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed) %
+                    (unsigned)p->nworkers);
     if (ind < p->nworkers)
         w = p->workers[ind];
     pthread_mutex_unlock(&p->lock);
     return w;
 }
 
-/* Register a call on w and send its frame. */
-static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b,
-                     pyproc_call **ret)
+int pyproc__send(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n)
+{
+    pthread_mutex_lock(&w->tx_lock);
+    int err = shm_ring_write(&w->tx, type, id, p, n, w->pool->spin_ns);
+    pthread_mutex_unlock(&w->tx_lock);
+    return err;
+}
+
+static pyproc_call *call_alloc(struct pp_worker *w, bool stream)
 {
     pyproc_call *c = calloc(1, sizeof *c);
-    int err;
 
     if (!c)
-        return -ENOMEM;
+        return NULL;
     c->pool = w->pool;
     c->worker = w;
     c->index = w->index;
     c->fork_gen = w->pool->fork_gen;
     c->spin_ns = w->pool->spin_ns;
-    atomic_init(&c->refs, 2);
-    err = call_register(w, c);
+    c->is_stream = stream;
+    if (stream)
+        pthread_mutex_init(&c->qlock, NULL);
+    atomic_init(&c->refs, 2); /* the caller's handle and the table */
+    return c;
+}
+
+/* Register a call on w and send its frame. */
+static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b, bool stream,
+                     pyproc_done_fn done, void *data, pyproc_call **ret)
+{
+    pyproc_call *c = call_alloc(w, stream);
+    int err;
+
+    if (!c)
+        return -ENOMEM;
+    c->done = done;
+    c->done_data = data;
+    if (done)
+        atomic_store(&c->refs, 1); /* nobody holds a handle */
+    err = pyproc__table_add(w, c);
     if (err < 0) {
-        free(c);
+        pyproc__call_unref(c);
         return err;
     }
-    pthread_mutex_lock(&w->tx_lock);
-    err = shm_ring_write(&w->tx, type, c->id, b->data, b->len, w->pool->spin_ns);
-    pthread_mutex_unlock(&w->tx_lock);
-    if (err < 0) {
-        if (call_unregister(w, c)) {
-            free(c);
-            return err == -EPIPE ? PYPROC_EWORKER : err;
-        }
-        /* Failed by a dying worker meanwhile: the caller sees that. */
+    err = pyproc__send(w, type, c->id, b->data, b->len);
+    if (err < 0 && pyproc__table_remove(w, c)) {
+        c->done = NULL;
+        atomic_store(&c->refs, 1);
+        pyproc__call_unref(c);
+        return err == -EPIPE ? PYPROC_EWORKER : err;
     }
-    *ret = c;
+    /* Sent, or failed by a dying worker meanwhile: either way it ends. */
+    if (ret)
+        *ret = c;
     return 0;
 }
 
@@ -163,39 +143,58 @@ int pyproc__call_send_raw(struct pp_worker *w, uint16_t type,
 {
     if (atomic_load(&w->dead))
         return PYPROC_EWORKER;
-    return call_send(w, type, payload, ret);
+    return call_send(w, type, payload, false, NULL, NULL, ret);
 }
 
 /* One encoding buffer per thread, kept between calls. */
 static _Thread_local struct shm_buf call_buf;
 
-int pyproc__call_start(pyproc_pool *p, int ind, int kind, const char *ref,
-                       const char *fmt, va_list ap, pyproc_call **ret)
+int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *fmt,
+                        va_list ap, struct shm_buf **ret)
 {
     struct pyproc__args args;
     struct pyproc__va va;
-    struct pp_worker *w;
     int err;
 
-    err = pyproc__pool_check(p);
-    if (err < 0)
-        return err;
-    if (!ref || !ret || ind < -1)
+    if (!ref)
         return -EINVAL;
-    w = pick_worker(p, ind);
-    if (!w)
-        return -EINVAL;
-    if (atomic_load(&w->dead))
-        return PYPROC_EWORKER;
     shm_buf_reset(&call_buf);
     call_buf.limit = p->max_msg;
     va_copy(va.ap, ap);
     pyproc__args_va(&args, &va);
     err = pyproc__fmt_encode_call(&call_buf, kind, ref, fmt, &args);
     va_end(va.ap);
+    *ret = &call_buf;
+    return err;
+}
+
+int pyproc__call_start_ex(pyproc_pool *p, int ind, int kind, const char *ref, const char *fmt,
+                          va_list ap, pyproc_done_fn done, void *data, pyproc_call **ret)
+{
+    struct shm_buf *b;
+    struct pp_worker *w;
+    int err;
+
+    err = pyproc__pool_check(p);
     if (err < 0)
         return err;
-    return call_send(w, SHM_FRAME_CALL, &call_buf, ret);
+    if (!ref || (!ret && !done) || ind < -1)
+        return -EINVAL;
+    err = pyproc__encode_call(p, kind, ref, fmt, ap, &b);
+    if (err < 0)
+        return err;
+    w = pyproc__pick_worker(p, ind);
+    if (!w)
+        return -EINVAL;
+    if (atomic_load(&w->dead))
+        return PYPROC_EWORKER;
+    return call_send(w, SHM_FRAME_CALL, b, kind == SHM_CALL_GEN, done, data, ret);
+}
+
+int pyproc__call_start(pyproc_pool *p, int ind, int kind, const char *ref, const char *fmt,
+                       va_list ap, pyproc_call **ret)
+{
+    return pyproc__call_start_ex(p, ind, kind, ref, fmt, ap, NULL, NULL, ret);
 }
 
 static bool is_done(pyproc_call *c)
@@ -231,8 +230,7 @@ static bool sleep_for(pyproc_call *c, int64_t deadline)
 {
     for (;;) {
         uint32_t s = CALL_PENDING;
-        if (!atomic_compare_exchange_strong(&c->state, &s, CALL_SLEEPING) &&
-            s == CALL_DONE)
+        if (!atomic_compare_exchange_strong(&c->state, &s, CALL_SLEEPING) && s == CALL_DONE)
             return true;
         int ms = -1;
         if (deadline != INT64_MAX) {
@@ -247,18 +245,28 @@ static bool sleep_for(pyproc_call *c, int64_t deadline)
     }
 }
 
-int pyproc__call_wait(pyproc_call *c, pyproc_msg **ret, int timeout_ms)
+bool pyproc__call_wait_state(pyproc_call *c, int64_t deadline)
 {
-    int64_t deadline = timeout_ms < 0 ? INT64_MAX
-                                      : shm_now_ns() + (int64_t)timeout_ms * 1000000;
     int64_t spin = c->spin_ns;
 
-    if (!is_done(c)) {
-        if (timeout_ms >= 0 && spin > (int64_t)timeout_ms * 1000000)
-            spin = (int64_t)timeout_ms * 1000000;
-        if ((spin <= 0 || !spin_for(c, spin)) && !sleep_for(c, deadline))
-            return -ETIMEDOUT;
-    }
+    if (is_done(c))
+        return true;
+    if (deadline != INT64_MAX && spin > deadline - shm_now_ns())
+        spin = deadline - shm_now_ns();
+    if (spin > 0 && spin_for(c, spin))
+        return true;
+    return sleep_for(c, deadline);
+}
+
+static int64_t deadline_of(int timeout_ms)
+{
+    return timeout_ms < 0 ? INT64_MAX : shm_now_ns() + (int64_t)timeout_ms * 1000000;
+}
+
+int pyproc__call_wait(pyproc_call *c, pyproc_msg **ret, int timeout_ms)
+{
+    if (!pyproc__call_wait_state(c, deadline_of(timeout_ms)))
+        return -ETIMEDOUT;
     if (c->taken)
         return -EALREADY;
     c->taken = true;
@@ -279,11 +287,11 @@ PYPROC_EXPORT int pyproc_track_funcv(pyproc_pool *p, int *ind, pyproc_call **cal
 
     if (!call)
         return -EINVAL;
-    err = pyproc__call_start(p, -1, 0, ref, fmt, ap, &c);
+    err = pyproc__call_start(p, -1, SHM_CALL_FUNC, ref, fmt, ap, &c);
     if (err < 0)
         return err;
     if (ind)
-        *ind = c->worker->index;
+        *ind = c->index;
     *call = c;
     return 0;
 }
@@ -303,7 +311,7 @@ PYPROC_EXPORT int pyproc_ind_callv(pyproc_pool *p, int ind, pyproc_call **call,
 {
     if (ind < 0 || !call)
         return -EINVAL;
-    return pyproc__call_start(p, ind, 0, ref, fmt, ap, call);
+    return pyproc__call_start(p, ind, SHM_CALL_FUNC, ref, fmt, ap, call);
 }
 
 PYPROC_EXPORT int pyproc_ind_call(pyproc_pool *p, int ind, pyproc_call **call,
@@ -321,7 +329,7 @@ static int call_and_wait(pyproc_pool *p, int ind, const char *ref, pyproc_msg **
                          const char *fmt, va_list ap)
 {
     pyproc_call *c;
-    int err = pyproc__call_start(p, ind, 0, ref, fmt, ap, &c);
+    int err = pyproc__call_start(p, ind, SHM_CALL_FUNC, ref, fmt, ap, &c);
 
     if (err < 0)
         return err;
@@ -366,7 +374,7 @@ PYPROC_EXPORT int pyproc_ind_func(pyproc_pool *p, int ind, const char *ref,
 
 PYPROC_EXPORT int pyproc_wait(pyproc_call *c, pyproc_msg **ret, int timeout_ms)
 {
-    if (!c)
+    if (!c || c->is_stream)
         return -EINVAL;
     if (c->fork_gen != pyproc__fork_gen())
         return -ECHILD;
@@ -382,7 +390,13 @@ PYPROC_EXPORT void pyproc_call_free(pyproc_call *c)
 {
     if (!c)
         return;
-    if (!is_done(c) && call_unregister(c->worker, c))
-        call_unref(c); /* the table's reference: no answer will come for it */
-    call_unref(c);
+    if (!is_done(c) || (c->is_stream && !c->ended)) {
+        if (pyproc__table_remove(c->worker, c)) {
+            /* No answer will reach it now; a stream's generator is closed. */
+            if (c->is_stream)
+                pyproc__send(c->worker, SHM_FRAME_CANCEL, c->id, "\xc0", 1);
+            pyproc__call_unref(c);
+        }
+    }
+    pyproc__call_unref(c);
 }

@@ -15,25 +15,6 @@
 #include "msg.h"
 #include "pool.h"
 
-/* Find and unregister the call an answer belongs to; NULL when none. */
-static pyproc_call *take_call(struct pp_worker *w, uint64_t id)
-{
-    uint32_t slot = (uint32_t)id, gen = (uint32_t)(id >> 32);
-    pyproc_call *c = NULL;
-
-    pthread_mutex_lock(&w->calls_lock);
-    if (slot < w->nslots && w->slots[slot].gen == gen && w->slots[slot].call) {
-        c = w->slots[slot].call;
-        w->slots[slot].call = NULL;
-        w->slots[slot].gen++;
-        w->slots[slot].next_free = w->free_head;
-        w->free_head = slot;
-        w->in_flight--;
-    }
-    pthread_mutex_unlock(&w->calls_lock);
-    return c;
-}
-
 /* Read a string out of an already checked ERROR payload. */
 static const char *str_or_empty(const char **p, uint32_t *len)
 {
@@ -76,15 +57,18 @@ static int error_answer(const uint8_t *data, size_t len, pyproc_msg **ret)
     return PYPROC_EREMOTE;
 }
 
+/* RESULT, ERROR or END: the call is over. */
 static void answer(struct pp_worker *w, const struct shm_msg *m)
 {
-    pyproc_call *c = take_call(w, m->id);
+    pyproc_call *c = pyproc__call_take(w, m->id);
     pyproc_msg *ret = NULL;
-    int result;
+    int result = 0;
 
     if (!c)
         return; /* its caller gave up on it */
-    if (m->type == SHM_FRAME_RESULT) {
+    if (m->type == SHM_FRAME_END) {
+        /* nothing more to say */
+    } else if (m->type == SHM_FRAME_RESULT) {
         result = pyproc__msg_from_value(&ret, m->payload, m->len);
         if (result == -EBADMSG)
             pyproc__msg_error(&ret, "worker %d sent a malformed value", w->index);
@@ -92,6 +76,17 @@ static void answer(struct pp_worker *w, const struct shm_msg *m)
         result = error_answer(m->payload, m->len, &ret);
     }
     pyproc__call_complete(c, result, ret);
+}
+
+static void stream_items(struct pp_worker *w, const struct shm_msg *m)
+{
+    pyproc_call *c = pyproc__call_find(w, m->id);
+
+    if (!c)
+        return;
+    if (c->is_stream)
+        pyproc__stream_deliver(c, m->payload, m->len);
+    pyproc__call_unref(c);
 }
 
 static void ready(struct pp_worker *w)
@@ -111,7 +106,14 @@ void pyproc__drain(struct pp_worker *w)
         switch (m.type) {
         case SHM_FRAME_RESULT:
         case SHM_FRAME_ERROR:
+        case SHM_FRAME_END:
             answer(w, &m);
+            break;
+        case SHM_FRAME_YIELD:
+            stream_items(w, &m);
+            break;
+        case SHM_FRAME_CALLBACK:
+            pyproc__callback_push(w, m.id, m.payload, m.len);
             break;
         case SHM_FRAME_READY:
             ready(w);

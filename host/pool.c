@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "../shm/frame.h"
@@ -134,6 +135,8 @@ static int apply_opts(pyproc_pool *p, const pyproc_opts *o)
     p->ring_bytes = round_pow2(o->ring_bytes ? o->ring_bytes : DEFAULT_RING_BYTES);
     p->max_msg = o->max_msg_bytes ? o->max_msg_bytes : DEFAULT_MAX_MSG;
     p->start_timeout_ms = o->start_timeout_ms ? o->start_timeout_ms : DEFAULT_START_TIMEOUT_MS;
+    p->callback = o->callback;
+    p->callback_data = o->callback_data;
     p->spin_ns = o->spin_us == -1 ? 0 : (int64_t)(o->spin_us ? o->spin_us : DEFAULT_SPIN_US) * 1000;
     return 0;
 }
@@ -167,28 +170,35 @@ static int stop_all(pyproc_pool *p, void *arg)
     return 0;
 }
 
-/* Wait until every worker is ready, one has died, or time runs out. */
-static int wait_ready(pyproc_pool *p)
+static struct timespec deadline_in(int ms)
 {
-    struct timespec until;
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += ms / 1000;
+    t.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (t.tv_nsec >= 1000000000) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000;
+    }
+    return t;
+}
+
+/* Wait until workers [0, n) are ready, one has died, or time runs out. */
+static int wait_ready(pyproc_pool *p, struct pp_worker **ws, int n, int timeout_ms)
+{
+    struct timespec until = deadline_in(timeout_ms);
     int err = 0;
 
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += p->start_timeout_ms / 1000;
-    until.tv_nsec += (long)(p->start_timeout_ms % 1000) * 1000000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
     pthread_mutex_lock(&p->lock);
     for (;;) {
         int ready = 0;
-        for (int i = 0; i < p->nworkers; i++) {
-            if (atomic_load(&p->workers[i]->dead))
+        for (int i = 0; i < n; i++) {
+            if (atomic_load(&ws[i]->dead))
                 err = PYPROC_EWORKER;
-            ready += atomic_load(&p->workers[i]->ready);
+            ready += atomic_load(&ws[i]->ready);
         }
-        if (err || ready == p->nworkers)
+        if (err || ready == n)
             break;
         if (pthread_cond_timedwait(&p->changed, &p->lock, &until) == ETIMEDOUT) {
             err = -ETIMEDOUT;
@@ -199,15 +209,29 @@ static int wait_ready(pyproc_pool *p)
     return err;
 }
 
+int pyproc__worker_wait_ready(struct pp_worker *w, int timeout_ms)
+{
+    return wait_ready(w->pool, &w, 1, timeout_ms);
+}
+
 static void pool_destroy(pyproc_pool *p)
 {
     if (p->service_running)
         pyproc__service_run(p, stop_all, NULL);
+    pyproc__callback_stop(p);
     pyproc__service_stop(p);
     for (int i = 0; p->workers && i < p->nworkers; i++)
         pyproc__worker_free(p->workers[i]);
+    for (size_t i = 0; i < p->nhistory; i++)
+        shm_buf_free(&p->history[i].payload);
+    free(p->history);
+    if (p->done_fd >= 0)
+        close(p->done_fd);
     pthread_mutex_destroy(&p->lock);
+    pthread_mutex_destroy(&p->grow_lock);
+    pthread_mutex_destroy(&p->done_lock);
     pthread_cond_destroy(&p->changed);
+    pthread_cond_destroy(&p->cb_cond);
     free(p->workers);
     free(p->worker_path);
     free(p->python_path);
@@ -231,7 +255,11 @@ PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name,
     p->epfd = p->control_fd = -1;
     p->fork_gen = atomic_load(&fork_gen);
     p->owner_pid = getpid();
+    p->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     pthread_mutex_init(&p->lock, NULL);
+    pthread_mutex_init(&p->grow_lock, NULL);
+    pthread_mutex_init(&p->done_lock, NULL);
+    pthread_cond_init(&p->cb_cond, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&p->changed, &ca);
@@ -240,12 +268,16 @@ PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name,
     err = p->name ? apply_opts(p, opts) : -ENOMEM;
     if (err == 0 && !(p->workers = calloc((size_t)p->nworkers, sizeof *p->workers)))
         err = -ENOMEM;
+    if (err == 0 && p->done_fd < 0)
+        err = -errno;
     if (err == 0)
         err = pyproc__service_start(p);
     if (err == 0)
+        err = pyproc__callback_start(p);
+    if (err == 0)
         err = pyproc__service_run(p, spawn_all, NULL);
     if (err == 0)
-        err = wait_ready(p);
+        err = wait_ready(p, p->workers, p->nworkers, p->start_timeout_ms);
     if (err < 0) {
         pool_destroy(p);
         return err;
@@ -260,6 +292,8 @@ PYPROC_EXPORT void pyproc_pool_free(pyproc_pool *p)
         return;
     for (int i = 0; i < p->nworkers; i++)
         pyproc__fail_calls(p->workers[i], -ECANCELED, "the pool was freed");
+    /* Asynchronous calls hear of it now: after this they could not. */
+    pyproc__async_run(p);
     pool_destroy(p);
 }
 
@@ -299,17 +333,18 @@ static int encode(struct shm_buf *b, const char *fmt, ...)
 int pyproc__broadcast(pyproc_pool *p, uint16_t type, const struct shm_buf *b,
                       pyproc_msg **err_msg)
 {
-    pyproc_call **calls = calloc((size_t)p->nworkers, sizeof *calls);
+    int n = pyproc_workers(p);
+    pyproc_call **calls = calloc((size_t)n, sizeof *calls);
     int first = 0;
 
     if (!calls)
         return -ENOMEM;
-    for (int i = 0; i < p->nworkers; i++) {
-        int err = pyproc__call_send_raw(p->workers[i], type, b, &calls[i]);
+    for (int i = 0; i < n; i++) {
+        int err = pyproc__call_send_raw(pyproc__pick_worker(p, i), type, b, &calls[i]);
         if (err < 0 && !first)
             first = err;
     }
-    for (int i = 0; i < p->nworkers; i++) {
+    for (int i = 0; i < n; i++) {
         pyproc_msg *m = NULL;
         if (!calls[i])
             continue;
@@ -342,6 +377,8 @@ PYPROC_EXPORT int pyproc_add_sub_err(pyproc_pool *p, const char *name, const cha
     err = encode(&b, "[ssb]", name, pypath, (int)(flags & PYPROC_SUB_INIT));
     if (err == 0)
         err = pyproc__broadcast(p, SHM_FRAME_ADD_SUB, &b, err_msg);
+    if (err == 0)
+        err = pyproc__history_add(p, SHM_FRAME_ADD_SUB, &b);
     shm_buf_free(&b);
     return err;
 }

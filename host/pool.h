@@ -51,6 +51,28 @@ struct pyproc_call {
     int result;      /* 0 or a negative errno, valid once CALL_DONE */
     pyproc_msg *ret; /* the answer, handed to the first pyproc_wait() */
     bool taken;      /* the answer was handed out */
+
+    /* Asynchronous calls: run from pyproc_dispatch() when done. */
+    pyproc_done_fn done;
+    void *done_data;
+    pyproc_call *next_done; /* in pool->completed */
+
+    /*
+     * Streams.  The reader takes items under qlock; the drainer appends
+     * under qlock and then sets state to CALL_DONE, which for a stream
+     * means "look again"; a reader that finds the queue empty puts it back
+     * to CALL_PENDING under qlock before it waits.
+     */
+    bool is_stream;
+    bool ended;       /* END or ERROR arrived; result and ret say which */
+    pthread_mutex_t qlock;
+    struct stream_item *head, *tail;
+    uint32_t since_credit; /* items taken since the last CREDIT */
+};
+
+struct stream_item {
+    struct stream_item *next;
+    pyproc_msg *msg;
 };
 
 /* One slot of a worker's call table; ids carry the slot's generation so a
@@ -61,8 +83,15 @@ struct call_slot {
     uint32_t next_free;
 };
 
+/* What an epoll event of the service thread points at. */
+struct service_event {
+    int kind; /* EV_CONTROL, EV_BELL, EV_PIDFD */
+    struct pp_worker *worker;
+};
+
 struct pp_worker {
     pyproc_pool *pool;
+    struct service_event bell_ev, pid_ev;
     int index;
     pid_t pid;
     int pidfd;
@@ -94,6 +123,8 @@ struct pyproc_pool {
     int nworkers;
     struct pp_worker **workers;
     _Atomic unsigned next; /* round robin */
+    pyproc_callback_fn callback;
+    void *callback_data;
     char *worker_path;
     char *python_path; /* absolute entries */
     uint64_t ring_bytes;
@@ -111,11 +142,53 @@ struct pyproc_pool {
     int control_fd; /* eventfd: commands waiting */
     struct service_cmd *cmds; /* queue, under lock */
     bool stopping;
+
+    /* Every add_sub and set_attr so far, replayed to new workers. */
+    struct history_entry *history;
+    size_t nhistory;
+    pthread_mutex_t grow_lock; /* one add_proc at a time */
+
+    /* Finished asynchronous calls waiting for pyproc_dispatch(). */
+    pthread_mutex_t done_lock;
+    pyproc_call *completed, *completed_tail;
+    int done_fd; /* eventfd: readable while completed is not empty */
+
+    /* Callbacks from workers, answered on their own thread. */
+    pthread_t cb_thread;
+    bool cb_running, cb_stopping;
+    pthread_cond_t cb_cond; /* under lock */
+    struct callback_req *cb_head, *cb_tail;
 };
+
+struct history_entry {
+    uint16_t type;
+    struct shm_buf payload;
+};
+
+/* A worker's request for the host's callback. */
+struct callback_req {
+    struct callback_req *next;
+    struct pp_worker *worker;
+    uint64_t id;
+    pyproc_msg *payload;
+};
+
+/* ---- table.c ---- */
+int pyproc__table_add(struct pp_worker *w, pyproc_call *c);
+/* Take c out if it is still there (no answer claimed it). */
+bool pyproc__table_remove(struct pp_worker *w, pyproc_call *c);
+/* Empty the table; the caller gets the calls and their references. */
+int pyproc__table_take_all(struct pp_worker *w, pyproc_call ***ret);
 
 /* ---- call.c ---- */
 int pyproc__call_start(pyproc_pool *p, int ind, int kind, const char *ref,
                        const char *fmt, va_list ap, pyproc_call **ret);
+/* The same, completing through `done` (then ret may be NULL). */
+int pyproc__call_start_ex(pyproc_pool *p, int ind, int kind, const char *ref, const char *fmt,
+                          va_list ap, pyproc_done_fn done, void *data, pyproc_call **ret);
+/* Encode a CALL into this thread's buffer, valid until its next call. */
+int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *fmt,
+                        va_list ap, struct shm_buf **ret);
 int pyproc__call_wait(pyproc_call *c, pyproc_msg **ret, int timeout_ms);
 void pyproc__call_complete(pyproc_call *c, int result, pyproc_msg *ret);
 /* Send a control request (ADD_SUB, SET_ATTR) to one worker as a call. */
@@ -123,6 +196,28 @@ int pyproc__call_send_raw(struct pp_worker *w, uint16_t type,
                           const struct shm_buf *payload, pyproc_call **ret);
 /* Fail every call in flight on w. */
 void pyproc__fail_calls(struct pp_worker *w, int result, const char *why);
+
+/* Streams: start one, and take items as they come. */
+void pyproc__stream_deliver(pyproc_call *c, const uint8_t *items, size_t len);
+void pyproc__stream_free_items(pyproc_call *c);
+/* Look up a call without taking it out of the table; a new reference. */
+pyproc_call *pyproc__call_find(struct pp_worker *w, uint64_t id);
+pyproc_call *pyproc__call_take(struct pp_worker *w, uint64_t id);
+void pyproc__call_unref(pyproc_call *c);
+/* Wait until c->state is CALL_DONE or the deadline (INT64_MAX: none). */
+bool pyproc__call_wait_state(pyproc_call *c, int64_t deadline);
+/* Write one frame to w's request ring. */
+int pyproc__send(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n);
+
+/* ---- async.c ---- */
+void pyproc__async_push(pyproc_call *c);
+/* Run every completion waiting; returns how many. */
+int pyproc__async_run(pyproc_pool *p);
+
+/* ---- callback.c ---- */
+int pyproc__callback_start(pyproc_pool *p);
+void pyproc__callback_stop(pyproc_pool *p);
+void pyproc__callback_push(struct pp_worker *w, uint64_t id, const uint8_t *payload, size_t len);
 
 /* ---- drain.c ---- */
 /* Read every answer in w's reply ring; call with rx_lock held. */
@@ -137,18 +232,25 @@ void pyproc__service_stop(pyproc_pool *p);
 int pyproc__service_run(pyproc_pool *p, int (*fn)(pyproc_pool *, void *), void *arg);
 /* Watch a new worker's pidfd and doorbell; on the service thread. */
 int pyproc__service_watch(pyproc_pool *p, struct pp_worker *w);
+void pyproc__service_unwatch(pyproc_pool *p, struct pp_worker *w);
 
 /* ---- spawn.c ---- */
 int pyproc__worker_spawn(pyproc_pool *p, int index, struct pp_worker **ret);
 void pyproc__worker_ask_stop(struct pp_worker *w);
 void pyproc__worker_stop(struct pp_worker *w, int grace_ms);
 void pyproc__worker_free(struct pp_worker *w);
+/* Wait until w said READY (0), died (PYPROC_EWORKER) or time ran out. */
+int pyproc__worker_wait_ready(struct pp_worker *w, int timeout_ms);
 /* The worker died (pidfd readable): reap it and fail its calls. */
 void pyproc__worker_reap(struct pp_worker *w);
 
 /* ---- pool.c ---- */
 /* 0 when the pool may be used from this process, else -EINVAL / -ECHILD. */
 int pyproc__pool_check(pyproc_pool *p);
+/* Remember a successful add_sub or set_attr for workers to come. */
+int pyproc__history_add(pyproc_pool *p, uint16_t type, const struct shm_buf *b);
+/* The worker at ind, or the next one round robin when ind is -1. */
+struct pp_worker *pyproc__pick_worker(pyproc_pool *p, int ind);
 /* Bumped in every forked child of this process. */
 unsigned pyproc__fork_gen(void);
 /* Send one control request to every worker and wait for all; the first

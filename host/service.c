@@ -20,6 +20,9 @@
 
 enum { EV_CONTROL, EV_BELL, EV_PIDFD };
 
+/* The control eventfd's event; workers carry their own two. */
+static struct service_event control_event = {EV_CONTROL, NULL};
+
 struct service_cmd {
     int (*fn)(pyproc_pool *p, void *arg);
     void *arg;
@@ -28,15 +31,12 @@ struct service_cmd {
     struct service_cmd *next;
 };
 
-static uint64_t tag(int kind, int index)
-{
-    return ((uint64_t)(uint32_t)index << 8) | (uint64_t)kind;
-}
-
 int pyproc__service_watch(pyproc_pool *p, struct pp_worker *w)
 {
-    struct epoll_event bell = {.events = EPOLLIN, .data.u64 = tag(EV_BELL, w->index)};
-    struct epoll_event pid = {.events = EPOLLIN, .data.u64 = tag(EV_PIDFD, w->index)};
+    w->bell_ev = (struct service_event){EV_BELL, w};
+    w->pid_ev = (struct service_event){EV_PIDFD, w};
+    struct epoll_event bell = {.events = EPOLLIN, .data.ptr = &w->bell_ev};
+    struct epoll_event pid = {.events = EPOLLIN, .data.ptr = &w->pid_ev};
 
     if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, w->rx.doorbell_fd, &bell) < 0 ||
         epoll_ctl(p->epfd, EPOLL_CTL_ADD, w->pidfd, &pid) < 0)
@@ -44,21 +44,11 @@ int pyproc__service_watch(pyproc_pool *p, struct pp_worker *w)
     return 0;
 }
 
-static void unwatch(pyproc_pool *p, struct pp_worker *w)
+void pyproc__service_unwatch(pyproc_pool *p, struct pp_worker *w)
 {
     epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->rx.doorbell_fd, NULL);
-    epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->pidfd, NULL);
-}
-
-static struct pp_worker *worker_at(pyproc_pool *p, int index)
-{
-    struct pp_worker *w = NULL;
-
-    pthread_mutex_lock(&p->lock);
-    if (index >= 0 && index < p->nworkers)
-        w = p->workers[index];
-    pthread_mutex_unlock(&p->lock);
-    return w;
+    if (w->pidfd >= 0)
+        epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->pidfd, NULL);
 }
 
 /*
@@ -103,23 +93,15 @@ static void run_commands(pyproc_pool *p)
     pthread_mutex_unlock(&p->lock);
 }
 
-static void handle(pyproc_pool *p, uint64_t t)
+static void handle(pyproc_pool *p, struct service_event *ev)
 {
-    int kind = (int)(t & 0xff), index = (int)(t >> 8);
-    struct pp_worker *w;
-
-    if (kind == EV_CONTROL) {
+    if (ev->kind == EV_CONTROL) {
         run_commands(p);
-        return;
-    }
-    w = worker_at(p, index);
-    if (!w)
-        return;
-    if (kind == EV_BELL) {
-        drain_and_rearm(w);
+    } else if (ev->kind == EV_BELL) {
+        drain_and_rearm(ev->worker);
     } else {
-        unwatch(p, w);
-        pyproc__worker_reap(w);
+        pyproc__service_unwatch(p, ev->worker);
+        pyproc__worker_reap(ev->worker);
     }
 }
 
@@ -133,7 +115,7 @@ static void *service_main(void *arg)
         if (n < 0 && errno != EINTR)
             break;
         for (int i = 0; i < n; i++)
-            handle(p, ev[i].data.u64);
+            handle(p, ev[i].data.ptr);
         pthread_mutex_lock(&p->lock);
         bool stop = p->stopping && !p->cmds;
         pthread_mutex_unlock(&p->lock);
@@ -145,7 +127,7 @@ static void *service_main(void *arg)
 
 int pyproc__service_start(pyproc_pool *p)
 {
-    struct epoll_event ctl = {.events = EPOLLIN, .data.u64 = tag(EV_CONTROL, 0)};
+    struct epoll_event ctl = {.events = EPOLLIN, .data.ptr = &control_event};
     sigset_t all, old;
     int err;
 

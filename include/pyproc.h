@@ -61,6 +61,30 @@ typedef struct pyproc_call pyproc_call;
 typedef struct pyproc_msg pyproc_msg;
 
 /*
+ * The host's answer to `await pyproc.ret(payload)` (also
+ * `hub.proc.worker.ret`) in worker `ind`.  `payload` is borrowed for the
+ * duration of the call.  Set *reply to a message (pyproc_msg_new()) whose
+ * ownership passes to the library, or leave it NULL for None; return 0, or
+ * a negative errno to raise pyproc.CallbackError in the worker (with
+ * *reply's error text or pyproc_strerror() as its message).
+ *
+ * Callbacks run one at a time on the pool's callback thread, never on a
+ * thread of the application, so they are answered while the application
+ * is blocked in a call.  A callback may make calls on the same pool, but
+ * not wait for one that itself needs a callback (that one would wait for
+ * this callback to return).
+ */
+typedef int (*pyproc_callback_fn)(pyproc_pool *pool, int ind, pyproc_msg *payload,
+                                  pyproc_msg **reply, void *data);
+
+/*
+ * Completion of an asynchronous call, run by pyproc_dispatch(): result is
+ * what pyproc_func() would return; ret (the value or the error message,
+ * may be NULL) now belongs to the callee.
+ */
+typedef void (*pyproc_done_fn)(pyproc_pool *pool, int result, pyproc_msg *ret, void *data);
+
+/*
  * Pool options.  Zero-initialise and set what you need; every zero field
  * takes its default.
  */
@@ -85,6 +109,10 @@ typedef struct pyproc_opts {
     /* How long a waiting side spins before it sleeps, in microseconds.
      * Default 50; -1 never spins. */
     int spin_us;
+    /* The callback server (see pyproc_callback_fn); NULL: workers that
+     * call home get pyproc.CallbackError. */
+    pyproc_callback_fn callback;
+    void *callback_data;
 } pyproc_opts;
 
 /* Flags of pyproc_add_sub(). */
@@ -185,6 +213,98 @@ PYPROC_EXPORT int pyproc_call_worker(pyproc_call *call);
  * its result is dropped when it arrives.
  */
 PYPROC_EXPORT void pyproc_call_free(pyproc_call *call);
+
+/* ---- streams ---- */
+
+/*
+ * Run a generator or async generator (or any iterable) `ref` on the next
+ * worker and return at once with a stream handle whose items
+ * pyproc_next() hands out as the worker produces them.  A stream that
+ * nobody reads parks its generator after a bounded number of unread items
+ * (the other calls of that worker go on).  pyproc_call_free() on a stream
+ * that has not ended closes the generator in the worker (its `finally`
+ * runs).
+ */
+PYPROC_EXPORT int pyproc_gen(pyproc_pool *pool, const char *ref, pyproc_call **stream,
+                             const char *fmt, ...);
+PYPROC_EXPORT int pyproc_genv(pyproc_pool *pool, const char *ref, pyproc_call **stream,
+                              const char *fmt, va_list ap);
+
+/* As pyproc_gen(), also giving the worker's index through *ind. */
+PYPROC_EXPORT int pyproc_track_gen(pyproc_pool *pool, int *ind, pyproc_call **stream,
+                                   const char *ref, const char *fmt, ...);
+PYPROC_EXPORT int pyproc_track_genv(pyproc_pool *pool, int *ind, pyproc_call **stream,
+                                    const char *ref, const char *fmt, va_list ap);
+
+/* As pyproc_gen(), on worker `ind`. */
+PYPROC_EXPORT int pyproc_ind_gen(pyproc_pool *pool, int ind, const char *ref,
+                                 pyproc_call **stream, const char *fmt, ...);
+PYPROC_EXPORT int pyproc_ind_genv(pyproc_pool *pool, int ind, const char *ref,
+                                  pyproc_call **stream, const char *fmt, va_list ap);
+
+/*
+ * Wait for the next item of a stream.  Returns 1 with the item in *item;
+ * 0 at the end of the stream; or a negative errno (PYPROC_EREMOTE when the
+ * generator raised, PYPROC_EWORKER when the worker died), with the error
+ * message in *item.  After the end or an error, further calls return 0.
+ */
+PYPROC_EXPORT int pyproc_next(pyproc_call *stream, pyproc_msg **item);
+
+/* ---- the whole pool ---- */
+
+/*
+ * Run `ref` on every worker at the same time and wait for all.  On success
+ * returns the number of workers n and, through *rets, a malloc'd array of
+ * n messages, one per worker index, each that worker's result or error;
+ * free each with pyproc_msg_free() and the array with free().  Fails only
+ * when it could not run at all (bad arguments, no memory).
+ */
+PYPROC_EXPORT int pyproc_pub(pyproc_pool *pool, const char *ref, pyproc_msg ***rets,
+                             const char *fmt, ...);
+PYPROC_EXPORT int pyproc_pubv(pyproc_pool *pool, const char *ref, pyproc_msg ***rets,
+                              const char *fmt, va_list ap);
+
+/*
+ * Store the value fmt describes at a dotted path on every worker's hub:
+ * "mods.CONFIG" sets hub.mods.CONFIG.  Workers added later get it too.
+ * Returns 0 or the first worker's error (PYPROC_EREMOTE).
+ */
+PYPROC_EXPORT int pyproc_set_attr(pyproc_pool *pool, const char *ref, const char *fmt, ...);
+PYPROC_EXPORT int pyproc_set_attrv(pyproc_pool *pool, const char *ref, const char *fmt,
+                                   va_list ap);
+
+/*
+ * Start one more worker at the next index, replay to it every add_sub and
+ * set_attr the pool has seen, in order, and only then let it take calls.
+ * Returns 0 and the new index through *ind (may be NULL).
+ */
+PYPROC_EXPORT int pyproc_add_proc(pyproc_pool *pool, int *ind);
+
+/* ---- host event loops ----
+ *
+ * An application with its own loop polls pyproc_pool_fd() for reading and
+ * calls pyproc_dispatch() when it is readable.
+ */
+
+/*
+ * Start a call on the next worker; `done` runs from pyproc_dispatch() once
+ * it ends.  Returns 0, or a negative errno (and `done` never runs).
+ */
+PYPROC_EXPORT int pyproc_func_async(pyproc_pool *pool, const char *ref, pyproc_done_fn done,
+                                    void *data, const char *fmt, ...);
+PYPROC_EXPORT int pyproc_func_asyncv(pyproc_pool *pool, const char *ref, pyproc_done_fn done,
+                                     void *data, const char *fmt, va_list ap);
+
+/* An fd that is readable while completions wait for pyproc_dispatch(). */
+PYPROC_EXPORT int pyproc_pool_fd(pyproc_pool *pool);
+
+/*
+ * Run the completion callbacks of every asynchronous call that has ended.
+ * Never blocks.  Returns how many ran, or a negative errno.  Calls that
+ * are still running when the pool is freed complete with -ECANCELED from
+ * inside pyproc_pool_free().
+ */
+PYPROC_EXPORT int pyproc_dispatch(pyproc_pool *pool);
 
 /* ---- messages ----
  *

@@ -572,6 +572,10 @@ static void test_close_wakes_reader(void **state)
     assert_int_equal(w.rc, -EPIPE);
     assert_true(w.woke_ns - t0 < 1000000000);
     assert_true(shm_ring_is_closed(&f->cons));
+    /* Nobody may go to sleep on a closed ring, by either way of sleeping. */
+    assert_true(shm_ring_sleep_begin(&f->cons, SHM_SLEEP_DOORBELL));
+    assert_int_equal(atomic_load(&f->ctl->consumer_wait), SHM_AWAKE);
+    assert_int_equal(shm_ring_wait(&f->cons, 0, 5000), -EPIPE);
 }
 
 static void test_close_keeps_last_frames(void **state)

@@ -1,0 +1,307 @@
+/*
+ * Pools as a whole: how long one takes to be ready, and what an idle one
+ * costs in CPU time and memory.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "bench/bench.h"
+
+#define RING_BYTES (2u << 20)
+
+int bench_fail(const char *what, int err, pyproc_msg *m)
+{
+    const char *text = m ? pyproc_msg_error(m) : NULL;
+
+    fprintf(stderr, "pyproc-bench: %s: %s\n", what, pyproc_strerror(err));
+    if (text)
+        fprintf(stderr, "%s\n", text);
+    return err < 0 ? err : -EIO;
+}
+
+int bench_pool(pyproc_pool **ret, int workers)
+{
+    pyproc_opts opts = {.workers = workers,
+                        .python_path = bench.py_path,
+                        .ring_bytes = RING_BYTES};
+    pyproc_msg *m = NULL;
+    pyproc_pool *p;
+    int err = pyproc_pool_new(&p, "bench", &opts);
+
+    if (err < 0)
+        return bench_fail("pyproc_pool_new", err, NULL);
+    err = pyproc_add_sub_err(p, "bench", "benchmods", 0, &m);
+    if (err < 0) {
+        bench_fail("pyproc_add_sub benchmods", err, m);
+        pyproc_msg_free(m);
+        pyproc_pool_free(p);
+        return err;
+    }
+    *ret = p;
+    return 0;
+}
+
+/* A call to every worker at once, all answered. */
+static int call_each(pyproc_pool *p, int workers)
+{
+    pyproc_call *calls[16] = {0};
+    int err = 0;
+
+    for (int i = 0; i < workers && !err; i++)
+        err = pyproc_ind_call(p, i, &calls[i], "bench.calls.noop", NULL);
+    for (int i = 0; i < workers && calls[i]; i++) {
+        pyproc_msg *m = NULL;
+        int rc = pyproc_wait(calls[i], &m, -1);
+        if (rc < 0 && !err)
+            err = bench_fail("bench.calls.noop", rc, m);
+        pyproc_msg_free(m);
+        pyproc_call_free(calls[i]);
+    }
+    return err;
+}
+
+/* From nothing to every worker having answered one call. */
+static int start_once(int workers, double *ms)
+{
+    int64_t t0 = bench_now_ns();
+    pyproc_pool *p;
+    int err = bench_pool(&p, workers);
+
+    if (err < 0)
+        return err;
+    err = call_each(p, workers);
+    *ms = (double)(bench_now_ns() - t0) / 1e6;
+    pyproc_pool_free(p);
+    return err;
+}
+
+int bench_startup(void)
+{
+    const struct bench_budget *b = bench_budget(BUDGET_START);
+    static const int sizes[] = {1, 2, 4};
+
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        struct series s = {0};
+        char key[16], label[64];
+        double ms;
+        int err = 0;
+        for (int i = 0; i < b->warmup && !err; i++)
+            err = start_once(sizes[k], &ms);
+        for (size_t i = 0; i < b->max_samples && !err; i++)
+            if (!(err = start_once(sizes[k], &ms)))
+                err = series_push(&s, ms);
+        if (err < 0) {
+            series_free(&s);
+            return err;
+        }
+        snprintf(key, sizeof key, "start-%d", sizes[k]);
+        snprintf(label, sizeof label, "pool start-up, %d worker%s, all answered",
+                 sizes[k], sizes[k] > 1 ? "s" : "");
+        bench_row_add(key, label, "ms", ROW_COST, ROW_P99, &s,
+                      "pyproc_pool_new + add_sub + one call per worker");
+    }
+    return 0;
+}
+
+/* ---- an idle pool of 4 ---- */
+
+#define IDLE_WORKERS 4
+
+static int worker_pids(pyproc_pool *p, pid_t *pids, int n)
+{
+    for (int i = 0; i < n; i++) {
+        pyproc_msg *m = NULL;
+        int pid = 0, err = pyproc_ind_func(p, i, "bench.calls.pid", &m, NULL);
+        if (!err)
+            err = pyproc_msg_read(m, "i", &pid);
+        if (err < 0) {
+            bench_fail("bench.calls.pid", err, m);
+            pyproc_msg_free(m);
+            return err;
+        }
+        pyproc_msg_free(m);
+        pids[i] = pid;
+    }
+    return 0;
+}
+
+/* utime + stime of a whole process, in clock ticks. */
+static int64_t proc_ticks(pid_t pid)
+{
+    unsigned long long ut, st;
+    char path[64], buf[1024], *p;
+    size_t n;
+    FILE *f;
+
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    if (!(f = fopen(path, "re")))
+        return -errno;
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* The name may hold spaces and parentheses; the fields follow the last
+     * ')'.  State is field 3, utime and stime are fields 14 and 15. */
+    if (!(p = strrchr(buf, ')')) ||
+        sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+               &ut, &st) != 2)
+        return -EBADMSG;
+    return (int64_t)(ut + st);
+}
+
+/* Time on a CPU of every thread of a process, in ns (ticks are coarse). */
+static int64_t proc_cpu_ns(pid_t pid)
+{
+    char path[96];
+    struct dirent *e;
+    int64_t sum = 0;
+    DIR *d;
+
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    if (!(d = opendir(path)))
+        return -errno;
+    while ((e = readdir(d))) {
+        unsigned long long ns;
+        FILE *f;
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "/proc/%d/task/%s/schedstat", (int)pid,
+                 e->d_name);
+        if ((f = fopen(path, "re"))) {
+            if (fscanf(f, "%llu", &ns) == 1)
+                sum += (int64_t)ns;
+            fclose(f);
+        }
+    }
+    closedir(d);
+    return sum;
+}
+
+static int64_t self_cpu_ns(void)
+{
+    struct rusage ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    return ((int64_t)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000 +
+           ((int64_t)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000;
+}
+
+struct cpu_mark {
+    int64_t ticks, ns, host_ns, at;
+};
+
+static int cpu_mark(struct cpu_mark *c, const pid_t *pids)
+{
+    *c = (struct cpu_mark){.host_ns = self_cpu_ns(), .at = bench_now_ns()};
+    for (int i = 0; i < IDLE_WORKERS; i++) {
+        int64_t t = proc_ticks(pids[i]), ns = proc_cpu_ns(pids[i]);
+        if (t < 0 || ns < 0)
+            return t < 0 ? (int)t : (int)ns;
+        c->ticks += t;
+        c->ns += ns;
+    }
+    return 0;
+}
+
+/* CPU ms per second of the workers (ticks, ns) and of the host. */
+static int idle_window(const pid_t *pids, double seconds, struct series s[3])
+{
+    struct cpu_mark a, b;
+    double wall;
+    int err = cpu_mark(&a, pids);
+
+    if (err < 0)
+        return err;
+    bench_sleep_ns((int64_t)(seconds * 1e9));
+    if ((err = cpu_mark(&b, pids)) < 0)
+        return err;
+    wall = (double)(b.at - a.at) / 1e9;
+    series_push(&s[0], (double)(b.ticks - a.ticks) * 1000.0 /
+                           (double)sysconf(_SC_CLK_TCK) / wall);
+    series_push(&s[1], (double)(b.ns - a.ns) / 1e6 / wall);
+    return series_push(&s[2], (double)(b.host_ns - a.host_ns) / 1e6 / wall);
+}
+
+/* A "Name:   1234 kB" line of /proc/<pid>/status, in MiB. */
+static double status_mib(pid_t pid, const char *name)
+{
+    char path[64], line[256];
+    size_t len = strlen(name);
+    double mib = -1;
+    long kb;
+    FILE *f;
+
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    if (!(f = fopen(path, "re")))
+        return -1;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, name, len) && line[len] == ':' &&
+            sscanf(line + len + 1, "%ld", &kb) == 1)
+            mib = (double)kb / 1024;
+    fclose(f);
+    return mib;
+}
+
+static int memory_rows(const pid_t *pids)
+{
+    struct series rss = {0}, own = {0};
+    char note[128];
+
+    for (int i = 0; i < IDLE_WORKERS; i++) {
+        double all = status_mib(pids[i], "VmRSS");
+        double shm = status_mib(pids[i], "RssShmem");
+        if (all < 0 || shm < 0) {
+            series_free(&rss);
+            series_free(&own);
+            return bench_fail("reading /proc/<pid>/status", -EBADMSG, NULL);
+        }
+        series_push(&rss, all);
+        series_push(&own, all - shm);
+    }
+    snprintf(note, sizeof note, "median of %d fresh workers; rings 2 x %u MiB",
+             IDLE_WORKERS, RING_BYTES >> 20);
+    bench_row_add("rss", "worker RSS (VmRSS)", "MiB", ROW_COST, 0, &rss, note);
+    return bench_row_add("rss-private", "worker RSS outside shared memory",
+                         "MiB", ROW_COST, 0, &own, "VmRSS - RssShmem");
+}
+
+static void cpu_rows(struct series s[3])
+{
+    bench_row_add("idle-cpu", "idle pool of 4: workers' CPU (utime+stime)",
+                  "ms/s", ROW_COST, 0, &s[0], "/proc/<pid>/stat, 10 ms ticks");
+    bench_row_add("idle-cpu-ns", "idle pool of 4: workers' CPU (schedstat)",
+                  "ms/s", ROW_COST, 0, &s[1], "every thread, ns resolution");
+    bench_row_add("idle-cpu-host", "idle pool of 4: host process CPU", "ms/s",
+                  ROW_COST, 0, &s[2], "getrusage(RUSAGE_SELF)");
+}
+
+int bench_idle_cpu(void)
+{
+    double seconds = bench.level == BENCH_SMOKE ? 0.2 : 1.0;
+    int windows = bench.level == BENCH_FULL ? 3 : 1;
+    struct series s[3] = {0};
+    pid_t pids[IDLE_WORKERS];
+    pyproc_pool *p;
+    int err = bench_pool(&p, IDLE_WORKERS);
+
+    if (err < 0)
+        return err;
+    err = worker_pids(p, pids, IDLE_WORKERS);
+    /* Let every side finish its spin before the pool counts as idle. */
+    bench_sleep_ns(100000000);
+    for (int i = 0; i < windows && !err; i++)
+        err = idle_window(pids, seconds, s);
+    if (!err) {
+        cpu_rows(s);
+        err = memory_rows(pids);
+    }
+    pyproc_pool_free(p);
+    for (int i = 0; i < 3; i++)
+        series_free(&s[i]);
+    return err < 0 ? bench_fail("idle pool", err, NULL) : 0;
+}

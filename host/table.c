@@ -1,0 +1,108 @@
+/*
+ * A worker's call table: the calls waiting for an answer from it, by id.
+ *
+ * An id is a slot number in the low 32 bits and the slot's generation in
+ * the high 32, so a late answer for a call whose slot was reused, or an id
+ * a broken worker made up, finds nothing.  The table holds one reference
+ * to each call in it.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "pool.h"
+
+static void slot_release(struct pp_worker *w, uint32_t slot)
+{
+    w->slots[slot].call = NULL;
+    w->slots[slot].gen++;
+    w->slots[slot].next_free = w->free_head;
+    w->free_head = slot;
+    w->in_flight--;
+}
+
+int pyproc__table_add(struct pp_worker *w, pyproc_call *c)
+{
+    uint32_t slot;
+
+    pthread_mutex_lock(&w->calls_lock);
+    if (w->free_head == UINT32_MAX) {
+        uint32_t n = w->nslots ? w->nslots * 2 : 64;
+        struct call_slot *s = realloc(w->slots, n * sizeof *s);
+        if (!s) {
+            pthread_mutex_unlock(&w->calls_lock);
+            return -ENOMEM;
+        }
+        for (uint32_t i = w->nslots; i < n; i++)
+            s[i] = (struct call_slot){NULL, 1, i + 1 < n ? i + 1 : UINT32_MAX};
+        w->free_head = w->nslots;
+        w->slots = s;
+        w->nslots = n;
+    }
+    slot = w->free_head;
+    w->free_head = w->slots[slot].next_free;
+    w->slots[slot].call = c;
+    c->id = ((uint64_t)w->slots[slot].gen << 32) | slot;
+    w->in_flight++;
+    pthread_mutex_unlock(&w->calls_lock);
+    return 0;
+}
+
+bool pyproc__table_remove(struct pp_worker *w, pyproc_call *c)
+{
+    uint32_t slot = (uint32_t)c->id;
+    bool found = false;
+
+    pthread_mutex_lock(&w->calls_lock);
+    if (slot < w->nslots && w->slots[slot].call == c) {
+        slot_release(w, slot);
+        found = true;
+    }
+    pthread_mutex_unlock(&w->calls_lock);
+    return found;
+}
+
+static pyproc_call *lookup(struct pp_worker *w, uint64_t id, bool take)
+{
+    uint32_t slot = (uint32_t)id, gen = (uint32_t)(id >> 32);
+    pyproc_call *c = NULL;
+
+    pthread_mutex_lock(&w->calls_lock);
+    if (slot < w->nslots && w->slots[slot].gen == gen && w->slots[slot].call) {
+        c = w->slots[slot].call;
+        if (take)
+            slot_release(w, slot); /* the table's reference moves to us */
+        else
+            atomic_fetch_add(&c->refs, 1);
+    }
+    pthread_mutex_unlock(&w->calls_lock);
+    return c;
+}
+
+pyproc_call *pyproc__call_take(struct pp_worker *w, uint64_t id)
+{
+    return lookup(w, id, true);
+}
+
+pyproc_call *pyproc__call_find(struct pp_worker *w, uint64_t id)
+{
+    return lookup(w, id, false);
+}
+
+int pyproc__table_take_all(struct pp_worker *w, pyproc_call ***ret)
+{
+    pyproc_call **all = NULL;
+    uint32_t n = 0;
+
+    pthread_mutex_lock(&w->calls_lock);
+    if (w->in_flight)
+        all = malloc(w->in_flight * sizeof *all);
+    for (uint32_t i = 0; all && i < w->nslots; i++) {
+        if (w->slots[i].call) {
+            all[n++] = w->slots[i].call;
+            slot_release(w, i);
+        }
+    }
+    pthread_mutex_unlock(&w->calls_lock);
+    *ret = all;
+    return (int)n;
+}
