@@ -44,7 +44,7 @@ static const struct compare {
     {"tput-4t-1w", {"ppe-100k", "ppe-map256", "mp-imap1", "mp-imap256"}},
     {"tput-4t-2w", {"ppe-100k", "ppe-map256", "mp-imap1", "mp-imap256"}},
     {"gen", {"ppe-map256", "mp-imap256"}},
-    {"echo-16m", {"ppe-echo-16m"}},
+    {"echo-16MiB", {"ppe-echo-16MiB"}},
     {"start-1", {"ppe-start", "popproc-start"}},
     {"start-2", {"ppe-start", "popproc-start"}},
     {"start-4", {"ppe-start", "popproc-start"}},

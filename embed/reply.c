@@ -14,11 +14,15 @@
 #include "convert.h"
 #include "worker.h"
 
-/* YIELD frames carry a batch of items; a batch stops growing at this size
- * or age, so a generator that is slow between items still delivers each
- * one soon after it is made. */
+/*
+ * YIELD frames carry a batch of items.  A batch stops growing at this size
+ * or age, and right after the stream's first item or an item that took
+ * long to make: a slow generator gains nothing from batching, and its
+ * reader should see each item as soon as it exists.
+ */
 #define BATCH_BYTES (64u << 10)
 #define BATCH_NS 200000
+#define SLOW_ITEM_NS 20000
 
 static int send_frame(uint16_t type, uint64_t id, const struct shm_buf *b)
 {
@@ -262,11 +266,14 @@ PyObject *py_pump(PyObject *self, PyObject *const *args, Py_ssize_t n)
         return NULL;
     while (sent < max && !finished && !failed) {
         uint32_t count = 0;
-        int64_t started = shm_now_ns();
+        int64_t started = shm_now_ns(), last = started;
+        bool flush = false;
         batch_begin(b);
-        while (sent + count < max && b->len < BATCH_BYTES &&
-               (count == 0 || shm_now_ns() - started < BATCH_NS)) {
+        while (sent + count < max && b->len < BATCH_BYTES && !flush) {
             PyObject *item = PyIter_Next(args[1]); /* new ref */
+            int64_t t = shm_now_ns();
+            flush = t - last > SLOW_ITEM_NS || t - started > BATCH_NS || (sent == 0 && count == 0);
+            last = t;
             if (!item) {
                 finished = !PyErr_Occurred();
                 failed = !finished;

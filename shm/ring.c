@@ -436,6 +436,32 @@ static int ring_append(struct shm_ring *r, const struct shm_frame_header *h,
     return 0;
 }
 
+/*
+ * Take in the fragment at pos, which takes n bytes, and release it at once
+ * so the producer can write the next one.  Returns 1 with *m filled when it
+ * was the last, 0 when more must follow, or a negative errno.
+ */
+static int ring_take_fragment(struct shm_ring *r, const struct shm_frame_header *h,
+                              uint64_t pos, uint64_t n, struct shm_msg *m)
+{
+    int rc = ring_append(r, h, r->data + (pos & r->mask) + HDR);
+
+    if (rc < 0)
+        return rc;
+    ring_release(r, pos + n);
+    if (h->flags & SHM_FRAME_MORE)
+        return 0;
+    r->asm_open = false;
+    *m = (struct shm_msg){
+        .type = r->asm_type,
+        .id = r->asm_id,
+        .payload = r->asm_buf,
+        .len = r->asm_len,
+        .frame_bytes = 0,
+    };
+    return 1;
+}
+
 int shm_ring_read(struct shm_ring *r, struct shm_msg *m)
 {
     uint64_t head = atomic_load_explicit(&r->ctl->head, memory_order_relaxed);
@@ -449,50 +475,32 @@ int shm_ring_read(struct shm_ring *r, struct shm_msg *m)
     while (pos != tail) {
         struct shm_frame_header h;
         int64_t n = ring_check_frame(r, pos, tail, &h);
-        const uint8_t *payload;
         int rc;
 
         if (n < 0)
             return (int)n;
-        if (h.type == SHM_FRAME_PAD) {
-            pos += (uint64_t)n;
-            continue;
-        }
-        payload = r->data + (pos & r->mask) + HDR;
-        if (!r->asm_open && !(h.flags & SHM_FRAME_MORE)) {
+        if (h.type != SHM_FRAME_PAD && !r->asm_open && !(h.flags & SHM_FRAME_MORE)) {
             /* A whole message in one frame: hand it out where it lies. */
             if (h.len > r->max_msg)
                 return -EBADMSG;
             *m = (struct shm_msg){
                 .type = h.type,
                 .id = h.id,
-                .payload = payload,
+                .payload = r->data + (pos & r->mask) + HDR,
                 .len = h.len,
                 .frame_bytes = pos + (uint64_t)n - head,
             };
             return 1;
         }
-
-        rc = ring_append(r, &h, payload);
-        if (rc < 0)
-            return rc;
-        /* The fragment is copied: let the producer write the next one. */
-        pos += (uint64_t)n;
-        ring_release(r, pos);
-        head = pos;
-        if (!(h.flags & SHM_FRAME_MORE)) {
-            r->asm_open = false;
-            *m = (struct shm_msg){
-                .type = r->asm_type,
-                .id = r->asm_id,
-                .payload = r->asm_buf,
-                .len = r->asm_len,
-                .frame_bytes = 0,
-            };
-            return 1;
+        if (h.type != SHM_FRAME_PAD) {
+            rc = ring_take_fragment(r, &h, pos, (uint64_t)n, m);
+            if (rc != 0)
+                return rc;
+            head = pos + (uint64_t)n;
         }
+        pos += (uint64_t)n;
     }
-    /* Only PADs or fragments were there; give back what was skipped. */
+    /* Only PADs and fragments were there; give back the PADs too. */
     if (pos != head)
         ring_release(r, pos);
     return 0;

@@ -1,0 +1,256 @@
+/*
+ * Calls through pyproc: round trips one at a time, pipelined throughput
+ * from several host threads, generator streams, and bulk echoes.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/bench.h"
+
+/* One call, its arguments at most one bytes value. */
+struct call_arg {
+    pyproc_pool *pool;
+    const char *ref;
+    const void *data;
+    size_t len;
+};
+
+static int call_once(void *arg)
+{
+    struct call_arg *c = arg;
+    pyproc_msg *m = NULL;
+    int err = c->data ? pyproc_func(c->pool, c->ref, &m, "y", c->data, c->len)
+                      : pyproc_func(c->pool, c->ref, &m, NULL);
+
+    if (err < 0)
+        bench_fail(c->ref, err, m);
+    pyproc_msg_free(m);
+    return err;
+}
+
+/* Time `ref` with no arguments on a fresh pool of one worker. */
+static int latency_row(const char *key, const char *label, const char *ref,
+                       enum bench_budget_kind kind, int64_t pause_ns,
+                       unsigned flags)
+{
+    struct series s = {0};
+    struct call_arg c = {.ref = ref};
+    int err = bench_pool(&c.pool, 1);
+
+    if (err < 0)
+        return err;
+    err = bench_latency(&s, bench_budget(kind), pause_ns, call_once, &c);
+    pyproc_pool_free(c.pool);
+    if (err < 0) {
+        series_free(&s);
+        return err;
+    }
+    return bench_row_add(key, label, "us", ROW_COST, ROW_P99 | flags, &s,
+                         "pool of 1 worker");
+}
+
+int bench_sync(void)
+{
+    return latency_row("sync", "sync no-op, back to back", "bench.calls.noop",
+                       BUDGET_FAST, 0, ROW_SAMPLES);
+}
+
+int bench_idle(void)
+{
+    return latency_row("sync-idle", "sync no-op after 50 ms idle",
+                       "bench.calls.noop", BUDGET_IDLE, 50000000, 0);
+}
+
+int bench_async(void)
+{
+    int err = latency_row("async", "async no-op, back to back",
+                          "bench.calls.anoop", BUDGET_FAST, 0, ROW_SAMPLES);
+
+    if (err < 0)
+        return err;
+    return latency_row("async-sleep0", "async, one await asyncio.sleep(0)",
+                       "bench.calls.asleep0", BUDGET_FAST, 0, 0);
+}
+
+/* ---- pipelined throughput ---- */
+
+#define WINDOW 256
+
+struct pipe_thread {
+    pthread_t tid;
+    pyproc_pool *pool;
+    pthread_barrier_t *go;
+    int64_t run_ns, start, end;
+    uint64_t calls;
+    int err;
+};
+
+/* Send a window of tracked calls, then collect every answer. */
+static int window_once(struct pipe_thread *t)
+{
+    pyproc_call *calls[WINDOW];
+    int n, err = 0;
+
+    for (n = 0; n < WINDOW; n++)
+        if ((err = pyproc_track_func(t->pool, NULL, &calls[n],
+                                     "bench.calls.noop", NULL)) < 0)
+            break;
+    for (int i = 0; i < n; i++) {
+        pyproc_msg *m = NULL;
+        int rc = pyproc_wait(calls[i], &m, -1);
+        if (rc < 0 && !err)
+            err = bench_fail("pipelined bench.calls.noop", rc, m);
+        pyproc_msg_free(m);
+        pyproc_call_free(calls[i]);
+    }
+    t->calls += (uint64_t)n;
+    return err;
+}
+
+static void *pipe_thread_main(void *arg)
+{
+    struct pipe_thread *t = arg;
+
+    pthread_barrier_wait(t->go);
+    t->start = bench_now_ns();
+    do
+        t->err = window_once(t);
+    while (!t->err && bench_now_ns() - t->start < t->run_ns);
+    t->end = bench_now_ns();
+    return NULL;
+}
+
+/* One timed run of `threads` host threads; pushes calls/s. */
+static int pipelined_run(pyproc_pool *p, int threads, double seconds,
+                         struct series *s)
+{
+    struct pipe_thread t[4] = {0};
+    int64_t first = INT64_MAX, last = 0;
+    pthread_barrier_t go;
+    uint64_t calls = 0;
+    int err = 0;
+
+    pthread_barrier_init(&go, NULL, (unsigned)threads);
+    for (int i = 0; i < threads; i++) {
+        t[i] = (struct pipe_thread){.pool = p, .go = &go,
+                                    .run_ns = (int64_t)(seconds * 1e9)};
+        if (pthread_create(&t[i].tid, NULL, pipe_thread_main, &t[i]))
+            abort(); /* the barrier would never open */
+    }
+    for (int i = 0; i < threads; i++) {
+        pthread_join(t[i].tid, NULL);
+        err = err ? err : t[i].err;
+        calls += t[i].calls;
+        first = t[i].start < first ? t[i].start : first;
+        last = t[i].end > last ? t[i].end : last;
+    }
+    pthread_barrier_destroy(&go);
+    if (err < 0)
+        return err;
+    return series_push(s, (double)calls / ((double)(last - first) / 1e9));
+}
+
+static int pipelined_row(int threads, int workers)
+{
+    const struct bench_budget *b = bench_budget(BUDGET_RATE);
+    struct series s = {0}, warm = {0};
+    char key[32], label[96];
+    pyproc_pool *p = NULL;
+    int err = bench_pool(&p, workers);
+
+    for (int i = 0; i < b->warmup && !err; i++)
+        err = pipelined_run(p, threads, b->max_seconds, &warm);
+    for (size_t i = 0; i < b->max_samples && !err; i++)
+        err = pipelined_run(p, threads, b->max_seconds, &s);
+    if (p)
+        pyproc_pool_free(p);
+    series_free(&warm);
+    if (err < 0) {
+        series_free(&s);
+        return err;
+    }
+    snprintf(key, sizeof key, "tput-%dt-%dw", threads, workers);
+    snprintf(label, sizeof label, "pipelined no-op, %d host thread%s -> %d worker%s",
+             threads, threads > 1 ? "s" : "", workers, workers > 1 ? "s" : "");
+    return bench_row_add(key, label, "calls/s", ROW_RATE, 0, &s,
+                         "windows of 256 tracked calls per thread");
+}
+
+int bench_pipelined(void)
+{
+    static const int shapes[][2] = {{1, 1}, {1, 2}, {4, 1}, {4, 2}};
+    int err = 0;
+
+    for (size_t i = 0; i < 4 && !err; i++)
+        err = pipelined_row(shapes[i][0], shapes[i][1]);
+    return err;
+}
+
+/* ---- bulk echo ---- */
+
+/* One echo outside the timing, to prove the bytes come back intact. */
+static int echo_check(struct call_arg *c)
+{
+    pyproc_msg *m = NULL;
+    const void *back;
+    size_t len;
+    int err = pyproc_func(c->pool, c->ref, &m, "y", c->data, c->len);
+
+    if (!err)
+        err = pyproc_msg_read(m, "y", &back, &len);
+    if (!err && (len != c->len || memcmp(back, c->data, len)))
+        err = -EBADMSG;
+    if (err < 0)
+        bench_fail("bench.calls.echo", err, m);
+    pyproc_msg_free(m);
+    return err;
+}
+
+static int echo_row(pyproc_pool *p, const unsigned char *data, size_t len,
+                    const char *key)
+{
+    struct call_arg c = {.pool = p, .ref = "bench.calls.echo", .data = data,
+                         .len = len};
+    struct series rtt = {0}, rate = {0};
+    char label[64];
+    int err = echo_check(&c);
+
+    if (!err)
+        err = bench_latency(&rtt, bench_budget(BUDGET_BULK), 0, call_once, &c);
+    /* GB/s = bytes per ns: payload bytes over the whole round trip. */
+    for (size_t i = 0; !err && i < rtt.n; i++)
+        err = series_push(&rate, (double)len / (rtt.v[i] * 1e3));
+    series_free(&rtt);
+    if (err < 0) {
+        series_free(&rate);
+        return err;
+    }
+    snprintf(label, sizeof label, "echo bytes of %s", key + 5);
+    return bench_row_add(key, label, "GB/s", ROW_RATE, 0, &rate,
+                         "payload bytes / round trip; pool of 1 worker");
+}
+
+int bench_echo(void)
+{
+    static const struct {
+        const char *key;
+        size_t len;
+    } sizes[] = {{"echo-1KiB", 1u << 10},
+                 {"echo-64KiB", 64u << 10},
+                 {"echo-1MiB", 1u << 20},
+                 {"echo-16MiB", 16u << 20}};
+    unsigned char *data = malloc(16u << 20);
+    pyproc_pool *p = NULL;
+    int err = data ? bench_pool(&p, 1) : -ENOMEM;
+
+    for (size_t i = 0; data && i < 16u << 20; i++)
+        data[i] = (unsigned char)((i * 2654435761u) >> 24);
+    for (size_t i = 0; !err && i < sizeof sizes / sizeof sizes[0]; i++)
+        err = echo_row(p, data, sizes[i].len, sizes[i].key);
+    pyproc_pool_free(p);
+    free(data);
+    return err;
+}
