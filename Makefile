@@ -1,5 +1,6 @@
 # pyproc: `make` builds everything, `make check` runs every test,
-# `make demo` runs the demo, `make deps` installs the Debian packages needed.
+# `make demo` runs the demo, `make bench` measures pyproc against its
+# baselines, `make deps` installs the Debian packages needed.
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -36,6 +37,9 @@ WORKER := $(B)/bin/pyproc-worker
 
 EXAMPLES := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 
+BENCH := $(B)/bench/pyproc-bench
+BENCH_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(wildcard bench/*.c))
+
 # Tests: tests/test_*.c link the library (and cmocka); tests/embed_test_*.c
 # also link the worker's objects and Python.
 TESTS := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/test_*.c))
@@ -44,8 +48,8 @@ EMBED_TESTS := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/embed_test_*.c
 SHM_TESTS := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/shm_test_*.c))
 TEST_TIMEOUT ?= 300
 
-.PHONY: all check demo install deps clean unit-check e2e-check
-all: $(LIB_A) $(LIB_SO) $(WORKER) $(EXAMPLES) $(TESTS) $(EMBED_TESTS) $(SHM_TESTS)
+.PHONY: all check demo bench install deps clean unit-check e2e-check
+all: $(LIB_A) $(LIB_SO) $(WORKER) $(EXAMPLES) $(TESTS) $(EMBED_TESTS) $(SHM_TESTS) $(BENCH)
 
 deps:
 	@sh .ci/deps.sh
@@ -86,6 +90,10 @@ $(B)/examples/%: examples/%.c $(LIB_A) include/pyproc.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB_A) $(LDFLAGS) -lpthread -ldl
 
+$(BENCH): $(BENCH_OBJ) $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(BENCH_OBJ) $(LIB_A) -lpthread -ldl -lm
+
 $(B)/tests/test_%: tests/test_%.c $(wildcard tests/*.h) $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Wno-unused-parameter -I. -o $@ $< $(LIB_A) $(LDFLAGS) $(CMOCKA_LIBS) -lpthread -ldl -lm
@@ -101,9 +109,26 @@ $(B)/tests/shm_test_%: tests/shm_test_%.c $(SHM_OBJ)
 
 check: all
 	@sh tests/run.sh $(TEST_TIMEOUT) $(SHM_TESTS) $(TESTS) $(EMBED_TESTS)
+	@echo "== $(BENCH) --smoke"
+	@timeout -k 5 $(TEST_TIMEOUT) $(BENCH) --smoke --csv $(B)/bench/smoke.csv \
+		--samples $(B)/bench/smoke-samples.csv > $(B)/bench/smoke.txt || \
+		{ cat $(B)/bench/smoke.txt; echo "FAILED: $(BENCH) --smoke"; exit 1; }
+	@echo "bench smoke run passed (table in $(B)/bench/smoke.txt)"
 
 demo: $(B)/examples/demo $(WORKER)
 	cd examples && ../$(B)/examples/demo
+
+# The full bench; its table and latency plot are copied to docs/ for the
+# README.
+bench: $(BENCH) $(WORKER)
+	$(BENCH) --csv $(B)/bench/results.csv --samples $(B)/bench/latency-samples.csv \
+		--table $(B)/bench/results.txt
+	/usr/bin/python3 bench/plot.py $(B)/bench/latency-samples.csv \
+		$(B)/bench/results.csv $(B)/bench/latency.png
+	@mkdir -p docs
+	cp $(B)/bench/latency.png docs/bench-latency.png
+	{ echo "Made by \`make bench\` on $$(date -u '+%Y-%m-%d %H:%M UTC')."; echo; \
+		cat $(B)/bench/results.txt; } > docs/bench-latest.txt
 
 install: $(LIB_A) $(LIB_SO) $(WORKER)
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \

@@ -21,7 +21,7 @@ enum bench_level { BENCH_SMOKE, BENCH_QUICK, BENCH_FULL };
 struct bench_run {
     enum bench_level level;
     char root[PATH_MAX];    /* the repository: bench/ lives there */
-    char py_path[PATH_MAX]; /* bench/py, the workers' python_path */
+    char py_path[PATH_MAX + 16]; /* bench/py, the workers' python_path */
 };
 
 extern struct bench_run bench;
@@ -91,7 +91,7 @@ int bench_row_add(const char *key, const char *label, const char *unit,
                   enum row_kind kind, unsigned flags, struct series *s,
                   const char *note);
 void bench_section(const char *title);
-int bench_print_table(const char *path);
+int bench_print_table(const char *path, const char *head);
 int bench_write_csv(const char *path);
 int bench_write_samples(const char *path);
 void bench_rows_free(void);

@@ -254,3 +254,11 @@ int bench_echo(void)
     free(data);
     return err;
 }
+
+/* ---- generators ---- */
+
+int bench_gen(void)
+{
+    fprintf(stderr, "pyproc-bench: gen: pyproc.h has no generator API yet\n");
+    return 0;
+}

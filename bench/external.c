@@ -220,7 +220,7 @@ static int read_rows(int fd, int64_t deadline)
 static int bench_script(const char *script, const char *const *args, double timeout_s)
 {
     char path[PATH_MAX + 32], *argv[16];
-    int n = 0, fd, status, err;
+    int n = 0, fd = -1, status, err;
     pid_t pid;
 
     snprintf(path, sizeof path, "%s/bench/%s", bench.root, script);

@@ -157,7 +157,7 @@ static int64_t proc_ticks(pid_t pid)
 /* Time on a CPU of every thread of a process, in ns (ticks are coarse). */
 static int64_t proc_cpu_ns(pid_t pid)
 {
-    char path[96];
+    char path[320];
     struct dirent *e;
     int64_t sum = 0;
     DIR *d;

@@ -160,8 +160,8 @@ static void print_row(FILE *f, const struct row *r)
     free(ratios);
 }
 
-/* The table on stdout, and in `path` too when it is not NULL. */
-int bench_print_table(const char *path)
+/* The table under `head` on stdout, and in `path` too unless NULL. */
+int bench_print_table(const char *path, const char *head)
 {
     FILE *file = path ? fopen(path, "we") : NULL;
     FILE *out[2] = {stdout, file};
@@ -170,8 +170,8 @@ int bench_print_table(const char *path)
         return -errno;
     for (int k = 0; k < 2 && out[k]; k++) {
         FILE *f = out[k];
-        fprintf(f, "%-13s %-48s %-8s %10s %10s %7s  %s\n", "key", "row",
-                "unit", "median", "p99", "n",
+        fprintf(f, "%s\n%-13s %-48s %-8s %10s %10s %7s  %s\n", head, "key",
+                "row", "unit", "median", "p99", "n",
                 "compared with the baselines of this run; notes");
         for (size_t i = 0; i < nrows; i++) {
             if (!i || strcmp(rows[i].section, rows[i - 1].section))

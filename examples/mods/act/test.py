@@ -31,3 +31,32 @@ async def later(x, delay=0.01):
 
 def divide(a, b):
     return a / b
+
+
+def iterate(n):
+    # A plain generator: the host reads it with pyproc_gen()/pyproc_next().
+    for i in range(n):
+        yield {"i": i, "square": i * i}
+
+
+async def ticks(n, every):
+    # An async generator: each item reaches the host as soon as it is made.
+    for i in range(n):
+        await asyncio.sleep(every)
+        yield i
+
+
+counter = 0
+
+
+def count(hub):
+    # State that lives in one worker: pin calls there with pyproc_ind_func().
+    global counter
+    counter += 1
+    return [pyproc.index, counter]
+
+
+async def ask_host(question):
+    # Calls the host's pyproc_opts.callback and returns its answer.
+    answer = await pyproc.ret(question)
+    return f"the host says {answer!r}"

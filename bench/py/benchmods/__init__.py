@@ -1,0 +1,1 @@
+"""Functions that pyproc-bench and the Python baselines call."""
