@@ -48,28 +48,30 @@ EMBED_TESTS := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/embed_test_*.c
 SHM_TESTS := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/shm_test_*.c))
 TEST_TIMEOUT ?= 300
 
-.PHONY: all check demo bench install deps clean unit-check e2e-check
-all: $(LIB_A) $(LIB_SO) $(WORKER) $(EXAMPLES) $(TESTS) $(EMBED_TESTS) $(SHM_TESTS) $(BENCH)
+.PHONY: all check demo bench install deps clean
+
+# The entry points first make sure the Debian packages are there, then run
+# make again, so that the pkg-config queries above see what was installed.
+ENTRY_POINTS := all check demo bench install
+ifndef PYPROC_DEPS_CHECKED
+$(ENTRY_POINTS):
+	@sh .ci/deps.sh
+	@$(MAKE) --no-print-directory PYPROC_DEPS_CHECKED=1 $@
+endif
 
 deps:
 	@sh .ci/deps.sh
 
-$(B)/.deps-ok: .ci/deps.sh
-	@sh .ci/deps.sh
-	@mkdir -p $(B) && touch $@
-
-# Every object waits for the dependency check, so a fresh machine gets its
-# packages before the first compiler run.
-$(B)/obj/%.o: %.c | $(B)/.deps-ok
+$(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(B)/obj/embed/%.o: embed/%.c | $(B)/.deps-ok
+$(B)/obj/embed/%.o: embed/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PY_CFLAGS) $(FFI_CFLAGS) -DPYPROC_PYTHON_EXE=\"$(PY_EXE)\" -MMD -MP -c $< -o $@
 
 # The worker's Python side is compiled into the binary.
-$(B)/obj/embed/python_blob.o: embed/python_blob.S $(EMBED_PY) | $(B)/.deps-ok
+$(B)/obj/embed/python_blob.o: embed/python_blob.S $(EMBED_PY)
 	@mkdir -p $(dir $@)
 	$(CC) -c -I. $< -o $@
 
@@ -107,6 +109,9 @@ $(B)/tests/shm_test_%: tests/shm_test_%.c $(SHM_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Wno-unused-parameter -I. -o $@ $< $(SHM_OBJ) $(LDFLAGS) $(CMOCKA_LIBS) -lpthread
 
+ifdef PYPROC_DEPS_CHECKED
+all: $(LIB_A) $(LIB_SO) $(WORKER) $(EXAMPLES) $(TESTS) $(EMBED_TESTS) $(SHM_TESTS) $(BENCH)
+
 check: all
 	@sh tests/run.sh $(TEST_TIMEOUT) $(SHM_TESTS) $(TESTS) $(EMBED_TESTS)
 	@echo "== $(BENCH) --smoke"
@@ -140,6 +145,8 @@ install: $(LIB_A) $(LIB_SO) $(WORKER)
 	install -m 755 $(WORKER) $(DESTDIR)$(PREFIX)/libexec/pyproc/pyproc-worker
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define PYPROC_VERSION_[A-Z]* \([0-9]*\)/\1/p' include/pyproc.h | paste -sd.)|' \
 		pyproc.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/pyproc.pc
+
+endif
 
 clean:
 	rm -rf $(B) build-*

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -128,6 +129,7 @@ struct spin_pair {
 static void spin_echo(struct spin_pair *sp)
 {
     uint64_t seen = 0, v;
+    unsigned idle = 0;
 
     for (;;) {
         v = atomic_load_explicit(&sp->ping, memory_order_acquire);
@@ -136,6 +138,10 @@ static void spin_echo(struct spin_pair *sp)
         if (v != seen) {
             seen = v;
             atomic_store_explicit(&sp->pong, v, memory_order_release);
+        } else if (!(++idle & 0xffff)) {
+            /* Should the scheduler have put both sides on one CPU, give
+             * the parent that CPU rather than spin through its slice. */
+            sched_yield();
         } else {
             cpu_relax();
         }
@@ -154,6 +160,8 @@ static int spin_round_trip(void *arg)
         /* A dead peer would leave us spinning forever. */
         if (!(i & 0xffffff) && waitpid(sp->child, NULL, WNOHANG) != 0)
             return -ECHILD;
+        if (!(i & 0xffff))
+            sched_yield();
         cpu_relax();
     }
 }

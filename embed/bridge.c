@@ -22,6 +22,8 @@
 #include "../shm/futex.h"
 #include "worker.h"
 
+struct worker the_worker = {.death_fd = -1};
+
 /* ---- waiting ---- */
 
 static bool has_work(void)

@@ -22,8 +22,6 @@
 #define PYPROC_PYTHON_EXE "/usr/bin/python3"
 #endif
 
-struct worker the_worker = {.death_fd = -1};
-
 /* The hub's source, compiled in by embed/python_blob.S. */
 extern const char pyproc_hub_source[];
 
