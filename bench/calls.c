@@ -257,8 +257,52 @@ int bench_echo(void)
 
 /* ---- generators ---- */
 
+/* Stream range(n) from one worker; pushes items/s. */
+static int gen_run(pyproc_pool *p, int n, struct series *s)
+{
+    int64_t t0 = bench_now_ns();
+    pyproc_call *stream = NULL;
+    pyproc_msg *item = NULL;
+    int got = 0, err = pyproc_gen(p, "bench.calls.items", &stream, "i", n);
+
+    while (!err && (err = pyproc_next(stream, &item)) == 1) {
+        pyproc_msg_free(item);
+        item = NULL;
+        got++;
+        err = 0;
+    }
+    if (err < 0)
+        bench_fail("pyproc_gen bench.calls.items", err, item);
+    else if (got != n)
+        err = bench_fail("pyproc_gen bench.calls.items", -EBADMSG, NULL);
+    else
+        err = series_push(s, n / ((double)(bench_now_ns() - t0) / 1e9));
+    pyproc_msg_free(item);
+    pyproc_call_free(stream);
+    return err;
+}
+
 int bench_gen(void)
 {
-    fprintf(stderr, "pyproc-bench: gen: pyproc.h has no generator API yet\n");
-    return 0;
+    static const int items[] = {1000, 200000, 1000000};
+    const struct bench_budget *b = bench_budget(BUDGET_RATE);
+    struct series s = {0}, warm = {0};
+    pyproc_pool *p = NULL;
+    char label[64];
+    int err = bench_pool(&p, 1);
+
+    for (int i = 0; i < b->warmup && !err; i++)
+        err = gen_run(p, items[bench.level] / 10, &warm);
+    for (size_t i = 0; i < b->max_samples && !err; i++)
+        err = gen_run(p, items[bench.level], &s);
+    pyproc_pool_free(p);
+    series_free(&warm);
+    if (err < 0) {
+        series_free(&s);
+        return err;
+    }
+    snprintf(label, sizeof label, "generator items, range(%d)",
+             items[bench.level]);
+    return bench_row_add("gen", label, "items/s", ROW_RATE, 0, &s,
+                         "pyproc_gen + pyproc_next; pool of 1 worker");
 }

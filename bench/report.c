@@ -12,7 +12,7 @@
 #include "bench/bench.h"
 
 struct row {
-    char key[32], label[96], unit[16], note[128], section[64];
+    char key[32], label[96], unit[16], note[128], section[96];
     enum row_kind kind;
     unsigned flags;
     double median, p99;
@@ -22,7 +22,7 @@ struct row {
 
 static struct row *rows;
 static size_t nrows;
-static char section[64] = "";
+static char section[96] = "";
 
 /*
  * What each pyproc row is compared with.  A ratio says how many times
@@ -36,7 +36,7 @@ static const struct compare {
     const char *delta;
 } compares[] = {
     {"sync", {"pipe", "shm", "ppe-lat", "mp-apply", "popproc-lat"}},
-    {"sync-idle", {"pipe", "pipe-idle", "ppe-lat", "popproc-lat"}, "sync"},
+    {"sync-idle", {"pipe", "pipe-idle"}, "sync"},
     {"async", {"ppe-lat", "popproc-lat"}, "sync"},
     {"async-sleep0", {"ppe-lat", "popproc-lat"}, "async"},
     {"tput-1t-1w", {"ppe-100k", "ppe-map256", "mp-imap1", "mp-imap256"}},
@@ -154,7 +154,7 @@ static void print_row(FILE *f, const struct row *r)
 
     fmt_value(med, sizeof med, r->median);
     fmt_value(p99, sizeof p99, r->p99);
-    fprintf(f, "%-13s %-48s %-8s %10s %10s %7zu  %s%s%s\n", r->key, r->label,
+    fprintf(f, "%-14s %-50s %-7s %9s %9s %7zu  %s%s%s\n", r->key, r->label,
             r->unit, med, p99, r->n, ratios ? ratios : "",
             *r->note && ratios && *ratios ? "; " : "", r->note);
     free(ratios);
@@ -170,7 +170,7 @@ int bench_print_table(const char *path, const char *head)
         return -errno;
     for (int k = 0; k < 2 && out[k]; k++) {
         FILE *f = out[k];
-        fprintf(f, "%s\n%-13s %-48s %-8s %10s %10s %7s  %s\n", head, "key",
+        fprintf(f, "%s\n%-14s %-50s %-7s %9s %9s %7s  %s\n", head, "key",
                 "row", "unit", "median", "p99", "n",
                 "compared with the baselines of this run; notes");
         for (size_t i = 0; i < nrows; i++) {

@@ -11,7 +11,6 @@
 #include "msg.h"
 #include "pool.h"
 
-#define ADD_PROC_READY_MS 10000
 
 int pyproc__history_add(pyproc_pool *p, uint16_t type, const struct shm_buf *b)
 {
@@ -59,7 +58,9 @@ PYPROC_EXPORT int pyproc_pubv(pyproc_pool *p, const char *ref, pyproc_msg ***ret
         return -ENOMEM;
     }
     for (int i = 0; i < n; i++) {
-        err = pyproc__call_send_raw(pyproc__pick_worker(p, i), SHM_FRAME_CALL, b, &calls[i]);
+        struct pp_worker *w = pyproc__pick_worker(p, i);
+        err = pyproc__call_send_raw(w, SHM_FRAME_CALL, b, &calls[i]);
+        pyproc__worker_unref(w);
         if (err < 0)
             pyproc__msg_error(&out[i], "worker %d: %s", i, pyproc_strerror(err));
     }
@@ -134,86 +135,31 @@ PYPROC_EXPORT int pyproc_set_attr(pyproc_pool *p, const char *ref, const char *f
     return err;
 }
 
-/* Replay the history to w, one request at a time, in order. */
-static int replay(pyproc_pool *p, struct pp_worker *w)
-{
-    for (size_t i = 0;; i++) {
-        struct history_entry e;
-        pthread_mutex_lock(&p->lock);
-        bool more = i < p->nhistory;
-        if (more)
-            e = p->history[i];
-        pthread_mutex_unlock(&p->lock);
-        if (!more)
-            return 0;
-        pyproc_call *c;
-        int err = pyproc__call_send_raw(w, e.type, &e.payload, &c);
-        if (err == 0) {
-            err = pyproc__call_wait(c, NULL, -1);
-            pyproc_call_free(c);
-        }
-        if (err < 0)
-            return err;
-    }
-}
-
-struct spawn_req {
-    int index;
-    struct pp_worker *w;
-};
-
-static int spawn_one(pyproc_pool *p, void *arg)
-{
-    struct spawn_req *r = arg;
-    int err = pyproc__worker_spawn(p, r->index, &r->w);
-
-    if (err == 0 && (err = pyproc__service_watch(p, r->w)) < 0) {
-        pyproc__worker_free(r->w);
-        r->w = NULL;
-    }
-    return err;
-}
-
-static int stop_one(pyproc_pool *p, void *arg)
-{
-    struct pp_worker *w = arg;
-    pyproc__service_unwatch(p, w);
-    pyproc__worker_ask_stop(w);
-    pyproc__worker_stop(w, 1000);
-    return 0;
-}
-
 PYPROC_EXPORT int pyproc_add_proc(pyproc_pool *p, int *ind)
 {
-    struct spawn_req r = {0};
-    int err = pyproc__pool_check(p);
+    struct pp_worker *w = NULL;
+    int index, err = pyproc__pool_check(p);
 
     if (err < 0)
         return err;
     pthread_mutex_lock(&p->grow_lock);
-    r.index = pyproc_workers(p);
-    err = pyproc__service_run(p, spawn_one, &r);
-    if (err == 0)
-        err = pyproc__worker_wait_ready(r.w, ADD_PROC_READY_MS);
-    if (err == 0)
-        err = replay(p, r.w);
+    index = pyproc_workers(p);
+    err = pyproc__worker_bring_up(p, index, &w, NULL);
     if (err == 0) {
         pthread_mutex_lock(&p->lock);
         struct pp_worker **ws = realloc(p->workers, (size_t)(p->nworkers + 1) * sizeof *ws);
         if (ws) {
-            ws[p->nworkers++] = r.w;
+            ws[p->nworkers++] = w; /* the slot takes our reference */
             p->workers = ws;
         } else {
             err = -ENOMEM;
         }
         pthread_mutex_unlock(&p->lock);
-    }
-    if (err < 0 && r.w) {
-        pyproc__service_run(p, stop_one, r.w);
-        pyproc__worker_free(r.w);
+        if (err < 0)
+            pyproc__worker_unref(w); /* unwatched when its pidfd fires */
     }
     pthread_mutex_unlock(&p->grow_lock);
     if (err == 0 && ind)
-        *ind = r.index;
+        *ind = index;
     return err;
 }

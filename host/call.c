@@ -25,6 +25,7 @@ void pyproc__call_unref(pyproc_call *c)
         pyproc__stream_free_items(c);
         pthread_mutex_destroy(&c->qlock);
     }
+    pyproc__worker_unref(c->worker);
     free(c);
 }
 
@@ -72,11 +73,19 @@ struct pp_worker *pyproc__pick_worker(pyproc_pool *p, int ind)
     struct pp_worker *w = NULL;
 
     pthread_mutex_lock(&p->lock);
-    if (ind < 0)
-        ind = (int)(atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed) %
-                    (unsigned)p->nworkers);
-    if (ind < p->nworkers)
+    if (ind < 0) {
+        /* Round robin, passing over dead workers while others live. */
+        for (int tries = 0; tries < p->nworkers; tries++) {
+            unsigned next = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+            w = p->workers[next % (unsigned)p->nworkers];
+            if (!atomic_load(&w->dead))
+                break;
+        }
+    } else if (ind < p->nworkers) {
         w = p->workers[ind];
+    }
+    if (w)
+        pyproc__worker_ref(w);
     pthread_mutex_unlock(&p->lock);
     return w;
 }
@@ -97,6 +106,7 @@ static pyproc_call *call_alloc(struct pp_worker *w, bool stream)
         return NULL;
     c->pool = w->pool;
     c->worker = w;
+    pyproc__worker_ref(w);
     c->index = w->index;
     c->fork_gen = w->pool->fork_gen;
     c->spin_ns = w->pool->spin_ns;
@@ -107,7 +117,25 @@ static pyproc_call *call_alloc(struct pp_worker *w, bool stream)
     return c;
 }
 
-/* Register a call on w and send its frame. */
+/* End c at once with the error of a worker that is not running. */
+static void fail_dead(struct pp_worker *w, pyproc_call *c)
+{
+    pyproc_msg *m = NULL;
+
+    pthread_mutex_lock(&w->pool->lock);
+    if (w->death)
+        pyproc__msg_error(&m, "%s", w->death);
+    else
+        pyproc__msg_error(&m, "worker %d is not running", w->index);
+    pthread_mutex_unlock(&w->pool->lock);
+    pyproc__call_complete(c, PYPROC_EWORKER, m);
+}
+
+/*
+ * Register a call on w and send its frame.  A call to a worker that is
+ * dead (or dies while we send) still gets its handle, already ended with
+ * PYPROC_EWORKER, so every call ends exactly once, the same way.
+ */
 static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b, bool stream,
                      pyproc_done_fn done, void *data, pyproc_call **ret)
 {
@@ -120,19 +148,24 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
     c->done_data = data;
     if (done)
         atomic_store(&c->refs, 1); /* nobody holds a handle */
-    err = pyproc__table_add(w, c);
-    if (err < 0) {
-        pyproc__call_unref(c);
-        return err;
-    }
-    err = pyproc__send(w, type, c->id, b->data, b->len);
-    if (err < 0 && pyproc__table_remove(w, c)) {
+    if (atomic_load(&w->dead)) {
+        fail_dead(w, c);
+    } else if ((err = pyproc__table_add(w, c)) < 0) {
         c->done = NULL;
         atomic_store(&c->refs, 1);
         pyproc__call_unref(c);
-        return err == -EPIPE ? PYPROC_EWORKER : err;
+        return err;
+    } else if ((err = pyproc__send(w, type, c->id, b->data, b->len)) < 0 &&
+               pyproc__table_remove(w, c)) {
+        if (err == -EPIPE) {
+            fail_dead(w, c);
+        } else {
+            c->done = NULL;
+            atomic_store(&c->refs, 1);
+            pyproc__call_unref(c);
+            return err;
+        }
     }
-    /* Sent, or failed by a dying worker meanwhile: either way it ends. */
     if (ret)
         *ret = c;
     return 0;
@@ -141,8 +174,8 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
 int pyproc__call_send_raw(struct pp_worker *w, uint16_t type,
                           const struct shm_buf *payload, pyproc_call **ret)
 {
-    if (atomic_load(&w->dead))
-        return PYPROC_EWORKER;
+    if (!w)
+        return -EINVAL;
     return call_send(w, type, payload, false, NULL, NULL, ret);
 }
 
@@ -186,9 +219,9 @@ int pyproc__call_start_ex(pyproc_pool *p, int ind, int kind, const char *ref, co
     w = pyproc__pick_worker(p, ind);
     if (!w)
         return -EINVAL;
-    if (atomic_load(&w->dead))
-        return PYPROC_EWORKER;
-    return call_send(w, SHM_FRAME_CALL, b, kind == SHM_CALL_GEN, done, data, ret);
+    err = call_send(w, SHM_FRAME_CALL, b, kind == SHM_CALL_GEN, done, data, ret);
+    pyproc__worker_unref(w);
+    return err;
 }
 
 int pyproc__call_start(pyproc_pool *p, int ind, int kind, const char *ref, const char *fmt,

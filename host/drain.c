@@ -92,6 +92,7 @@ static void stream_items(struct pp_worker *w, const struct shm_msg *m)
 static void ready(struct pp_worker *w)
 {
     pthread_mutex_lock(&w->pool->lock);
+    w->ready_ns = shm_now_ns();
     atomic_store(&w->ready, true);
     pthread_cond_broadcast(&w->pool->changed);
     pthread_mutex_unlock(&w->pool->lock);

@@ -216,12 +216,13 @@ int pyproc__worker_wait_ready(struct pp_worker *w, int timeout_ms)
 
 static void pool_destroy(pyproc_pool *p)
 {
+    pyproc__respawn_wait(p);
     if (p->service_running)
         pyproc__service_run(p, stop_all, NULL);
     pyproc__callback_stop(p);
     pyproc__service_stop(p);
     for (int i = 0; p->workers && i < p->nworkers; i++)
-        pyproc__worker_free(p->workers[i]);
+        pyproc__worker_unref(p->workers[i]);
     for (size_t i = 0; i < p->nhistory; i++)
         shm_buf_free(&p->history[i].payload);
     free(p->history);
@@ -253,6 +254,7 @@ PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name,
     if (!p)
         return -ENOMEM;
     p->epfd = p->control_fd = -1;
+    p->closing = true; /* no respawns until every worker has started once */
     p->fork_gen = atomic_load(&fork_gen);
     p->owner_pid = getpid();
     p->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -282,6 +284,9 @@ PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name,
         pool_destroy(p);
         return err;
     }
+    pthread_mutex_lock(&p->lock);
+    p->closing = false;
+    pthread_mutex_unlock(&p->lock);
     *ret = p;
     return 0;
 }
@@ -340,7 +345,9 @@ int pyproc__broadcast(pyproc_pool *p, uint16_t type, const struct shm_buf *b,
     if (!calls)
         return -ENOMEM;
     for (int i = 0; i < n; i++) {
-        int err = pyproc__call_send_raw(pyproc__pick_worker(p, i), type, b, &calls[i]);
+        struct pp_worker *w = pyproc__pick_worker(p, i);
+        int err = pyproc__call_send_raw(w, type, b, &calls[i]);
+        pyproc__worker_unref(w);
         if (err < 0 && !first)
             first = err;
     }

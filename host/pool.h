@@ -89,9 +89,18 @@ struct service_event {
     struct pp_worker *worker;
 };
 
+/*
+ * A worker process and everything of it on our side.  A respawn makes a
+ * new one; the old one lives on, closed, until the last call that points
+ * at it is freed: refs counts the pool's slot, each call, and whoever is
+ * bringing it up.
+ */
 struct pp_worker {
     pyproc_pool *pool;
+    _Atomic int refs;
     struct service_event bell_ev, pid_ev;
+    int64_t ready_ns;   /* when it said READY */
+    int fast_deaths;    /* deaths in a row soon after start, at this index */
     int index;
     pid_t pid;
     int pidfd;
@@ -142,6 +151,8 @@ struct pyproc_pool {
     int control_fd; /* eventfd: commands waiting */
     struct service_cmd *cmds; /* queue, under lock */
     bool stopping;
+    bool closing;   /* pyproc_pool_free() began: no more respawns */
+    int respawning; /* respawn threads running, under lock */
 
     /* Every add_sub and set_attr so far, replayed to new workers. */
     struct history_entry *history;
@@ -234,7 +245,21 @@ int pyproc__service_run(pyproc_pool *p, int (*fn)(pyproc_pool *, void *), void *
 int pyproc__service_watch(pyproc_pool *p, struct pp_worker *w);
 void pyproc__service_unwatch(pyproc_pool *p, struct pp_worker *w);
 
+/* ---- respawn.c ---- */
+/*
+ * Start a worker at index, wait for READY and replay the pool's history;
+ * on success *ret holds a reference.  On failure the worker is stopped and
+ * *why (may be NULL) says how it failed (free it).
+ */
+int pyproc__worker_bring_up(pyproc_pool *p, int index, struct pp_worker **ret, char **why);
+/* The worker in its slot died: respawn it in the background. */
+void pyproc__respawn_later(pyproc_pool *p, struct pp_worker *dead);
+/* Wait for every respawn under way to finish (the pool is closing). */
+void pyproc__respawn_wait(pyproc_pool *p);
+
 /* ---- spawn.c ---- */
+void pyproc__worker_ref(struct pp_worker *w);
+void pyproc__worker_unref(struct pp_worker *w);
 int pyproc__worker_spawn(pyproc_pool *p, int index, struct pp_worker **ret);
 void pyproc__worker_ask_stop(struct pp_worker *w);
 void pyproc__worker_stop(struct pp_worker *w, int grace_ms);
@@ -249,7 +274,8 @@ void pyproc__worker_reap(struct pp_worker *w);
 int pyproc__pool_check(pyproc_pool *p);
 /* Remember a successful add_sub or set_attr for workers to come. */
 int pyproc__history_add(pyproc_pool *p, uint16_t type, const struct shm_buf *b);
-/* The worker at ind, or the next one round robin when ind is -1. */
+/* The worker at ind, or the next live one round robin when ind is -1;
+ * a new reference, or NULL for a bad index. */
 struct pp_worker *pyproc__pick_worker(pyproc_pool *p, int ind);
 /* Bumped in every forked child of this process. */
 unsigned pyproc__fork_gen(void);

@@ -93,16 +93,33 @@ static void run_commands(pyproc_pool *p)
     pthread_mutex_unlock(&p->lock);
 }
 
-static void handle(pyproc_pool *p, struct service_event *ev)
+/* A worker exited: fail its calls, and respawn it if it holds a slot. */
+static void died(pyproc_pool *p, struct pp_worker *w)
 {
-    if (ev->kind == EV_CONTROL) {
-        run_commands(p);
-    } else if (ev->kind == EV_BELL) {
-        drain_and_rearm(ev->worker);
-    } else {
-        pyproc__service_unwatch(p, ev->worker);
-        pyproc__worker_reap(ev->worker);
+    pyproc__service_unwatch(p, w);
+    pyproc__worker_reap(w);
+    pyproc__respawn_later(p, w);
+}
+
+/*
+ * Worker events first, commands last: a command may stop a worker and let
+ * its owner free it, and a later event of this batch must not reach it.
+ */
+static void handle_batch(pyproc_pool *p, struct epoll_event *ev, int n)
+{
+    bool commands = false;
+
+    for (int i = 0; i < n; i++) {
+        struct service_event *e = ev[i].data.ptr;
+        if (e->kind == EV_CONTROL)
+            commands = true;
+        else if (e->kind == EV_BELL)
+            drain_and_rearm(e->worker);
+        else
+            died(p, e->worker);
     }
+    if (commands)
+        run_commands(p);
 }
 
 static void *service_main(void *arg)
@@ -114,8 +131,8 @@ static void *service_main(void *arg)
         int n = epoll_wait(p->epfd, ev, 32, -1);
         if (n < 0 && errno != EINTR)
             break;
-        for (int i = 0; i < n; i++)
-            handle(p, ev[i].data.ptr);
+        if (n > 0)
+            handle_batch(p, ev, n);
         pthread_mutex_lock(&p->lock);
         bool stop = p->stopping && !p->cmds;
         pthread_mutex_unlock(&p->lock);

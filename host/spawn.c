@@ -35,6 +35,7 @@ static struct pp_worker *worker_alloc(pyproc_pool *p, int index)
     if (!w)
         return NULL;
     w->pool = p;
+    atomic_init(&w->refs, 1);
     w->index = index;
     w->pid = -1;
     w->pidfd = w->death_w = -1;
@@ -160,8 +161,19 @@ int pyproc__worker_spawn(pyproc_pool *p, int index, struct pp_worker **ret)
     *ret = w;
     return 0;
 fail:
-    pyproc__worker_free(w);
+    pyproc__worker_unref(w);
     return err;
+}
+
+void pyproc__worker_ref(struct pp_worker *w)
+{
+    atomic_fetch_add_explicit(&w->refs, 1, memory_order_relaxed);
+}
+
+void pyproc__worker_unref(struct pp_worker *w)
+{
+    if (w && atomic_fetch_sub_explicit(&w->refs, 1, memory_order_acq_rel) == 1)
+        pyproc__worker_free(w);
 }
 
 /* Describe how a reaped worker ended, for the error of its calls. */

@@ -280,6 +280,113 @@ PYPROC_EXPORT int pyproc_set_attrv(pyproc_pool *pool, const char *ref, const cha
  */
 PYPROC_EXPORT int pyproc_add_proc(pyproc_pool *pool, int *ind);
 
+/* ---- native functions ----
+ *
+ * A shared library's C functions, called in the workers through libffi, so
+ * that native code the host does not trust (a vendor library, a codec, a
+ * plugin) crashes a worker rather than the host.
+ *
+ * Each function is declared with its symbol and a signature: the return
+ * type's code, then the parameters' codes in parentheses.  The codes are
+ * those of Python's struct module where it has one:
+ *
+ *   code  C type                  Python value
+ *   v     void (return only)      None
+ *   b B   int8_t   uint8_t        int
+ *   h H   int16_t  uint16_t       int
+ *   i I   int32_t  uint32_t       int
+ *   q Q   int64_t  uint64_t       int
+ *   f     float                   float (an int is accepted)
+ *   d     double                  float (an int is accepted)
+ *   s     const char *            str, passed as NUL-terminated UTF-8 (bytes
+ *                                 are passed as they are); None passes NULL.
+ *                                 Returned, the string is copied into a str
+ *                                 (it must be UTF-8); NULL gives None.
+ *   y     const void *, size_t    bytes (or any contiguous buffer), as a
+ *                                 pointer and a length; parameter only
+ *   wN    void *, size_t,         an output buffer of N bytes (1 to 2^30);
+ *         size_t *                parameter only, and it takes no argument
+ *
+ * For wN the function gets a buffer of N bytes, N, and a size_t set to 0
+ * where it stores how many bytes it wrote; those bytes are a result.
+ * Spaces are ignored.  Examples:
+ *   "d(d)"      double cos(double)
+ *   "v()"       void reset(void)
+ *   "i(ss)"     int32_t cmp(const char *, const char *)
+ *   "Q(y)"      uint64_t hash(const void *data, size_t len)
+ *   "i(yw64)"   int32_t f(const void *in, size_t in_len,
+ *                         void *out, size_t out_size, size_t *out_len)
+ *
+ * Results: the return value (unless v), then the bytes of each wN in the
+ * order of the parameters.  No result answers None, one answers that value,
+ * several a list: f above, called with one bytes argument, answers
+ * [int, bytes].
+ *
+ * Each argument is checked before any native code runs: the count and the
+ * type (TypeError), integers against their C type's range and a finite
+ * double against float's (OverflowError: nothing is truncated, unlike
+ * ctypes), no NUL inside an s string (ValueError), no keyword arguments.
+ * The error reaches the caller as PYPROC_EREMOTE and the worker goes on.
+ * A function that stores a length above N has overrun its buffer: the call
+ * raises RuntimeError.  Functions must not be variadic.  They run without
+ * Python's GIL, as with ctypes.CDLL, and must not call into Python.
+ */
+
+/* One declaration: a function's symbol and its signature. */
+typedef struct pyproc_native_decl {
+    const char *name;
+    const char *signature;
+} pyproc_native_decl;
+
+/*
+ * A library written for pyproc may declare its functions itself, for
+ * pyproc_add_native() with decls NULL, in this table ended by {NULL, NULL}:
+ *
+ *   #include <pyproc.h>
+ *   const pyproc_native_decl pyproc_native_exports[] = {
+ *       {"checksum", "I(y)"},
+ *       {NULL, NULL},
+ *   };
+ *
+ * The declaration below gives it default visibility, so it is exported
+ * even from a library built with -fvisibility=hidden.  (In C++, define it
+ * inside extern "C" with `extern const`.)
+ */
+#if defined(__GNUC__)
+#define PYPROC_NATIVE_EXPORT __attribute__((visibility("default")))
+#else
+#define PYPROC_NATIVE_EXPORT
+#endif
+PYPROC_NATIVE_EXPORT extern const pyproc_native_decl pyproc_native_exports[];
+
+/*
+ * Load the shared library `library` in every worker and mount its
+ * functions on the hub as sub `name`: "name.func" is then called with
+ * pyproc_func() and friends like any reference, and Python code in a
+ * worker calls hub.<name>.<func>(...).  `decls` declares the functions,
+ * ended by {NULL, NULL}; NULL means the library's own
+ * pyproc_native_exports table.
+ *
+ * The library is opened with dlopen(RTLD_NOW | RTLD_LOCAL): a name without
+ * '/' is searched for as dlopen() does ("libm.so.6"); a relative path is
+ * taken against the host's working directory at the time of this call.
+ * Each function is resolved and its call prepared once, at load.  Workers
+ * added later load it too; libraries stay loaded while the worker lives.
+ * A native function that crashes kills its worker: the calls in flight on
+ * that worker end with PYPROC_EWORKER, whose message names the signal.
+ *
+ * Returns 0; -EINVAL for a bad argument, including a function name that is
+ * not a C identifier or a bad signature (described in *err); or
+ * PYPROC_EREMOTE when a worker failed (library not found, missing symbol,
+ * no or a bad exported table), with the first failing worker's error in
+ * *err.  err may be NULL; free *err with pyproc_msg_free().
+ */
+PYPROC_EXPORT int pyproc_add_native(pyproc_pool *pool, const char *name, const char *library,
+                                    const pyproc_native_decl *decls);
+PYPROC_EXPORT int pyproc_add_native_err(pyproc_pool *pool, const char *name,
+                                        const char *library, const pyproc_native_decl *decls,
+                                        pyproc_msg **err);
+
 /* ---- host event loops ----
  *
  * An application with its own loop polls pyproc_pool_fd() for reading and

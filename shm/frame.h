@@ -21,6 +21,7 @@ enum shm_frame_type {
     SHM_FRAME_CALLBACK_REPLY,  /* [ok, value] or [false, error text]      */
     SHM_FRAME_SHUTDOWN,        /* nil                                     */
     SHM_FRAME_CREDIT,          /* n: the host read n more stream items    */
+    SHM_FRAME_ADD_NATIVE,      /* [name, library, [[func, sig]...] or nil] */
 
     /* worker to host */
     SHM_FRAME_READY = 32,      /* pid                                     */
@@ -60,7 +61,7 @@ struct shm_frame_header {
 /* True for the types that a host may send, false for anything else. */
 static inline int shm_frame_type_to_worker(unsigned type)
 {
-    return type >= SHM_FRAME_CALL && type <= SHM_FRAME_CREDIT;
+    return type >= SHM_FRAME_CALL && type <= SHM_FRAME_ADD_NATIVE;
 }
 
 /* True for the types that a worker may send. */

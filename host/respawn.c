@@ -1,0 +1,273 @@
+/*
+ * Bringing workers up: at pool growth (pyproc_add_proc) and after a death.
+ *
+ * A new worker is spawned on the service thread (see service.c for why),
+ * then waited for and brought up to date (every add_sub and set_attr of the
+ * pool, in order) on the thread that asked, and only then put in its slot,
+ * so no call reaches it before it has what the others have.
+ *
+ * A worker that dies is respawned at once, unless it died soon after it
+ * started: then the next try waits, longer each time, and after
+ * MAX_FAST_DEATHS such deaths in a row its slot stays dead, with the reason
+ * as the error of every call sent there.  A crash loop never spins.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "msg.h"
+#include "pool.h"
+
+#define READY_TIMEOUT_MS 10000
+#define FAST_DEATH_NS (2000 * 1000000LL) /* died this soon after READY */
+#define MAX_FAST_DEATHS 5
+#define BACKOFF_FIRST_MS 100
+#define BACKOFF_MAX_MS 5000
+
+struct spawn_req {
+    int index;
+    struct pp_worker *w;
+};
+
+static int spawn_on_service(pyproc_pool *p, void *arg)
+{
+    struct spawn_req *r = arg;
+    int err = pyproc__worker_spawn(p, r->index, &r->w);
+
+    if (err == 0 && (err = pyproc__service_watch(p, r->w)) < 0) {
+        pyproc__worker_unref(r->w);
+        r->w = NULL;
+    }
+    return err;
+}
+
+static int stop_on_service(pyproc_pool *p, void *arg)
+{
+    struct pp_worker *w = arg;
+
+    pyproc__service_unwatch(p, w);
+    pyproc__worker_ask_stop(w);
+    pyproc__worker_stop(w, 1000);
+    return 0;
+}
+
+/* Replay the history to w, one request at a time, in order. */
+static int replay(pyproc_pool *p, struct pp_worker *w, char **why)
+{
+    for (size_t i = 0;; i++) {
+        struct history_entry e;
+        pyproc_msg *m = NULL;
+        pyproc_call *c;
+
+        pthread_mutex_lock(&p->lock);
+        bool more = i < p->nhistory;
+        if (more)
+            e = p->history[i];
+        pthread_mutex_unlock(&p->lock);
+        if (!more)
+            return 0;
+        int err = pyproc__call_send_raw(w, e.type, &e.payload, &c);
+        if (err == 0) {
+            err = pyproc__call_wait(c, &m, READY_TIMEOUT_MS);
+            pyproc_call_free(c);
+        }
+        if (err < 0) {
+            if (why && asprintf(why, "replaying the pool's history failed: %s",
+                                m && pyproc_msg_error(m) ? pyproc_msg_error(m)
+                                                         : pyproc_strerror(err)) < 0)
+                *why = NULL;
+            pyproc_msg_free(m);
+            return err;
+        }
+        pyproc_msg_free(m);
+    }
+}
+
+int pyproc__worker_bring_up(pyproc_pool *p, int index, struct pp_worker **ret, char **why)
+{
+    struct spawn_req r = {.index = index};
+    int err = pyproc__service_run(p, spawn_on_service, &r);
+
+    if (why)
+        *why = NULL;
+    if (err < 0) {
+        if (why && asprintf(why, "worker %d could not be started: %s", index,
+                            strerror(-err)) < 0)
+            *why = NULL;
+        return err;
+    }
+    err = pyproc__worker_wait_ready(r.w, p->start_timeout_ms);
+    if (err == 0)
+        err = replay(p, r.w, why);
+    if (err < 0) {
+        pyproc__service_run(p, stop_on_service, r.w);
+        if (why && !*why) {
+            pthread_mutex_lock(&p->lock);
+            *why = r.w->death ? strdup(r.w->death) : NULL;
+            pthread_mutex_unlock(&p->lock);
+        }
+        pyproc__worker_unref(r.w);
+        return err;
+    }
+    r.w->ready_ns = shm_now_ns();
+    *ret = r.w;
+    return 0;
+}
+
+/* ---- respawn ---- */
+
+struct respawn {
+    pyproc_pool *pool;
+    struct pp_worker *dead; /* a reference */
+};
+
+static bool closing(pyproc_pool *p)
+{
+    pthread_mutex_lock(&p->lock);
+    bool c = p->closing;
+    pthread_mutex_unlock(&p->lock);
+    return c;
+}
+
+/* Sleep ms, waking early when the pool closes.  False when it closed. */
+static bool backoff(pyproc_pool *p, int ms)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&p->lock);
+    while (!p->closing && pthread_cond_timedwait(&p->changed, &p->lock, &until) != ETIMEDOUT)
+        ;
+    bool open = !p->closing;
+    pthread_mutex_unlock(&p->lock);
+    return open;
+}
+
+/* Leave the slot dead for good, saying why in its calls' errors. */
+static void give_up(pyproc_pool *p, struct pp_worker *dead, int tries, const char *last)
+{
+    char *why = NULL;
+
+    if (asprintf(&why, "worker %d keeps dying soon after it starts; gave up after %d tries"
+                       " (last: %s)", dead->index, tries, last ? last : "unknown") < 0)
+        why = NULL;
+    fprintf(stderr, "pyproc %s: %s\n", p->name, why ? why : "a worker keeps dying");
+    pthread_mutex_lock(&p->lock);
+    if (why) {
+        free(dead->death);
+        dead->death = why;
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void publish(pyproc_pool *p, struct pp_worker *old, struct pp_worker *w)
+{
+    pthread_mutex_lock(&p->lock);
+    if (p->workers[old->index] == old && !p->closing) {
+        p->workers[old->index] = w;
+        w = old; /* the slot's reference to old is ours to drop now */
+    }
+    pthread_mutex_unlock(&p->lock);
+    pyproc__worker_unref(w);
+}
+
+static void *respawn_main(void *arg)
+{
+    struct respawn *r = arg;
+    pyproc_pool *p = r->pool;
+    struct pp_worker *dead = r->dead, *w;
+    bool fast = dead->ready_ns == 0 || shm_now_ns() - dead->ready_ns < FAST_DEATH_NS;
+    int deaths = fast ? dead->fast_deaths + 1 : 0;
+    char *last = NULL;
+
+    pthread_mutex_lock(&p->lock);
+    if (dead->death)
+        last = strdup(dead->death);
+    pthread_mutex_unlock(&p->lock);
+    for (;;) {
+        if (deaths >= MAX_FAST_DEATHS) {
+            give_up(p, dead, deaths, last);
+            break;
+        }
+        if (deaths > 0) {
+            int ms = BACKOFF_FIRST_MS << (deaths - 1);
+            if (!backoff(p, ms < BACKOFF_MAX_MS ? ms : BACKOFF_MAX_MS))
+                break;
+        }
+        if (closing(p))
+            break;
+        char *why = NULL;
+        if (pyproc__worker_bring_up(p, dead->index, &w, &why) == 0) {
+            w->fast_deaths = deaths;
+            publish(p, dead, w);
+            free(why);
+            break;
+        }
+        free(last);
+        last = why;
+        deaths++;
+    }
+    free(last);
+    pyproc__worker_unref(dead);
+    free(r);
+    pthread_mutex_lock(&p->lock);
+    p->respawning--;
+    pthread_cond_broadcast(&p->changed);
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+void pyproc__respawn_later(pyproc_pool *p, struct pp_worker *dead)
+{
+    struct respawn *r = malloc(sizeof *r);
+    pthread_attr_t attr;
+    pthread_t t;
+    sigset_t all, old;
+
+    if (!r)
+        return;
+    *r = (struct respawn){p, dead};
+    pthread_mutex_lock(&p->lock);
+    bool go = !p->closing && p->workers[dead->index] == dead;
+    if (go)
+        p->respawning++;
+    pthread_mutex_unlock(&p->lock);
+    if (!go) {
+        free(r);
+        return;
+    }
+    pyproc__worker_ref(dead);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int err = pthread_create(&t, &attr, respawn_main, r);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (err) {
+        pyproc__worker_unref(dead);
+        free(r);
+        pthread_mutex_lock(&p->lock);
+        p->respawning--;
+        pthread_mutex_unlock(&p->lock);
+    }
+}
+
+void pyproc__respawn_wait(pyproc_pool *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->closing = true;
+    pthread_cond_broadcast(&p->changed);
+    while (p->respawning > 0)
+        pthread_cond_wait(&p->changed, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+}

@@ -1,0 +1,1 @@
+"""A sub that makes its worker exit at load while a marker file exists."""
