@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "../shm/futex.h"
+#include "native.h"
 #include "worker.h"
 
 struct worker the_worker = {.death_fd = -1};
@@ -176,14 +177,33 @@ static PyObject *py_wake(PyObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/*
+ * take_interrupt() -> 0 | SHM_INTERRUPT_*: called by the signal handler;
+ * says whether the host asked to stop the plain call running now.
+ */
+static PyObject *py_take_interrupt(PyObject *self, PyObject *unused)
+{
+    struct shm_seg_header *h = the_worker.seg.hdr;
+    uint64_t want = atomic_load_explicit(&h->interrupt_call, memory_order_acquire);
+    uint64_t running = atomic_load_explicit(&h->running_call, memory_order_acquire);
+    long why = 0;
+
+    (void)self;
+    (void)unused;
+    if (want && want == running &&
+        atomic_compare_exchange_strong(&h->interrupt_call, &want, 0))
+        why = (long)atomic_load(&h->interrupt_why);
+    return PyLong_FromLong(why);
+}
+
 /* set_hub(hub, module): the hub object and the module with its functions. */
 static PyObject *py_set_hub(PyObject *self, PyObject *args)
 {
     static const char *const names[] = {"resolve", "start_coro", "start_gen", "error_info",
-                                        "add_sub", "set_attr", "shutdown", "cancel",
+                                        "add_sub", "add_native", "set_attr", "shutdown", "cancel",
                                         "credit", "callback_reply"};
     PyObject **slots[] = {&H.resolve, &H.start_coro, &H.start_gen, &H.error_info,
-                          &H.add_sub, &H.set_attr, &H.shutdown, &H.cancel,
+                          &H.add_sub, &H.add_native, &H.set_attr, &H.shutdown, &H.cancel,
                           &H.credit, &H.callback_reply};
     PyObject *hub, *mod;
 
@@ -206,6 +226,7 @@ static PyObject *py_set_hub(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"select", (PyCFunction)(void (*)(void))py_select, METH_FASTCALL, NULL},
     {"serve", py_serve, METH_NOARGS, NULL},
+    {"take_interrupt", py_take_interrupt, METH_NOARGS, NULL},
     {"spin_then_arm", py_spin_then_arm, METH_NOARGS, NULL},
     {"disarm", py_disarm, METH_NOARGS, NULL},
     {"wake", py_wake, METH_NOARGS, NULL},
@@ -236,7 +257,11 @@ static PyObject *init_module(void)
         PyModule_AddStringConstant(m, "pool", w->pool) < 0 ||
         PyModule_AddStringConstant(m, "python_path", w->python_path ? w->python_path : "") < 0 ||
         PyModule_AddIntConstant(m, "doorbell", w->requests.doorbell_fd) < 0 ||
-        PyModule_AddIntConstant(m, "stream_window", SHM_STREAM_WINDOW) < 0) {
+        PyModule_AddIntConstant(m, "stream_window", SHM_STREAM_WINDOW) < 0 ||
+        PyModule_AddIntConstant(m, "INTERRUPT_SIGNAL", SHM_INTERRUPT_SIGNAL) < 0 ||
+        PyModule_AddIntConstant(m, "INTERRUPT_CANCEL", SHM_INTERRUPT_CANCEL) < 0 ||
+        PyModule_AddIntConstant(m, "INTERRUPT_TIMEOUT", SHM_INTERRUPT_TIMEOUT) < 0 ||
+        native_register(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

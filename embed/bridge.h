@@ -18,6 +18,7 @@ struct hub_funcs {
     PyObject *start_gen;      /* start_gen(id, iterable)                      */
     PyObject *error_info;     /* error_info(exc) -> (errno, type, msg, tb)    */
     PyObject *add_sub;        /* add_sub(name, pypath, init)                  */
+    PyObject *add_native;     /* add_native(name, library, decls)             */
     PyObject *set_attr;       /* set_attr(ref, value)                         */
     PyObject *shutdown;       /* shutdown()                                   */
     PyObject *cancel;         /* cancel(id)                                   */

@@ -123,15 +123,19 @@ static void serve_call(uint64_t id, const char *p, const char *end)
         if (!full)
             goto fail;
     }
+    /* While user code runs here, the host may interrupt it (see
+     * shm/segment.h); a coroutine's first step counts too. */
+    atomic_store_explicit(&the_worker.seg.hdr->running_call, id, memory_order_release);
     res = PyObject_Call(PyTuple_GET_ITEM(entry, 0), full ? full : args,
                         PyDict_GET_SIZE(kwargs) ? kwargs : NULL); /* new ref */
+    if (res && kind == SHM_CALL_GEN)
+        hand_over(H.start_gen, id, res);
+    else if (res && is_awaitable(res))
+        hand_over(H.start_coro, id, res);
+    atomic_store_explicit(&the_worker.seg.hdr->running_call, 0, memory_order_release);
     if (!res)
         goto fail;
-    if (kind == SHM_CALL_GEN)
-        hand_over(H.start_gen, id, res);
-    else if (is_awaitable(res))
-        hand_over(H.start_coro, id, res);
-    else
+    if (kind != SHM_CALL_GEN && !is_awaitable(res))
         reply_value(SHM_FRAME_RESULT, id, res);
     goto out;
 fail:
@@ -143,7 +147,7 @@ out:
     Py_XDECREF(args);
 }
 
-/* ADD_SUB, SET_ATTR: run a hub function on the payload's items, answer nil. */
+/* ADD_SUB, ADD_NATIVE, SET_ATTR: run a hub function on the payload's items, answer nil. */
 static void serve_admin(uint64_t id, PyObject *fn, const char *p, const char *end)
 {
     PyObject *args = pyproc_unpack_tuple(&p, end);                /* new ref */
@@ -188,6 +192,9 @@ static void serve_one(const struct shm_msg *m)
         break;
     case SHM_FRAME_SET_ATTR:
         serve_admin(m->id, H.set_attr, p, end);
+        break;
+    case SHM_FRAME_ADD_NATIVE:
+        serve_admin(m->id, H.add_native, p, end);
         break;
     case SHM_FRAME_CANCEL:
         serve_note(m->id, H.cancel, p, end);

@@ -40,6 +40,16 @@ static void signal_call(pyproc_call *c)
 /* Store the end of a call (or stream) and drop the table's reference. */
 void pyproc__call_complete(pyproc_call *c, int result, pyproc_msg *ret)
 {
+    if (atomic_load(&c->expiry) != EXPIRY_NONE && result < 0 && result != -ETIMEDOUT) {
+        /* Ended because it ran too long, whatever the worker said. */
+        pyproc_msg *why = NULL;
+        pyproc__msg_error(&why, "the call ran past the pool's call timeout%s%s",
+                          ret && pyproc_msg_error(ret) ? ": " : "",
+                          ret && pyproc_msg_error(ret) ? pyproc_msg_error(ret) : "");
+        pyproc_msg_free(ret);
+        ret = why;
+        result = -ETIMEDOUT;
+    }
     if (c->is_stream)
         pthread_mutex_lock(&c->qlock);
     c->result = result;
@@ -111,6 +121,8 @@ static pyproc_call *call_alloc(struct pp_worker *w, bool stream)
     c->fork_gen = w->pool->fork_gen;
     c->spin_ns = w->pool->spin_ns;
     c->is_stream = stream;
+    if (w->pool->call_timeout_ns)
+        c->deadline_ns = shm_now_ns() + w->pool->call_timeout_ns;
     if (stream)
         pthread_mutex_init(&c->qlock, NULL);
     atomic_init(&c->refs, 2); /* the caller's handle and the table */

@@ -54,6 +54,10 @@ static int error_answer(const uint8_t *data, size_t len, pyproc_msg **ret)
         return -ENOENT;
     if (code == EMSGSIZE)
         return -EMSGSIZE;
+    if (code == ECANCELED)
+        return -ECANCELED;
+    if (code == ETIMEDOUT)
+        return -ETIMEDOUT;
     return PYPROC_EREMOTE;
 }
 

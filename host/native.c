@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <msgpuck.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,18 +17,6 @@
 #include "msg.h"
 #include "pool.h"
 
-/* What dlsym() can find and hub.<name>.<func> can spell. */
-static bool is_c_identifier(const char *s)
-{
-    if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || *s == '_'))
-        return false;
-    for (s++; *s; s++)
-        if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') ||
-              (*s >= '0' && *s <= '9') || *s == '_'))
-            return false;
-    return true;
-}
-
 /* Check every declaration; the first bad one is described in *err_msg. */
 static int check_decls(const pyproc_native_decl *d, pyproc_msg **err_msg)
 {
@@ -38,7 +25,7 @@ static int check_decls(const pyproc_native_decl *d, pyproc_msg **err_msg)
         const char *why = "no signature";
         size_t at = 0;
 
-        if (!d->name || !is_c_identifier(d->name)) {
+        if (!d->name || !shm_native_name_ok(d->name)) {
             if (err_msg)
                 pyproc__msg_error(err_msg, "ValueError: bad function name '%s': expected a "
                                   "C identifier", d->name ? d->name : "(null)");

@@ -135,6 +135,9 @@ static int apply_opts(pyproc_pool *p, const pyproc_opts *o)
     p->ring_bytes = round_pow2(o->ring_bytes ? o->ring_bytes : DEFAULT_RING_BYTES);
     p->max_msg = o->max_msg_bytes ? o->max_msg_bytes : DEFAULT_MAX_MSG;
     p->start_timeout_ms = o->start_timeout_ms ? o->start_timeout_ms : DEFAULT_START_TIMEOUT_MS;
+    if (o->call_timeout_ms < 0)
+        return -EINVAL;
+    p->call_timeout_ns = (int64_t)o->call_timeout_ms * 1000000;
     p->callback = o->callback;
     p->callback_data = o->callback_data;
     p->spin_ns = o->spin_us == -1 ? 0 : (int64_t)(o->spin_us ? o->spin_us : DEFAULT_SPIN_US) * 1000;

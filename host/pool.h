@@ -65,10 +65,18 @@ struct pyproc_call {
      */
     bool is_stream;
     bool ended;       /* END or ERROR arrived; result and ret say which */
+
+    /* The pool's call timeout: when it ends the call, and how far the
+     * service thread has gone in ending it (see expire.c). */
+    int64_t deadline_ns; /* 0: none */
+    _Atomic int expiry;  /* EXPIRY_* */
+    int64_t kill_at_ns;
     pthread_mutex_t qlock;
     struct stream_item *head, *tail;
     uint32_t since_credit; /* items taken since the last CREDIT */
 };
+
+enum { EXPIRY_NONE, EXPIRY_ASKED, EXPIRY_KILLED };
 
 struct stream_item {
     struct stream_item *next;
@@ -140,6 +148,8 @@ struct pyproc_pool {
     uint64_t max_msg;
     int64_t spin_ns;
     int start_timeout_ms;
+    int64_t call_timeout_ns;
+    int64_t next_expire_ns; /* service thread only */
 
     pthread_mutex_t lock; /* guards what follows */
     pthread_cond_t changed; /* a worker became ready or died */
@@ -219,6 +229,12 @@ void pyproc__call_unref(pyproc_call *c);
 bool pyproc__call_wait_state(pyproc_call *c, int64_t deadline);
 /* Write one frame to w's request ring. */
 int pyproc__send(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n);
+
+/* ---- expire.c ---- */
+/* Ask the worker to stop call c: CANCEL, and a signal if it runs now. */
+void pyproc__call_interrupt(pyproc_call *c, uint32_t why);
+/* End the calls past their deadline; returns ms until the next check. */
+int pyproc__expire_calls(pyproc_pool *p);
 
 /* ---- async.c ---- */
 void pyproc__async_push(pyproc_call *c);

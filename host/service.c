@@ -128,7 +128,7 @@ static void *service_main(void *arg)
     struct epoll_event ev[32];
 
     for (;;) {
-        int n = epoll_wait(p->epfd, ev, 32, -1);
+        int n = epoll_wait(p->epfd, ev, 32, pyproc__expire_calls(p));
         if (n < 0 && errno != EINTR)
             break;
         if (n > 0)

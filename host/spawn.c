@@ -98,6 +98,8 @@ static int spawn_process(pyproc_pool *p, struct pp_worker *w, int death_r)
     int src[4] = {w->seg.fd, w->tx.doorbell_fd, w->rx.doorbell_fd, death_r};
     int hi[4];
     posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    sigset_t none, all;
     int err;
 
     snprintf(fd_s, sizeof fd_s, "%d", FD_SEG);
@@ -119,8 +121,17 @@ static int spawn_process(pyproc_pool *p, struct pp_worker *w, int death_r)
     for (int i = 0; i < 4; i++)
         posix_spawn_file_actions_adddup2(&fa, hi[i], FD_SEG + i);
     posix_spawn_file_actions_addclosefrom_np(&fa, FD_FIRST_FREE);
+    /* The service thread blocks every signal, and the application may
+     * ignore some: the worker starts with none blocked and all default. */
+    posix_spawnattr_init(&attr);
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     /* glibc's posix_spawn reports a failed exec as its return value. */
-    err = -posix_spawn(&w->pid, p->worker_path, &fa, NULL, argv, environ);
+    err = -posix_spawn(&w->pid, p->worker_path, &fa, &attr, argv, environ);
+    posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
     for (int i = 0; i < 4; i++)
         close(hi[i]);

@@ -109,6 +109,13 @@ typedef struct pyproc_opts {
     /* How long a waiting side spins before it sleeps, in microseconds.
      * Default 50; -1 never spins. */
     int spin_us;
+    /* End every call that runs longer than this, in milliseconds, with
+     * -ETIMEDOUT (0: no limit).  A coroutine or generator is cancelled in
+     * the worker; a plain function is interrupted with pyproc.CallTimeout
+     * where Python allows (Python code, sleeps); one that still has not
+     * returned a second later (stuck in C) has its worker killed, and the
+     * worker is respawned. */
+    int call_timeout_ms;
     /* The callback server (see pyproc_callback_fn); NULL: workers that
      * call home get pyproc.CallbackError. */
     pyproc_callback_fn callback;
@@ -204,6 +211,15 @@ PYPROC_EXPORT int pyproc_ind_callv(pyproc_pool *pool, int ind,
  */
 PYPROC_EXPORT int pyproc_wait(pyproc_call *call, pyproc_msg **ret,
                               int timeout_ms);
+
+/*
+ * Cancel a call or stream: its asyncio task in the worker is cancelled
+ * (CancelledError is raised inside it, its `finally` runs), or a plain
+ * function is interrupted where Python allows.  The call then ends with
+ * -ECANCELED (or its result, if it finished first); wait for it as usual.
+ * Returns 0, or -EALREADY when the call had already ended.
+ */
+PYPROC_EXPORT int pyproc_cancel(pyproc_call *call);
 
 /* Index of the worker that runs the call. */
 PYPROC_EXPORT int pyproc_call_worker(pyproc_call *call);

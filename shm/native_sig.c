@@ -10,6 +10,21 @@
 #define RET_CODES "v" INT_CODES "fds"
 #define PARAM_CODES INT_CODES "fdsy"
 
+static bool is_alpha(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+}
+
+bool shm_native_name_ok(const char *s)
+{
+    if (!s || !is_alpha(*s))
+        return false;
+    for (s++; *s; s++)
+        if (!is_alpha(*s) && !(*s >= '0' && *s <= '9'))
+            return false;
+    return true;
+}
+
 static const char *skip_spaces(const char *p)
 {
     while (*p == ' ' || *p == '\t')

@@ -7,6 +7,7 @@
 #ifndef PYPROC_SHM_NATIVE_SIG_H
 #define PYPROC_SHM_NATIVE_SIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,5 +39,11 @@ struct shm_native_sig {
  */
 int shm_native_sig_parse(const char *s, struct shm_native_sig *ret, const char **ret_why,
                          size_t *ret_at);
+
+/*
+ * True for a valid function name: a C identifier, so that dlsym() can
+ * find it and hub.<sub>.<name> spell it.
+ */
+bool shm_native_name_ok(const char *s);
 
 #endif

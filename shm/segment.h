@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <signal.h>
 #include <sys/types.h>
 
 #include "ring.h"
@@ -39,9 +40,24 @@ struct shm_seg_header {
     uint64_t max_msg_bytes;
     int32_t creator_pid;
     uint32_t reserved;
+    /*
+     * Interrupting a plain function that runs too long.  The worker stores
+     * the id of the plain call it is running in running_call (0 between
+     * calls); the host stores the id it wants stopped in interrupt_call
+     * and the reason in interrupt_why, then signals the worker, whose
+     * handler raises in that call only if the two ids still match.
+     */
+    _Atomic uint64_t running_call;
+    _Atomic uint64_t interrupt_call;
+    _Atomic uint32_t interrupt_why; /* SHM_INTERRUPT_* */
     struct shm_ring_ctl request; /* host produces, worker consumes */
     struct shm_ring_ctl reply;   /* worker produces, host consumes */
 };
+
+enum { SHM_INTERRUPT_CANCEL = 1, SHM_INTERRUPT_TIMEOUT = 2 };
+
+/* The signal that asks a worker to interrupt its running call. */
+#define SHM_INTERRUPT_SIGNAL SIGUSR1
 
 struct shm_seg {
     int fd;

@@ -12,6 +12,7 @@ import importlib
 import itertools
 import pkgutil
 import selectors
+import signal
 import sys
 import traceback
 import types
@@ -22,6 +23,8 @@ index = _pyproc.index
 pool = _pyproc.pool
 
 _ENOENT = 2
+_ETIMEDOUT = 110
+_ECANCELED = 125
 
 
 class UnknownReference(LookupError):
@@ -30,6 +33,22 @@ class UnknownReference(LookupError):
 
 class CallbackError(RuntimeError):
     """The host's callback failed, or the pool has none."""
+
+
+class CallTimeout(BaseException):
+    """Raised inside a plain function that ran past the pool's call timeout.
+
+    A BaseException, like asyncio.CancelledError, so that `except Exception`
+    in user code does not swallow it.
+    """
+
+
+def _on_interrupt(signum, frame):
+    why = _pyproc.take_interrupt()
+    if why == _pyproc.INTERRUPT_TIMEOUT:
+        raise CallTimeout("the call ran past the pool's call timeout")
+    if why == _pyproc.INTERRUPT_CANCEL:
+        raise asyncio.CancelledError("the call was cancelled")
 
 
 class Sub:
@@ -114,6 +133,38 @@ def _load(sub, pypath):
     return modules
 
 
+class NativeSub:
+    """What ``hub.<name>`` holds for a native library: one attribute per
+    declared function, each a _pyproc.NativeFunction."""
+
+    def __init__(self, name, library, functions):
+        # Dunder names: C reserves them, so no declared function collides.
+        self.__name__ = name
+        self.__library__ = library
+        self.__dict__.update(functions)
+
+    def __getattr__(self, attr):
+        # Only reached for missing attributes.
+        raise AttributeError(f"native sub {self.__dict__.get('__name__')!r} has no "
+                             f"function {attr!r}")
+
+    def __repr__(self):
+        return f"<native sub {self.__name__} from {self.__library__}>"
+
+
+def add_native(name, library, decls):
+    """Load a shared library and mount its functions on the hub as ``name``.
+
+    decls is a list of [function, signature] pairs, or None for the
+    library's own table (see pyproc_add_native() in pyproc.h).  Nothing is
+    mounted unless every function loads; a sub already there stays then.
+    """
+    if not name.isidentifier():
+        raise ValueError(f"sub name {name!r} is not an identifier")
+    functions = _pyproc.load_native(library, decls)
+    setattr(hub, name, NativeSub(name, library, functions))
+
+
 def set_attr(ref, value):
     """Store value at a dotted path on the hub: "mods.CONFIG"."""
     *path, last = ref.split(".")
@@ -159,7 +210,14 @@ def error_info(exc):
     """(errno, type, message, traceback) of an exception, for an ERROR frame."""
     t = type(exc)
     name = t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
-    code = _ENOENT if isinstance(exc, UnknownReference) else 0
+    if isinstance(exc, UnknownReference):
+        code = _ENOENT
+    elif isinstance(exc, CallTimeout):
+        code = _ETIMEDOUT
+    elif isinstance(exc, asyncio.CancelledError):
+        code = _ECANCELED
+    else:
+        code = 0
     tb = "".join(traceback.format_exception(t, exc, exc.__traceback__))
     return code, name, str(exc), tb
 
@@ -378,6 +436,7 @@ def main():
     _loop = _Loop(_Selector())
     asyncio.set_event_loop(_loop)
     _loop.add_reader(_pyproc.doorbell, _drain_doorbell)
+    signal.signal(_pyproc.INTERRUPT_SIGNAL, _on_interrupt)
     _pyproc.set_hub(hub, sys.modules[__name__])
     _pyproc.ready()
     try:
