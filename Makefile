@@ -37,6 +37,11 @@ WORKER := $(B)/bin/pyproc-worker
 
 EXAMPLES := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 
+# Shared libraries that workers load with pyproc_add_native(): the tests'
+# and the example's plugin.
+NATIVE_LIBS := $(B)/tests/native/libpyproc-testnative.so \
+	$(B)/examples/libpyproc-example-plugin.so
+
 BENCH := $(B)/bench/pyproc-bench
 BENCH_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(wildcard bench/*.c))
 
@@ -52,7 +57,7 @@ TEST_TIMEOUT ?= 300
 
 # The entry points first make sure the Debian packages are there, then run
 # make again, so that the pkg-config queries above see what was installed.
-ENTRY_POINTS := all check demo bench install
+ENTRY_POINTS := all check demo bench install soak
 ifndef PYPROC_DEPS_CHECKED
 $(ENTRY_POINTS):
 	@sh .ci/deps.sh
@@ -92,6 +97,15 @@ $(B)/examples/%: examples/%.c $(LIB_A) include/pyproc.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB_A) $(LDFLAGS) -lpthread -ldl
 
+# Plugins export their functions as shared libraries usually do.
+$(B)/tests/native/libpyproc-testnative.so: tests/native/testnative.c include/pyproc.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fvisibility=default -shared -o $@ $< $(LDFLAGS)
+
+$(B)/examples/libpyproc-example-plugin.so: examples/plugin/plugin.c include/pyproc.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fvisibility=default -shared -o $@ $< $(LDFLAGS)
+
 $(BENCH): $(BENCH_OBJ) $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(BENCH_OBJ) $(LIB_A) -lpthread -ldl -lm
@@ -99,6 +113,10 @@ $(BENCH): $(BENCH_OBJ) $(LIB_A)
 $(B)/tests/test_%: tests/test_%.c $(wildcard tests/*.h) $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Wno-unused-parameter -I. -o $@ $< $(LIB_A) $(LDFLAGS) $(CMOCKA_LIBS) -lpthread -ldl -lm
+
+$(B)/tests/soak: tests/soak.c $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB_A) $(LDFLAGS) -lpthread -ldl -lm
 
 $(B)/tests/embed_test_%: tests/embed_test_%.c $(EMBED_LIB_OBJ) $(SHM_OBJ)
 	@mkdir -p $(dir $@)
@@ -110,7 +128,8 @@ $(B)/tests/shm_test_%: tests/shm_test_%.c $(SHM_OBJ)
 	$(CC) $(CFLAGS) -Wno-unused-parameter -I. -o $@ $< $(SHM_OBJ) $(LDFLAGS) $(CMOCKA_LIBS) -lpthread
 
 ifdef PYPROC_DEPS_CHECKED
-all: $(LIB_A) $(LIB_SO) $(WORKER) $(EXAMPLES) $(TESTS) $(EMBED_TESTS) $(SHM_TESTS) $(BENCH)
+all: $(LIB_A) $(LIB_SO) $(WORKER) $(EXAMPLES) $(TESTS) $(EMBED_TESTS) $(SHM_TESTS) $(BENCH) \
+	$(NATIVE_LIBS)
 
 check: all
 	@sh tests/run.sh $(TEST_TIMEOUT) $(SHM_TESTS) $(TESTS) $(EMBED_TESTS)
@@ -119,6 +138,11 @@ check: all
 		--samples $(B)/bench/smoke-samples.csv > $(B)/bench/smoke.txt || \
 		{ cat $(B)/bench/smoke.txt; echo "FAILED: $(BENCH) --smoke"; exit 1; }
 	@echo "bench smoke run passed (table in $(B)/bench/smoke.txt)"
+
+# A million calls while workers are killed; CI runs a shorter one.
+SOAK_CALLS ?= 1000000
+soak: $(B)/tests/soak $(WORKER)
+	timeout -k 5 1800 $(B)/tests/soak $(SOAK_CALLS)
 
 demo: $(B)/examples/demo $(WORKER)
 	cd examples && ../$(B)/examples/demo
@@ -129,7 +153,7 @@ bench: $(BENCH) $(WORKER)
 	$(BENCH) --csv $(B)/bench/results.csv --samples $(B)/bench/latency-samples.csv \
 		--table $(B)/bench/results.txt
 	/usr/bin/python3 bench/plot.py $(B)/bench/latency-samples.csv \
-		$(B)/bench/results.csv $(B)/bench/latency.png
+		$(B)/bench/results.csv $(B)/bench/latency.png $(B)/bench/results.txt
 	@mkdir -p docs
 	cp $(B)/bench/latency.png docs/bench-latency.png
 	{ echo "Made by \`make bench\` on $$(date -u '+%Y-%m-%d %H:%M UTC')."; echo; \

@@ -149,6 +149,7 @@ PYPROC_EXPORT int pyproc_add_proc(pyproc_pool *p, int *ind)
         pthread_mutex_lock(&p->lock);
         struct pp_worker **ws = realloc(p->workers, (size_t)(p->nworkers + 1) * sizeof *ws);
         if (ws) {
+            w->published = true;
             ws[p->nworkers++] = w; /* the slot takes our reference */
             p->workers = ws;
         } else {

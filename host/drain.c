@@ -70,6 +70,8 @@ static void answer(struct pp_worker *w, const struct shm_msg *m)
 
     if (!c)
         return; /* its caller gave up on it */
+    if (!atomic_load_explicit(&w->serving, memory_order_relaxed) && w->published)
+        atomic_store_explicit(&w->serving, true, memory_order_relaxed);
     if (m->type == SHM_FRAME_END) {
         /* nothing more to say */
     } else if (m->type == SHM_FRAME_RESULT) {

@@ -153,6 +153,8 @@ static int spawn_all(pyproc_pool *p, void *arg)
     for (int i = 0; i < p->nworkers; i++) {
         int err = pyproc__worker_spawn(p, i, &p->workers[i]);
         if (err == 0)
+            p->workers[i]->published = true;
+        if (err == 0)
             err = pyproc__service_watch(p, p->workers[i]);
         if (err < 0)
             return err;

@@ -108,6 +108,8 @@ struct pp_worker {
     _Atomic int refs;
     struct service_event bell_ev, pid_ev;
     int64_t ready_ns;   /* when it said READY */
+    _Atomic bool published; /* put in its slot */
+    _Atomic bool serving; /* in its slot and has answered a call since */
     int fast_deaths;    /* deaths in a row soon after start, at this index */
     int index;
     pid_t pid;

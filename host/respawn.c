@@ -7,7 +7,8 @@
  * so no call reaches it before it has what the others have.
  *
  * A worker that dies is respawned at once, unless it died soon after it
- * started: then the next try waits, longer each time, and after
+ * started without serving a call: then the next try waits, longer each
+ * time, and after
  * MAX_FAST_DEATHS such deaths in a row its slot stays dead, with the reason
  * as the error of every call sent there.  A crash loop never spins.
  */
@@ -173,6 +174,7 @@ static void publish(pyproc_pool *p, struct pp_worker *old, struct pp_worker *w)
 {
     pthread_mutex_lock(&p->lock);
     if (p->workers[old->index] == old && !p->closing) {
+        w->published = true;
         p->workers[old->index] = w;
         w = old; /* the slot's reference to old is ours to drop now */
     }
@@ -185,7 +187,9 @@ static void *respawn_main(void *arg)
     struct respawn *r = arg;
     pyproc_pool *p = r->pool;
     struct pp_worker *dead = r->dead, *w;
-    bool fast = dead->ready_ns == 0 || shm_now_ns() - dead->ready_ns < FAST_DEATH_NS;
+    /* A worker that served calls before it died was not failing to start. */
+    bool fast = !atomic_load(&dead->serving) &&
+                (dead->ready_ns == 0 || shm_now_ns() - dead->ready_ns < FAST_DEATH_NS);
     int deaths = fast ? dead->fast_deaths + 1 : 0;
     char *last = NULL;
 
