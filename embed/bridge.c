@@ -13,6 +13,7 @@
 #include "bridge.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <math.h>
 #include <msgpuck.h>
 #include <stdio.h>
@@ -26,6 +27,9 @@
 struct worker the_worker = {.death_fd = -1};
 
 /* ---- waiting ---- */
+
+/* How long the worker stays idle before it trims its heap. */
+#define TRIM_IDLE_MS 1000
 
 static bool has_work(void)
 {
@@ -114,7 +118,20 @@ static PyObject *py_select(PyObject *self, PyObject *const *args, Py_ssize_t n)
         if (!spin(w->spin_ns < left ? w->spin_ns : left)) {
             left = deadline - shm_now_ns();
             int ms = deadline == INT64_MAX ? -1 : (int)((left + 999999) / 1000000);
-            how = left > 0 ? sleep_futex(ms) : WAIT_TIMEOUT;
+            if (w->trim_when_idle && (ms < 0 || ms > TRIM_IDLE_MS)) {
+                /* Idle for a while after large messages: give back the
+                 * memory they left behind.  Not sooner, or a host that
+                 * sends them back to back would fault it all in again. */
+                how = sleep_futex(TRIM_IDLE_MS);
+                if (how == WAIT_TIMEOUT && !has_work()) {
+                    w->trim_when_idle = false;
+                    shm_buf_free(&w->out);
+                    malloc_trim(0);
+                    how = WAIT_WORK; /* go round: the loop sleeps again */
+                }
+            } else {
+                how = left > 0 ? sleep_futex(ms) : WAIT_TIMEOUT;
+            }
         }
         Py_END_ALLOW_THREADS
         if (how == WAIT_SIGNAL) {

@@ -116,6 +116,8 @@ void reply_value(uint16_t type, uint64_t id, PyObject *value)
     }
     if (send_frame(type, id, b) == -EMSGSIZE)
         reply_too_large(id, b->len);
+    if (b->len > (1u << 20))
+        the_worker.trim_when_idle = true;
 }
 
 void reply_nil(uint16_t type, uint64_t id)

@@ -20,6 +20,9 @@
 
 struct hub_funcs H;
 
+/* A request at least this large leaves memory worth trimming when idle. */
+#define TRIM_AFTER_BYTES (1u << 20)
+
 /* Find (callable, wants_hub) for ref, through the cache.  Borrowed ref. */
 static PyObject *lookup(const char *ref, uint32_t len)
 {
@@ -228,6 +231,8 @@ long serve_ring(void)
     int r = 0;
 
     while (!w->shutdown && (r = shm_ring_read(&w->requests, &m)) == 1) {
+        if (m.len > TRIM_AFTER_BYTES)
+            w->trim_when_idle = true;
         serve_one(&m);
         shm_ring_done(&w->requests, &m);
         n++;

@@ -29,6 +29,7 @@ struct worker {
      * (call_soon_threadsafe); cleared by the loop before it looks. */
     _Atomic int woken;
     bool shutdown;
+    bool trim_when_idle; /* a large message went by since the last trim */
 };
 
 extern struct worker the_worker;

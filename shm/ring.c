@@ -29,7 +29,7 @@
  * A reassembly buffer larger than this is freed once its message is done,
  * so that one huge message does not pin its memory for the ring's life.
  */
-#define ASM_KEEP_BYTES (1u << 20)
+#define ASM_KEEP_BYTES (64u << 20)
 
 static uint64_t frame_bytes(uint64_t len)
 {
@@ -469,7 +469,11 @@ int shm_ring_read(struct shm_ring *r, struct shm_msg *m)
     uint64_t tail = atomic_load_explicit(&r->ctl->tail, memory_order_acquire);
     uint64_t pos = head;
 
-    if (tail - head > r->size)
+    /*
+     * Only we write head, but it lies where the producer can write too: a
+     * head off the frame grid would have headers read misaligned.
+     */
+    if (tail - head > r->size || head % SHM_FRAME_ALIGN)
         return -EBADMSG;
 
     while (pos != tail) {

@@ -94,9 +94,10 @@ struct shm_ring {
 
 /*
  * Attach a view to a control block and an 8-byte aligned data area of
- * `size` bytes (a power of two from 4096 to 2^32).  `doorbell_fd` is the eventfd that a consumer
- * sleeping as SHM_SLEEP_DOORBELL polls (or -1); `type_ok` says which frame
- * types the consumer accepts (NULL: any).  Returns 0 or -EINVAL.
+ * `size` bytes (a power of two from 4096 to 2^32).  `doorbell_fd` is the
+ * eventfd that a consumer sleeping as SHM_SLEEP_DOORBELL polls (or -1);
+ * `type_ok` says which frame types the consumer accepts (NULL: any).
+ * Returns 0 or -EINVAL.
  */
 int shm_ring_attach(struct shm_ring *r, struct shm_ring_ctl *ctl, void *data,
                     uint64_t size, uint64_t max_msg, int doorbell_fd,
@@ -148,8 +149,9 @@ bool shm_ring_empty(const struct shm_ring *r);
  * Read the next whole message.  Returns 1 with *m filled, 0 when no whole
  * message is there yet (fragments read so far are kept), -EBADMSG when
  * the producer wrote something impossible, or -ENOMEM when the reassembly
- * buffer cannot grow (the fragment that did not fit stays in the ring).  m->payload is valid until
- * shm_ring_done(), which must be called before the next shm_ring_read().
+ * buffer cannot grow (the fragment that did not fit stays in the ring).
+ * m->payload is valid until shm_ring_done(), which must be called before
+ * the next shm_ring_read().
  */
 int shm_ring_read(struct shm_ring *r, struct shm_msg *m);
 

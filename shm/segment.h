@@ -79,7 +79,8 @@ int shm_seg_create(struct shm_seg *s, uint64_t ring_bytes, uint32_t index,
  * Map the segment behind an inherited fd and validate it: magic, version,
  * creator pid, index, and sizes that agree with each other and with the
  * fd's size.  Returns 0, -EPROTO for a segment that fails a check, or
- * -errno.
+ * -errno.  On success the segment owns fd and shm_seg_release() closes it;
+ * on failure the caller still does.
  */
 int shm_seg_map(struct shm_seg *s, int fd, pid_t creator, uint32_t index);
 
