@@ -6,7 +6,8 @@ the same functions as pyproc (bench/py/benchmods/calls.py).  Prints one JSON
 object per row on stdout, the samples in the row's unit (see external.c);
 run by pyproc-bench with Debian's /usr/bin/python3:
 
-    /usr/bin/python3 bench/baselines.py --quick --py-path bench/py [--only KEY,...]
+    /usr/bin/python3 bench/baselines.py --quick --py-path bench/py \
+        [--only KEY,...]
 
 Pools use the platform's default start method (fork on Linux), except the
 start-up row, which uses spawn as the issue asks: fresh interpreters, as

@@ -96,8 +96,10 @@ static int window_once(struct pipe_thread *t)
 
     for (n = 0; n < WINDOW; n++)
         if ((err = pyproc_track_func(t->pool, NULL, &calls[n],
-                                     "bench.calls.noop", NULL)) < 0)
+                                     "bench.calls.noop", NULL)) < 0) {
+            bench_fail("pyproc_track_func", err, NULL);
             break;
+        }
     for (int i = 0; i < n; i++) {
         pyproc_msg *m = NULL;
         int rc = pyproc_wait(calls[i], &m, -1);
@@ -137,8 +139,12 @@ static int pipelined_run(pyproc_pool *p, int threads, double seconds,
     for (int i = 0; i < threads; i++) {
         t[i] = (struct pipe_thread){.pool = p, .go = &go,
                                     .run_ns = (int64_t)(seconds * 1e9)};
-        if (pthread_create(&t[i].tid, NULL, pipe_thread_main, &t[i]))
-            abort(); /* the barrier would never open */
+        if (pthread_create(&t[i].tid, NULL, pipe_thread_main, &t[i])) {
+            /* The threads already started would wait at the barrier
+             * forever. */
+            fprintf(stderr, "pyproc-bench: cannot start a thread\n");
+            abort();
+        }
     }
     for (int i = 0; i < threads; i++) {
         pthread_join(t[i].tid, NULL);
@@ -165,16 +171,16 @@ static int pipelined_row(int threads, int workers)
         err = pipelined_run(p, threads, b->max_seconds, &warm);
     for (size_t i = 0; i < b->max_samples && !err; i++)
         err = pipelined_run(p, threads, b->max_seconds, &s);
-    if (p)
-        pyproc_pool_free(p);
+    pyproc_pool_free(p);
     series_free(&warm);
     if (err < 0) {
         series_free(&s);
         return err;
     }
     snprintf(key, sizeof key, "tput-%dt-%dw", threads, workers);
-    snprintf(label, sizeof label, "pipelined no-op, %d host thread%s -> %d worker%s",
-             threads, threads > 1 ? "s" : "", workers, workers > 1 ? "s" : "");
+    snprintf(label, sizeof label,
+             "pipelined no-op, %d host thread%s -> %d worker%s", threads,
+             threads > 1 ? "s" : "", workers, workers > 1 ? "s" : "");
     return bench_row_add(key, label, "calls/s", ROW_RATE, 0, &s,
                          "windows of 256 tracked calls per thread");
 }

@@ -30,24 +30,38 @@ static const char *json_ws(const char *p)
     return p;
 }
 
-/* A string into out (escapes other than \" \\ \n \t become '?'). */
+/* The character an escape stands for; '?' for \uXXXX and the like. */
+static char json_unescape(char c)
+{
+    switch (c) {
+    case 'n': return '\n';
+    case 't': return '\t';
+    case '"':
+    case '\\':
+    case '/': return c;
+    case 0: return 0;
+    default: return '?';
+    }
+}
+
+/* A string into out, cut to cap - 1 bytes; returns what follows it. */
 static const char *json_str(const char *p, char *out, size_t cap)
 {
     size_t n = 0;
+    char c;
 
     if (*p++ != '"')
         return NULL;
-    for (char c; *p && *p != '"'; out[n < cap - 1 ? n++ : n] = c) {
-        c = *p++;
-        if (c != '\\')
-            continue;
-        c = *p++;
+    while ((c = *p++) != '"') {
+        if (c == '\\')
+            c = json_unescape(*p++);
         if (!c)
             return NULL;
-        c = c == 'n' ? '\n' : c == 't' ? '\t' : (c == '"' || c == '\\') ? c : '?';
+        if (n + 1 < cap)
+            out[n++] = c;
     }
     out[n] = 0;
-    return *p == '"' ? p + 1 : NULL;
+    return p;
 }
 
 static const char *json_numbers(const char *p, struct series *s)
@@ -74,7 +88,25 @@ struct json_row {
     struct series values;
 };
 
-/* One "name": value pair of a row. */
+static void json_set_text(struct json_row *r, const char *name,
+                          const char *text)
+{
+    const struct {
+        const char *name;
+        char *dst;
+        size_t len;
+    } f[] = {{"key", r->key, sizeof r->key},
+             {"label", r->label, sizeof r->label},
+             {"unit", r->unit, sizeof r->unit},
+             {"kind", r->kind, sizeof r->kind},
+             {"note", r->note, sizeof r->note}};
+
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (!strcmp(name, f[i].name))
+            snprintf(f[i].dst, f[i].len, "%s", text);
+}
+
+/* One "name": value pair of a row; returns what follows it, or NULL. */
 static const char *json_field(const char *p, struct json_row *r)
 {
     char name[32], text[128];
@@ -87,20 +119,14 @@ static const char *json_field(const char *p, struct json_row *r)
     if (*p++ != ':')
         return NULL;
     p = json_ws(p);
-    yes = !strncmp(p, "true", 4);
     if (*p == '[')
         return !strcmp(name, "values") ? json_numbers(p, &r->values) : NULL;
     if (*p == '"') {
-        p = json_str(p, text, sizeof text);
-        const struct { const char *name; char *dst; size_t len; } f[] = {
-            {"key", r->key, sizeof r->key},       {"label", r->label, sizeof r->label},
-            {"unit", r->unit, sizeof r->unit},    {"kind", r->kind, sizeof r->kind},
-            {"note", r->note, sizeof r->note}};
-        for (size_t i = 0; p && i < sizeof f / sizeof f[0]; i++)
-            if (!strcmp(name, f[i].name))
-                snprintf(f[i].dst, f[i].len, "%s", text);
+        if ((p = json_str(p, text, sizeof text)))
+            json_set_text(r, name, text);
         return p;
     }
+    yes = !strncmp(p, "true", 4);
     if (yes || !strncmp(p, "false", 5)) {
         if (!strcmp(name, "p99"))
             r->p99 = yes;
@@ -117,11 +143,11 @@ static int row_from_json(const char *line)
     struct json_row r = {0};
     const char *p = json_ws(line);
 
-    if (*p++ != '{')
+    if (*p != '{')
         return -EBADMSG;
-    for (p = json_ws(p); p && *p != '}'; p = p ? json_ws(p) : NULL) {
+    for (p = json_ws(p + 1); p && *p != '}';) {
         if ((p = json_field(p, &r)) && *(p = json_ws(p)) == ',')
-            p++;
+            p = json_ws(p + 1);
     }
     if (!p || !*r.key || !*r.unit) {
         series_free(&r.values);
@@ -217,9 +243,9 @@ static int read_rows(int fd, int64_t deadline)
     return err;
 }
 
-static int bench_script(const char *script, const char *const *args, double timeout_s)
+static int bench_script(const char *script, double timeout_s)
 {
-    char path[PATH_MAX + 32], *argv[16];
+    char path[PATH_MAX + 32], *argv[8];
     int n = 0, fd = -1, status, err;
     pid_t pid;
 
@@ -231,8 +257,6 @@ static int bench_script(const char *script, const char *const *args, double time
                                                       : "--smoke");
     argv[n++] = "--py-path";
     argv[n++] = bench.py_path;
-    for (int i = 0; args && args[i] && n < 15; i++)
-        argv[n++] = (char *)args[i];
     argv[n] = NULL;
     if ((pid = spawn_script(argv, &fd)) < 0)
         return bench_fail(PYTHON, pid, NULL);
@@ -257,7 +281,7 @@ int bench_python(void)
     static const double timeout_s[] = {90, 45, 240};
 
     bench_section("Python baselines (" PYTHON ")");
-    return bench_script("baselines.py", NULL, timeout_s[bench.level]);
+    return bench_script("baselines.py", timeout_s[bench.level]);
 }
 
 int bench_popproc(void)
@@ -266,5 +290,5 @@ int bench_popproc(void)
 
     bench_section("pop proc transport: msgpack over a Unix-socket connection "
                   "per call");
-    return bench_script("popproc.py", NULL, timeout_s[bench.level]);
+    return bench_script("popproc.py", timeout_s[bench.level]);
 }

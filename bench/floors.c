@@ -92,7 +92,8 @@ int bench_floor_pipe(void)
 
     if (pid < 0)
         return bench_fail("fork", pid, NULL);
-    err = bench_latency(&busy, bench_budget(BUDGET_FAST), 0, pipe_round_trip, &p);
+    err = bench_latency(&busy, bench_budget(BUDGET_FAST), 0, pipe_round_trip,
+                        &p);
     if (!err)
         err = bench_latency(&idle, bench_budget(BUDGET_IDLE), 50000000,
                             pipe_round_trip, &p);
@@ -105,7 +106,8 @@ int bench_floor_pipe(void)
         return bench_fail("pipe ping-pong", err, NULL);
     }
     bench_row_add("pipe", "pipe ping-pong, back to back", "us", ROW_COST,
-                  ROW_P99 | ROW_SAMPLES, &busy, "1 byte each way, fork()ed peer");
+                  ROW_P99 | ROW_SAMPLES, &busy,
+                  "1 byte each way, fork()ed peer");
     return bench_row_add("pipe-idle", "pipe ping-pong after 50 ms idle", "us",
                          ROW_COST, ROW_P99, &idle, NULL);
 }

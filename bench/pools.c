@@ -101,8 +101,9 @@ int bench_startup(void)
             return err;
         }
         snprintf(key, sizeof key, "start-%d", sizes[k]);
-        snprintf(label, sizeof label, "pool start-up, %d worker%s, all answered",
-                 sizes[k], sizes[k] > 1 ? "s" : "");
+        snprintf(label, sizeof label,
+                 "pool start-up, %d worker%s, all answered", sizes[k],
+                 sizes[k] > 1 ? "s" : "");
         bench_row_add(key, label, "ms", ROW_COST, ROW_P99, &s,
                       "pyproc_pool_new + add_sub + one call per worker");
     }
@@ -233,7 +234,8 @@ static int idle_window(const pid_t *pids, double seconds, struct series s[3])
     series_push(&s[0], (double)(b.ticks - a.ticks) * 1000.0 /
                            (double)sysconf(_SC_CLK_TCK) / wall);
     series_push(&s[1], (double)(b.ns - a.ns) / 1e6 / wall);
-    return series_push(&s[2], (double)(h1 - h0) / 1e6 * 1e9 / (double)(t1 - t0));
+    return series_push(&s[2], (double)(h1 - h0) / 1e6 /
+                                  ((double)(t1 - t0) / 1e9));
 }
 
 /* A "Name:   1234 kB" line of /proc/<pid>/status, in MiB. */

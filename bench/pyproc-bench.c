@@ -158,28 +158,56 @@ static int parse_args(int argc, char **argv, struct args *a)
     return 0;
 }
 
-/* Where and when the figures were taken, and by which command. */
-static void header(char *buf, size_t len, int argc, char **argv)
+static void cpu_model(char *out, size_t len)
 {
-    char cpu[128] = "unknown CPU", line[256], date[64];
-    time_t now = time(NULL);
-    struct utsname u;
-    size_t n;
     FILE *f = fopen("/proc/cpuinfo", "re");
+    char line[256];
 
+    snprintf(out, len, "unknown CPU");
     while (f && fgets(line, sizeof line, f))
         if (!strncmp(line, "model name", 10) && strchr(line, ':')) {
-            snprintf(cpu, sizeof cpu, "%s", strchr(line, ':') + 2);
-            cpu[strcspn(cpu, "\n")] = 0;
+            snprintf(out, len, "%s", strchr(line, ':') + 2);
+            out[strcspn(out, "\n")] = 0;
             break;
         }
     if (f)
         fclose(f);
+}
+
+/* Other work on a small machine moves every figure: the table says how
+ * busy the machine was when the run began. */
+static void load_average(char *out, size_t len)
+{
+    FILE *f = fopen("/proc/loadavg", "re");
+
+    if (!f || !fgets(out, (int)len, f))
+        snprintf(out, len, "?");
+    out[strcspn(out, " ")] = 0;
+    if (f)
+        fclose(f);
+}
+
+/*
+ * Where and when the figures were taken (`start` is when the run began,
+ * `load` the load average then), and by which command.
+ */
+static void header(char *buf, size_t len, time_t start, const char *load,
+                   int argc, char **argv)
+{
+    char cpu[128], end_load[64], date[64];
+    struct utsname u;
+    size_t n;
+
+    cpu_model(cpu, sizeof cpu);
+    load_average(end_load, sizeof end_load);
     uname(&u);
-    strftime(date, sizeof date, "%Y-%m-%d %H:%M %Z", localtime(&now));
-    n = (size_t)snprintf(buf, len, "pyproc %s bench, %s; %s, %ld CPUs, Linux %s\n"
-                         "command:", pyproc_version(), date, cpu,
-                         sysconf(_SC_NPROCESSORS_ONLN), u.release);
+    strftime(date, sizeof date, "%Y-%m-%d %H:%M %Z", localtime(&start));
+    n = (size_t)snprintf(buf, len,
+                         "pyproc %s bench, %s; %s, %ld CPUs, Linux %s; "
+                         "load average %s at start, %s at end\ncommand:",
+                         pyproc_version(), date, cpu,
+                         sysconf(_SC_NPROCESSORS_ONLN), u.release, load,
+                         end_load);
     for (int i = 0; i < argc && n < len; i++)
         n += (size_t)snprintf(buf + n, len - n, " %s", argv[i]);
     if (n < len)
@@ -221,8 +249,9 @@ static int run_steps(const char *only)
 
 int main(int argc, char **argv)
 {
-    char exe_dir[PATH_MAX], head[1024], copy[PATH_MAX + 32];
+    char exe_dir[PATH_MAX], head[1024], copy[PATH_MAX + 32], load[64];
     struct args a = {0};
+    time_t start;
     int failed, err;
 
     if (parse_args(argc, argv, &a) < 0 || find_root(exe_dir) < 0)
@@ -234,8 +263,10 @@ int main(int argc, char **argv)
     if (!*a.samples)
         snprintf(a.samples, sizeof a.samples, "%s/latency-samples.csv",
                  dirname(copy));
-    header(head, sizeof head, argc, argv);
+    start = time(NULL);
+    load_average(load, sizeof load);
     failed = run_steps(a.only);
+    header(head, sizeof head, start, load, argc, argv);
 
     make_parent(a.csv);
     make_parent(a.samples);

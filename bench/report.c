@@ -37,8 +37,8 @@ static const struct compare {
 } compares[] = {
     {"sync", {"pipe", "shm", "ppe-lat", "mp-apply", "popproc-lat"}},
     {"sync-idle", {"pipe", "pipe-idle"}, "sync"},
-    {"async", {"ppe-lat", "popproc-lat"}, "sync"},
-    {"async-sleep0", {"ppe-lat", "popproc-lat"}, "async"},
+    {"async", {"ppe-lat", "mp-apply", "popproc-lat"}, "sync"},
+    {"async-sleep0", {"ppe-lat", "mp-apply", "popproc-lat"}, "async"},
     {"tput-1t-1w", {"ppe-100k", "ppe-map256", "mp-imap1", "mp-imap256"}},
     {"tput-1t-2w", {"ppe-100k", "ppe-map256", "mp-imap1", "mp-imap256"}},
     {"tput-4t-1w", {"ppe-100k", "ppe-map256", "mp-imap1", "mp-imap256"}},

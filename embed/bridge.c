@@ -31,6 +31,16 @@ struct worker the_worker = {.death_fd = -1};
 /* How long the worker stays idle before it trims its heap. */
 #define TRIM_IDLE_MS 1000
 
+/*
+ * The worker spins for work only while the host is busy.  Spinning after
+ * answering an idle host gains nothing (its next call is far off) and
+ * costs its wake-up: on a 2-CPU machine, the host is then woken on the
+ * other, halted CPU, which takes tens of microseconds more.  The host side
+ * (host/call.c) does the same: it spins for an answer only when it found
+ * the worker awake.
+ */
+#define BUSY_GAP_NS (1000 * 1000LL)
+
 static bool has_work(void)
 {
     struct worker *w = &the_worker;
@@ -63,9 +73,14 @@ static int sleep_futex(int timeout_ms)
     struct worker *w = &the_worker;
     int r = 0;
 
-    if (!shm_ring_sleep_begin(&w->requests, SHM_SLEEP_FUTEX) && !atomic_load(&w->woken))
+    if (!shm_ring_sleep_begin(&w->requests, SHM_SLEEP_FUTEX) && !atomic_load(&w->woken)) {
+        int64_t slept = shm_now_ns();
         r = shm_futex_wait(&w->requests.ctl->consumer_wait, SHM_SLEEP_FUTEX,
                            timeout_ms, true);
+        /* A short sleep means the host is sending one call after another:
+         * spin between them again.  A long one means it is idle. */
+        w->busy = shm_now_ns() - slept < BUSY_GAP_NS;
+    }
     shm_ring_sleep_end(&w->requests);
     if (r == -EINTR)
         return WAIT_SIGNAL;
@@ -114,8 +129,11 @@ static PyObject *py_select(PyObject *self, PyObject *const *args, Py_ssize_t n)
         if (left <= 0)
             break;
         int how = WAIT_WORK;
+        /* A busy host that slept for our last answer needs a wake-up
+         * before its next call: wait that much longer for it. */
+        int64_t budget = !w->busy ? 0 : w->host_slept ? 4 * w->spin_ns : w->spin_ns;
         Py_BEGIN_ALLOW_THREADS
-        if (!spin(w->spin_ns < left ? w->spin_ns : left)) {
+        if (!spin(budget < left ? budget : left)) {
             left = deadline - shm_now_ns();
             int ms = deadline == INT64_MAX ? -1 : (int)((left + 999999) / 1000000);
             if (w->trim_when_idle && (ms < 0 || ms > TRIM_IDLE_MS)) {

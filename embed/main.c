@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "worker.h"
@@ -33,7 +34,8 @@ static void usage_exit(const char *why)
             "pyproc-worker is started by libpyproc, not by hand:\n"
             "  pyproc-worker --fd N --host-pid PID --pool NAME --index I\n"
             "                --request-bell FD --reply-bell FD --death-fd FD\n"
-            "                [--python-path PATHS] [--spin-us N]\n",
+            "                [--python-path PATHS] [--spin-us N]\n"
+            "                [--rlimit-as BYTES] [--rlimit-nofile N] [--no-new-privs]\n",
             why);
     exit(2);
 }
@@ -50,7 +52,20 @@ static long parse_num(const char *s, long lo, long hi)
 
 struct args {
     int seg_fd, request_bell, reply_bell;
+    /* Limits to put on ourselves before Python starts; 0: none. */
+    unsigned long long rlimit_as, rlimit_nofile;
+    bool no_new_privs;
 };
+
+static unsigned long long parse_unsigned(const char *s)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || s[0] == '-' || v == 0)
+        usage_exit("bad number on the command line");
+    return v;
+}
 
 static void parse_args(int argc, char **argv, struct args *a)
 {
@@ -64,12 +79,15 @@ static void parse_args(int argc, char **argv, struct args *a)
         {"death-fd", required_argument, 0, 'd'},
         {"python-path", required_argument, 0, 'y'},
         {"spin-us", required_argument, 0, 's'},
+        {"rlimit-as", required_argument, 0, 'A'},
+        {"rlimit-nofile", required_argument, 0, 'N'},
+        {"no-new-privs", no_argument, 0, 'P'},
         {0, 0, 0, 0},
     };
     struct worker *w = &the_worker;
     int c;
 
-    *a = (struct args){-1, -1, -1};
+    *a = (struct args){-1, -1, -1, 0, 0, false};
     w->index = -1;
     w->spin_ns = 50000;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -83,12 +101,45 @@ static void parse_args(int argc, char **argv, struct args *a)
         case 'd': w->death_fd = (int)parse_num(optarg, 0, 1 << 20); break;
         case 'y': w->python_path = optarg; break;
         case 's': w->spin_ns = parse_num(optarg, -1, 1000000) * 1000; break;
+        case 'A': a->rlimit_as = parse_unsigned(optarg); break;
+        case 'N': a->rlimit_nofile = parse_unsigned(optarg); break;
+        case 'P': a->no_new_privs = true; break;
         default: usage_exit("unknown option");
         }
     }
     if (a->seg_fd < 0 || !w->host_pid || !w->pool || w->index < 0 ||
         a->request_bell < 0 || a->reply_bell < 0 || w->death_fd < 0)
         usage_exit("missing option");
+}
+
+/*
+ * Soft and hard limit alike, so Python code cannot raise them again.  A
+ * limit we cannot set is fatal: running without the cap the host asked
+ * for would be worse than not running.
+ */
+static void set_limit(int resource, const char *name, unsigned long long v)
+{
+    struct rlimit r = {.rlim_cur = (rlim_t)v, .rlim_max = (rlim_t)v};
+
+    if (setrlimit(resource, &r) < 0) {
+        fprintf(stderr, "pyproc-worker: cannot set %s to %llu: %s\n", name, v,
+                strerror(errno));
+        exit(1);
+    }
+}
+
+/* What posix_spawn could not do for the host: before Python starts, so
+ * that nothing runs without them. */
+static void restrict_self(const struct args *a)
+{
+    if (a->rlimit_as)
+        set_limit(RLIMIT_AS, "RLIMIT_AS", a->rlimit_as);
+    if (a->rlimit_nofile)
+        set_limit(RLIMIT_NOFILE, "RLIMIT_NOFILE", a->rlimit_nofile);
+    if (a->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+        fprintf(stderr, "pyproc-worker: cannot set no_new_privs: %s\n", strerror(errno));
+        exit(1);
+    }
 }
 
 /*
@@ -154,6 +205,9 @@ static void start_python(void)
     PyConfig_InitPythonConfig(&config);
     config.parse_argv = 0;
     config.install_signal_handlers = 1;
+    /* stdout and stderr are pipes to the host, which passes lines on as
+     * they come: buffering would hold print() output back until exit. */
+    config.buffered_stdio = 0;
     /* Without a program name the interpreter looks for `python3` on PATH
      * and may report someone else's interpreter as sys.executable. */
     status = PyConfig_SetBytesString(&config, &config.program_name,
@@ -216,6 +270,7 @@ int main(int argc, char **argv)
 
     keep_freed_memory();
     parse_args(argc, argv, &a);
+    restrict_self(&a);
     die_with_host();
     attach_rings(&a);
     if (pyproc_bridge_register() < 0) {

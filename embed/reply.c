@@ -27,6 +27,10 @@
 static int send_frame(uint16_t type, uint64_t id, const struct shm_buf *b)
 {
     struct worker *w = &the_worker;
+    /* The host asleep now will take a wake-up to send its next call (see
+     * py_select()). */
+    w->host_slept = atomic_load_explicit(&w->replies.ctl->consumer_wait,
+                                         memory_order_relaxed) != SHM_AWAKE;
     int err = shm_ring_write(&w->replies, type, id, b->data, b->len, w->spin_ns);
     if (err == -EPIPE)
         _exit(0); /* the host closed the ring: it is gone or done with us */

@@ -30,6 +30,8 @@ struct worker {
     _Atomic int woken;
     bool shutdown;
     bool trim_when_idle; /* a large message went by since the last trim */
+    bool busy;           /* calls come back to back: spin between them */
+    bool host_slept;     /* the host was asleep when we last answered */
 };
 
 extern struct worker the_worker;

@@ -7,6 +7,7 @@
  * sleeps on the call's own futex while the service thread drains.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,12 +30,15 @@ void pyproc__call_unref(pyproc_call *c)
     free(c);
 }
 
-/* Wake whoever waits on c, after the caller stored what it waits for. */
-static void signal_call(pyproc_call *c)
+void pyproc__call_signal(pyproc_call *c)
 {
     /* Pairs with the acquire loads in is_done(). */
-    if (atomic_exchange_explicit(&c->state, CALL_DONE, memory_order_acq_rel) == CALL_SLEEPING)
+    uint32_t was = atomic_exchange_explicit(&c->state, CALL_DONE, memory_order_acq_rel);
+
+    if (was == CALL_SLEEPING)
         shm_futex_wake(&c->state, 1, false);
+    else if (was == CALL_RING_SLEEPING)
+        shm_futex_wake(&c->worker->rx.ctl->consumer_wait, INT32_MAX, true);
 }
 
 /* Store the end of a call (or stream) and drop the table's reference. */
@@ -50,6 +54,8 @@ void pyproc__call_complete(pyproc_call *c, int result, pyproc_msg *ret)
         ret = why;
         result = -ETIMEDOUT;
     }
+    if (result < 0 && c->stats)
+        atomic_fetch_add_explicit(&c->stats->errors, 1, memory_order_relaxed);
     if (c->is_stream)
         pthread_mutex_lock(&c->qlock);
     c->result = result;
@@ -61,7 +67,7 @@ void pyproc__call_complete(pyproc_call *c, int result, pyproc_msg *ret)
         pyproc__async_push(c); /* takes over the table's reference */
         return;
     }
-    signal_call(c);
+    pyproc__call_signal(c);
     pyproc__call_unref(c);
 }
 
@@ -152,14 +158,25 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
                      pyproc_done_fn done, void *data, pyproc_call **ret)
 {
     pyproc_call *c = call_alloc(w, stream);
+    /* Only the application's calls count; the pool's requests do not. */
+    struct pp_slot_stats *st = type == SHM_FRAME_CALL ? w->stats : NULL;
     int err;
 
     if (!c)
         return -ENOMEM;
+    c->stats = st;
     c->done = done;
     c->done_data = data;
     if (done)
         atomic_store(&c->refs, 1); /* nobody holds a handle */
+    /*
+     * A worker asleep when we send takes a wake-up to answer: spinning
+     * meanwhile only burns the CPU it could have been woken on (on a
+     * 2-CPU machine the waker's spinning pushes it to an idle, halted
+     * one).  Sleep on the reply ring at once instead.
+     */
+    if (atomic_load_explicit(&w->tx.ctl->consumer_wait, memory_order_relaxed) != SHM_AWAKE)
+        c->spin_ns = 0;
     if (atomic_load(&w->dead)) {
         fail_dead(w, c);
     } else if ((err = pyproc__table_add(w, c)) < 0) {
@@ -178,6 +195,9 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
             return err;
         }
     }
+    /* c may be gone already (a dead worker's asynchronous call): use st. */
+    if (st)
+        atomic_fetch_add_explicit(&st->calls, 1, memory_order_relaxed);
     if (ret)
         *ret = c;
     return 0;
@@ -247,43 +267,80 @@ static bool is_done(pyproc_call *c)
     return atomic_load_explicit(&c->state, memory_order_acquire) == CALL_DONE;
 }
 
+static void drain_if_free(struct pp_worker *w)
+{
+    if (!shm_ring_empty(&w->rx) && pthread_mutex_trylock(&w->rx_lock) == 0) {
+        pyproc__drain(w);
+        pthread_mutex_unlock(&w->rx_lock);
+    }
+}
+
 /* Spin for the answer, draining the reply ring when nobody else does. */
 static bool spin_for(pyproc_call *c, int64_t budget_ns)
 {
-    struct pp_worker *w = c->worker;
     int64_t until = shm_now_ns() + budget_ns;
-    bool done = false;
 
-    pyproc__poll_enter(w);
     for (unsigned i = 1;; i++) {
-        if (!shm_ring_empty(&w->rx) && pthread_mutex_trylock(&w->rx_lock) == 0) {
-            pyproc__drain(w);
-            pthread_mutex_unlock(&w->rx_lock);
-        }
-        if ((done = is_done(c)))
-            break;
+        drain_if_free(c->worker);
+        if (is_done(c))
+            return true;
         shm_cpu_relax();
         if ((i & 31) == 0 && shm_now_ns() >= until)
-            break;
+            return false;
     }
-    pyproc__poll_leave(w);
-    return done;
 }
 
-/* Sleep until the call is done or the deadline (INT64_MAX: none) passes. */
+static int ms_until(int64_t deadline)
+{
+    if (deadline == INT64_MAX)
+        return -1;
+    int64_t left = deadline - shm_now_ns();
+    return left <= 0 ? 0 : (int)((left + 999999) / 1000000);
+}
+
+/*
+ * Sleep on the reply ring's own futex, so the worker's answer wakes us
+ * directly rather than the service thread, which would then wake us: one
+ * wake-up instead of two on an idle pool.  One caller per worker at a time
+ * takes this role; a completion by another drainer wakes the ring futex
+ * too (pyproc__call_signal()).  Returns false when the role was taken.
+ */
+static bool sleep_on_ring(pyproc_call *c, int64_t deadline)
+{
+    struct pp_worker *w = c->worker;
+
+    if (atomic_exchange(&w->ring_sleeper, true))
+        return false;
+    while (!is_done(c)) {
+        uint32_t s = CALL_PENDING;
+        if (!atomic_compare_exchange_strong(&c->state, &s, CALL_RING_SLEEPING))
+            break; /* done */
+        int ms = ms_until(deadline);
+        if (ms != 0 && !shm_ring_sleep_begin(&w->rx, SHM_SLEEP_FUTEX))
+            shm_futex_wait(&w->rx.ctl->consumer_wait, SHM_SLEEP_FUTEX, ms, true);
+        shm_ring_sleep_end(&w->rx); /* we poll again */
+        s = CALL_RING_SLEEPING;
+        atomic_compare_exchange_strong(&c->state, &s, CALL_PENDING);
+        pthread_mutex_lock(&w->rx_lock);
+        pyproc__drain(w);
+        pthread_mutex_unlock(&w->rx_lock);
+        if (ms == 0 || shm_ring_is_closed(&w->rx))
+            break;
+    }
+    atomic_store(&w->ring_sleeper, false);
+    return true;
+}
+
+/* Sleep on the call's futex while others drain. */
 static bool sleep_for(pyproc_call *c, int64_t deadline)
 {
     for (;;) {
         uint32_t s = CALL_PENDING;
         if (!atomic_compare_exchange_strong(&c->state, &s, CALL_SLEEPING) && s == CALL_DONE)
             return true;
-        int ms = -1;
-        if (deadline != INT64_MAX) {
-            int64_t left = deadline - shm_now_ns();
-            if (left <= 0)
-                return is_done(c);
-            ms = (int)((left + 999999) / 1000000);
-        }
+        int ms = ms_until(deadline);
+        if (ms == 0)
+            return is_done(c);
         shm_futex_wait(&c->state, CALL_SLEEPING, ms, false);
         if (is_done(c))
             return true;
@@ -292,15 +349,20 @@ static bool sleep_for(pyproc_call *c, int64_t deadline)
 
 bool pyproc__call_wait_state(pyproc_call *c, int64_t deadline)
 {
+    struct pp_worker *w = c->worker;
     int64_t spin = c->spin_ns;
+    bool done;
 
     if (is_done(c))
         return true;
     if (deadline != INT64_MAX && spin > deadline - shm_now_ns())
         spin = deadline - shm_now_ns();
-    if (spin > 0 && spin_for(c, spin))
-        return true;
-    return sleep_for(c, deadline);
+    pyproc__poll_enter(w);
+    done = spin > 0 && spin_for(c, spin);
+    if (!done && !shm_ring_is_closed(&w->rx) && sleep_on_ring(c, deadline))
+        done = is_done(c);
+    pyproc__poll_leave(w);
+    return done || sleep_for(c, deadline);
 }
 
 static int64_t deadline_of(int timeout_ms)

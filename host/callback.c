@@ -15,18 +15,20 @@
 #include "msg.h"
 #include "pool.h"
 
-void pyproc__callback_push(struct pp_worker *w, uint64_t id, const uint8_t *payload, size_t len)
+int pyproc__callback_push(struct pp_worker *w, uint64_t id, const uint8_t *payload, size_t len)
 {
     pyproc_pool *p = w->pool;
     struct callback_req *r = calloc(1, sizeof *r);
+    int err;
 
     if (!r)
-        return;
+        return -ENOMEM;
     r->worker = w;
     r->id = id;
-    if (pyproc__msg_from_value(&r->payload, payload, len) < 0) {
+    err = pyproc__msg_from_value(&r->payload, payload, len);
+    if (err < 0) {
         free(r);
-        return;
+        return err;
     }
     pthread_mutex_lock(&p->lock);
     if (p->cb_tail)
@@ -36,6 +38,7 @@ void pyproc__callback_push(struct pp_worker *w, uint64_t id, const uint8_t *payl
     p->cb_tail = r;
     pthread_cond_broadcast(&p->cb_cond);
     pthread_mutex_unlock(&p->lock);
+    return 0;
 }
 
 /* CALLBACK_REPLY [true, value] or [false, error text]. */

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <msgpuck.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,19 +28,30 @@ static const char *str_or_empty(const char **p, uint32_t *len)
 
 /*
  * ERROR [errno, type, message, traceback] becomes an error message whose
- * text is "type: message" and then the traceback.
+ * text is "type: message" and then the traceback.  A payload of any other
+ * shape is -EBADMSG, and sets *malformed.
  */
-static int error_answer(const uint8_t *data, size_t len, pyproc_msg **ret)
+static int error_answer(struct pp_worker *w, const uint8_t *data, size_t len,
+                        pyproc_msg **ret, bool *malformed)
 {
-    const char *p = (const char *)data;
-    const char *type, *msg, *tb;
+    pyproc_msg *copy = NULL;
+    const char *p, *type, *msg, *tb;
     uint32_t tl, ml, bl;
     uint64_t code = 0;
+    /*
+     * The payload lies in a ring the worker can still write: decode a
+     * checked private copy, so that what is read is what was checked.
+     */
+    int err = pyproc__msg_from_value(&copy, data, len);
 
-    if (pyproc__msgpack_check(p, len) < 0 || mp_typeof(*p) != MP_ARRAY ||
-        mp_decode_array(&p) != 4) {
-        pyproc__msg_error(ret, "the worker sent a malformed error");
-        return PYPROC_EREMOTE;
+    if (err == -ENOMEM)
+        return err;
+    p = err < 0 ? NULL : pyproc_msg_data(copy, NULL);
+    if (!p || mp_typeof(*p) != MP_ARRAY || mp_decode_array(&p) != 4) {
+        pyproc_msg_free(copy);
+        pyproc__msg_error(ret, "worker %d sent a malformed error", w->index);
+        *malformed = true;
+        return -EBADMSG;
     }
     if (mp_typeof(*p) == MP_UINT)
         code = mp_decode_uint(&p);
@@ -50,6 +62,7 @@ static int error_answer(const uint8_t *data, size_t len, pyproc_msg **ret)
     tb = str_or_empty(&p, &bl);
     pyproc__msg_error(ret, "%.*s: %.*s%s%.*s", (int)tl, type, (int)ml, msg,
                       bl ? "\n" : "", (int)bl, tb);
+    pyproc_msg_free(copy);
     if (code == ENOENT)
         return -ENOENT;
     if (code == EMSGSIZE)
@@ -61,38 +74,47 @@ static int error_answer(const uint8_t *data, size_t len, pyproc_msg **ret)
     return PYPROC_EREMOTE;
 }
 
-/* RESULT, ERROR or END: the call is over. */
-static void answer(struct pp_worker *w, const struct shm_msg *m)
+/*
+ * RESULT, ERROR or END: the call is over.  Returns -EBADMSG when the
+ * payload is not what the worker must send, else 0.
+ */
+static int answer(struct pp_worker *w, const struct shm_msg *m)
 {
     pyproc_call *c = pyproc__call_take(w, m->id);
     pyproc_msg *ret = NULL;
+    bool malformed = false;
     int result = 0;
 
     if (!c)
-        return; /* its caller gave up on it */
+        return 0; /* its caller gave up on it */
     if (!atomic_load_explicit(&w->serving, memory_order_relaxed) && w->published)
         atomic_store_explicit(&w->serving, true, memory_order_relaxed);
     if (m->type == SHM_FRAME_END) {
         /* nothing more to say */
     } else if (m->type == SHM_FRAME_RESULT) {
         result = pyproc__msg_from_value(&ret, m->payload, m->len);
-        if (result == -EBADMSG)
+        malformed = result == -EBADMSG;
+        if (malformed)
             pyproc__msg_error(&ret, "worker %d sent a malformed value", w->index);
     } else {
-        result = error_answer(m->payload, m->len, &ret);
+        result = error_answer(w, m->payload, m->len, &ret, &malformed);
     }
     pyproc__call_complete(c, result, ret);
+    return malformed ? -EBADMSG : 0;
 }
 
-static void stream_items(struct pp_worker *w, const struct shm_msg *m)
+/* YIELD: items for a stream.  Returns -EBADMSG for a malformed batch. */
+static int stream_items(struct pp_worker *w, const struct shm_msg *m)
 {
     pyproc_call *c = pyproc__call_find(w, m->id);
+    int err = 0;
 
     if (!c)
-        return;
+        return 0;
     if (c->is_stream)
-        pyproc__stream_deliver(c, m->payload, m->len);
+        err = pyproc__stream_deliver(c, m->payload, m->len);
     pyproc__call_unref(c);
+    return err;
 }
 
 static void ready(struct pp_worker *w)
@@ -110,17 +132,19 @@ void pyproc__drain(struct pp_worker *w)
     int r;
 
     while ((r = shm_ring_read(&w->rx, &m)) == 1) {
+        int bad = 0;
+
         switch (m.type) {
         case SHM_FRAME_RESULT:
         case SHM_FRAME_ERROR:
         case SHM_FRAME_END:
-            answer(w, &m);
+            bad = answer(w, &m);
             break;
         case SHM_FRAME_YIELD:
-            stream_items(w, &m);
+            bad = stream_items(w, &m);
             break;
         case SHM_FRAME_CALLBACK:
-            pyproc__callback_push(w, m.id, m.payload, m.len);
+            bad = pyproc__callback_push(w, m.id, m.payload, m.len);
             break;
         case SHM_FRAME_READY:
             ready(w);
@@ -129,6 +153,12 @@ void pyproc__drain(struct pp_worker *w)
             break;
         }
         shm_ring_done(&w->rx, &m);
+        /* Python's values always encode well: a malformed one means the
+         * worker is as broken as one that writes a bad frame. */
+        if (bad == -EBADMSG) {
+            r = bad;
+            break;
+        }
     }
     if (r < 0 && !shm_ring_is_closed(&w->rx)) {
         /* A worker that corrupts its ring cannot be trusted with more

@@ -46,8 +46,14 @@ struct pyproc_msg {
      * the data never changes, so relaxed order is enough.
      */
     _Atomic uint64_t at_hint;
-    char inl[]; /* data or error text, unless data was adopted */
+    pyproc_msg *link; /* the next item of a stream's queue (host/stream.c) */
+    char inl[];       /* data or error text, unless data was adopted */
 };
+
+pyproc_msg **pyproc__msg_link(pyproc_msg *m)
+{
+    return &m->link;
+}
 
 /* ---- msgpack, read with every length checked ---- */
 
@@ -274,11 +280,24 @@ static int msg_copy(pyproc_msg **ret, const char *data, size_t len)
 
 int pyproc__msg_from_value(pyproc_msg **ret, const void *data, size_t len)
 {
+    pyproc_msg *m;
+    int err;
+
     if (!ret || !data)
         return -EINVAL;
-    if (pyproc__msgpack_check(data, len) < 0)
+    /*
+     * Copy first and check the copy: data may lie in a ring that a worker
+     * can still write, and what was checked must be what is kept.
+     */
+    err = msg_copy(&m, data, len);
+    if (err < 0)
+        return err;
+    if (pyproc__msgpack_check(m->data, len) < 0) {
+        pyproc_msg_free(m);
         return -EBADMSG;
-    return msg_copy(ret, data, len);
+    }
+    *ret = m;
+    return 0;
 }
 
 int pyproc__msg_take_buf(pyproc_msg **ret, struct shm_buf *b)

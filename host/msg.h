@@ -38,6 +38,10 @@ int pyproc__msg_from_value(pyproc_msg **ret, const void *data, size_t len);
  */
 int pyproc__msg_take_buf(pyproc_msg **ret, struct shm_buf *b);
 
+/* A link field for queues of messages that the library keeps (a stream's
+ * unread items), so queueing costs no allocation. */
+pyproc_msg **pyproc__msg_link(pyproc_msg *m);
+
 /* An error message with the printf-formatted text.  0, -EINVAL or -ENOMEM. */
 int pyproc__msg_error(pyproc_msg **ret, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

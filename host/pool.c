@@ -103,6 +103,66 @@ static char *absolute_path_list(const char *list)
     return out;
 }
 
+/*
+ * A worker path that does not depend on the working directory, which the
+ * cwd option changes before the exec.
+ */
+static char *absolute_worker_path(char *path)
+{
+    char cwd[PATH_MAX], *abs;
+
+    if (!path || path[0] == '/' || !getcwd(cwd, sizeof cwd))
+        return path;
+    if (asprintf(&abs, "%s/%s", cwd, path) < 0)
+        abs = NULL;
+    free(path);
+    return abs;
+}
+
+/* A private copy of a NULL-terminated array of strings. */
+static char **copy_env(const char *const *env)
+{
+    size_t n = 0;
+    char **copy;
+
+    while (env[n])
+        n++;
+    copy = calloc(n + 1, sizeof *copy);
+    for (size_t i = 0; copy && i < n; i++) {
+        if (!(copy[i] = strdup(env[i]))) {
+            while (i-- > 0)
+                free(copy[i]);
+            free(copy);
+            return NULL;
+        }
+    }
+    return copy;
+}
+
+static void free_env(char **env)
+{
+    for (size_t i = 0; env && env[i]; i++)
+        free(env[i]);
+    free(env);
+}
+
+/* Options that shape the worker processes themselves. */
+static int apply_process_opts(pyproc_pool *p, const pyproc_opts *o)
+{
+    if (o->max_fds < 0 || (o->max_fds > 0 && o->max_fds < 32))
+        return -EINVAL;
+    if (o->env && !(p->env = copy_env(o->env)))
+        return -ENOMEM;
+    if (o->cwd && !(p->cwd = strdup(o->cwd)))
+        return -ENOMEM;
+    p->mem_limit = o->mem_limit_bytes;
+    p->max_fds = o->max_fds;
+    p->no_new_privs = o->no_new_privs != 0;
+    p->output = o->output;
+    p->output_data = o->output_data;
+    return 0;
+}
+
 static uint64_t round_pow2(uint64_t n)
 {
     uint64_t r = SHM_RING_MIN_BYTES;
@@ -129,6 +189,7 @@ static int apply_opts(pyproc_pool *p, const pyproc_opts *o)
         p->worker_path = strdup(env);
     else
         p->worker_path = default_worker_path();
+    p->worker_path = absolute_worker_path(p->worker_path);
     if (!p->worker_path)
         return -ENOMEM;
     p->python_path = absolute_path_list(o->python_path);
@@ -141,7 +202,7 @@ static int apply_opts(pyproc_pool *p, const pyproc_opts *o)
     p->callback = o->callback;
     p->callback_data = o->callback_data;
     p->spin_ns = o->spin_us == -1 ? 0 : (int64_t)(o->spin_us ? o->spin_us : DEFAULT_SPIN_US) * 1000;
-    return 0;
+    return apply_process_opts(p, o);
 }
 
 /* ---- start and stop ---- */
@@ -239,6 +300,9 @@ static void pool_destroy(pyproc_pool *p)
     pthread_cond_destroy(&p->changed);
     pthread_cond_destroy(&p->cb_cond);
     free(p->workers);
+    pyproc__slot_stats_free(p);
+    free_env(p->env);
+    free(p->cwd);
     free(p->worker_path);
     free(p->python_path);
     free(p->name);

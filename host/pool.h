@@ -27,6 +27,8 @@ enum call_state {
     CALL_PENDING = 0,
     CALL_DONE = 1,
     CALL_SLEEPING = 2, /* pending, and a waiter sleeps on the futex */
+    CALL_RING_SLEEPING = 3, /* pending, and its waiter sleeps on the reply
+                               ring's futex (see pyproc__call_wait_state) */
 };
 
 /*
@@ -72,16 +74,16 @@ struct pyproc_call {
     _Atomic int expiry;  /* EXPIRY_* */
     int64_t kill_at_ns;
     pthread_mutex_t qlock;
-    struct stream_item *head, *tail;
+    pyproc_msg *head, *tail; /* linked through pyproc__msg_link() */
     uint32_t since_credit; /* items taken since the last CREDIT */
+
+    /* Its index's counters, which count its end (see stats.c); NULL for
+     * the pool's own requests (add_sub, set_attr, their replay). */
+    struct pp_slot_stats *stats;
 };
 
 enum { EXPIRY_NONE, EXPIRY_ASKED, EXPIRY_KILLED };
 
-struct stream_item {
-    struct stream_item *next;
-    pyproc_msg *msg;
-};
 
 /* One slot of a worker's call table; ids carry the slot's generation so a
  * late or forged answer never reaches a reused slot. */
@@ -93,8 +95,32 @@ struct call_slot {
 
 /* What an epoll event of the service thread points at. */
 struct service_event {
-    int kind; /* EV_CONTROL, EV_BELL, EV_PIDFD */
+    int kind; /* EV_CONTROL, EV_BELL, EV_PIDFD, EV_STDOUT, EV_STDERR */
     struct pp_worker *worker;
+};
+
+/*
+ * Counters of one worker index, kept by the pool so that they outlive the
+ * workers that hold the index in turn.  Each one is bumped with a relaxed
+ * atomic add by whoever sees the event (a caller, a drainer, a respawn
+ * thread) and read on its own by pyproc_stats(): no ordering between them
+ * is promised, so none is needed.  Each index has its own cache line.
+ */
+struct pp_slot_stats {
+    _Alignas(64) _Atomic uint64_t calls;
+    _Atomic uint64_t errors;
+    _Atomic uint64_t restarts;
+};
+
+/*
+ * The read end of a worker's stdout or stderr pipe, and the line being
+ * gathered from it.  Service thread only (see output.c).
+ */
+struct pp_output {
+    int fd; /* -1 once closed */
+    struct service_event ev;
+    char *buf; /* OUTPUT_LINE_MAX + 1 bytes, allocated on first read */
+    size_t len;
 };
 
 /*
@@ -109,6 +135,7 @@ struct pp_worker {
     struct service_event bell_ev, pid_ev;
     int64_t ready_ns;   /* when it said READY */
     _Atomic bool published; /* put in its slot */
+    _Atomic bool ring_sleeper; /* a caller sleeps on rx's futex */
     _Atomic bool serving; /* in its slot and has answered a call since */
     int fast_deaths;    /* deaths in a row soon after start, at this index */
     int index;
@@ -127,6 +154,9 @@ struct pp_worker {
     _Atomic bool ready;
     _Atomic bool dead;
     char *death; /* how it died, once dead */
+
+    struct pp_output out[2]; /* its stdout and stderr */
+    struct pp_slot_stats *stats; /* its index's, owned by the pool */
 
     pthread_mutex_t calls_lock;
     struct call_slot *slots;
@@ -152,6 +182,20 @@ struct pyproc_pool {
     int start_timeout_ms;
     int64_t call_timeout_ns;
     int64_t next_expire_ns; /* service thread only */
+
+    /* How workers are started (see spawn.c). */
+    char **env; /* NULL: the host's environ */
+    char *cwd;  /* NULL: the host's */
+    uint64_t mem_limit;
+    int max_fds;
+    bool no_new_privs;
+    pyproc_output_fn output; /* NULL: the host's stderr */
+    void *output_data;
+
+    /* Counters per worker index; the array of pointers grows under lock,
+     * the counters themselves never move (see stats.c). */
+    struct pp_slot_stats **slot_stats;
+    int nslot_stats;
 
     pthread_mutex_t lock; /* guards what follows */
     pthread_cond_t changed; /* a worker became ready or died */
@@ -221,12 +265,15 @@ int pyproc__call_send_raw(struct pp_worker *w, uint16_t type,
 void pyproc__fail_calls(struct pp_worker *w, int result, const char *why);
 
 /* Streams: start one, and take items as they come. */
-void pyproc__stream_deliver(pyproc_call *c, const uint8_t *items, size_t len);
+/* Append a YIELD's items to stream c; -EBADMSG when they are malformed. */
+int pyproc__stream_deliver(pyproc_call *c, const uint8_t *items, size_t len);
 void pyproc__stream_free_items(pyproc_call *c);
 /* Look up a call without taking it out of the table; a new reference. */
 pyproc_call *pyproc__call_find(struct pp_worker *w, uint64_t id);
 pyproc_call *pyproc__call_take(struct pp_worker *w, uint64_t id);
 void pyproc__call_unref(pyproc_call *c);
+/* Wake whoever waits on c, after storing what it waits for. */
+void pyproc__call_signal(pyproc_call *c);
 /* Wait until c->state is CALL_DONE or the deadline (INT64_MAX: none). */
 bool pyproc__call_wait_state(pyproc_call *c, int64_t deadline);
 /* Write one frame to w's request ring. */
@@ -246,7 +293,8 @@ int pyproc__async_run(pyproc_pool *p);
 /* ---- callback.c ---- */
 int pyproc__callback_start(pyproc_pool *p);
 void pyproc__callback_stop(pyproc_pool *p);
-void pyproc__callback_push(struct pp_worker *w, uint64_t id, const uint8_t *payload, size_t len);
+/* Queue a CALLBACK for the callback thread; -EBADMSG for a malformed payload. */
+int pyproc__callback_push(struct pp_worker *w, uint64_t id, const uint8_t *payload, size_t len);
 
 /* ---- drain.c ---- */
 /* Read every answer in w's reply ring; call with rx_lock held. */
@@ -286,6 +334,21 @@ void pyproc__worker_free(struct pp_worker *w);
 int pyproc__worker_wait_ready(struct pp_worker *w, int timeout_ms);
 /* The worker died (pidfd readable): reap it and fail its calls. */
 void pyproc__worker_reap(struct pp_worker *w);
+
+/* ---- output.c ---- */
+/* Pass on the whole lines waiting in w's stdout (k = 0) or stderr (1)
+ * pipe; at EOF pass on the rest too and close it.  Service thread only. */
+void pyproc__output_read(struct pp_worker *w, int k);
+/* w has exited: pass on what its pipes still hold, then close them. */
+void pyproc__output_finish(struct pp_worker *w);
+/* Close the pipes without reading them (a worker that never ran). */
+void pyproc__output_close(struct pp_worker *w);
+
+/* ---- stats.c ---- */
+/* The counters of index ind, made on first use; NULL when out of memory.
+ * Takes pool->lock. */
+struct pp_slot_stats *pyproc__slot_stats(pyproc_pool *p, int ind);
+void pyproc__slot_stats_free(pyproc_pool *p);
 
 /* ---- pool.c ---- */
 /* 0 when the pool may be used from this process, else -EINVAL / -ECHILD. */

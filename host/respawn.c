@@ -176,6 +176,7 @@ static void publish(pyproc_pool *p, struct pp_worker *old, struct pp_worker *w)
     if (p->workers[old->index] == old && !p->closing) {
         w->published = true;
         p->workers[old->index] = w;
+        atomic_fetch_add_explicit(&w->stats->restarts, 1, memory_order_relaxed);
         w = old; /* the slot's reference to old is ours to drop now */
     }
     pthread_mutex_unlock(&p->lock);

@@ -2,8 +2,9 @@
  * The pool's service thread.
  *
  * It sleeps in epoll on every worker's doorbell (rung by a worker that wrote
- * an answer while nobody polled its reply ring) and pidfd (readable when the
- * worker exits), plus a control eventfd through which other threads hand it
+ * an answer while nobody polled its reply ring), pidfd (readable when the
+ * worker exits) and stdout and stderr pipes (see output.c), plus a control
+ * eventfd through which other threads hand it
  * work that must run here: spawning and stopping workers.  Spawning here,
  * on a thread that lives as long as the pool, is what makes the workers'
  * PR_SET_PDEATHSIG mean "the host is gone" rather than "some thread ended".
@@ -18,7 +19,7 @@
 
 #include "pool.h"
 
-enum { EV_CONTROL, EV_BELL, EV_PIDFD };
+enum { EV_CONTROL, EV_BELL, EV_PIDFD, EV_STDOUT, EV_STDERR };
 
 /* The control eventfd's event; workers carry their own two. */
 static struct service_event control_event = {EV_CONTROL, NULL};
@@ -41,14 +42,25 @@ int pyproc__service_watch(pyproc_pool *p, struct pp_worker *w)
     if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, w->rx.doorbell_fd, &bell) < 0 ||
         epoll_ctl(p->epfd, EPOLL_CTL_ADD, w->pidfd, &pid) < 0)
         return -errno;
+    for (int k = 0; k < 2; k++) {
+        w->out[k].ev = (struct service_event){EV_STDOUT + k, w};
+        struct epoll_event out = {.events = EPOLLIN, .data.ptr = &w->out[k].ev};
+        if (w->out[k].fd >= 0 && epoll_ctl(p->epfd, EPOLL_CTL_ADD, w->out[k].fd, &out) < 0)
+            return -errno;
+    }
     return 0;
 }
 
+/* Once it returns, no event of the epoll set points at w.  Its output
+ * pipes are read on until it is reaped (pyproc__worker_stop()). */
 void pyproc__service_unwatch(pyproc_pool *p, struct pp_worker *w)
 {
     epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->rx.doorbell_fd, NULL);
     if (w->pidfd >= 0)
         epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->pidfd, NULL);
+    for (int k = 0; k < 2; k++)
+        if (w->out[k].fd >= 0)
+            epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->out[k].fd, NULL);
 }
 
 /*
@@ -115,8 +127,10 @@ static void handle_batch(pyproc_pool *p, struct epoll_event *ev, int n)
             commands = true;
         else if (e->kind == EV_BELL)
             drain_and_rearm(e->worker);
-        else
+        else if (e->kind == EV_PIDFD)
             died(p, e->worker);
+        else
+            pyproc__output_read(e->worker, e->kind - EV_STDOUT);
     }
     if (commands)
         run_commands(p);

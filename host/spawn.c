@@ -1,11 +1,23 @@
 /*
  * Starting, stopping and reaping one worker process.
  *
- * A worker gets exactly four fds, at fixed numbers: its segment (3), the
- * eventfd it polls when it sleeps in epoll (4), the eventfd it rings to wake
- * our service thread (5), and the read end of a pipe whose write end only
- * we hold (6), so EOF tells it we are gone.  Every other fd of the host,
- * close-on-exec or not, stays out (posix_spawn_file_actions_addclosefrom_np).
+ * A worker gets exactly seven fds, at fixed numbers:
+ *   0  /dev/null, so that no worker reads the host's terminal or input
+ *   1  the write end of its stdout pipe  } read by the service thread
+ *   2  the write end of its stderr pipe  } (output.c)
+ *   3  its segment (a memfd: no name in /dev/shm or anywhere else)
+ *   4  the eventfd it polls when it sleeps in epoll
+ *   5  the eventfd it rings to wake our service thread
+ *   6  the read end of a pipe whose write end only we hold, so EOF tells
+ *      it we are gone
+ * Every other fd of the host, close-on-exec or not, stays out
+ * (posix_spawn_file_actions_addclosefrom_np).  Each fd it gets is a
+ * private copy made for it, closed on our side once it runs.
+ *
+ * What posix_spawn cannot do, the worker does to itself before Python
+ * starts: its resource limits and PR_SET_NO_NEW_PRIVS travel on its
+ * command line (see embed/main.c).  Its environment and working
+ * directory are set here, by posix_spawn.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,7 +38,11 @@
 
 extern char **environ;
 
-enum { FD_SEG = 3, FD_REQUEST_BELL, FD_REPLY_BELL, FD_DEATH, FD_FIRST_FREE };
+enum {
+    FD_STDOUT = 1, FD_STDERR, FD_SEG, FD_REQUEST_BELL, FD_REPLY_BELL, FD_DEATH,
+    FD_FIRST_FREE,
+    N_CHILD_FDS = FD_FIRST_FREE - FD_STDOUT, /* fds 1 to 6, in that order */
+};
 
 static struct pp_worker *worker_alloc(pyproc_pool *p, int index)
 {
@@ -41,6 +57,7 @@ static struct pp_worker *worker_alloc(pyproc_pool *p, int index)
     w->pidfd = w->death_w = -1;
     w->seg.fd = -1;
     w->tx.doorbell_fd = w->rx.doorbell_fd = -1;
+    w->out[0].fd = w->out[1].fd = -1;
     w->free_head = UINT32_MAX;
     pthread_mutex_init(&w->tx_lock, NULL);
     pthread_mutex_init(&w->rx_lock, NULL);
@@ -92,35 +109,72 @@ static int high_copies(const int *src, int *dst, int n)
     return 0;
 }
 
-static int spawn_process(pyproc_pool *p, struct pp_worker *w, int death_r)
+/* The worker's command line, in strings that live in *a. */
+struct worker_argv {
+    char fd_s[16], pid_s[16], idx_s[16], spin_s[24], as_s[24], nofile_s[16];
+    char *argv[32];
+};
+
+static void build_argv(pyproc_pool *p, struct pp_worker *w, struct worker_argv *a)
 {
-    char fd_s[16], pid_s[16], idx_s[16], spin_s[24];
-    int src[4] = {w->seg.fd, w->tx.doorbell_fd, w->rx.doorbell_fd, death_r};
-    int hi[4];
+    static char req_s[] = "4", rep_s[] = "5", death_s[] = "6";
+    char **v = a->argv;
+    int n = 0;
+
+    snprintf(a->fd_s, sizeof a->fd_s, "%d", FD_SEG);
+    snprintf(a->pid_s, sizeof a->pid_s, "%d", (int)getpid());
+    snprintf(a->idx_s, sizeof a->idx_s, "%d", w->index);
+    snprintf(a->spin_s, sizeof a->spin_s, "%lld", (long long)(p->spin_ns / 1000));
+    v[n++] = "pyproc-worker";
+    v[n++] = "--fd", v[n++] = a->fd_s;
+    v[n++] = "--host-pid", v[n++] = a->pid_s;
+    v[n++] = "--pool", v[n++] = p->name;
+    v[n++] = "--index", v[n++] = a->idx_s;
+    v[n++] = "--request-bell", v[n++] = req_s;
+    v[n++] = "--reply-bell", v[n++] = rep_s;
+    v[n++] = "--death-fd", v[n++] = death_s;
+    v[n++] = "--spin-us", v[n++] = a->spin_s;
+    v[n++] = "--python-path", v[n++] = p->python_path ? p->python_path : "";
+    if (p->mem_limit) {
+        snprintf(a->as_s, sizeof a->as_s, "%llu", (unsigned long long)p->mem_limit);
+        v[n++] = "--rlimit-as", v[n++] = a->as_s;
+    }
+    if (p->max_fds) {
+        snprintf(a->nofile_s, sizeof a->nofile_s, "%d", p->max_fds);
+        v[n++] = "--rlimit-nofile", v[n++] = a->nofile_s;
+    }
+    if (p->no_new_privs)
+        v[n++] = "--no-new-privs";
+    v[n] = NULL;
+}
+
+/* stdin from /dev/null, src[i] as fd FD_STDOUT + i, nothing else. */
+static void file_actions(pyproc_pool *p, posix_spawn_file_actions_t *fa, const int *hi)
+{
+    posix_spawn_file_actions_init(fa);
+    posix_spawn_file_actions_addopen(fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    for (int i = 0; i < N_CHILD_FDS; i++)
+        posix_spawn_file_actions_adddup2(fa, hi[i], FD_STDOUT + i);
+    posix_spawn_file_actions_addclosefrom_np(fa, FD_FIRST_FREE);
+    if (p->cwd)
+        posix_spawn_file_actions_addchdir_np(fa, p->cwd);
+}
+
+/* src: the fds the worker gets as 1 to 6, in that order. */
+static int spawn_process(pyproc_pool *p, struct pp_worker *w, const int *src)
+{
+    struct worker_argv a;
+    int hi[N_CHILD_FDS];
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     sigset_t none, all;
     int err;
 
-    snprintf(fd_s, sizeof fd_s, "%d", FD_SEG);
-    snprintf(pid_s, sizeof pid_s, "%d", (int)getpid());
-    snprintf(idx_s, sizeof idx_s, "%d", w->index);
-    snprintf(spin_s, sizeof spin_s, "%lld", (long long)(p->spin_ns / 1000));
-    char req_s[] = "4", rep_s[] = "5", death_s[] = "6";
-    char *argv[] = {
-        "pyproc-worker", "--fd", fd_s, "--host-pid", pid_s, "--pool", p->name,
-        "--index", idx_s, "--request-bell", req_s, "--reply-bell", rep_s,
-        "--death-fd", death_s, "--spin-us", spin_s,
-        "--python-path", p->python_path ? p->python_path : "", NULL,
-    };
-
-    err = high_copies(src, hi, 4);
+    err = high_copies(src, hi, N_CHILD_FDS);
     if (err < 0)
         return err;
-    posix_spawn_file_actions_init(&fa);
-    for (int i = 0; i < 4; i++)
-        posix_spawn_file_actions_adddup2(&fa, hi[i], FD_SEG + i);
-    posix_spawn_file_actions_addclosefrom_np(&fa, FD_FIRST_FREE);
+    build_argv(p, w, &a);
+    file_actions(p, &fa, hi);
     /* The service thread blocks every signal, and the application may
      * ignore some: the worker starts with none blocked and all default. */
     posix_spawnattr_init(&attr);
@@ -129,11 +183,13 @@ static int spawn_process(pyproc_pool *p, struct pp_worker *w, int death_r)
     posix_spawnattr_setsigmask(&attr, &none);
     posix_spawnattr_setsigdefault(&attr, &all);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    /* glibc's posix_spawn reports a failed exec as its return value. */
-    err = -posix_spawn(&w->pid, p->worker_path, &fa, &attr, argv, environ);
+    /* glibc's posix_spawn reports a failed exec (or chdir) as its return
+     * value. */
+    err = -posix_spawn(&w->pid, p->worker_path, &fa, &attr, a.argv,
+                       p->env ? p->env : environ);
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < N_CHILD_FDS; i++)
         close(hi[i]);
     if (err < 0) {
         w->pid = -1;
@@ -142,10 +198,32 @@ static int spawn_process(pyproc_pool *p, struct pp_worker *w, int death_r)
     w->pidfd = pidfd_open(w->pid, 0);
     if (w->pidfd < 0) {
         err = -errno;
-        kill(w->pid, SIGKILL);
-        waitpid(w->pid, NULL, 0);
+        /* ESRCH: it died and was reaped by someone else (SIGCHLD ignored,
+         * or the application's waitpid(-1)); its pid may be reused now,
+         * so it must not be signalled. */
+        if (err != -ESRCH) {
+            kill(w->pid, SIGKILL);
+            waitpid(w->pid, NULL, 0);
+        }
         w->pid = -1;
         return err;
+    }
+    return 0;
+}
+
+/* Pipes for the worker's stdout and stderr; we keep the read ends. */
+static int output_pipes(struct pp_worker *w, int *write_ends)
+{
+    int fds[2];
+
+    for (int k = 0; k < 2; k++) {
+        if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0)
+            return -errno;
+        w->out[k].fd = fds[0];
+        write_ends[k] = fds[1];
+        /* The worker's end blocks: a worker that writes faster than the
+         * host takes it waits rather than losing lines or failing. */
+        fcntl(fds[1], F_SETFL, 0);
     }
     return 0;
 }
@@ -153,11 +231,15 @@ static int spawn_process(pyproc_pool *p, struct pp_worker *w, int death_r)
 int pyproc__worker_spawn(pyproc_pool *p, int index, struct pp_worker **ret)
 {
     struct pp_worker *w = worker_alloc(p, index);
-    int pipefd[2], err;
+    int pipefd[2], out_w[2] = {-1, -1}, err;
 
     if (!w)
         return -ENOMEM;
-    err = worker_setup(p, w);
+    w->stats = pyproc__slot_stats(p, index);
+    err = w->stats ? worker_setup(p, w) : -ENOMEM;
+    if (err < 0)
+        goto fail;
+    err = output_pipes(w, out_w);
     if (err < 0)
         goto fail;
     if (pipe2(pipefd, O_CLOEXEC) < 0) {
@@ -165,13 +247,20 @@ int pyproc__worker_spawn(pyproc_pool *p, int index, struct pp_worker **ret)
         goto fail;
     }
     w->death_w = pipefd[1];
-    err = spawn_process(p, w, pipefd[0]);
+    int src[N_CHILD_FDS] = {out_w[0], out_w[1], w->seg.fd, w->tx.doorbell_fd,
+                            w->rx.doorbell_fd, pipefd[0]};
+    err = spawn_process(p, w, src);
     close(pipefd[0]);
     if (err < 0)
         goto fail;
+    close(out_w[0]);
+    close(out_w[1]);
     *ret = w;
     return 0;
 fail:
+    for (int k = 0; k < 2; k++)
+        if (out_w[k] >= 0)
+            close(out_w[k]);
     pyproc__worker_unref(w);
     return err;
 }
@@ -210,15 +299,21 @@ void pyproc__worker_reap(struct pp_worker *w)
 
     if (w->pid <= 0)
         return;
+    /* ECHILD: the kernel (SIGCHLD set to SIG_IGN) or the application
+     * (waitpid(-1)) reaped it first and its status is gone; the pidfd
+     * still told us it ended. */
     if (waitid((idtype_t)P_PIDFD, (id_t)w->pidfd, &si, WEXITED) == 0)
         why = describe_exit(w->index, &si);
-    else if (asprintf(&why, "worker %d ended; its status was collected elsewhere",
-                      w->index) < 0)
+    else if (asprintf(&why, "worker %d died; how is unknown: its exit status was "
+                      "collected outside the pool (SIGCHLD ignored, or reaped "
+                      "by the application)", w->index) < 0)
         why = NULL;
-    w->pid = -1;
+    /* Its last words (a traceback, a fatal error) before its calls fail. */
+    pyproc__output_finish(w);
     shm_ring_close(&w->tx);
     shm_ring_close(&w->rx);
     pthread_mutex_lock(&w->pool->lock);
+    w->pid = -1;
     free(w->death);
     w->death = why;
     atomic_store(&w->dead, true);
@@ -248,16 +343,41 @@ void pyproc__worker_ask_stop(struct pp_worker *w)
     pthread_mutex_unlock(&w->tx_lock);
 }
 
+/*
+ * Wait up to grace_ms for w to exit, passing its output on meanwhile: a
+ * worker that says a lot on its way out must not stall on a full pipe.
+ * Returns whether it exited.
+ */
+static bool wait_exit(struct pp_worker *w, int grace_ms)
+{
+    int64_t until = shm_now_ns() + (int64_t)grace_ms * 1000000;
+
+    for (;;) {
+        struct pollfd pfd[3] = {
+            {.fd = w->pidfd, .events = POLLIN},
+            {.fd = w->out[0].fd, .events = POLLIN},
+            {.fd = w->out[1].fd, .events = POLLIN},
+        };
+        int64_t left = until - shm_now_ns();
+        int n = poll(pfd, 3, left > 0 ? (int)((left + 999999) / 1000000) : 0);
+        if (n < 0 && errno != EINTR)
+            return false;
+        if (pfd[0].revents & POLLIN)
+            return true;
+        for (int k = 0; k < 2; k++)
+            if (pfd[k + 1].revents)
+                pyproc__output_read(w, k);
+        if (left <= 0)
+            return false;
+    }
+}
+
 /* Give an asked worker grace_ms to exit, then kill it; reap either way. */
 void pyproc__worker_stop(struct pp_worker *w, int grace_ms)
 {
-    struct pollfd pfd = {.fd = w->pidfd, .events = POLLIN};
-
     if (w->pid <= 0)
         return;
-    while (poll(&pfd, 1, grace_ms) < 0 && errno == EINTR)
-        ;
-    if (!(pfd.revents & POLLIN))
+    if (!wait_exit(w, grace_ms))
         syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
     pyproc__worker_reap(w);
 }
@@ -278,6 +398,7 @@ void pyproc__worker_free(struct pp_worker *w)
         close(w->tx.doorbell_fd);
     if (w->rx.doorbell_fd >= 0)
         close(w->rx.doorbell_fd);
+    pyproc__output_close(w);
     shm_ring_detach(&w->tx);
     shm_ring_detach(&w->rx);
     shm_seg_release(&w->seg);

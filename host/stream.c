@@ -14,48 +14,57 @@
 #include "msg.h"
 #include "pool.h"
 
-/* Split a YIELD's array into messages and queue them.  On the drainer. */
-void pyproc__stream_deliver(pyproc_call *c, const uint8_t *items, size_t len)
+/*
+ * Split a YIELD's array into messages and queue them.  On the drainer.
+ * Each item is found with the bounds-checked reader and then copied and
+ * checked on its own (pyproc__msg_from_value()), so nothing the worker
+ * writes meanwhile can make us read outside the frame.
+ */
+int pyproc__stream_deliver(pyproc_call *c, const uint8_t *items, size_t len)
 {
     const char *p = (const char *)items, *end = p + len;
-    struct stream_item *first = NULL, **link = &first, *last = NULL;
+    pyproc_msg *first = NULL, **link = &first, *last = NULL;
+    int err = 0;
+    uint32_t n;
 
-    if (pyproc__msgpack_check(p, len) < 0 || mp_typeof(*p) != MP_ARRAY)
-        return; /* a worker that sends garbage gets no items through */
-    for (uint32_t n = mp_decode_array(&p); n > 0; n--) {
+    /* The worker writes every batch as an array32 (embed/reply.c). */
+    if (len < 5 || (uint8_t)*p != 0xdd)
+        return -EBADMSG;
+    n = mp_load_u32(&(const char *){p + 1});
+    p += 5;
+    for (; n > 0 && err == 0; n--) {
         const char *start = p;
-        struct stream_item *it = malloc(sizeof *it);
-        if (!it || pyproc__msgpack_next(&p, end) < 0 ||
-            pyproc__msg_from_value(&it->msg, start, (size_t)(p - start)) < 0) {
-            free(it);
-            break;
+        pyproc_msg *m;
+        err = pyproc__msgpack_next(&p, end);
+        if (err == 0)
+            err = pyproc__msg_from_value(&m, start, (size_t)(p - start));
+        if (err == 0) {
+            *pyproc__msg_link(m) = NULL;
+            *link = last = m;
+            link = pyproc__msg_link(m);
         }
-        it->next = NULL;
-        *link = last = it;
-        link = &it->next;
     }
+    if (err == 0 && p != end)
+        err = -EBADMSG;
     if (!first)
-        return;
+        return err == -EBADMSG ? err : 0;
     pthread_mutex_lock(&c->qlock);
     if (c->tail)
-        c->tail->next = first;
+        *pyproc__msg_link(c->tail) = first;
     else
         c->head = first;
     c->tail = last;
     pthread_mutex_unlock(&c->qlock);
-    /* Pairs with the acquire in is_done(): the items are visible. */
-    if (atomic_exchange_explicit(&c->state, CALL_DONE, memory_order_acq_rel) == CALL_SLEEPING) {
-        shm_futex_wake(&c->state, 1, false);
-    }
+    pyproc__call_signal(c);
+    return err == -EBADMSG ? err : 0;
 }
 
 void pyproc__stream_free_items(pyproc_call *c)
 {
     while (c->head) {
-        struct stream_item *it = c->head;
-        c->head = it->next;
-        pyproc_msg_free(it->msg);
-        free(it);
+        pyproc_msg *m = c->head;
+        c->head = *pyproc__msg_link(m);
+        pyproc_msg_free(m);
     }
     c->tail = NULL;
 }
@@ -80,15 +89,15 @@ PYPROC_EXPORT int pyproc_next(pyproc_call *c, pyproc_msg **item)
         return -ECHILD;
     for (;;) {
         pthread_mutex_lock(&c->qlock);
-        struct stream_item *it = c->head;
+        pyproc_msg *it = c->head;
         if (it) {
-            c->head = it->next;
+            c->head = *pyproc__msg_link(it);
             if (!c->head)
                 c->tail = NULL;
             bool ended = c->ended;
             pthread_mutex_unlock(&c->qlock);
-            *item = it->msg;
-            free(it);
+            *pyproc__msg_link(it) = NULL;
+            *item = it;
             if (!ended)
                 give_credit(c);
             return 1;

@@ -28,6 +28,24 @@
  *
  * Freeing a pool with calls in flight: those calls end with -ECANCELED;
  * their handles stay valid until pyproc_call_free().
+ *
+ * Living inside a host application: the library installs no signal
+ * handler, sends no signal to its own process, and blocks every signal in
+ * the threads it starts (a pool's service, callback and respawn threads),
+ * so the application's handlers always run on the application's threads.
+ * It watches its workers through pidfds (Linux 5.3 or later), never
+ * through SIGCHLD: the application may install its own SIGCHLD handler,
+ * set SIGCHLD to SIG_IGN, or reap children with waitpid(-1) on any thread.
+ * In the last two cases the kernel or the application collects a worker's
+ * exit status before the pool can, so the death is still noticed at once
+ * but its message cannot say how the worker ended.  What the library
+ * needs: /dev/null, pidfds, memfd_create(), eventfds and epoll; nothing
+ * in /dev/shm or on the file system.  Its fds are all close-on-exec, so
+ * processes the application starts inherit none of them.  Workers start
+ * with every signal unblocked and at its default disposition, whatever
+ * the application's are, and inherit only the fds they need (see
+ * host/spawn.c); the application's other fds, close-on-exec or not, stay
+ * out.
  */
 #ifndef PYPROC_H
 #define PYPROC_H
@@ -85,6 +103,21 @@ typedef int (*pyproc_callback_fn)(pyproc_pool *pool, int ind, pyproc_msg *payloa
 typedef void (*pyproc_done_fn)(pyproc_pool *pool, int result, pyproc_msg *ret, void *data);
 
 /*
+ * Where a worker's output goes when the pool's `output` option is set:
+ * one call per line of its stdout (fd 1) or stderr (fd 2), on the pool's
+ * service thread.  `line` holds len bytes without the newline (a line cut
+ * at 4 KiB comes in pieces; a last line without one comes at the worker's
+ * end) and is NUL-terminated; it is valid during the call.  Lines arrive
+ * in order for each fd of a worker, but not in step with call results: a
+ * call may return before the lines it printed are delivered.  The
+ * function must return quickly and must not call into the pool (calls,
+ * pyproc_add_proc(), pyproc_pool_free()): the service thread is what
+ * those wait for.
+ */
+typedef void (*pyproc_output_fn)(pyproc_pool *pool, int ind, int fd, const char *line,
+                                 size_t len, void *data);
+
+/*
  * Pool options.  Zero-initialise and set what you need; every zero field
  * takes its default.
  */
@@ -120,6 +153,45 @@ typedef struct pyproc_opts {
      * call home get pyproc.CallbackError. */
     pyproc_callback_fn callback;
     void *callback_data;
+
+    /* ---- least privilege ---- */
+
+    /* The workers' whole environment: "NAME=value" strings, ended by NULL
+     * (copied by pyproc_pool_new()).  Default: the host's environment as
+     * it is when each worker starts. */
+    const char *const *env;
+    /* The workers' working directory (copied).  Default: the host's.
+     * python_path entries and the worker path are made absolute against
+     * the host's directory before the workers move; a directory that does
+     * not exist fails pyproc_pool_new() with -ENOENT. */
+    const char *cwd;
+    /* Cap on each worker's address space (RLIMIT_AS), in bytes, so that a
+     * runaway allocation fails in its own worker: Python raises
+     * MemoryError, which ends the call with PYPROC_EREMOTE, and the worker
+     * goes on; a worker that dies of it ends its calls with PYPROC_EWORKER
+     * and is respawned.  The cap counts address space, not memory used:
+     * a worker reserves some 40 MiB to start and 8 MiB more for each
+     * thread its code starts (a stack), so leave room; below about 32 MiB
+     * workers cannot start and pyproc_pool_new() fails.  Default 0: the
+     * host's limit. */
+    uint64_t mem_limit_bytes;
+    /* Most fds each worker may have open (RLIMIT_NOFILE); at least 32.
+     * Default 0: the host's limit. */
+    int max_fds;
+    /* Nonzero: set PR_SET_NO_NEW_PRIVS in each worker before Python
+     * starts, so neither it nor any program it runs can gain privileges
+     * (set-user-ID binaries, file capabilities). */
+    int no_new_privs;
+
+    /* ---- debugging ---- */
+
+    /* Each worker's stdout and stderr go here line by line (see
+     * pyproc_output_fn).  Default: the host's stderr, each line prefixed
+     * with "[pool/index] ".  A worker's stdin is /dev/null either way, and
+     * its Python writes stdout and stderr unbuffered, so print() output
+     * arrives as it is printed. */
+    pyproc_output_fn output;
+    void *output_data;
 } pyproc_opts;
 
 /* Flags of pyproc_add_sub(). */
@@ -147,6 +219,30 @@ PYPROC_EXPORT int pyproc_workers(pyproc_pool *pool);
 
 /* The pool's name (valid while the pool lives). */
 PYPROC_EXPORT const char *pyproc_pool_name(pyproc_pool *pool);
+
+/* What pyproc_stats() reports about one worker index. */
+typedef struct pyproc_worker_stats {
+    /* Calls and streams started at this index, over every worker that has
+     * held it (respawns included), and how many of them ended with an
+     * error (any negative result: raised, timed out, cancelled, worker
+     * died). */
+    uint64_t calls;
+    uint64_t errors;
+    /* Requests the current worker has not answered yet. */
+    uint64_t in_flight;
+    /* Times a dead worker at this index was replaced by a new one. */
+    uint64_t restarts;
+    /* The current worker's process id; -1 while none runs (it died and
+     * its replacement is not up yet, or the slot was given up). */
+    int pid;
+} pyproc_worker_stats;
+
+/*
+ * Counters of worker `ind`, through *ret.  The counters are read without
+ * stopping the pool, each one on its own: calls keep running meanwhile.
+ * Returns 0, or -EINVAL for a bad index.
+ */
+PYPROC_EXPORT int pyproc_stats(pyproc_pool *pool, int ind, pyproc_worker_stats *ret);
 
 /*
  * Import the package or module `pypath` in every worker and mount it on the
@@ -290,8 +386,9 @@ PYPROC_EXPORT int pyproc_set_attrv(pyproc_pool *pool, const char *ref, const cha
                                    va_list ap);
 
 /*
- * Start one more worker at the next index, replay to it every add_sub and
- * set_attr the pool has seen, in order, and only then let it take calls.
+ * Start one more worker at the next index, replay to it every add_sub,
+ * add_native and set_attr the pool has seen, in order, and only then let it
+ * take calls.
  * Returns 0 and the new index through *ind (may be NULL).
  */
 PYPROC_EXPORT int pyproc_add_proc(pyproc_pool *pool, int *ind);

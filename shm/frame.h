@@ -43,7 +43,7 @@ enum shm_call_kind {
  * starts with this much credit; the host gives more back (CREDIT) as its
  * reader takes items.
  */
-#define SHM_STREAM_WINDOW 256
+#define SHM_STREAM_WINDOW 1024
 
 /* Frame flags. */
 #define SHM_FRAME_MORE 0x1 /* a fragment: more of this payload follows */

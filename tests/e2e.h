@@ -47,11 +47,51 @@ static inline int64_t e2e_int(pyproc_pool *p, const char *ref)
     return v;
 }
 
+/* As e2e_pool(), with the caller's options (python_path is set here). */
+static inline pyproc_pool *e2e_pool_opts(pyproc_opts opts)
+{
+    pyproc_pool *p = NULL;
+    pyproc_msg *err = NULL;
+
+    opts.python_path = "tests/py";
+    assert_int_equal(pyproc_pool_new(&p, "test", &opts), 0);
+    int rc = pyproc_add_sub_err(p, "t", "e2e", PYPROC_SUB_INIT, &err);
+    if (rc < 0 && err)
+        fprintf(stderr, "%s\n", pyproc_msg_error(err));
+    assert_int_equal(rc, 0);
+    return p;
+}
+
+/* The pid of worker ind, or -1 when it does not answer. */
+static inline int e2e_pid_of(pyproc_pool *p, int ind)
+{
+    pyproc_msg *m = NULL;
+    int pid = -1;
+    if (pyproc_ind_func(p, ind, "t.basic.pid", &m, NULL) == 0)
+        pyproc_msg_read(m, "i", &pid);
+    pyproc_msg_free(m);
+    return pid;
+}
+
 static inline double e2e_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Wait until worker ind answers from a process other than old_pid. */
+static inline int e2e_wait_respawned(pyproc_pool *p, int ind, int old_pid)
+{
+    for (int i = 0; i < 500; i++) {
+        int pid = e2e_pid_of(p, ind);
+        if (pid > 0 && pid != old_pid)
+            return pid;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    fail_msg("worker %d did not come back", ind);
+    return -1;
 }
 
 #endif

@@ -308,6 +308,18 @@ static void *write_fragments(void *arg)
     return NULL;
 }
 
+/*
+ * Wait for a frame that the writer thread is about to publish.  A wait that
+ * runs into its time-out and only then finds the frame missed its wake-up.
+ */
+static void wait_woken(struct shm_ring *r)
+{
+    int64_t t0 = shm_now_ns();
+
+    assert_int_equal(shm_ring_wait(r, 1000, 2000), 1);
+    assert_true(shm_now_ns() - t0 < 1500 * 1000000ll);
+}
+
 static void test_fragments_threaded(void **state)
 {
     struct fx *f = *state;
@@ -321,7 +333,7 @@ static void test_fragments_threaded(void **state)
         int rc;
 
         while ((rc = shm_ring_read(&f->cons, &m)) == 0)
-            assert_int_equal(shm_ring_wait(&f->cons, 1000, 5000), 1);
+            wait_woken(&f->cons);
         assert_int_equal(rc, 1);
         assert_int_equal(m.type, SHM_FRAME_ADD_SUB);
         assert_int_equal(m.id, 100 + i);
@@ -391,7 +403,13 @@ static void test_bad_frame_crosses_end(void **state)
 static void test_bad_type(void **state)
 {
     struct fx *f = *state;
-    const uint16_t bad[] = {0, 2, 15, 23, 99, SHM_FRAME_RESULT, UINT16_MAX};
+    unsigned first_after = SHM_FRAME_CALL;
+    uint16_t bad[] = {0, 2, SHM_FRAME_CALL - 1, 0, SHM_FRAME_RESULT, UINT16_MAX};
+
+    /* The first type past the host's range, wherever frame.h ends it now. */
+    while (shm_frame_type_to_worker(first_after))
+        first_after++;
+    bad[3] = (uint16_t)first_after;
 
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         craft(f, 0, 8, bad[i], 0, 1);
