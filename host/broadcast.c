@@ -1,6 +1,7 @@
 /*
  * What reaches every worker: pub, set_attr, and add_proc, which brings a
- * new worker up to date by replaying every add_sub and set_attr so far.
+ * new worker up to date by replaying every add_sub, add_native and set_attr
+ * so far.
  */
 #include <errno.h>
 #include <msgpuck.h>

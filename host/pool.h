@@ -210,7 +210,7 @@ struct pyproc_pool {
     bool closing;   /* pyproc_pool_free() began: no more respawns */
     int respawning; /* respawn threads running, under lock */
 
-    /* Every add_sub and set_attr so far, replayed to new workers. */
+    /* Every add_sub, add_native and set_attr so far, replayed to new workers. */
     struct history_entry *history;
     size_t nhistory;
     pthread_mutex_t grow_lock; /* one add_proc at a time */

@@ -2,9 +2,10 @@
  * Bringing workers up: at pool growth (pyproc_add_proc) and after a death.
  *
  * A new worker is spawned on the service thread (see service.c for why),
- * then waited for and brought up to date (every add_sub and set_attr of the
- * pool, in order) on the thread that asked, and only then put in its slot,
- * so no call reaches it before it has what the others have.
+ * then waited for and brought up to date (every add_sub, add_native and
+ * set_attr of the pool, in order) on the thread that asked, and only then
+ * put in its slot, so no call reaches it before it has what the others
+ * have.
  *
  * A worker that dies is respawned at once, unless it died soon after it
  * started without serving a call: then the next try waits, longer each
