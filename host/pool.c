@@ -250,8 +250,13 @@ static struct timespec deadline_in(int ms)
     return t;
 }
 
-/* Wait until workers [0, n) are ready, one has died, or time runs out. */
-static int wait_ready(pyproc_pool *p, struct pp_worker **ws, int n, int timeout_ms)
+/*
+ * Wait until workers [0, n) are ready, one has died, or time runs out; with
+ * until_closing, also until the pool starts closing (-ECANCELED), so that
+ * pyproc_pool_free() need not wait out the start of a worker it will stop.
+ */
+static int wait_ready(pyproc_pool *p, struct pp_worker **ws, int n, int timeout_ms,
+                      bool until_closing)
 {
     struct timespec until = deadline_in(timeout_ms);
     int err = 0;
@@ -266,6 +271,10 @@ static int wait_ready(pyproc_pool *p, struct pp_worker **ws, int n, int timeout_
         }
         if (err || ready == n)
             break;
+        if (until_closing && p->closing) {
+            err = -ECANCELED;
+            break;
+        }
         if (pthread_cond_timedwait(&p->changed, &p->lock, &until) == ETIMEDOUT) {
             err = -ETIMEDOUT;
             break;
@@ -277,7 +286,7 @@ static int wait_ready(pyproc_pool *p, struct pp_worker **ws, int n, int timeout_
 
 int pyproc__worker_wait_ready(struct pp_worker *w, int timeout_ms)
 {
-    return wait_ready(w->pool, &w, 1, timeout_ms);
+    return wait_ready(w->pool, &w, 1, timeout_ms, true);
 }
 
 static void pool_destroy(pyproc_pool *p)
@@ -348,7 +357,7 @@ PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name,
     if (err == 0)
         err = pyproc__service_run(p, spawn_all, NULL);
     if (err == 0)
-        err = wait_ready(p, p->workers, p->nworkers, p->start_timeout_ms);
+        err = wait_ready(p, p->workers, p->nworkers, p->start_timeout_ms, false);
     if (err < 0) {
         pool_destroy(p);
         return err;

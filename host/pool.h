@@ -330,7 +330,8 @@ int pyproc__worker_spawn(pyproc_pool *p, int index, struct pp_worker **ret);
 void pyproc__worker_ask_stop(struct pp_worker *w);
 void pyproc__worker_stop(struct pp_worker *w, int grace_ms);
 void pyproc__worker_free(struct pp_worker *w);
-/* Wait until w said READY (0), died (PYPROC_EWORKER) or time ran out. */
+/* Wait until w said READY (0), died (PYPROC_EWORKER), time ran out
+ * (-ETIMEDOUT) or the pool began closing (-ECANCELED). */
 int pyproc__worker_wait_ready(struct pp_worker *w, int timeout_ms);
 /* The worker died (pidfd readable): reap it and fail its calls. */
 void pyproc__worker_reap(struct pp_worker *w);

@@ -173,15 +173,25 @@ static void give_up(pyproc_pool *p, struct pp_worker *dead, int tries, const cha
 
 static void publish(pyproc_pool *p, struct pp_worker *old, struct pp_worker *w)
 {
+    bool placed = false;
+
     pthread_mutex_lock(&p->lock);
     if (p->workers[old->index] == old && !p->closing) {
         w->published = true;
         p->workers[old->index] = w;
         atomic_fetch_add_explicit(&w->stats->restarts, 1, memory_order_relaxed);
-        w = old; /* the slot's reference to old is ours to drop now */
+        placed = true;
     }
     pthread_mutex_unlock(&p->lock);
-    pyproc__worker_unref(w);
+    /*
+     * A w that found no slot is running and watched: stop and unwatch it
+     * on the service thread first, or its pidfd event would reach it
+     * after it is freed.
+     */
+    if (!placed)
+        pyproc__service_run(p, stop_on_service, w);
+    /* Placed, the slot's reference to old is ours to drop now. */
+    pyproc__worker_unref(placed ? old : w);
 }
 
 static void *respawn_main(void *arg)

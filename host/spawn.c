@@ -11,8 +11,8 @@
  *   6  the read end of a pipe whose write end only we hold, so EOF tells
  *      it we are gone
  * Every other fd of the host, close-on-exec or not, stays out
- * (posix_spawn_file_actions_addclosefrom_np).  Each fd it gets is a
- * private copy made for it, closed on our side once it runs.
+ * (posix_spawn_file_actions_addclosefrom_np).  The pipe ends that are its
+ * alone are closed on our side once it runs, so that its exit is their EOF.
  *
  * What posix_spawn cannot do, the worker does to itself before Python
  * starts: its resource limits and PR_SET_NO_NEW_PRIVS travel on its

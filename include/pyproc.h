@@ -35,17 +35,19 @@
  * so the application's handlers always run on the application's threads.
  * It watches its workers through pidfds (Linux 5.3 or later), never
  * through SIGCHLD: the application may install its own SIGCHLD handler,
- * set SIGCHLD to SIG_IGN, or reap children with waitpid(-1) on any thread.
- * In the last two cases the kernel or the application collects a worker's
- * exit status before the pool can, so the death is still noticed at once
- * but its message cannot say how the worker ended.  What the library
- * needs: /dev/null, pidfds, memfd_create(), eventfds and epoll; nothing
- * in /dev/shm or on the file system.  Its fds are all close-on-exec, so
- * processes the application starts inherit none of them.  Workers start
- * with every signal unblocked and at its default disposition, whatever
- * the application's are, and inherit only the fds they need (see
- * host/spawn.c); the application's other fds, close-on-exec or not, stay
- * out.
+ * set SIGCHLD to SIG_IGN, or reap children with waitpid(-1) on any thread
+ * (workers are its children, so its handler runs when one exits).
+ * When SIGCHLD is ignored, or the application reaps a worker before the
+ * pool does, the death is still noticed at once, but its message cannot
+ * say how the worker ended.  What the library needs besides the worker
+ * binary: /dev/null, pidfds, memfd_create(), eventfds and epoll.  It
+ * creates nothing in /dev/shm or elsewhere on the file system, and all its
+ * fds are close-on-exec, so processes the application starts inherit none
+ * of them.  Workers start with every signal unblocked and at its default
+ * disposition, whatever the application's are, and inherit fds 0 to 6
+ * only (/dev/null, their stdout and stderr pipes, their segment, two
+ * eventfds and a pipe that tells them the host died): the application's
+ * other fds, close-on-exec or not, stay out.
  */
 #ifndef PYPROC_H
 #define PYPROC_H
@@ -109,7 +111,8 @@ typedef void (*pyproc_done_fn)(pyproc_pool *pool, int result, pyproc_msg *ret, v
  * at 4 KiB comes in pieces; a last line without one comes at the worker's
  * end) and is NUL-terminated; it is valid during the call.  Lines arrive
  * in order for each fd of a worker, but not in step with call results: a
- * call may return before the lines it printed are delivered.  The
+ * call may return before the lines it printed are delivered, and a
+ * worker's last lines may come from inside pyproc_pool_free().  The
  * function must return quickly and must not call into the pool (calls,
  * pyproc_add_proc(), pyproc_pool_free()): the service thread is what
  * those wait for.
@@ -176,7 +179,9 @@ typedef struct pyproc_opts {
      * host's limit. */
     uint64_t mem_limit_bytes;
     /* Most fds each worker may have open (RLIMIT_NOFILE); at least 32.
-     * Default 0: the host's limit. */
+     * Default 0: the host's limit.  Both limits are set soft and hard
+     * alike, so code in the worker cannot lift them; one above the host's
+     * hard limit makes workers fail to start. */
     int max_fds;
     /* Nonzero: set PR_SET_NO_NEW_PRIVS in each worker before Python
      * starts, so neither it nor any program it runs can gain privileges
