@@ -53,11 +53,12 @@ EMBED_TESTS := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/embed_test_*.c
 SHM_TESTS := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/shm_test_*.c))
 TEST_TIMEOUT ?= 300
 
-.PHONY: all check demo bench install deps clean
+.PHONY: all check demo bench install deps clean fuzz check-asan check-valgrind \
+	test-programs run-tests
 
 # The entry points first make sure the Debian packages are there, then run
 # make again, so that the pkg-config queries above see what was installed.
-ENTRY_POINTS := all check demo bench install soak
+ENTRY_POINTS := all check demo bench install soak fuzz
 ifndef PYPROC_DEPS_CHECKED
 $(ENTRY_POINTS):
 	@sh .ci/deps.sh
@@ -138,6 +139,72 @@ check: all
 		--samples $(B)/bench/smoke-samples.csv > $(B)/bench/smoke.txt || \
 		{ cat $(B)/bench/smoke.txt; echo "FAILED: $(BENCH) --smoke"; exit 1; }
 	@echo "bench smoke run passed (table in $(B)/bench/smoke.txt)"
+	@$(MAKE) --no-print-directory check-asan
+	@$(MAKE) --no-print-directory check-valgrind
+
+# What the tests need, and running them, in whichever build directory $(B).
+test-programs: $(WORKER) $(TESTS) $(EMBED_TESTS) $(SHM_TESTS) $(NATIVE_LIBS)
+
+run-tests: test-programs
+	@sh tests/run.sh $(TEST_TIMEOUT) $(SHM_TESTS) $(TESTS) $(EMBED_TESTS)
+
+# The same tests, library and worker built again with AddressSanitizer and
+# UndefinedBehaviorSanitizer (any report fails the run), in build-asan/.
+# CPython's own process-lifetime allocations are suppressed for
+# LeakSanitizer by tests/lsan.supp, nothing else.
+ASAN_B := build-asan
+ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	-fno-omit-frame-pointer
+ASAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+check-asan:
+	@$(MAKE) --no-print-directory B=$(ASAN_B) OPT=-O1 SAN="$(ASAN_FLAGS)" test-programs
+	@echo "== the tests again, under AddressSanitizer and UndefinedBehaviorSanitizer"
+	@$(ASAN_ENV) $(MAKE) --no-print-directory B=$(ASAN_B) OPT=-O1 SAN="$(ASAN_FLAGS)" run-tests
+
+# Valgrind's memcheck over end-to-end runs of the host library: no invalid
+# access, no definite or indirect leak.  Workers are other processes (and
+# Python), so they run natively.
+VALGRIND_TESTS := $(B)/tests/test_pool $(B)/tests/test_proc $(B)/tests/test_garbage
+VALGRIND := valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect \
+	--show-leak-kinds=definite,indirect --error-exitcode=99 --trace-children=no
+check-valgrind: $(VALGRIND_TESTS) $(WORKER)
+	@echo "== valgrind memcheck: $(notdir $(VALGRIND_TESTS))"
+	@failed=""; for t in $(VALGRIND_TESTS); do \
+		echo "== valgrind $$t"; \
+		timeout -k 5 $$(($(TEST_TIMEOUT) * 3)) $(VALGRIND) $$t || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "FAILED under valgrind:$$failed"; exit 1; fi; \
+	echo "valgrind: no invalid access, no definite or indirect leak"
+
+# libFuzzer targets, built with clang into build-fuzz/ and run for
+# FUZZ_SECONDS each, starting from the seeds in fuzz/corpus/.
+FUZZ_B := build-fuzz
+FUZZ_SECONDS ?= 20
+FUZZ_CC := clang
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
+	-Wall -Wextra -Werror -Wno-missing-field-initializers -I. -Iinclude -DPYPROC_BUILDING \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZERS := $(FUZZ_B)/fuzz_frame $(FUZZ_B)/fuzz_unpack $(FUZZ_B)/fuzz_format
+
+$(FUZZ_B)/fuzz_frame: fuzz/fuzz_frame.c shm/ring.c shm/futex.c shm/ring.h shm/frame.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_frame.c shm/ring.c shm/futex.c -lpthread
+
+$(FUZZ_B)/fuzz_unpack: fuzz/fuzz_unpack.c embed/convert.c embed/convert.h shm/buf.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(PY_CFLAGS) -o $@ fuzz/fuzz_unpack.c embed/convert.c shm/buf.c \
+		$(PY_LIBS) -lm
+
+$(FUZZ_B)/fuzz_format: fuzz/fuzz_format.c host/fmt.c host/fmt.h host/msg.c host/msg.h shm/buf.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_format.c host/fmt.c host/msg.c shm/buf.c
+
+fuzz: $(FUZZERS)
+	@for t in $(notdir $(FUZZERS)); do \
+		sh fuzz/run.sh $(FUZZ_B) $$t $(FUZZ_SECONDS) || exit 1; \
+	done
 
 # A million calls while workers are killed; CI runs a shorter one.
 SOAK_CALLS ?= 1000000

@@ -40,6 +40,7 @@ enum bench_budget_kind {
     BUDGET_BULK,  /* round trips carrying megabytes */
     BUDGET_START, /* starting pools */
     BUDGET_RATE,  /* repetitions of a throughput run */
+    BUDGET_WARM,  /* calls that settle a new pool before it is measured */
 };
 
 const struct bench_budget *bench_budget(enum bench_budget_kind kind);
@@ -114,6 +115,10 @@ int bench_popproc(void);
 /* ---- pools.c: helpers for the steps that use pyproc ---- */
 
 /* Start a pool of `workers` with bench/py mounted as sub "bench". */
+int bench_pool_new(pyproc_pool **ret, int workers);
+/* Call every worker of p in turn for the run's warm-up time. */
+int bench_pool_warm(pyproc_pool *p, int workers);
+/* bench_pool_new() then bench_pool_warm(): a pool in its steady state. */
 int bench_pool(pyproc_pool **ret, int workers);
 /* Say what failed, with Python's error text when there is one. */
 int bench_fail(const char *what, int err, pyproc_msg *m);

@@ -52,10 +52,36 @@ static int latency_row(const char *key, const char *label, const char *ref,
                          "pool of 1 worker");
 }
 
+/*
+ * Back to back on a pool in its steady state; and first, on that pool while
+ * it was new, the first calls it answered.
+ */
 int bench_sync(void)
 {
-    return latency_row("sync", "sync no-op, back to back", "bench.calls.noop",
-                       BUDGET_FAST, 0, ROW_SAMPLES);
+    const struct bench_budget first = {0, bench.level == BENCH_SMOKE ? 20 : 1000,
+                                       60};
+    struct call_arg c = {.ref = "bench.calls.noop"};
+    struct series cold = {0}, s = {0};
+    int err = bench_pool_new(&c.pool, 1);
+
+    if (err < 0)
+        return err;
+    err = bench_latency(&cold, &first, 0, call_once, &c);
+    if (!err)
+        err = bench_pool_warm(c.pool, 1);
+    if (!err)
+        err = bench_latency(&s, bench_budget(BUDGET_FAST), 0, call_once, &c);
+    pyproc_pool_free(c.pool);
+    if (err < 0) {
+        series_free(&cold);
+        series_free(&s);
+        return err;
+    }
+    bench_row_add("sync", "sync no-op, back to back", "us", ROW_COST,
+                  ROW_P99 | ROW_SAMPLES, &s, "pool of 1 worker");
+    return bench_row_add("sync-cold", "sync no-op, first calls of a new pool",
+                         "us", ROW_COST, ROW_P99, &cold,
+                         "the first 1000 after pyproc_pool_new + add_sub");
 }
 
 int bench_idle(void)

@@ -37,6 +37,7 @@ static const struct bench_budget budgets[][3] = {
     [BUDGET_BULK] = {{1, 3, 0.5}, {2, 5000, 0.4}, {5, 50000, 1.5}},
     [BUDGET_START] = {{0, 1, 0}, {0, 3, 0}, {1, 10, 0}},
     [BUDGET_RATE] = {{0, 2, 0.005}, {1, 5, 0.1}, {1, 9, 0.3}},
+    [BUDGET_WARM] = {{0, 0, 0}, {0, 0, 0.5}, {0, 0, 2.0}},
 };
 
 const struct bench_budget *bench_budget(enum bench_budget_kind kind)

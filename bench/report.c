@@ -37,6 +37,7 @@ static const struct compare {
 } compares[] = {
     {"sync", {"pipe", "shm", "ppe-lat", "mp-apply", "popproc-lat"}},
     {"sync-idle", {"pipe", "pipe-idle"}, "sync"},
+    {"sync-cold", {"pipe", "ppe-lat", "mp-apply", "popproc-lat"}, "sync"},
     {"async", {"ppe-lat", "mp-apply", "popproc-lat"}, "sync"},
     {"async-sleep0", {"ppe-lat", "mp-apply", "popproc-lat"}, "async"},
     {"tput-1t-1w", {"ppe-100k", "ppe-map256", "mp-imap1", "mp-imap256"}},

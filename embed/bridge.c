@@ -234,10 +234,12 @@ static PyObject *py_take_interrupt(PyObject *self, PyObject *unused)
 /* set_hub(hub, module): the hub object and the module with its functions. */
 static PyObject *py_set_hub(PyObject *self, PyObject *args)
 {
-    static const char *const names[] = {"resolve", "start_coro", "start_gen", "error_info",
+    static const char *const names[] = {"create_task", "ready_pop", "track_task",
+                                        "resolve", "start_coro", "start_gen", "error_info",
                                         "add_sub", "add_native", "set_attr", "shutdown", "cancel",
                                         "credit", "callback_reply"};
-    PyObject **slots[] = {&H.resolve, &H.start_coro, &H.start_gen, &H.error_info,
+    PyObject **slots[] = {&H.create_task, &H.ready_pop, &H.track_task,
+                          &H.resolve, &H.start_coro, &H.start_gen, &H.error_info,
                           &H.add_sub, &H.add_native, &H.set_attr, &H.shutdown, &H.cancel,
                           &H.credit, &H.callback_reply};
     PyObject *hub, *mod;

@@ -15,6 +15,9 @@ struct hub_funcs {
     PyObject *hub;            /* first argument of functions that take `hub`  */
     PyObject *resolve;        /* resolve(ref) -> (callable, wants_hub)        */
     PyObject *start_coro;     /* start_coro(id, coro)                         */
+    PyObject *create_task;    /* the loop's create_task(coro)                 */
+    PyObject *ready_pop;      /* the loop's ready queue's pop()               */
+    PyObject *track_task;     /* track_task(id, task): answer when it ends    */
     PyObject *start_gen;      /* start_gen(id, iterable)                      */
     PyObject *error_info;     /* error_info(exc) -> (errno, type, msg, tb)    */
     PyObject *add_sub;        /* add_sub(name, pypath, init)                  */

@@ -84,6 +84,43 @@ static void hand_over(PyObject *fn, uint64_t id, PyObject *obj)
     Py_XDECREF(idobj);
 }
 
+/*
+ * Run a coroutine's first step at once, inside a real Task: creating the
+ * Task puts its first step at the end of the loop's ready queue; running
+ * that handle straight away gives the coroutine a current task (so
+ * asyncio.timeout(), TaskGroup and friends work) without waiting for the
+ * loop's next turn, and one that finishes there is answered at once.  The
+ * hub's start_coro() is the same in Python; this is the hot path.
+ */
+static void start_coro(uint64_t id, PyObject *coro)
+{
+    PyObject *task = NULL, *step = NULL, *r = NULL, *done = NULL, *result = NULL;
+
+    task = PyObject_CallOneArg(H.create_task, coro); /* new ref */
+    if (!task || !(step = PyObject_CallNoArgs(H.ready_pop))) /* new ref */
+        goto fail;
+    r = PyObject_CallMethod(step, "_run", NULL); /* new ref */
+    if (!r || !(done = PyObject_CallMethod(task, "done", NULL))) /* new ref */
+        goto fail;
+    if (done == Py_True) {
+        result = PyObject_CallMethod(task, "result", NULL); /* new ref; raises what it raised */
+        if (!result)
+            goto fail;
+        reply_value(SHM_FRAME_RESULT, id, result);
+    } else {
+        hand_over(H.track_task, id, task);
+    }
+    goto out;
+fail:
+    reply_current_error(id);
+out:
+    Py_XDECREF(result);
+    Py_XDECREF(done);
+    Py_XDECREF(r);
+    Py_XDECREF(step);
+    Py_XDECREF(task);
+}
+
 /* Check the fixed part of CALL [kind, ref, args, kwargs]. */
 static bool call_header(const char **p, const char *end, uint64_t *kind, const char **ref,
                         uint32_t *ref_len)
@@ -133,6 +170,8 @@ static void serve_call(uint64_t id, const char *p, const char *end)
                         PyDict_GET_SIZE(kwargs) ? kwargs : NULL); /* new ref */
     if (res && kind == SHM_CALL_GEN)
         hand_over(H.start_gen, id, res);
+    else if (res && PyCoro_CheckExact(res))
+        start_coro(id, res);
     else if (res && is_awaitable(res))
         hand_over(H.start_coro, id, res);
     atomic_store_explicit(&the_worker.seg.hdr->running_call, 0, memory_order_release);

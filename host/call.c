@@ -114,6 +114,9 @@ int pyproc__send(struct pp_worker *w, uint16_t type, uint64_t id, const void *p,
     return err;
 }
 
+/* A worker that answered within this long is busy, not idle. */
+#define IDLE_NS (1000 * 1000LL)
+
 static pyproc_call *call_alloc(struct pp_worker *w, bool stream)
 {
     pyproc_call *c = calloc(1, sizeof *c);
@@ -173,9 +176,12 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
      * A worker asleep when we send takes a wake-up to answer: spinning
      * meanwhile only burns the CPU it could have been woken on (on a
      * 2-CPU machine the waker's spinning pushes it to an idle, halted
-     * one).  Sleep on the reply ring at once instead.
+     * one).  Sleep on the reply ring at once instead, unless the worker
+     * answered a moment ago: then calls come back to back, and spinning
+     * brings both sides back to answering without sleeping.
      */
-    if (atomic_load_explicit(&w->tx.ctl->consumer_wait, memory_order_relaxed) != SHM_AWAKE)
+    if (atomic_load_explicit(&w->tx.ctl->consumer_wait, memory_order_relaxed) != SHM_AWAKE &&
+        shm_now_ns() - atomic_load_explicit(&w->last_answer_ns, memory_order_relaxed) > IDLE_NS)
         c->spin_ns = 0;
     if (atomic_load(&w->dead)) {
         fail_dead(w, c);

@@ -129,11 +129,13 @@ static void ready(struct pp_worker *w)
 void pyproc__drain(struct pp_worker *w)
 {
     struct shm_msg m;
+    bool answered = false;
     int r;
 
     while ((r = shm_ring_read(&w->rx, &m)) == 1) {
         int bad = 0;
 
+        answered = true;
         switch (m.type) {
         case SHM_FRAME_RESULT:
         case SHM_FRAME_ERROR:
@@ -160,6 +162,8 @@ void pyproc__drain(struct pp_worker *w)
             break;
         }
     }
+    if (answered) /* for the spin choice in host/call.c */
+        atomic_store_explicit(&w->last_answer_ns, shm_now_ns(), memory_order_relaxed);
     if (r < 0 && !shm_ring_is_closed(&w->rx)) {
         /* A worker that corrupts its ring cannot be trusted with more
          * work: close it, which fails its calls when it is reaped. */

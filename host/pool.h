@@ -136,6 +136,7 @@ struct pp_worker {
     int64_t ready_ns;   /* when it said READY */
     _Atomic bool published; /* put in its slot */
     _Atomic bool ring_sleeper; /* a caller sleeps on rx's futex */
+    _Atomic int64_t last_answer_ns; /* when a call of it last ended */
     _Atomic bool serving; /* in its slot and has answered a call since */
     int fast_deaths;    /* deaths in a row soon after start, at this index */
     int index;

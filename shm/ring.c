@@ -412,7 +412,9 @@ static int ring_append(struct shm_ring *r, const struct shm_frame_header *h,
     if (h->len > r->max_msg - have)
         return -EBADMSG;
 
-    if (have + h->len > r->asm_cap) {
+    /* Allocated even for empty fragments: a message handed out always has
+     * a payload pointer, and memcpy() never sees NULL. */
+    if (!r->asm_buf || have + h->len > r->asm_cap) {
         size_t cap = r->asm_cap ? r->asm_cap : 4096;
         uint8_t *p;
 

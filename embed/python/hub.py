@@ -247,7 +247,15 @@ def _start_task(call_id, coro, finish):
 
 
 def start_coro(call_id, coro):
+    # The C side does the same for the usual case (serve.c's start_coro());
+    # this one serves awaitables it does not know how to start.
     _start_task(call_id, coro, _finish_call)
+
+
+def track_task(call_id, task):
+    """A call's Task suspended in its first step: answer when it ends."""
+    _tasks[call_id] = task
+    task.add_done_callback(lambda t: _finish_call(call_id, t))
 
 
 def _finish_call(call_id, task):
@@ -437,6 +445,9 @@ def main():
     asyncio.set_event_loop(_loop)
     _loop.add_reader(_pyproc.doorbell, _drain_doorbell)
     signal.signal(_pyproc.INTERRUPT_SIGNAL, _on_interrupt)
+    global create_task, ready_pop
+    create_task = _loop.create_task
+    ready_pop = _loop._ready.pop
     _pyproc.set_hub(hub, sys.modules[__name__])
     _pyproc.ready()
     try:
