@@ -58,8 +58,8 @@ static int latency_row(const char *key, const char *label, const char *ref,
  */
 int bench_sync(void)
 {
-    const struct bench_budget first = {0, bench.level == BENCH_SMOKE ? 20 : 1000,
-                                       60};
+    size_t n = bench.level == BENCH_SMOKE ? 20 : 1000;
+    const struct bench_budget first = {.max_samples = n, .max_seconds = 60};
     struct call_arg c = {.ref = "bench.calls.noop"};
     struct series cold = {0}, s = {0};
     int err = bench_pool_new(&c.pool, 1);
@@ -81,7 +81,7 @@ int bench_sync(void)
                   ROW_P99 | ROW_SAMPLES, &s, "pool of 1 worker");
     return bench_row_add("sync-cold", "sync no-op, first calls of a new pool",
                          "us", ROW_COST, ROW_P99, &cold,
-                         "the first 1000 after pyproc_pool_new + add_sub");
+                         "right after pyproc_pool_new + add_sub");
 }
 
 int bench_idle(void)

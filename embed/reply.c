@@ -112,13 +112,20 @@ static void reply_too_large(uint64_t id, size_t len)
 void reply_value(uint16_t type, uint64_t id, PyObject *value)
 {
     struct shm_buf *b = &the_worker.out;
+    size_t limit = b->limit;
+    int rc;
 
+    /* Packed without the limit, so a value over it is told apart from one
+     * that cannot be encoded at all, and answered with EMSGSIZE. */
     shm_buf_reset(b);
-    if (pyproc_pack(b, value) < 0) {
+    b->limit = 0;
+    rc = pyproc_pack(b, value);
+    b->limit = limit;
+    if (rc < 0) {
         reply_current_error(id);
         return;
     }
-    if (send_frame(type, id, b) == -EMSGSIZE)
+    if (b->len > the_worker.replies.max_msg || send_frame(type, id, b) == -EMSGSIZE)
         reply_too_large(id, b->len);
     if (b->len > (1u << 20))
         the_worker.trim_when_idle = true;

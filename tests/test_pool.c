@@ -464,6 +464,35 @@ static void missing_or_broken_worker_fails_fast(void **state)
     assert_int_equal(pyproc_pool_new(NULL, "x", NULL), -EINVAL);
 }
 
+static void messages_over_the_limit(void **state)
+{
+    pyproc_opts opts = {.workers = 1, .python_path = "tests/py", .max_msg_bytes = 4096};
+    pyproc_pool *p = NULL;
+    pyproc_msg *m = NULL;
+    static char big[5000];
+    int64_t before, after;
+
+    (void)state;
+    assert_int_equal(pyproc_pool_new(&p, "small", &opts), 0);
+    assert_int_equal(pyproc_add_sub(p, "t", "e2e", 0), 0);
+    assert_int_equal(pyproc_func(p, "t.basic.count", &m, NULL), 0);
+    assert_int_equal(pyproc_msg_read(m, "I", &before), 0);
+    pyproc_msg_free(m);
+    m = NULL;
+    /* Too large to send: refused before anything reaches the worker. */
+    assert_int_equal(pyproc_func(p, "t.basic.count", &m, "y", big, sizeof big), -EMSGSIZE);
+    assert_null(m);
+    /* Too large to answer: the worker says so and lives on. */
+    assert_int_equal(pyproc_func(p, "t.basic.make_bytes", &m, "i", 5000), -EMSGSIZE);
+    assert_non_null(strstr(pyproc_msg_error(m), "over the pool's limit"));
+    pyproc_msg_free(m);
+    assert_int_equal(pyproc_func(p, "t.basic.count", &m, NULL), 0);
+    assert_int_equal(pyproc_msg_read(m, "I", &after), 0);
+    pyproc_msg_free(m);
+    assert_true(after == before + 1);
+    pyproc_pool_free(p);
+}
+
 static void freeing_a_pool_cancels_calls_in_flight(void **state)
 {
     pyproc_pool *p = e2e_pool(1);
@@ -496,6 +525,7 @@ int main(void)
         cmocka_unit_test(add_sub_that_does_not_import),
         cmocka_unit_test(forked_child_gets_echild),
         cmocka_unit_test(missing_or_broken_worker_fails_fast),
+        cmocka_unit_test(messages_over_the_limit),
         cmocka_unit_test(freeing_a_pool_cancels_calls_in_flight),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
