@@ -54,7 +54,9 @@ static void check_msg(const struct shm_ring *r, const struct shm_msg *m)
     check(m->len <= r->max_msg);
     check(!r->type_ok || r->type_ok(m->type));
     if (m->frame_bytes) {
-        /* Handed out in place: inside the area, and whole. */
+        /* Handed out in place: inside the area, whole, and on the frame
+         * grid (off it, the header before it was read misaligned). */
+        check((uintptr_t)m->payload % SHM_FRAME_ALIGN == 0);
         check(m->payload >= r->data + SHM_FRAME_HEADER_BYTES);
         check(m->payload + m->len <= r->data + r->size);
         check(m->frame_bytes <= r->size);

@@ -217,8 +217,21 @@ int pyproc__call_send_raw(struct pp_worker *w, uint16_t type,
     return call_send(w, type, payload, false, NULL, NULL, ret);
 }
 
-/* One encoding buffer per thread, kept between calls. */
+/* One encoding buffer per thread, kept between calls and freed when the
+ * thread exits (through call_buf_key's destructor). */
 static _Thread_local struct shm_buf call_buf;
+static pthread_key_t call_buf_key;
+static pthread_once_t call_buf_once = PTHREAD_ONCE_INIT;
+
+static void call_buf_free(void *b)
+{
+    shm_buf_free(b);
+}
+
+static void call_buf_key_init(void)
+{
+    pthread_key_create(&call_buf_key, call_buf_free);
+}
 
 int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *fmt,
                         va_list ap, struct shm_buf **ret)
@@ -229,6 +242,11 @@ int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *f
 
     if (!ref)
         return -EINVAL;
+    if (!call_buf.data) {
+        /* This thread's first call: have its buffer freed when it exits. */
+        pthread_once(&call_buf_once, call_buf_key_init);
+        pthread_setspecific(call_buf_key, &call_buf);
+    }
     shm_buf_reset(&call_buf);
     call_buf.limit = p->max_msg;
     va_copy(va.ap, ap);

@@ -4,8 +4,9 @@
  * The pool's worker_path is this very binary: started with the worker's
  * command line and PYPROC_TEST_FAKE=<mode> in its environment, it becomes a
  * fake worker without Python.  It maps its segment, says READY, answers
- * "pid" with its pid, and once two "garbage" calls are in flight worker 0
- * writes the malformed frames of its mode (worker 1 stays well-behaved).
+ * "pid" with its pid, and once two "garbage" calls are in flight (the
+ * second may be a stream) worker 0 writes the malformed frames or values of
+ * its mode (worker 1 stays well-behaved).
  * The host must end both calls with an error, kill and reap worker 0, read
  * nothing out of bounds (this test also runs under AddressSanitizer), and
  * keep serving worker 1 and every other pool.
@@ -228,6 +229,11 @@ static void write_garbage(const char *mode, uint64_t a, uint64_t b)
     } else if (strcmp(mode, "truncated-error") == 0) {
         /* [errno, "Type", message, traceback] with the type cut short. */
         fake_write(SHM_FRAME_ERROR, a, "\x94\x05\xa4Ty", 5);
+    } else if (strcmp(mode, "truncated-yield") == 0) {
+        /* b is a stream: a batch of items cut short. */
+        fake_write(SHM_FRAME_YIELD, b, "\x92\x01", 2);
+    } else if (strcmp(mode, "truncated-callback") == 0) {
+        fake_write(SHM_FRAME_CALLBACK, a, "\x92\x01", 2);
     } else if (strcmp(mode, "reserved-byte") == 0) {
         fake_write(SHM_FRAME_RESULT, a, "\xc1", 1);
     } else if (strcmp(mode, "trailing-bytes") == 0) {
@@ -385,6 +391,26 @@ static void expect_failed(pyproc_call *c, const char *what)
     pyproc_call_free(c);
 }
 
+/* A stream must end with an error too; a hang fails by SIGALRM. */
+static void expect_stream_failed(pyproc_call *c, const char *what)
+{
+    pyproc_msg *m = NULL;
+    int rc;
+
+    alarm(20);
+    while ((rc = pyproc_next(c, &m)) == 1) {
+        pyproc_msg_free(m);
+        m = NULL;
+    }
+    alarm(0);
+    if (rc == 0)
+        fail_msg("%s: the stream ended without an error", what);
+    assert_non_null(m);
+    assert_non_null(pyproc_msg_error(m));
+    pyproc_msg_free(m);
+    pyproc_call_free(c);
+}
+
 static void run_mode(const char *mode)
 {
     pyproc_opts opts = {
@@ -404,10 +430,17 @@ static void run_mode(const char *mode)
     pid0 = fake_pid(p, 0);
     pid1 = fake_pid(p, 1);
 
+    bool stream = strcmp(mode, "truncated-yield") == 0;
     assert_int_equal(pyproc_ind_call(p, 0, &a, "garbage", NULL), 0);
-    assert_int_equal(pyproc_ind_call(p, 0, &b, "garbage", NULL), 0);
+    if (stream)
+        assert_int_equal(pyproc_ind_gen(p, 0, "garbage", &b, NULL), 0);
+    else
+        assert_int_equal(pyproc_ind_call(p, 0, &b, "garbage", NULL), 0);
     expect_failed(a, mode);
-    expect_failed(b, mode);
+    if (stream)
+        expect_stream_failed(b, mode);
+    else
+        expect_failed(b, mode);
     if (!reaped(pid0))
         fail_msg("%s: worker 0 (pid %d) was not killed and reaped", mode, pid0);
 
@@ -442,6 +475,8 @@ MODE(pad_in_the_middle, "pad-short")
 MODE(pad_past_the_end, "pad-long")
 MODE(truncated_result, "truncated-result")
 MODE(truncated_error, "truncated-error")
+MODE(truncated_stream_items, "truncated-yield")
+MODE(truncated_callback, "truncated-callback")
 MODE(reserved_byte_result, "reserved-byte")
 MODE(result_with_trailing_bytes, "trailing-bytes")
 MODE(interleaved_fragment_ids, "interleaved-ids")
@@ -472,6 +507,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(pad_past_the_end),
         cmocka_unit_test(truncated_result),
         cmocka_unit_test(truncated_error),
+        cmocka_unit_test(truncated_stream_items),
+        cmocka_unit_test(truncated_callback),
         cmocka_unit_test(reserved_byte_result),
         cmocka_unit_test(result_with_trailing_bytes),
         cmocka_unit_test(interleaved_fragment_ids),

@@ -6,6 +6,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <valgrind/valgrind.h>
+
 #include "e2e.h"
 
 static pyproc_pool *pool; /* 3 workers, shared by the tests of the group */
@@ -453,9 +455,13 @@ static void missing_or_broken_worker_fails_fast(void **state)
 
     (void)state;
     t0 = e2e_now();
-    assert_int_equal(pyproc_pool_new(&p, "missing", &opts), -ENOENT);
-    opts.worker_path = "tests/e2e.h"; /* not executable */
-    assert_int_equal(pyproc_pool_new(&p, "noexec", &opts), -EACCES);
+    /* Valgrind (make check-valgrind) makes posix_spawn's vfork a fork, which
+     * cannot hand the exec error back: such a worker merely dies. */
+    if (!RUNNING_ON_VALGRIND) {
+        assert_int_equal(pyproc_pool_new(&p, "missing", &opts), -ENOENT);
+        opts.worker_path = "tests/e2e.h"; /* not executable */
+        assert_int_equal(pyproc_pool_new(&p, "noexec", &opts), -EACCES);
+    }
     opts.worker_path = "/bin/false"; /* runs, then dies before it is ready */
     assert_int_equal(pyproc_pool_new(&p, "dies", &opts), PYPROC_EWORKER);
     assert_null(p);
