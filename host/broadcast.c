@@ -158,7 +158,7 @@ PYPROC_EXPORT int pyproc_add_proc(pyproc_pool *p, int *ind)
         }
         pthread_mutex_unlock(&p->lock);
         if (err < 0)
-            pyproc__worker_unref(w); /* unwatched when its pidfd fires */
+            pyproc__worker_discard(p, w);
     }
     pthread_mutex_unlock(&p->grow_lock);
     if (err == 0 && ind)

@@ -319,6 +319,9 @@ void pyproc__service_unwatch(pyproc_pool *p, struct pp_worker *w);
  * *why (may be NULL) says how it failed (free it).
  */
 int pyproc__worker_bring_up(pyproc_pool *p, int index, struct pp_worker **ret, char **why);
+/* Stop a worker that was brought up but will not be used, and drop our
+ * reference to it (it is unwatched first, so no event reaches it later). */
+void pyproc__worker_discard(pyproc_pool *p, struct pp_worker *w);
 /* The worker in its slot died: respawn it in the background. */
 void pyproc__respawn_later(pyproc_pool *p, struct pp_worker *dead);
 /* Wait for every respawn under way to finish (the pool is closing). */

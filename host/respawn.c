@@ -56,6 +56,12 @@ static int stop_on_service(pyproc_pool *p, void *arg)
     return 0;
 }
 
+void pyproc__worker_discard(pyproc_pool *p, struct pp_worker *w)
+{
+    pyproc__service_run(p, stop_on_service, w);
+    pyproc__worker_unref(w);
+}
+
 /* Replay the history to w, one request at a time, in order. */
 static int replay(pyproc_pool *p, struct pp_worker *w, char **why)
 {

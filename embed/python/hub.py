@@ -258,16 +258,19 @@ def track_task(call_id, task):
     task.add_done_callback(lambda t: _finish_call(call_id, t))
 
 
-def _finish_call(call_id, task):
+def _answer(call_id, task, what, send_ok):
+    """Answer the host for a call's or stream's Task that has ended."""
     _tasks.pop(call_id, None)
     if task.cancelled():
-        _pyproc.send_error(call_id, asyncio.CancelledError("the call was cancelled"))
-        return
-    exc = task.exception()
-    if exc is not None:
-        _pyproc.send_error(call_id, exc)
+        _pyproc.send_error(call_id, asyncio.CancelledError(f"the {what} was cancelled"))
+    elif task.exception() is not None:
+        _pyproc.send_error(call_id, task.exception())
     else:
-        _pyproc.send_result(call_id, task.result())
+        send_ok(call_id, task.result())
+
+
+def _finish_call(call_id, task):
+    _answer(call_id, task, "call", _pyproc.send_result)
 
 
 class _Credit:
@@ -339,15 +342,7 @@ async def _pump_async(call_id, ait, credit):
 
 def _finish_stream(call_id, task):
     _credits.pop(call_id, None)
-    _tasks.pop(call_id, None)
-    if task.cancelled():
-        _pyproc.send_error(call_id, asyncio.CancelledError("the stream was cancelled"))
-        return
-    exc = task.exception()
-    if exc is not None:
-        _pyproc.send_error(call_id, exc)
-    else:
-        _pyproc.send_end(call_id, None)
+    _answer(call_id, task, "stream", _pyproc.send_end)
 
 
 def credit(call_id, n):
