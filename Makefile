@@ -134,6 +134,8 @@ all: $(LIB_A) $(LIB_SO) $(WORKER) $(EXAMPLES) $(TESTS) $(EMBED_TESTS) $(SHM_TEST
 
 check: all
 	@sh tests/run.sh $(TEST_TIMEOUT) $(SHM_TESTS) $(TESTS) $(EMBED_TESTS)
+	@echo "== make install, then a program built against the installed tree"
+	@timeout -k 5 $(TEST_TIMEOUT) sh tests/install.sh
 	@echo "== $(BENCH) --smoke"
 	@timeout -k 5 $(TEST_TIMEOUT) $(BENCH) --smoke --csv $(B)/bench/smoke.csv \
 		--samples $(B)/bench/smoke-samples.csv > $(B)/bench/smoke.txt || \
