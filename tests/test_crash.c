@@ -22,21 +22,11 @@ static pyproc_pool *crash_pool(int workers)
     return p;
 }
 
-static int pid_of(pyproc_pool *p, int ind)
-{
-    pyproc_msg *m = NULL;
-    int pid = -1;
-    if (pyproc_ind_func(p, ind, "t.basic.pid", &m, NULL) == 0)
-        pyproc_msg_read(m, "i", &pid);
-    pyproc_msg_free(m);
-    return pid;
-}
-
 /* Wait until worker ind answers from a process other than old_pid. */
 static int wait_respawned(pyproc_pool *p, int ind, int old_pid)
 {
     for (int i = 0; i < 500; i++) {
-        int pid = pid_of(p, ind);
+        int pid = e2e_pid_of(p, ind);
         if (pid > 0 && pid != old_pid)
             return pid;
         usleep(10000);
@@ -68,7 +58,7 @@ static void death_fails_only_its_calls(const char *ref, const char *fmt, int arg
     pyproc_pool *p = crash_pool(2);
     pyproc_call *slow[8], *other[4], *killer;
     pyproc_msg *m = NULL;
-    int old = pid_of(p, 1);
+    int old = e2e_pid_of(p, 1);
 
     for (int i = 0; i < 8; i++)
         assert_int_equal(pyproc_ind_call(p, 1, &slow[i], "t.crash.nap", "d", 30.0), 0);
@@ -131,7 +121,7 @@ static void streams_of_a_dead_worker_fail(void **state)
     pyproc_pool *p = crash_pool(1);
     pyproc_call *s;
     pyproc_msg *item;
-    int old = pid_of(p, 0);
+    int old = e2e_pid_of(p, 0);
 
     (void)state;
     assert_int_equal(pyproc_gen(p, "t.proc.closing_gen", &s, NULL), 0);
@@ -157,7 +147,7 @@ static void crash_loop_is_given_up(void **state)
 
     (void)state;
     assert_int_equal(pyproc_add_sub(p, "crashy", "crashy", PYPROC_SUB_INIT), 0);
-    old = pid_of(p, 1);
+    old = e2e_pid_of(p, 1);
     fd = open(marker, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
     assert_true(fd >= 0);
     close(fd);
@@ -198,7 +188,7 @@ static void crash_loop_is_given_up(void **state)
 static int host_child(void)
 {
     pyproc_pool *p = e2e_pool(2);
-    int pids[2] = {pid_of(p, 0), pid_of(p, 1)};
+    int pids[2] = {e2e_pid_of(p, 0), e2e_pid_of(p, 1)};
     if (write(STDOUT_FILENO, pids, sizeof pids) != sizeof pids)
         return 1;
     pause();
