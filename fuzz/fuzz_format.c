@@ -208,7 +208,10 @@ static void read_back(const struct source *s, const char *fmt, bool call, const 
     memset(store, 0, sizeof store);
     for (int i = 0; i < READ_SLOTS + 2; i++)
         sl[i] = store[i];
-    if (slots_needed(s) + first <= READ_SLOTS) {
+    /* A call's read format wraps the arguments in two more brackets, so a
+     * format at the nesting limit encodes but its read format is refused:
+     * that is the documented limit, not a mismatch. */
+    if (slots_needed(s) + first <= READ_SLOTS && pyproc__fmt_check(rfmt) == 0) {
         /* Spare pointers past the ones the format reads are never used. */
         int rc = pyproc_msg_read(m, rfmt, SLOT_ARGS8(0), SLOT_ARGS8(8), SLOT_ARGS8(16),
                                  SLOT_ARGS8(24), SLOT_ARGS8(32), SLOT_ARGS8(40),
