@@ -19,19 +19,6 @@
 
 #include "pyproc.h"
 
-static inline pyproc_pool *e2e_pool(int workers)
-{
-    pyproc_opts opts = {.workers = workers, .python_path = "tests/py"};
-    pyproc_pool *p = NULL;
-    pyproc_msg *err = NULL;
-
-    assert_int_equal(pyproc_pool_new(&p, "test", &opts), 0);
-    int rc = pyproc_add_sub_err(p, "t", "e2e", PYPROC_SUB_INIT, &err);
-    if (rc < 0 && err)
-        fprintf(stderr, "%s\n", pyproc_msg_error(err));
-    assert_int_equal(rc, 0);
-    return p;
-}
 
 /* Call ref and read its int result. */
 static inline int64_t e2e_int(pyproc_pool *p, const char *ref)
@@ -60,6 +47,12 @@ static inline pyproc_pool *e2e_pool_opts(pyproc_opts opts)
         fprintf(stderr, "%s\n", pyproc_msg_error(err));
     assert_int_equal(rc, 0);
     return p;
+}
+
+/* A pool of `workers` with the test package mounted as "t". */
+static inline pyproc_pool *e2e_pool(int workers)
+{
+    return e2e_pool_opts((pyproc_opts){.workers = workers});
 }
 
 /* The pid of worker ind, or -1 when it does not answer. */
