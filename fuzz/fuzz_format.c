@@ -24,6 +24,7 @@
 
 #include "host/fmt.h"
 #include "host/msg.h"
+#include "shm/mpvalid.h"
 #include "pyproc.h"
 
 #define MAX_FMT 255
@@ -273,7 +274,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check(b.len == 3, "a failure changed the buffer");
     } else {
         check(b.len > 3, "nothing was encoded");
-        check(pyproc__msgpack_check(b.data + 3, b.len - 3) == 0,
+        check(shm_mp_check(b.data + 3, b.len - 3) == 0,
               "the encoding is not one well-formed value");
         read_back(&s, fmt, call, b.data + 3, b.len - 3, kind);
     }

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "../shm/mpvalid.h"
 #include "msg.h"
 
 static bool fmt_code(char c)
@@ -262,7 +263,7 @@ static int put_str(struct shm_buf *b, const char *s)
 
 static int put_splice(struct shm_buf *b, const void *p, size_t n)
 {
-    if (!p || pyproc__msgpack_check(p, n) < 0)
+    if (!p || shm_mp_check(p, n) < 0)
         return -EINVAL;
     return shm_buf_append(b, p, n);
 }

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../shm/mpvalid.h"
 #include "fmt.h"
 
 /*
@@ -206,45 +207,6 @@ static int mp_head(const char **p, const char *end, struct mp_item *it)
     return -EBADMSG;
 }
 
-/*
- * msgpuck's mp_check() would do the walk, but it keeps its count of
- * pending values in an int that a 32-bit array length wraps (so
- * "dd ff ff ff ff" alone passes) and it accepts 0xc1.  Here the count is a
- * size_t that never exceeds the bytes left, since each pending value needs
- * at least one.
- */
-int pyproc__msgpack_next(const char **p, const char *end)
-{
-    size_t pending = 1;
-    struct mp_item it;
-
-    while (pending) {
-        if (mp_head(p, end, &it) < 0)
-            return -EBADMSG;
-        pending--;
-        if (it.type == PYPROC_LIST || it.type == PYPROC_MAP) {
-            size_t left = (size_t)(end - *p);
-            size_t add = it.type == PYPROC_MAP ? 2 * (size_t)it.n : it.n;
-
-            if (pending > left || add > left - pending)
-                return -EBADMSG;
-            pending += add;
-        }
-    }
-    return 0;
-}
-
-int pyproc__msgpack_check(const void *data, size_t len)
-{
-    const char *p = data, *end = p + len;
-
-    if (!data || !len)
-        return -EBADMSG;
-    if (pyproc__msgpack_next(&p, end) < 0 || p != end)
-        return -EBADMSG;
-    return 0;
-}
-
 /* ---- making and freeing messages ---- */
 
 static pyproc_msg *msg_alloc(size_t extra)
@@ -292,7 +254,7 @@ int pyproc__msg_from_value(pyproc_msg **ret, const void *data, size_t len)
     err = msg_copy(&m, data, len);
     if (err < 0)
         return err;
-    if (pyproc__msgpack_check(m->data, len) < 0) {
+    if (shm_mp_check(m->data, len) < 0) {
         pyproc_msg_free(m);
         return -EBADMSG;
     }
@@ -518,7 +480,7 @@ static int read_raw(struct reader *r, const void **out, size_t *n)
 {
     const char *start = r->p;
 
-    if (pyproc__msgpack_next(&r->p, r->end) < 0)
+    if (shm_mp_next(&r->p, r->end) < 0)
         return -EBADMSG;
     *out = start;
     *n = (size_t)(r->p - start);
@@ -703,8 +665,8 @@ static int at_seek(pyproc_msg *m, const char **p, bool map, size_t i)
         *p = m->data + (uint32_t)hint;
     }
     for (; k < i; k++)
-        if (pyproc__msgpack_next(p, end) < 0 ||
-            (map && pyproc__msgpack_next(p, end) < 0))
+        if (shm_mp_next(p, end) < 0 ||
+            (map && shm_mp_next(p, end) < 0))
             return -EBADMSG;
     if ((size_t)(*p - m->data) <= UINT32_MAX)
         atomic_store_explicit(&m->at_hint,
@@ -738,10 +700,10 @@ PYPROC_EXPORT int pyproc_msg_at(pyproc_msg *m, size_t i, pyproc_msg **ret,
     if (at_seek(m, &p, map, i) < 0)
         return -EBADMSG;
     key = p;
-    if (pyproc__msgpack_next(&p, end) < 0)
+    if (shm_mp_next(&p, end) < 0)
         return -EBADMSG;
     value = p;
-    if (val && pyproc__msgpack_next(&p, end) < 0)
+    if (val && shm_mp_next(&p, end) < 0)
         return -EBADMSG;
     err = msg_copy(&k, key, (size_t)(value - key));
     if (err < 0)

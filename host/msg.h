@@ -12,18 +12,6 @@
 #include "pyproc.h"
 
 /*
- * Skip the one well-formed msgpack value at *p, which must end by `end`.
- * Returns 0 with *p just past it, or -EBADMSG (*p then undefined).  The
- * walk is iterative, so any depth of nesting is fine, and it refuses the
- * reserved byte 0xc1 and counts that the remaining bytes could not hold.
- */
-int pyproc__msgpack_next(const char **p, const char *end);
-
-/* 0 when data holds exactly one well-formed value and nothing after it,
- * else -EBADMSG. */
-int pyproc__msgpack_check(const void *data, size_t len);
-
-/*
  * A message holding a copy of the value in data, which must be exactly one
  * well-formed value.  Returns 0, -EINVAL (NULL pointers), -EBADMSG or
  * -ENOMEM.

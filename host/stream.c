@@ -11,6 +11,7 @@
 #include <stdlib.h>
 
 #include "../shm/futex.h"
+#include "../shm/mpvalid.h"
 #include "msg.h"
 #include "pool.h"
 
@@ -35,7 +36,7 @@ int pyproc__stream_deliver(pyproc_call *c, const uint8_t *items, size_t len)
     for (; n > 0 && err == 0; n--) {
         const char *start = p;
         pyproc_msg *m;
-        err = pyproc__msgpack_next(&p, end);
+        err = shm_mp_next(&p, end);
         if (err == 0)
             err = pyproc__msg_from_value(&m, start, (size_t)(p - start));
         if (err == 0) {

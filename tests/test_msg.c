@@ -19,6 +19,7 @@
 
 #include "host/fmt.h"
 #include "host/msg.h"
+#include "shm/mpvalid.h"
 #include "pyproc.h"
 
 /* ---- helpers ---- */
@@ -780,7 +781,7 @@ static void test_from_value(void **state)
         n = unhex(hex, raw, sizeof(raw));
         assert_int_equal(pyproc__msg_from_value(&m, raw, n), -EBADMSG);
         assert_null(m);
-        assert_int_equal(pyproc__msgpack_check(raw, n), -EBADMSG);
+        assert_int_equal(shm_mp_check(raw, n), -EBADMSG);
     }
 
     /* Deep nesting is walked without recursion. */
