@@ -1,0 +1,73 @@
+/*
+ * Frame payloads (shm/frame.h lists them): every payload the host builds
+ * for a worker, and every payload of a worker that needs more than
+ * pyproc__msg_from_value() to read, in one place.  No other host file
+ * writes or reads msgpack bytes of a frame by hand.
+ *
+ * Readers take a private copy that shm_mp_check() accepted (see
+ * host/drain.c): a worker can rewrite its ring at any time, so nothing is
+ * read from shared memory here.
+ */
+#ifndef PYPROC_HOST_WIRE_H
+#define PYPROC_HOST_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../shm/buf.h"
+#include "fmt.h"
+#include "pyproc.h"
+
+/* Room for the small fixed payloads below. */
+#define PYPROC__WIRE_SMALL 16
+
+/* CANCEL and SHUTDOWN carry nil.  Returns the payload's length. */
+size_t pyproc__wire_nil(char out[PYPROC__WIRE_SMALL]);
+
+/* CREDIT: the reader took `items` more stream items.  Returns the length. */
+size_t pyproc__wire_credit(char out[PYPROC__WIRE_SMALL], uint32_t items);
+
+/*
+ * CALLBACK_REPLY [true, value] when rc is 0 (value NULL: nil), else
+ * [false, text], the text being value's error text or pyproc_strerror(rc).
+ * A value that is an error message with rc 0 is answered as -EINVAL.
+ * Returns 0, -EMSGSIZE or -ENOMEM.
+ */
+int pyproc__wire_callback_reply(struct shm_buf *b, int rc, const pyproc_msg *value);
+
+/* ADD_SUB [name, pypath, init].  0, -EMSGSIZE or -ENOMEM. */
+int pyproc__wire_add_sub(struct shm_buf *b, const char *name, const char *pypath, bool init);
+
+/* SET_ATTR [ref, value], the value made from fmt and a as
+ * pyproc__fmt_encode_value() does. */
+int pyproc__wire_set_attr(struct shm_buf *b, const char *ref, const char *fmt,
+                          struct pyproc__args *a);
+
+/* ADD_NATIVE [name, library, [[func, signature]...] or nil when decls is
+ * NULL]. */
+int pyproc__wire_add_native(struct shm_buf *b, const char *name, const char *library,
+                            const pyproc_native_decl *decls);
+
+/* An ERROR [errno, type, message, traceback], pointing into the copy it
+ * was read from.  A field of another type reads as 0 or "". */
+struct pyproc__wire_error {
+    uint64_t code;
+    const char *type, *message, *traceback;
+    uint32_t type_len, message_len, traceback_len;
+};
+
+/* Read an ERROR from a checked private copy: 0, or -EBADMSG when it is not
+ * an array of four. */
+int pyproc__wire_error_read(const char *data, size_t len, struct pyproc__wire_error *ret);
+
+/*
+ * A YIELD holds an array32 of items (embed/reply.c writes every batch that
+ * way).  From a checked private copy: the item count and where the first
+ * item starts; -EBADMSG for any other shape.  Items are stepped over with
+ * shm_mp_next().
+ */
+int pyproc__wire_yield_read(const char *data, size_t len, uint32_t *ret_count,
+                            const char **ret_first);
+
+#endif
