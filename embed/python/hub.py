@@ -435,9 +435,12 @@ def _drain_doorbell():
 
 
 _loop = None
+_stopping = False
 
 
 def shutdown():
+    global _stopping
+    _stopping = True
     _loop.stop()
 
 
@@ -448,12 +451,12 @@ def _serve():
     of run_forever() after the task has stored it: that call answers with
     it, as it would for any exception, and the worker serves on.
     """
-    while True:
+    while not _stopping:
         try:
             _loop.run_forever()
             return
         except (SystemExit, KeyboardInterrupt):
-            continue
+            continue  # unless the host asked us to stop meanwhile
 
 
 def main():
