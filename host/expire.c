@@ -9,8 +9,15 @@
  * raises inside it from the handler of the signal sent here.  The call
  * timeout goes one step further: a call still running a second later is
  * stuck where Python cannot interrupt it, so its worker is killed (and
- * respawned).  The service thread checks deadlines every EXPIRE_TICK_MS,
- * and on the same tick posts stops that found the table full.
+ * respawned).  The service thread checks deadlines every EXPIRE_TICK_MS.
+ *
+ * The table has SHM_STOP_SLOTS entries per worker; a slot frees once the
+ * worker has seen its entry and the call has ended.  A stop that finds no
+ * free slot (more stops in flight on one worker than that) waits on its
+ * call, and the service thread posts it on a later tick: pyproc_cancel()
+ * still returns 0 at once, but a queued call may then start before its
+ * stop is posted, and is interrupted or cancelled as a running one is.  A
+ * timeout still kills the worker KILL_GRACE_NS after it was first asked.
  */
 #include <errno.h>
 #include <signal.h>
