@@ -33,8 +33,11 @@
 /*
  * One request to stop a call.  call is 0 while the slot is free.  Only the
  * host writes a slot, under a lock of its own: why first, then call with a
- * release store (pairs with the worker's acquire load of call); it frees a
- * slot by storing call = 0 again, and only once the worker has seen it.
+ * release store (pairs with the worker's acquire load of call).  It frees
+ * a slot, only once the worker has seen it, by a relaxed store of 0 to call
+ * and a release fence, which pairs with the acquire fence in the worker's
+ * shm_seg_stop_lookup() between its read of why and its second read of
+ * call: a reason read from a later entry comes with a changed id.
  * A call id carries its table slot's generation (host/table.c), so an old
  * entry never matches a later call.
  */
