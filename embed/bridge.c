@@ -24,7 +24,7 @@
 #include "native.h"
 #include "worker.h"
 
-struct worker the_worker = {.death_fd = -1};
+struct worker the_worker = {.death_fd = -1, .fast_tasks = true};
 
 /* ---- waiting ---- */
 
@@ -45,7 +45,7 @@ static bool has_work(void)
 {
     struct worker *w = &the_worker;
     return !shm_ring_empty(&w->requests) || atomic_load(&w->woken) ||
-           shm_ring_is_closed(&w->requests);
+           shm_ring_is_closed(&w->requests) || worker_control_pending();
 }
 
 /* Spin up to the budget; true when work turned up. */
@@ -73,7 +73,11 @@ static int sleep_futex(int timeout_ms)
     struct worker *w = &the_worker;
     int r = 0;
 
-    if (!shm_ring_sleep_begin(&w->requests, SHM_SLEEP_FUTEX) && !atomic_load(&w->woken)) {
+    /* A stop or shutdown posted since has no frame to show for it: look
+     * for it after the fence in shm_ring_sleep_begin(), which pairs with
+     * the one in the host's wake-up. */
+    if (!shm_ring_sleep_begin(&w->requests, SHM_SLEEP_FUTEX) && !atomic_load(&w->woken) &&
+        !worker_control_pending()) {
         int64_t slept = shm_now_ns();
         r = shm_futex_wait(&w->requests.ctl->consumer_wait, SHM_SLEEP_FUTEX,
                            timeout_ms, true);
@@ -111,6 +115,7 @@ static PyObject *py_select(PyObject *self, PyObject *const *args, Py_ssize_t n)
     int timeout_ms;
 
     (void)self;
+    worker_leave_if_forked();
     if (n != 4 || !PyList_Check(args[2]) || !PyDict_Check(args[3])) {
         PyErr_SetString(PyExc_TypeError, "select(timeout, ready, scheduled, fds)");
         return NULL;
@@ -183,11 +188,12 @@ static PyObject *py_spin_then_arm(PyObject *self, PyObject *unused)
 
     (void)self;
     (void)unused;
+    worker_leave_if_forked();
     Py_BEGIN_ALLOW_THREADS
     found = spin(w->spin_ns);
     Py_END_ALLOW_THREADS
     if (found || shm_ring_sleep_begin(&w->requests, SHM_SLEEP_DOORBELL) ||
-        atomic_load(&w->woken)) {
+        atomic_load(&w->woken) || worker_control_pending()) {
         shm_ring_sleep_end(&w->requests);
         Py_RETURN_FALSE;
     }
@@ -198,6 +204,7 @@ static PyObject *py_disarm(PyObject *self, PyObject *unused)
 {
     (void)self;
     (void)unused;
+    worker_leave_if_forked();
     shm_ring_sleep_end(&the_worker.requests);
     Py_RETURN_NONE;
 }
@@ -207,6 +214,8 @@ static PyObject *py_wake(PyObject *self, PyObject *unused)
 {
     (void)self;
     (void)unused;
+    if (the_worker.forked)
+        Py_RETURN_NONE; /* its parent's ring: not ours to touch */
     atomic_store(&the_worker.woken, 1);
     shm_ring_notify(&the_worker.requests);
     Py_RETURN_NONE;
@@ -219,26 +228,42 @@ static PyObject *py_wake(PyObject *self, PyObject *unused)
 static PyObject *py_take_interrupt(PyObject *self, PyObject *unused)
 {
     struct shm_seg_header *h = the_worker.seg.hdr;
-    uint64_t want = atomic_load_explicit(&h->interrupt_call, memory_order_acquire);
-    uint64_t running = atomic_load_explicit(&h->running_call, memory_order_acquire);
-    long why = 0;
+    uint64_t running;
 
     (void)self;
     (void)unused;
-    if (want && want == running &&
-        atomic_compare_exchange_strong(&h->interrupt_call, &want, 0))
-        why = (long)atomic_load(&h->interrupt_why);
-    return PyLong_FromLong(why);
+    if (the_worker.forked)
+        return PyLong_FromLong(0); /* the running call is the parent's */
+    running = atomic_load_explicit(&h->running_call, memory_order_relaxed);
+    return PyLong_FromLong((long)shm_seg_stop_lookup(h, running));
+}
+
+/* forked_child(): run in a child that user code forked (os.fork). */
+static PyObject *py_forked_child(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    the_worker.forked = 1; /* the at-fork handler did too, for C forks */
+    worker_forked_child_setup();
+    Py_RETURN_NONE;
+}
+
+/* set_fast_tasks(flag): whether the loop has no task factory. */
+static PyObject *py_set_fast_tasks(PyObject *self, PyObject *flag)
+{
+    (void)self;
+    the_worker.fast_tasks = PyObject_IsTrue(flag) == 1;
+    Py_RETURN_NONE;
 }
 
 /* set_hub(hub, module): the hub object and the module with its functions. */
 static PyObject *py_set_hub(PyObject *self, PyObject *args)
 {
-    static const char *const names[] = {"create_task", "ready_pop", "track_task",
+    static const char *const names[] = {"create_task", "ready", "ready_pop", "track_task",
                                         "resolve", "start_coro", "start_gen", "error_info",
                                         "add_sub", "add_native", "set_attr", "shutdown", "cancel",
                                         "credit", "callback_reply"};
-    PyObject **slots[] = {&H.create_task, &H.ready_pop, &H.track_task,
+    PyObject **slots[] = {&H.create_task, &H.ready, &H.ready_pop, &H.track_task,
                           &H.resolve, &H.start_coro, &H.start_gen, &H.error_info,
                           &H.add_sub, &H.add_native, &H.set_attr, &H.shutdown, &H.cancel,
                           &H.credit, &H.callback_reply};
@@ -264,6 +289,8 @@ static PyMethodDef methods[] = {
     {"select", (PyCFunction)(void (*)(void))py_select, METH_FASTCALL, NULL},
     {"serve", py_serve, METH_NOARGS, NULL},
     {"take_interrupt", py_take_interrupt, METH_NOARGS, NULL},
+    {"forked_child", py_forked_child, METH_NOARGS, NULL},
+    {"set_fast_tasks", py_set_fast_tasks, METH_O, NULL},
     {"spin_then_arm", py_spin_then_arm, METH_NOARGS, NULL},
     {"disarm", py_disarm, METH_NOARGS, NULL},
     {"wake", py_wake, METH_NOARGS, NULL},

@@ -16,6 +16,7 @@ struct hub_funcs {
     PyObject *resolve;        /* resolve(ref) -> (callable, wants_hub)        */
     PyObject *start_coro;     /* start_coro(id, coro)                         */
     PyObject *create_task;    /* the loop's create_task(coro)                 */
+    PyObject *ready;          /* the loop's ready queue (a deque)             */
     PyObject *ready_pop;      /* the loop's ready queue's pop()               */
     PyObject *track_task;     /* track_task(id, task): answer when it ends    */
     PyObject *start_gen;      /* start_gen(id, iterable)                      */

@@ -142,41 +142,6 @@ static void restrict_self(const struct args *a)
     }
 }
 
-/*
- * PR_SET_PDEATHSIG follows the host thread that spawned us, not the host
- * process, and misses a host that died before the prctl.  The pipe is the
- * second signal that cannot misfire: only the host holds its write end, so
- * read() returns 0 exactly when the host is gone.
- */
-static void *death_watch(void *arg)
-{
-    char c;
-    (void)arg;
-    while (read(the_worker.death_fd, &c, 1) < 0 && errno == EINTR)
-        ;
-    _exit(0);
-    return NULL;
-}
-
-static void die_with_host(void)
-{
-    pthread_t t;
-    sigset_t all, old;
-
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != the_worker.host_pid)
-        _exit(0);
-    /* The watcher blocks every signal so Python's handlers run on the main
-     * thread, where they can interrupt its wait. */
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    if (pthread_create(&t, NULL, death_watch, NULL) != 0) {
-        fprintf(stderr, "pyproc-worker: cannot start a thread\n");
-        exit(1);
-    }
-    pthread_detach(t);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-}
-
 static void attach_rings(const struct args *a)
 {
     struct worker *w = &the_worker;
@@ -271,7 +236,7 @@ int main(int argc, char **argv)
     keep_freed_memory();
     parse_args(argc, argv, &a);
     restrict_self(&a);
-    die_with_host();
+    worker_die_with_host();
     attach_rings(&a);
     if (pyproc_bridge_register() < 0) {
         fprintf(stderr, "pyproc-worker: cannot register the bridge module\n");

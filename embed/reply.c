@@ -27,6 +27,8 @@
 static int send_frame(uint16_t type, uint64_t id, const struct shm_buf *b)
 {
     struct worker *w = &the_worker;
+
+    worker_leave_if_forked();
     /* The host asleep now will take a wake-up to send its next call (see
      * py_select()). */
     w->host_slept = atomic_load_explicit(&w->replies.ctl->consumer_wait,

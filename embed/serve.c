@@ -95,12 +95,22 @@ static void hand_over(PyObject *fn, uint64_t id, PyObject *obj)
 static void start_coro(uint64_t id, PyObject *coro)
 {
     PyObject *task = NULL, *step = NULL, *r = NULL, *done = NULL, *result = NULL;
+    Py_ssize_t queued = PyObject_Length(H.ready);
 
     task = PyObject_CallOneArg(H.create_task, coro); /* new ref */
-    if (!task || !(step = PyObject_CallNoArgs(H.ready_pop))) /* new ref */
+    if (!task)
         goto fail;
-    r = PyObject_CallMethod(step, "_run", NULL); /* new ref */
-    if (!r || !(done = PyObject_CallMethod(task, "done", NULL))) /* new ref */
+    /* A task factory may run the first step itself, schedule more than
+     * that step or nothing at all: then the loop runs what it scheduled,
+     * in order, and only a Task that is done already is answered here. */
+    if (the_worker.fast_tasks && queued >= 0 && PyObject_Length(H.ready) == queued + 1) {
+        if (!(step = PyObject_CallNoArgs(H.ready_pop))) /* new ref */
+            goto fail;
+        r = PyObject_CallMethod(step, "_run", NULL); /* new ref */
+        if (!r)
+            goto fail;
+    }
+    if (!(done = PyObject_CallMethod(task, "done", NULL))) /* new ref */
         goto fail;
     if (done == Py_True) {
         result = PyObject_CallMethod(task, "result", NULL); /* new ref; raises what it raised */
@@ -137,8 +147,46 @@ static bool call_header(const char **p, const char *end, uint64_t *kind, const c
     return true;
 }
 
+/*
+ * Say that call id runs now, then look it up in the stop table: the fence
+ * between the two pairs with the one in shm_seg_stop_post(), so either we
+ * find a stop posted before it, or the host sees running_call and signals
+ * (see shm/segment.h).  Returns why it was stopped, or 0 to run it.
+ */
+static uint32_t call_enter(uint64_t id)
+{
+    struct shm_seg_header *h = the_worker.seg.hdr;
+
+    atomic_store_explicit(&h->running_call, id, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+    /* Pairs with the release bump in shm_seg_stop_post(); nothing posted
+     * ever (the usual case) needs no scan. */
+    if (atomic_load_explicit(&h->stop_seq, memory_order_acquire) == 0)
+        return 0;
+    return shm_seg_stop_lookup(h, id);
+}
+
+static void call_leave(void)
+{
+    /* Back from user code, which may have forked: a child stops here. */
+    worker_leave_if_forked();
+    atomic_store_explicit(&the_worker.seg.hdr->running_call, 0, memory_order_release);
+}
+
+/* Answer a call stopped before it started. */
+static void reply_stopped(uint64_t id, uint32_t why)
+{
+    if (why == SHM_INTERRUPT_TIMEOUT)
+        reply_error_text(id, ETIMEDOUT, "pyproc.CallTimeout",
+                         "the call ran past the pool's call timeout before it started");
+    else
+        reply_error_text(id, ECANCELED, "asyncio.exceptions.CancelledError",
+                         "the call was cancelled before it started");
+}
+
 static void serve_call(uint64_t id, const char *p, const char *end)
 {
+    uint32_t stopped;
     PyObject *args = NULL, *kwargs = NULL, *full = NULL, *res = NULL;
     PyObject *entry;
     const char *ref;
@@ -165,7 +213,12 @@ static void serve_call(uint64_t id, const char *p, const char *end)
     }
     /* While user code runs here, the host may interrupt it (see
      * shm/segment.h); a coroutine's first step counts too. */
-    atomic_store_explicit(&the_worker.seg.hdr->running_call, id, memory_order_release);
+    stopped = call_enter(id);
+    if (stopped) {
+        call_leave();
+        reply_stopped(id, stopped);
+        goto out;
+    }
     res = PyObject_Call(PyTuple_GET_ITEM(entry, 0), full ? full : args,
                         PyDict_GET_SIZE(kwargs) ? kwargs : NULL); /* new ref */
     if (res && kind == SHM_CALL_GEN)
@@ -174,7 +227,7 @@ static void serve_call(uint64_t id, const char *p, const char *end)
         start_coro(id, res);
     else if (res && is_awaitable(res))
         hand_over(H.start_coro, id, res);
-    atomic_store_explicit(&the_worker.seg.hdr->running_call, 0, memory_order_release);
+    call_leave();
     if (!res)
         goto fail;
     if (kind != SHM_CALL_GEN && !is_awaitable(res))
@@ -221,6 +274,17 @@ static void serve_note(uint64_t id, PyObject *fn, const char *p, const char *end
     Py_XDECREF(value);
 }
 
+/* The host asked us to exit: leave the loop once this turn is over. */
+static void serve_shutdown(void)
+{
+    PyObject *r = PyObject_CallNoArgs(H.shutdown); /* new ref */
+
+    if (!r)
+        PyErr_Print();
+    Py_XDECREF(r);
+    the_worker.shutdown = true;
+}
+
 static void serve_one(const struct shm_msg *m)
 {
     const char *p = (const char *)m->payload, *end = p + m->len;
@@ -247,19 +311,59 @@ static void serve_one(const struct shm_msg *m)
     case SHM_FRAME_CALLBACK_REPLY:
         serve_note(m->id, H.callback_reply, p, end);
         break;
-    case SHM_FRAME_SHUTDOWN: {
-        PyObject *r = PyObject_CallNoArgs(H.shutdown); /* new ref */
-        if (!r)
-            PyErr_Print();
-        Py_XDECREF(r);
-        the_worker.shutdown = true;
+    case SHM_FRAME_SHUTDOWN:
+        serve_shutdown();
         break;
-    }
     default:
         reply_error_text(m->id, ENOSYS, "NotImplementedError",
                          "this worker does not handle that request");
         break;
     }
+}
+
+bool worker_control_pending(void)
+{
+    struct worker *w = &the_worker;
+    struct shm_seg_header *h = w->seg.hdr;
+
+    /* Pairs with the release bump in shm_seg_stop_post(). */
+    if (atomic_load_explicit(&h->stop_seq, memory_order_acquire) != w->stop_seq_seen)
+        return true;
+    /* Pairs with the release store in pyproc__worker_ask_stop(). */
+    return !w->shutdown && atomic_load_explicit(&h->shutdown, memory_order_acquire);
+}
+
+/*
+ * Cancel the tasks and streams whose ids were posted to the stop table
+ * since the last scan; queued calls are caught in serve_call() and plain
+ * ones running by the signal handler.  Then tell the host how far we got,
+ * so it may reuse what we have seen.
+ */
+static void serve_stops(void)
+{
+    struct worker *w = &the_worker;
+    struct shm_seg_header *h = w->seg.hdr;
+    /* Pairs with the release bump in shm_seg_stop_post(): the entries
+     * posted up to seq are visible below. */
+    uint64_t seq = atomic_load_explicit(&h->stop_seq, memory_order_acquire);
+
+    if (seq == w->stop_seq_seen)
+        return;
+    for (unsigned i = 0; i < SHM_STOP_SLOTS; i++) {
+        uint64_t id = atomic_load_explicit(&h->stops[i].call, memory_order_acquire);
+        if (!id || id == w->stop_done[i])
+            continue;
+        w->stop_done[i] = id;
+        PyObject *r = PyObject_CallFunction(H.cancel, "KO", (unsigned long long)id,
+                                            Py_None); /* new ref */
+        if (!r)
+            PyErr_Print();
+        Py_XDECREF(r);
+    }
+    w->stop_seq_seen = seq;
+    /* Pairs with the acquire in shm_seg_stop_seen(): what we read above
+     * was read before the host may free those slots. */
+    atomic_store_explicit(&h->stop_seen, seq, memory_order_release);
 }
 
 long serve_ring(void)
@@ -269,6 +373,10 @@ long serve_ring(void)
     long n = 0;
     int r = 0;
 
+    worker_leave_if_forked();
+    if (!w->shutdown && atomic_load_explicit(&w->seg.hdr->shutdown, memory_order_acquire))
+        serve_shutdown();
+    serve_stops();
     while (!w->shutdown && (r = shm_ring_read(&w->requests, &m)) == 1) {
         if (m.len > TRIM_AFTER_BYTES)
             w->trim_when_idle = true;

@@ -7,8 +7,10 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <signal.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "../shm/buf.h"
 #include "../shm/ring.h"
@@ -32,9 +34,38 @@ struct worker {
     bool trim_when_idle; /* a large message went by since the last trim */
     bool busy;           /* calls come back to back: spin between them */
     bool host_slept;     /* the host was asleep when we last answered */
+    bool fast_tasks;     /* no task factory: a Task's first step is the
+                            one handle it schedules (see start_coro()) */
+    /* The stop table as far as we acted on it: the stop_seq scanned last
+     * and the id each slot held then (see shm/segment.h). */
+    uint64_t stop_seq_seen;
+    uint64_t stop_done[SHM_STOP_SLOTS];
+    pid_t pid;
+    /* Set in a child that user code forked: such a process must never
+     * touch the rings or the segment, which belong to its parent. */
+    volatile sig_atomic_t forked;
 };
 
 extern struct worker the_worker;
+
+/*
+ * A forked child of the worker that comes back to the worker's loop (its
+ * code returned, or raised) leaves quietly: the call is its parent's.
+ */
+static inline void worker_leave_if_forked(void)
+{
+    if (the_worker.forked)
+        _exit(0);
+}
+
+/* Die with the host; watch for forks of this process (death.c). */
+void worker_die_with_host(void);
+/* In a forked child: die with the worker, and with the host (death.c). */
+void worker_forked_child_setup(void);
+
+/* True when the host posted a stop or asked us to exit, and we have not
+ * acted on it yet (serve.c).  Needs no GIL. */
+bool worker_control_pending(void);
 
 /* Register the _pyproc module; call before Python is initialised. */
 int pyproc_bridge_register(void);

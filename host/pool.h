@@ -7,7 +7,7 @@
  * it) and drains reply rings whenever no caller is polling them.
  *
  * Locks, always taken in this order: pool->lock, worker->rx_lock,
- * worker->tx_lock, worker->calls_lock.
+ * worker->tx_lock, worker->stop_lock, worker->calls_lock.
  */
 #ifndef PYPROC_HOST_POOL_H
 #define PYPROC_HOST_POOL_H
@@ -73,6 +73,9 @@ struct pyproc_call {
     int64_t deadline_ns; /* 0: none */
     _Atomic int expiry;  /* EXPIRY_* */
     int64_t kill_at_ns;
+    /* A stop (SHM_INTERRUPT_*) that found its worker's stop table full;
+     * the service thread posts it when a slot frees (expire.c).  0: none. */
+    _Atomic uint32_t stop_want;
     pthread_mutex_t qlock;
     pyproc_msg *head, *tail; /* linked through pyproc__msg_link() */
     uint32_t since_credit; /* items taken since the last CREDIT */
@@ -148,6 +151,11 @@ struct pp_worker {
     struct shm_ring rx; /* replies; we consume under rx_lock */
     pthread_mutex_t tx_lock;
     pthread_mutex_t rx_lock;
+    /* Guards the host's side of the segment's stop table (expire.c): held
+     * only while it scans and fills it, never while waiting on the worker.
+     * stop_posted[i] is the stop_seq that slot i's entry was posted with. */
+    pthread_mutex_t stop_lock;
+    uint64_t stop_posted[SHM_STOP_SLOTS];
     /* Callers spinning on rx right now.  While it is above zero the ring
      * says SHM_AWAKE, so the worker rings no doorbell; the last poller to
      * leave re-arms it (see pyproc__poll_leave()). */
@@ -183,6 +191,10 @@ struct pyproc_pool {
     int start_timeout_ms;
     int64_t call_timeout_ns;
     int64_t next_expire_ns; /* service thread only */
+    /* Some call has a stop_want waiting for room: the service thread
+     * ticks even without a call timeout.  Set after the stop_want, and
+     * cleared by the service thread before it scans (expire.c). */
+    _Atomic bool stops_waiting;
 
     /* How workers are started (see spawn.c). */
     char **env; /* NULL: the host's environ */
@@ -281,8 +293,17 @@ bool pyproc__call_wait_state(pyproc_call *c, int64_t deadline);
 int pyproc__send(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n);
 
 /* ---- expire.c ---- */
-/* Ask the worker to stop call c: CANCEL, and a signal if it runs now. */
+/*
+ * Ask c's worker to stop call c (why: SHM_INTERRUPT_CANCEL or _TIMEOUT)
+ * through the segment's stop table, and signal the worker if it runs c
+ * now.  Never blocks on the worker and takes no ring lock: safe from any
+ * thread, with c still in its worker's call table.  When the table is full
+ * the stop is kept on c and posted by the service thread once a slot frees.
+ */
 void pyproc__call_interrupt(pyproc_call *c, uint32_t why);
+/* The same for a call id of w, whose call may already be out of the table
+ * (a stream being freed).  Returns 0, or -EBUSY when the table is full. */
+int pyproc__worker_stop_call(struct pp_worker *w, uint64_t id, uint32_t why);
 /* End the calls past their deadline; returns ms until the next check. */
 int pyproc__expire_calls(pyproc_pool *p);
 
@@ -331,6 +352,7 @@ void pyproc__respawn_wait(pyproc_pool *p);
 void pyproc__worker_ref(struct pp_worker *w);
 void pyproc__worker_unref(struct pp_worker *w);
 int pyproc__worker_spawn(pyproc_pool *p, int index, struct pp_worker **ret);
+/* Ask the worker to exit (the segment's shutdown word); never blocks. */
 void pyproc__worker_ask_stop(struct pp_worker *w);
 void pyproc__worker_stop(struct pp_worker *w, int grace_ms);
 void pyproc__worker_free(struct pp_worker *w);

@@ -61,6 +61,7 @@ static struct pp_worker *worker_alloc(pyproc_pool *p, int index)
     w->free_head = UINT32_MAX;
     pthread_mutex_init(&w->tx_lock, NULL);
     pthread_mutex_init(&w->rx_lock, NULL);
+    pthread_mutex_init(&w->stop_lock, NULL);
     pthread_mutex_init(&w->calls_lock, NULL);
     return w;
 }
@@ -326,15 +327,25 @@ void pyproc__worker_reap(struct pp_worker *w)
     pyproc__fail_calls(w, PYPROC_EWORKER, why ? why : "the worker died");
 }
 
-/* Ask the worker to stop.  Never waits for ring space: a worker too
- * stuck to read its ring is killed by pyproc__worker_stop(). */
+/*
+ * Ask the worker to stop: the shutdown word, and a wake-up that writes no
+ * frame, so this never waits behind a caller holding tx_lock for ring
+ * space.  A SHUTDOWN frame follows only when the ring is free and has
+ * room, for workers that read only their ring.  A worker too stuck to
+ * look is killed by pyproc__worker_stop().
+ */
 void pyproc__worker_ask_stop(struct pp_worker *w)
 {
     void *dst;
 
     if (w->pid <= 0 || atomic_load(&w->dead))
         return;
-    pthread_mutex_lock(&w->tx_lock);
+    /* Pairs with the worker's acquire load; the fence in shm_ring_notify()
+     * pairs with the one after its sleep announcement. */
+    atomic_store_explicit(&w->seg.hdr->shutdown, 1, memory_order_release);
+    shm_ring_notify(&w->tx);
+    if (pthread_mutex_trylock(&w->tx_lock) != 0)
+        return;
     if (shm_ring_reserve(&w->tx, 1, &dst) == 0) {
         *(unsigned char *)dst = 0xc0; /* msgpack nil */
         shm_ring_commit(&w->tx, SHM_FRAME_SHUTDOWN, 0, 0, 1);
@@ -404,6 +415,7 @@ void pyproc__worker_free(struct pp_worker *w)
     shm_seg_release(&w->seg);
     pthread_mutex_destroy(&w->tx_lock);
     pthread_mutex_destroy(&w->rx_lock);
+    pthread_mutex_destroy(&w->stop_lock);
     pthread_mutex_destroy(&w->calls_lock);
     free(w->slots);
     free(w->death);

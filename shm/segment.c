@@ -121,6 +121,61 @@ int shm_seg_map(struct shm_seg *s, int fd, pid_t creator, uint32_t index)
     return 0;
 }
 
+uint64_t shm_seg_stop_post(struct shm_seg_header *h, unsigned slot, uint64_t id, uint32_t why)
+{
+    struct shm_stop *e = &h->stops[slot];
+    uint64_t seq;
+
+    assert(slot < SHM_STOP_SLOTS && id != 0);
+    atomic_store_explicit(&e->why, why, memory_order_relaxed);
+    /* Pairs with the acquire load in shm_seg_stop_lookup(): the reason is
+     * there before the id that makes the entry count. */
+    atomic_store_explicit(&e->call, id, memory_order_release);
+    /* Pairs with the worker's acquire load of stop_seq: a worker that sees
+     * the new value finds this entry in its scan. */
+    seq = atomic_fetch_add_explicit(&h->stop_seq, 1, memory_order_release) + 1;
+    /* Pairs with the fence the worker puts between its store of
+     * running_call and its look-up of that id: either it finds this entry,
+     * or our caller's load of running_call sees the id and signals. */
+    atomic_thread_fence(memory_order_seq_cst);
+    return seq;
+}
+
+void shm_seg_stop_clear(struct shm_seg_header *h, unsigned slot)
+{
+    assert(slot < SHM_STOP_SLOTS);
+    atomic_store_explicit(&h->stops[slot].call, 0, memory_order_relaxed);
+    /* Pairs with the acquire fence in shm_seg_stop_lookup(): a reader that
+     * sees a reason stored after this point also sees this 0 when it
+     * looks at the id again. */
+    atomic_thread_fence(memory_order_release);
+}
+
+uint64_t shm_seg_stop_seen(const struct shm_seg_header *h)
+{
+    /* Pairs with the release store in the worker's stop scan. */
+    return atomic_load_explicit(&h->stop_seen, memory_order_acquire);
+}
+
+uint32_t shm_seg_stop_lookup(const struct shm_seg_header *h, uint64_t id)
+{
+    if (id == 0)
+        return 0;
+    for (unsigned i = 0; i < SHM_STOP_SLOTS; i++) {
+        const struct shm_stop *e = &h->stops[i];
+        /* Pairs with the release store in shm_seg_stop_post(). */
+        if (atomic_load_explicit(&e->call, memory_order_acquire) != id)
+            continue;
+        uint32_t why = atomic_load_explicit(&e->why, memory_order_relaxed);
+        /* Pairs with the release fence in shm_seg_stop_clear(): if the
+         * slot was freed and reused meanwhile, the id reads differently. */
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&e->call, memory_order_relaxed) == id)
+            return why ? why : SHM_INTERRUPT_CANCEL;
+    }
+    return 0;
+}
+
 void shm_seg_release(struct shm_seg *s)
 {
     if (!s)

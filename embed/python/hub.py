@@ -10,6 +10,7 @@ sub, per new reference, or per coroutine.
 import asyncio
 import importlib
 import itertools
+import os
 import pkgutil
 import selectors
 import signal
@@ -46,9 +47,9 @@ class CallTimeout(BaseException):
 def _on_interrupt(signum, frame):
     why = _pyproc.take_interrupt()
     if why == _pyproc.INTERRUPT_TIMEOUT:
-        raise CallTimeout("the call ran past the pool's call timeout")
+        raise CallTimeout("the call was interrupted: it ran past the pool's call timeout")
     if why == _pyproc.INTERRUPT_CANCEL:
-        raise asyncio.CancelledError("the call was cancelled")
+        raise asyncio.CancelledError("the call was interrupted: it was cancelled")
 
 
 class Sub:
@@ -236,9 +237,13 @@ def _start_task(call_id, coro, finish):
     for the loop's next turn.  A coroutine that finishes in that step is
     answered before this returns.
     """
+    queued = len(_loop._ready)
     task = _loop.create_task(coro)
-    step = _loop._ready.pop()
-    step._run()
+    # A task factory may run the first step itself, or schedule more than
+    # that step: then the loop runs what was scheduled, in order.
+    if _loop.get_task_factory() is None and len(_loop._ready) == queued + 1:
+        step = _loop._ready.pop()
+        step._run()
     if task.done():
         finish(call_id, task)
     else:
@@ -411,6 +416,11 @@ class _Selector(selectors.EpollSelector):
 
 
 class _Loop(asyncio.SelectorEventLoop):
+    def set_task_factory(self, factory):
+        super().set_task_factory(factory)
+        # The C side starts coroutines itself only under the default one.
+        _pyproc.set_fast_tasks(factory is None)
+
     def _write_to_self(self):
         # call_soon_threadsafe() and friends wake the ring wait rather than
         # the self-pipe, which the futex wait does not watch.
@@ -419,17 +429,34 @@ class _Loop(asyncio.SelectorEventLoop):
 
 def _drain_doorbell():
     try:
-        import os
         os.read(_pyproc.doorbell, 8)
     except BlockingIOError:
         pass
 
 
 _loop = None
+_stopping = False
 
 
 def shutdown():
+    global _stopping
+    _stopping = True
     _loop.stop()
+
+
+def _serve():
+    """Run the loop until the host asks us to stop.
+
+    SystemExit or KeyboardInterrupt raised in a task's later step comes out
+    of run_forever() after the task has stored it: that call answers with
+    it, as it would for any exception, and the worker serves on.
+    """
+    while not _stopping:
+        try:
+            _loop.run_forever()
+            return
+        except (SystemExit, KeyboardInterrupt):
+            continue  # unless the host asked us to stop meanwhile
 
 
 def main():
@@ -440,13 +467,17 @@ def main():
     asyncio.set_event_loop(_loop)
     _loop.add_reader(_pyproc.doorbell, _drain_doorbell)
     signal.signal(_pyproc.INTERRUPT_SIGNAL, _on_interrupt)
-    global create_task, ready_pop
+    # A child that user code forks must neither touch our rings nor
+    # outlive us (see embed/main.c).
+    os.register_at_fork(after_in_child=_pyproc.forked_child)
+    global create_task, ready, ready_pop
     create_task = _loop.create_task
+    ready = _loop._ready
     ready_pop = _loop._ready.pop
     _pyproc.set_hub(hub, sys.modules[__name__])
     _pyproc.ready()
     try:
-        _loop.run_forever()
+        _serve()
     finally:
         for task in list(_tasks.values()):
             task.cancel()
