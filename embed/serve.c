@@ -17,6 +17,7 @@
 
 #include "convert.h"
 #include "worker.h"
+#include "../shm/mpvalid.h"
 
 struct hub_funcs H;
 
@@ -137,7 +138,7 @@ static bool call_header(const char **p, const char *end, uint64_t *kind, const c
 {
     const char *chk = *p;
 
-    if (mp_check(&chk, end) || mp_typeof(**p) != MP_ARRAY || mp_decode_array(p) != 4 ||
+    if (shm_mp_next(&chk, end) < 0 || mp_typeof(**p) != MP_ARRAY || mp_decode_array(p) != 4 ||
         mp_typeof(**p) != MP_UINT)
         return false;
     *kind = mp_decode_uint(p);
