@@ -1,0 +1,181 @@
+/*
+ * End to end: the pool's supervision and lifetime.  What add_sub and
+ * set_attr promise reaches every worker, however workers come and go
+ * meanwhile (pool growth, respawns); a pool freed while workers are being
+ * respawned.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+#include "e2e.h"
+
+#define MIN_SECONDS 2.0
+#define MAX_ROUNDS 3000
+#define GROWTH 5
+
+struct race {
+    pyproc_pool *p;
+    _Atomic bool grown;   /* the grower is done */
+    _Atomic bool stop;    /* the history writer is done */
+    _Atomic int kills;
+    int rounds;
+    bool sub_ok[MAX_ROUNDS], attr_ok[MAX_ROUNDS];
+};
+
+/* add_sub and set_attr, one of each a round, each with its own name. */
+static void *write_history(void *arg)
+{
+    struct race *r = arg;
+    double until = 0;
+    char name[32];
+    int i;
+
+    for (i = 0; i < MAX_ROUNDS && (!atomic_load(&r->grown) || e2e_now() < until); i++) {
+        snprintf(name, sizeof name, "s%d", i);
+        r->sub_ok[i] = pyproc_add_sub(r->p, name, "e2e", 0) == 0;
+        snprintf(name, sizeof name, "t.A%d", i);
+        r->attr_ok[i] = pyproc_set_attr(r->p, name, "i", i) == 0;
+        if (until == 0 && atomic_load(&r->grown))
+            until = e2e_now() + MIN_SECONDS;
+        /* A worker died meanwhile: give its replacement time to come. */
+        if (!r->sub_ok[i] || !r->attr_ok[i])
+            usleep(5000);
+    }
+    r->rounds = i;
+    atomic_store(&r->stop, true);
+    return NULL;
+}
+
+static void *grow(void *arg)
+{
+    struct race *r = arg;
+
+    for (int n = 0; n < GROWTH && !atomic_load(&r->stop);)
+        n += pyproc_add_proc(r->p, NULL) == 0;
+    atomic_store(&r->grown, true);
+    return NULL;
+}
+
+/*
+ * Once the pool has grown, kill a worker every 100 ms.  Each has answered a call first, so its
+ * death is not taken for a failure to start (which would back off).
+ */
+static void *kill_workers(void *arg)
+{
+    struct race *r = arg;
+    unsigned seed = 1;
+
+    while (!atomic_load(&r->grown))
+        usleep(1000);
+    while (!atomic_load(&r->stop)) {
+        int pid = e2e_pid_of(r->p, (int)(rand_r(&seed) % (unsigned)pyproc_workers(r->p)));
+        if (pid > 0 && kill(pid, SIGKILL) == 0)
+            atomic_fetch_add(&r->kills, 1);
+        usleep(100000);
+    }
+    return NULL;
+}
+
+static void expect_sub(pyproc_pool *p, int ind, int i)
+{
+    pyproc_msg *m = NULL;
+    char ref[32];
+
+    snprintf(ref, sizeof ref, "s%d.basic.pid", i);
+    int rc = pyproc_ind_func(p, ind, ref, &m, NULL);
+    if (rc < 0)
+        fail_msg("worker %d lacks sub s%d: %s", ind, i, m ? pyproc_msg_error(m) : "?");
+    pyproc_msg_free(m);
+}
+
+static void expect_attr(pyproc_pool *p, int ind, int i)
+{
+    pyproc_msg *m = NULL;
+    char ref[32];
+    int v = -1;
+
+    snprintf(ref, sizeof ref, "t.A%d", i);
+    int rc = pyproc_ind_func(p, ind, "t.proc.get_attr", &m, "s", ref);
+    if (rc < 0)
+        fail_msg("worker %d lacks attribute %s: %s", ind, ref, m ? pyproc_msg_error(m) : "?");
+    assert_int_equal(pyproc_msg_read(m, "i", &v), 0);
+    assert_int_equal(v, i);
+    pyproc_msg_free(m);
+}
+
+/*
+ * add_sub and set_attr racing pool growth and respawns: every one that
+ * returned 0 is on every worker afterwards, whether it came by the
+ * broadcast or by the replay of the pool's history.
+ */
+static void history_reaches_every_worker(void **state)
+{
+    struct race r = {.p = e2e_pool(2)};
+    pthread_t t[3];
+    int ok = 0;
+
+    (void)state;
+    assert_int_equal(pthread_create(&t[0], NULL, write_history, &r), 0);
+    assert_int_equal(pthread_create(&t[1], NULL, grow, &r), 0);
+    assert_int_equal(pthread_create(&t[2], NULL, kill_workers, &r), 0);
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    int n = pyproc_workers(r.p);
+    printf("%d rounds, %d workers, %d killed\n", r.rounds, n, atomic_load(&r.kills));
+    assert_int_equal(n, 2 + GROWTH);
+    for (int ind = 0; ind < n; ind++)
+        e2e_wait_respawned(r.p, ind, 0);
+    for (int i = 0; i < r.rounds; i++)
+        ok += r.sub_ok[i] + r.attr_ok[i];
+    printf("%d of %d succeeded\n", ok, 2 * r.rounds);
+    assert_true(ok > 0);
+    for (int ind = 0; ind < n; ind++) {
+        for (int i = 0; i < r.rounds; i++) {
+            if (r.sub_ok[i])
+                expect_sub(r.p, ind, i);
+            if (r.attr_ok[i])
+                expect_attr(r.p, ind, i);
+        }
+    }
+    pyproc_pool_free(r.p);
+}
+
+/*
+ * Free pools while their workers are being respawned (slowly: each
+ * replacement imports a module that sleeps), at varying moments of the
+ * respawn.  Under AddressSanitizer this catches the pool reading a slot
+ * that a respawn replaces and frees meanwhile.
+ */
+static void free_while_respawning(void **state)
+{
+    (void)state;
+    for (int it = 0; it < 12; it++) {
+        pyproc_pool *p = e2e_pool(3);
+        int pids[3];
+
+        assert_int_equal(pyproc_add_sub(p, "slow", "slowstart", 0), 0);
+        for (int i = 0; i < 3; i++)
+            pids[i] = e2e_pid_of(p, i);
+        for (int i = 0; i < 3; i++)
+            assert_int_equal(kill(pids[i], SIGKILL), 0);
+        usleep((useconds_t)(it % 6) * 40000);
+        double t0 = e2e_now();
+        pyproc_pool_free(p);
+        /* Not a speed check: a stuck free is what the alarm catches. */
+        if (e2e_now() - t0 > 5)
+            printf("pyproc_pool_free took %.1f s\n", e2e_now() - t0);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(history_reaches_every_worker),
+        cmocka_unit_test(free_while_respawning),
+    };
+    /* A hang is a failure, whatever runs the test. */
+    alarm(240);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
