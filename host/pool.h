@@ -139,6 +139,7 @@ struct pp_worker {
     _Atomic int64_t last_answer_ns; /* when a call of it last ended */
     _Atomic bool serving; /* in its slot and has answered a call since */
     int fast_deaths;    /* deaths in a row soon after start, at this index */
+    size_t replayed;    /* history entries sent to it by its bringer */
     int index;
     pid_t pid;
     int pidfd;
@@ -211,9 +212,15 @@ struct pyproc_pool {
     bool closing;   /* pyproc_pool_free() began: no more respawns */
     int respawning; /* respawn threads running, under lock */
 
-    /* Every add_sub, add_native and set_attr so far, replayed to new workers. */
+    /* Every add_sub, add_native and set_attr so far, replayed to new
+     * workers.  Appended by the holder of history_lock, under lock too;
+     * read under lock.  An entry's payload never moves or goes until the
+     * pool is freed. */
     struct history_entry *history;
     size_t nhistory;
+    /* Makes a broadcast and a joining worker's catch-up and placing one
+     * step each (see broadcast.c).  Slots are added only under it. */
+    pthread_mutex_t history_lock;
     pthread_mutex_t grow_lock; /* one add_proc at a time */
 
     /* Finished asynchronous calls waiting for pyproc_dispatch(). */
@@ -313,6 +320,9 @@ int pyproc__service_watch(pyproc_pool *p, struct pp_worker *w);
 void pyproc__service_unwatch(pyproc_pool *p, struct pp_worker *w);
 
 /* ---- respawn.c ---- */
+/* Send w, not yet in a slot, the history entries it lacks, in order.
+ * Hold history_lock to know none is added meanwhile. */
+int pyproc__worker_replay(pyproc_pool *p, struct pp_worker *w, char **why);
 /*
  * Start a worker at index, wait for READY and replay the pool's history;
  * on success *ret holds a reference.  On failure the worker is stopped and
@@ -358,15 +368,15 @@ void pyproc__slot_stats_free(pyproc_pool *p);
 /* ---- pool.c ---- */
 /* 0 when the pool may be used from this process, else -EINVAL / -ECHILD. */
 int pyproc__pool_check(pyproc_pool *p);
-/* Remember a successful add_sub or set_attr for workers to come. */
-int pyproc__history_add(pyproc_pool *p, uint16_t type, const struct shm_buf *b);
 /* The worker at ind, or the next live one round robin when ind is -1;
  * a new reference, or NULL for a bad index. */
 struct pp_worker *pyproc__pick_worker(pyproc_pool *p, int ind);
 /* Bumped in every forked child of this process. */
 unsigned pyproc__fork_gen(void);
-/* Send one control request to every worker and wait for all; the first
- * failure's message goes to *err_msg (may be NULL). */
+/* ---- broadcast.c ---- */
+/* Send one control request (add_sub, add_native, set_attr) to every worker
+ * and wait for all; when all took it, keep it for workers to come.  The
+ * first failure's message goes to *err_msg (may be NULL). */
 int pyproc__broadcast(pyproc_pool *p, uint16_t type, const struct shm_buf *b,
                       pyproc_msg **err_msg);
 

@@ -39,7 +39,11 @@ static void *write_history(void *arg)
         r->attr_ok[i] = pyproc_set_attr(r->p, name, "i", i) == 0;
         if (until == 0 && atomic_load(&r->grown))
             until = e2e_now() + MIN_SECONDS;
-        /* A worker died meanwhile: give its replacement time to come. */
+        /* A pause between rounds, or a joining worker could wait long for
+         * its turn; longer while workers are killed, so that many deaths
+         * fall in the rounds.  A worker that died meanwhile gets time to
+         * come back. */
+        usleep(until ? 2000 : 200);
         if (!r->sub_ok[i] || !r->attr_ok[i])
             usleep(5000);
     }
@@ -161,7 +165,6 @@ static void free_while_respawning(void **state)
         for (int i = 0; i < 3; i++)
             assert_int_equal(kill(pids[i], SIGKILL), 0);
         usleep((useconds_t)(it % 6) * 40000);
-        double t0 = e2e_now();
         pyproc_pool_free(p);
         /* Not a speed check: a stuck free is what the alarm catches. */
         if (e2e_now() - t0 > 5)
