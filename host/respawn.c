@@ -5,7 +5,9 @@
  * then waited for and brought up to date (every add_sub, add_native and
  * set_attr of the pool, in order) on the thread that asked, and only then
  * put in its slot, so no call reaches it before it has what the others
- * have.
+ * have.  The history is replayed in two passes: all of it without
+ * history_lock, then, holding it, what the history gained meanwhile; the
+ * worker is put in its slot before the lock goes (see broadcast.c).
  *
  * A worker that dies is respawned at once, unless it died soon after it
  * started without serving a call: then the next try waits, longer each
