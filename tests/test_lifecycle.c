@@ -32,13 +32,18 @@ static void *write_history(void *arg)
     char name[32];
     int i;
 
-    for (i = 0; i < MAX_ROUNDS && (!atomic_load(&r->grown) || e2e_now() < until); i++) {
-        snprintf(name, sizeof name, "s%d", i);
-        r->sub_ok[i] = pyproc_add_sub(r->p, name, "e2e", 0) == 0;
-        snprintf(name, sizeof name, "t.A%d", i);
-        r->attr_ok[i] = pyproc_set_attr(r->p, name, "i", i) == 0;
+    for (i = 0; i < MAX_ROUNDS; i++) {
+        /* Until the pool has grown, then MIN_SECONDS more. */
         if (until == 0 && atomic_load(&r->grown))
             until = e2e_now() + MIN_SECONDS;
+        if (until != 0 && e2e_now() >= until)
+            break;
+        snprintf(name, sizeof name, "s%d", i);
+        /* Each load runs e2e's __init__, which counts itself in
+         * t.inits: a request applied twice would show. */
+        r->sub_ok[i] = pyproc_add_sub(r->p, name, "e2e", PYPROC_SUB_INIT) == 0;
+        snprintf(name, sizeof name, "t.A%d", i);
+        r->attr_ok[i] = pyproc_set_attr(r->p, name, "i", i) == 0;
         /* A pause between rounds, or a joining worker could wait long for
          * its turn; longer while workers are killed, so that many deaths
          * fall in the rounds.  A worker that died meanwhile gets time to
@@ -110,15 +115,32 @@ static void expect_attr(pyproc_pool *p, int ind, int i)
 }
 
 /*
+ * Sub t's __init__ ran at least once for each add_sub that succeeded (and
+ * t's own), and at most once for each that was tried: never twice for one.
+ */
+static void expect_inits(pyproc_pool *p, int ind, int ok, int tried)
+{
+    pyproc_msg *m = NULL;
+    int n = -1;
+
+    assert_int_equal(pyproc_ind_func(p, ind, "t.basic.inits", &m, NULL), 0);
+    assert_int_equal(pyproc_msg_read(m, "i", &n), 0);
+    pyproc_msg_free(m);
+    if (n < 1 + ok || n > 1 + tried)
+        fail_msg("worker %d loaded e2e %d times: %d add_subs of %d succeeded", ind, n, ok,
+                 tried);
+}
+
+/*
  * add_sub and set_attr racing pool growth and respawns: every one that
  * returned 0 is on every worker afterwards, whether it came by the
- * broadcast or by the replay of the pool's history.
+ * broadcast or by the replay of the pool's history, and none twice.
  */
 static void history_reaches_every_worker(void **state)
 {
     struct race r = {.p = e2e_pool(2)};
     pthread_t t[3];
-    int ok = 0;
+    int ok = 0, subs = 0;
 
     (void)state;
     assert_int_equal(pthread_create(&t[0], NULL, write_history, &r), 0);
@@ -131,11 +153,14 @@ static void history_reaches_every_worker(void **state)
     assert_int_equal(n, 2 + GROWTH);
     for (int ind = 0; ind < n; ind++)
         e2e_wait_respawned(r.p, ind, 0);
-    for (int i = 0; i < r.rounds; i++)
+    for (int i = 0; i < r.rounds; i++) {
         ok += r.sub_ok[i] + r.attr_ok[i];
+        subs += r.sub_ok[i];
+    }
     printf("%d of %d succeeded\n", ok, 2 * r.rounds);
     assert_true(ok > 0);
     for (int ind = 0; ind < n; ind++) {
+        expect_inits(r.p, ind, subs, r.rounds);
         for (int i = 0; i < r.rounds; i++) {
             if (r.sub_ok[i])
                 expect_sub(r.p, ind, i);
@@ -165,6 +190,7 @@ static void free_while_respawning(void **state)
         for (int i = 0; i < 3; i++)
             assert_int_equal(kill(pids[i], SIGKILL), 0);
         usleep((useconds_t)(it % 6) * 40000);
+        double t0 = e2e_now();
         pyproc_pool_free(p);
         /* Not a speed check: a stuck free is what the alarm catches. */
         if (e2e_now() - t0 > 5)
