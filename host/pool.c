@@ -223,7 +223,11 @@ static int spawn_all(pyproc_pool *p, void *arg)
     return 0;
 }
 
-/* On the service thread: ask all to stop at once, then wait for each. */
+/*
+ * On the service thread: ask all to stop at once, then wait for each.
+ * The slots are read without the lock: the pool is closing and no respawn
+ * runs any more (pyproc__respawn_wait()), so nothing changes them.
+ */
 static int stop_all(pyproc_pool *p, void *arg)
 {
     (void)arg;

@@ -214,7 +214,8 @@ static int publish(pyproc_pool *p, struct pp_worker *old, struct pp_worker *w, c
     bool placed = false;
 
     pthread_mutex_lock(&p->history_lock);
-    int err = pyproc__worker_replay(p, w, why);
+    /* A closing pool will not take w: no need to bring it up to date. */
+    int err = closing(p) ? 0 : pyproc__worker_replay(p, w, why);
     if (err == 0)
         placed = place(p, old, w);
     pthread_mutex_unlock(&p->history_lock);
