@@ -17,26 +17,27 @@
 
 struct race {
     pyproc_pool *p;
-    _Atomic bool grown;   /* the grower is done */
-    _Atomic bool stop;    /* the history writer is done */
+    bool growing, killing; /* which threads race the history writer */
+    _Atomic bool grown;    /* the grower is done (or there is none) */
+    _Atomic bool stop;     /* the history writer is done */
     _Atomic int kills;
     int rounds;
     bool sub_ok[MAX_ROUNDS], attr_ok[MAX_ROUNDS];
 };
 
-/* add_sub and set_attr, one of each a round, each with its own name. */
+/*
+ * add_sub and set_attr, one of each a round, each with its own name, until
+ * the pool has grown and, while workers are killed, for MIN_SECONDS.
+ */
 static void *write_history(void *arg)
 {
     struct race *r = arg;
-    double until = 0;
+    double until = e2e_now() + (r->killing ? MIN_SECONDS : 0);
     char name[32];
     int i;
 
     for (i = 0; i < MAX_ROUNDS; i++) {
-        /* Until the pool has grown, then MIN_SECONDS more. */
-        if (until == 0 && atomic_load(&r->grown))
-            until = e2e_now() + MIN_SECONDS;
-        if (until != 0 && e2e_now() >= until)
+        if (atomic_load(&r->grown) && e2e_now() >= until)
             break;
         snprintf(name, sizeof name, "s%d", i);
         /* Each load runs e2e's __init__, which counts itself in
@@ -48,7 +49,7 @@ static void *write_history(void *arg)
          * its turn; longer while workers are killed, so that many deaths
          * fall in the rounds.  A worker that died meanwhile gets time to
          * come back. */
-        usleep(until ? 2000 : 200);
+        usleep(r->killing ? 2000 : 200);
         if (!r->sub_ok[i] || !r->attr_ok[i])
             usleep(5000);
     }
@@ -61,14 +62,14 @@ static void *grow(void *arg)
 {
     struct race *r = arg;
 
-    for (int n = 0; n < GROWTH && !atomic_load(&r->stop);)
+    for (int n = 0; n < GROWTH;)
         n += pyproc_add_proc(r->p, NULL) == 0;
     atomic_store(&r->grown, true);
     return NULL;
 }
 
 /*
- * Once the pool has grown, kill a worker every 100 ms.  Each has answered a call first, so its
+ * Kill a worker every 100 ms.  Each has answered a call first, so its
  * death is not taken for a failure to start (which would back off).
  */
 static void *kill_workers(void *arg)
@@ -76,8 +77,6 @@ static void *kill_workers(void *arg)
     struct race *r = arg;
     unsigned seed = 1;
 
-    while (!atomic_load(&r->grown))
-        usleep(1000);
     while (!atomic_load(&r->stop)) {
         int pid = e2e_pid_of(r->p, (int)(rand_r(&seed) % (unsigned)pyproc_workers(r->p)));
         if (pid > 0 && kill(pid, SIGKILL) == 0)
@@ -131,44 +130,74 @@ static void expect_inits(pyproc_pool *p, int ind, int ok, int tried)
                  tried);
 }
 
-/*
- * add_sub and set_attr racing pool growth and respawns: every one that
- * returned 0 is on every worker afterwards, whether it came by the
- * broadcast or by the replay of the pool's history, and none twice.
- */
-static void history_reaches_every_worker(void **state)
+static void check_every_worker(struct race *r)
 {
-    struct race r = {.p = e2e_pool(2)};
-    pthread_t t[3];
-    int ok = 0, subs = 0;
+    int n = pyproc_workers(r->p), ok = 0, subs = 0;
 
-    (void)state;
-    assert_int_equal(pthread_create(&t[0], NULL, write_history, &r), 0);
-    assert_int_equal(pthread_create(&t[1], NULL, grow, &r), 0);
-    assert_int_equal(pthread_create(&t[2], NULL, kill_workers, &r), 0);
-    for (int i = 0; i < 3; i++)
-        pthread_join(t[i], NULL);
-    int n = pyproc_workers(r.p);
-    printf("%d rounds, %d workers, %d killed\n", r.rounds, n, atomic_load(&r.kills));
-    assert_int_equal(n, 2 + GROWTH);
     for (int ind = 0; ind < n; ind++)
-        e2e_wait_respawned(r.p, ind, 0);
-    for (int i = 0; i < r.rounds; i++) {
-        ok += r.sub_ok[i] + r.attr_ok[i];
-        subs += r.sub_ok[i];
+        e2e_wait_respawned(r->p, ind, 0);
+    for (int i = 0; i < r->rounds; i++) {
+        ok += r->sub_ok[i] + r->attr_ok[i];
+        subs += r->sub_ok[i];
     }
-    printf("%d of %d succeeded\n", ok, 2 * r.rounds);
+    printf("%d workers, %d killed; %d of %d requests succeeded\n", n,
+           atomic_load(&r->kills), ok, 2 * r->rounds);
     assert_true(ok > 0);
     for (int ind = 0; ind < n; ind++) {
-        expect_inits(r.p, ind, subs, r.rounds);
-        for (int i = 0; i < r.rounds; i++) {
-            if (r.sub_ok[i])
-                expect_sub(r.p, ind, i);
-            if (r.attr_ok[i])
-                expect_attr(r.p, ind, i);
+        expect_inits(r->p, ind, subs, r->rounds);
+        for (int i = 0; i < r->rounds; i++) {
+            if (r->sub_ok[i])
+                expect_sub(r->p, ind, i);
+            if (r->attr_ok[i])
+                expect_attr(r->p, ind, i);
         }
     }
+}
+
+/*
+ * add_sub and set_attr racing pool growth, respawns or both: every one
+ * that returned 0 is on every worker afterwards, whether it came by the
+ * broadcast or by the replay of the pool's history, and none twice.  Each
+ * race runs on its own as well, because a respawn replays the whole
+ * history and so would mend what a race with growth lost.
+ */
+static void race(int workers, bool growing, bool killing)
+{
+    struct race r = {.p = e2e_pool(workers), .growing = growing, .killing = killing};
+    pthread_t writer, grower, killer;
+
+    atomic_store(&r.grown, !growing);
+    assert_int_equal(pthread_create(&writer, NULL, write_history, &r), 0);
+    if (growing)
+        assert_int_equal(pthread_create(&grower, NULL, grow, &r), 0);
+    if (killing)
+        assert_int_equal(pthread_create(&killer, NULL, kill_workers, &r), 0);
+    pthread_join(writer, NULL);
+    if (growing)
+        pthread_join(grower, NULL);
+    if (killing)
+        pthread_join(killer, NULL);
+    assert_int_equal(pyproc_workers(r.p), workers + (growing ? GROWTH : 0));
+    check_every_worker(&r);
     pyproc_pool_free(r.p);
+}
+
+static void history_reaches_workers_added_meanwhile(void **state)
+{
+    (void)state;
+    race(2, true, false);
+}
+
+static void history_reaches_workers_respawned_meanwhile(void **state)
+{
+    (void)state;
+    race(3, false, true);
+}
+
+static void history_reaches_every_worker(void **state)
+{
+    (void)state;
+    race(2, true, true);
 }
 
 /*
@@ -201,6 +230,8 @@ static void free_while_respawning(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(history_reaches_workers_added_meanwhile),
+        cmocka_unit_test(history_reaches_workers_respawned_meanwhile),
         cmocka_unit_test(history_reaches_every_worker),
         cmocka_unit_test(free_while_respawning),
     };
