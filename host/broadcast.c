@@ -2,6 +2,25 @@
  * What reaches every worker: pub, set_attr, and add_proc, which brings a
  * new worker up to date by replaying every add_sub, add_native and set_attr
  * so far.
+ *
+ * The history and the broadcast are one step as seen by a worker joining
+ * the pool (add_proc, or a respawn): each request reaches each worker
+ * exactly once, either by the broadcast or by the replay, never both and
+ * never neither.  history_lock makes it so.  pyproc__broadcast() holds it
+ * from the moment it reads the slots until the request is in the history;
+ * a joining worker is replayed the history without it, then holds it
+ * while it is sent what the history gained meanwhile and is put in its
+ * slot.  So a worker in a slot when a broadcast begins gets the request
+ * from the broadcast and had replayed the history before it; one put in
+ * its slot later gets it from the history.  A worker counts how much of
+ * the history it was sent (pp_worker.replayed), so it is sent no entry
+ * twice.
+ *
+ * A slot whose worker is dead when the broadcast reads it is passed over:
+ * its replacement gets the request from the history.  A worker that dies
+ * while it handles the request fails the broadcast (the request may be
+ * what killed it), as does any error; a failed request is not kept, though
+ * the workers that took it keep what it did.
  */
 #include <errno.h>
 #include <msgpuck.h>
@@ -13,7 +32,13 @@
 #include "pool.h"
 
 
-int pyproc__history_add(pyproc_pool *p, uint16_t type, const struct shm_buf *b)
+/*
+ * Copy b into a history entry and make room for it in the history, so
+ * that keeping it, once every worker took it, cannot fail.  Call with
+ * history_lock held: only its holder adds to the history.
+ */
+static int history_prepare(pyproc_pool *p, uint16_t type, const struct shm_buf *b,
+                           struct history_entry *ret)
 {
     struct history_entry e = {.type = type};
     int err = shm_buf_append(&e.payload, b->data, b->len);
@@ -22,16 +47,88 @@ int pyproc__history_add(pyproc_pool *p, uint16_t type, const struct shm_buf *b)
         return err;
     pthread_mutex_lock(&p->lock);
     struct history_entry *h = realloc(p->history, (p->nhistory + 1) * sizeof *h);
-    if (h) {
-        h[p->nhistory++] = e;
+    if (h)
         p->history = h;
-    }
     pthread_mutex_unlock(&p->lock);
     if (!h) {
         shm_buf_free(&e.payload);
         return -ENOMEM;
     }
+    *ret = e;
     return 0;
+}
+
+/* Keep e, for which history_prepare() made room (history_lock held). */
+static void history_keep(pyproc_pool *p, const struct history_entry *e)
+{
+    pthread_mutex_lock(&p->lock);
+    p->history[p->nhistory++] = *e;
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* Send the request to every live worker in a slot; calls[i] NULL where
+ * none was sent.  Returns the first error. */
+static int send_all(pyproc_pool *p, uint16_t type, const struct shm_buf *b,
+                    pyproc_call **calls, int n)
+{
+    int first = 0;
+
+    for (int i = 0; i < n; i++) {
+        struct pp_worker *w = pyproc__pick_worker(p, i);
+        int err = 0;
+        if (w && !atomic_load(&w->dead))
+            err = pyproc__call_send_raw(w, type, b, &calls[i]);
+        pyproc__worker_unref(w);
+        if (err < 0 && !first)
+            first = err;
+    }
+    return first;
+}
+
+/* Wait for every call sent; the first failure's message goes to *err_msg. */
+static int wait_all(pyproc_call **calls, int n, int first, pyproc_msg **err_msg)
+{
+    for (int i = 0; i < n; i++) {
+        pyproc_msg *m = NULL;
+        if (!calls[i])
+            continue;
+        int err = pyproc__call_wait(calls[i], &m, -1);
+        if (err < 0 && !first) {
+            first = err;
+            if (err_msg) {
+                *err_msg = m;
+                m = NULL;
+            }
+        }
+        pyproc_msg_free(m);
+        pyproc_call_free(calls[i]);
+    }
+    return first;
+}
+
+int pyproc__broadcast(pyproc_pool *p, uint16_t type, const struct shm_buf *b,
+                      pyproc_msg **err_msg)
+{
+    struct history_entry e = {0};
+    pyproc_call **calls = NULL;
+    int n, err;
+
+    pthread_mutex_lock(&p->history_lock);
+    /* Slots are added under history_lock: n holds until we unlock. */
+    n = pyproc_workers(p);
+    err = history_prepare(p, type, b, &e);
+    if (err == 0 && !(calls = calloc((size_t)n, sizeof *calls)))
+        err = -ENOMEM;
+    if (err == 0) {
+        err = wait_all(calls, n, send_all(p, type, b, calls, n), err_msg);
+        if (err == 0)
+            history_keep(p, &e);
+    }
+    pthread_mutex_unlock(&p->history_lock);
+    if (err < 0)
+        shm_buf_free(&e.payload);
+    free(calls);
+    return err;
 }
 
 /* Send the same CALL to every worker at once, then collect the answers. */
@@ -121,8 +218,6 @@ PYPROC_EXPORT int pyproc_set_attrv(pyproc_pool *p, const char *ref, const char *
     err = encode_set_attr(&b, ref, fmt, ap);
     if (err == 0)
         err = pyproc__broadcast(p, SHM_FRAME_SET_ATTR, &b, NULL);
-    if (err == 0)
-        err = pyproc__history_add(p, SHM_FRAME_SET_ATTR, &b);
     shm_buf_free(&b);
     return err;
 }
@@ -136,6 +231,19 @@ PYPROC_EXPORT int pyproc_set_attr(pyproc_pool *p, const char *ref, const char *f
     return err;
 }
 
+/* Put w, brought up at index nworkers, in a new slot (pool->lock held). */
+static int append_slot(pyproc_pool *p, struct pp_worker *w)
+{
+    struct pp_worker **ws = realloc(p->workers, (size_t)(p->nworkers + 1) * sizeof *ws);
+
+    if (!ws)
+        return -ENOMEM;
+    p->workers = ws;
+    w->published = true;
+    ws[p->nworkers++] = w; /* the slot takes our reference */
+    return 0;
+}
+
 PYPROC_EXPORT int pyproc_add_proc(pyproc_pool *p, int *ind)
 {
     struct pp_worker *w = NULL;
@@ -147,16 +255,16 @@ PYPROC_EXPORT int pyproc_add_proc(pyproc_pool *p, int *ind)
     index = pyproc_workers(p);
     err = pyproc__worker_bring_up(p, index, &w, NULL);
     if (err == 0) {
-        pthread_mutex_lock(&p->lock);
-        struct pp_worker **ws = realloc(p->workers, (size_t)(p->nworkers + 1) * sizeof *ws);
-        if (ws) {
-            w->published = true;
-            ws[p->nworkers++] = w; /* the slot takes our reference */
-            p->workers = ws;
-        } else {
-            err = -ENOMEM;
+        /* What the history gained since, then the slot, in one step as
+         * seen by pyproc__broadcast(). */
+        pthread_mutex_lock(&p->history_lock);
+        err = pyproc__worker_replay(p, w, NULL);
+        if (err == 0) {
+            pthread_mutex_lock(&p->lock);
+            err = append_slot(p, w);
+            pthread_mutex_unlock(&p->lock);
         }
-        pthread_mutex_unlock(&p->lock);
+        pthread_mutex_unlock(&p->history_lock);
         if (err < 0)
             pyproc__worker_discard(p, w);
     }

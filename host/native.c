@@ -127,8 +127,6 @@ PYPROC_EXPORT int pyproc_add_native_err(pyproc_pool *p, const char *name, const 
     err = encode_add_native(&b, name, lib, decls);
     if (err == 0)
         err = pyproc__broadcast(p, SHM_FRAME_ADD_NATIVE, &b, err_msg);
-    if (err == 0)
-        err = pyproc__history_add(p, SHM_FRAME_ADD_NATIVE, &b);
     shm_buf_free(&b);
     free(lib);
     return err;

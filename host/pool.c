@@ -223,7 +223,11 @@ static int spawn_all(pyproc_pool *p, void *arg)
     return 0;
 }
 
-/* On the service thread: ask all to stop at once, then wait for each. */
+/*
+ * On the service thread: ask all to stop at once, then wait for each.
+ * The slots are read without the lock: the pool is closing and no respawn
+ * runs any more (pyproc__respawn_wait()), so nothing changes them.
+ */
 static int stop_all(pyproc_pool *p, void *arg)
 {
     (void)arg;
@@ -305,6 +309,7 @@ static void pool_destroy(pyproc_pool *p)
         close(p->done_fd);
     pthread_mutex_destroy(&p->lock);
     pthread_mutex_destroy(&p->grow_lock);
+    pthread_mutex_destroy(&p->history_lock);
     pthread_mutex_destroy(&p->done_lock);
     pthread_cond_destroy(&p->changed);
     pthread_cond_destroy(&p->cb_cond);
@@ -338,6 +343,7 @@ PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name,
     p->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     pthread_mutex_init(&p->lock, NULL);
     pthread_mutex_init(&p->grow_lock, NULL);
+    pthread_mutex_init(&p->history_lock, NULL);
     pthread_mutex_init(&p->done_lock, NULL);
     pthread_cond_init(&p->cb_cond, NULL);
     pthread_condattr_init(&ca);
@@ -371,10 +377,22 @@ PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name,
 
 PYPROC_EXPORT void pyproc_pool_free(pyproc_pool *p)
 {
+    struct pp_worker *w;
+
     if (pyproc__pool_check(p) < 0)
         return;
-    for (int i = 0; i < p->nworkers; i++)
-        pyproc__fail_calls(p->workers[i], -ECANCELED, "the pool was freed");
+    /* From here on no respawn puts a worker in a slot (publish() in
+     * respawn.c), so the workers whose calls fail below are the last. */
+    pthread_mutex_lock(&p->lock);
+    p->closing = true;
+    pthread_cond_broadcast(&p->changed);
+    pthread_mutex_unlock(&p->lock);
+    /* Each slot read under the lock, with a reference: a respawn that
+     * placed its worker before we closed drops the one it replaced. */
+    for (int i = 0; (w = pyproc__pick_worker(p, i)); i++) {
+        pyproc__fail_calls(w, -ECANCELED, "the pool was freed");
+        pyproc__worker_unref(w);
+    }
     /* Asynchronous calls hear of it now: after this they could not. */
     pyproc__async_run(p);
     pool_destroy(p);
@@ -382,8 +400,15 @@ PYPROC_EXPORT void pyproc_pool_free(pyproc_pool *p)
 
 PYPROC_EXPORT int pyproc_workers(pyproc_pool *p)
 {
-    int err = pyproc__pool_check(p);
-    return err < 0 ? err : p->nworkers;
+    int n = pyproc__pool_check(p);
+
+    if (n < 0)
+        return n;
+    /* pyproc_add_proc() may be growing it on another thread. */
+    pthread_mutex_lock(&p->lock);
+    n = p->nworkers;
+    pthread_mutex_unlock(&p->lock);
+    return n;
 }
 
 PYPROC_EXPORT const char *pyproc_pool_name(pyproc_pool *p)
@@ -409,45 +434,6 @@ static int encode(struct shm_buf *b, const char *fmt, ...)
     return err;
 }
 
-/*
- * Send one control request to every worker at once and wait for all.
- * Returns 0, or the first failure with its message in *err.
- */
-int pyproc__broadcast(pyproc_pool *p, uint16_t type, const struct shm_buf *b,
-                      pyproc_msg **err_msg)
-{
-    int n = pyproc_workers(p);
-    pyproc_call **calls = calloc((size_t)n, sizeof *calls);
-    int first = 0;
-
-    if (!calls)
-        return -ENOMEM;
-    for (int i = 0; i < n; i++) {
-        struct pp_worker *w = pyproc__pick_worker(p, i);
-        int err = pyproc__call_send_raw(w, type, b, &calls[i]);
-        pyproc__worker_unref(w);
-        if (err < 0 && !first)
-            first = err;
-    }
-    for (int i = 0; i < n; i++) {
-        pyproc_msg *m = NULL;
-        if (!calls[i])
-            continue;
-        int err = pyproc__call_wait(calls[i], &m, -1);
-        if (err < 0 && !first) {
-            first = err;
-            if (err_msg) {
-                *err_msg = m;
-                m = NULL;
-            }
-        }
-        pyproc_msg_free(m);
-        pyproc_call_free(calls[i]);
-    }
-    free(calls);
-    return first;
-}
-
 PYPROC_EXPORT int pyproc_add_sub_err(pyproc_pool *p, const char *name, const char *pypath,
                                      unsigned flags, pyproc_msg **err_msg)
 {
@@ -462,8 +448,6 @@ PYPROC_EXPORT int pyproc_add_sub_err(pyproc_pool *p, const char *name, const cha
     err = encode(&b, "[ssb]", name, pypath, (int)(flags & PYPROC_SUB_INIT));
     if (err == 0)
         err = pyproc__broadcast(p, SHM_FRAME_ADD_SUB, &b, err_msg);
-    if (err == 0)
-        err = pyproc__history_add(p, SHM_FRAME_ADD_SUB, &b);
     shm_buf_free(&b);
     return err;
 }

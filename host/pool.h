@@ -6,8 +6,28 @@
  * pool, because a worker's PR_SET_PDEATHSIG follows the thread that spawned
  * it) and drains reply rings whenever no caller is polling them.
  *
- * Locks, always taken in this order: pool->lock, worker->rx_lock,
- * worker->tx_lock, worker->stop_lock, worker->calls_lock.
+ * Locks, outer first; a thread holding one takes only locks below it:
+ *
+ *   pool->grow_lock      pyproc_add_proc(), across the whole bring-up
+ *   pool->history_lock   a broadcast (send, wait, keep), and a joining
+ *                        worker's catch-up and placing (broadcast.c)
+ *   worker->rx_lock      whoever drains the reply ring (drain.c)
+ *   pool->lock           slots, history array, service queue, conds
+ *   worker->calls_lock, call->qlock, pool->done_lock   leaves
+ *
+ * worker->tx_lock and worker->stop_lock are leaves too, held only around
+ * one ring write or one post to the stop table, so they may be taken under
+ * any of them.  The nestings: grow_lock takes
+ * history_lock and everything a call takes; history_lock takes pool->lock
+ * (reading the slots and history, placing a worker) and whatever sending
+ * and waiting for a call takes, rx_lock included; rx_lock takes
+ * pool->lock (READY in drain.c, a CALLBACK queued by
+ * pyproc__callback_push()), calls_lock (finding a call), qlock (stream
+ * items, a stream's end) and done_lock (an asynchronous call's end);
+ * pool->lock takes calls_lock (pyproc_stats()).  Nothing takes rx_lock or
+ * history_lock while holding pool->lock; the service thread never takes
+ * grow_lock or history_lock, and the broadcasts and replays that hold them
+ * wait on it.
  */
 #ifndef PYPROC_HOST_POOL_H
 #define PYPROC_HOST_POOL_H
@@ -130,7 +150,37 @@ struct pp_output {
  * A worker process and everything of it on our side.  A respawn makes a
  * new one; the old one lives on, closed, until the last call that points
  * at it is freed: refs counts the pool's slot, each call, and whoever is
- * bringing it up.
+ * bringing it up or holds it for a moment (pyproc__pick_worker()).  A
+ * pointer read from a slot is used only under pool->lock or after taking
+ * a reference under it: a respawn may replace the slot and drop the old
+ * worker at any time.
+ *
+ * Supervision fields:
+ *   refs        atomic; taken relaxed (the taker already holds one or
+ *               pool->lock), dropped acq_rel so the last dropper sees
+ *               every write before freeing.
+ *   published   set (seq_cst) once, as the worker is put in a slot,
+ *               under pool->lock (by spawn_all() on the service thread
+ *               before the pool is handed out); read by drain.c, which
+ *               only needs to see it eventually.
+ *   ready, ready_ns   written by the drainer on READY under pool->lock,
+ *               which is what waiters read them under (with pool->changed);
+ *               ready_ns rewritten by the bringer before placing.
+ *   dead, death written by pyproc__worker_reap() on the service thread
+ *               under pool->lock (death also by give_up() in respawn.c);
+ *               death read under pool->lock; dead, an atomic that only
+ *               goes false to true, read (seq_cst) anywhere as a hint.
+ *   pid         written on the service thread (spawn; reap, under
+ *               pool->lock); read freely there, under pool->lock
+ *               elsewhere (pyproc_stats()).
+ *   serving     set by a drainer (relaxed) once a placed worker answered;
+ *               read by its respawn thread after the death was reaped.
+ *   fast_deaths, replayed   its bringer's (add_proc or respawn thread)
+ *               alone, before it is placed; fast_deaths read again only by
+ *               the respawn of its own death.
+ *   pidfd, death_w, seg, rings, out   set before it is placed, then
+ *               constant until pyproc__worker_free() (rings close, not
+ *               change).
  */
 struct pp_worker {
     pyproc_pool *pool;
@@ -142,6 +192,7 @@ struct pp_worker {
     _Atomic int64_t last_answer_ns; /* when a call of it last ended */
     _Atomic bool serving; /* in its slot and has answered a call since */
     int fast_deaths;    /* deaths in a row soon after start, at this index */
+    size_t replayed;    /* history entries sent to it by its bringer */
     int index;
     pid_t pid;
     int pidfd;
@@ -174,6 +225,22 @@ struct pp_worker {
     uint32_t in_flight;
 };
 
+/*
+ * A pool.  Constant after pyproc_pool_new() returns: name, owner_pid,
+ * fork_gen, the options, the counters' array bar its growth.  Guarded by
+ * lock: nworkers and workers (the slots), which grow only in
+ * pyproc_add_proc() and change otherwise only when a respawn places a
+ * worker (publish() in respawn.c); both also hold history_lock for it, so
+ * a broadcast sees a fixed set of slots.  Whoever reads a slot takes a
+ * reference before it lets go of lock (pyproc__pick_worker()).  closing
+ * is true while the pool starts (no respawn before every worker started
+ * once), false from the end of pyproc_pool_new() until
+ * pyproc_pool_free() sets it again, first of all; written under lock,
+ * with changed broadcast.  A respawn places nothing once it is set, so
+ * pyproc_pool_free() and pool_destroy() then read settled slots.
+ * respawning counts respawn threads, under lock; pyproc__respawn_wait()
+ * waits for it to reach zero on changed.
+ */
 struct pyproc_pool {
     char *name;
     pid_t owner_pid;
@@ -223,9 +290,15 @@ struct pyproc_pool {
     bool closing;   /* pyproc_pool_free() began: no more respawns */
     int respawning; /* respawn threads running, under lock */
 
-    /* Every add_sub, add_native and set_attr so far, replayed to new workers. */
+    /* Every add_sub, add_native and set_attr so far, replayed to new
+     * workers.  Appended by the holder of history_lock, under lock too;
+     * read under lock.  An entry's payload never moves or goes until the
+     * pool is freed. */
     struct history_entry *history;
     size_t nhistory;
+    /* Makes a broadcast and a joining worker's catch-up and placing one
+     * step each (see broadcast.c).  Slots are added only under it. */
+    pthread_mutex_t history_lock;
     pthread_mutex_t grow_lock; /* one add_proc at a time */
 
     /* Finished asynchronous calls waiting for pyproc_dispatch(). */
@@ -334,6 +407,9 @@ int pyproc__service_watch(pyproc_pool *p, struct pp_worker *w);
 void pyproc__service_unwatch(pyproc_pool *p, struct pp_worker *w);
 
 /* ---- respawn.c ---- */
+/* Send w, not yet in a slot, the history entries it lacks, in order.
+ * Hold history_lock to know none is added meanwhile. */
+int pyproc__worker_replay(pyproc_pool *p, struct pp_worker *w, char **why);
 /*
  * Start a worker at index, wait for READY and replay the pool's history;
  * on success *ret holds a reference.  On failure the worker is stopped and
@@ -380,15 +456,15 @@ void pyproc__slot_stats_free(pyproc_pool *p);
 /* ---- pool.c ---- */
 /* 0 when the pool may be used from this process, else -EINVAL / -ECHILD. */
 int pyproc__pool_check(pyproc_pool *p);
-/* Remember a successful add_sub or set_attr for workers to come. */
-int pyproc__history_add(pyproc_pool *p, uint16_t type, const struct shm_buf *b);
 /* The worker at ind, or the next live one round robin when ind is -1;
  * a new reference, or NULL for a bad index. */
 struct pp_worker *pyproc__pick_worker(pyproc_pool *p, int ind);
 /* Bumped in every forked child of this process. */
 unsigned pyproc__fork_gen(void);
-/* Send one control request to every worker and wait for all; the first
- * failure's message goes to *err_msg (may be NULL). */
+/* ---- broadcast.c ---- */
+/* Send one control request (add_sub, add_native, set_attr) to every worker
+ * and wait for all; when all took it, keep it for workers to come.  The
+ * first failure's message goes to *err_msg (may be NULL). */
 int pyproc__broadcast(pyproc_pool *p, uint16_t type, const struct shm_buf *b,
                       pyproc_msg **err_msg);
 

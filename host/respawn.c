@@ -5,7 +5,9 @@
  * then waited for and brought up to date (every add_sub, add_native and
  * set_attr of the pool, in order) on the thread that asked, and only then
  * put in its slot, so no call reaches it before it has what the others
- * have.
+ * have.  The history is replayed in two passes: all of it without
+ * history_lock, then, holding it, what the history gained meanwhile; the
+ * worker is put in its slot before the lock goes (see broadcast.c).
  *
  * A worker that dies is respawned at once, unless it died soon after it
  * started without serving a call: then the next try waits, longer each
@@ -62,18 +64,28 @@ void pyproc__worker_discard(pyproc_pool *p, struct pp_worker *w)
     pyproc__worker_unref(w);
 }
 
-/* Replay the history to w, one request at a time, in order. */
-static int replay(pyproc_pool *p, struct pp_worker *w, char **why)
+/* Describe a failed replay in *why (may be NULL). */
+static void replay_failed(char **why, pyproc_msg *m, int err)
 {
-    for (size_t i = 0;; i++) {
+    if (why && asprintf(why, "replaying the pool's history failed: %s",
+                        m && pyproc_msg_error(m) ? pyproc_msg_error(m)
+                                                 : pyproc_strerror(err)) < 0)
+        *why = NULL;
+}
+
+int pyproc__worker_replay(pyproc_pool *p, struct pp_worker *w, char **why)
+{
+    for (;;) {
         struct history_entry e;
         pyproc_msg *m = NULL;
         pyproc_call *c;
 
+        /* Entries never move their payload nor leave, so e's payload
+         * stays valid unlocked; the array itself may be reallocated. */
         pthread_mutex_lock(&p->lock);
-        bool more = i < p->nhistory;
+        bool more = w->replayed < p->nhistory;
         if (more)
-            e = p->history[i];
+            e = p->history[w->replayed];
         pthread_mutex_unlock(&p->lock);
         if (!more)
             return 0;
@@ -83,14 +95,12 @@ static int replay(pyproc_pool *p, struct pp_worker *w, char **why)
             pyproc_call_free(c);
         }
         if (err < 0) {
-            if (why && asprintf(why, "replaying the pool's history failed: %s",
-                                m && pyproc_msg_error(m) ? pyproc_msg_error(m)
-                                                         : pyproc_strerror(err)) < 0)
-                *why = NULL;
+            replay_failed(why, m, err);
             pyproc_msg_free(m);
             return err;
         }
         pyproc_msg_free(m);
+        w->replayed++;
     }
 }
 
@@ -109,7 +119,7 @@ int pyproc__worker_bring_up(pyproc_pool *p, int index, struct pp_worker **ret, c
     }
     err = pyproc__worker_wait_ready(r.w, p->start_timeout_ms);
     if (err == 0)
-        err = replay(p, r.w, why);
+        err = pyproc__worker_replay(p, r.w, why);
     if (err < 0) {
         pyproc__service_run(p, stop_on_service, r.w);
         if (why && !*why) {
@@ -177,7 +187,8 @@ static void give_up(pyproc_pool *p, struct pp_worker *dead, int tries, const cha
     pthread_mutex_unlock(&p->lock);
 }
 
-static void publish(pyproc_pool *p, struct pp_worker *old, struct pp_worker *w)
+/* Put w in old's slot, unless the slot changed or the pool closes. */
+static bool place(pyproc_pool *p, struct pp_worker *old, struct pp_worker *w)
 {
     bool placed = false;
 
@@ -189,6 +200,25 @@ static void publish(pyproc_pool *p, struct pp_worker *old, struct pp_worker *w)
         placed = true;
     }
     pthread_mutex_unlock(&p->lock);
+    return placed;
+}
+
+/*
+ * Send w what the history gained since it was brought up, and put it in
+ * its slot, in one step as seen by pyproc__broadcast() (see broadcast.c).
+ * Returns the replay's error (w is stopped and dropped then, and *why
+ * says why), else 0, whether or not w found its slot.
+ */
+static int publish(pyproc_pool *p, struct pp_worker *old, struct pp_worker *w, char **why)
+{
+    bool placed = false;
+
+    pthread_mutex_lock(&p->history_lock);
+    /* A closing pool will not take w: no need to bring it up to date. */
+    int err = closing(p) ? 0 : pyproc__worker_replay(p, w, why);
+    if (err == 0)
+        placed = place(p, old, w);
+    pthread_mutex_unlock(&p->history_lock);
     /*
      * A w that found no slot is running and watched: stop and unwatch it
      * on the service thread first, or its pidfd event would reach it
@@ -198,6 +228,7 @@ static void publish(pyproc_pool *p, struct pp_worker *old, struct pp_worker *w)
         pyproc__service_run(p, stop_on_service, w);
     /* Placed, the slot's reference to old is ours to drop now. */
     pyproc__worker_unref(placed ? old : w);
+    return err;
 }
 
 static void *respawn_main(void *arg)
@@ -228,9 +259,12 @@ static void *respawn_main(void *arg)
         if (closing(p))
             break;
         char *why = NULL;
-        if (pyproc__worker_bring_up(p, dead->index, &w, &why) == 0) {
+        int err = pyproc__worker_bring_up(p, dead->index, &w, &why);
+        if (err == 0) {
             w->fast_deaths = deaths;
-            publish(p, dead, w);
+            err = publish(p, dead, w, &why);
+        }
+        if (err == 0) {
             free(why);
             break;
         }

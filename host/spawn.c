@@ -149,16 +149,76 @@ static void build_argv(pyproc_pool *p, struct pp_worker *w, struct worker_argv *
     v[n] = NULL;
 }
 
-/* stdin from /dev/null, src[i] as fd FD_STDOUT + i, nothing else. */
-static void file_actions(pyproc_pool *p, posix_spawn_file_actions_t *fa, const int *hi)
+/*
+ * stdin from /dev/null, hi[i] as fd FD_STDOUT + i, nothing else.  Every
+ * step is checked: on failure fa is destroyed again and the error
+ * returned.
+ */
+static int file_actions(pyproc_pool *p, posix_spawn_file_actions_t *fa, const int *hi)
 {
-    posix_spawn_file_actions_init(fa);
-    posix_spawn_file_actions_addopen(fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    for (int i = 0; i < N_CHILD_FDS; i++)
-        posix_spawn_file_actions_adddup2(fa, hi[i], FD_STDOUT + i);
-    posix_spawn_file_actions_addclosefrom_np(fa, FD_FIRST_FREE);
-    if (p->cwd)
-        posix_spawn_file_actions_addchdir_np(fa, p->cwd);
+    int err = posix_spawn_file_actions_init(fa);
+
+    if (err)
+        return -err;
+    err = posix_spawn_file_actions_addopen(fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    for (int i = 0; !err && i < N_CHILD_FDS; i++)
+        err = posix_spawn_file_actions_adddup2(fa, hi[i], FD_STDOUT + i);
+    if (!err)
+        err = posix_spawn_file_actions_addclosefrom_np(fa, FD_FIRST_FREE);
+    if (!err && p->cwd)
+        err = posix_spawn_file_actions_addchdir_np(fa, p->cwd);
+    if (err) {
+        posix_spawn_file_actions_destroy(fa);
+        return -err;
+    }
+    return 0;
+}
+
+/*
+ * The service thread blocks every signal, and the application may ignore
+ * some: the worker starts with none blocked and all default.  On failure
+ * attr is destroyed again and the error returned.
+ */
+static int spawn_attr(posix_spawnattr_t *attr)
+{
+    sigset_t none, all;
+    int err = posix_spawnattr_init(attr);
+
+    if (err)
+        return -err;
+    sigemptyset(&none);
+    sigfillset(&all);
+    err = posix_spawnattr_setsigmask(attr, &none);
+    if (!err)
+        err = posix_spawnattr_setsigdefault(attr, &all);
+    if (!err)
+        err = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    if (err) {
+        posix_spawnattr_destroy(attr);
+        return -err;
+    }
+    return 0;
+}
+
+/* posix_spawn with every step of its set-up checked; w->pid on success. */
+static int spawn_checked(pyproc_pool *p, struct pp_worker *w, const int *hi, char **argv)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    int err = file_actions(p, &fa, hi);
+
+    if (err < 0)
+        return err;
+    err = spawn_attr(&attr);
+    if (err == 0) {
+        /* glibc's posix_spawn reports a failed exec (or chdir) as its
+         * return value. */
+        err = -posix_spawn(&w->pid, p->worker_path, &fa, &attr, argv,
+                           p->env ? p->env : environ);
+        posix_spawnattr_destroy(&attr);
+    }
+    posix_spawn_file_actions_destroy(&fa);
+    return err;
 }
 
 /* src: the fds the worker gets as 1 to 6, in that order. */
@@ -166,30 +226,13 @@ static int spawn_process(pyproc_pool *p, struct pp_worker *w, const int *src)
 {
     struct worker_argv a;
     int hi[N_CHILD_FDS];
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    sigset_t none, all;
     int err;
 
     err = high_copies(src, hi, N_CHILD_FDS);
     if (err < 0)
         return err;
     build_argv(p, w, &a);
-    file_actions(p, &fa, hi);
-    /* The service thread blocks every signal, and the application may
-     * ignore some: the worker starts with none blocked and all default. */
-    posix_spawnattr_init(&attr);
-    sigemptyset(&none);
-    sigfillset(&all);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &all);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    /* glibc's posix_spawn reports a failed exec (or chdir) as its return
-     * value. */
-    err = -posix_spawn(&w->pid, p->worker_path, &fa, &attr, a.argv,
-                       p->env ? p->env : environ);
-    posix_spawnattr_destroy(&attr);
-    posix_spawn_file_actions_destroy(&fa);
+    err = spawn_checked(p, w, hi, a.argv);
     for (int i = 0; i < N_CHILD_FDS; i++)
         close(hi[i]);
     if (err < 0) {
@@ -224,7 +267,8 @@ static int output_pipes(struct pp_worker *w, int *write_ends)
         write_ends[k] = fds[1];
         /* The worker's end blocks: a worker that writes faster than the
          * host takes it waits rather than losing lines or failing. */
-        fcntl(fds[1], F_SETFL, 0);
+        if (fcntl(fds[1], F_SETFL, 0) < 0)
+            return -errno;
     }
     return 0;
 }

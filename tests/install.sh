@@ -29,3 +29,6 @@ C
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 cc build/install-test/app.c $(pkg-config --cflags --libs pyproc) -o build/install-test/app
 env -u PYPROC_WORKER build/install-test/app
+# The installed library exports the API and nothing else, every function
+# in a version node.
+sh tests/abi.sh "$prefix/lib/libpyproc.so.0"
