@@ -8,6 +8,15 @@
  * work that must run here: spawning and stopping workers.  Spawning here,
  * on a thread that lives as long as the pool, is what makes the workers'
  * PR_SET_PDEATHSIG mean "the host is gone" rather than "some thread ended".
+ *
+ * No worker can hold the thread: each pass of the loop takes every ready
+ * event (a bounded read of each output pipe, the reaping of each dead
+ * worker), then reads one batch of replies (SERVICE_BATCH_MSGS at most,
+ * and no more than the ring held when the batch began) from each worker
+ * whose doorbell rang or whose ring still held frames after its last
+ * batch, round robin, and then runs the commands.  While any worker has
+ * replies left the loop polls epoll without sleeping, so another worker's
+ * death or output is seen between two batches of a worker that floods.
  */
 #include <errno.h>
 #include <signal.h>
@@ -20,6 +29,9 @@
 #include "pool.h"
 
 enum { EV_CONTROL, EV_BELL, EV_PIDFD, EV_STDOUT, EV_STDERR };
+
+/* Replies of one worker read in one go before the others are served. */
+#define SERVICE_BATCH_MSGS 64
 
 /* The control eventfd's event; workers carry their own two. */
 static struct service_event control_event = {EV_CONTROL, NULL};
@@ -48,13 +60,47 @@ int pyproc__service_watch(pyproc_pool *p, struct pp_worker *w)
         if (w->out[k].fd >= 0 && epoll_ctl(p->epfd, EPOLL_CTL_ADD, w->out[k].fd, &out) < 0)
             return -errno;
     }
+    w->watched = true;
     return 0;
+}
+
+/* Queue w for a batch of its replies, unless it is queued already. */
+static void busy_add(pyproc_pool *p, struct pp_worker *w)
+{
+    if (w->busy || !w->watched)
+        return;
+    w->busy = true;
+    w->busy_next = NULL;
+    if (p->busy_tail)
+        p->busy_tail->busy_next = w;
+    else
+        p->busy_head = w;
+    p->busy_tail = w;
+}
+
+static void busy_remove(pyproc_pool *p, struct pp_worker *w)
+{
+    struct pp_worker **link = &p->busy_head, *prev = NULL;
+
+    if (!w->busy)
+        return;
+    while (*link != w) {
+        prev = *link;
+        link = &prev->busy_next;
+    }
+    *link = w->busy_next;
+    if (p->busy_tail == w)
+        p->busy_tail = prev;
+    w->busy = false;
+    w->busy_next = NULL;
 }
 
 /* Once it returns, no event of the epoll set points at w.  Its output
  * pipes are read on until it is reaped (pyproc__worker_stop()). */
 void pyproc__service_unwatch(pyproc_pool *p, struct pp_worker *w)
 {
+    busy_remove(p, w);
+    w->watched = false;
     epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->rx.doorbell_fd, NULL);
     if (w->pidfd >= 0)
         epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->pidfd, NULL);
@@ -63,25 +109,47 @@ void pyproc__service_unwatch(pyproc_pool *p, struct pp_worker *w)
             epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->out[k].fd, NULL);
 }
 
-/*
- * Drain a worker's replies, then re-arm its doorbell unless a caller is
- * polling (that caller re-arms when it leaves).  Re-arming and finding a
- * frame that slipped in means draining again.
- */
-static void drain_and_rearm(struct pp_worker *w)
+/* The doorbell rang: clear its counter and queue the worker. */
+static void bell(pyproc_pool *p, struct pp_worker *w)
 {
     uint64_t n;
 
+    if (!w->watched)
+        return;
     while (read(w->rx.doorbell_fd, &n, sizeof n) > 0)
         ;
-    for (;;) {
-        pthread_mutex_lock(&w->rx_lock);
-        pyproc__drain(w);
-        pthread_mutex_unlock(&w->rx_lock);
-        if (atomic_load(&w->pollers) > 0 || shm_ring_is_closed(&w->rx))
-            return;
-        if (!shm_ring_sleep_begin(&w->rx, SHM_SLEEP_DOORBELL))
-            return;
+    busy_add(p, w);
+}
+
+/*
+ * One batch of w's replies.  Returns true when w must be served again:
+ * frames are left (its doorbell stays off meanwhile, since consumer_wait
+ * stays SHM_AWAKE), or one slipped in as we re-armed the doorbell.  A
+ * caller polling the ring drains it itself, and re-arms when it leaves.
+ */
+static bool serve_one(struct pp_worker *w)
+{
+    pthread_mutex_lock(&w->rx_lock);
+    bool more = pyproc__drain_batch(w, SERVICE_BATCH_MSGS);
+    pthread_mutex_unlock(&w->rx_lock);
+    if (atomic_load(&w->pollers) > 0 || shm_ring_is_closed(&w->rx))
+        return false;
+    return more || shm_ring_sleep_begin(&w->rx, SHM_SLEEP_DOORBELL);
+}
+
+/* One batch for each worker queued now; those with more go to the back. */
+static void serve_busy(pyproc_pool *p)
+{
+    struct pp_worker *w = p->busy_head;
+
+    p->busy_head = p->busy_tail = NULL;
+    while (w) {
+        struct pp_worker *next = w->busy_next;
+        w->busy = false;
+        w->busy_next = NULL;
+        if (serve_one(w))
+            busy_add(p, w);
+        w = next;
     }
 }
 
@@ -113,9 +181,21 @@ static void died(pyproc_pool *p, struct pp_worker *w)
     pyproc__respawn_later(p, w);
 }
 
+/* Drop the events of w later in this batch: it may be freed once its
+ * respawn is done. */
+static void forget_events(struct epoll_event *ev, int from, int n, struct pp_worker *w)
+{
+    for (int j = from; j < n; j++) {
+        struct service_event *e = ev[j].data.ptr;
+        if (e && e->worker == w)
+            ev[j].data.ptr = NULL;
+    }
+}
+
 /*
- * Worker events first, commands last: a command may stop a worker and let
- * its owner free it, and a later event of this batch must not reach it.
+ * Worker events first, then a batch of replies for each busy worker,
+ * commands last: a command may stop a worker and let its owner free it,
+ * and a later event of this batch must not reach it.
  */
 static void handle_batch(pyproc_pool *p, struct epoll_event *ev, int n)
 {
@@ -123,15 +203,20 @@ static void handle_batch(pyproc_pool *p, struct epoll_event *ev, int n)
 
     for (int i = 0; i < n; i++) {
         struct service_event *e = ev[i].data.ptr;
-        if (e->kind == EV_CONTROL)
+        if (!e)
+            continue;
+        if (e->kind == EV_CONTROL) {
             commands = true;
-        else if (e->kind == EV_BELL)
-            drain_and_rearm(e->worker);
-        else if (e->kind == EV_PIDFD)
+        } else if (e->kind == EV_BELL) {
+            bell(p, e->worker);
+        } else if (e->kind == EV_PIDFD) {
             died(p, e->worker);
-        else
+            forget_events(ev, i + 1, n, e->worker);
+        } else {
             pyproc__output_read(e->worker, e->kind - EV_STDOUT);
+        }
     }
+    serve_busy(p);
     if (commands)
         run_commands(p);
 }
@@ -142,11 +227,12 @@ static void *service_main(void *arg)
     struct epoll_event ev[32];
 
     for (;;) {
-        int n = epoll_wait(p->epfd, ev, 32, pyproc__expire_calls(p));
+        int ms = pyproc__expire_calls(p);
+        /* Replies left over: look for events without sleeping. */
+        int n = epoll_wait(p->epfd, ev, 32, p->busy_head ? 0 : ms);
         if (n < 0 && errno != EINTR)
             break;
-        if (n > 0)
-            handle_batch(p, ev, n);
+        handle_batch(p, ev, n > 0 ? n : 0);
         pthread_mutex_lock(&p->lock);
         bool stop = p->stopping && !p->cmds;
         pthread_mutex_unlock(&p->lock);
