@@ -524,6 +524,28 @@ int shm_ring_read(struct shm_ring *r, struct shm_msg *m)
     return 0;
 }
 
+/*
+ * Copy a payload out of the area a 64-bit word at a time, each word read
+ * once: a producer that rewrites an aligned word while we copy leaves
+ * either its old or its new value in the copy, never a mix of the two.
+ * src is 8-byte aligned (payloads follow 16-byte headers on the frame
+ * grid) and the frame's padding lets the last word be read whole.
+ */
+static void copy_words(uint8_t *dst, const uint8_t *src, size_t len)
+{
+    const volatile uint64_t *w = (const volatile uint64_t *)(const void *)src;
+    size_t i;
+
+    for (i = 0; i + 8 <= len; i += 8) {
+        uint64_t v = w[i / 8];
+        memcpy(dst + i, &v, 8);
+    }
+    if (i < len) {
+        uint64_t v = w[i / 8];
+        memcpy(dst + i, &v, len - i);
+    }
+}
+
 int shm_ring_copy_out(struct shm_ring *r, struct shm_msg *m)
 {
     uint64_t head;
@@ -535,7 +557,7 @@ int shm_ring_copy_out(struct shm_ring *r, struct shm_msg *m)
     assert(!r->asm_open);
     if (asm_reserve(r, m->len) < 0)
         return -ENOMEM;
-    memcpy(r->asm_buf, m->payload, m->len);
+    copy_words(r->asm_buf, m->payload, m->len);
     head = atomic_load_explicit(&r->ctl->head, memory_order_relaxed);
     ring_release(r, head + m->frame_bytes);
     m->payload = r->asm_buf;
