@@ -18,9 +18,9 @@
  *   (shm_ring_copy_out(), which also releases the frame), checked there,
  *   then decoded: into an error text, into one message per stream item,
  *   into the callback's request.
- * - A message that came in fragments already lies in the reassembly
- *   buffer, copied there fragment by fragment by shm_ring_read(), and is
- *   not copied again before it is checked.
+ * - A message that came in fragments already lies in private memory, the
+ *   reassembly buffer, where shm_ring_read() copied it fragment by
+ *   fragment; shm_ring_copy_out() leaves it there.
  * - READY: its payload is not read.
  * Frame headers are read once each, into locals, by shm/ring.c.
  */
