@@ -202,7 +202,7 @@ static void stop_hostile(struct pp_worker *w, int why)
     syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
 }
 
-bool pyproc__drain_batch(struct pp_worker *w, unsigned max_msgs)
+bool pyproc__drain_batch(struct pp_worker *w, unsigned max_msgs, unsigned *ret_read)
 {
     /*
      * Stop at what the ring held when we began: the frames after it may
@@ -232,12 +232,17 @@ bool pyproc__drain_batch(struct pp_worker *w, unsigned max_msgs)
         atomic_store_explicit(&w->last_answer_ns, shm_now_ns(), memory_order_relaxed);
     if (r < 0)
         stop_hostile(w, r);
+    if (ret_read)
+        *ret_read = n;
     return !shm_ring_empty(&w->rx) && !shm_ring_is_closed(&w->rx);
 }
 
-void pyproc__drain(struct pp_worker *w)
+unsigned pyproc__drain(struct pp_worker *w)
 {
-    pyproc__drain_batch(w, UINT_MAX);
+    unsigned n;
+
+    pyproc__drain_batch(w, UINT_MAX, &n);
+    return n;
 }
 
 void pyproc__poll_enter(struct pp_worker *w)

@@ -322,9 +322,10 @@ int pyproc__callback_push(struct pp_worker *w, uint64_t id, const uint8_t *paylo
  * consumed what the ring held when it began, so that a worker that keeps
  * writing cannot hold the drainer.  Returns true when frames are left.
  */
-bool pyproc__drain_batch(struct pp_worker *w, unsigned max_msgs);
-/* pyproc__drain_batch() with no limit on messages: what is there now. */
-void pyproc__drain(struct pp_worker *w);
+bool pyproc__drain_batch(struct pp_worker *w, unsigned max_msgs, unsigned *ret_read);
+/* pyproc__drain_batch() with no limit on messages: what is there now.
+ * Returns how many messages it read. */
+unsigned pyproc__drain(struct pp_worker *w);
 void pyproc__poll_enter(struct pp_worker *w);
 void pyproc__poll_leave(struct pp_worker *w);
 

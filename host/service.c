@@ -130,7 +130,7 @@ static void bell(pyproc_pool *p, struct pp_worker *w)
 static bool serve_one(struct pp_worker *w)
 {
     pthread_mutex_lock(&w->rx_lock);
-    bool more = pyproc__drain_batch(w, SERVICE_BATCH_MSGS);
+    bool more = pyproc__drain_batch(w, SERVICE_BATCH_MSGS, NULL);
     pthread_mutex_unlock(&w->rx_lock);
     if (atomic_load(&w->pollers) > 0 || shm_ring_is_closed(&w->rx))
         return false;
