@@ -167,6 +167,16 @@ struct pp_worker {
     bool watched;
     bool busy;
     struct pp_worker *busy_next;
+    /* Service thread only: doorbells after which the ring's consumed
+     * position (bell_head when last seen) had not moved, in a row; too
+     * many, and the doorbell is left unwatched until unmute_ns, on the
+     * pool's list of muted workers. */
+    bool rang;
+    unsigned idle_bells;
+    uint64_t bell_head;
+    bool bell_muted;
+    int64_t unmute_ns;
+    struct pp_worker *muted_next;
     struct pp_slot_stats *stats; /* its index's, owned by the pool */
 
     pthread_mutex_t calls_lock;
@@ -220,6 +230,7 @@ struct pyproc_pool {
     /* Workers whose reply rings still hold frames after a batch; service
      * thread only. */
     struct pp_worker *busy_head, *busy_tail;
+    struct pp_worker *muted_head; /* service thread only */
     bool stopping;
     bool closing;   /* pyproc_pool_free() began: no more respawns */
     int respawning; /* respawn threads running, under lock */

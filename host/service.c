@@ -33,6 +33,17 @@ enum { EV_CONTROL, EV_BELL, EV_PIDFD, EV_STDOUT, EV_STDERR };
 /* Replies of one worker read in one go before the others are served. */
 #define SERVICE_BATCH_MSGS 64
 
+/*
+ * A worker rings its doorbell only after it published a reply, so by the
+ * time we have served a bell, its reply has been read, by us or by a
+ * caller: the ring's consumed position has moved.  A worker that rings
+ * IDLE_BELLS_MAX times in a row with nothing new is keeping the thread
+ * busy on purpose: its doorbell goes unwatched for BELL_MUTE_MS, after
+ * which its ring is read and the doorbell watched again.
+ */
+#define IDLE_BELLS_MAX 8
+#define BELL_MUTE_MS 20
+
 /* The control eventfd's event; workers carry their own two. */
 static struct service_event control_event = {EV_CONTROL, NULL};
 
@@ -97,9 +108,24 @@ static void busy_remove(pyproc_pool *p, struct pp_worker *w)
 
 /* Once it returns, no event of the epoll set points at w.  Its output
  * pipes are read on until it is reaped (pyproc__worker_stop()). */
+/* Take w off the list of muted workers; its doorbell stays as it is. */
+static void muted_remove(pyproc_pool *p, struct pp_worker *w)
+{
+    struct pp_worker **link = &p->muted_head;
+
+    if (!w->bell_muted)
+        return;
+    while (*link != w)
+        link = &(*link)->muted_next;
+    *link = w->muted_next;
+    w->bell_muted = false;
+    w->muted_next = NULL;
+}
+
 void pyproc__service_unwatch(pyproc_pool *p, struct pp_worker *w)
 {
     busy_remove(p, w);
+    muted_remove(p, w);
     w->watched = false;
     epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->rx.doorbell_fd, NULL);
     if (w->pidfd >= 0)
@@ -116,9 +142,64 @@ static void bell(pyproc_pool *p, struct pp_worker *w)
 
     if (!w->watched)
         return;
-    while (read(w->rx.doorbell_fd, &n, sizeof n) > 0)
-        ;
+    /* One read takes the whole counter; a loop here would be held by a
+     * worker that writes as fast as we read. */
+    if (read(w->rx.doorbell_fd, &n, sizeof n) < 0) {
+        /* EAGAIN: a bell already taken; anything else: the ring is read
+         * on anyway. */
+    }
+    w->rang = true;
     busy_add(p, w);
+}
+
+static void bell_mute(pyproc_pool *p, struct pp_worker *w)
+{
+    struct epoll_event ev = {.events = 0, .data.ptr = &w->bell_ev};
+
+    if (w->bell_muted || epoll_ctl(p->epfd, EPOLL_CTL_MOD, w->rx.doorbell_fd, &ev) < 0)
+        return;
+    w->bell_muted = true;
+    w->unmute_ns = shm_now_ns() + BELL_MUTE_MS * 1000000LL;
+    w->muted_next = p->muted_head;
+    p->muted_head = w;
+}
+
+/* Watch the doorbells whose time is up again, and read their rings. */
+static void bell_unmute_due(pyproc_pool *p)
+{
+    struct pp_worker **link = &p->muted_head;
+    int64_t now = shm_now_ns();
+
+    while (*link) {
+        struct pp_worker *w = *link;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->bell_ev};
+        if (w->unmute_ns > now || epoll_ctl(p->epfd, EPOLL_CTL_MOD, w->rx.doorbell_fd, &ev) < 0) {
+            link = &w->muted_next;
+            continue;
+        }
+        *link = w->muted_next;
+        w->bell_muted = false;
+        w->muted_next = NULL;
+        busy_add(p, w);
+    }
+}
+
+/* After a batch: count a bell that brought nothing new, and mute the
+ * doorbell of a worker that keeps ringing so. */
+static void bell_count(pyproc_pool *p, struct pp_worker *w)
+{
+    uint64_t head = shm_ring_consumed(&w->rx);
+
+    if (!w->rang)
+        return;
+    w->rang = false;
+    if (head != w->bell_head) {
+        w->bell_head = head;
+        w->idle_bells = 0;
+    } else if (++w->idle_bells >= IDLE_BELLS_MAX) {
+        w->idle_bells = 0;
+        bell_mute(p, w);
+    }
 }
 
 /*
@@ -127,11 +208,12 @@ static void bell(pyproc_pool *p, struct pp_worker *w)
  * stays SHM_AWAKE), or one slipped in as we re-armed the doorbell.  A
  * caller polling the ring drains it itself, and re-arms when it leaves.
  */
-static bool serve_one(struct pp_worker *w)
+static bool serve_one(pyproc_pool *p, struct pp_worker *w)
 {
     pthread_mutex_lock(&w->rx_lock);
     bool more = pyproc__drain_batch(w, SERVICE_BATCH_MSGS, NULL);
     pthread_mutex_unlock(&w->rx_lock);
+    bell_count(p, w);
     if (atomic_load(&w->pollers) > 0 || shm_ring_is_closed(&w->rx))
         return false;
     return more || shm_ring_sleep_begin(&w->rx, SHM_SLEEP_DOORBELL);
@@ -147,7 +229,7 @@ static void serve_busy(pyproc_pool *p)
         struct pp_worker *next = w->busy_next;
         w->busy = false;
         w->busy_next = NULL;
-        if (serve_one(w))
+        if (serve_one(p, w))
             busy_add(p, w);
         w = next;
     }
@@ -228,8 +310,12 @@ static void *service_main(void *arg)
 
     for (;;) {
         int ms = pyproc__expire_calls(p);
+        if (p->muted_head && (ms < 0 || ms > BELL_MUTE_MS))
+            ms = BELL_MUTE_MS;
         /* Replies left over: look for events without sleeping. */
         int n = epoll_wait(p->epfd, ev, 32, p->busy_head ? 0 : ms);
+        if (p->muted_head)
+            bell_unmute_due(p);
         if (n < 0 && errno != EINTR)
             break;
         handle_batch(p, ev, n > 0 ? n : 0);

@@ -266,6 +266,19 @@ static void wake_wait(void)
     }
 }
 
+/* Ring the host's doorbell for the reply ring, over and over. */
+static void ring_bell(void)
+{
+    uint64_t one = 1;
+
+    for (uint32_t i = 0;; i++) {
+        if (write(F.rep.doorbell_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+            _exit(0);
+        if ((i & 0xfff) == 0)
+            quit_if_closed();
+    }
+}
+
 static void misbehave(uint64_t id)
 {
     if (strcmp(F.mode, "flip-yield") == 0)
@@ -280,6 +293,8 @@ static void misbehave(uint64_t id)
         toggle_wait();
     else if (strcmp(F.mode, "wake-wait") == 0)
         wake_wait();
+    else if (strcmp(F.mode, "ring-bell") == 0)
+        ring_bell();
     fprintf(stderr, "fake worker: unknown mode %s\n", F.mode);
     _exit(2);
 }
@@ -601,6 +616,13 @@ static void woken_wait_word_does_not_spin(void **state)
     waiting_does_not_spin("wake-wait");
 }
 
+/* It keeps ringing the doorbell that the service thread sleeps on. */
+static void rung_doorbell_does_not_spin(void **state)
+{
+    (void)state;
+    waiting_does_not_spin("ring-bell");
+}
+
 int main(int argc, char **argv)
 {
     /* Started as a worker, never run the tests. */
@@ -614,6 +636,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(death_reported_during_stdout_flood),
         cmocka_unit_test(toggled_wait_word_does_not_spin),
         cmocka_unit_test(woken_wait_word_does_not_spin),
+        cmocka_unit_test(rung_doorbell_does_not_spin),
     };
     if (argc > 1)
         cmocka_set_test_filter(argv[1]);
