@@ -17,6 +17,9 @@
  * batch, round robin, and then runs the commands.  While any worker has
  * replies left the loop polls epoll without sleeping, so another worker's
  * death or output is seen between two batches of a worker that floods.
+ * A doorbell is read once per event, and one that keeps ringing with
+ * nothing to read is muted for a while (IDLE_BELLS_MAX), so that a worker
+ * cannot keep the thread busy with wake-ups either.
  */
 #include <errno.h>
 #include <signal.h>

@@ -7,9 +7,10 @@
  * answers "pid" with its pid, never answers "hang", and on the call named
  * after its mode misbehaves:
  *
- *   flip-yield    publishes stream items and rewrites them while the host
- *                 reads them: the host reads nothing out of bounds and
- *                 either hands out well-formed items or kills the worker;
+ *   flip-yield    publishes stream items and rewrites them, a word at a
+ *                 time, while the host reads them: the host reads nothing
+ *                 out of bounds and hands out each item as one of its two
+ *                 versions, never a mix;
  *   flood-yield   ignores its stream credit: the worker is killed, its
  *                 stream ends with PYPROC_EWORKER, and no more than the
  *                 stream window is ever queued;
@@ -18,10 +19,11 @@
  *   flood-stdout  writes its stdout as fast as it can;
  *   toggle-wait   keeps changing its reply ring's consumer_wait word while
  *                 a call of the host waits for an answer;
- *   wake-wait     keeps waking whoever sleeps on that word instead.
+ *   wake-wait     keeps waking whoever sleeps on that word instead;
+ *   ring-bell     keeps ringing the doorbell of its reply ring.
  *
  * With the two floods, another worker that dies must have its death
- * reported in a bounded time; with the last two, the waiting host must
+ * reported in a bounded time; with the last three, the waiting host must
  * not burn a CPU.  Other workers (index > 0) behave.  This test also runs
  * under AddressSanitizer.
  */
