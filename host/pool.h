@@ -177,6 +177,7 @@ struct pp_worker {
     bool bell_muted;
     int64_t unmute_ns;
     struct pp_worker *muted_next;
+
     struct pp_slot_stats *stats; /* its index's, owned by the pool */
 
     pthread_mutex_t calls_lock;
@@ -331,7 +332,8 @@ int pyproc__callback_push(struct pp_worker *w, uint64_t id, const uint8_t *paylo
  * Read answers from w's reply ring and hand each to its call; call with
  * rx_lock held.  Reads at most max_msgs messages and stops once it has
  * consumed what the ring held when it began, so that a worker that keeps
- * writing cannot hold the drainer.  Returns true when frames are left.
+ * writing cannot hold the drainer.  Returns true when frames are left;
+ * *ret_read (ret_read may be NULL) gets how many messages it read.
  */
 bool pyproc__drain_batch(struct pp_worker *w, unsigned max_msgs, unsigned *ret_read);
 /* pyproc__drain_batch() with no limit on messages: what is there now.

@@ -27,7 +27,9 @@
  * area (a message of one frame, to spare a copy the caller may make
  * anyway).  The caller must copy the latter out before it parses it:
  * into its own object, or with shm_ring_copy_out() into the reassembly
- * buffer.  shm_msg_in_ring() tells the two apart.
+ * buffer, which reads each aligned 64-bit word of the area once, so that
+ * a word the producer rewrites meanwhile is copied whole, old or new.
+ * shm_msg_in_ring() tells the two apart.
  */
 #ifndef PYPROC_SHM_RING_H
 #define PYPROC_SHM_RING_H
