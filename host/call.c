@@ -346,9 +346,14 @@ static bool sleep_on_ring(pyproc_call *c, int64_t deadline)
         s = CALL_RING_SLEEPING;
         atomic_compare_exchange_strong(&c->state, &s, CALL_PENDING);
         pthread_mutex_lock(&w->rx_lock);
-        pyproc__drain(w);
+        unsigned got = pyproc__drain(w);
         pthread_mutex_unlock(&w->rx_lock);
         if (ms == 0 || shm_ring_is_closed(&w->rx))
+            break;
+        /* Woken with nothing to read: a stale wake-up, or a worker that
+         * wakes us over and over to keep us busy.  Sleep on the call's own
+         * futex instead, which the worker cannot reach. */
+        if (got == 0 && !is_done(c))
             break;
     }
     atomic_store(&w->ring_sleeper, false);

@@ -2,8 +2,30 @@
  * Reading a worker's reply ring: whoever holds rx_lock drains it, be it a
  * caller spinning for its own answer or the service thread woken by the
  * doorbell, and hands each answer to the call it belongs to.
+ *
+ * What is copied where, and why.  The reply ring is memory the worker can
+ * write at any moment, also while we read it: a value parsed where it
+ * lies can change between the check of a length and its use, and a
+ * worker that flips a type byte at the right time makes the parser trust
+ * a length the worker chose.  So nothing is parsed in place.  Each
+ * payload is copied into private memory once, the copy is checked as one
+ * well-formed msgpack value, and only the copy is decoded:
+ *
+ * - RESULT: straight into the pyproc_msg its caller gets
+ *   (pyproc__msg_from_value() copies, then checks the copy), which is the
+ *   copy a caller needs anyway, so the hot path copies once.
+ * - ERROR, YIELD, CALLBACK: into the ring's reassembly buffer
+ *   (shm_ring_copy_out(), which also releases the frame), checked there,
+ *   then decoded: into an error text, into one message per stream item,
+ *   into the callback's request.
+ * - A message that came in fragments already lies in private memory, the
+ *   reassembly buffer, where shm_ring_read() copied it fragment by
+ *   fragment; shm_ring_copy_out() leaves it there.
+ * - READY: its payload is not read.
+ * Frame headers are read once each, into locals, by shm/ring.c.
  */
 #include <errno.h>
+#include <limits.h>
 #include <msgpuck.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -28,27 +50,18 @@ static const char *str_or_empty(const char **p, uint32_t *len)
 
 /*
  * ERROR [errno, type, message, traceback] becomes an error message whose
- * text is "type: message" and then the traceback.  A payload of any other
+ * text is "type: message" and then the traceback.  data is private and
+ * holds one checked value (see private_payload()); a value of any other
  * shape is -EBADMSG, and sets *malformed.
  */
-static int error_answer(struct pp_worker *w, const uint8_t *data, size_t len,
-                        pyproc_msg **ret, bool *malformed)
+static int error_answer(struct pp_worker *w, const uint8_t *data, pyproc_msg **ret,
+                        bool *malformed)
 {
-    pyproc_msg *copy = NULL;
-    const char *p, *type, *msg, *tb;
+    const char *p = (const char *)data, *type, *msg, *tb;
     uint32_t tl, ml, bl;
     uint64_t code = 0;
-    /*
-     * The payload lies in a ring the worker can still write: decode a
-     * checked private copy, so that what is read is what was checked.
-     */
-    int err = pyproc__msg_from_value(&copy, data, len);
 
-    if (err == -ENOMEM)
-        return err;
-    p = err < 0 ? NULL : pyproc_msg_data(copy, NULL);
     if (!p || mp_typeof(*p) != MP_ARRAY || mp_decode_array(&p) != 4) {
-        pyproc_msg_free(copy);
         pyproc__msg_error(ret, "worker %d sent a malformed error", w->index);
         *malformed = true;
         return -EBADMSG;
@@ -62,7 +75,6 @@ static int error_answer(struct pp_worker *w, const uint8_t *data, size_t len,
     tb = str_or_empty(&p, &bl);
     pyproc__msg_error(ret, "%.*s: %.*s%s%.*s", (int)tl, type, (int)ml, msg,
                       bl ? "\n" : "", (int)bl, tb);
-    pyproc_msg_free(copy);
     if (code == ENOENT)
         return -ENOENT;
     if (code == EMSGSIZE)
@@ -75,10 +87,24 @@ static int error_answer(struct pp_worker *w, const uint8_t *data, size_t len,
 }
 
 /*
- * RESULT, ERROR or END: the call is over.  Returns -EBADMSG when the
- * payload is not what the worker must send, else 0.
+ * Copy m's payload out of the ring unless it is private already, and
+ * check that it is one well-formed value.  Returns the private bytes,
+ * or NULL with *err set to -EBADMSG or -ENOMEM.
  */
-static int answer(struct pp_worker *w, const struct shm_msg *m)
+static const uint8_t *private_payload(struct pp_worker *w, struct shm_msg *m, int *err)
+{
+    *err = shm_ring_copy_out(&w->rx, m);
+    if (*err < 0)
+        return NULL;
+    *err = pyproc__msgpack_check(m->payload, m->len);
+    return *err < 0 ? NULL : m->payload;
+}
+
+/*
+ * RESULT, ERROR or END: the call is over.  Returns -EBADMSG when the
+ * payload is not what the worker must send, -ENOMEM, else 0.
+ */
+static int answer(struct pp_worker *w, struct shm_msg *m)
 {
     pyproc_call *c = pyproc__call_take(w, m->id);
     pyproc_msg *ret = NULL;
@@ -92,29 +118,46 @@ static int answer(struct pp_worker *w, const struct shm_msg *m)
     if (m->type == SHM_FRAME_END) {
         /* nothing more to say */
     } else if (m->type == SHM_FRAME_RESULT) {
+        /* Copies out of the ring, then checks the copy (see the top). */
         result = pyproc__msg_from_value(&ret, m->payload, m->len);
         malformed = result == -EBADMSG;
         if (malformed)
             pyproc__msg_error(&ret, "worker %d sent a malformed value", w->index);
     } else {
-        result = error_answer(w, m->payload, m->len, &ret, &malformed);
+        const uint8_t *p = private_payload(w, m, &result);
+        malformed = result == -EBADMSG;
+        if (result == 0 || malformed)
+            result = error_answer(w, p, &ret, &malformed);
+        else
+            pyproc__msg_error(&ret, "worker %d: no memory for its error", w->index);
     }
     pyproc__call_complete(c, result, ret);
     return malformed ? -EBADMSG : 0;
 }
 
-/* YIELD: items for a stream.  Returns -EBADMSG for a malformed batch. */
-static int stream_items(struct pp_worker *w, const struct shm_msg *m)
+/* YIELD: items for a stream.  Returns -EBADMSG for a malformed batch and
+ * -EPROTO for one past the stream's window. */
+static int stream_items(struct pp_worker *w, struct shm_msg *m)
 {
     pyproc_call *c = pyproc__call_find(w, m->id);
+    const uint8_t *p;
     int err = 0;
 
     if (!c)
         return 0;
-    if (c->is_stream)
-        err = pyproc__stream_deliver(c, m->payload, m->len);
+    if (c->is_stream && (p = private_payload(w, m, &err)))
+        err = pyproc__stream_deliver(c, p, m->len);
     pyproc__call_unref(c);
     return err;
+}
+
+/* CALLBACK: a request for the host's callback. */
+static int callback(struct pp_worker *w, struct shm_msg *m)
+{
+    int err;
+    const uint8_t *p = private_payload(w, m, &err);
+
+    return p ? pyproc__callback_push(w, m->id, p, m->len) : err;
 }
 
 static void ready(struct pp_worker *w)
@@ -126,53 +169,80 @@ static void ready(struct pp_worker *w)
     pthread_mutex_unlock(&w->pool->lock);
 }
 
-void pyproc__drain(struct pp_worker *w)
+/* Hand on one message; returns what makes the worker hostile, else 0. */
+static int dispatch(struct pp_worker *w, struct shm_msg *m)
 {
+    switch (m->type) {
+    case SHM_FRAME_RESULT:
+    case SHM_FRAME_ERROR:
+    case SHM_FRAME_END:
+        return answer(w, m);
+    case SHM_FRAME_YIELD:
+        return stream_items(w, m);
+    case SHM_FRAME_CALLBACK:
+        return callback(w, m);
+    case SHM_FRAME_READY:
+        ready(w);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/* A worker that breaks the protocol cannot be trusted with more work:
+ * close its rings, which fails its calls when it is reaped, and kill it. */
+static void stop_hostile(struct pp_worker *w, int why)
+{
+    if (shm_ring_is_closed(&w->rx))
+        return;
+    fprintf(stderr, "pyproc %s: worker %d %s; stopping it\n", w->pool->name, w->index,
+            why == -EPROTO ? "sent stream items past its credit" : "wrote a bad frame");
+    shm_ring_close(&w->rx);
+    shm_ring_close(&w->tx);
+    syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
+}
+
+bool pyproc__drain_batch(struct pp_worker *w, unsigned max_msgs, unsigned *ret_read)
+{
+    /*
+     * Stop at what the ring held when we began: the frames after it may
+     * keep coming as fast as we read, and the drainer has others to
+     * serve.  A read in progress may go one ring's worth past it.
+     */
+    uint64_t until = shm_ring_published(&w->rx);
     struct shm_msg m;
-    bool answered = false;
-    int r;
+    unsigned n = 0;
+    int r = 0;
 
-    while ((r = shm_ring_read(&w->rx, &m)) == 1) {
-        int bad = 0;
-
-        answered = true;
-        switch (m.type) {
-        case SHM_FRAME_RESULT:
-        case SHM_FRAME_ERROR:
-        case SHM_FRAME_END:
-            bad = answer(w, &m);
-            break;
-        case SHM_FRAME_YIELD:
-            bad = stream_items(w, &m);
-            break;
-        case SHM_FRAME_CALLBACK:
-            bad = pyproc__callback_push(w, m.id, m.payload, m.len);
-            break;
-        case SHM_FRAME_READY:
-            ready(w);
-            break;
-        default:
-            break;
-        }
+    /* The first read happens whatever the positions say, so that a tail
+     * the worker moved back is found out by shm_ring_read(). */
+    while (n < max_msgs && (n == 0 || (int64_t)(until - shm_ring_consumed(&w->rx)) > 0) &&
+           (r = shm_ring_read(&w->rx, &m)) == 1) {
+        n++;
+        int bad = dispatch(w, &m);
         shm_ring_done(&w->rx, &m);
         /* Python's values always encode well: a malformed one means the
          * worker is as broken as one that writes a bad frame. */
-        if (bad == -EBADMSG) {
+        if (bad == -EBADMSG || bad == -EPROTO) {
             r = bad;
             break;
         }
     }
-    if (answered) /* for the spin choice in host/call.c */
+    if (n) /* for the spin choice in host/call.c */
         atomic_store_explicit(&w->last_answer_ns, shm_now_ns(), memory_order_relaxed);
-    if (r < 0 && !shm_ring_is_closed(&w->rx)) {
-        /* A worker that corrupts its ring cannot be trusted with more
-         * work: close it, which fails its calls when it is reaped. */
-        fprintf(stderr, "pyproc %s: worker %d wrote a bad frame; stopping it\n",
-                w->pool->name, w->index);
-        shm_ring_close(&w->rx);
-        shm_ring_close(&w->tx);
-        syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
-    }
+    if (r < 0)
+        stop_hostile(w, r);
+    if (ret_read)
+        *ret_read = n;
+    return !shm_ring_empty(&w->rx) && !shm_ring_is_closed(&w->rx);
+}
+
+unsigned pyproc__drain(struct pp_worker *w)
+{
+    unsigned n;
+
+    pyproc__drain_batch(w, UINT_MAX, &n);
+    return n;
 }
 
 void pyproc__poll_enter(struct pp_worker *w)

@@ -22,6 +22,13 @@
 
 #define OUTPUT_LINE_MAX 4096
 
+/*
+ * Bytes read from one pipe per call: a worker that writes as fast as we
+ * read must not keep the service thread here.  epoll is level-triggered,
+ * so what is left brings the thread back on its next pass.
+ */
+#define OUTPUT_READ_MAX (64 * 1024)
+
 static void write_all(const struct iovec *iov, int n)
 {
     struct iovec v[3];
@@ -101,6 +108,7 @@ static void close_pipe(struct pp_worker *w, int k)
 void pyproc__output_read(struct pp_worker *w, int k)
 {
     struct pp_output *o = &w->out[k];
+    size_t taken = 0;
 
     if (o->fd < 0)
         return;
@@ -108,7 +116,7 @@ void pyproc__output_read(struct pp_worker *w, int k)
         close_pipe(w, k); /* the worker sees EPIPE rather than stalling us */
         return;
     }
-    for (;;) {
+    while (taken < OUTPUT_READ_MAX) {
         ssize_t n = read(o->fd, o->buf + o->len, OUTPUT_LINE_MAX - o->len);
         if (n < 0 && errno == EINTR)
             continue;
@@ -119,6 +127,7 @@ void pyproc__output_read(struct pp_worker *w, int k)
             return;
         }
         o->len += (size_t)n;
+        taken += (size_t)n;
         emit_lines(w, k);
     }
 }

@@ -98,6 +98,10 @@ struct pyproc_call {
     _Atomic uint32_t stop_want;
     pthread_mutex_t qlock;
     pyproc_msg *head, *tail; /* linked through pyproc__msg_link() */
+    /* Under qlock.  held: items the worker sent that we have not yet given
+     * credit back for (queued, or taken since the last CREDIT); a batch
+     * that would take it past SHM_STREAM_WINDOW breaks the protocol. */
+    uint32_t held;
     uint32_t since_credit; /* items taken since the last CREDIT */
 
     /* Its index's counters, which count its end (see stats.c); NULL for
@@ -216,6 +220,23 @@ struct pp_worker {
     char *death; /* how it died, once dead */
 
     struct pp_output out[2]; /* its stdout and stderr */
+
+    /* Service thread only: in the epoll set, and on the pool's list of
+     * workers with replies left after their last batch (see service.c). */
+    bool watched;
+    bool busy;
+    struct pp_worker *busy_next;
+    /* Service thread only: doorbells after which the ring's consumed
+     * position (bell_head when last seen) had not moved, in a row; too
+     * many, and the doorbell is left unwatched until unmute_ns, on the
+     * pool's list of muted workers. */
+    bool rang;
+    unsigned idle_bells;
+    uint64_t bell_head;
+    bool bell_muted;
+    int64_t unmute_ns;
+    struct pp_worker *muted_next;
+
     struct pp_slot_stats *stats; /* its index's, owned by the pool */
 
     pthread_mutex_t calls_lock;
@@ -286,6 +307,10 @@ struct pyproc_pool {
     int epfd;
     int control_fd; /* eventfd: commands waiting */
     struct service_cmd *cmds; /* queue, under lock */
+    /* Workers whose reply rings still hold frames after a batch; service
+     * thread only. */
+    struct pp_worker *busy_head, *busy_tail;
+    struct pp_worker *muted_head; /* service thread only */
     bool stopping;
     bool closing;   /* pyproc_pool_free() began: no more respawns */
     int respawning; /* respawn threads running, under lock */
@@ -351,7 +376,12 @@ int pyproc__call_send_raw(struct pp_worker *w, uint16_t type,
 void pyproc__fail_calls(struct pp_worker *w, int result, const char *why);
 
 /* Streams: start one, and take items as they come. */
-/* Append a YIELD's items to stream c; -EBADMSG when they are malformed. */
+/*
+ * Append a YIELD's items to stream c.  items must be private memory (see
+ * drain.c).  Returns 0, -EBADMSG when they are malformed, -EPROTO when
+ * they would take the stream past its window (the worker ignored its
+ * credit), or -ENOMEM.
+ */
 int pyproc__stream_deliver(pyproc_call *c, const uint8_t *items, size_t len);
 void pyproc__stream_free_items(pyproc_call *c);
 /* Look up a call without taking it out of the table; a new reference. */
@@ -392,8 +422,17 @@ void pyproc__callback_stop(pyproc_pool *p);
 int pyproc__callback_push(struct pp_worker *w, uint64_t id, const uint8_t *payload, size_t len);
 
 /* ---- drain.c ---- */
-/* Read every answer in w's reply ring; call with rx_lock held. */
-void pyproc__drain(struct pp_worker *w);
+/*
+ * Read answers from w's reply ring and hand each to its call; call with
+ * rx_lock held.  Reads at most max_msgs messages and stops once it has
+ * consumed what the ring held when it began, so that a worker that keeps
+ * writing cannot hold the drainer.  Returns true when frames are left;
+ * *ret_read (ret_read may be NULL) gets how many messages it read.
+ */
+bool pyproc__drain_batch(struct pp_worker *w, unsigned max_msgs, unsigned *ret_read);
+/* pyproc__drain_batch() with no limit on messages: what is there now.
+ * Returns how many messages it read. */
+unsigned pyproc__drain(struct pp_worker *w);
 void pyproc__poll_enter(struct pp_worker *w);
 void pyproc__poll_leave(struct pp_worker *w);
 

@@ -8,6 +8,18 @@
  * work that must run here: spawning and stopping workers.  Spawning here,
  * on a thread that lives as long as the pool, is what makes the workers'
  * PR_SET_PDEATHSIG mean "the host is gone" rather than "some thread ended".
+ *
+ * No worker can hold the thread: each pass of the loop takes every ready
+ * event (a bounded read of each output pipe, the reaping of each dead
+ * worker), then reads one batch of replies (SERVICE_BATCH_MSGS at most,
+ * and no more than the ring held when the batch began) from each worker
+ * whose doorbell rang or whose ring still held frames after its last
+ * batch, round robin, and then runs the commands.  While any worker has
+ * replies left the loop polls epoll without sleeping, so another worker's
+ * death or output is seen between two batches of a worker that floods.
+ * A doorbell is read once per event, and one that keeps ringing with
+ * nothing to read is muted for a while (IDLE_BELLS_MAX), so that a worker
+ * cannot keep the thread busy with wake-ups either.
  */
 #include <errno.h>
 #include <signal.h>
@@ -20,6 +32,20 @@
 #include "pool.h"
 
 enum { EV_CONTROL, EV_BELL, EV_PIDFD, EV_STDOUT, EV_STDERR };
+
+/* Replies of one worker read in one go before the others are served. */
+#define SERVICE_BATCH_MSGS 64
+
+/*
+ * A worker rings its doorbell only after it published a reply, so by the
+ * time we have served a bell, its reply has been read, by us or by a
+ * caller: the ring's consumed position has moved.  A worker that rings
+ * IDLE_BELLS_MAX times in a row with nothing new is keeping the thread
+ * busy on purpose: its doorbell goes unwatched for BELL_MUTE_MS, after
+ * which its ring is read and the doorbell watched again.
+ */
+#define IDLE_BELLS_MAX 8
+#define BELL_MUTE_MS 20
 
 /* The control eventfd's event; workers carry their own two. */
 static struct service_event control_event = {EV_CONTROL, NULL};
@@ -48,13 +74,62 @@ int pyproc__service_watch(pyproc_pool *p, struct pp_worker *w)
         if (w->out[k].fd >= 0 && epoll_ctl(p->epfd, EPOLL_CTL_ADD, w->out[k].fd, &out) < 0)
             return -errno;
     }
+    w->watched = true;
     return 0;
+}
+
+/* Queue w for a batch of its replies, unless it is queued already. */
+static void busy_add(pyproc_pool *p, struct pp_worker *w)
+{
+    if (w->busy || !w->watched)
+        return;
+    w->busy = true;
+    w->busy_next = NULL;
+    if (p->busy_tail)
+        p->busy_tail->busy_next = w;
+    else
+        p->busy_head = w;
+    p->busy_tail = w;
+}
+
+static void busy_remove(pyproc_pool *p, struct pp_worker *w)
+{
+    struct pp_worker **link = &p->busy_head, *prev = NULL;
+
+    if (!w->busy)
+        return;
+    while (*link != w) {
+        prev = *link;
+        link = &prev->busy_next;
+    }
+    *link = w->busy_next;
+    if (p->busy_tail == w)
+        p->busy_tail = prev;
+    w->busy = false;
+    w->busy_next = NULL;
 }
 
 /* Once it returns, no event of the epoll set points at w.  Its output
  * pipes are read on until it is reaped (pyproc__worker_stop()). */
+/* Take w off the list of muted workers; its doorbell stays as it is. */
+static void muted_remove(pyproc_pool *p, struct pp_worker *w)
+{
+    struct pp_worker **link = &p->muted_head;
+
+    if (!w->bell_muted)
+        return;
+    while (*link != w)
+        link = &(*link)->muted_next;
+    *link = w->muted_next;
+    w->bell_muted = false;
+    w->muted_next = NULL;
+}
+
 void pyproc__service_unwatch(pyproc_pool *p, struct pp_worker *w)
 {
+    busy_remove(p, w);
+    muted_remove(p, w);
+    w->watched = false;
     epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->rx.doorbell_fd, NULL);
     if (w->pidfd >= 0)
         epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->pidfd, NULL);
@@ -63,25 +138,103 @@ void pyproc__service_unwatch(pyproc_pool *p, struct pp_worker *w)
             epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->out[k].fd, NULL);
 }
 
-/*
- * Drain a worker's replies, then re-arm its doorbell unless a caller is
- * polling (that caller re-arms when it leaves).  Re-arming and finding a
- * frame that slipped in means draining again.
- */
-static void drain_and_rearm(struct pp_worker *w)
+/* The doorbell rang: clear its counter and queue the worker. */
+static void bell(pyproc_pool *p, struct pp_worker *w)
 {
     uint64_t n;
 
-    while (read(w->rx.doorbell_fd, &n, sizeof n) > 0)
-        ;
-    for (;;) {
-        pthread_mutex_lock(&w->rx_lock);
-        pyproc__drain(w);
-        pthread_mutex_unlock(&w->rx_lock);
-        if (atomic_load(&w->pollers) > 0 || shm_ring_is_closed(&w->rx))
-            return;
-        if (!shm_ring_sleep_begin(&w->rx, SHM_SLEEP_DOORBELL))
-            return;
+    if (!w->watched)
+        return;
+    /* One read takes the whole counter; a loop here would be held by a
+     * worker that writes as fast as we read. */
+    if (read(w->rx.doorbell_fd, &n, sizeof n) < 0) {
+        /* EAGAIN: a bell already taken; anything else: the ring is read
+         * on anyway. */
+    }
+    w->rang = true;
+    busy_add(p, w);
+}
+
+static void bell_mute(pyproc_pool *p, struct pp_worker *w)
+{
+    struct epoll_event ev = {.events = 0, .data.ptr = &w->bell_ev};
+
+    if (w->bell_muted || epoll_ctl(p->epfd, EPOLL_CTL_MOD, w->rx.doorbell_fd, &ev) < 0)
+        return;
+    w->bell_muted = true;
+    w->unmute_ns = shm_now_ns() + BELL_MUTE_MS * 1000000LL;
+    w->muted_next = p->muted_head;
+    p->muted_head = w;
+}
+
+/* Watch the doorbells whose time is up again, and read their rings. */
+static void bell_unmute_due(pyproc_pool *p)
+{
+    struct pp_worker **link = &p->muted_head;
+    int64_t now = shm_now_ns();
+
+    while (*link) {
+        struct pp_worker *w = *link;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->bell_ev};
+        if (w->unmute_ns > now || epoll_ctl(p->epfd, EPOLL_CTL_MOD, w->rx.doorbell_fd, &ev) < 0) {
+            link = &w->muted_next;
+            continue;
+        }
+        *link = w->muted_next;
+        w->bell_muted = false;
+        w->muted_next = NULL;
+        busy_add(p, w);
+    }
+}
+
+/* After a batch: count a bell that brought nothing new, and mute the
+ * doorbell of a worker that keeps ringing so. */
+static void bell_count(pyproc_pool *p, struct pp_worker *w)
+{
+    uint64_t head = shm_ring_consumed(&w->rx);
+
+    if (!w->rang)
+        return;
+    w->rang = false;
+    if (head != w->bell_head) {
+        w->bell_head = head;
+        w->idle_bells = 0;
+    } else if (++w->idle_bells >= IDLE_BELLS_MAX) {
+        w->idle_bells = 0;
+        bell_mute(p, w);
+    }
+}
+
+/*
+ * One batch of w's replies.  Returns true when w must be served again:
+ * frames are left (its doorbell stays off meanwhile, since consumer_wait
+ * stays SHM_AWAKE), or one slipped in as we re-armed the doorbell.  A
+ * caller polling the ring drains it itself, and re-arms when it leaves.
+ */
+static bool serve_one(pyproc_pool *p, struct pp_worker *w)
+{
+    pthread_mutex_lock(&w->rx_lock);
+    bool more = pyproc__drain_batch(w, SERVICE_BATCH_MSGS, NULL);
+    pthread_mutex_unlock(&w->rx_lock);
+    bell_count(p, w);
+    if (atomic_load(&w->pollers) > 0 || shm_ring_is_closed(&w->rx))
+        return false;
+    return more || shm_ring_sleep_begin(&w->rx, SHM_SLEEP_DOORBELL);
+}
+
+/* One batch for each worker queued now; those with more go to the back. */
+static void serve_busy(pyproc_pool *p)
+{
+    struct pp_worker *w = p->busy_head;
+
+    p->busy_head = p->busy_tail = NULL;
+    while (w) {
+        struct pp_worker *next = w->busy_next;
+        w->busy = false;
+        w->busy_next = NULL;
+        if (serve_one(p, w))
+            busy_add(p, w);
+        w = next;
     }
 }
 
@@ -113,9 +266,21 @@ static void died(pyproc_pool *p, struct pp_worker *w)
     pyproc__respawn_later(p, w);
 }
 
+/* Drop the events of w later in this batch: it may be freed once its
+ * respawn is done. */
+static void forget_events(struct epoll_event *ev, int from, int n, struct pp_worker *w)
+{
+    for (int j = from; j < n; j++) {
+        struct service_event *e = ev[j].data.ptr;
+        if (e && e->worker == w)
+            ev[j].data.ptr = NULL;
+    }
+}
+
 /*
- * Worker events first, commands last: a command may stop a worker and let
- * its owner free it, and a later event of this batch must not reach it.
+ * Worker events first, then a batch of replies for each busy worker,
+ * commands last: a command may stop a worker and let its owner free it,
+ * and a later event of this batch must not reach it.
  */
 static void handle_batch(pyproc_pool *p, struct epoll_event *ev, int n)
 {
@@ -123,15 +288,20 @@ static void handle_batch(pyproc_pool *p, struct epoll_event *ev, int n)
 
     for (int i = 0; i < n; i++) {
         struct service_event *e = ev[i].data.ptr;
-        if (e->kind == EV_CONTROL)
+        if (!e)
+            continue;
+        if (e->kind == EV_CONTROL) {
             commands = true;
-        else if (e->kind == EV_BELL)
-            drain_and_rearm(e->worker);
-        else if (e->kind == EV_PIDFD)
+        } else if (e->kind == EV_BELL) {
+            bell(p, e->worker);
+        } else if (e->kind == EV_PIDFD) {
             died(p, e->worker);
-        else
+            forget_events(ev, i + 1, n, e->worker);
+        } else {
             pyproc__output_read(e->worker, e->kind - EV_STDOUT);
+        }
     }
+    serve_busy(p);
     if (commands)
         run_commands(p);
 }
@@ -142,11 +312,16 @@ static void *service_main(void *arg)
     struct epoll_event ev[32];
 
     for (;;) {
-        int n = epoll_wait(p->epfd, ev, 32, pyproc__expire_calls(p));
+        int ms = pyproc__expire_calls(p);
+        if (p->muted_head && (ms < 0 || ms > BELL_MUTE_MS))
+            ms = BELL_MUTE_MS;
+        /* Replies left over: look for events without sleeping. */
+        int n = epoll_wait(p->epfd, ev, 32, p->busy_head ? 0 : ms);
+        if (p->muted_head)
+            bell_unmute_due(p);
         if (n < 0 && errno != EINTR)
             break;
-        if (n > 0)
-            handle_batch(p, ev, n);
+        handle_batch(p, ev, n > 0 ? n : 0);
         pthread_mutex_lock(&p->lock);
         bool stop = p->stopping && !p->cmds;
         pthread_mutex_unlock(&p->lock);

@@ -4,7 +4,9 @@
  * The worker sends items in YIELD frames (a msgpack array of one or more
  * items each) and may have SHM_STREAM_WINDOW items unread by our reader at
  * any time; as the reader takes them we give credit back in CREDIT frames,
- * half a window at a time.
+ * half a window at a time.  The window is enforced, not just advised: we
+ * count what we hold (call->held), and a worker that sends more is killed
+ * by the drainer, so an unread stream costs at most a window of items.
  */
 #include <errno.h>
 #include <msgpuck.h>
@@ -16,34 +18,50 @@
 #include "pool.h"
 
 /*
+ * Room for n more items in the stream's window?  The worker may have
+ * SHM_STREAM_WINDOW items that we hold and have not given credit back
+ * for; a batch beyond that breaks the protocol, and would let the worker
+ * grow our memory without bound.
+ */
+static bool window_has_room(pyproc_call *c, uint32_t n)
+{
+    pthread_mutex_lock(&c->qlock);
+    bool ok = n <= SHM_STREAM_WINDOW - c->held;
+    pthread_mutex_unlock(&c->qlock);
+    return ok;
+}
+
+/*
  * Split a YIELD's array into messages and queue them.  On the drainer.
- * Each item is found with the bounds-checked reader and then copied and
- * checked on its own (pyproc__msg_from_value()), so nothing the worker
- * writes meanwhile can make us read outside the frame.
+ * items is a private, checked copy (see drain.c); each item is copied
+ * again into a message of its own.
  */
 int pyproc__stream_deliver(pyproc_call *c, const uint8_t *items, size_t len)
 {
     const char *p = (const char *)items, *end = p + len;
     pyproc_msg *first = NULL, **link = &first, *last = NULL;
+    uint32_t n, count = 0;
     int err = 0;
-    uint32_t n;
 
     /* The worker writes every batch as an array32 (embed/reply.c). */
     if (len < 5 || (uint8_t)*p != 0xdd)
         return -EBADMSG;
     n = mp_load_u32(&(const char *){p + 1});
     p += 5;
-    for (; n > 0 && err == 0; n--) {
+    /* Only the reader lowers held, so room seen now is room later. */
+    if (!window_has_room(c, n))
+        return -EPROTO;
+    for (; count < n && err == 0; count++) {
         const char *start = p;
         pyproc_msg *m;
         err = shm_mp_next(&p, end);
         if (err == 0)
             err = pyproc__msg_from_value(&m, start, (size_t)(p - start));
-        if (err == 0) {
-            *pyproc__msg_link(m) = NULL;
-            *link = last = m;
-            link = pyproc__msg_link(m);
-        }
+        if (err < 0)
+            break;
+        *pyproc__msg_link(m) = NULL;
+        *link = last = m;
+        link = pyproc__msg_link(m);
     }
     if (err == 0 && p != end)
         err = -EBADMSG;
@@ -55,6 +73,7 @@ int pyproc__stream_deliver(pyproc_call *c, const uint8_t *items, size_t len)
     else
         c->head = first;
     c->tail = last;
+    c->held += count;
     pthread_mutex_unlock(&c->qlock);
     pyproc__call_signal(c);
     return err == -EBADMSG ? err : 0;
@@ -70,15 +89,28 @@ void pyproc__stream_free_items(pyproc_call *c)
     c->tail = NULL;
 }
 
-/* Give the worker back the credit for items the reader took. */
-static void give_credit(pyproc_call *c)
+/*
+ * The reader took one item: count it, and every half window say how many
+ * the worker may send again.  Under qlock; returns the credit to send
+ * (0: none yet).  held drops as the credit is decided, before the worker
+ * can see it, so a worker that keeps to its credit never exceeds held.
+ */
+static uint32_t take_credit(pyproc_call *c)
 {
-    char buf[16], *end;
+    uint32_t n;
 
     if (++c->since_credit < SHM_STREAM_WINDOW / 2)
-        return;
-    end = mp_encode_uint(buf, c->since_credit);
+        return 0;
+    n = c->since_credit;
     c->since_credit = 0;
+    c->held -= n;
+    return n;
+}
+
+static void send_credit(pyproc_call *c, uint32_t n)
+{
+    char buf[16], *end = mp_encode_uint(buf, n);
+
     pyproc__send(c->worker, SHM_FRAME_CREDIT, c->id, buf, (size_t)(end - buf));
 }
 
@@ -95,12 +127,12 @@ PYPROC_EXPORT int pyproc_next(pyproc_call *c, pyproc_msg **item)
             c->head = *pyproc__msg_link(it);
             if (!c->head)
                 c->tail = NULL;
-            bool ended = c->ended;
+            uint32_t credit = c->ended ? 0 : take_credit(c);
             pthread_mutex_unlock(&c->qlock);
             *pyproc__msg_link(it) = NULL;
             *item = it;
-            if (!ended)
-                give_credit(c);
+            if (credit)
+                send_credit(c, credit);
             return 1;
         }
         if (c->ended) {

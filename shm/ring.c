@@ -401,38 +401,50 @@ static int64_t ring_check_frame(const struct shm_ring *r, uint64_t pos,
     return (int64_t)n;
 }
 
+/*
+ * Make the reassembly buffer hold at least `need` bytes (need <= max_msg).
+ * Allocated even for 0 bytes: a message handed out always has a payload
+ * pointer, and memcpy() never sees NULL.
+ */
+static int asm_reserve(struct shm_ring *r, size_t need)
+{
+    size_t cap = r->asm_cap ? r->asm_cap : 4096;
+    uint8_t *p;
+
+    if (r->asm_buf && need <= r->asm_cap)
+        return 0;
+    while (cap < need)
+        cap *= 2;
+    if (cap > r->max_msg)
+        cap = (size_t)r->max_msg;
+    p = realloc(r->asm_buf, cap);
+    if (!p)
+        return -ENOMEM;
+    r->asm_buf = p;
+    r->asm_cap = cap;
+    return 0;
+}
+
 /* Append one fragment to the message being reassembled. */
 static int ring_append(struct shm_ring *r, const struct shm_frame_header *h,
                        const uint8_t *src)
 {
     size_t have = r->asm_open ? r->asm_len : 0;
+    int rc;
 
     if (r->asm_open && (h->type != r->asm_type || h->id != r->asm_id))
         return -EBADMSG;
     if (h->len > r->max_msg - have)
         return -EBADMSG;
-
-    /* Allocated even for empty fragments: a message handed out always has
-     * a payload pointer, and memcpy() never sees NULL. */
-    if (!r->asm_buf || have + h->len > r->asm_cap) {
-        size_t cap = r->asm_cap ? r->asm_cap : 4096;
-        uint8_t *p;
-
-        while (cap < have + h->len)
-            cap *= 2;
-        if (cap > r->max_msg)
-            cap = (size_t)r->max_msg;
-        p = realloc(r->asm_buf, cap);
-        if (!p)
-            return -ENOMEM;
-        r->asm_buf = p;
-        r->asm_cap = cap;
-    }
+    rc = asm_reserve(r, have + h->len);
+    if (rc < 0)
+        return rc;
     if (!r->asm_open) {
         r->asm_open = true;
         r->asm_type = h->type;
         r->asm_id = h->id;
     }
+    /* h->len was read once and checked; the bytes are copied once. */
     memcpy(r->asm_buf + have, src, h->len);
     r->asm_len = have + h->len;
     return 0;
@@ -510,6 +522,59 @@ int shm_ring_read(struct shm_ring *r, struct shm_msg *m)
     if (pos != head)
         ring_release(r, pos);
     return 0;
+}
+
+/*
+ * Copy a payload out of the area a 64-bit word at a time, each word read
+ * once: a producer that rewrites an aligned word while we copy leaves
+ * either its old or its new value in the copy, never a mix of the two.
+ * src is 8-byte aligned (payloads follow 16-byte headers on the frame
+ * grid) and the frame's padding lets the last word be read whole.
+ */
+static void copy_words(uint8_t *dst, const uint8_t *src, size_t len)
+{
+    const volatile uint64_t *w = (const volatile uint64_t *)(const void *)src;
+    size_t i;
+
+    for (i = 0; i + 8 <= len; i += 8) {
+        uint64_t v = w[i / 8];
+        memcpy(dst + i, &v, 8);
+    }
+    if (i < len) {
+        uint64_t v = w[i / 8];
+        memcpy(dst + i, &v, len - i);
+    }
+}
+
+int shm_ring_copy_out(struct shm_ring *r, struct shm_msg *m)
+{
+    uint64_t head;
+
+    if (!shm_msg_in_ring(m))
+        return 0;
+    /* A whole frame is handed out only while no message is being
+     * reassembled, so the reassembly buffer is free. */
+    assert(!r->asm_open);
+    if (asm_reserve(r, m->len) < 0)
+        return -ENOMEM;
+    copy_words(r->asm_buf, m->payload, m->len);
+    head = atomic_load_explicit(&r->ctl->head, memory_order_relaxed);
+    ring_release(r, head + m->frame_bytes);
+    m->payload = r->asm_buf;
+    m->frame_bytes = 0;
+    return 0;
+}
+
+uint64_t shm_ring_consumed(const struct shm_ring *r)
+{
+    /* Only the consumer writes head. */
+    return atomic_load_explicit(&r->ctl->head, memory_order_relaxed);
+}
+
+uint64_t shm_ring_published(const struct shm_ring *r)
+{
+    /* Pairs with the release store of tail in shm_ring_commit(). */
+    return atomic_load_explicit(&r->ctl->tail, memory_order_acquire);
 }
 
 void shm_ring_done(struct shm_ring *r, struct shm_msg *m)

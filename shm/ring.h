@@ -17,6 +17,19 @@
  * The consumer treats everything it reads from the ring as untrusted: a
  * frame whose length, type or position is impossible makes shm_ring_read()
  * fail with -EBADMSG, and nothing outside the area is ever read.
+ *
+ * What is copied where.  The producer can write the area at any moment,
+ * also while the consumer reads it, so the consumer never decodes bytes
+ * where they lie: a header is read once, into a local copy, and checked
+ * there (ring_check_frame()); a payload is handed out either already in
+ * private memory (a fragmented message, which shm_ring_read() copies
+ * fragment by fragment into the view's reassembly buffer) or still in the
+ * area (a message of one frame, to spare a copy the caller may make
+ * anyway).  The caller must copy the latter out before it parses it:
+ * into its own object, or with shm_ring_copy_out() into the reassembly
+ * buffer, which reads each aligned 64-bit word of the area once, so that
+ * a word the producer rewrites meanwhile is copied whole, old or new.
+ * shm_msg_in_ring() tells the two apart.
  */
 #ifndef PYPROC_SHM_RING_H
 #define PYPROC_SHM_RING_H
@@ -66,8 +79,17 @@ struct shm_msg {
     uint64_t id;
     const uint8_t *payload; /* valid until shm_ring_done() */
     size_t len;
-    uint64_t frame_bytes; /* ring bytes to release, 0 when reassembled */
+    uint64_t frame_bytes; /* ring bytes to release, 0 when private */
 };
+
+/*
+ * True when m's payload still lies in the shared area, where the producer
+ * may rewrite it while it is read: copy it before parsing it.
+ */
+static inline bool shm_msg_in_ring(const struct shm_msg *m)
+{
+    return m->frame_bytes != 0;
+}
 
 /* One side's private view of a ring. */
 struct shm_ring {
@@ -155,8 +177,26 @@ bool shm_ring_empty(const struct shm_ring *r);
  */
 int shm_ring_read(struct shm_ring *r, struct shm_msg *m);
 
+/*
+ * Make the payload of m, the message read last, private: one still in the
+ * area is copied into the reassembly buffer (free between messages) and
+ * its frame released at once; a private one is left alone.  Returns 0, or
+ * -ENOMEM with m unchanged.  The payload stays valid until shm_ring_done(),
+ * which must still be called.
+ */
+int shm_ring_copy_out(struct shm_ring *r, struct shm_msg *m);
+
 /* Release the message read last, and wake a producer waiting for space. */
 void shm_ring_done(struct shm_ring *r, struct shm_msg *m);
+
+/*
+ * The consumer's position (bytes ever released) and the producer's (bytes
+ * ever published; an acquire load, which pairs with the release store in
+ * shm_ring_commit()).  A consumer compares the two to bound how much it
+ * reads in one go.
+ */
+uint64_t shm_ring_consumed(const struct shm_ring *r);
+uint64_t shm_ring_published(const struct shm_ring *r);
 
 /*
  * Spin up to spin_ns for a frame, then announce sleep and FUTEX_WAIT up to

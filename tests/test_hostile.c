@@ -1,0 +1,646 @@
+/*
+ * End to end: workers that attack the host rather than merely break.
+ *
+ * The pool's worker_path is this very binary: started with the worker's
+ * command line and PYPROC_TEST_HOSTILE=<mode> in its environment, worker 0
+ * becomes a fake worker without Python that maps its segment, says READY,
+ * answers "pid" with its pid, never answers "hang", and on the call named
+ * after its mode misbehaves:
+ *
+ *   flip-yield    publishes stream items and rewrites them, a word at a
+ *                 time, while the host reads them: the host reads nothing
+ *                 out of bounds and hands out each item as one of its two
+ *                 versions, never a mix;
+ *   flood-yield   ignores its stream credit: the worker is killed, its
+ *                 stream ends with PYPROC_EWORKER, and no more than the
+ *                 stream window is ever queued;
+ *   flood-result  fills its reply ring with answers nobody waits for, as
+ *                 fast as it can;
+ *   flood-stdout  writes its stdout as fast as it can;
+ *   toggle-wait   keeps changing its reply ring's consumer_wait word while
+ *                 a call of the host waits for an answer;
+ *   wake-wait     keeps waking whoever sleeps on that word instead;
+ *   ring-bell     keeps ringing the doorbell of its reply ring.
+ *
+ * With the two floods, another worker that dies must have its death
+ * reported in a bounded time; with the last three, the waiting host must
+ * not burn a CPU.  Other workers (index > 0) behave.  This test also runs
+ * under AddressSanitizer.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <msgpuck.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/prctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "e2e.h"
+#include "shm/futex.h"
+#include "shm/segment.h"
+
+#define MODE_ENV "PYPROC_TEST_HOSTILE"
+
+/* ---- the fake worker ---- */
+
+static struct {
+    const char *mode;
+    int index;
+    struct shm_seg seg;
+    struct shm_ring req, rep;
+    int death_fd;
+} F;
+
+static long arg_num(int argc, char **argv, const char *name)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], name) == 0)
+            return strtol(argv[i + 1], NULL, 10);
+    fprintf(stderr, "fake worker: no %s\n", name);
+    _exit(2);
+}
+
+static bool host_gone(void)
+{
+    struct pollfd pfd = {.fd = F.death_fd, .events = POLLIN};
+
+    return poll(&pfd, 1, 0) != 0;
+}
+
+static void fake_write(uint16_t type, uint64_t id, const void *p, size_t n)
+{
+    if (shm_ring_write(&F.rep, type, id, p, n, 0) < 0)
+        _exit(0); /* the host closed the ring: it is done with us */
+}
+
+static void quit_if_closed(void)
+{
+    if (shm_ring_is_closed(&F.rep) || host_gone())
+        _exit(0);
+}
+
+/* The name of a CALL's function, which the host sends as a fixstr. */
+static bool call_named(const struct shm_msg *m, const char *name)
+{
+    size_t n = strlen(name);
+
+    return m->len >= 3 + n && m->payload[2] == (0xa0 | n) &&
+           memcmp(m->payload + 3, name, n) == 0;
+}
+
+/*
+ * One stream item, [nil, nil, s, x], in a YIELD batch of 13 bytes; the
+ * word at offset 8 takes one of two values, each a well-formed batch:
+ *   A: a2 'x' 'y' d9 00     s = "xy",      x = "" (str8)
+ *   B: a3 'x' 'y' db c0     s = "xy\xdb",  x = nil
+ * A reader that checks byte 11 as str8 (A) and then decodes it as str32
+ * (B) takes the bytes after the batch (c0/00 ff ff ff) for a length.
+ */
+#define FLIP_LEN 13
+static const uint8_t flip_head[8] = {0xdd, 0, 0, 0, 1, 0x94, 0xc0, 0xc0};
+static const uint8_t flip_a[8] = {0xa2, 'x', 'y', 0xd9, 0x00, 0xff, 0xff, 0xff};
+static const uint8_t flip_b[8] = {0xa3, 'x', 'y', 0xdb, 0xc0, 0xff, 0xff, 0xff};
+
+/* Take the CREDIT frames the host sent, if any. */
+static uint64_t take_credit(void)
+{
+    struct shm_msg m;
+    uint64_t n = 0;
+
+    while (shm_ring_read(&F.req, &m) == 1) {
+        const char *p = (const char *)m.payload;
+        if (m.type == SHM_FRAME_CREDIT && m.len > 0 && mp_typeof(*p) == MP_UINT)
+            n += mp_decode_uint(&p);
+        shm_ring_done(&F.req, &m);
+    }
+    return n;
+}
+
+/* The words the flipper rewrites: flip_count of them, 0 while none. */
+#define FLIP_FRAMES 32
+static _Atomic uint64_t *flip_words[FLIP_FRAMES];
+static _Atomic int flip_count;
+
+static void *flipper(void *arg)
+{
+    uint64_t wa, wb;
+
+    (void)arg;
+    memcpy(&wa, flip_a, 8);
+    memcpy(&wb, flip_b, 8);
+    for (unsigned i = 0;; i++) {
+        int n = atomic_load(&flip_count);
+        for (int k = 0; k < n; k++)
+            atomic_store_explicit(flip_words[k], (i + k) & 1 ? wa : wb, memory_order_relaxed);
+        if (n == 0)
+            shm_cpu_relax();
+    }
+    return NULL;
+}
+
+/* Publish up to FLIP_FRAMES frames of one item each; returns how many. */
+static int flip_publish(uint64_t id, uint64_t credit)
+{
+    int n = 0;
+
+    while (n < FLIP_FRAMES && (uint64_t)n < credit) {
+        void *v;
+        if (shm_ring_reserve(&F.rep, FLIP_LEN + 3, &v) < 0)
+            break;
+        uint8_t *dst = v;
+        memcpy(dst, flip_head, 8);
+        memcpy(dst + 8, flip_a, 8);
+        /* The flipper is at it before the host can see the frame. */
+        flip_words[n++] = (_Atomic uint64_t *)(void *)(dst + 8);
+        atomic_store(&flip_count, n);
+        shm_ring_commit(&F.rep, SHM_FRAME_YIELD, 0, id, FLIP_LEN);
+    }
+    return n;
+}
+
+/*
+ * Items as long as there is credit, one per frame, a few frames at a
+ * time; while the host reads them, another thread rewrites the word at
+ * offset 8 of each, one 64-bit store at a time.
+ */
+static void flip_yield(uint64_t id)
+{
+    uint64_t credit = SHM_STREAM_WINDOW;
+    pthread_t t;
+
+    if (pthread_create(&t, NULL, flipper, NULL) != 0)
+        _exit(2);
+    for (;;) {
+        credit += take_credit();
+        quit_if_closed();
+        int n = flip_publish(id, credit);
+        if (n == 0) {
+            shm_ring_wait(&F.req, 0, 1);
+            continue;
+        }
+        credit -= (uint64_t)n;
+        shm_ring_notify(&F.rep);
+        uint64_t end = atomic_load(&F.rep.ctl->tail);
+        for (unsigned i = 1; (int64_t)(atomic_load(&F.rep.ctl->head) - end) < 0; i++)
+            if ((i & 0xfff) == 0)
+                quit_if_closed();
+        /* Stop the flipper before new frames are written there. */
+        atomic_store(&flip_count, 0);
+        for (int i = 0; i < 2000; i++)
+            shm_cpu_relax();
+    }
+}
+
+/* YIELD batches of 100 nils, whatever the credit. */
+static void flood_yield(uint64_t id)
+{
+    uint8_t batch[5 + 100] = {0xdd, 0, 0, 0, 100};
+
+    memset(batch + 5, 0xc0, 100);
+    for (;;)
+        fake_write(SHM_FRAME_YIELD, id, batch, sizeof batch);
+}
+
+/*
+ * RESULTs for id 0, which no call has, each as large as max_msg allows and
+ * in fragments whose bytes are never written: the host copies every
+ * fragment, the worker only moves its tail, so the ring is always full.
+ */
+static void flood_result(void)
+{
+    uint32_t frag = F.rep.max_frag < (1u << 20) ? F.rep.max_frag : 1u << 20;
+    uint64_t frags = F.rep.max_msg / frag;
+
+    for (uint64_t i = 0;; i++) {
+        void *dst;
+
+        /* Sleep for room the way shm_ring_write() does: a sleeper that
+         * is woken is scheduled sooner than a spinner. */
+        while (shm_ring_reserve(&F.rep, frag, &dst) < 0) {
+            quit_if_closed();
+            atomic_store(&F.rep.ctl->producer_wait, 1);
+            if (shm_ring_reserve(&F.rep, frag, &dst) == 0)
+                break;
+            shm_futex_wait(&F.rep.ctl->producer_wait, 1, 10, true);
+        }
+        shm_ring_commit(&F.rep, SHM_FRAME_RESULT, i % frags == frags - 1 ? 0 : SHM_FRAME_MORE,
+                        0, frag);
+        shm_ring_notify(&F.rep);
+    }
+}
+
+static void flood_stdout(void)
+{
+    static char lines[65536];
+
+    for (size_t i = 0; i < sizeof lines; i += 2)
+        lines[i] = 'x', lines[i + 1] = '\n';
+    for (;;) {
+        if (write(STDOUT_FILENO, lines, sizeof lines) < 0 && errno != EINTR)
+            _exit(0);
+        quit_if_closed();
+    }
+}
+
+static void toggle_wait(void)
+{
+    /* Never SHM_SLEEP_FUTEX, so that a FUTEX_WAIT on it never sleeps. */
+    for (uint32_t i = 0;; i++) {
+        atomic_store_explicit(&F.rep.ctl->consumer_wait, i & 1 ? SHM_SLEEP_DOORBELL : SHM_AWAKE,
+                              memory_order_relaxed);
+        if ((i & 0xfff) == 0)
+            quit_if_closed();
+    }
+}
+
+/* Wake whoever sleeps on the reply ring's wait word, over and over. */
+static void wake_wait(void)
+{
+    for (uint32_t i = 0;; i++) {
+        shm_futex_wake(&F.rep.ctl->consumer_wait, INT32_MAX, true);
+        if ((i & 0xfff) == 0)
+            quit_if_closed();
+    }
+}
+
+/* Ring the host's doorbell for the reply ring, over and over. */
+static void ring_bell(void)
+{
+    uint64_t one = 1;
+
+    for (uint32_t i = 0;; i++) {
+        if (write(F.rep.doorbell_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+            _exit(0);
+        if ((i & 0xfff) == 0)
+            quit_if_closed();
+    }
+}
+
+static void misbehave(uint64_t id)
+{
+    if (strcmp(F.mode, "flip-yield") == 0)
+        flip_yield(id);
+    else if (strcmp(F.mode, "flood-yield") == 0)
+        flood_yield(id);
+    else if (strcmp(F.mode, "flood-result") == 0)
+        flood_result();
+    else if (strcmp(F.mode, "flood-stdout") == 0)
+        flood_stdout();
+    else if (strcmp(F.mode, "toggle-wait") == 0)
+        toggle_wait();
+    else if (strcmp(F.mode, "wake-wait") == 0)
+        wake_wait();
+    else if (strcmp(F.mode, "ring-bell") == 0)
+        ring_bell();
+    fprintf(stderr, "fake worker: unknown mode %s\n", F.mode);
+    _exit(2);
+}
+
+static void fake_serve(struct shm_msg *m)
+{
+    char out[16];
+
+    switch (m->type) {
+    case SHM_FRAME_SHUTDOWN:
+        _exit(0);
+    case SHM_FRAME_CALL:
+        if (call_named(m, "hang"))
+            return;
+        if (call_named(m, "pid")) {
+            char *end = mp_encode_uint(out, (uint64_t)getpid());
+            fake_write(SHM_FRAME_RESULT, m->id, out, (size_t)(end - out));
+            return;
+        }
+        if (F.index == 0 && call_named(m, F.mode)) {
+            uint64_t id = m->id;
+            shm_ring_done(&F.req, m);
+            misbehave(id);
+        }
+        fake_write(SHM_FRAME_ERROR, m->id, "\x94\x02\xa0\xa0\xa0", 5);
+        return;
+    case SHM_FRAME_ADD_SUB:
+    case SHM_FRAME_SET_ATTR:
+        fake_write(SHM_FRAME_RESULT, m->id, "\xc0", 1);
+        return;
+    default:
+        return;
+    }
+}
+
+static int fake_worker(int argc, char **argv)
+{
+    pid_t host = (pid_t)arg_num(argc, argv, "--host-pid");
+    int seg_fd = (int)arg_num(argc, argv, "--fd");
+    char out[16], *end;
+
+    F.mode = getenv(MODE_ENV) ? getenv(MODE_ENV) : "none";
+    F.index = (int)arg_num(argc, argv, "--index");
+    F.death_fd = (int)arg_num(argc, argv, "--death-fd");
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != host)
+        _exit(0);
+    if (shm_seg_map(&F.seg, seg_fd, host, (uint32_t)F.index) < 0)
+        _exit(1);
+    uint64_t n = F.seg.hdr->ring_bytes, max = F.seg.hdr->max_msg_bytes;
+    if (shm_ring_attach(&F.req, &F.seg.hdr->request, F.seg.request_data, n, max,
+                        (int)arg_num(argc, argv, "--request-bell"),
+                        shm_frame_type_to_worker) < 0 ||
+        shm_ring_attach(&F.rep, &F.seg.hdr->reply, F.seg.reply_data, n, max,
+                        (int)arg_num(argc, argv, "--reply-bell"),
+                        shm_frame_type_to_host) < 0)
+        _exit(1);
+    end = mp_encode_uint(out, (uint64_t)getpid());
+    fake_write(SHM_FRAME_READY, 0, out, (size_t)(end - out));
+
+    for (;;) {
+        struct shm_msg m;
+        int rc = shm_ring_wait(&F.req, 0, 100);
+
+        if (rc < 0 || host_gone())
+            _exit(0);
+        while ((rc = shm_ring_read(&F.req, &m)) == 1) {
+            fake_serve(&m);
+            shm_ring_done(&F.req, &m);
+        }
+        if (rc < 0)
+            _exit(1);
+    }
+}
+
+/* ---- the host ---- */
+
+static char self_exe[PATH_MAX];
+
+static int setup(void **state)
+{
+    ssize_t n = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
+
+    (void)state;
+    assert_true(n > 0);
+    self_exe[n] = 0;
+    return 0;
+}
+
+static _Atomic uint64_t output_bytes;
+
+static void count_output(pyproc_pool *p, int ind, int fd, const char *line, size_t len,
+                         void *data)
+{
+    (void)p, (void)ind, (void)fd, (void)line, (void)data;
+    atomic_fetch_add_explicit(&output_bytes, len + 1, memory_order_relaxed);
+}
+
+static bool stdout_to_stderr; /* the pool's default output */
+
+static size_t fake_max_msg = 1 << 20;
+
+static pyproc_pool *fake_pool(const char *mode, int workers, size_t ring_bytes)
+{
+    pyproc_opts opts = {
+        .workers = workers,
+        .worker_path = self_exe,
+        .ring_bytes = ring_bytes,
+        .max_msg_bytes = fake_max_msg,
+        .output = stdout_to_stderr ? NULL : count_output,
+    };
+    pyproc_pool *p = NULL;
+
+    assert_int_equal(setenv(MODE_ENV, mode, 1), 0);
+    assert_int_equal(pyproc_pool_new(&p, "hostile", &opts), 0);
+    unsetenv(MODE_ENV);
+    return p;
+}
+
+static int fake_pid(pyproc_pool *p, int ind)
+{
+    pyproc_msg *m = NULL;
+    int pid = -1;
+
+    assert_int_equal(pyproc_ind_func(p, ind, "pid", &m, NULL), 0);
+    assert_int_equal(pyproc_msg_read(m, "i", &pid), 0);
+    pyproc_msg_free(m);
+    return pid;
+}
+
+static double cpu_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * Stream items from a worker that rewrites them as they are read, for two
+ * seconds.  The host must check and decode a copy that it read once, each
+ * aligned word whole: then every item is one of the two versions, and
+ * none is ever refused.  A host that parses the ring in place sees a mix
+ * of both: it refuses the batch (and kills the worker), or takes a length
+ * from past the frame and reads out of bounds (which AddressSanitizer or
+ * the end of the mapping reports).
+ */
+static void rewritten_items_are_read_safely(void **state)
+{
+    static const uint8_t item_a[8] = {0x94, 0xc0, 0xc0, 0xa2, 'x', 'y', 0xd9, 0x00};
+    static const uint8_t item_b[8] = {0x94, 0xc0, 0xc0, 0xa3, 'x', 'y', 0xdb, 0xc0};
+    pyproc_pool *p = fake_pool("flip-yield", 1, 4096);
+    double until = e2e_now() + 2.0;
+    long items = 0;
+    pyproc_call *s;
+    pyproc_msg *m = NULL;
+    int rc = 1;
+
+    (void)state;
+    alarm(30);
+    assert_int_equal(pyproc_ind_gen(p, 0, "flip-yield", &s, NULL), 0);
+    while (e2e_now() < until && (rc = pyproc_next(s, &m)) == 1) {
+        size_t len;
+        const uint8_t *d = pyproc_msg_data(m, &len);
+        assert_non_null(d);
+        assert_int_equal(len, 8);
+        if (memcmp(d, item_a, 8) != 0 && memcmp(d, item_b, 8) != 0)
+            fail_msg("item %ld mixes the two versions", items);
+        pyproc_msg_free(m);
+        m = NULL;
+        items++;
+    }
+    alarm(0);
+    fprintf(stderr, "flip-yield: %ld items read\n", items);
+    if (rc != 1)
+        fail_msg("the stream ended (%d: %s) after %ld items", rc,
+                 m && pyproc_msg_error(m) ? pyproc_msg_error(m) : "", items);
+    assert_true(items > 0);
+    pyproc_call_free(s);
+    pyproc_pool_free(p);
+}
+
+/* A worker that ignores its credit is killed once it exceeds the window. */
+static void credit_is_enforced(void **state)
+{
+    pyproc_pool *p = fake_pool("flood-yield", 1, 1 << 16);
+    pyproc_call *s;
+    pyproc_msg *m = NULL;
+    long items = 0;
+    int rc;
+
+    (void)state;
+    alarm(30);
+    assert_int_equal(pyproc_ind_gen(p, 0, "flood-yield", &s, NULL), 0);
+    /* Nobody reads for a while; the worker keeps sending. */
+    usleep(500 * 1000);
+    while ((rc = pyproc_next(s, &m)) == 1) {
+        pyproc_msg_free(m);
+        m = NULL;
+        if (++items > 4 * SHM_STREAM_WINDOW)
+            fail_msg("the host queued %ld items of a stream, past its window", items);
+    }
+    alarm(0);
+    assert_int_equal(rc, PYPROC_EWORKER);
+    assert_true(items <= SHM_STREAM_WINDOW);
+    pyproc_msg_free(m);
+    pyproc_call_free(s);
+    pyproc_pool_free(p);
+}
+
+/*
+ * Worker 0 floods (mode); workers 1 and 2 each have a call in flight and
+ * are killed one after the other: returns the longer time their calls
+ * took to end with PYPROC_EWORKER (99: one did not, in 5 s).  Asserts
+ * nothing itself, so that it can run while stderr points elsewhere.
+ */
+static double death_report_time(const char *mode, size_t ring_bytes)
+{
+    pyproc_pool *p = fake_pool(mode, 3, ring_bytes);
+    pyproc_call *flood = NULL;
+    double worst = 0;
+
+    alarm(30);
+    if (pyproc_ind_call(p, 0, &flood, mode, NULL) != 0)
+        worst = 99;
+    usleep(200 * 1000); /* the flood is under way */
+    for (int ind = 1; ind <= 2 && worst < 99; ind++) {
+        pyproc_call *hang;
+        pyproc_msg *m = NULL;
+        int pid = fake_pid(p, ind);
+        double took = 99;
+        if (pyproc_ind_call(p, ind, &hang, "hang", NULL) == 0) {
+            double t0 = e2e_now();
+            kill(pid, SIGKILL);
+            if (pyproc_wait(hang, &m, 5000) == PYPROC_EWORKER)
+                took = e2e_now() - t0;
+            pyproc_msg_free(m);
+            pyproc_call_free(hang);
+        }
+        worst = took > worst ? took : worst;
+    }
+    pyproc_call_free(flood);
+    pyproc_pool_free(p);
+    alarm(0);
+    return worst;
+}
+
+static void death_reported_during_reply_flood(void **state)
+{
+    /* A ring of 64 fragments, each of which the host copies. */
+    fake_max_msg = 64 << 20;
+    double took = death_report_time("flood-result", 64 << 20);
+
+    (void)state;
+    fake_max_msg = 1 << 20;
+    fprintf(stderr, "flood-result: death reported in %.3f s\n", took);
+    if (took > 1.0)
+        fail_msg("a death took %.2f s to report", took);
+}
+
+/*
+ * The pool passes its workers' output to our stderr, a line per write:
+ * pointed at /dev/null, it is slower than the worker's writes of 32768
+ * lines at a time, so the pipe is never empty.
+ */
+static void death_reported_during_stdout_flood(void **state)
+{
+    int saved = dup(STDERR_FILENO), null = open("/dev/null", O_WRONLY);
+
+    (void)state;
+    assert_true(saved >= 0 && null >= 0);
+    assert_true(dup2(null, STDERR_FILENO) >= 0);
+    close(null);
+    stdout_to_stderr = true;
+    double took = death_report_time("flood-stdout", 4096);
+    stdout_to_stderr = false;
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    fprintf(stderr, "flood-stdout: death reported in %.3f s\n", took);
+    if (took > 1.0)
+        fail_msg("a death took %.2f s to report", took);
+}
+
+/*
+ * A caller waits a second for a worker that, instead of answering, plays
+ * with its reply ring's wait word (mode): the host must sleep anyway.
+ */
+static void waiting_does_not_spin(const char *mode)
+{
+    pyproc_pool *p = fake_pool(mode, 1, 4096);
+    pyproc_call *c;
+    pyproc_msg *m = NULL;
+
+    alarm(30);
+    assert_int_equal(pyproc_ind_call(p, 0, &c, mode, NULL), 0);
+    usleep(50 * 1000);
+    double cpu0 = cpu_now(), t0 = e2e_now();
+    assert_int_equal(pyproc_wait(c, &m, 1000), -ETIMEDOUT);
+    double cpu = cpu_now() - cpu0, wall = e2e_now() - t0;
+    alarm(0);
+    fprintf(stderr, "%s: %.3f s of CPU in %.3f s\n", mode, cpu, wall);
+    /* A host that sleeps uses well under 1%; this is no speed claim. */
+    if (cpu > 0.1 * wall)
+        fail_msg("the host used %.0f%% of a CPU while waiting", 100 * cpu / wall);
+    pyproc_call_free(c);
+    pyproc_pool_free(p);
+}
+
+/* It keeps changing the word, so that a FUTEX_WAIT on it may not sleep. */
+static void toggled_wait_word_does_not_spin(void **state)
+{
+    (void)state;
+    waiting_does_not_spin("toggle-wait");
+}
+
+/* It keeps waking whoever sleeps on the word. */
+static void woken_wait_word_does_not_spin(void **state)
+{
+    (void)state;
+    waiting_does_not_spin("wake-wait");
+}
+
+/* It keeps ringing the doorbell that the service thread sleeps on. */
+static void rung_doorbell_does_not_spin(void **state)
+{
+    (void)state;
+    waiting_does_not_spin("ring-bell");
+}
+
+int main(int argc, char **argv)
+{
+    /* Started as a worker, never run the tests. */
+    if (argc > 1 && strcmp(argv[1], "--fd") == 0)
+        return fake_worker(argc, argv);
+
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(rewritten_items_are_read_safely),
+        cmocka_unit_test(credit_is_enforced),
+        cmocka_unit_test(death_reported_during_reply_flood),
+        cmocka_unit_test(death_reported_during_stdout_flood),
+        cmocka_unit_test(toggled_wait_word_does_not_spin),
+        cmocka_unit_test(woken_wait_word_does_not_spin),
+        cmocka_unit_test(rung_doorbell_does_not_spin),
+    };
+    if (argc > 1)
+        cmocka_set_test_filter(argv[1]);
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
