@@ -35,6 +35,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "../shm/mpvalid.h"
 #include "msg.h"
 #include "pool.h"
 
@@ -96,7 +97,7 @@ static const uint8_t *private_payload(struct pp_worker *w, struct shm_msg *m, in
     *err = shm_ring_copy_out(&w->rx, m);
     if (*err < 0)
         return NULL;
-    *err = pyproc__msgpack_check(m->payload, m->len);
+    *err = shm_mp_check(m->payload, m->len);
     return *err < 0 ? NULL : m->payload;
 }
 
