@@ -21,7 +21,8 @@
  * the run overstays.  Leaks are for ASan's leak checker.
  *
  * Usage: torture [SECONDS]  (default $PYPROC_TORTURE_SECONDS, else 20; run
- * from the repository root).  $PYPROC_TORTURE_SEED fixes the random seed.
+ * from the repository root).  $PYPROC_TORTURE_SEED fixes the random seed;
+ * $PYPROC_TORTURE_HANG makes a caller hang, to see the watchdog work.
  * Exits non-zero on any failure.
  */
 #include <dirent.h>
@@ -46,7 +47,12 @@
 
 extern char **environ;
 
+#ifndef GRACE_S
+#define GRACE_S 120 /* past the duration, for the ending phase */
+#endif
+#ifndef STALL_S
 #define STALL_S 45 /* nothing ended for this long: a hang */
+#endif
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
@@ -56,7 +62,6 @@ enum {
     MAX_WORKERS = 5,
     MAX_SUBS = 12,
     CALL_TIMEOUT_MS = 2000,
-    GRACE_S = 120,        /* past the duration, for the ending phase */
     MAX_ASYNC = 1 << 16,  /* asynchronous calls recorded for the check */
     LONG_WAIT_MS = 60000, /* no single call may take longer */
 };
@@ -83,9 +88,9 @@ enum kind {
 };
 
 static const char *const kind_name[NKINDS] = {
-    "func", "ind_func", "track", "drop", "stream", "stream_early", "timeout", "cancel",
-    "callback", "raise", "async", "set_attr_read", "add_sub_call", "set_attr", "add_sub",
-    "add_proc", "final",
+    "func",         "ind_func", "track",    "drop",     "stream", "stream_early",
+    "timeout",      "cancel",   "callback", "raise",    "async",  "set_attr_read",
+    "add_sub_call", "set_attr", "add_sub",  "add_proc", "final",
 };
 
 static pyproc_pool *pool;
@@ -155,8 +160,7 @@ static void end(enum kind k, bool ok, int rc, pyproc_msg *m, const char *what)
  * behind a call that kept its worker busy past the call timeout. */
 static bool met_fate(int rc)
 {
-    return rc == PYPROC_EWORKER || rc == -ETIMEDOUT ||
-           (rc == -ECANCELED && atomic_load(&freeing));
+    return rc == PYPROC_EWORKER || rc == -ETIMEDOUT || (rc == -ECANCELED && atomic_load(&freeing));
 }
 
 /* rc is 0 and m holds the int want. */
@@ -367,7 +371,8 @@ static void op_timeout(uint64_t *s)
     start(K_TIMEOUT);
     int rc = r == 0 ? pyproc_func(pool, ref, &m, "i", 30) : pyproc_func(pool, ref, &m, NULL);
     bool ok = (rc == -ETIMEDOUT || rc == PYPROC_EWORKER ||
-               (rc == -ECANCELED && atomic_load(&freeing))) && has_text(rc, m);
+               (rc == -ECANCELED && atomic_load(&freeing))) &&
+              has_text(rc, m);
     end(K_TIMEOUT, ok, rc, m, ref);
     pyproc_msg_free(m);
 }
@@ -397,8 +402,7 @@ static void op_cancel(uint64_t *s)
 }
 
 /* The callback answers 3 * v, or fails for multiples of 7. */
-static int on_callback(pyproc_pool *p, int ind, pyproc_msg *payload, pyproc_msg **reply,
-                       void *data)
+static int on_callback(pyproc_pool *p, int ind, pyproc_msg *payload, pyproc_msg **reply, void *data)
 {
     int64_t v = 0;
     (void)ind;
@@ -427,8 +431,8 @@ static void op_callback(uint64_t *s)
     pyproc_msg *m = NULL;
     start(K_CALLBACK);
     int rc = pyproc_func(pool, "tt.ops.call_home", &m, "I", v);
-    bool ok = v % 7 == 0 ? rc == PYPROC_EREMOTE || met_fate(rc) : is_int(rc, m, 3 * v) ||
-                                                                 met_fate(rc);
+    bool ok = v % 7 == 0 ? rc == PYPROC_EREMOTE || met_fate(rc)
+                         : is_int(rc, m, 3 * v) || met_fate(rc);
     end(K_CALLBACK, ok && has_text(rc, m), rc, m, "call_home");
     pyproc_msg_free(m);
 }
@@ -617,6 +621,8 @@ static void final_finish(struct final_set *f)
     pyproc_call_free(f->nap);
 }
 
+static void *hang_caller = (void *)-1;
+
 static void *caller(void *arg)
 {
     uint64_t s = (uint64_t)(uintptr_t)arg;
@@ -624,6 +630,9 @@ static void *caller(void *arg)
 
     while (!atomic_load(&stopping))
         one_op(&s);
+    if (arg == hang_caller)
+        for (;;)
+            pause(); /* $PYPROC_TORTURE_HANG: shows the watchdog at work */
     final_start(&s, &f);
     atomic_fetch_add(&callers_parked, 1);
     final_finish(&f);
@@ -736,8 +745,10 @@ static void dump_stacks(void)
     char pid[16];
     pid_t child;
     snprintf(pid, sizeof pid, "%d", (int)getpid());
-    char *argv[] = {"timeout", "120", "gdb", "-p", pid, "-batch", "-nx",
-                    "-ex", "thread apply all bt", NULL};
+    char *argv[] = {"timeout", "120", "gdb",
+                    "-p",      pid,   "-batch",
+                    "-nx",     "-ex", "thread apply all bt",
+                    NULL};
     if (posix_spawnp(&child, "timeout", NULL, NULL, argv, environ) == 0)
         waitpid(child, NULL, 0);
 }
@@ -880,6 +891,8 @@ int main(int argc, char **argv)
     pthread_create(&kt, NULL, killer, (void *)(uintptr_t)(seed * 3 + 1));
     pthread_create(&at, NULL, admin, (void *)(uintptr_t)(seed * 5 + 2));
     pthread_create(&dt, NULL, dispatcher, NULL);
+    if (getenv("PYPROC_TORTURE_HANG"))
+        hang_caller = (void *)(uintptr_t)(seed * 7 + 3);
     for (int i = 0; i < CALLERS; i++)
         pthread_create(&callers[i], NULL, caller, (void *)(uintptr_t)(seed * 7 + 3 + i));
     while (now() - t0 < seconds)
