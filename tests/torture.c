@@ -188,17 +188,19 @@ static int some_worker(uint64_t *s)
  * Wait for a tracked call in slices of 0 to 20 ms, as a caller polling it
  * would; a call that has not ended after LONG_WAIT_MS is reported (the
  * watchdog would catch a hang sooner).  pyproc_wait() says -ETIMEDOUT both
- * for a wait that ran out and for a call the pool's call timeout ended;
- * only the latter hands out a message (its text), so that is what tells
- * them apart.
+ * for a wait that ran out and for a call that the pool's call timeout
+ * ended.  The latter mostly hands out a message (its text); when it does
+ * not, the next wait says -EALREADY, as after any ending.
  */
 static int wait_sliced(pyproc_call *c, pyproc_msg **m, uint64_t *s)
 {
     double limit = now() + LONG_WAIT_MS / 1000.0;
-    int rc;
-    while ((rc = pyproc_wait(c, m, pick(s, 21))) == -ETIMEDOUT && !*m && now() < limit)
+    int rc, last = 0;
+    while ((rc = pyproc_wait(c, m, pick(s, 21))) == -ETIMEDOUT && !*m && now() < limit) {
         atomic_fetch_add(&waits_timed_out, 1);
-    return rc;
+        last = rc;
+    }
+    return rc == -EALREADY && last == -ETIMEDOUT ? -ETIMEDOUT : rc;
 }
 
 /* ---- the operations ---- */
@@ -610,9 +612,15 @@ static void final_finish(struct final_set *f)
     if (f->nap) { /* not waited until now: it must have ended (it may
                    * have finished while the pool asked its worker to stop) */
         rc = pyproc_wait(f->nap, &m, 0);
-        bool ok = rc == -ETIMEDOUT ? m != NULL /* the call timeout's, not the wait's */
-                                   : final_ok(rc) || is_int(rc, m, f->nap_v);
-        end(K_FINAL, ok, rc, m, "nap after pyproc_pool_free");
+        bool ok = final_ok(rc) || is_int(rc, m, f->nap_v);
+        if (rc == -ETIMEDOUT && !m) {
+            /* The call timeout's, or still running? */
+            int again = pyproc_wait(f->nap, &m, 0);
+            ok = again == -EALREADY;
+            if (!ok)
+                rc = again;
+        }
+        end(K_FINAL, ok, rc, m, "nap after pyproc_pool_free (still running?)");
         pyproc_msg_free(m);
     }
     pyproc_call_free(f->hang);
