@@ -103,6 +103,8 @@ static _Atomic bool freed;
 static _Atomic int callers_parked;
 static _Atomic int64_t cfg_floor = -1; /* highest value set_attr stored */
 static _Atomic int subs_ok;            /* subs x0..x(subs_ok-1) are mounted */
+static bool trace;                     /* $PYPROC_TORTURE_TRACE: log the admin's steps */
+static double t_start;
 
 /* ---- small helpers ---- */
 
@@ -497,6 +499,11 @@ static void op_cfg(uint64_t *s)
     pyproc_worker_stats st = {0};
     start(K_CFG);
     int rc = pyproc_ind_func(pool, ind, "tt.ops.cfg", &m, NULL);
+    if (trace && rc == 0 && pyproc_msg_read(m, "I", &got) == 0) {
+        pyproc_stats(pool, ind, &st);
+        fprintf(stderr, "trace %.3f worker %d pid %d holds cfg %" PRId64 "\n", now() - t_start, ind,
+                st.pid, got);
+    }
     bool ok = (rc == 0 && pyproc_msg_read(m, "I", &got) == 0 && got >= floor) ||
               (met_fate(rc) && has_text(rc, m));
     if (rc == 0 && !ok) {
@@ -658,6 +665,8 @@ static void *killer(void *arg)
         if (pyproc_stats(pool, some_worker(&s), &st) == 0 && st.pid > 0 &&
             !atomic_load(&stopping)) {
             kill(st.pid, SIGKILL);
+            if (trace)
+                fprintf(stderr, "trace %.3f kill pid %d\n", now() - t_start, st.pid);
             atomic_fetch_add(&kills, 1);
         }
     }
@@ -667,7 +676,11 @@ static void *killer(void *arg)
 static void admin_set_attr(int64_t v)
 {
     start(K_SET_ATTR);
+    double t0 = now();
     int rc = pyproc_set_attr(pool, "tt.cfg", "I", v);
+    if (trace)
+        fprintf(stderr, "trace %.3f-%.3f set_attr %" PRId64 ": %d\n", t0 - t_start, now() - t_start,
+                v, rc);
     if (rc == 0) {
         int64_t old = atomic_load(&cfg_floor);
         while (old < v && !atomic_compare_exchange_weak(&cfg_floor, &old, v))
@@ -896,6 +909,8 @@ int main(int argc, char **argv)
         return 1;
 
     double t0 = now();
+    t_start = t0;
+    trace = getenv("PYPROC_TORTURE_TRACE") != NULL;
     pthread_create(&kt, NULL, killer, (void *)(uintptr_t)(seed * 3 + 1));
     pthread_create(&at, NULL, admin, (void *)(uintptr_t)(seed * 5 + 2));
     pthread_create(&dt, NULL, dispatcher, NULL);
