@@ -61,7 +61,7 @@ enum {
     START_WORKERS = 3,
     MAX_WORKERS = 5,
     MAX_SUBS = 12,
-    CALL_TIMEOUT_MS = 2000,
+    CALL_TIMEOUT_MS = 3000,
     MAX_ASYNC = 1 << 16,  /* asynchronous calls recorded for the check */
     LONG_WAIT_MS = 60000, /* no single call may take longer */
 };
@@ -158,11 +158,23 @@ static void end(enum kind k, bool ok, int rc, pyproc_msg *m, const char *what)
     }
 }
 
-/* An error that any call may meet: its worker was killed, or it waited
- * behind a call that kept its worker busy past the call timeout. */
+/*
+ * An error that a call may meet: its worker was killed, or the pool was
+ * freed.  Calls that block their worker's loop (op_timeout) all go to
+ * worker 0, so only there (or where the index is not known, ind < 0) may
+ * a call wait behind one past the call timeout: elsewhere -ETIMEDOUT means
+ * a call whose answer came but whose waiter was never woken, until the
+ * call timeout ended it.
+ */
+static bool met_fate_at(int rc, int ind)
+{
+    return rc == PYPROC_EWORKER || (rc == -ETIMEDOUT && ind <= 0) ||
+           (rc == -ECANCELED && atomic_load(&freeing));
+}
+
 static bool met_fate(int rc)
 {
-    return rc == PYPROC_EWORKER || rc == -ETIMEDOUT || (rc == -ECANCELED && atomic_load(&freeing));
+    return met_fate_at(rc, -1);
 }
 
 /* rc is 0 and m holds the int want. */
@@ -211,11 +223,12 @@ static void op_func(uint64_t *s, bool indexed)
 {
     enum kind k = indexed ? K_IND : K_FUNC;
     int64_t v = (int64_t)rnd(s);
+    int ind = indexed ? some_worker(s) : -1;
     pyproc_msg *m = NULL;
     start(k);
-    int rc = indexed ? pyproc_ind_func(pool, some_worker(s), "tt.ops.echo", &m, "I", v)
+    int rc = indexed ? pyproc_ind_func(pool, ind, "tt.ops.echo", &m, "I", v)
                      : pyproc_func(pool, "tt.ops.echo", &m, "I", v);
-    end(k, (is_int(rc, m, v) || met_fate(rc)) && has_text(rc, m), rc, m, "echo");
+    end(k, (is_int(rc, m, v) || met_fate_at(rc, ind)) && has_text(rc, m), rc, m, "echo");
     pyproc_msg_free(m);
 }
 
@@ -256,7 +269,7 @@ static void op_track(uint64_t *s)
         return;
     }
     rc = wait_sliced(c, &m, s);
-    bool ok = (is_int(rc, m, v) || met_fate(rc)) && has_text(rc, m);
+    bool ok = (is_int(rc, m, v) || met_fate_at(rc, ind)) && has_text(rc, m);
     if (rc == 0) {
         pyproc_msg *again = NULL;
         int rc2 = pyproc_wait(c, &again, 0);
@@ -271,19 +284,21 @@ static void op_track(uint64_t *s)
     pyproc_call_free(c);
 }
 
-static int start_stream(uint64_t *s, pyproc_call **c, int n, int ms)
+/* Start a stream of n items; *ind is its worker, or -1 when not known. */
+static int start_stream(uint64_t *s, pyproc_call **c, int *ind, int n, int ms)
 {
-    int ind;
     bool async = pick(s, 2);
     const char *ref = async ? "tt.ops.acount" : "tt.ops.count";
     const char *fmt = async ? "ii" : "i";
+    *ind = -1;
     switch (pick(s, 3)) {
     case 0:
         return pyproc_gen(pool, ref, c, fmt, n, ms);
     case 1:
-        return pyproc_track_gen(pool, &ind, c, ref, fmt, n, ms);
+        return pyproc_track_gen(pool, ind, c, ref, fmt, n, ms);
     default:
-        return pyproc_ind_gen(pool, some_worker(s), ref, c, fmt, n, ms);
+        *ind = some_worker(s);
+        return pyproc_ind_gen(pool, *ind, ref, c, fmt, n, ms);
     }
 }
 
@@ -310,20 +325,20 @@ static int read_items(pyproc_call *c, int upto, int *count, pyproc_msg **err, bo
 
 static void op_stream(uint64_t *s)
 {
-    int n = pick(s, 200), ms = pick(s, 3), count = 0;
+    int n = pick(s, 200), ms = pick(s, 3), count = 0, ind;
     pyproc_call *c = NULL;
     pyproc_msg *err = NULL;
     bool order_ok = true;
 
     start(K_STREAM);
-    int rc = start_stream(s, &c, n, ms);
+    int rc = start_stream(s, &c, &ind, n, ms);
     if (rc < 0) {
         end(K_STREAM, false, rc, NULL, "starting a stream");
         return;
     }
     rc = read_items(c, n + 1, &count, &err, &order_ok);
     bool ok = order_ok && has_text(rc, err) &&
-              ((rc == 0 && count == n) || (rc < 0 && met_fate(rc)));
+              ((rc == 0 && count == n) || (rc < 0 && met_fate_at(rc, ind)));
     if (rc <= 0) {
         /* After the end or an error, pyproc_next() keeps returning 0. */
         pyproc_msg *more = NULL;
@@ -339,26 +354,26 @@ static void op_stream(uint64_t *s)
 /* A long stream, left early: freed with unread items, or cancelled. */
 static void op_stream_early(uint64_t *s)
 {
-    int count = 0;
+    int count = 0, ind;
     pyproc_call *c = NULL;
     pyproc_msg *err = NULL;
     bool order_ok = true, ok = true;
 
     start(K_STREAM_X);
-    int rc = start_stream(s, &c, 1000000, 1);
+    int rc = start_stream(s, &c, &ind, 1000000, 1);
     if (rc < 0) {
         end(K_STREAM_X, false, rc, NULL, "starting a long stream");
         return;
     }
     rc = read_items(c, pick(s, 20), &count, &err, &order_ok);
     if (rc < 0)
-        ok = met_fate(rc);
+        ok = met_fate_at(rc, ind);
     else if (pick(s, 2)) {
         int crc = pyproc_cancel(c);
         ok = crc == 0 || crc == -EALREADY;
         /* Items already queued may still come before the end. */
         rc = read_items(c, 1000000, &count, &err, &(bool){true});
-        ok = ok && (rc == -ECANCELED || met_fate(rc)) && has_text(rc, err);
+        ok = ok && (rc == -ECANCELED || met_fate_at(rc, ind)) && has_text(rc, err);
     }
     end(K_STREAM_X, ok && order_ok, rc, err, "stream left early");
     pyproc_msg_free(err);
@@ -373,7 +388,8 @@ static void op_timeout(uint64_t *s)
     const char *ref = r == 0 ? "tt.ops.stuck" : r < 6 ? "tt.ops.spin" : "tt.ops.hang";
     pyproc_msg *m = NULL;
     start(K_TIMEOUT);
-    int rc = r == 0 ? pyproc_func(pool, ref, &m, "i", 30) : pyproc_func(pool, ref, &m, NULL);
+    int rc = r == 0 ? pyproc_ind_func(pool, 0, ref, &m, "i", 30)
+                    : pyproc_ind_func(pool, 0, ref, &m, NULL);
     bool ok = (rc == -ETIMEDOUT || rc == PYPROC_EWORKER ||
                (rc == -ECANCELED && atomic_load(&freeing))) &&
               has_text(rc, m);
@@ -399,7 +415,7 @@ static void op_cancel(uint64_t *s)
     int crc = pyproc_cancel(c);
     rc = wait_sliced(c, &m, s);
     bool ok = (crc == 0 || crc == -EALREADY) && has_text(rc, m) &&
-              (rc == -ECANCELED || met_fate(rc) || (quick && is_int(rc, m, v)));
+              (rc == -ECANCELED || met_fate_at(rc, ind) || (quick && is_int(rc, m, v)));
     end(K_CANCEL, ok, rc, m, quick ? "cancelled nap" : "cancelled hang");
     pyproc_msg_free(m);
     pyproc_call_free(c);
@@ -505,7 +521,7 @@ static void op_cfg(uint64_t *s)
                 st.pid, got);
     }
     bool ok = (rc == 0 && pyproc_msg_read(m, "I", &got) == 0 && got >= floor) ||
-              (met_fate(rc) && has_text(rc, m));
+              (met_fate_at(rc, ind) && has_text(rc, m));
     if (rc == 0 && !ok) {
         pyproc_stats(pool, ind, &st);
         fprintf(stderr,
@@ -529,8 +545,9 @@ static void op_sub(uint64_t *s)
     pyproc_msg *m = NULL;
     snprintf(ref, sizeof ref, "x%d.ops.echo", pick(s, n));
     start(K_SUB);
-    int rc = pyproc_ind_func(pool, some_worker(s), ref, &m, "I", v);
-    end(K_SUB, (is_int(rc, m, v) || met_fate(rc)) && has_text(rc, m), rc, m, ref);
+    int ind = some_worker(s);
+    int rc = pyproc_ind_func(pool, ind, ref, &m, "I", v);
+    end(K_SUB, (is_int(rc, m, v) || met_fate_at(rc, ind)) && has_text(rc, m), rc, m, ref);
     pyproc_msg_free(m);
 }
 
