@@ -641,8 +641,12 @@ static void final_finish(struct final_set *f)
             /* The call timeout's, or still running? */
             int again = pyproc_wait(f->nap, &m, 0);
             ok = again == -EALREADY;
-            if (!ok)
+            if (!ok) {
                 rc = again;
+                fprintf(stderr,
+                        "torture: the nap on worker %d still runs after the pool was freed\n",
+                        pyproc_call_worker(f->nap));
+            }
         }
         end(K_FINAL, ok, rc, m, "nap after pyproc_pool_free (still running?)");
         pyproc_msg_free(m);
