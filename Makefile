@@ -194,9 +194,11 @@ check-asan:
 # and under TSan its uninstrumented libpython would need suppressions for
 # CPython's own lock-free tricks.  So tests/tsan.supp suppresses nothing
 # of pyproc.  The embedded-interpreter tests (embed_test_*) are worker
-# code and stay out for the same reason.  TSan does not understand raw
-# futexes, only the C11 atomics around them, so a report is a missing
-# atomic or a missing order, never noise to be suppressed.
+# code and stay out for the same reason.  TSan sees the C11 atomics
+# around the raw futexes, so a report is a missing atomic, lock or order.
+# What it cannot see is an ordering that runs only through a worker (a
+# request out, its answer back); the host must not rely on that alone
+# anyway, since a worker may die instead of answering.
 TSAN_B := build-tsan
 # -Wno-tsan: GCC warns that TSan does not model atomic_thread_fence(); the
 # ring's seq_cst fences (shm/ring.c) order a store against a load for the
