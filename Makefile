@@ -278,7 +278,8 @@ fuzz: $(FUZZERS)
 		sh fuzz/run.sh $(FUZZ_B) $$t $(FUZZ_SECONDS) || exit 1; \
 	done
 
-# A million calls while workers are killed; CI runs a shorter one.
+# A million calls while workers are killed; CI runs a shorter one.  Then
+# the torture test (see tests/torture.c) for SOAK_TORTURE_SECONDS.
 SOAK_CALLS ?= 1000000
 SOAK_TORTURE_SECONDS ?= 300
 soak: $(B)/tests/soak $(TORTURE) $(WORKER)
