@@ -51,7 +51,7 @@ static char *kill_and_recover(void)
     pyproc_pool *p = e2e_pool(2);
     pyproc_call *slow[4], *other;
     pyproc_msg *m = NULL;
-    char *why;
+    char *why = NULL;
 
     for (int i = 0; i < 10; i++)
         e2e_int(p, "t.basic.pid");

@@ -1,0 +1,1 @@
+"""Functions the concurrency torture test (tests/torture.c) calls."""
