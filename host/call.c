@@ -30,15 +30,40 @@ void pyproc__call_unref(pyproc_call *c)
     free(c);
 }
 
+/*
+ * Wake the caller that sleeps on w's reply ring for its call.  The word it
+ * sleeps on must change, or a wake-up sent before it is in FUTEX_WAIT is
+ * lost: take it back to SHM_AWAKE, as a producer's shm_ring_notify() does.
+ * Only SHM_SLEEP_FUTEX is taken back; SHM_SLEEP_DOORBELL belongs to the
+ * service thread's epoll.
+ */
+static void ring_sleeper_wake(struct pp_worker *w)
+{
+    _Atomic uint32_t *word = &w->rx.ctl->consumer_wait;
+    uint32_t s = SHM_SLEEP_FUTEX;
+
+    /*
+     * Pairs with the fence in shm_ring_sleep_begin(), which sleep_on_ring()
+     * follows with a load of its call's state: either the sleeper sees
+     * CALL_DONE (stored before this fence) and does not sleep, or this
+     * exchange sees its SHM_SLEEP_FUTEX.
+     */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_compare_exchange_strong_explicit(word, &s, SHM_AWAKE, memory_order_relaxed,
+                                                memory_order_relaxed))
+        shm_futex_wake(word, INT32_MAX, true);
+}
+
 void pyproc__call_signal(pyproc_call *c)
 {
-    /* Pairs with the acquire loads in is_done(). */
+    /* Release pairs with the acquire loads in is_done(); see
+     * ring_sleeper_wake() for the fence that follows. */
     uint32_t was = atomic_exchange_explicit(&c->state, CALL_DONE, memory_order_acq_rel);
 
     if (was == CALL_SLEEPING)
         shm_futex_wake(&c->state, 1, false);
     else if (was == CALL_RING_SLEEPING)
-        shm_futex_wake(&c->worker->rx.ctl->consumer_wait, INT32_MAX, true);
+        ring_sleeper_wake(c->worker);
 }
 
 /* Store the end of a call (or stream) and drop the table's reference. */
@@ -106,14 +131,6 @@ struct pp_worker *pyproc__pick_worker(pyproc_pool *p, int ind)
     return w;
 }
 
-int pyproc__send(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n)
-{
-    pthread_mutex_lock(&w->tx_lock);
-    int err = shm_ring_write(&w->tx, type, id, p, n, w->pool->spin_ns);
-    pthread_mutex_unlock(&w->tx_lock);
-    return err;
-}
-
 /* A worker that answered within this long is busy, not idle. */
 #define IDLE_NS (1000 * 1000LL)
 
@@ -158,7 +175,7 @@ static void fail_dead(struct pp_worker *w, pyproc_call *c)
  * PYPROC_EWORKER, so every call ends exactly once, the same way.
  */
 static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b, bool stream,
-                     pyproc_done_fn done, void *data, pyproc_call **ret)
+                     pyproc_done_fn done, void *data, int64_t deadline, pyproc_call **ret)
 {
     pyproc_call *c = call_alloc(w, stream);
     /* Only the application's calls count; the pool's requests do not. */
@@ -190,7 +207,7 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
         atomic_store(&c->refs, 1);
         pyproc__call_unref(c);
         return err;
-    } else if ((err = pyproc__send(w, type, c->id, b->data, b->len)) < 0 &&
+    } else if ((err = pyproc__send_until(w, type, c->id, b->data, b->len, deadline)) < 0 &&
                pyproc__table_remove(w, c)) {
         if (err == -EPIPE) {
             fail_dead(w, c);
@@ -209,12 +226,18 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
     return 0;
 }
 
+/* The pool's own requests may be sent by its respawn threads, which must
+ * not wait on a worker for ever: one that takes no request this long is
+ * stuck. */
+#define RAW_SEND_TIMEOUT_MS 10000
+
 int pyproc__call_send_raw(struct pp_worker *w, uint16_t type,
                           const struct shm_buf *payload, pyproc_call **ret)
 {
     if (!w)
         return -EINVAL;
-    return call_send(w, type, payload, false, NULL, NULL, ret);
+    return call_send(w, type, payload, false, NULL, NULL,
+                     shm_now_ns() + RAW_SEND_TIMEOUT_MS * 1000000LL, ret);
 }
 
 /* One encoding buffer per thread, kept between calls and freed when the
@@ -275,7 +298,7 @@ int pyproc__call_start_ex(pyproc_pool *p, int ind, int kind, const char *ref, co
     w = pyproc__pick_worker(p, ind);
     if (!w)
         return -EINVAL;
-    err = call_send(w, SHM_FRAME_CALL, b, kind == SHM_CALL_GEN, done, data, ret);
+    err = call_send(w, SHM_FRAME_CALL, b, kind == SHM_CALL_GEN, done, data, INT64_MAX, ret);
     pyproc__worker_unref(w);
     return err;
 }
@@ -326,8 +349,10 @@ static int ms_until(int64_t deadline)
  * Sleep on the reply ring's own futex, so the worker's answer wakes us
  * directly rather than the service thread, which would then wake us: one
  * wake-up instead of two on an idle pool.  One caller per worker at a time
- * takes this role; a completion by another drainer wakes the ring futex
- * too (pyproc__call_signal()).  Returns false when the role was taken.
+ * takes this role; a completion by another drainer takes the ring's word
+ * back to SHM_AWAKE and wakes it (ring_sleeper_wake()), so the wake-up is
+ * not lost when it comes before our FUTEX_WAIT.  Returns false when the
+ * role was taken.
  */
 static bool sleep_on_ring(pyproc_call *c, int64_t deadline)
 {
@@ -340,7 +365,10 @@ static bool sleep_on_ring(pyproc_call *c, int64_t deadline)
         if (!atomic_compare_exchange_strong(&c->state, &s, CALL_RING_SLEEPING))
             break; /* done */
         int ms = ms_until(deadline);
-        if (ms != 0 && !shm_ring_sleep_begin(&w->rx, SHM_SLEEP_FUTEX))
+        /* After the fence in shm_ring_sleep_begin(), is_done() pairs with
+         * the one in ring_sleeper_wake(): an answer another thread drained
+         * meanwhile is seen here, or its drainer wakes us. */
+        if (ms != 0 && !shm_ring_sleep_begin(&w->rx, SHM_SLEEP_FUTEX) && !is_done(c))
             shm_futex_wait(&w->rx.ctl->consumer_wait, SHM_SLEEP_FUTEX, ms, true);
         shm_ring_sleep_end(&w->rx); /* we poll again */
         s = CALL_RING_SLEEPING;
@@ -517,10 +545,27 @@ PYPROC_EXPORT int pyproc_call_worker(pyproc_call *c)
     return c ? c->index : -EINVAL;
 }
 
+/*
+ * A forked child's copy of a call: its worker, table and rings are the
+ * parent's, live, so only the child's private memory is released.
+ */
+static void call_forget(pyproc_call *c)
+{
+    if (!c->taken)
+        pyproc_msg_free(c->ret);
+    if (c->is_stream)
+        pyproc__stream_free_items(c);
+    free(c);
+}
+
 PYPROC_EXPORT void pyproc_call_free(pyproc_call *c)
 {
     if (!c)
         return;
+    if (c->fork_gen != pyproc__fork_gen()) {
+        call_forget(c);
+        return;
+    }
     if (!is_done(c) || (c->is_stream && !c->ended)) {
         if (pyproc__table_remove(c->worker, c)) {
             /* No answer will reach it now; a stream's generator is closed. */

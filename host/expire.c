@@ -23,17 +23,10 @@ void pyproc__call_interrupt(pyproc_call *c, uint32_t why)
 {
     struct pp_worker *w = c->worker;
     struct shm_seg_header *h = w->seg.hdr;
-    void *dst;
 
     /* Never wait for ring space: a worker too busy to read gets the signal
      * or, for a timeout, the kill. */
-    pthread_mutex_lock(&w->tx_lock);
-    if (shm_ring_reserve(&w->tx, 1, &dst) == 0) {
-        *(unsigned char *)dst = 0xc0; /* msgpack nil */
-        shm_ring_commit(&w->tx, SHM_FRAME_CANCEL, 0, c->id, 1);
-        shm_ring_notify(&w->tx);
-    }
-    pthread_mutex_unlock(&w->tx_lock);
+    pyproc__send_try(w, SHM_FRAME_CANCEL, c->id, "\xc0", 1); /* msgpack nil */
     atomic_store(&h->interrupt_why, why);
     /* Pairs with the acquire in the worker's take_interrupt(). */
     atomic_store_explicit(&h->interrupt_call, c->id, memory_order_release);

@@ -144,9 +144,20 @@ struct pp_worker {
     int pidfd;
     int death_w;     /* write end of the pipe whose EOF tells the worker we died */
     struct shm_seg seg;
-    struct shm_ring tx; /* requests; we produce under tx_lock */
+    struct shm_ring tx; /* requests; written by the writer token's holder */
     struct shm_ring rx; /* replies; we consume under rx_lock */
+    /*
+     * Writers of tx (see send.c).  tx_lock guards tx_busy, tx_free and the
+     * outbox, and is never held across a wait for ring space: the token
+     * (tx_busy) is, for every fragment of one message.
+     */
     pthread_mutex_t tx_lock;
+    bool tx_busy;            /* a thread holds the writer token */
+    pthread_cond_t tx_free;  /* the token or the outbox moved (CLOCK_MONOTONIC) */
+    struct pp_outbox *outbox_head, *outbox_tail; /* CALLBACK_REPLYs not yet written */
+    /* Callbacks of this worker queued, running or with a reply in the
+     * outbox; bounded by CALLBACK_QUEUE_MAX (see callback.c). */
+    _Atomic int cb_queued;
     pthread_mutex_t rx_lock;
     /* Callers spinning on rx right now.  While it is above zero the ring
      * says SHM_AWAKE, so the worker rings no doorbell; the last poller to
@@ -233,10 +244,11 @@ struct history_entry {
     struct shm_buf payload;
 };
 
-/* A worker's request for the host's callback. */
+/* A worker's request for the host's callback; in pool->cb_head's queue
+ * under pool->lock, then the callback thread's alone. */
 struct callback_req {
     struct callback_req *next;
-    struct pp_worker *worker;
+    struct pp_worker *worker; /* a reference, dropped when answered */
     uint64_t id;
     pyproc_msg *payload;
 };
@@ -277,8 +289,33 @@ void pyproc__call_unref(pyproc_call *c);
 void pyproc__call_signal(pyproc_call *c);
 /* Wait until c->state is CALL_DONE or the deadline (INT64_MAX: none). */
 bool pyproc__call_wait_state(pyproc_call *c, int64_t deadline);
-/* Write one frame to w's request ring. */
+
+/* ---- send.c ---- */
+/* Set up and tear down w's writer token, condition and outbox (spawn.c). */
+void pyproc__tx_init(struct pp_worker *w);
+void pyproc__tx_fini(struct pp_worker *w);
+/*
+ * Write one data frame (in fragments if large) to w's request ring, waiting
+ * for the writer token and for space as long as it takes: application
+ * threads only.  0, -EPIPE (closed), -EMSGSIZE.
+ */
 int pyproc__send(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n);
+/* The same, giving up at deadline (shm_now_ns() clock) with -ETIMEDOUT; a
+ * worker that stops reading in the middle of the message is killed.  For
+ * pool threads that may wait boundedly (respawn's replay). */
+int pyproc__send_until(struct pp_worker *w, uint16_t type, uint64_t id, const void *p,
+                       size_t n, int64_t deadline);
+/* Write one small frame (n <= max_frag) at once or not at all: -EAGAIN
+ * when the token is taken or the ring full.  Any thread; never waits. */
+int pyproc__send_try(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n);
+/* CALLBACK_REPLY from the callback thread: written now as far as possible,
+ * the rest kept in w's outbox; -EAGAIN while some of the outbox waits. */
+int pyproc__send_reply(struct pp_worker *w, uint64_t id, const void *p, size_t n);
+/* Write what w's outbox holds if the token is free; true while some still
+ * waits.  The callback thread calls it now and then. */
+bool pyproc__outbox_retry(struct pp_worker *w);
+/* The same with tx_lock held. */
+bool pyproc__outbox_pump_locked(struct pp_worker *w);
 
 /* ---- expire.c ---- */
 /* Ask the worker to stop call c: CANCEL, and a signal if it runs now. */

@@ -59,7 +59,7 @@ static struct pp_worker *worker_alloc(pyproc_pool *p, int index)
     w->tx.doorbell_fd = w->rx.doorbell_fd = -1;
     w->out[0].fd = w->out[1].fd = -1;
     w->free_head = UINT32_MAX;
-    pthread_mutex_init(&w->tx_lock, NULL);
+    pyproc__tx_init(w);
     pthread_mutex_init(&w->rx_lock, NULL);
     pthread_mutex_init(&w->calls_lock, NULL);
     return w;
@@ -330,17 +330,9 @@ void pyproc__worker_reap(struct pp_worker *w)
  * stuck to read its ring is killed by pyproc__worker_stop(). */
 void pyproc__worker_ask_stop(struct pp_worker *w)
 {
-    void *dst;
-
     if (w->pid <= 0 || atomic_load(&w->dead))
         return;
-    pthread_mutex_lock(&w->tx_lock);
-    if (shm_ring_reserve(&w->tx, 1, &dst) == 0) {
-        *(unsigned char *)dst = 0xc0; /* msgpack nil */
-        shm_ring_commit(&w->tx, SHM_FRAME_SHUTDOWN, 0, 0, 1);
-        shm_ring_notify(&w->tx);
-    }
-    pthread_mutex_unlock(&w->tx_lock);
+    pyproc__send_try(w, SHM_FRAME_SHUTDOWN, 0, "\xc0", 1); /* msgpack nil */
 }
 
 /*
@@ -402,7 +394,7 @@ void pyproc__worker_free(struct pp_worker *w)
     shm_ring_detach(&w->tx);
     shm_ring_detach(&w->rx);
     shm_seg_release(&w->seg);
-    pthread_mutex_destroy(&w->tx_lock);
+    pyproc__tx_fini(w);
     pthread_mutex_destroy(&w->rx_lock);
     pthread_mutex_destroy(&w->calls_lock);
     free(w->slots);

@@ -1,0 +1,336 @@
+/*
+ * End to end: waiting for answers, sending, and the callback thread, under
+ * the interleavings that once lost a wake-up, blocked the callback thread
+ * behind a full request ring, or used a freed worker.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "e2e.h"
+
+static void nap_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- every waiter is woken by its own answer ---- */
+
+#define WAKE_THREADS 8
+#define WAKE_ROUNDS 400
+
+struct waker {
+    pyproc_pool *p;
+    pthread_barrier_t *start;
+    int k;
+    double worst; /* seconds past its answer, at most */
+};
+
+static _Atomic bool wake_done;
+
+static void *wake_caller(void *arg)
+{
+    struct waker *t = arg;
+
+    for (int round = 0; round < WAKE_ROUNDS; round++) {
+        /* Answers a few ms apart, so that spinning callers drain the
+         * answers of callers that are about to sleep on the ring. */
+        double delay = 0.0003 * ((t->k * 7 + round) % (WAKE_THREADS + 3));
+        pyproc_msg *m = NULL;
+
+        pthread_barrier_wait(t->start);
+        double t0 = e2e_now();
+        assert_int_equal(pyproc_ind_func(t->p, 0, "t.calls.nap", &m, "d", delay), 0);
+        double late = e2e_now() - t0 - delay;
+        pyproc_msg_free(m);
+        if (late > t->worst)
+            t->worst = late;
+    }
+    return NULL;
+}
+
+/* Unrelated answers now and then, so that a lost wake-up shows up as a
+ * late answer rather than a hang. */
+static void *wake_ticker(void *arg)
+{
+    pyproc_pool *p = arg;
+
+    while (!atomic_load(&wake_done)) {
+        nap_ms(1000);
+        pyproc_msg *m = NULL;
+        pyproc_ind_func(p, 0, "t.calls.ping", &m, NULL);
+        pyproc_msg_free(m);
+    }
+    return NULL;
+}
+
+static void callers_are_woken_by_their_answers(void **state)
+{
+    (void)state;
+    pyproc_pool *p = e2e_pool_opts((pyproc_opts){.workers = 1, .spin_us = 3000});
+    pthread_barrier_t start;
+    pthread_t th[WAKE_THREADS], ticker;
+    struct waker t[WAKE_THREADS];
+    double worst = 0;
+
+    alarm(120);
+    atomic_store(&wake_done, false);
+    pthread_barrier_init(&start, NULL, WAKE_THREADS);
+    assert_int_equal(pthread_create(&ticker, NULL, wake_ticker, p), 0);
+    for (int k = 0; k < WAKE_THREADS; k++) {
+        t[k] = (struct waker){.p = p, .start = &start, .k = k};
+        assert_int_equal(pthread_create(&th[k], NULL, wake_caller, &t[k]), 0);
+    }
+    for (int k = 0; k < WAKE_THREADS; k++) {
+        pthread_join(th[k], NULL);
+        if (t[k].worst > worst)
+            worst = t[k].worst;
+    }
+    atomic_store(&wake_done, true);
+    pthread_join(ticker, NULL);
+    pthread_barrier_destroy(&start);
+    pyproc_pool_free(p);
+    alarm(0);
+    if (worst > 0.5)
+        fail_msg("a call returned %.3f s after its answer", worst);
+}
+
+/* ---- a forked child's free touches nothing shared ---- */
+
+static void forked_child_frees_without_touching_the_stream(void **state)
+{
+    (void)state;
+    pyproc_pool *p = e2e_pool(1);
+    pyproc_call *s = NULL;
+    pyproc_msg *item = NULL;
+    int64_t v, expect = 0;
+    int rc, status;
+
+    alarm(60);
+    assert_int_equal(pyproc_gen(p, "t.calls.acount", &s, "id", 60, 0.005), 0);
+    assert_int_equal(pyproc_next(s, &item), 1);
+    assert_int_equal(pyproc_msg_read(item, "I", &v), 0);
+    assert_int_equal(v, expect++);
+    pyproc_msg_free(item);
+
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        pyproc_call_free(s);
+        _exit(0);
+    }
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    while ((rc = pyproc_next(s, &item)) == 1) {
+        assert_int_equal(pyproc_msg_read(item, "I", &v), 0);
+        assert_int_equal(v, expect++);
+        pyproc_msg_free(item);
+    }
+    if (rc < 0 && item)
+        fprintf(stderr, "%s\n", pyproc_msg_error(item));
+    assert_int_equal(rc, 0);
+    assert_int_equal(expect, 60);
+    pyproc_call_free(s);
+    pyproc_pool_free(p);
+    alarm(0);
+}
+
+/* Wait until worker 0 (respawned) answers again. */
+static void wait_answers(pyproc_pool *p)
+{
+    for (int i = 0; i < 500; i++) {
+        pyproc_msg *m = NULL;
+        int rc = pyproc_ind_func(p, 0, "t.calls.ping", &m, NULL);
+        pyproc_msg_free(m);
+        if (rc == 0)
+            return;
+        nap_ms(10);
+    }
+    fail_msg("worker 0 did not come back");
+}
+
+/* ---- a worker that dies while the host answers its callback ---- */
+
+static int kill_caller(pyproc_pool *p, int ind, pyproc_msg *payload, pyproc_msg **reply,
+                       void *data)
+{
+    int pid = 0;
+    pyproc_worker_stats st;
+
+    (void)data;
+    assert_int_equal(pyproc_msg_read(payload, "i", &pid), 0);
+    kill(pid, SIGKILL);
+    /* Let the respawn replace it, so that the old worker is let go. */
+    for (int i = 0; i < 500; i++) {
+        if (pyproc_stats(p, ind, &st) == 0 && st.pid > 0 && st.pid != pid)
+            break;
+        nap_ms(10);
+    }
+    nap_ms(200);
+    return pyproc_msg_new(reply, "i", 1);
+}
+
+static void worker_dies_during_its_callback(void **state)
+{
+    (void)state;
+    pyproc_pool *p = e2e_pool_opts((pyproc_opts){.workers = 1, .callback = kill_caller});
+    pyproc_msg *m = NULL;
+
+    alarm(60);
+    assert_int_equal(pyproc_ind_func(p, 0, "t.calls.call_home_pid", &m, NULL), PYPROC_EWORKER);
+    pyproc_msg_free(m);
+    /* The pool goes on: the new worker answers, its callbacks too. */
+    wait_answers(p);
+    pyproc_pool_free(p);
+    alarm(0);
+}
+
+/* ---- a worker flooding the callback queue is stopped ---- */
+
+static _Atomic int flood_seen;
+
+static int slow_answer(pyproc_pool *p, int ind, pyproc_msg *payload, pyproc_msg **reply,
+                       void *data)
+{
+    (void)p, (void)ind, (void)payload, (void)data;
+    /* The first answer takes long enough for the queue to fill. */
+    if (atomic_fetch_add(&flood_seen, 1) == 0)
+        nap_ms(1500);
+    return pyproc_msg_new(reply, "i", 0);
+}
+
+static void callback_flood_stops_the_worker(void **state)
+{
+    (void)state;
+    pyproc_pool *p = e2e_pool_opts((pyproc_opts){.workers = 1, .callback = slow_answer});
+    pyproc_msg *m = NULL;
+
+    alarm(120);
+    atomic_store(&flood_seen, 0);
+    int rc = pyproc_ind_func(p, 0, "t.calls.flood", &m, "i", 20000);
+    if (rc < 0 && m)
+        fprintf(stderr, "flood: %s\n", pyproc_msg_error(m));
+    pyproc_msg_free(m);
+    assert_int_equal(rc, PYPROC_EWORKER);
+    /* Far fewer callbacks ran than were sent: the rest were dropped. */
+    assert_true(atomic_load(&flood_seen) < 20000);
+    wait_answers(p);
+    pyproc_pool_free(p);
+    alarm(0);
+}
+
+/* ---- the callback thread never waits behind a blocked writer ---- */
+
+static _Atomic int cb_entered;
+static _Atomic bool cb_go;
+static _Atomic int64_t cb_second_ns; /* when the second callback ran */
+
+static int64_t mono_ns(void)
+{
+    return (int64_t)(e2e_now() * 1e9);
+}
+
+static int held_answer(pyproc_pool *p, int ind, pyproc_msg *payload, pyproc_msg **reply,
+                       void *data)
+{
+    int n = 0;
+
+    (void)p, (void)ind, (void)data;
+    pyproc_msg_read(payload, "i", &n);
+    if (atomic_fetch_add(&cb_entered, 1) == 0) {
+        for (int i = 0; i < 1000 && !atomic_load(&cb_go); i++)
+            nap_ms(5);
+    } else {
+        atomic_store(&cb_second_ns, mono_ns());
+    }
+    return pyproc_msg_new(reply, "i", n * 10);
+}
+
+static void *big_writer(void *arg)
+{
+    pyproc_pool *p = arg;
+    static char big[64 * 1024];
+    pyproc_msg *m = NULL;
+    int64_t n = 0;
+
+    assert_int_equal(pyproc_ind_func(p, 0, "t.calls.length", &m, "y", big, sizeof big), 0);
+    assert_int_equal(pyproc_msg_read(m, "I", &n), 0);
+    assert_int_equal(n, (int64_t)sizeof big);
+    pyproc_msg_free(m);
+    return NULL;
+}
+
+static int64_t wait_int(pyproc_call *c)
+{
+    pyproc_msg *m = NULL;
+    int64_t v = -1;
+    int rc = pyproc_wait(c, &m, 20000);
+
+    if (rc < 0 && m)
+        fprintf(stderr, "%s\n", pyproc_msg_error(m));
+    assert_int_equal(rc, 0);
+    assert_int_equal(pyproc_msg_read(m, "I", &v), 0);
+    pyproc_msg_free(m);
+    pyproc_call_free(c);
+    return v;
+}
+
+static void callback_reply_waits_without_blocking(void **state)
+{
+    (void)state;
+    pyproc_pool *p = e2e_pool_opts(
+        (pyproc_opts){.workers = 2, .ring_bytes = 4096, .callback = held_answer});
+    pyproc_call *home, *busy, *other;
+    pthread_t writer;
+
+    alarm(60);
+    atomic_store(&cb_entered, 0);
+    atomic_store(&cb_go, false);
+    atomic_store(&cb_second_ns, 0);
+    /* Worker 0 awaits the first callback, which holds on until told. */
+    assert_int_equal(pyproc_ind_call(p, 0, &home, "t.calls.call_home", "i", 1), 0);
+    for (int i = 0; i < 1000 && !atomic_load(&cb_entered); i++)
+        nap_ms(5);
+    assert_int_equal(atomic_load(&cb_entered), 1);
+    /* Then it blocks in a plain call, and a 64 KiB argument fills its ring. */
+    assert_int_equal(pyproc_ind_call(p, 0, &busy, "t.calls.block", "d", 1.5), 0);
+    nap_ms(100);
+    assert_int_equal(pthread_create(&writer, NULL, big_writer, p), 0);
+    nap_ms(200);
+    /* The first callback returns: its reply cannot be written yet. */
+    atomic_store(&cb_go, true);
+    int64_t returned = mono_ns();
+    /* Worker 1's callback must not wait for worker 0's ring. */
+    assert_int_equal(pyproc_ind_call(p, 1, &other, "t.calls.call_home", "i", 2), 0);
+    assert_int_equal(wait_int(other), 21);
+    int64_t second = atomic_load(&cb_second_ns);
+    assert_true(second > 0);
+    if (second - returned > 700 * 1000000LL)
+        fail_msg("the second callback ran %.3f s after the first returned",
+                 (double)(second - returned) / 1e9);
+    /* Worker 0's reply arrives once its ring has room. */
+    assert_int_equal(wait_int(home), 11);
+    pyproc_msg *m = NULL;
+    assert_int_equal(pyproc_wait(busy, &m, 20000), 0);
+    pyproc_msg_free(m);
+    pyproc_call_free(busy);
+    pthread_join(writer, NULL);
+    pyproc_pool_free(p);
+    alarm(0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(callers_are_woken_by_their_answers),
+        cmocka_unit_test(forked_child_frees_without_touching_the_stream),
+        cmocka_unit_test(worker_dies_during_its_callback),
+        cmocka_unit_test(callback_flood_stops_the_worker),
+        cmocka_unit_test(callback_reply_waits_without_blocking),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
