@@ -35,7 +35,8 @@ void pyproc__call_unref(pyproc_call *c)
  * sleeps on must change, or a wake-up sent before it is in FUTEX_WAIT is
  * lost: take it back to SHM_AWAKE, as a producer's shm_ring_notify() does.
  * Only SHM_SLEEP_FUTEX is taken back; SHM_SLEEP_DOORBELL belongs to the
- * service thread's epoll.
+ * service thread's epoll.  Not on the fast path: a sleeper woken by the
+ * worker drains its own answer after taking its state back to pending.
  */
 static void ring_sleeper_wake(struct pp_worker *w)
 {
@@ -49,9 +50,11 @@ static void ring_sleeper_wake(struct pp_worker *w)
      * exchange sees its SHM_SLEEP_FUTEX.
      */
     atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_compare_exchange_strong_explicit(word, &s, SHM_AWAKE, memory_order_relaxed,
-                                                memory_order_relaxed))
-        shm_futex_wake(word, INT32_MAX, true);
+    atomic_compare_exchange_strong_explicit(word, &s, SHM_AWAKE, memory_order_relaxed,
+                                            memory_order_relaxed);
+    /* Even when the word was not ours any more: a doorbell store may have
+     * landed over it after the sleeper went to sleep (see RING_NAP_MS). */
+    shm_futex_wake(word, INT32_MAX, true);
 }
 
 void pyproc__call_signal(pyproc_call *c)
@@ -346,6 +349,15 @@ static int ms_until(int64_t deadline)
 }
 
 /*
+ * A ring sleeper looks again at least this often: the ring's word is also
+ * armed for the doorbell by the last poller to leave and by the service
+ * thread (drain.c, service.c), and such a store can land over ours after
+ * we checked, leaving our answer to a doorbell nobody acts on while we
+ * poll.  This bounds what such a race costs.
+ */
+#define RING_NAP_MS 100
+
+/*
  * Sleep on the reply ring's own futex, so the worker's answer wakes us
  * directly rather than the service thread, which would then wake us: one
  * wake-up instead of two on an idle pool.  One caller per worker at a time
@@ -358,28 +370,35 @@ static bool sleep_on_ring(pyproc_call *c, int64_t deadline)
 {
     struct pp_worker *w = c->worker;
 
-    if (atomic_exchange(&w->ring_sleeper, true))
+    /* The role guards no data: relaxed, here and at the store below. */
+    if (atomic_exchange_explicit(&w->ring_sleeper, true, memory_order_relaxed))
         return false;
     while (!is_done(c)) {
         uint32_t s = CALL_PENDING;
-        if (!atomic_compare_exchange_strong(&c->state, &s, CALL_RING_SLEEPING))
+        /* Acquire on failure: it read CALL_DONE, stored with release by
+         * pyproc__call_signal() (C11 wants success at least as strong). */
+        if (!atomic_compare_exchange_strong_explicit(&c->state, &s, CALL_RING_SLEEPING,
+                                                     memory_order_acquire, memory_order_acquire))
             break; /* done */
         int ms = ms_until(deadline);
+        int nap = ms < 0 || ms > RING_NAP_MS ? RING_NAP_MS : ms;
         /* After the fence in shm_ring_sleep_begin(), is_done() pairs with
          * the one in ring_sleeper_wake(): an answer another thread drained
          * meanwhile is seen here, or its drainer wakes us. */
         if (ms != 0 && !shm_ring_sleep_begin(&w->rx, SHM_SLEEP_FUTEX) && !is_done(c))
-            shm_futex_wait(&w->rx.ctl->consumer_wait, SHM_SLEEP_FUTEX, ms, true);
+            shm_futex_wait(&w->rx.ctl->consumer_wait, SHM_SLEEP_FUTEX, nap, true);
         shm_ring_sleep_end(&w->rx); /* we poll again */
         s = CALL_RING_SLEEPING;
-        atomic_compare_exchange_strong(&c->state, &s, CALL_PENDING);
+        /* Fails only when the call is done; is_done() reads that again. */
+        atomic_compare_exchange_strong_explicit(&c->state, &s, CALL_PENDING,
+                                                memory_order_relaxed, memory_order_relaxed);
         pthread_mutex_lock(&w->rx_lock);
         pyproc__drain(w);
         pthread_mutex_unlock(&w->rx_lock);
         if (ms == 0 || shm_ring_is_closed(&w->rx))
             break;
     }
-    atomic_store(&w->ring_sleeper, false);
+    atomic_store_explicit(&w->ring_sleeper, false, memory_order_relaxed);
     return true;
 }
 

@@ -20,35 +20,73 @@ static void nap_ms(int ms)
 /* ---- every waiter is woken by its own answer ---- */
 
 #define WAKE_THREADS 8
-#define WAKE_ROUNDS 400
+#define WAKE_ROUNDS 600
 
 struct waker {
     pyproc_pool *p;
     pthread_barrier_t *start;
     int k;
     double worst; /* seconds past its answer, at most */
+    int errors;
 };
 
 static _Atomic bool wake_done;
+static _Atomic int callers_left; /* the stretcher stops at 0 */
+
+/*
+ * Stretch the callers' time: a signal whose handler spins for a while
+ * lands at a random instruction of a waiting caller, so the short windows
+ * of its wait (between saying it will sleep and sleeping) last long enough
+ * for other threads to drain its answer meanwhile.
+ */
+static void stretch(int sig)
+{
+    (void)sig;
+    double until = e2e_now() + 0.0003;
+    while (e2e_now() < until)
+        ;
+}
+
+struct stretcher {
+    pthread_t *th;
+    int n;
+};
+
+static void *stretch_main(void *arg)
+{
+    struct stretcher *s = arg;
+    unsigned seed = 7;
+
+    while (atomic_load(&callers_left) > 0) {
+        pthread_kill(s->th[rand_r(&seed) % (unsigned)s->n], SIGURG);
+        nanosleep(&(struct timespec){0, 300 * 1000}, NULL);
+    }
+    return NULL;
+}
 
 static void *wake_caller(void *arg)
 {
     struct waker *t = arg;
+    unsigned seed = (unsigned)t->k + 1;
 
     for (int round = 0; round < WAKE_ROUNDS; round++) {
         /* Answers a few ms apart, so that spinning callers drain the
          * answers of callers that are about to sleep on the ring. */
-        double delay = 0.0003 * ((t->k * 7 + round) % (WAKE_THREADS + 3));
+        double delay = 0.0005 * (rand_r(&seed) % 8);
         pyproc_msg *m = NULL;
 
+        double answered = 0;
         pthread_barrier_wait(t->start);
-        double t0 = e2e_now();
-        assert_int_equal(pyproc_ind_func(t->p, 0, "t.calls.nap", &m, "d", delay), 0);
-        double late = e2e_now() - t0 - delay;
+        int rc = pyproc_ind_func(t->p, 0, "t.calls.nap_stamp", &m, "d", delay);
+        double late = e2e_now();
+        if (rc < 0 || pyproc_msg_read(m, "d", &answered) < 0)
+            t->errors++;
+        late -= answered;
         pyproc_msg_free(m);
         if (late > t->worst)
             t->worst = late;
     }
+    atomic_fetch_sub(&callers_left, 1);
     return NULL;
 }
 
@@ -72,25 +110,39 @@ static void callers_are_woken_by_their_answers(void **state)
     (void)state;
     pyproc_pool *p = e2e_pool_opts((pyproc_opts){.workers = 1, .spin_us = 3000});
     pthread_barrier_t start;
-    pthread_t th[WAKE_THREADS], ticker;
+    pthread_t th[WAKE_THREADS], ticker, stretcher;
+    struct stretcher st = {th, WAKE_THREADS};
+    struct sigaction sa = {.sa_handler = stretch, .sa_flags = SA_RESTART};
     struct waker t[WAKE_THREADS];
+    pyproc_call *busy;
+    pyproc_msg *m = NULL;
     double worst = 0;
 
     alarm(120);
+    assert_int_equal(pyproc_ind_call(p, 0, &busy, "t.calls.keep_busy", "d", 600.0), 0);
     atomic_store(&wake_done, false);
     pthread_barrier_init(&start, NULL, WAKE_THREADS);
+    sigaction(SIGURG, &sa, NULL);
+    atomic_store(&callers_left, WAKE_THREADS);
     assert_int_equal(pthread_create(&ticker, NULL, wake_ticker, p), 0);
     for (int k = 0; k < WAKE_THREADS; k++) {
         t[k] = (struct waker){.p = p, .start = &start, .k = k};
         assert_int_equal(pthread_create(&th[k], NULL, wake_caller, &t[k]), 0);
     }
+    assert_int_equal(pthread_create(&stretcher, NULL, stretch_main, &st), 0);
+    pthread_join(stretcher, NULL); /* before the callers' ids go */
     for (int k = 0; k < WAKE_THREADS; k++) {
         pthread_join(th[k], NULL);
+        assert_int_equal(t[k].errors, 0);
         if (t[k].worst > worst)
             worst = t[k].worst;
     }
     atomic_store(&wake_done, true);
     pthread_join(ticker, NULL);
+    pyproc_cancel(busy);
+    pyproc_wait(busy, &m, 5000);
+    pyproc_msg_free(m);
+    pyproc_call_free(busy);
     pthread_barrier_destroy(&start);
     pyproc_pool_free(p);
     alarm(0);
@@ -250,16 +302,19 @@ static int held_answer(pyproc_pool *p, int ind, pyproc_msg *payload, pyproc_msg 
     return pyproc_msg_new(reply, "i", n * 10);
 }
 
+static int64_t big_len; /* what the worker counted, -1 on failure */
+
 static void *big_writer(void *arg)
 {
     pyproc_pool *p = arg;
     static char big[64 * 1024];
     pyproc_msg *m = NULL;
-    int64_t n = 0;
+    int64_t n = -1;
 
-    assert_int_equal(pyproc_ind_func(p, 0, "t.calls.length", &m, "y", big, sizeof big), 0);
-    assert_int_equal(pyproc_msg_read(m, "I", &n), 0);
-    assert_int_equal(n, (int64_t)sizeof big);
+    if (pyproc_ind_func(p, 0, "t.calls.length", &m, "y", big, sizeof big) < 0 ||
+        pyproc_msg_read(m, "I", &n) < 0)
+        n = -1;
+    big_len = n;
     pyproc_msg_free(m);
     return NULL;
 }
@@ -319,6 +374,7 @@ static void callback_reply_waits_without_blocking(void **state)
     pyproc_msg_free(m);
     pyproc_call_free(busy);
     pthread_join(writer, NULL);
+    assert_int_equal(big_len, 64 * 1024);
     pyproc_pool_free(p);
     alarm(0);
 }

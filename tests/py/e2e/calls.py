@@ -51,3 +51,18 @@ async def acount(n, delay):
     for i in range(n):
         await asyncio.sleep(delay)
         yield i
+
+
+async def keep_busy(seconds):
+    # The event loop never idles, so the worker never sleeps on its ring
+    # and callers spin (and drain) while they wait.
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        await asyncio.sleep(0)
+    return 0
+
+
+async def nap_stamp(seconds):
+    # When the answer leaves, on the host's CLOCK_MONOTONIC.
+    await asyncio.sleep(seconds)
+    return time.monotonic()
