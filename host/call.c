@@ -18,7 +18,8 @@
 
 void pyproc__call_unref(pyproc_call *c)
 {
-    if (atomic_fetch_sub(&c->refs, 1) != 1)
+    /* acq_rel: see refs in pool.h. */
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
         return;
     if (!c->taken)
         pyproc_msg_free(c->ret);
@@ -72,7 +73,10 @@ void pyproc__call_signal(pyproc_call *c)
 /* Store the end of a call (or stream) and drop the table's reference. */
 void pyproc__call_complete(pyproc_call *c, int result, pyproc_msg *ret)
 {
-    if (atomic_load(&c->expiry) != EXPIRY_NONE && result < 0 && result != -ETIMEDOUT) {
+    /* Relaxed: a stage seen late only changes which error is reported;
+     * the partner is the compare-exchange in expire.c. */
+    if (atomic_load_explicit(&c->expiry, memory_order_relaxed) != EXPIRY_NONE && result < 0 &&
+        result != -ETIMEDOUT) {
         /* Ended because it ran too long, whatever the worker said. */
         pyproc_msg *why = NULL;
         pyproc__msg_error(&why, "the call ran past the pool's call timeout%s%s",
@@ -122,7 +126,9 @@ struct pp_worker *pyproc__pick_worker(pyproc_pool *p, int ind)
         for (int tries = 0; tries < p->nworkers; tries++) {
             unsigned next = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
             w = p->workers[next % (unsigned)p->nworkers];
-            if (!atomic_load(&w->dead))
+            /* A hint only (a dead pick fails its call the same way):
+             * relaxed; the store is in pyproc__worker_reap(). */
+            if (!atomic_load_explicit(&w->dead, memory_order_relaxed))
                 break;
         }
     } else if (ind < p->nworkers) {
@@ -191,7 +197,8 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
     c->done = done;
     c->done_data = data;
     if (done)
-        atomic_store(&c->refs, 1); /* nobody holds a handle */
+        /* Not yet shared with anyone: relaxed. */
+        atomic_store_explicit(&c->refs, 1, memory_order_relaxed); /* nobody holds a handle */
     /*
      * A worker asleep when we send takes a wake-up to answer: spinning
      * meanwhile only burns the CPU it could have been woken on (on a
@@ -203,11 +210,13 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
     if (atomic_load_explicit(&w->tx.ctl->consumer_wait, memory_order_relaxed) != SHM_AWAKE &&
         shm_now_ns() - atomic_load_explicit(&w->last_answer_ns, memory_order_relaxed) > IDLE_NS)
         c->spin_ns = 0;
-    if (atomic_load(&w->dead)) {
+    /* Relaxed: a worker that dies after this is caught by the send
+     * (-EPIPE) or by the reaper's pyproc__fail_calls(). */
+    if (atomic_load_explicit(&w->dead, memory_order_relaxed)) {
         fail_dead(w, c);
     } else if ((err = pyproc__table_add(w, c)) < 0) {
         c->done = NULL;
-        atomic_store(&c->refs, 1);
+        atomic_store_explicit(&c->refs, 1, memory_order_relaxed); /* never shared */
         pyproc__call_unref(c);
         return err;
     } else if ((err = pyproc__send_until(w, type, c->id, b->data, b->len, deadline)) < 0 &&
@@ -216,7 +225,8 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
             fail_dead(w, c);
         } else {
             c->done = NULL;
-            atomic_store(&c->refs, 1);
+            /* Out of the table again and not returned: ours alone. */
+            atomic_store_explicit(&c->refs, 1, memory_order_relaxed);
             pyproc__call_unref(c);
             return err;
         }
@@ -407,7 +417,11 @@ static bool sleep_for(pyproc_call *c, int64_t deadline)
 {
     for (;;) {
         uint32_t s = CALL_PENDING;
-        if (!atomic_compare_exchange_strong(&c->state, &s, CALL_SLEEPING) && s == CALL_DONE)
+        /* Acquire on failure pairs with the release exchange in
+         * pyproc__call_signal(); the futex syscall orders the rest. */
+        if (!atomic_compare_exchange_strong_explicit(&c->state, &s, CALL_SLEEPING,
+                                                     memory_order_acquire, memory_order_acquire) &&
+            s == CALL_DONE)
             return true;
         int ms = ms_until(deadline);
         if (ms == 0)

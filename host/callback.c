@@ -201,7 +201,9 @@ static bool serve(pyproc_pool *p, struct callback_req *r)
     bool waits = false;
     int rc = -ENOSYS;
 
-    if (atomic_load(&w->dead) || shm_ring_is_closed(&w->tx)) {
+    /* dead is a hint (relaxed; stored in pyproc__worker_reap()): a reply
+     * to a worker that dies meanwhile finds its ring closed. */
+    if (atomic_load_explicit(&w->dead, memory_order_relaxed) || shm_ring_is_closed(&w->tx)) {
         callback_gone(w);
         return false;
     }
@@ -209,7 +211,7 @@ static bool serve(pyproc_pool *p, struct callback_req *r)
         rc = p->callback(p, w->index, r->payload, &value, p->callback_data);
     if (rc > 0)
         rc = 0;
-    if (!atomic_load(&w->dead))
+    if (!atomic_load_explicit(&w->dead, memory_order_relaxed))
         waits = reply(r, rc, value);
     else
         callback_gone(w);

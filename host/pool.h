@@ -35,6 +35,29 @@ enum call_state {
  * A call outlives its pool (pyproc_pool_free() ends it with -ECANCELED and
  * the handle stays valid), so once it is done it touches neither the pool
  * nor the worker: what it needs afterwards is copied in.
+ *
+ * Who writes what:
+ * - Set once by the starting thread in call_alloc()/call_send() (call.c)
+ *   before anyone else can see the call, read-only afterwards: pool,
+ *   worker (a reference, dropped by the last unref), index, fork_gen,
+ *   spin_ns, is_stream, deadline_ns, stats, done, done_data.  id is set
+ *   by pyproc__table_add() under calls_lock, before the frame is sent,
+ *   and is read-only afterwards.  The table's calls_lock publishes all of
+ *   them to the drainer, and returning the handle to its owner.
+ * - refs: see below.
+ * - state: see below; the waiting side and pyproc__call_signal() only.
+ * - result, ret, ended: written once by whoever completes the call
+ *   (pyproc__call_complete(): a drainer, the reaper, pyproc_pool_free()),
+ *   under qlock for a stream; published by the release exchange of state
+ *   in pyproc__call_signal() (acquire: is_done() in call.c), or for an
+ *   asynchronous call by pool->done_lock in pyproc__async_push().
+ * - taken: the handle's owner only (pyproc_wait(), pyproc_next() under
+ *   qlock, pyproc_dispatch()); the last unref reads it after the acq_rel
+ *   decrement of refs.
+ * - next_done: under pool->done_lock.
+ * - expiry, kill_at_ns: the service thread (expire.c); expiry is also
+ *   read by pyproc__call_complete().
+ * - head, tail: under qlock.  since_credit: the stream's reader only.
  */
 struct pyproc_call {
     pyproc_pool *pool;
@@ -44,11 +67,16 @@ struct pyproc_call {
     unsigned fork_gen;
     int64_t spin_ns;
     /* Two references while the call is in flight: the caller's handle and
-     * the worker's call table.  The last one frees. */
+     * the worker's call table (one for an asynchronous call: the table's
+     * moves to the completed list).  A new reference is taken from one
+     * already held (relaxed); the decrement is acq_rel so that the last
+     * one, which frees, sees every other holder's writes. */
     _Atomic int refs;
     /* CALL_PENDING until the answer is stored; the release store of
-     * CALL_DONE in pyproc__call_complete() pairs with the acquire loads in
-     * pyproc_wait(). */
+     * CALL_DONE in pyproc__call_signal() pairs with the acquire loads in
+     * is_done() (call.c).  The waiter moves PENDING to SLEEPING or
+     * RING_SLEEPING and back; only pyproc__call_signal() stores DONE (and
+     * a stream's reader puts it back to PENDING under qlock). */
     _Atomic uint32_t state;
     int result;      /* 0 or a negative errno, valid once CALL_DONE */
     pyproc_msg *ret; /* the answer, handed to the first pyproc_wait() */
