@@ -182,7 +182,8 @@ struct pp_worker {
     pthread_mutex_t tx_lock;
     bool tx_busy;            /* a thread holds the writer token */
     pthread_cond_t tx_free;  /* the token or the outbox moved (CLOCK_MONOTONIC) */
-    struct pp_outbox *outbox_head, *outbox_tail; /* CALLBACK_REPLYs not yet written */
+    struct pp_outbox *outbox_head, *outbox_tail; /* frames not yet written */
+    uint32_t outbox_ctl;     /* control frames among them */
     /* Callbacks of this worker queued, running or with a reply in the
      * outbox; bounded by CALLBACK_QUEUE_MAX (see callback.c). */
     _Atomic int cb_queued;
@@ -333,8 +334,9 @@ int pyproc__send(struct pp_worker *w, uint16_t type, uint64_t id, const void *p,
  * pool threads that may wait boundedly (respawn's replay). */
 int pyproc__send_until(struct pp_worker *w, uint16_t type, uint64_t id, const void *p,
                        size_t n, int64_t deadline);
-/* Write one small frame (n <= max_frag) at once or not at all: -EAGAIN
- * when the token is taken or the ring full.  Any thread; never waits. */
+/* Write one small control frame (n <= max_frag) without waiting: now, or
+ * from the outbox when the token's holder lets it go (0 either way);
+ * -EAGAIN when the ring is full or the outbox holds too many.  Any thread. */
 int pyproc__send_try(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n);
 /* CALLBACK_REPLY from the callback thread: written now as far as possible,
  * the rest kept in w's outbox; -EAGAIN while some of the outbox waits. */

@@ -12,7 +12,9 @@
  * callback queue's bound), which whoever releases the token writes as far
  * as the ring has room, and which the callback thread retries on its own.
  * A reply written in part holds the ring for itself (fragments must stay
- * contiguous): writers then wait until the rest is written.
+ * contiguous): writers then wait until the rest is written.  Small control
+ * frames that must not wait (pyproc__send_try()) queue there too while the
+ * token is held.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -32,8 +34,13 @@
 /* How often a writer waiting behind a part-written reply tries to move it. */
 #define OUTBOX_RETRY_MS 10
 
+/* Control frames (CANCEL, SHUTDOWN) kept at most in one outbox; past
+ * that they are dropped, as when the ring is full. */
+#define OUTBOX_CTL_MAX 64
+
 struct pp_outbox {
     struct pp_outbox *next;
+    uint16_t type;
     uint64_t id;
     size_t len, sent;
     bool started; /* a fragment is in the ring: the rest must follow */
@@ -203,18 +210,20 @@ static void outbox_pump(struct pp_worker *w)
     struct pp_outbox *e;
 
     while ((e = w->outbox_head)) {
-        int rc = write_some(&w->tx, SHM_FRAME_CALLBACK_REPLY, e->id, e->data, e->len,
-                            &e->sent, &e->started);
+        int rc = write_some(&w->tx, e->type, e->id, e->data, e->len, &e->sent, &e->started);
         if (rc == 0)
             return;
         /* Written, or the ring is closed and it never will be. */
         w->outbox_head = e->next;
         if (!w->outbox_head)
             w->outbox_tail = NULL;
+        if (e->type == SHM_FRAME_CALLBACK_REPLY)
+            /* Only a bound: no memory is handed over, so relaxed (the
+             * partner is the increment in pyproc__callback_push()). */
+            atomic_fetch_sub_explicit(&w->cb_queued, 1, memory_order_relaxed);
+        else
+            w->outbox_ctl--;
         free(e);
-        /* Only a bound: no memory is handed over, so relaxed (the partner
-         * is the increment in pyproc__callback_push()). */
-        atomic_fetch_sub_explicit(&w->cb_queued, 1, memory_order_relaxed);
     }
 }
 
@@ -280,6 +289,23 @@ int pyproc__send(struct pp_worker *w, uint16_t type, uint64_t id, const void *p,
     return pyproc__send_until(w, type, id, p, n, INT64_MAX);
 }
 
+/* Append a frame to w's outbox; with tx_lock held. */
+static int outbox_add(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n)
+{
+    struct pp_outbox *e = malloc(sizeof *e + n);
+
+    if (!e)
+        return -ENOMEM;
+    *e = (struct pp_outbox){.type = type, .id = id, .len = n};
+    memcpy(e->data, p, n);
+    if (w->outbox_tail)
+        w->outbox_tail->next = e;
+    else
+        w->outbox_head = e;
+    w->outbox_tail = e;
+    return 0;
+}
+
 int pyproc__send_try(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n)
 {
     size_t done = 0;
@@ -289,9 +315,16 @@ int pyproc__send_try(struct pp_worker *w, uint16_t type, uint64_t id, const void
     if (n > w->tx.max_frag)
         return -EMSGSIZE;
     pthread_mutex_lock(&w->tx_lock);
-    if (!w->tx_busy && !outbox_blocks(w)) {
+    if (!w->tx_busy)
+        outbox_pump(w);
+    if (!w->tx_busy && !w->outbox_head) {
         rc = write_some(&w->tx, type, id, p, n, &done, &started);
         rc = rc == 1 ? 0 : rc == 0 ? -EAGAIN : rc;
+    } else if (w->outbox_ctl < OUTBOX_CTL_MAX && !shm_ring_is_closed(&w->tx)) {
+        /* Written when the token's holder lets it go. */
+        rc = outbox_add(w, type, id, p, n);
+        if (rc == 0)
+            w->outbox_ctl++;
     }
     pthread_mutex_unlock(&w->tx_lock);
     return rc;
@@ -299,21 +332,14 @@ int pyproc__send_try(struct pp_worker *w, uint16_t type, uint64_t id, const void
 
 int pyproc__send_reply(struct pp_worker *w, uint64_t id, const void *p, size_t n)
 {
-    struct pp_outbox *e = malloc(sizeof *e + n);
+    bool waiting;
+    int rc;
 
-    if (!e)
-        return -ENOMEM;
-    *e = (struct pp_outbox){.id = id, .len = n};
-    memcpy(e->data, p, n);
     pthread_mutex_lock(&w->tx_lock);
-    if (w->outbox_tail)
-        w->outbox_tail->next = e;
-    else
-        w->outbox_head = e;
-    w->outbox_tail = e;
-    bool waiting = pyproc__outbox_pump_locked(w);
+    rc = outbox_add(w, SHM_FRAME_CALLBACK_REPLY, id, p, n);
+    waiting = pyproc__outbox_pump_locked(w);
     pthread_mutex_unlock(&w->tx_lock);
-    return waiting ? -EAGAIN : 0;
+    return rc < 0 ? rc : waiting ? -EAGAIN : 0;
 }
 
 bool pyproc__outbox_pump_locked(struct pp_worker *w)
