@@ -239,18 +239,19 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
     return 0;
 }
 
-/* The pool's own requests may be sent by its respawn threads, which must
- * not wait on a worker for ever: one that takes no request this long is
- * stuck. */
-#define RAW_SEND_TIMEOUT_MS 10000
-
 int pyproc__call_send_raw(struct pp_worker *w, uint16_t type,
                           const struct shm_buf *payload, pyproc_call **ret)
 {
+    return pyproc__call_send_raw_until(w, type, payload, INT64_MAX, ret);
+}
+
+int pyproc__call_send_raw_until(struct pp_worker *w, uint16_t type,
+                                const struct shm_buf *payload, int64_t deadline,
+                                pyproc_call **ret)
+{
     if (!w)
         return -EINVAL;
-    return call_send(w, type, payload, false, NULL, NULL,
-                     shm_now_ns() + RAW_SEND_TIMEOUT_MS * 1000000LL, ret);
+    return call_send(w, type, payload, false, NULL, NULL, deadline, ret);
 }
 
 /* One encoding buffer per thread, kept between calls and freed when the

@@ -300,9 +300,16 @@ int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *f
                         va_list ap, struct shm_buf **ret);
 int pyproc__call_wait(pyproc_call *c, pyproc_msg **ret, int timeout_ms);
 void pyproc__call_complete(pyproc_call *c, int result, pyproc_msg *ret);
-/* Send a control request (ADD_SUB, SET_ATTR) to one worker as a call. */
+/* Send a control request (ADD_SUB, SET_ATTR) to one worker as a call;
+ * the send may wait for ring space as long as it takes (application
+ * threads). */
 int pyproc__call_send_raw(struct pp_worker *w, uint16_t type,
                           const struct shm_buf *payload, pyproc_call **ret);
+/* The same, the send giving up at deadline (shm_now_ns()): -ETIMEDOUT.
+ * For pool threads (respawn's replay). */
+int pyproc__call_send_raw_until(struct pp_worker *w, uint16_t type,
+                                const struct shm_buf *payload, int64_t deadline,
+                                pyproc_call **ret);
 /* Fail every call in flight on w. */
 void pyproc__fail_calls(struct pp_worker *w, int result, const char *why);
 
