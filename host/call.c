@@ -14,11 +14,13 @@
 #include "../shm/futex.h"
 #include "fmt.h"
 #include "msg.h"
+#include "wire.h"
 #include "pool.h"
 
 void pyproc__call_unref(pyproc_call *c)
 {
-    if (atomic_fetch_sub(&c->refs, 1) != 1)
+    /* acq_rel: see refs in pool.h. */
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
         return;
     if (!c->taken)
         pyproc_msg_free(c->ret);
@@ -30,21 +32,52 @@ void pyproc__call_unref(pyproc_call *c)
     free(c);
 }
 
+/*
+ * Wake the caller that sleeps on w's reply ring for its call.  The word it
+ * sleeps on must change, or a wake-up sent before it is in FUTEX_WAIT is
+ * lost: take it back to SHM_AWAKE, as a producer's shm_ring_notify() does.
+ * Only SHM_SLEEP_FUTEX is taken back; SHM_SLEEP_DOORBELL belongs to the
+ * service thread's epoll.  Not on the fast path: a sleeper woken by the
+ * worker drains its own answer after taking its state back to pending.
+ */
+static void ring_sleeper_wake(struct pp_worker *w)
+{
+    _Atomic uint32_t *word = &w->rx.ctl->consumer_wait;
+    uint32_t s = SHM_SLEEP_FUTEX;
+
+    /*
+     * Pairs with the fence in shm_ring_sleep_begin(), which sleep_on_ring()
+     * follows with a load of its call's state: either the sleeper sees
+     * CALL_DONE (stored before this fence) and does not sleep, or this
+     * exchange sees its SHM_SLEEP_FUTEX.
+     */
+    atomic_thread_fence(memory_order_seq_cst);
+    atomic_compare_exchange_strong_explicit(word, &s, SHM_AWAKE, memory_order_relaxed,
+                                            memory_order_relaxed);
+    /* Even when the word was not ours any more: a doorbell store may have
+     * landed over it after the sleeper went to sleep (see RING_NAP_MS). */
+    shm_futex_wake(word, INT32_MAX, true);
+}
+
 void pyproc__call_signal(pyproc_call *c)
 {
-    /* Pairs with the acquire loads in is_done(). */
+    /* Release pairs with the acquire loads in is_done(); see
+     * ring_sleeper_wake() for the fence that follows. */
     uint32_t was = atomic_exchange_explicit(&c->state, CALL_DONE, memory_order_acq_rel);
 
     if (was == CALL_SLEEPING)
         shm_futex_wake(&c->state, 1, false);
     else if (was == CALL_RING_SLEEPING)
-        shm_futex_wake(&c->worker->rx.ctl->consumer_wait, INT32_MAX, true);
+        ring_sleeper_wake(c->worker);
 }
 
 /* Store the end of a call (or stream) and drop the table's reference. */
 void pyproc__call_complete(pyproc_call *c, int result, pyproc_msg *ret)
 {
-    if (atomic_load(&c->expiry) != EXPIRY_NONE && result < 0 && result != -ETIMEDOUT) {
+    /* Relaxed: a stage seen late only changes which error is reported;
+     * the partner is the compare-exchange in expire.c. */
+    if (atomic_load_explicit(&c->expiry, memory_order_relaxed) != EXPIRY_NONE && result < 0 &&
+        result != -ETIMEDOUT) {
         /* Ended because it ran too long, whatever the worker said. */
         pyproc_msg *why = NULL;
         pyproc__msg_error(&why, "the call ran past the pool's call timeout%s%s",
@@ -94,7 +127,9 @@ struct pp_worker *pyproc__pick_worker(pyproc_pool *p, int ind)
         for (int tries = 0; tries < p->nworkers; tries++) {
             unsigned next = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
             w = p->workers[next % (unsigned)p->nworkers];
-            if (!atomic_load(&w->dead))
+            /* A hint only (a dead pick fails its call the same way):
+             * relaxed; the store is in pyproc__worker_reap(). */
+            if (!atomic_load_explicit(&w->dead, memory_order_relaxed))
                 break;
         }
     } else if (ind < p->nworkers) {
@@ -104,14 +139,6 @@ struct pp_worker *pyproc__pick_worker(pyproc_pool *p, int ind)
         pyproc__worker_ref(w);
     pthread_mutex_unlock(&p->lock);
     return w;
-}
-
-int pyproc__send(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n)
-{
-    pthread_mutex_lock(&w->tx_lock);
-    int err = shm_ring_write(&w->tx, type, id, p, n, w->pool->spin_ns);
-    pthread_mutex_unlock(&w->tx_lock);
-    return err;
 }
 
 /* A worker that answered within this long is busy, not idle. */
@@ -158,7 +185,7 @@ static void fail_dead(struct pp_worker *w, pyproc_call *c)
  * PYPROC_EWORKER, so every call ends exactly once, the same way.
  */
 static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b, bool stream,
-                     pyproc_done_fn done, void *data, pyproc_call **ret)
+                     pyproc_done_fn done, void *data, int64_t deadline, pyproc_call **ret)
 {
     pyproc_call *c = call_alloc(w, stream);
     /* Only the application's calls count; the pool's requests do not. */
@@ -171,7 +198,8 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
     c->done = done;
     c->done_data = data;
     if (done)
-        atomic_store(&c->refs, 1); /* nobody holds a handle */
+        /* Not yet shared with anyone: relaxed. */
+        atomic_store_explicit(&c->refs, 1, memory_order_relaxed); /* nobody holds a handle */
     /*
      * A worker asleep when we send takes a wake-up to answer: spinning
      * meanwhile only burns the CPU it could have been woken on (on a
@@ -183,20 +211,23 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
     if (atomic_load_explicit(&w->tx.ctl->consumer_wait, memory_order_relaxed) != SHM_AWAKE &&
         shm_now_ns() - atomic_load_explicit(&w->last_answer_ns, memory_order_relaxed) > IDLE_NS)
         c->spin_ns = 0;
-    if (atomic_load(&w->dead)) {
+    /* Relaxed: a worker that dies after this is caught by the send
+     * (-EPIPE) or by the reaper's pyproc__fail_calls(). */
+    if (atomic_load_explicit(&w->dead, memory_order_relaxed)) {
         fail_dead(w, c);
     } else if ((err = pyproc__table_add(w, c)) < 0) {
         c->done = NULL;
-        atomic_store(&c->refs, 1);
+        atomic_store_explicit(&c->refs, 1, memory_order_relaxed); /* never shared */
         pyproc__call_unref(c);
         return err;
-    } else if ((err = pyproc__send(w, type, c->id, b->data, b->len)) < 0 &&
+    } else if ((err = pyproc__send_until(w, type, c->id, b->data, b->len, deadline)) < 0 &&
                pyproc__table_remove(w, c)) {
         if (err == -EPIPE) {
             fail_dead(w, c);
         } else {
             c->done = NULL;
-            atomic_store(&c->refs, 1);
+            /* Out of the table again and not returned: ours alone. */
+            atomic_store_explicit(&c->refs, 1, memory_order_relaxed);
             pyproc__call_unref(c);
             return err;
         }
@@ -212,9 +243,16 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
 int pyproc__call_send_raw(struct pp_worker *w, uint16_t type,
                           const struct shm_buf *payload, pyproc_call **ret)
 {
+    return pyproc__call_send_raw_until(w, type, payload, INT64_MAX, ret);
+}
+
+int pyproc__call_send_raw_until(struct pp_worker *w, uint16_t type,
+                                const struct shm_buf *payload, int64_t deadline,
+                                pyproc_call **ret)
+{
     if (!w)
         return -EINVAL;
-    return call_send(w, type, payload, false, NULL, NULL, ret);
+    return call_send(w, type, payload, false, NULL, NULL, deadline, ret);
 }
 
 /* One encoding buffer per thread, kept between calls and freed when the
@@ -275,7 +313,7 @@ int pyproc__call_start_ex(pyproc_pool *p, int ind, int kind, const char *ref, co
     w = pyproc__pick_worker(p, ind);
     if (!w)
         return -EINVAL;
-    err = call_send(w, SHM_FRAME_CALL, b, kind == SHM_CALL_GEN, done, data, ret);
+    err = call_send(w, SHM_FRAME_CALL, b, kind == SHM_CALL_GEN, done, data, INT64_MAX, ret);
     pyproc__worker_unref(w);
     return err;
 }
@@ -323,28 +361,49 @@ static int ms_until(int64_t deadline)
 }
 
 /*
+ * A ring sleeper looks again at least this often: the ring's word is also
+ * armed for the doorbell by the last poller to leave and by the service
+ * thread (drain.c, service.c), and such a store can land over ours after
+ * we checked, leaving our answer to a doorbell nobody acts on while we
+ * poll.  This bounds what such a race costs.
+ */
+#define RING_NAP_MS 100
+
+/*
  * Sleep on the reply ring's own futex, so the worker's answer wakes us
  * directly rather than the service thread, which would then wake us: one
  * wake-up instead of two on an idle pool.  One caller per worker at a time
- * takes this role; a completion by another drainer wakes the ring futex
- * too (pyproc__call_signal()).  Returns false when the role was taken.
+ * takes this role; a completion by another drainer takes the ring's word
+ * back to SHM_AWAKE and wakes it (ring_sleeper_wake()), so the wake-up is
+ * not lost when it comes before our FUTEX_WAIT.  Returns false when the
+ * role was taken.
  */
 static bool sleep_on_ring(pyproc_call *c, int64_t deadline)
 {
     struct pp_worker *w = c->worker;
 
-    if (atomic_exchange(&w->ring_sleeper, true))
+    /* The role guards no data: relaxed, here and at the store below. */
+    if (atomic_exchange_explicit(&w->ring_sleeper, true, memory_order_relaxed))
         return false;
     while (!is_done(c)) {
         uint32_t s = CALL_PENDING;
-        if (!atomic_compare_exchange_strong(&c->state, &s, CALL_RING_SLEEPING))
+        /* Acquire on failure: it read CALL_DONE, stored with release by
+         * pyproc__call_signal() (C11 wants success at least as strong). */
+        if (!atomic_compare_exchange_strong_explicit(&c->state, &s, CALL_RING_SLEEPING,
+                                                     memory_order_acquire, memory_order_acquire))
             break; /* done */
         int ms = ms_until(deadline);
-        if (ms != 0 && !shm_ring_sleep_begin(&w->rx, SHM_SLEEP_FUTEX))
-            shm_futex_wait(&w->rx.ctl->consumer_wait, SHM_SLEEP_FUTEX, ms, true);
+        int nap = ms < 0 || ms > RING_NAP_MS ? RING_NAP_MS : ms;
+        /* After the fence in shm_ring_sleep_begin(), is_done() pairs with
+         * the one in ring_sleeper_wake(): an answer another thread drained
+         * meanwhile is seen here, or its drainer wakes us. */
+        if (ms != 0 && !shm_ring_sleep_begin(&w->rx, SHM_SLEEP_FUTEX) && !is_done(c))
+            shm_futex_wait(&w->rx.ctl->consumer_wait, SHM_SLEEP_FUTEX, nap, true);
         shm_ring_sleep_end(&w->rx); /* we poll again */
         s = CALL_RING_SLEEPING;
-        atomic_compare_exchange_strong(&c->state, &s, CALL_PENDING);
+        /* Fails only when the call is done; is_done() reads that again. */
+        atomic_compare_exchange_strong_explicit(&c->state, &s, CALL_PENDING,
+                                                memory_order_relaxed, memory_order_relaxed);
         pthread_mutex_lock(&w->rx_lock);
         unsigned got = pyproc__drain(w);
         pthread_mutex_unlock(&w->rx_lock);
@@ -356,7 +415,7 @@ static bool sleep_on_ring(pyproc_call *c, int64_t deadline)
         if (got == 0 && !is_done(c))
             break;
     }
-    atomic_store(&w->ring_sleeper, false);
+    atomic_store_explicit(&w->ring_sleeper, false, memory_order_relaxed);
     return true;
 }
 
@@ -365,7 +424,11 @@ static bool sleep_for(pyproc_call *c, int64_t deadline)
 {
     for (;;) {
         uint32_t s = CALL_PENDING;
-        if (!atomic_compare_exchange_strong(&c->state, &s, CALL_SLEEPING) && s == CALL_DONE)
+        /* Acquire on failure pairs with the release exchange in
+         * pyproc__call_signal(); the futex syscall orders the rest. */
+        if (!atomic_compare_exchange_strong_explicit(&c->state, &s, CALL_SLEEPING,
+                                                     memory_order_acquire, memory_order_acquire) &&
+            s == CALL_DONE)
             return true;
         int ms = ms_until(deadline);
         if (ms == 0)
@@ -522,15 +585,37 @@ PYPROC_EXPORT int pyproc_call_worker(pyproc_call *c)
     return c ? c->index : -EINVAL;
 }
 
+/*
+ * A forked child's copy of a call: its worker, table and rings are the
+ * parent's, live, so only the child's private memory is released.
+ */
+static void call_forget(pyproc_call *c)
+{
+    if (!c->taken)
+        pyproc_msg_free(c->ret);
+    if (c->is_stream)
+        pyproc__stream_free_items(c);
+    free(c);
+}
+
 PYPROC_EXPORT void pyproc_call_free(pyproc_call *c)
 {
     if (!c)
         return;
+    if (c->fork_gen != pyproc__fork_gen()) {
+        call_forget(c);
+        return;
+    }
     if (!is_done(c) || (c->is_stream && !c->ended)) {
         if (pyproc__table_remove(c->worker, c)) {
-            /* No answer will reach it now; a stream's generator is closed. */
-            if (c->is_stream)
-                pyproc__send(c->worker, SHM_FRAME_CANCEL, c->id, "\xc0", 1);
+            /* No answer will reach it now; a stream's generator is closed,
+             * through the stop table, or, when that is full, a CANCEL
+             * frame (this is an application thread: it may wait). */
+            if (c->is_stream &&
+                pyproc__worker_stop_call(c->worker, c->id, SHM_INTERRUPT_CANCEL) < 0) {
+                char nil[PYPROC__WIRE_SMALL];
+                pyproc__send(c->worker, SHM_FRAME_CANCEL, c->id, nil, pyproc__wire_nil(nil));
+            }
             pyproc__call_unref(c);
         }
     }

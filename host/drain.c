@@ -261,7 +261,7 @@ void pyproc__poll_leave(struct pp_worker *w)
 {
     if (atomic_fetch_sub(&w->pollers, 1) != 1)
         return;
-    if (shm_ring_sleep_begin(&w->rx, SHM_SLEEP_DOORBELL) && !shm_ring_is_closed(&w->rx)) {
+    if (shm_ring_doorbell_begin(&w->rx) && !shm_ring_is_closed(&w->rx)) {
         uint64_t one = 1;
         if (write(w->rx.doorbell_fd, &one, sizeof one) < 0) {
             /* Full counter: the service thread is due to wake anyway. */

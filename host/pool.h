@@ -55,6 +55,29 @@ enum call_state {
  * A call outlives its pool (pyproc_pool_free() ends it with -ECANCELED and
  * the handle stays valid), so once it is done it touches neither the pool
  * nor the worker: what it needs afterwards is copied in.
+ *
+ * Who writes what:
+ * - Set once by the starting thread in call_alloc()/call_send() (call.c)
+ *   before anyone else can see the call, read-only afterwards: pool,
+ *   worker (a reference, dropped by the last unref), index, fork_gen,
+ *   spin_ns, is_stream, deadline_ns, stats, done, done_data.  id is set
+ *   by pyproc__table_add() under calls_lock, before the frame is sent,
+ *   and is read-only afterwards.  The table's calls_lock publishes all of
+ *   them to the drainer, and returning the handle to its owner.
+ * - refs: see below.
+ * - state: see below; the waiting side and pyproc__call_signal() only.
+ * - result, ret, ended: written once by whoever completes the call
+ *   (pyproc__call_complete(): a drainer, the reaper, pyproc_pool_free()),
+ *   under qlock for a stream; published by the release exchange of state
+ *   in pyproc__call_signal() (acquire: is_done() in call.c), or for an
+ *   asynchronous call by pool->done_lock in pyproc__async_push().
+ * - taken: the handle's owner only (pyproc_wait(), pyproc_next() under
+ *   qlock, pyproc_dispatch()); the last unref reads it after the acq_rel
+ *   decrement of refs.
+ * - next_done: under pool->done_lock.
+ * - expiry, kill_at_ns: the service thread (expire.c); expiry is also
+ *   read by pyproc__call_complete().
+ * - head, tail: under qlock.  since_credit: the stream's reader only.
  */
 struct pyproc_call {
     pyproc_pool *pool;
@@ -64,11 +87,16 @@ struct pyproc_call {
     unsigned fork_gen;
     int64_t spin_ns;
     /* Two references while the call is in flight: the caller's handle and
-     * the worker's call table.  The last one frees. */
+     * the worker's call table (one for an asynchronous call: the table's
+     * moves to the completed list).  A new reference is taken from one
+     * already held (relaxed); the decrement is acq_rel so that the last
+     * one, which frees, sees every other holder's writes. */
     _Atomic int refs;
     /* CALL_PENDING until the answer is stored; the release store of
-     * CALL_DONE in pyproc__call_complete() pairs with the acquire loads in
-     * pyproc_wait(). */
+     * CALL_DONE in pyproc__call_signal() pairs with the acquire loads in
+     * is_done() (call.c).  The waiter moves PENDING to SLEEPING or
+     * RING_SLEEPING and back; only pyproc__call_signal() stores DONE (and
+     * a stream's reader puts it back to PENDING under qlock). */
     _Atomic uint32_t state;
     int result;      /* 0 or a negative errno, valid once CALL_DONE */
     pyproc_msg *ret; /* the answer, handed to the first pyproc_wait() */
@@ -202,9 +230,21 @@ struct pp_worker {
     int pidfd;
     int death_w;     /* write end of the pipe whose EOF tells the worker we died */
     struct shm_seg seg;
-    struct shm_ring tx; /* requests; we produce under tx_lock */
+    struct shm_ring tx; /* requests; written by the writer token's holder */
     struct shm_ring rx; /* replies; we consume under rx_lock */
+    /*
+     * Writers of tx (see send.c).  tx_lock guards tx_busy, tx_free and the
+     * outbox, and is never held across a wait for ring space: the token
+     * (tx_busy) is, for every fragment of one message.
+     */
     pthread_mutex_t tx_lock;
+    bool tx_busy;            /* a thread holds the writer token */
+    pthread_cond_t tx_free;  /* the token or the outbox moved (CLOCK_MONOTONIC) */
+    struct pp_outbox *outbox_head, *outbox_tail; /* frames not yet written */
+    uint32_t outbox_ctl;     /* control frames among them */
+    /* Callbacks of this worker queued, running or with a reply in the
+     * outbox; bounded by CALLBACK_QUEUE_MAX (see callback.c). */
+    _Atomic int cb_queued;
     pthread_mutex_t rx_lock;
     /* Guards the host's side of the segment's stop table (expire.c): held
      * only while it scans and fills it, never while waiting on the worker.
@@ -343,10 +383,11 @@ struct history_entry {
     struct shm_buf payload;
 };
 
-/* A worker's request for the host's callback. */
+/* A worker's request for the host's callback; in pool->cb_head's queue
+ * under pool->lock, then the callback thread's alone. */
 struct callback_req {
     struct callback_req *next;
-    struct pp_worker *worker;
+    struct pp_worker *worker; /* a reference, dropped when answered */
     uint64_t id;
     pyproc_msg *payload;
 };
@@ -369,9 +410,16 @@ int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *f
                         va_list ap, struct shm_buf **ret);
 int pyproc__call_wait(pyproc_call *c, pyproc_msg **ret, int timeout_ms);
 void pyproc__call_complete(pyproc_call *c, int result, pyproc_msg *ret);
-/* Send a control request (ADD_SUB, SET_ATTR) to one worker as a call. */
+/* Send a control request (ADD_SUB, SET_ATTR) to one worker as a call;
+ * the send may wait for ring space as long as it takes (application
+ * threads). */
 int pyproc__call_send_raw(struct pp_worker *w, uint16_t type,
                           const struct shm_buf *payload, pyproc_call **ret);
+/* The same, the send giving up at deadline (shm_now_ns()): -ETIMEDOUT.
+ * For pool threads (respawn's replay). */
+int pyproc__call_send_raw_until(struct pp_worker *w, uint16_t type,
+                                const struct shm_buf *payload, int64_t deadline,
+                                pyproc_call **ret);
 /* Fail every call in flight on w. */
 void pyproc__fail_calls(struct pp_worker *w, int result, const char *why);
 
@@ -392,8 +440,34 @@ void pyproc__call_unref(pyproc_call *c);
 void pyproc__call_signal(pyproc_call *c);
 /* Wait until c->state is CALL_DONE or the deadline (INT64_MAX: none). */
 bool pyproc__call_wait_state(pyproc_call *c, int64_t deadline);
-/* Write one frame to w's request ring. */
+
+/* ---- send.c ---- */
+/* Set up and tear down w's writer token, condition and outbox (spawn.c). */
+void pyproc__tx_init(struct pp_worker *w);
+void pyproc__tx_fini(struct pp_worker *w);
+/*
+ * Write one data frame (in fragments if large) to w's request ring, waiting
+ * for the writer token and for space as long as it takes: application
+ * threads only.  0, -EPIPE (closed), -EMSGSIZE.
+ */
 int pyproc__send(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n);
+/* The same, giving up at deadline (shm_now_ns() clock) with -ETIMEDOUT; a
+ * worker that stops reading in the middle of the message is killed.  For
+ * pool threads that may wait boundedly (respawn's replay). */
+int pyproc__send_until(struct pp_worker *w, uint16_t type, uint64_t id, const void *p,
+                       size_t n, int64_t deadline);
+/* Write one small control frame (n <= max_frag) without waiting: now, or
+ * from the outbox when the token's holder lets it go (0 either way);
+ * -EAGAIN when the ring is full or the outbox holds too many.  Any thread. */
+int pyproc__send_try(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n);
+/* CALLBACK_REPLY from the callback thread: written now as far as possible,
+ * the rest kept in w's outbox; -EAGAIN while some of the outbox waits. */
+int pyproc__send_reply(struct pp_worker *w, uint64_t id, const void *p, size_t n);
+/* Write what w's outbox holds if the token is free; true while some still
+ * waits.  The callback thread calls it now and then. */
+bool pyproc__outbox_retry(struct pp_worker *w);
+/* The same with tx_lock held. */
+bool pyproc__outbox_pump_locked(struct pp_worker *w);
 
 /* ---- expire.c ---- */
 /*

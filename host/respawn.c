@@ -89,7 +89,8 @@ int pyproc__worker_replay(pyproc_pool *p, struct pp_worker *w, char **why)
         pthread_mutex_unlock(&p->lock);
         if (!more)
             return 0;
-        int err = pyproc__call_send_raw(w, e.type, &e.payload, &c);
+        int err = pyproc__call_send_raw_until(
+            w, e.type, &e.payload, shm_now_ns() + READY_TIMEOUT_MS * 1000000LL, &c);
         if (err == 0) {
             err = pyproc__call_wait(c, &m, READY_TIMEOUT_MS);
             pyproc_call_free(c);

@@ -219,7 +219,7 @@ static bool serve_one(pyproc_pool *p, struct pp_worker *w)
     bell_count(p, w);
     if (atomic_load(&w->pollers) > 0 || shm_ring_is_closed(&w->rx))
         return false;
-    return more || shm_ring_sleep_begin(&w->rx, SHM_SLEEP_DOORBELL);
+    return more || shm_ring_doorbell_begin(&w->rx);
 }
 
 /* One batch for each worker queued now; those with more go to the back. */

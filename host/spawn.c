@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "msg.h"
+#include "wire.h"
 #include "pool.h"
 
 extern char **environ;
@@ -59,7 +60,7 @@ static struct pp_worker *worker_alloc(pyproc_pool *p, int index)
     w->tx.doorbell_fd = w->rx.doorbell_fd = -1;
     w->out[0].fd = w->out[1].fd = -1;
     w->free_head = UINT32_MAX;
-    pthread_mutex_init(&w->tx_lock, NULL);
+    pyproc__tx_init(w);
     pthread_mutex_init(&w->rx_lock, NULL);
     pthread_mutex_init(&w->stop_lock, NULL);
     pthread_mutex_init(&w->calls_lock, NULL);
@@ -380,22 +381,15 @@ void pyproc__worker_reap(struct pp_worker *w)
  */
 void pyproc__worker_ask_stop(struct pp_worker *w)
 {
-    void *dst;
-
     if (w->pid <= 0 || atomic_load(&w->dead))
         return;
     /* Pairs with the worker's acquire load; the fence in shm_ring_notify()
      * pairs with the one after its sleep announcement. */
     atomic_store_explicit(&w->seg.hdr->shutdown, 1, memory_order_release);
     shm_ring_notify(&w->tx);
-    if (pthread_mutex_trylock(&w->tx_lock) != 0)
-        return;
-    if (shm_ring_reserve(&w->tx, 1, &dst) == 0) {
-        *(unsigned char *)dst = 0xc0; /* msgpack nil */
-        shm_ring_commit(&w->tx, SHM_FRAME_SHUTDOWN, 0, 0, 1);
-        shm_ring_notify(&w->tx);
-    }
-    pthread_mutex_unlock(&w->tx_lock);
+    /* For a worker that reads only its ring: never waits for the token. */
+    char nil[PYPROC__WIRE_SMALL];
+    pyproc__send_try(w, SHM_FRAME_SHUTDOWN, 0, nil, pyproc__wire_nil(nil));
 }
 
 /*
@@ -457,7 +451,7 @@ void pyproc__worker_free(struct pp_worker *w)
     shm_ring_detach(&w->tx);
     shm_ring_detach(&w->rx);
     shm_seg_release(&w->seg);
-    pthread_mutex_destroy(&w->tx_lock);
+    pyproc__tx_fini(w);
     pthread_mutex_destroy(&w->rx_lock);
     pthread_mutex_destroy(&w->stop_lock);
     pthread_mutex_destroy(&w->calls_lock);

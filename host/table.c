@@ -72,7 +72,8 @@ static pyproc_call *lookup(struct pp_worker *w, uint64_t id, bool take)
         if (take)
             slot_release(w, slot); /* the table's reference moves to us */
         else
-            atomic_fetch_add(&c->refs, 1);
+            /* From the table's own reference: relaxed (pool.h). */
+            atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
     }
     pthread_mutex_unlock(&w->calls_lock);
     return c;

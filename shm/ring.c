@@ -624,6 +624,24 @@ bool shm_ring_sleep_begin(struct shm_ring *r, enum shm_wait_state how)
     return true;
 }
 
+bool shm_ring_doorbell_begin(struct shm_ring *r)
+{
+    uint32_t awake = SHM_AWAKE, bell = SHM_SLEEP_DOORBELL;
+
+    if (!atomic_compare_exchange_strong_explicit(&r->ctl->consumer_wait, &awake,
+                                                 SHM_SLEEP_DOORBELL, memory_order_relaxed,
+                                                 memory_order_relaxed))
+        return false; /* armed already, or a futex sleeper will drain */
+    /* Pairs with the fence in shm_ring_notify(), as in sleep_begin(). */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (shm_ring_empty(r) && !shm_ring_is_closed(r))
+        return false;
+    /* Only from our own value: a futex sleeper that came meanwhile stays. */
+    atomic_compare_exchange_strong_explicit(&r->ctl->consumer_wait, &bell, SHM_AWAKE,
+                                            memory_order_relaxed, memory_order_relaxed);
+    return true;
+}
+
 void shm_ring_sleep_end(struct shm_ring *r)
 {
     /* A producer that still sees the old value wakes us once for nothing. */

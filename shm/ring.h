@@ -215,6 +215,17 @@ int shm_ring_wait(struct shm_ring *r, int64_t spin_ns, int timeout_ms);
 bool shm_ring_sleep_begin(struct shm_ring *r, enum shm_wait_state how);
 void shm_ring_sleep_end(struct shm_ring *r);
 
+/*
+ * For a consumer made of several threads (the host): ask for the doorbell
+ * only while consumer_wait says SHM_AWAKE, so a thread of the consumer that
+ * sleeps on the futex is never overwritten and left unwoken; it drains when
+ * woken and asks for the doorbell when it leaves.  Returns true when a
+ * frame arrived or the ring closed meanwhile (then consumer_wait is back to
+ * SHM_AWAKE and the caller drains), false when the doorbell is armed or a
+ * futex sleeper covers the ring.
+ */
+bool shm_ring_doorbell_begin(struct shm_ring *r);
+
 /* Monotonic clock in nanoseconds, for spin budgets. */
 int64_t shm_now_ns(void);
 

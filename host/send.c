@@ -1,0 +1,361 @@
+/*
+ * Writing to a worker's request ring.
+ *
+ * Writers serialise on a token (tx_busy, under tx_lock) rather than on the
+ * mutex itself: the holder writes every fragment of its message, waiting
+ * for ring space with the token but without the mutex, so no lock is held
+ * across a wait on the worker, and a thread that must not wait can still
+ * look at the ring and leave at once.
+ *
+ * The callback thread never waits for the token or for space: its
+ * CALLBACK_REPLYs go to the worker's outbox (private memory, bounded by the
+ * callback queue's bound), which whoever releases the token writes as far
+ * as the ring has room, and which the callback thread retries on its own.
+ * A reply written in part holds the ring for itself (fragments must stay
+ * contiguous): writers then wait until the rest is written.  Small control
+ * frames that must not wait (pyproc__send_try()) queue there too while the
+ * token is held.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../shm/futex.h"
+#include "pool.h"
+
+/* A writer waiting for space sleeps at most this long before it looks
+ * again (at the closed flag and its deadline). */
+#define SPACE_NAP_MS 100
+/* How often a writer waiting behind a part-written reply tries to move it. */
+#define OUTBOX_RETRY_MS 10
+
+/* Control frames (CANCEL, SHUTDOWN) kept at most in one outbox; past
+ * that they are dropped, as when the ring is full. */
+#define OUTBOX_CTL_MAX 64
+
+struct pp_outbox {
+    struct pp_outbox *next;
+    uint16_t type;
+    uint64_t id;
+    size_t len, sent;
+    bool started; /* a fragment is in the ring: the rest must follow */
+    uint8_t data[];
+};
+
+void pyproc__tx_init(struct pp_worker *w)
+{
+    pthread_condattr_t a;
+
+    pthread_mutex_init(&w->tx_lock, NULL);
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->tx_free, &a);
+    pthread_condattr_destroy(&a);
+}
+
+void pyproc__tx_fini(struct pp_worker *w)
+{
+    while (w->outbox_head) {
+        struct pp_outbox *e = w->outbox_head;
+        w->outbox_head = e->next;
+        free(e);
+    }
+    w->outbox_tail = NULL;
+    pthread_cond_destroy(&w->tx_free);
+    pthread_mutex_destroy(&w->tx_lock);
+}
+
+static uint64_t frame_bytes(uint64_t len)
+{
+    return SHM_FRAME_HEADER_BYTES + ((len + SHM_FRAME_ALIGN - 1) & ~(uint64_t)(SHM_FRAME_ALIGN - 1));
+}
+
+/* True when a frame with an n-byte payload fits now (as shm_ring_reserve()
+ * would find); token holder only. */
+static bool ring_has_room(const struct shm_ring *r, uint32_t n)
+{
+    /* Only the token holder moves tail. */
+    uint64_t tail = atomic_load_explicit(&r->ctl->tail, memory_order_relaxed);
+    /* Pairs with the consumer's release store of head. */
+    uint64_t head = atomic_load_explicit(&r->ctl->head, memory_order_acquire);
+    uint64_t to_end = r->size - (tail & r->mask), used = tail - head;
+    uint64_t skip = frame_bytes(n) > to_end ? to_end : 0;
+
+    return used <= r->size && skip + frame_bytes(n) <= r->size - used;
+}
+
+static uint32_t next_fragment(const struct shm_ring *r, size_t len, size_t done)
+{
+    return len - done > r->max_frag ? r->max_frag : (uint32_t)(len - done);
+}
+
+/*
+ * Write the fragments of a message from *done on, as far as the ring has
+ * room, without waiting.  Returns 1 when all of it is written, 0 when the
+ * ring is full, -EPIPE when it is closed.  Token holder only.
+ */
+static int write_some(struct shm_ring *r, uint16_t type, uint64_t id, const uint8_t *p,
+                      size_t len, size_t *done, bool *started)
+{
+    while (!*started || *done < len) {
+        uint32_t n = next_fragment(r, len, *done);
+        void *dst;
+
+        if (shm_ring_is_closed(r))
+            return -EPIPE;
+        if (shm_ring_reserve(r, n, &dst) < 0)
+            return 0; /* -EAGAIN; n <= max_frag rules out -EMSGSIZE */
+        if (n)
+            memcpy(dst, p + *done, n);
+        shm_ring_commit(r, type, *done + n < len ? SHM_FRAME_MORE : 0, id, n);
+        shm_ring_notify(r);
+        *done += n;
+        *started = true;
+    }
+    return 1;
+}
+
+static int ms_left(int64_t deadline, int cap)
+{
+    if (deadline == INT64_MAX)
+        return cap;
+    int64_t left = (deadline - shm_now_ns() + 999999) / 1000000;
+    return left <= 0 ? 0 : left < cap ? (int)left : cap;
+}
+
+/*
+ * Wait until an n-byte frame fits: spin for spin_ns, then sleep on the
+ * ring's producer futex.  0, -EPIPE, or -ETIMEDOUT at the deadline.
+ */
+static int wait_space(struct shm_ring *r, uint32_t n, int64_t spin_ns, int64_t deadline)
+{
+    int64_t spin_until = shm_now_ns() + spin_ns;
+
+    for (unsigned i = 1;; i++) {
+        if (shm_ring_is_closed(r))
+            return -EPIPE;
+        if (ring_has_room(r, n))
+            return 0;
+        if ((i & 31) == 0 && shm_now_ns() >= spin_until)
+            break;
+        shm_cpu_relax();
+    }
+    for (;;) {
+        int ms = ms_left(deadline, SPACE_NAP_MS);
+        if (ms == 0)
+            return -ETIMEDOUT;
+        atomic_store_explicit(&r->ctl->producer_wait, 1, memory_order_relaxed);
+        /*
+         * Pairs with the fence after the consumer's release of head
+         * (ring_release() in shm/ring.c): either it sees that we sleep and
+         * wakes us, or the re-check below sees the head it released.
+         */
+        atomic_thread_fence(memory_order_seq_cst);
+        bool room = ring_has_room(r, n) || shm_ring_is_closed(r);
+        if (!room)
+            shm_futex_wait(&r->ctl->producer_wait, 1, ms, true);
+        atomic_store_explicit(&r->ctl->producer_wait, 0, memory_order_relaxed);
+        if (shm_ring_is_closed(r))
+            return -EPIPE;
+        if (ring_has_room(r, n))
+            return 0;
+    }
+}
+
+/* A worker that stopped reading in the middle of a message we must not
+ * leave half written: it gets no more frames. */
+static void tx_abandon(struct pp_worker *w)
+{
+    fprintf(stderr, "pyproc %s: worker %d stopped reading its requests; stopping it\n",
+            w->pool->name, w->index);
+    shm_ring_close(&w->tx);
+    shm_ring_close(&w->rx);
+    syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
+}
+
+/* Write a whole message, waiting for space until deadline; token holder. */
+static int write_msg(struct pp_worker *w, uint16_t type, uint64_t id, const void *p,
+                     size_t len, int64_t deadline)
+{
+    size_t done = 0;
+    bool started = false;
+    int rc;
+
+    if (len > w->tx.max_msg)
+        return -EMSGSIZE;
+    while ((rc = write_some(&w->tx, type, id, p, len, &done, &started)) == 0) {
+        rc = wait_space(&w->tx, next_fragment(&w->tx, len, done), w->pool->spin_ns, deadline);
+        if (rc == -ETIMEDOUT && started)
+            tx_abandon(w);
+        if (rc < 0)
+            return rc;
+    }
+    return rc < 0 ? rc : 0;
+}
+
+static bool outbox_blocks(const struct pp_worker *w)
+{
+    return w->outbox_head && w->outbox_head->started;
+}
+
+/* Write what the outbox holds, in order, as far as the ring has room.
+ * Called with tx_lock held and the token free. */
+static void outbox_pump(struct pp_worker *w)
+{
+    struct pp_outbox *e;
+
+    while ((e = w->outbox_head)) {
+        int rc = write_some(&w->tx, e->type, e->id, e->data, e->len, &e->sent, &e->started);
+        if (rc == 0)
+            return;
+        /* Written, or the ring is closed and it never will be. */
+        w->outbox_head = e->next;
+        if (!w->outbox_head)
+            w->outbox_tail = NULL;
+        if (e->type == SHM_FRAME_CALLBACK_REPLY)
+            /* Only a bound: no memory is handed over, so relaxed (the
+             * partner is the increment in pyproc__callback_push()). */
+            atomic_fetch_sub_explicit(&w->cb_queued, 1, memory_order_relaxed);
+        else
+            w->outbox_ctl--;
+        free(e);
+    }
+}
+
+static void deadline_ts(int64_t ns, struct timespec *ts)
+{
+    ts->tv_sec = ns / 1000000000;
+    ts->tv_nsec = ns % 1000000000;
+}
+
+static int token_take(struct pp_worker *w, int64_t deadline)
+{
+    struct timespec ts;
+
+    pthread_mutex_lock(&w->tx_lock);
+    for (;;) {
+        if (!w->tx_busy) {
+            outbox_pump(w);
+            if (!outbox_blocks(w))
+                break;
+        }
+        int64_t until = deadline;
+        if (outbox_blocks(w) && until - shm_now_ns() > OUTBOX_RETRY_MS * 1000000LL)
+            until = shm_now_ns() + OUTBOX_RETRY_MS * 1000000LL;
+        if (until == INT64_MAX) {
+            pthread_cond_wait(&w->tx_free, &w->tx_lock);
+            continue;
+        }
+        deadline_ts(until, &ts);
+        pthread_cond_timedwait(&w->tx_free, &w->tx_lock, &ts);
+        if (shm_now_ns() >= deadline) {
+            pthread_mutex_unlock(&w->tx_lock);
+            return -ETIMEDOUT;
+        }
+    }
+    w->tx_busy = true;
+    pthread_mutex_unlock(&w->tx_lock);
+    return 0;
+}
+
+static void token_give(struct pp_worker *w)
+{
+    pthread_mutex_lock(&w->tx_lock);
+    w->tx_busy = false;
+    outbox_pump(w);
+    pthread_cond_broadcast(&w->tx_free);
+    pthread_mutex_unlock(&w->tx_lock);
+}
+
+int pyproc__send_until(struct pp_worker *w, uint16_t type, uint64_t id, const void *p,
+                       size_t n, int64_t deadline)
+{
+    int err = token_take(w, deadline);
+
+    if (err < 0)
+        return err;
+    err = write_msg(w, type, id, p, n, deadline);
+    token_give(w);
+    return err;
+}
+
+int pyproc__send(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n)
+{
+    return pyproc__send_until(w, type, id, p, n, INT64_MAX);
+}
+
+/* Append a frame to w's outbox; with tx_lock held. */
+static int outbox_add(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n)
+{
+    struct pp_outbox *e = malloc(sizeof *e + n);
+
+    if (!e)
+        return -ENOMEM;
+    *e = (struct pp_outbox){.type = type, .id = id, .len = n};
+    memcpy(e->data, p, n);
+    if (w->outbox_tail)
+        w->outbox_tail->next = e;
+    else
+        w->outbox_head = e;
+    w->outbox_tail = e;
+    return 0;
+}
+
+int pyproc__send_try(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n)
+{
+    size_t done = 0;
+    bool started = false;
+    int rc = -EAGAIN;
+
+    if (n > w->tx.max_frag)
+        return -EMSGSIZE;
+    pthread_mutex_lock(&w->tx_lock);
+    if (!w->tx_busy)
+        outbox_pump(w);
+    if (!w->tx_busy && !w->outbox_head) {
+        rc = write_some(&w->tx, type, id, p, n, &done, &started);
+        rc = rc == 1 ? 0 : rc == 0 ? -EAGAIN : rc;
+    } else if (w->outbox_ctl < OUTBOX_CTL_MAX && !shm_ring_is_closed(&w->tx)) {
+        /* Written when the token's holder lets it go. */
+        rc = outbox_add(w, type, id, p, n);
+        if (rc == 0)
+            w->outbox_ctl++;
+    }
+    pthread_mutex_unlock(&w->tx_lock);
+    return rc;
+}
+
+int pyproc__send_reply(struct pp_worker *w, uint64_t id, const void *p, size_t n)
+{
+    bool waiting;
+    int rc;
+
+    pthread_mutex_lock(&w->tx_lock);
+    rc = outbox_add(w, SHM_FRAME_CALLBACK_REPLY, id, p, n);
+    waiting = pyproc__outbox_pump_locked(w);
+    pthread_mutex_unlock(&w->tx_lock);
+    return rc < 0 ? rc : waiting ? -EAGAIN : 0;
+}
+
+bool pyproc__outbox_pump_locked(struct pp_worker *w)
+{
+    if (!w->tx_busy) {
+        outbox_pump(w);
+        /* A writer may wait for the part-written reply to go. */
+        pthread_cond_broadcast(&w->tx_free);
+    }
+    return w->outbox_head != NULL;
+}
+
+bool pyproc__outbox_retry(struct pp_worker *w)
+{
+    pthread_mutex_lock(&w->tx_lock);
+    bool waiting = pyproc__outbox_pump_locked(w);
+    pthread_mutex_unlock(&w->tx_lock);
+    return waiting;
+}
