@@ -93,7 +93,7 @@ void pyproc__call_complete(pyproc_call *c, int result, pyproc_msg *ret)
         pthread_mutex_lock(&c->qlock);
     c->result = result;
     c->ret = ret;
-    c->ended = true;
+    atomic_store_explicit(&c->ended, true, memory_order_release);
     if (c->is_stream)
         pthread_mutex_unlock(&c->qlock);
     if (c->done) {
@@ -197,9 +197,14 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
     c->stats = st;
     c->done = done;
     c->done_data = data;
+    /*
+     * An asynchronous call has no handle: the table's reference and, until
+     * the end of this function, ours, since an answer or the worker's death
+     * may complete and free it as soon as it is in the table.  Not yet
+     * shared with anyone: relaxed.
+     */
     if (done)
-        /* Not yet shared with anyone: relaxed. */
-        atomic_store_explicit(&c->refs, 1, memory_order_relaxed); /* nobody holds a handle */
+        atomic_store_explicit(&c->refs, 2, memory_order_relaxed);
     /*
      * A worker asleep when we send takes a wake-up to answer: spinning
      * meanwhile only burns the CPU it could have been woken on (on a
@@ -215,7 +220,9 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
      * (-EPIPE) or by the reaper's pyproc__fail_calls(). */
     if (atomic_load_explicit(&w->dead, memory_order_relaxed)) {
         fail_dead(w, c);
-    } else if ((err = pyproc__table_add(w, c)) < 0) {
+    } else if ((err = pyproc__table_add(w, c)) == -EPIPE) {
+        fail_dead(w, c); /* its calls were failed already */
+    } else if (err < 0) {
         c->done = NULL;
         atomic_store_explicit(&c->refs, 1, memory_order_relaxed); /* never shared */
         pyproc__call_unref(c);
@@ -232,10 +239,11 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
             return err;
         }
     }
-    /* c may be gone already (a dead worker's asynchronous call): use st. */
     if (st)
         atomic_fetch_add_explicit(&st->calls, 1, memory_order_relaxed);
-    if (ret)
+    if (done)
+        pyproc__call_unref(c); /* ours; the table's, or the queue's, remains */
+    else if (ret)
         *ret = c;
     return 0;
 }
@@ -606,7 +614,7 @@ PYPROC_EXPORT void pyproc_call_free(pyproc_call *c)
         call_forget(c);
         return;
     }
-    if (!is_done(c) || (c->is_stream && !c->ended)) {
+    if (!is_done(c) || (c->is_stream && !atomic_load_explicit(&c->ended, memory_order_acquire))) {
         if (pyproc__table_remove(c->worker, c)) {
             /* No answer will reach it now; a stream's generator is closed,
              * through the stop table, or, when that is full, a CANCEL

@@ -138,7 +138,8 @@ PYPROC_EXPORT int pyproc_cancel(pyproc_call *c)
         return -EINVAL;
     if (c->fork_gen != pyproc__fork_gen())
         return -ECHILD;
-    if (c->ended)
+    /* Pairs with the release store in pyproc__call_complete(). */
+    if (atomic_load_explicit(&c->ended, memory_order_acquire))
         return -EALREADY;
     pyproc__call_interrupt(c, SHM_INTERRUPT_CANCEL);
     return 0;

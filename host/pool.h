@@ -114,7 +114,11 @@ struct pyproc_call {
      * to CALL_PENDING under qlock before it waits.
      */
     bool is_stream;
-    bool ended;       /* END or ERROR arrived; result and ret say which */
+    /* END or ERROR arrived; result and ret say which.  Stored with release
+     * after them in pyproc__call_complete(); pyproc_cancel() and
+     * pyproc_call_free() load it with acquire, the stream reader under
+     * qlock. */
+    _Atomic bool ended;
 
     /* The pool's call timeout: when it ends the call, and how far the
      * service thread has gone in ending it (see expire.c). */
@@ -284,6 +288,10 @@ struct pp_worker {
     uint32_t nslots;
     uint32_t free_head; /* UINT32_MAX: none */
     uint32_t in_flight;
+    /* Set under calls_lock by pyproc__table_take_all(), when the worker
+     * died or the pool is freed: the table takes no call after that, so
+     * none can wait there for an end that was already handed out. */
+    bool calls_closed;
 };
 
 /*

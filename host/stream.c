@@ -127,7 +127,7 @@ PYPROC_EXPORT int pyproc_next(pyproc_call *c, pyproc_msg **item)
             c->head = *pyproc__msg_link(it);
             if (!c->head)
                 c->tail = NULL;
-            uint32_t credit = c->ended ? 0 : take_credit(c);
+            uint32_t credit = atomic_load_explicit(&c->ended, memory_order_relaxed) ? 0 : take_credit(c);
             pthread_mutex_unlock(&c->qlock);
             *pyproc__msg_link(it) = NULL;
             *item = it;
@@ -135,7 +135,7 @@ PYPROC_EXPORT int pyproc_next(pyproc_call *c, pyproc_msg **item)
                 send_credit(c, credit);
             return 1;
         }
-        if (c->ended) {
+        if (atomic_load_explicit(&c->ended, memory_order_relaxed)) { /* under qlock */
             int result = c->taken ? 0 : c->result;
             if (!c->taken && result < 0) {
                 *item = c->ret;

@@ -25,6 +25,10 @@ int pyproc__table_add(struct pp_worker *w, pyproc_call *c)
     uint32_t slot;
 
     pthread_mutex_lock(&w->calls_lock);
+    if (w->calls_closed) {
+        pthread_mutex_unlock(&w->calls_lock);
+        return -EPIPE;
+    }
     if (w->free_head == UINT32_MAX) {
         uint32_t n = w->nslots ? w->nslots * 2 : 64;
         struct call_slot *s = realloc(w->slots, n * sizeof *s);
@@ -95,6 +99,7 @@ int pyproc__table_take_all(struct pp_worker *w, pyproc_call ***ret)
     uint32_t n = 0;
 
     pthread_mutex_lock(&w->calls_lock);
+    w->calls_closed = true;
     if (w->in_flight)
         all = malloc(w->in_flight * sizeof *all);
     for (uint32_t i = 0; all && i < w->nslots; i++) {
