@@ -9,53 +9,7 @@
 #include <errno.h>
 #include <unistd.h>
 
-#include "pool.h"
-
-void pyproc__async_push(pyproc_call *c)
-{
-    pyproc_pool *p = c->pool;
-    bool was_empty;
-
-    pthread_mutex_lock(&p->done_lock);
-    was_empty = !p->completed;
-    c->next_done = NULL;
-    if (p->completed_tail)
-        p->completed_tail->next_done = c;
-    else
-        p->completed = c;
-    p->completed_tail = c;
-    pthread_mutex_unlock(&p->done_lock);
-    if (was_empty) {
-        uint64_t one = 1;
-        if (write(p->done_fd, &one, sizeof one) < 0) {
-            /* The counter is full: the fd is readable, which is all we need. */
-        }
-    }
-}
-
-int pyproc__async_run(pyproc_pool *p)
-{
-    pyproc_call *list;
-    uint64_t n;
-    int ran = 0;
-
-    pthread_mutex_lock(&p->done_lock);
-    list = p->completed;
-    p->completed = p->completed_tail = NULL;
-    /* Emptied under the lock, so a push after this writes the fd again. */
-    while (read(p->done_fd, &n, sizeof n) > 0)
-        ;
-    pthread_mutex_unlock(&p->done_lock);
-    while (list) {
-        pyproc_call *c = list;
-        list = c->next_done;
-        c->taken = true;
-        c->done(p, c->result, c->ret, c->done_data);
-        pyproc__call_unref(c);
-        ran++;
-    }
-    return ran;
-}
+#include "feature.h"
 
 PYPROC_EXPORT int pyproc_func_asyncv(pyproc_pool *p, const char *ref, pyproc_done_fn done,
                                      void *data, const char *fmt, va_list ap)

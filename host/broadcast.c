@@ -29,7 +29,10 @@
 
 #include "fmt.h"
 #include "msg.h"
-#include "pool.h"
+#include "wire.h"
+#include "chan.h"
+#include "feature.h"
+#include "supervise.h"
 
 
 /*
@@ -188,18 +191,11 @@ static int encode_set_attr(struct shm_buf *b, const char *ref, const char *fmt, 
 {
     struct pyproc__args args;
     struct pyproc__va va;
-    size_t rl = strlen(ref);
-    int err = 0;
-    char *w = shm_buf_reserve(b, 16 + rl, &err);
+    int err;
 
-    if (!w)
-        return err;
-    char *q = mp_encode_array(w, 2);
-    q = mp_encode_str(q, ref, (uint32_t)rl);
-    b->len = (size_t)(q - b->data);
     va_copy(va.ap, ap);
     pyproc__args_va(&args, &va);
-    err = pyproc__fmt_encode_value(b, fmt, &args);
+    err = pyproc__wire_set_attr(b, ref, fmt, &args);
     va_end(va.ap);
     return err;
 }
@@ -231,45 +227,26 @@ PYPROC_EXPORT int pyproc_set_attr(pyproc_pool *p, const char *ref, const char *f
     return err;
 }
 
-/* Put w, brought up at index nworkers, in a new slot (pool->lock held). */
-static int append_slot(pyproc_pool *p, struct pp_worker *w)
+PYPROC_EXPORT int pyproc_add_sub_err(pyproc_pool *p, const char *name, const char *pypath,
+                                     unsigned flags, pyproc_msg **err_msg)
 {
-    struct pp_worker **ws = realloc(p->workers, (size_t)(p->nworkers + 1) * sizeof *ws);
-
-    if (!ws)
-        return -ENOMEM;
-    p->workers = ws;
-    w->published = true;
-    ws[p->nworkers++] = w; /* the slot takes our reference */
-    return 0;
-}
-
-PYPROC_EXPORT int pyproc_add_proc(pyproc_pool *p, int *ind)
-{
-    struct pp_worker *w = NULL;
-    int index, err = pyproc__pool_check(p);
+    struct shm_buf b = {0};
+    int err = pyproc__pool_check(p);
 
     if (err < 0)
         return err;
-    pthread_mutex_lock(&p->grow_lock);
-    index = pyproc_workers(p);
-    err = pyproc__worker_bring_up(p, index, &w, NULL);
-    if (err == 0) {
-        /* What the history gained since, then the slot, in one step as
-         * seen by pyproc__broadcast(). */
-        pthread_mutex_lock(&p->history_lock);
-        err = pyproc__worker_replay(p, w, NULL);
-        if (err == 0) {
-            pthread_mutex_lock(&p->lock);
-            err = append_slot(p, w);
-            pthread_mutex_unlock(&p->lock);
-        }
-        pthread_mutex_unlock(&p->history_lock);
-        if (err < 0)
-            pyproc__worker_discard(p, w);
-    }
-    pthread_mutex_unlock(&p->grow_lock);
-    if (err == 0 && ind)
-        *ind = index;
+    if (!name || !*name || !pypath || !*pypath || (flags & ~PYPROC_SUB_INIT))
+        return -EINVAL;
+    b.limit = p->max_msg;
+    err = pyproc__wire_add_sub(&b, name, pypath, flags & PYPROC_SUB_INIT);
+    if (err == 0)
+        err = pyproc__broadcast(p, SHM_FRAME_ADD_SUB, &b, err_msg);
+    shm_buf_free(&b);
     return err;
+}
+
+PYPROC_EXPORT int pyproc_add_sub(pyproc_pool *p, const char *name, const char *pypath,
+                                 unsigned flags)
+{
+    return pyproc_add_sub_err(p, name, pypath, flags, NULL);
 }

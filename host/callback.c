@@ -7,7 +7,7 @@
  * reply the ring cannot take now waits in the worker's outbox (send.c),
  * which this thread retries every OUTBOX_RETRY_MS while it is not empty.
  *
- * A worker may have at most CALLBACK_QUEUE_MAX callbacks queued, running
+ * A worker may have at most PYPROC__CALLBACK_QUEUE_MAX callbacks queued, running
  * or in its outbox: one that sends more is not waiting for answers as a
  * worker does, and is stopped like one that writes a bad frame.
  */
@@ -22,74 +22,18 @@
 #include <unistd.h>
 
 #include "msg.h"
-#include "pool.h"
+#include "wire.h"
+#include "chan.h"
+#include "drain.h"
+#include "feature.h"
 
-#define CALLBACK_QUEUE_MAX 4096
 #define OUTBOX_RETRY_MS 10
-
-/* Kill w and close its rings, as pyproc__drain() does for a bad frame;
- * its calls fail when it is reaped. */
-static void stop_flooder(struct pp_worker *w)
-{
-    if (shm_ring_is_closed(&w->rx))
-        return;
-    fprintf(stderr, "pyproc %s: worker %d sent more than %d callbacks at once; stopping it\n",
-            w->pool->name, w->index, CALLBACK_QUEUE_MAX);
-    shm_ring_close(&w->rx);
-    shm_ring_close(&w->tx);
-    syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
-}
-
-/* One callback of w is over (answered or dropped). */
-static void callback_gone(struct pp_worker *w)
-{
-    /* A bound only, guarding no memory: relaxed, like the increment in
-     * pyproc__callback_push() and the decrement in send.c. */
-    atomic_fetch_sub_explicit(&w->cb_queued, 1, memory_order_relaxed);
-}
 
 static void req_free(struct callback_req *r)
 {
     pyproc_msg_free(r->payload);
     pyproc__worker_unref(r->worker);
     free(r);
-}
-
-int pyproc__callback_push(struct pp_worker *w, uint64_t id, const uint8_t *payload, size_t len)
-{
-    pyproc_pool *p = w->pool;
-    struct callback_req *r;
-    int err;
-
-    /* Relaxed: see callback_gone(). */
-    if (atomic_fetch_add_explicit(&w->cb_queued, 1, memory_order_relaxed) >= CALLBACK_QUEUE_MAX) {
-        callback_gone(w);
-        stop_flooder(w);
-        return -EBADMSG;
-    }
-    r = calloc(1, sizeof *r);
-    if (!r) {
-        callback_gone(w);
-        return -ENOMEM;
-    }
-    r->id = id;
-    err = pyproc__msg_from_value(&r->payload, payload, len);
-    if (err < 0) {
-        callback_gone(w);
-        free(r);
-        return err;
-    }
-    pyproc__worker_ref(w);
-    r->worker = w;
-    pthread_mutex_lock(&p->lock);
-    if (p->cb_tail)
-        p->cb_tail->next = r;
-    else
-        p->cb_head = r;
-    p->cb_tail = r;
-    pthread_cond_broadcast(&p->cb_cond);
-    pthread_mutex_unlock(&p->lock);
-    return 0;
 }
 
 /*
@@ -113,7 +57,7 @@ static bool reply(struct callback_req *r, int rc, pyproc_msg *value)
     size_t need = 16 + (data ? len : 1) + (text ? strlen(text) : 0);
     char *w = shm_buf_reserve(&b, need, &err);
     if (!w) {
-        callback_gone(r->worker);
+        pyproc__callback_gone(r->worker);
         return false;
     }
     char *q = mp_encode_array(w, 2);
@@ -130,7 +74,7 @@ static bool reply(struct callback_req *r, int rc, pyproc_msg *value)
     err = pyproc__send_reply(r->worker, r->id, b.data, b.len);
     shm_buf_free(&b);
     if (err == -ENOMEM)
-        callback_gone(r->worker);
+        pyproc__callback_gone(r->worker);
     return err == -EAGAIN;
 }
 
@@ -204,7 +148,7 @@ static bool serve(pyproc_pool *p, struct callback_req *r)
     /* dead is a hint (relaxed; stored in pyproc__worker_reap()): a reply
      * to a worker that dies meanwhile finds its ring closed. */
     if (atomic_load_explicit(&w->dead, memory_order_relaxed) || shm_ring_is_closed(&w->tx)) {
-        callback_gone(w);
+        pyproc__callback_gone(w);
         return false;
     }
     if (p->callback)
@@ -214,7 +158,7 @@ static bool serve(pyproc_pool *p, struct callback_req *r)
     if (!atomic_load_explicit(&w->dead, memory_order_relaxed))
         waits = reply(r, rc, value);
     else
-        callback_gone(w);
+        pyproc__callback_gone(w);
     pyproc_msg_free(value);
     return waits;
 }
@@ -280,7 +224,7 @@ void pyproc__callback_stop(pyproc_pool *p)
     while (dropped) {
         struct callback_req *r = dropped;
         dropped = r->next;
-        callback_gone(r->worker);
+        pyproc__callback_gone(r->worker);
         req_free(r); /* may free the worker: not under pool->lock */
     }
     pthread_join(p->cb_thread, NULL);

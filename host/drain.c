@@ -37,7 +37,9 @@
 
 #include "../shm/mpvalid.h"
 #include "msg.h"
-#include "pool.h"
+#include "wire.h"
+#include "chan.h"
+#include "drain.h"
 
 /* Read a string out of an already checked ERROR payload. */
 static const char *str_or_empty(const char **p, uint32_t *len)
@@ -190,19 +192,6 @@ static int dispatch(struct pp_worker *w, struct shm_msg *m)
     }
 }
 
-/* A worker that breaks the protocol cannot be trusted with more work:
- * close its rings, which fails its calls when it is reaped, and kill it. */
-static void stop_hostile(struct pp_worker *w, int why)
-{
-    if (shm_ring_is_closed(&w->rx))
-        return;
-    fprintf(stderr, "pyproc %s: worker %d %s; stopping it\n", w->pool->name, w->index,
-            why == -EPROTO ? "sent stream items past its credit" : "wrote a bad frame");
-    shm_ring_close(&w->rx);
-    shm_ring_close(&w->tx);
-    syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
-}
-
 bool pyproc__drain_batch(struct pp_worker *w, unsigned max_msgs, unsigned *ret_read)
 {
     /*
@@ -232,7 +221,8 @@ bool pyproc__drain_batch(struct pp_worker *w, unsigned max_msgs, unsigned *ret_r
     if (n) /* for the spin choice in host/call.c */
         atomic_store_explicit(&w->last_answer_ns, shm_now_ns(), memory_order_relaxed);
     if (r < 0)
-        stop_hostile(w, r);
+        pyproc__worker_condemn(w, r == -EPROTO ? "sent stream items past its credit"
+                                                  : "wrote a bad frame");
     if (ret_read)
         *ret_read = n;
     return !shm_ring_empty(&w->rx) && !shm_ring_is_closed(&w->rx);
@@ -246,25 +236,3 @@ unsigned pyproc__drain(struct pp_worker *w)
     return n;
 }
 
-void pyproc__poll_enter(struct pp_worker *w)
-{
-    if (atomic_fetch_add(&w->pollers, 1) == 0)
-        atomic_store(&w->rx.ctl->consumer_wait, SHM_AWAKE);
-}
-
-/*
- * The last poller to leave asks for the doorbell again.  If an answer
- * slipped in before that, nobody would ring for it: ring our own doorbell
- * so the service thread takes it.
- */
-void pyproc__poll_leave(struct pp_worker *w)
-{
-    if (atomic_fetch_sub(&w->pollers, 1) != 1)
-        return;
-    if (shm_ring_doorbell_begin(&w->rx) && !shm_ring_is_closed(&w->rx)) {
-        uint64_t one = 1;
-        if (write(w->rx.doorbell_fd, &one, sizeof one) < 0) {
-            /* Full counter: the service thread is due to wake anyway. */
-        }
-    }
-}

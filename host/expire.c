@@ -25,85 +25,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "pool.h"
+#include "chan.h"
+#include "service.h"
+#include "feature.h"
 
 #define EXPIRE_TICK_MS 20
 #define KILL_GRACE_NS (1000 * 1000000LL)
 
-/*
- * A slot for id: the one that holds it already, a free one, or one whose
- * entry the worker has seen and whose call has ended (no answer can be
- * pending for it).  Returns the slot and whether it holds id already, or
- * -EBUSY.  Under stop_lock.
- */
-static int stop_slot(struct pp_worker *w, uint64_t id, bool *ret_dup)
-{
-    struct shm_seg_header *h = w->seg.hdr;
-    uint64_t seen = shm_seg_stop_seen(h);
-    int spare = -1;
-
-    for (int i = 0; i < SHM_STOP_SLOTS; i++) {
-        /* Only we write the table, under the lock we hold. */
-        uint64_t cur = atomic_load_explicit(&h->stops[i].call, memory_order_relaxed);
-        if (cur == id) {
-            *ret_dup = true;
-            return i;
-        }
-        if (spare < 0 && cur == 0)
-            spare = i;
-    }
-    *ret_dup = false;
-    for (int i = 0; spare < 0 && i < SHM_STOP_SLOTS; i++) {
-        uint64_t cur = atomic_load_explicit(&h->stops[i].call, memory_order_relaxed);
-        if (w->stop_posted[i] > seen)
-            continue; /* the worker may not have acted on it yet */
-        pyproc_call *c = pyproc__call_find(w, cur);
-        if (c) {
-            pyproc__call_unref(c);
-            continue;
-        }
-        shm_seg_stop_clear(h, (unsigned)i);
-        spare = i;
-    }
-    return spare < 0 ? -EBUSY : spare;
-}
-
-int pyproc__worker_stop_call(struct pp_worker *w, uint64_t id, uint32_t why)
-{
-    struct shm_seg_header *h = w->seg.hdr;
-    bool dup;
-    int slot;
-
-    if (atomic_load(&w->dead))
-        return 0; /* its calls end with the worker */
-    pthread_mutex_lock(&w->stop_lock);
-    slot = stop_slot(w, id, &dup);
-    if (slot >= 0 && !dup)
-        w->stop_posted[slot] = shm_seg_stop_post(h, (unsigned)slot, id, why);
-    pthread_mutex_unlock(&w->stop_lock);
-    if (slot < 0)
-        return slot;
-    /* Wakes a worker asleep on its request ring without writing to it; it
-     * looks at stop_seq before it sleeps again.  Takes no lock, so it
-     * cannot wait behind a caller that holds tx_lock. */
-    shm_ring_notify(&w->tx);
-    /* After the seq_cst fence in shm_seg_stop_post(): pairs with the one
-     * after the worker's store of running_call. */
-    if (atomic_load_explicit(&h->running_call, memory_order_relaxed) == id)
-        syscall(SYS_pidfd_send_signal, w->pidfd, SHM_INTERRUPT_SIGNAL, NULL, 0);
-    return 0;
-}
-
-/* Poke the service thread so it ticks again (its epoll timeout comes from
- * pyproc__expire_calls()). */
-static void kick_service(pyproc_pool *p)
-{
-    uint64_t one = 1;
-
-    if (write(p->control_fd, &one, sizeof one) < 0) {
-        /* A full counter: the service thread is due to wake anyway. */
-    }
-}
 
 void pyproc__call_interrupt(pyproc_call *c, uint32_t why)
 {
@@ -115,7 +43,7 @@ void pyproc__call_interrupt(pyproc_call *c, uint32_t why)
         /* After the stop_want: pairs with the exchange in
          * pyproc__expire_calls(), whose scan then finds it. */
         atomic_store(&c->pool->stops_waiting, true);
-        kick_service(c->pool);
+        pyproc__service_kick(c->pool);
     }
 }
 

@@ -15,7 +15,8 @@
 #include "../shm/frame.h"
 #include "../shm/native_sig.h"
 #include "msg.h"
-#include "pool.h"
+#include "wire.h"
+#include "feature.h"
 
 /* Check every declaration; the first bad one is described in *err_msg. */
 static int check_decls(const pyproc_native_decl *d, pyproc_msg **err_msg)
@@ -56,57 +57,6 @@ static char *library_path(const char *lib)
     return asprintf(&s, "%s/%s", cwd, lib) < 0 ? NULL : s;
 }
 
-static int put_str(struct shm_buf *b, const char *s)
-{
-    size_t n = strlen(s);
-    int err = 0;
-    char *w;
-
-    if (n > UINT32_MAX)
-        return -EMSGSIZE;
-    w = shm_buf_reserve(b, mp_sizeof_str((uint32_t)n), &err);
-    if (!w)
-        return err;
-    b->len += (size_t)(mp_encode_str(w, s, (uint32_t)n) - w);
-    return 0;
-}
-
-static int put_array(struct shm_buf *b, uint32_t n)
-{
-    int err = 0;
-    char *w = shm_buf_reserve(b, mp_sizeof_array(n), &err);
-
-    if (!w)
-        return err;
-    b->len += (size_t)(mp_encode_array(w, n) - w);
-    return 0;
-}
-
-/* ADD_NATIVE [name, library, [[func, signature]...] or nil]. */
-static int encode_add_native(struct shm_buf *b, const char *name, const char *lib,
-                             const pyproc_native_decl *decls)
-{
-    size_t n = 0;
-    int err;
-
-    while (decls && decls[n].name)
-        n++;
-    if (n > UINT32_MAX)
-        return -EMSGSIZE;
-    if ((err = put_array(b, 3)) < 0 || (err = put_str(b, name)) < 0 ||
-        (err = put_str(b, lib)) < 0)
-        return err;
-    if (!decls)
-        return shm_buf_append(b, "\xc0", 1); /* nil */
-    if ((err = put_array(b, (uint32_t)n)) < 0)
-        return err;
-    for (size_t i = 0; i < n; i++)
-        if ((err = put_array(b, 2)) < 0 || (err = put_str(b, decls[i].name)) < 0 ||
-            (err = put_str(b, decls[i].signature)) < 0)
-            return err;
-    return 0;
-}
-
 PYPROC_EXPORT int pyproc_add_native_err(pyproc_pool *p, const char *name, const char *library,
                                         const pyproc_native_decl *decls, pyproc_msg **err_msg)
 {
@@ -124,7 +74,7 @@ PYPROC_EXPORT int pyproc_add_native_err(pyproc_pool *p, const char *name, const 
     if (!lib)
         return -ENOMEM;
     b.limit = p->max_msg;
-    err = encode_add_native(&b, name, lib, decls);
+    err = pyproc__wire_add_native(&b, name, lib, decls);
     if (err == 0)
         err = pyproc__broadcast(p, SHM_FRAME_ADD_NATIVE, &b, err_msg);
     shm_buf_free(&b);

@@ -18,7 +18,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "pool.h"
+#include "output.h"
 
 #define OUTPUT_LINE_MAX 4096
 

@@ -15,34 +15,17 @@
 #include "../shm/frame.h"
 #include "fmt.h"
 #include "msg.h"
-#include "pool.h"
+#include "chan.h"
+#include "service.h"
+#include "stats.h"
+#include "drain.h"
+#include "feature.h"
+#include "supervise.h"
 
 #define DEFAULT_RING_BYTES (2u << 20)
 #define DEFAULT_MAX_MSG (1ull << 30)
 #define DEFAULT_START_TIMEOUT_MS 10000
 #define DEFAULT_SPIN_US 50
-#define STOP_GRACE_MS 2000
-
-/* Bumped in every forked child, so a pool can tell it was inherited. */
-static _Atomic unsigned fork_gen;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-
-static void on_fork_child(void) { atomic_fetch_add(&fork_gen, 1); }
-static void install_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
-
-unsigned pyproc__fork_gen(void)
-{
-    return atomic_load_explicit(&fork_gen, memory_order_relaxed);
-}
-
-int pyproc__pool_check(pyproc_pool *p)
-{
-    if (!p)
-        return -EINVAL;
-    if (p->fork_gen != atomic_load_explicit(&fork_gen, memory_order_relaxed))
-        return -ECHILD;
-    return 0;
-}
 
 /* ---- options ---- */
 
@@ -207,97 +190,11 @@ static int apply_opts(pyproc_pool *p, const pyproc_opts *o)
 
 /* ---- start and stop ---- */
 
-/* On the service thread: spawn and watch every worker. */
-static int spawn_all(pyproc_pool *p, void *arg)
-{
-    (void)arg;
-    for (int i = 0; i < p->nworkers; i++) {
-        int err = pyproc__worker_spawn(p, i, &p->workers[i]);
-        if (err == 0)
-            p->workers[i]->published = true;
-        if (err == 0)
-            err = pyproc__service_watch(p, p->workers[i]);
-        if (err < 0)
-            return err;
-    }
-    return 0;
-}
-
-/*
- * On the service thread: ask all to stop at once, then wait for each.
- * The slots are read without the lock: the pool is closing and no respawn
- * runs any more (pyproc__respawn_wait()), so nothing changes them.
- */
-static int stop_all(pyproc_pool *p, void *arg)
-{
-    (void)arg;
-    for (int i = 0; i < p->nworkers; i++)
-        if (p->workers[i])
-            pyproc__worker_ask_stop(p->workers[i]);
-    for (int i = 0; i < p->nworkers; i++)
-        if (p->workers[i])
-            pyproc__worker_stop(p->workers[i], STOP_GRACE_MS);
-    return 0;
-}
-
-static struct timespec deadline_in(int ms)
-{
-    struct timespec t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    t.tv_sec += ms / 1000;
-    t.tv_nsec += (long)(ms % 1000) * 1000000;
-    if (t.tv_nsec >= 1000000000) {
-        t.tv_sec++;
-        t.tv_nsec -= 1000000000;
-    }
-    return t;
-}
-
-/*
- * Wait until workers [0, n) are ready, one has died, or time runs out; with
- * until_closing, also until the pool starts closing (-ECANCELED), so that
- * pyproc_pool_free() need not wait out the start of a worker it will stop.
- */
-static int wait_ready(pyproc_pool *p, struct pp_worker **ws, int n, int timeout_ms,
-                      bool until_closing)
-{
-    struct timespec until = deadline_in(timeout_ms);
-    int err = 0;
-
-    pthread_mutex_lock(&p->lock);
-    for (;;) {
-        int ready = 0;
-        for (int i = 0; i < n; i++) {
-            if (atomic_load(&ws[i]->dead))
-                err = PYPROC_EWORKER;
-            ready += atomic_load(&ws[i]->ready);
-        }
-        if (err || ready == n)
-            break;
-        if (until_closing && p->closing) {
-            err = -ECANCELED;
-            break;
-        }
-        if (pthread_cond_timedwait(&p->changed, &p->lock, &until) == ETIMEDOUT) {
-            err = -ETIMEDOUT;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&p->lock);
-    return err;
-}
-
-int pyproc__worker_wait_ready(struct pp_worker *w, int timeout_ms)
-{
-    return wait_ready(w->pool, &w, 1, timeout_ms, true);
-}
-
 static void pool_destroy(pyproc_pool *p)
 {
     pyproc__respawn_wait(p);
     if (p->service_running)
-        pyproc__service_run(p, stop_all, NULL);
+        pyproc__workers_stop(p);
     pyproc__callback_stop(p);
     pyproc__service_stop(p);
     for (int i = 0; p->workers && i < p->nworkers; i++)
@@ -323,6 +220,20 @@ static void pool_destroy(pyproc_pool *p)
     free(p);
 }
 
+/* What the service thread's events mean, wired here so that it calls
+ * nothing above its floor. */
+static void worker_died(pyproc_pool *p, struct pp_worker *w)
+{
+    pyproc__worker_reap(w);
+    pyproc__respawn_later(p, w);
+}
+
+static const struct pp_service_ops service_ops = {
+    .drain = pyproc__drain_batch,
+    .died = worker_died,
+    .tick = pyproc__expire_calls,
+};
+
 PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name,
                                   const pyproc_opts *opts)
 {
@@ -332,13 +243,12 @@ PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name,
 
     if (!ret || !name || !*name)
         return -EINVAL;
-    pthread_once(&atfork_once, install_atfork);
     p = calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
     p->epfd = p->control_fd = -1;
     p->closing = true; /* no respawns until every worker has started once */
-    p->fork_gen = atomic_load(&fork_gen);
+    p->fork_gen = pyproc__fork_track();
     p->owner_pid = getpid();
     p->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     pthread_mutex_init(&p->lock, NULL);
@@ -357,13 +267,11 @@ PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name,
     if (err == 0 && p->done_fd < 0)
         err = -errno;
     if (err == 0)
-        err = pyproc__service_start(p);
+        err = pyproc__service_start(p, &service_ops);
     if (err == 0)
         err = pyproc__callback_start(p);
     if (err == 0)
-        err = pyproc__service_run(p, spawn_all, NULL);
-    if (err == 0)
-        err = wait_ready(p, p->workers, p->nworkers, p->start_timeout_ms, false);
+        err = pyproc__workers_start(p);
     if (err < 0) {
         pool_destroy(p);
         return err;
@@ -418,42 +326,3 @@ PYPROC_EXPORT const char *pyproc_pool_name(pyproc_pool *p)
 
 /* ---- add_sub ---- */
 
-static int encode(struct shm_buf *b, const char *fmt, ...)
-{
-    struct pyproc__args args;
-    struct pyproc__va va;
-    va_list ap;
-    int err;
-
-    va_start(ap, fmt);
-    va_copy(va.ap, ap);
-    pyproc__args_va(&args, &va);
-    err = pyproc__fmt_encode_value(b, fmt, &args);
-    va_end(va.ap);
-    va_end(ap);
-    return err;
-}
-
-PYPROC_EXPORT int pyproc_add_sub_err(pyproc_pool *p, const char *name, const char *pypath,
-                                     unsigned flags, pyproc_msg **err_msg)
-{
-    struct shm_buf b = {0};
-    int err = pyproc__pool_check(p);
-
-    if (err < 0)
-        return err;
-    if (!name || !*name || !pypath || !*pypath || (flags & ~PYPROC_SUB_INIT))
-        return -EINVAL;
-    b.limit = p->max_msg;
-    err = encode(&b, "[ssb]", name, pypath, (int)(flags & PYPROC_SUB_INIT));
-    if (err == 0)
-        err = pyproc__broadcast(p, SHM_FRAME_ADD_SUB, &b, err_msg);
-    shm_buf_free(&b);
-    return err;
-}
-
-PYPROC_EXPORT int pyproc_add_sub(pyproc_pool *p, const char *name, const char *pypath,
-                                 unsigned flags)
-{
-    return pyproc_add_sub_err(p, name, pypath, flags, NULL);
-}

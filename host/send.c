@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 #include "../shm/futex.h"
-#include "pool.h"
+#include "chan.h"
 
 /* A writer waiting for space sleeps at most this long before it looks
  * again (at the closed flag and its deadline). */

@@ -29,7 +29,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "pool.h"
+#include "service.h"
+#include "output.h"
 
 enum { EV_CONTROL, EV_BELL, EV_PIDFD, EV_STDOUT, EV_STDERR };
 
@@ -214,7 +215,7 @@ static void bell_count(pyproc_pool *p, struct pp_worker *w)
 static bool serve_one(pyproc_pool *p, struct pp_worker *w)
 {
     pthread_mutex_lock(&w->rx_lock);
-    bool more = pyproc__drain_batch(w, SERVICE_BATCH_MSGS, NULL);
+    bool more = p->service_ops->drain(w, SERVICE_BATCH_MSGS, NULL);
     pthread_mutex_unlock(&w->rx_lock);
     bell_count(p, w);
     if (atomic_load(&w->pollers) > 0 || shm_ring_is_closed(&w->rx))
@@ -262,8 +263,7 @@ static void run_commands(pyproc_pool *p)
 static void died(pyproc_pool *p, struct pp_worker *w)
 {
     pyproc__service_unwatch(p, w);
-    pyproc__worker_reap(w);
-    pyproc__respawn_later(p, w);
+    p->service_ops->died(p, w);
 }
 
 /* Drop the events of w later in this batch: it may be freed once its
@@ -312,7 +312,7 @@ static void *service_main(void *arg)
     struct epoll_event ev[32];
 
     for (;;) {
-        int ms = pyproc__expire_calls(p);
+        int ms = p->service_ops->tick(p);
         if (p->muted_head && (ms < 0 || ms > BELL_MUTE_MS))
             ms = BELL_MUTE_MS;
         /* Replies left over: look for events without sleeping. */
@@ -331,12 +331,13 @@ static void *service_main(void *arg)
     return NULL;
 }
 
-int pyproc__service_start(pyproc_pool *p)
+int pyproc__service_start(pyproc_pool *p, const struct pp_service_ops *ops)
 {
     struct epoll_event ctl = {.events = EPOLLIN, .data.ptr = &control_event};
     sigset_t all, old;
     int err;
 
+    p->service_ops = ops;
     p->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (p->epfd < 0)
         return -errno;
@@ -399,4 +400,13 @@ int pyproc__service_run(pyproc_pool *p, int (*fn)(pyproc_pool *, void *), void *
         pthread_cond_wait(&p->changed, &p->lock);
     pthread_mutex_unlock(&p->lock);
     return c.result;
+}
+
+void pyproc__service_kick(pyproc_pool *p)
+{
+    uint64_t one = 1;
+
+    if (write(p->control_fd, &one, sizeof one) < 0) {
+        /* A full counter: the service thread is due to wake anyway. */
+    }
 }

@@ -34,8 +34,12 @@
 #include <unistd.h>
 
 #include "msg.h"
-#include "wire.h"
-#include "pool.h"
+#include "chan.h"
+#include "output.h"
+#include "service.h"
+#include "stats.h"
+#include "drain.h"
+#include "supervise.h"
 
 extern char **environ;
 
@@ -44,28 +48,6 @@ enum {
     FD_FIRST_FREE,
     N_CHILD_FDS = FD_FIRST_FREE - FD_STDOUT, /* fds 1 to 6, in that order */
 };
-
-static struct pp_worker *worker_alloc(pyproc_pool *p, int index)
-{
-    struct pp_worker *w = calloc(1, sizeof *w);
-
-    if (!w)
-        return NULL;
-    w->pool = p;
-    atomic_init(&w->refs, 1);
-    w->index = index;
-    w->pid = -1;
-    w->pidfd = w->death_w = -1;
-    w->seg.fd = -1;
-    w->tx.doorbell_fd = w->rx.doorbell_fd = -1;
-    w->out[0].fd = w->out[1].fd = -1;
-    w->free_head = UINT32_MAX;
-    pyproc__tx_init(w);
-    pthread_mutex_init(&w->rx_lock, NULL);
-    pthread_mutex_init(&w->stop_lock, NULL);
-    pthread_mutex_init(&w->calls_lock, NULL);
-    return w;
-}
 
 /* Segment, rings and doorbells, before the process exists. */
 static int worker_setup(pyproc_pool *p, struct pp_worker *w)
@@ -276,7 +258,7 @@ static int output_pipes(struct pp_worker *w, int *write_ends)
 
 int pyproc__worker_spawn(pyproc_pool *p, int index, struct pp_worker **ret)
 {
-    struct pp_worker *w = worker_alloc(p, index);
+    struct pp_worker *w = pyproc__worker_alloc(p, index);
     int pipefd[2], out_w[2] = {-1, -1}, err;
 
     if (!w)
@@ -309,17 +291,6 @@ fail:
             close(out_w[k]);
     pyproc__worker_unref(w);
     return err;
-}
-
-void pyproc__worker_ref(struct pp_worker *w)
-{
-    atomic_fetch_add_explicit(&w->refs, 1, memory_order_relaxed);
-}
-
-void pyproc__worker_unref(struct pp_worker *w)
-{
-    if (w && atomic_fetch_sub_explicit(&w->refs, 1, memory_order_acq_rel) == 1)
-        pyproc__worker_free(w);
 }
 
 /* Describe how a reaped worker ended, for the error of its calls. */
@@ -373,26 +344,6 @@ void pyproc__worker_reap(struct pp_worker *w)
 }
 
 /*
- * Ask the worker to stop: the shutdown word, and a wake-up that writes no
- * frame, so this never waits behind a caller holding tx_lock for ring
- * space.  A SHUTDOWN frame follows only when the ring is free and has
- * room, for workers that read only their ring.  A worker too stuck to
- * look is killed by pyproc__worker_stop().
- */
-void pyproc__worker_ask_stop(struct pp_worker *w)
-{
-    if (w->pid <= 0 || atomic_load(&w->dead))
-        return;
-    /* Pairs with the worker's acquire load; the fence in shm_ring_notify()
-     * pairs with the one after its sleep announcement. */
-    atomic_store_explicit(&w->seg.hdr->shutdown, 1, memory_order_release);
-    shm_ring_notify(&w->tx);
-    /* For a worker that reads only its ring: never waits for the token. */
-    char nil[PYPROC__WIRE_SMALL];
-    pyproc__send_try(w, SHM_FRAME_SHUTDOWN, 0, nil, pyproc__wire_nil(nil));
-}
-
-/*
  * Wait up to grace_ms for w to exit, passing its output on meanwhile: a
  * worker that says a lot on its way out must not stall on a full pipe.
  * Returns whether it exited.
@@ -431,31 +382,3 @@ void pyproc__worker_stop(struct pp_worker *w, int grace_ms)
     pyproc__worker_reap(w);
 }
 
-void pyproc__worker_free(struct pp_worker *w)
-{
-    if (!w)
-        return;
-    if (w->pid > 0) {
-        syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
-        waitid((idtype_t)P_PIDFD, (id_t)w->pidfd, &(siginfo_t){0}, WEXITED);
-    }
-    if (w->pidfd >= 0)
-        close(w->pidfd);
-    if (w->death_w >= 0)
-        close(w->death_w);
-    if (w->tx.doorbell_fd >= 0)
-        close(w->tx.doorbell_fd);
-    if (w->rx.doorbell_fd >= 0)
-        close(w->rx.doorbell_fd);
-    pyproc__output_close(w);
-    shm_ring_detach(&w->tx);
-    shm_ring_detach(&w->rx);
-    shm_seg_release(&w->seg);
-    pyproc__tx_fini(w);
-    pthread_mutex_destroy(&w->rx_lock);
-    pthread_mutex_destroy(&w->stop_lock);
-    pthread_mutex_destroy(&w->calls_lock);
-    free(w->slots);
-    free(w->death);
-    free(w);
-}

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pool.h"
+#include "stats.h"
 
 struct pp_slot_stats *pyproc__slot_stats(pyproc_pool *p, int ind)
 {

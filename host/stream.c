@@ -13,81 +13,10 @@
 #include <stdlib.h>
 
 #include "../shm/futex.h"
-#include "../shm/mpvalid.h"
 #include "msg.h"
-#include "pool.h"
-
-/*
- * Room for n more items in the stream's window?  The worker may have
- * SHM_STREAM_WINDOW items that we hold and have not given credit back
- * for; a batch beyond that breaks the protocol, and would let the worker
- * grow our memory without bound.
- */
-static bool window_has_room(pyproc_call *c, uint32_t n)
-{
-    pthread_mutex_lock(&c->qlock);
-    bool ok = n <= SHM_STREAM_WINDOW - c->held;
-    pthread_mutex_unlock(&c->qlock);
-    return ok;
-}
-
-/*
- * Split a YIELD's array into messages and queue them.  On the drainer.
- * items is a private, checked copy (see drain.c); each item is copied
- * again into a message of its own.
- */
-int pyproc__stream_deliver(pyproc_call *c, const uint8_t *items, size_t len)
-{
-    const char *p = (const char *)items, *end = p + len;
-    pyproc_msg *first = NULL, **link = &first, *last = NULL;
-    uint32_t n, count = 0;
-    int err = 0;
-
-    /* The worker writes every batch as an array32 (embed/reply.c). */
-    if (len < 5 || (uint8_t)*p != 0xdd)
-        return -EBADMSG;
-    n = mp_load_u32(&(const char *){p + 1});
-    p += 5;
-    /* Only the reader lowers held, so room seen now is room later. */
-    if (!window_has_room(c, n))
-        return -EPROTO;
-    for (; count < n && err == 0; count++) {
-        const char *start = p;
-        pyproc_msg *m;
-        err = shm_mp_next(&p, end);
-        if (err == 0)
-            err = pyproc__msg_from_value(&m, start, (size_t)(p - start));
-        if (err < 0)
-            break;
-        *pyproc__msg_link(m) = NULL;
-        *link = last = m;
-        link = pyproc__msg_link(m);
-    }
-    if (err == 0 && p != end)
-        err = -EBADMSG;
-    if (!first)
-        return err == -EBADMSG ? err : 0;
-    pthread_mutex_lock(&c->qlock);
-    if (c->tail)
-        *pyproc__msg_link(c->tail) = first;
-    else
-        c->head = first;
-    c->tail = last;
-    c->held += count;
-    pthread_mutex_unlock(&c->qlock);
-    pyproc__call_signal(c);
-    return err == -EBADMSG ? err : 0;
-}
-
-void pyproc__stream_free_items(pyproc_call *c)
-{
-    while (c->head) {
-        pyproc_msg *m = c->head;
-        c->head = *pyproc__msg_link(m);
-        pyproc_msg_free(m);
-    }
-    c->tail = NULL;
-}
+#include "wire.h"
+#include "chan.h"
+#include "feature.h"
 
 /*
  * The reader took one item: count it, and every half window say how many

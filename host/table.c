@@ -9,7 +9,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "pool.h"
+#include "table.h"
 
 static void slot_release(struct pp_worker *w, uint32_t slot)
 {
@@ -111,4 +111,14 @@ int pyproc__table_take_all(struct pp_worker *w, pyproc_call ***ret)
     pthread_mutex_unlock(&w->calls_lock);
     *ret = all;
     return (int)n;
+}
+
+bool pyproc__table_has(struct pp_worker *w, uint64_t id)
+{
+    uint32_t slot = (uint32_t)id, gen = (uint32_t)(id >> 32);
+
+    pthread_mutex_lock(&w->calls_lock);
+    bool has = slot < w->nslots && w->slots[slot].gen == gen && w->slots[slot].call;
+    pthread_mutex_unlock(&w->calls_lock);
+    return has;
 }

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "e2e.h"
-#include "host/pool.h"
+#include "host/start.h"
 
 /*
  * The library's futex calls, defined here so that the archive's own

@@ -1,5 +1,6 @@
 /*
- * The host's private view of pools, workers and calls.
+ * The host's shared state: pools and workers, with the rules for who
+ * writes which field (struct pyproc_call has its own in call.h).
  *
  * Threads: any number of application threads make calls; one service
  * thread per pool spawns and reaps workers (it must live as long as the
@@ -29,9 +30,10 @@
  * grow_lock or history_lock, and the broadcasts and replays that hold them
  * wait on it.
  */
-#ifndef PYPROC_HOST_POOL_H
-#define PYPROC_HOST_POOL_H
+#ifndef PYPROC_HOST_CORE_H
+#define PYPROC_HOST_CORE_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -41,7 +43,10 @@
 #include "../shm/buf.h"
 #include "../shm/ring.h"
 #include "../shm/segment.h"
+#include "fork.h"
 #include "pyproc.h"
+
+
 
 enum call_state {
     CALL_PENDING = 0,
@@ -142,7 +147,6 @@ struct pyproc_call {
 };
 
 enum { EXPIRY_NONE, EXPIRY_ASKED, EXPIRY_KILLED };
-
 
 /* One slot of a worker's call table; ids carry the slot's generation so a
  * late or forged answer never reaches a reused slot. */
@@ -310,6 +314,8 @@ struct pp_worker {
  * respawning counts respawn threads, under lock; pyproc__respawn_wait()
  * waits for it to reach zero on changed.
  */
+struct pp_service_ops;
+
 struct pyproc_pool {
     char *name;
     pid_t owner_pid;
@@ -352,6 +358,7 @@ struct pyproc_pool {
     /* The service thread. */
     pthread_t service;
     bool service_running;
+    const struct pp_service_ops *service_ops; /* set before the thread starts */
     int epfd;
     int control_fd; /* eventfd: commands waiting */
     struct service_cmd *cmds; /* queue, under lock */
@@ -400,193 +407,13 @@ struct callback_req {
     pyproc_msg *payload;
 };
 
-/* ---- table.c ---- */
-int pyproc__table_add(struct pp_worker *w, pyproc_call *c);
-/* Take c out if it is still there (no answer claimed it). */
-bool pyproc__table_remove(struct pp_worker *w, pyproc_call *c);
-/* Empty the table; the caller gets the calls and their references. */
-int pyproc__table_take_all(struct pp_worker *w, pyproc_call ***ret);
-
-/* ---- call.c ---- */
-int pyproc__call_start(pyproc_pool *p, int ind, int kind, const char *ref,
-                       const char *fmt, va_list ap, pyproc_call **ret);
-/* The same, completing through `done` (then ret may be NULL). */
-int pyproc__call_start_ex(pyproc_pool *p, int ind, int kind, const char *ref, const char *fmt,
-                          va_list ap, pyproc_done_fn done, void *data, pyproc_call **ret);
-/* Encode a CALL into this thread's buffer, valid until its next call. */
-int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *fmt,
-                        va_list ap, struct shm_buf **ret);
-int pyproc__call_wait(pyproc_call *c, pyproc_msg **ret, int timeout_ms);
-void pyproc__call_complete(pyproc_call *c, int result, pyproc_msg *ret);
-/* Send a control request (ADD_SUB, SET_ATTR) to one worker as a call;
- * the send may wait for ring space as long as it takes (application
- * threads). */
-int pyproc__call_send_raw(struct pp_worker *w, uint16_t type,
-                          const struct shm_buf *payload, pyproc_call **ret);
-/* The same, the send giving up at deadline (shm_now_ns()): -ETIMEDOUT.
- * For pool threads (respawn's replay). */
-int pyproc__call_send_raw_until(struct pp_worker *w, uint16_t type,
-                                const struct shm_buf *payload, int64_t deadline,
-                                pyproc_call **ret);
-/* Fail every call in flight on w. */
-void pyproc__fail_calls(struct pp_worker *w, int result, const char *why);
-
-/* Streams: start one, and take items as they come. */
-/*
- * Append a YIELD's items to stream c.  items must be private memory (see
- * drain.c).  Returns 0, -EBADMSG when they are malformed, -EPROTO when
- * they would take the stream past its window (the worker ignored its
- * credit), or -ENOMEM.
- */
-int pyproc__stream_deliver(pyproc_call *c, const uint8_t *items, size_t len);
-void pyproc__stream_free_items(pyproc_call *c);
-/* Look up a call without taking it out of the table; a new reference. */
-pyproc_call *pyproc__call_find(struct pp_worker *w, uint64_t id);
-pyproc_call *pyproc__call_take(struct pp_worker *w, uint64_t id);
-void pyproc__call_unref(pyproc_call *c);
-/* Wake whoever waits on c, after storing what it waits for. */
-void pyproc__call_signal(pyproc_call *c);
-/* Wait until c->state is CALL_DONE or the deadline (INT64_MAX: none). */
-bool pyproc__call_wait_state(pyproc_call *c, int64_t deadline);
-
-/* ---- send.c ---- */
-/* Set up and tear down w's writer token, condition and outbox (spawn.c). */
-void pyproc__tx_init(struct pp_worker *w);
-void pyproc__tx_fini(struct pp_worker *w);
-/*
- * Write one data frame (in fragments if large) to w's request ring, waiting
- * for the writer token and for space as long as it takes: application
- * threads only.  0, -EPIPE (closed), -EMSGSIZE.
- */
-int pyproc__send(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n);
-/* The same, giving up at deadline (shm_now_ns() clock) with -ETIMEDOUT; a
- * worker that stops reading in the middle of the message is killed.  For
- * pool threads that may wait boundedly (respawn's replay). */
-int pyproc__send_until(struct pp_worker *w, uint16_t type, uint64_t id, const void *p,
-                       size_t n, int64_t deadline);
-/* Write one small control frame (n <= max_frag) without waiting: now, or
- * from the outbox when the token's holder lets it go (0 either way);
- * -EAGAIN when the ring is full or the outbox holds too many.  Any thread. */
-int pyproc__send_try(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n);
-/* CALLBACK_REPLY from the callback thread: written now as far as possible,
- * the rest kept in w's outbox; -EAGAIN while some of the outbox waits. */
-int pyproc__send_reply(struct pp_worker *w, uint64_t id, const void *p, size_t n);
-/* Write what w's outbox holds if the token is free; true while some still
- * waits.  The callback thread calls it now and then. */
-bool pyproc__outbox_retry(struct pp_worker *w);
-/* The same with tx_lock held. */
-bool pyproc__outbox_pump_locked(struct pp_worker *w);
-
-/* ---- expire.c ---- */
-/*
- * Ask c's worker to stop call c (why: SHM_INTERRUPT_CANCEL or _TIMEOUT)
- * through the segment's stop table, and signal the worker if it runs c
- * now.  Never blocks on the worker and takes no ring lock: safe from any
- * thread, with c still in its worker's call table.  When the table is full
- * the stop is kept on c and posted by the service thread once a slot frees.
- */
-void pyproc__call_interrupt(pyproc_call *c, uint32_t why);
-/* The same for a call id of w, whose call may already be out of the table
- * (a stream being freed).  Returns 0, or -EBUSY when the table is full. */
-int pyproc__worker_stop_call(struct pp_worker *w, uint64_t id, uint32_t why);
-/* End the calls past their deadline; returns ms until the next check. */
-int pyproc__expire_calls(pyproc_pool *p);
-
-/* ---- async.c ---- */
-void pyproc__async_push(pyproc_call *c);
-/* Run every completion waiting; returns how many. */
-int pyproc__async_run(pyproc_pool *p);
-
-/* ---- callback.c ---- */
-int pyproc__callback_start(pyproc_pool *p);
-void pyproc__callback_stop(pyproc_pool *p);
-/* Queue a CALLBACK for the callback thread; -EBADMSG for a malformed payload. */
-int pyproc__callback_push(struct pp_worker *w, uint64_t id, const uint8_t *payload, size_t len);
-
-/* ---- drain.c ---- */
-/*
- * Read answers from w's reply ring and hand each to its call; call with
- * rx_lock held.  Reads at most max_msgs messages and stops once it has
- * consumed what the ring held when it began, so that a worker that keeps
- * writing cannot hold the drainer.  Returns true when frames are left;
- * *ret_read (ret_read may be NULL) gets how many messages it read.
- */
-bool pyproc__drain_batch(struct pp_worker *w, unsigned max_msgs, unsigned *ret_read);
-/* pyproc__drain_batch() with no limit on messages: what is there now.
- * Returns how many messages it read. */
-unsigned pyproc__drain(struct pp_worker *w);
-void pyproc__poll_enter(struct pp_worker *w);
-void pyproc__poll_leave(struct pp_worker *w);
-
-/* ---- service.c ---- */
-int pyproc__service_start(pyproc_pool *p);
-void pyproc__service_stop(pyproc_pool *p);
-/* Run fn(p, arg) on the service thread and return its result. */
-int pyproc__service_run(pyproc_pool *p, int (*fn)(pyproc_pool *, void *), void *arg);
-/* Watch a new worker's pidfd and doorbell; on the service thread. */
-int pyproc__service_watch(pyproc_pool *p, struct pp_worker *w);
-void pyproc__service_unwatch(pyproc_pool *p, struct pp_worker *w);
-
-/* ---- respawn.c ---- */
-/* Send w, not yet in a slot, the history entries it lacks, in order.
- * Hold history_lock to know none is added meanwhile. */
-int pyproc__worker_replay(pyproc_pool *p, struct pp_worker *w, char **why);
-/*
- * Start a worker at index, wait for READY and replay the pool's history;
- * on success *ret holds a reference.  On failure the worker is stopped and
- * *why (may be NULL) says how it failed (free it).
- */
-int pyproc__worker_bring_up(pyproc_pool *p, int index, struct pp_worker **ret, char **why);
-/* Stop a worker that was brought up but will not be used, and drop our
- * reference to it (it is unwatched first, so no event reaches it later). */
-void pyproc__worker_discard(pyproc_pool *p, struct pp_worker *w);
-/* The worker in its slot died: respawn it in the background. */
-void pyproc__respawn_later(pyproc_pool *p, struct pp_worker *dead);
-/* Wait for every respawn under way to finish (the pool is closing). */
-void pyproc__respawn_wait(pyproc_pool *p);
-
-/* ---- spawn.c ---- */
-void pyproc__worker_ref(struct pp_worker *w);
-void pyproc__worker_unref(struct pp_worker *w);
-int pyproc__worker_spawn(pyproc_pool *p, int index, struct pp_worker **ret);
-/* Ask the worker to exit (the segment's shutdown word); never blocks. */
-void pyproc__worker_ask_stop(struct pp_worker *w);
-void pyproc__worker_stop(struct pp_worker *w, int grace_ms);
-void pyproc__worker_free(struct pp_worker *w);
-/* Wait until w said READY (0), died (PYPROC_EWORKER), time ran out
- * (-ETIMEDOUT) or the pool began closing (-ECANCELED). */
-int pyproc__worker_wait_ready(struct pp_worker *w, int timeout_ms);
-/* The worker died (pidfd readable): reap it and fail its calls. */
-void pyproc__worker_reap(struct pp_worker *w);
-
-/* ---- output.c ---- */
-/* Pass on the whole lines waiting in w's stdout (k = 0) or stderr (1)
- * pipe; at EOF pass on the rest too and close it.  Service thread only. */
-void pyproc__output_read(struct pp_worker *w, int k);
-/* w has exited: pass on what its pipes still hold, then close them. */
-void pyproc__output_finish(struct pp_worker *w);
-/* Close the pipes without reading them (a worker that never ran). */
-void pyproc__output_close(struct pp_worker *w);
-
-/* ---- stats.c ---- */
-/* The counters of index ind, made on first use; NULL when out of memory.
- * Takes pool->lock. */
-struct pp_slot_stats *pyproc__slot_stats(pyproc_pool *p, int ind);
-void pyproc__slot_stats_free(pyproc_pool *p);
-
-/* ---- pool.c ---- */
-/* 0 when the pool may be used from this process, else -EINVAL / -ECHILD. */
-int pyproc__pool_check(pyproc_pool *p);
-/* The worker at ind, or the next live one round robin when ind is -1;
- * a new reference, or NULL for a bad index. */
-struct pp_worker *pyproc__pick_worker(pyproc_pool *p, int ind);
-/* Bumped in every forked child of this process. */
-unsigned pyproc__fork_gen(void);
-/* ---- broadcast.c ---- */
-/* Send one control request (add_sub, add_native, set_attr) to every worker
- * and wait for all; when all took it, keep it for workers to come.  The
- * first failure's message goes to *err_msg (may be NULL). */
-int pyproc__broadcast(pyproc_pool *p, uint16_t type, const struct shm_buf *b,
-                      pyproc_msg **err_msg);
+/* 0 when the pool may be used from this process, else -EINVAL / -ECHILD
+ * (a forked child's copy of the parent's pool). */
+static inline int pyproc__pool_check(pyproc_pool *p)
+{
+    if (!p)
+        return -EINVAL;
+    return p->fork_gen != pyproc__fork_gen() ? -ECHILD : 0;
+}
 
 #endif

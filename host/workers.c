@@ -23,8 +23,11 @@
 #include <time.h>
 
 #include "msg.h"
-#include "pool.h"
+#include "chan.h"
+#include "service.h"
+#include "supervise.h"
 
+#define STOP_GRACE_MS 2000 /* pyproc_pool_free(): a worker's time to exit */
 #define READY_TIMEOUT_MS 10000
 #define FAST_DEATH_NS (2000 * 1000000LL) /* died this soon after READY */
 #define MAX_FAST_DEATHS 5
@@ -327,4 +330,145 @@ void pyproc__respawn_wait(pyproc_pool *p)
     while (p->respawning > 0)
         pthread_cond_wait(&p->changed, &p->lock);
     pthread_mutex_unlock(&p->lock);
+}
+/* Put w, brought up at index nworkers, in a new slot (pool->lock held). */
+static int append_slot(pyproc_pool *p, struct pp_worker *w)
+{
+    struct pp_worker **ws = realloc(p->workers, (size_t)(p->nworkers + 1) * sizeof *ws);
+
+    if (!ws)
+        return -ENOMEM;
+    p->workers = ws;
+    w->published = true;
+    ws[p->nworkers++] = w; /* the slot takes our reference */
+    return 0;
+}
+
+PYPROC_EXPORT int pyproc_add_proc(pyproc_pool *p, int *ind)
+{
+    struct pp_worker *w = NULL;
+    int index, err = pyproc__pool_check(p);
+
+    if (err < 0)
+        return err;
+    pthread_mutex_lock(&p->grow_lock);
+    index = pyproc_workers(p);
+    err = pyproc__worker_bring_up(p, index, &w, NULL);
+    if (err == 0) {
+        /* What the history gained since, then the slot, in one step as
+         * seen by pyproc__broadcast(). */
+        pthread_mutex_lock(&p->history_lock);
+        err = pyproc__worker_replay(p, w, NULL);
+        if (err == 0) {
+            pthread_mutex_lock(&p->lock);
+            err = append_slot(p, w);
+            pthread_mutex_unlock(&p->lock);
+        }
+        pthread_mutex_unlock(&p->history_lock);
+        if (err < 0)
+            pyproc__worker_discard(p, w);
+    }
+    pthread_mutex_unlock(&p->grow_lock);
+    if (err == 0 && ind)
+        *ind = index;
+    return err;
+}
+static struct timespec deadline_in(int ms)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += ms / 1000;
+    t.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (t.tv_nsec >= 1000000000) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000;
+    }
+    return t;
+}
+
+/* On the service thread: spawn and watch every worker. */
+static int spawn_all(pyproc_pool *p, void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < p->nworkers; i++) {
+        int err = pyproc__worker_spawn(p, i, &p->workers[i]);
+        if (err == 0)
+            p->workers[i]->published = true;
+        if (err == 0)
+            err = pyproc__service_watch(p, p->workers[i]);
+        if (err < 0)
+            return err;
+    }
+    return 0;
+}
+
+/*
+ * On the service thread: ask all to stop at once, then wait for each.
+ * The slots are read without the lock: the pool is closing and no respawn
+ * runs any more (pyproc__respawn_wait()), so nothing changes them.
+ */
+static int stop_all(pyproc_pool *p, void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < p->nworkers; i++)
+        if (p->workers[i])
+            pyproc__worker_ask_stop(p->workers[i]);
+    for (int i = 0; i < p->nworkers; i++)
+        if (p->workers[i])
+            pyproc__worker_stop(p->workers[i], STOP_GRACE_MS);
+    return 0;
+}
+
+/*
+ * Wait until workers [0, n) are ready, one has died, or time runs out; with
+ * until_closing, also until the pool starts closing (-ECANCELED), so that
+ * pyproc_pool_free() need not wait out the start of a worker it will stop.
+ */
+static int wait_ready(pyproc_pool *p, struct pp_worker **ws, int n, int timeout_ms,
+                      bool until_closing)
+{
+    struct timespec until = deadline_in(timeout_ms);
+    int err = 0;
+
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        int ready = 0;
+        for (int i = 0; i < n; i++) {
+            if (atomic_load(&ws[i]->dead))
+                err = PYPROC_EWORKER;
+            ready += atomic_load(&ws[i]->ready);
+        }
+        if (err || ready == n)
+            break;
+        if (until_closing && p->closing) {
+            err = -ECANCELED;
+            break;
+        }
+        if (pthread_cond_timedwait(&p->changed, &p->lock, &until) == ETIMEDOUT) {
+            err = -ETIMEDOUT;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    return err;
+}
+
+int pyproc__worker_wait_ready(struct pp_worker *w, int timeout_ms)
+{
+    return wait_ready(w->pool, &w, 1, timeout_ms, true);
+}
+
+int pyproc__workers_start(pyproc_pool *p)
+{
+    int err = pyproc__service_run(p, spawn_all, NULL);
+
+    if (err == 0)
+        err = wait_ready(p, p->workers, p->nworkers, p->start_timeout_ms, false);
+    return err;
+}
+
+void pyproc__workers_stop(pyproc_pool *p)
+{
+    pyproc__service_run(p, stop_all, NULL);
 }

@@ -1,0 +1,80 @@
+/*
+ * The worker channel: how the floors above reach a worker, and the only
+ * code (worker.c, send.c, stop.c) that touches its segment, rings,
+ * doorbells, locks and pidfd.  Everything above this header sees a worker
+ * as something that takes frames, gives frames back, can be asked to stop
+ * a call or itself, and can be condemned; a transport that is not a local
+ * process with rings implements these same functions.
+ *
+ * Floor 1 of host/ (see host/floors.txt).
+ */
+#ifndef PYPROC_HOST_CHAN_H
+#define PYPROC_HOST_CHAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core.h"
+
+/* ---- lifetime (worker.c) ---- */
+
+/* A new worker record for index, with one reference, no process yet. */
+struct pp_worker *pyproc__worker_alloc(pyproc_pool *p, int index);
+void pyproc__worker_ref(struct pp_worker *w);
+/* Drop a reference; the last one kills a process still running, reaps it,
+ * and frees everything. */
+void pyproc__worker_unref(struct pp_worker *w);
+void pyproc__worker_free(struct pp_worker *w);
+/* A worker that broke the protocol: close its channel and kill it; its
+ * calls fail when it is reaped.  why ends "worker N ..." on stderr. */
+void pyproc__worker_condemn(struct pp_worker *w, const char *why);
+
+/* ---- polling the replies (worker.c) ---- */
+
+/* A caller starts or stops polling w's replies itself.  While anyone
+ * polls, the worker rings no doorbell; the last to leave re-arms it. */
+void pyproc__poll_enter(struct pp_worker *w);
+void pyproc__poll_leave(struct pp_worker *w);
+
+/* ---- sending (send.c) ---- */
+/* Set up and tear down w's writer token, condition and outbox (spawn.c). */
+void pyproc__tx_init(struct pp_worker *w);
+void pyproc__tx_fini(struct pp_worker *w);
+/*
+ * Write one data frame (in fragments if large) to w's request ring, waiting
+ * for the writer token and for space as long as it takes: application
+ * threads only.  0, -EPIPE (closed), -EMSGSIZE.
+ */
+int pyproc__send(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n);
+/* The same, giving up at deadline (shm_now_ns() clock) with -ETIMEDOUT; a
+ * worker that stops reading in the middle of the message is killed.  For
+ * pool threads that may wait boundedly (respawn's replay). */
+int pyproc__send_until(struct pp_worker *w, uint16_t type, uint64_t id, const void *p,
+                       size_t n, int64_t deadline);
+/* Write one small control frame (n <= max_frag) without waiting: now, or
+ * from the outbox when the token's holder lets it go (0 either way);
+ * -EAGAIN when the ring is full or the outbox holds too many.  Any thread. */
+int pyproc__send_try(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n);
+/* CALLBACK_REPLY from the callback thread: written now as far as possible,
+ * the rest kept in w's outbox; -EAGAIN while some of the outbox waits. */
+int pyproc__send_reply(struct pp_worker *w, uint64_t id, const void *p, size_t n);
+/* Write what w's outbox holds if the token is free; true while some still
+ * waits.  The callback thread calls it now and then. */
+bool pyproc__outbox_retry(struct pp_worker *w);
+/* The same with tx_lock held. */
+bool pyproc__outbox_pump_locked(struct pp_worker *w);
+
+/* ---- stopping (stop.c) ---- */
+
+/*
+ * Ask w to stop call id (why: SHM_INTERRUPT_CANCEL or _TIMEOUT) through
+ * the segment's stop table, and signal it if it runs that call now.  Never
+ * blocks on the worker and takes no ring lock.  Returns 0, or -EBUSY when
+ * the table is full of stops the worker has not acted on.
+ */
+int pyproc__worker_stop_call(struct pp_worker *w, uint64_t id, uint32_t why);
+/* Ask the worker to exit (the segment's shutdown word); never blocks. */
+void pyproc__worker_ask_stop(struct pp_worker *w);
+
+#endif

@@ -1,0 +1,229 @@
+/*
+ * Starting a call: pick a worker, encode the CALL, register the call in
+ * the worker's table, send.  A call is registered before its frame is
+ * sent, so the answer always finds it.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fmt.h"
+#include "msg.h"
+#include "chan.h"
+#include "start.h"
+
+/* A worker that answered within this long is busy, not idle. */
+#define IDLE_NS (1000 * 1000LL)
+
+/* One encoding buffer per thread, kept between calls and freed when the
+ * thread exits (through call_buf_key's destructor). */
+static _Thread_local struct shm_buf call_buf;
+static pthread_key_t call_buf_key;
+static pthread_once_t call_buf_once = PTHREAD_ONCE_INIT;
+
+struct pp_worker *pyproc__pick_worker(pyproc_pool *p, int ind)
+{
+    struct pp_worker *w = NULL;
+
+    pthread_mutex_lock(&p->lock);
+    if (ind < 0) {
+        /* Round robin, passing over dead workers while others live. */
+        for (int tries = 0; tries < p->nworkers; tries++) {
+            unsigned next = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+            w = p->workers[next % (unsigned)p->nworkers];
+            /* A hint only (a dead pick fails its call the same way):
+             * relaxed; the store is in pyproc__worker_reap(). */
+            if (!atomic_load_explicit(&w->dead, memory_order_relaxed))
+                break;
+        }
+    } else if (ind < p->nworkers) {
+        w = p->workers[ind];
+    }
+    if (w)
+        pyproc__worker_ref(w);
+    pthread_mutex_unlock(&p->lock);
+    return w;
+}
+
+static pyproc_call *call_alloc(struct pp_worker *w, bool stream)
+{
+    pyproc_call *c = calloc(1, sizeof *c);
+
+    if (!c)
+        return NULL;
+    c->pool = w->pool;
+    c->worker = w;
+    pyproc__worker_ref(w);
+    c->index = w->index;
+    c->fork_gen = w->pool->fork_gen;
+    c->spin_ns = w->pool->spin_ns;
+    c->is_stream = stream;
+    if (w->pool->call_timeout_ns)
+        c->deadline_ns = shm_now_ns() + w->pool->call_timeout_ns;
+    if (stream)
+        pthread_mutex_init(&c->qlock, NULL);
+    atomic_init(&c->refs, 2); /* the caller's handle and the table */
+    return c;
+}
+
+/* End c at once with the error of a worker that is not running. */
+static void fail_dead(struct pp_worker *w, pyproc_call *c)
+{
+    pyproc_msg *m = NULL;
+
+    pthread_mutex_lock(&w->pool->lock);
+    if (w->death)
+        pyproc__msg_error(&m, "%s", w->death);
+    else
+        pyproc__msg_error(&m, "worker %d is not running", w->index);
+    pthread_mutex_unlock(&w->pool->lock);
+    pyproc__call_complete(c, PYPROC_EWORKER, m);
+}
+
+/*
+ * Register a call on w and send its frame.  A call to a worker that is
+ * dead (or dies while we send) still gets its handle, already ended with
+ * PYPROC_EWORKER, so every call ends exactly once, the same way.
+ */
+static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b, bool stream,
+                     pyproc_done_fn done, void *data, int64_t deadline, pyproc_call **ret)
+{
+    pyproc_call *c = call_alloc(w, stream);
+    /* Only the application's calls count; the pool's requests do not. */
+    struct pp_slot_stats *st = type == SHM_FRAME_CALL ? w->stats : NULL;
+    int err;
+
+    if (!c)
+        return -ENOMEM;
+    c->stats = st;
+    c->done = done;
+    c->done_data = data;
+    /*
+     * An asynchronous call has no handle: the table's reference and, until
+     * the end of this function, ours, since an answer or the worker's death
+     * may complete and free it as soon as it is in the table.  Not yet
+     * shared with anyone: relaxed.
+     */
+    if (done)
+        atomic_store_explicit(&c->refs, 2, memory_order_relaxed);
+    /*
+     * A worker asleep when we send takes a wake-up to answer: spinning
+     * meanwhile only burns the CPU it could have been woken on (on a
+     * 2-CPU machine the waker's spinning pushes it to an idle, halted
+     * one).  Sleep on the reply ring at once instead, unless the worker
+     * answered a moment ago: then calls come back to back, and spinning
+     * brings both sides back to answering without sleeping.
+     */
+    if (atomic_load_explicit(&w->tx.ctl->consumer_wait, memory_order_relaxed) != SHM_AWAKE &&
+        shm_now_ns() - atomic_load_explicit(&w->last_answer_ns, memory_order_relaxed) > IDLE_NS)
+        c->spin_ns = 0;
+    /* Relaxed: a worker that dies after this is caught by the send
+     * (-EPIPE) or by the reaper's pyproc__fail_calls(). */
+    if (atomic_load_explicit(&w->dead, memory_order_relaxed)) {
+        fail_dead(w, c);
+    } else if ((err = pyproc__table_add(w, c)) == -EPIPE) {
+        fail_dead(w, c); /* its calls were failed already */
+    } else if (err < 0) {
+        c->done = NULL;
+        atomic_store_explicit(&c->refs, 1, memory_order_relaxed); /* never shared */
+        pyproc__call_unref(c);
+        return err;
+    } else if ((err = pyproc__send_until(w, type, c->id, b->data, b->len, deadline)) < 0 &&
+               pyproc__table_remove(w, c)) {
+        if (err == -EPIPE) {
+            fail_dead(w, c);
+        } else {
+            c->done = NULL;
+            /* Out of the table again and not returned: ours alone. */
+            atomic_store_explicit(&c->refs, 1, memory_order_relaxed);
+            pyproc__call_unref(c);
+            return err;
+        }
+    }
+    if (st)
+        atomic_fetch_add_explicit(&st->calls, 1, memory_order_relaxed);
+    if (done)
+        pyproc__call_unref(c); /* ours; the table's, or the queue's, remains */
+    else if (ret)
+        *ret = c;
+    return 0;
+}
+
+int pyproc__call_send_raw(struct pp_worker *w, uint16_t type,
+                          const struct shm_buf *payload, pyproc_call **ret)
+{
+    return pyproc__call_send_raw_until(w, type, payload, INT64_MAX, ret);
+}
+
+int pyproc__call_send_raw_until(struct pp_worker *w, uint16_t type,
+                                const struct shm_buf *payload, int64_t deadline,
+                                pyproc_call **ret)
+{
+    if (!w)
+        return -EINVAL;
+    return call_send(w, type, payload, false, NULL, NULL, deadline, ret);
+}
+
+static void call_buf_free(void *b)
+{
+    shm_buf_free(b);
+}
+
+static void call_buf_key_init(void)
+{
+    pthread_key_create(&call_buf_key, call_buf_free);
+}
+
+int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *fmt,
+                        va_list ap, struct shm_buf **ret)
+{
+    struct pyproc__args args;
+    struct pyproc__va va;
+    int err;
+
+    if (!ref)
+        return -EINVAL;
+    if (!call_buf.data) {
+        /* This thread's first call: have its buffer freed when it exits. */
+        pthread_once(&call_buf_once, call_buf_key_init);
+        pthread_setspecific(call_buf_key, &call_buf);
+    }
+    shm_buf_reset(&call_buf);
+    call_buf.limit = p->max_msg;
+    va_copy(va.ap, ap);
+    pyproc__args_va(&args, &va);
+    err = pyproc__fmt_encode_call(&call_buf, kind, ref, fmt, &args);
+    va_end(va.ap);
+    *ret = &call_buf;
+    return err;
+}
+
+int pyproc__call_start_ex(pyproc_pool *p, int ind, int kind, const char *ref, const char *fmt,
+                          va_list ap, pyproc_done_fn done, void *data, pyproc_call **ret)
+{
+    struct shm_buf *b;
+    struct pp_worker *w;
+    int err;
+
+    err = pyproc__pool_check(p);
+    if (err < 0)
+        return err;
+    if (!ref || (!ret && !done) || ind < -1)
+        return -EINVAL;
+    err = pyproc__encode_call(p, kind, ref, fmt, ap, &b);
+    if (err < 0)
+        return err;
+    w = pyproc__pick_worker(p, ind);
+    if (!w)
+        return -EINVAL;
+    err = call_send(w, SHM_FRAME_CALL, b, kind == SHM_CALL_GEN, done, data, INT64_MAX, ret);
+    pyproc__worker_unref(w);
+    return err;
+}
+
+int pyproc__call_start(pyproc_pool *p, int ind, int kind, const char *ref, const char *fmt,
+                       va_list ap, pyproc_call **ret)
+{
+    return pyproc__call_start_ex(p, ind, kind, ref, fmt, ap, NULL, NULL, ret);
+}

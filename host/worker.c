@@ -1,0 +1,112 @@
+/*
+ * A worker's channel, the local kind: its segment, rings, doorbells and
+ * pidfd, and the references that keep them alive.  The only code besides
+ * send.c and stop.c that touches a worker's rings.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "chan.h"
+#include "output.h"
+
+/* A worker that breaks the protocol cannot be trusted with more work:
+ * close its rings, which fails its calls when it is reaped, and kill it. */
+void pyproc__worker_condemn(struct pp_worker *w, const char *why)
+{
+    if (shm_ring_is_closed(&w->rx))
+        return;
+    fprintf(stderr, "pyproc %s: worker %d %s; stopping it\n", w->pool->name, w->index, why);
+    shm_ring_close(&w->rx);
+    shm_ring_close(&w->tx);
+    syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
+}
+
+void pyproc__poll_enter(struct pp_worker *w)
+{
+    if (atomic_fetch_add(&w->pollers, 1) == 0)
+        atomic_store(&w->rx.ctl->consumer_wait, SHM_AWAKE);
+}
+
+/*
+ * The last poller to leave asks for the doorbell again.  If an answer
+ * slipped in before that, nobody would ring for it: ring our own doorbell
+ * so the service thread takes it.
+ */
+void pyproc__poll_leave(struct pp_worker *w)
+{
+    if (atomic_fetch_sub(&w->pollers, 1) != 1)
+        return;
+    if (shm_ring_doorbell_begin(&w->rx) && !shm_ring_is_closed(&w->rx)) {
+        uint64_t one = 1;
+        if (write(w->rx.doorbell_fd, &one, sizeof one) < 0) {
+            /* Full counter: the service thread is due to wake anyway. */
+        }
+    }
+}
+
+struct pp_worker *pyproc__worker_alloc(pyproc_pool *p, int index)
+{
+    struct pp_worker *w = calloc(1, sizeof *w);
+
+    if (!w)
+        return NULL;
+    w->pool = p;
+    atomic_init(&w->refs, 1);
+    w->index = index;
+    w->pid = -1;
+    w->pidfd = w->death_w = -1;
+    w->seg.fd = -1;
+    w->tx.doorbell_fd = w->rx.doorbell_fd = -1;
+    w->out[0].fd = w->out[1].fd = -1;
+    w->free_head = UINT32_MAX;
+    pyproc__tx_init(w);
+    pthread_mutex_init(&w->rx_lock, NULL);
+    pthread_mutex_init(&w->stop_lock, NULL);
+    pthread_mutex_init(&w->calls_lock, NULL);
+    return w;
+}
+
+void pyproc__worker_ref(struct pp_worker *w)
+{
+    atomic_fetch_add_explicit(&w->refs, 1, memory_order_relaxed);
+}
+
+void pyproc__worker_unref(struct pp_worker *w)
+{
+    if (w && atomic_fetch_sub_explicit(&w->refs, 1, memory_order_acq_rel) == 1)
+        pyproc__worker_free(w);
+}
+
+void pyproc__worker_free(struct pp_worker *w)
+{
+    if (!w)
+        return;
+    if (w->pid > 0) {
+        syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
+        waitid((idtype_t)P_PIDFD, (id_t)w->pidfd, &(siginfo_t){0}, WEXITED);
+    }
+    if (w->pidfd >= 0)
+        close(w->pidfd);
+    if (w->death_w >= 0)
+        close(w->death_w);
+    if (w->tx.doorbell_fd >= 0)
+        close(w->tx.doorbell_fd);
+    if (w->rx.doorbell_fd >= 0)
+        close(w->rx.doorbell_fd);
+    pyproc__output_close(w);
+    shm_ring_detach(&w->tx);
+    shm_ring_detach(&w->rx);
+    shm_seg_release(&w->seg);
+    pyproc__tx_fini(w);
+    pthread_mutex_destroy(&w->rx_lock);
+    pthread_mutex_destroy(&w->stop_lock);
+    pthread_mutex_destroy(&w->calls_lock);
+    free(w->slots);
+    free(w->death);
+    free(w);
+}
