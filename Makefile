@@ -143,6 +143,8 @@ all: $(LIB_A) $(LIB_SO) $(WORKER) $(EXAMPLES) $(TESTS) $(EMBED_TESTS) $(SHM_TEST
 	$(NATIVE_LIBS) $(TORTURE)
 
 check: all
+	@echo "== host/ floors (host/floors.txt)"
+	@sh tests/check_layers.sh
 	@sh tests/run.sh $(TEST_TIMEOUT) $(SHM_TESTS) $(TESTS) $(EMBED_TESTS) $(TORTURE)
 	@echo "== make install, then a program built against the installed tree"
 	@timeout -k 5 $(TEST_TIMEOUT) sh tests/install.sh

@@ -32,7 +32,6 @@
 #include "wire.h"
 #include "chan.h"
 #include "feature.h"
-#include "supervise.h"
 
 
 /*

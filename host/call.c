@@ -31,43 +31,16 @@ void pyproc__call_unref(pyproc_call *c)
     free(c);
 }
 
-/*
- * Wake the caller that sleeps on w's reply ring for its call.  The word it
- * sleeps on must change, or a wake-up sent before it is in FUTEX_WAIT is
- * lost: take it back to SHM_AWAKE, as a producer's shm_ring_notify() does.
- * Only SHM_SLEEP_FUTEX is taken back; SHM_SLEEP_DOORBELL belongs to the
- * service thread's epoll.  Not on the fast path: a sleeper woken by the
- * worker drains its own answer after taking its state back to pending.
- */
-static void ring_sleeper_wake(struct pp_worker *w)
-{
-    _Atomic uint32_t *word = &w->rx.ctl->consumer_wait;
-    uint32_t s = SHM_SLEEP_FUTEX;
-
-    /*
-     * Pairs with the fence in shm_ring_sleep_begin(), which sleep_on_ring()
-     * follows with a load of its call's state: either the sleeper sees
-     * CALL_DONE (stored before this fence) and does not sleep, or this
-     * exchange sees its SHM_SLEEP_FUTEX.
-     */
-    atomic_thread_fence(memory_order_seq_cst);
-    atomic_compare_exchange_strong_explicit(word, &s, SHM_AWAKE, memory_order_relaxed,
-                                            memory_order_relaxed);
-    /* Even when the word was not ours any more: a doorbell store may have
-     * landed over it after the sleeper went to sleep (see RING_NAP_MS). */
-    shm_futex_wake(word, INT32_MAX, true);
-}
-
 void pyproc__call_signal(pyproc_call *c)
 {
     /* Release pairs with the acquire loads in pyproc__call_done(); see
-     * ring_sleeper_wake() for the fence that follows. */
+     * pyproc__chan_wake_sleeper() for the fence that follows. */
     uint32_t was = atomic_exchange_explicit(&c->state, CALL_DONE, memory_order_acq_rel);
 
     if (was == CALL_SLEEPING)
         shm_futex_wake(&c->state, 1, false);
     else if (was == CALL_RING_SLEEPING)
-        ring_sleeper_wake(c->worker);
+        pyproc__chan_wake_sleeper(c->worker);
 }
 
 /* Store the end of a call (or stream) and drop the table's reference. */

@@ -147,7 +147,7 @@ static bool serve(pyproc_pool *p, struct callback_req *r)
 
     /* dead is a hint (relaxed; stored in pyproc__worker_reap()): a reply
      * to a worker that dies meanwhile finds its ring closed. */
-    if (atomic_load_explicit(&w->dead, memory_order_relaxed) || shm_ring_is_closed(&w->tx)) {
+    if (atomic_load_explicit(&w->dead, memory_order_relaxed) || pyproc__chan_closed(w)) {
         pyproc__callback_gone(w);
         return false;
     }

@@ -37,6 +37,38 @@ void pyproc__worker_condemn(struct pp_worker *w, const char *why);
 void pyproc__poll_enter(struct pp_worker *w);
 void pyproc__poll_leave(struct pp_worker *w);
 
+/* ---- reading replies (worker.c) ---- */
+
+/* The next whole message from w, as shm_ring_read() returns it: 1, 0 (none
+ * yet), -EBADMSG, -ENOMEM.  m->payload is memory the worker can still
+ * write: copy before parsing (pyproc__chan_copy_out(), or a copy of one's
+ * own).  Under rx_lock, with pyproc__chan_done() before the next read. */
+int pyproc__chan_read(struct pp_worker *w, struct shm_msg *m);
+void pyproc__chan_done(struct pp_worker *w, struct shm_msg *m);
+/* Move m's payload into private memory (shm_ring_copy_out()). */
+int pyproc__chan_copy_out(struct pp_worker *w, struct shm_msg *m);
+/* Where w's replies end now, and whether reading is still short of a
+ * mark: so a drainer serves what was there when it began, no more. */
+uint64_t pyproc__chan_mark(struct pp_worker *w);
+bool pyproc__chan_before(struct pp_worker *w, uint64_t mark);
+/* Whether replies wait to be read, and whether the channel is closed. */
+bool pyproc__chan_has_replies(struct pp_worker *w);
+bool pyproc__chan_closed(struct pp_worker *w);
+/* Whether w itself sleeps: a call sent now costs it a wake-up. */
+bool pyproc__chan_peer_asleep(struct pp_worker *w);
+
+/* Sleeping on w's replies, for the one caller that takes that role:
+ * begin announces it and returns false when a reply came meanwhile (do not
+ * sleep then); sleep waits up to ms; end takes the announcement back. */
+bool pyproc__chan_sleep_begin(struct pp_worker *w);
+void pyproc__chan_sleep(struct pp_worker *w, int ms);
+void pyproc__chan_sleep_end(struct pp_worker *w);
+/* Wake the caller asleep on w's replies, who may not have seen its
+ * call's end: after the end is stored. */
+void pyproc__chan_wake_sleeper(struct pp_worker *w);
+/* Kill w's process at once (a call stuck where it cannot be stopped). */
+void pyproc__worker_kill(struct pp_worker *w);
+
 /* ---- sending (send.c) ---- */
 /* Set up and tear down w's writer token, condition and outbox (spawn.c). */
 void pyproc__tx_init(struct pp_worker *w);

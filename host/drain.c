@@ -96,7 +96,7 @@ static int error_answer(struct pp_worker *w, const uint8_t *data, pyproc_msg **r
  */
 static const uint8_t *private_payload(struct pp_worker *w, struct shm_msg *m, int *err)
 {
-    *err = shm_ring_copy_out(&w->rx, m);
+    *err = pyproc__chan_copy_out(w, m);
     if (*err < 0)
         return NULL;
     *err = shm_mp_check(m->payload, m->len);
@@ -199,18 +199,18 @@ bool pyproc__drain_batch(struct pp_worker *w, unsigned max_msgs, unsigned *ret_r
      * keep coming as fast as we read, and the drainer has others to
      * serve.  A read in progress may go one ring's worth past it.
      */
-    uint64_t until = shm_ring_published(&w->rx);
+    uint64_t until = pyproc__chan_mark(w);
     struct shm_msg m;
     unsigned n = 0;
     int r = 0;
 
     /* The first read happens whatever the positions say, so that a tail
      * the worker moved back is found out by shm_ring_read(). */
-    while (n < max_msgs && (n == 0 || (int64_t)(until - shm_ring_consumed(&w->rx)) > 0) &&
-           (r = shm_ring_read(&w->rx, &m)) == 1) {
+    while (n < max_msgs && (n == 0 || pyproc__chan_before(w, until)) &&
+           (r = pyproc__chan_read(w, &m)) == 1) {
         n++;
         int bad = dispatch(w, &m);
-        shm_ring_done(&w->rx, &m);
+        pyproc__chan_done(w, &m);
         /* Python's values always encode well: a malformed one means the
          * worker is as broken as one that writes a bad frame. */
         if (bad == -EBADMSG || bad == -EPROTO) {
@@ -225,7 +225,7 @@ bool pyproc__drain_batch(struct pp_worker *w, unsigned max_msgs, unsigned *ret_r
                                                   : "wrote a bad frame");
     if (ret_read)
         *ret_read = n;
-    return !shm_ring_empty(&w->rx) && !shm_ring_is_closed(&w->rx);
+    return pyproc__chan_has_replies(w) && !pyproc__chan_closed(w);
 }
 
 unsigned pyproc__drain(struct pp_worker *w)

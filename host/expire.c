@@ -112,7 +112,7 @@ static void expire(pyproc_call *c, int64_t now)
         pyproc__call_interrupt(c, SHM_INTERRUPT_TIMEOUT);
     } else if (stage == EXPIRY_ASKED && now >= c->kill_at_ns &&
                atomic_compare_exchange_strong(&c->expiry, &stage, EXPIRY_KILLED)) {
-        syscall(SYS_pidfd_send_signal, c->worker->pidfd, SIGKILL, NULL, 0);
+        pyproc__worker_kill(c->worker);
     }
 }
 

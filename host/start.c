@@ -115,7 +115,7 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
      * answered a moment ago: then calls come back to back, and spinning
      * brings both sides back to answering without sleeping.
      */
-    if (atomic_load_explicit(&w->tx.ctl->consumer_wait, memory_order_relaxed) != SHM_AWAKE &&
+    if (pyproc__chan_peer_asleep(w) &&
         shm_now_ns() - atomic_load_explicit(&w->last_answer_ns, memory_order_relaxed) > IDLE_NS)
         c->spin_ns = 0;
     /* Relaxed: a worker that dies after this is caught by the send

@@ -22,7 +22,7 @@
 
 static void drain_if_free(struct pp_worker *w)
 {
-    if (!shm_ring_empty(&w->rx) && pthread_mutex_trylock(&w->rx_lock) == 0) {
+    if (pyproc__chan_has_replies(w) && pthread_mutex_trylock(&w->rx_lock) == 0) {
         pyproc__drain(w);
         pthread_mutex_unlock(&w->rx_lock);
     }
@@ -76,12 +76,12 @@ static bool sleep_on_ring(pyproc_call *c, int64_t deadline)
             break; /* done */
         int ms = ms_until(deadline);
         int nap = ms < 0 || ms > RING_NAP_MS ? RING_NAP_MS : ms;
-        /* After the fence in shm_ring_sleep_begin(), pyproc__call_done() pairs with
-         * the one in ring_sleeper_wake(): an answer another thread drained
+        /* After the fence in pyproc__chan_sleep_begin(), pyproc__call_done()
+         * pairs with the one in pyproc__chan_wake_sleeper(): an answer another thread drained
          * meanwhile is seen here, or its drainer wakes us. */
-        if (ms != 0 && !shm_ring_sleep_begin(&w->rx, SHM_SLEEP_FUTEX) && !pyproc__call_done(c))
-            shm_futex_wait(&w->rx.ctl->consumer_wait, SHM_SLEEP_FUTEX, nap, true);
-        shm_ring_sleep_end(&w->rx); /* we poll again */
+        if (ms != 0 && pyproc__chan_sleep_begin(w) && !pyproc__call_done(c))
+            pyproc__chan_sleep(w, nap);
+        pyproc__chan_sleep_end(w); /* we poll again */
         s = CALL_RING_SLEEPING;
         /* Fails only when the call is done; pyproc__call_done() reads that again. */
         atomic_compare_exchange_strong_explicit(&c->state, &s, CALL_PENDING,
@@ -89,7 +89,7 @@ static bool sleep_on_ring(pyproc_call *c, int64_t deadline)
         pthread_mutex_lock(&w->rx_lock);
         unsigned got = pyproc__drain(w);
         pthread_mutex_unlock(&w->rx_lock);
-        if (ms == 0 || shm_ring_is_closed(&w->rx))
+        if (ms == 0 || pyproc__chan_closed(w))
             break;
         /* Woken with nothing to read: a stale wake-up, or a worker that
          * wakes us over and over to keep us busy.  Sleep on the call's own
@@ -133,7 +133,7 @@ bool pyproc__call_wait_state(pyproc_call *c, int64_t deadline)
         spin = deadline - shm_now_ns();
     pyproc__poll_enter(w);
     done = spin > 0 && spin_for(c, spin);
-    if (!done && !shm_ring_is_closed(&w->rx) && sleep_on_ring(c, deadline))
+    if (!done && !pyproc__chan_closed(w) && sleep_on_ring(c, deadline))
         done = pyproc__call_done(c);
     pyproc__poll_leave(w);
     return done || sleep_for(c, deadline);

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../shm/futex.h"
 #include "chan.h"
 #include "output.h"
 
@@ -109,4 +110,89 @@ void pyproc__worker_free(struct pp_worker *w)
     free(w->slots);
     free(w->death);
     free(w);
+}
+
+/* ---- the reply side, for the floors above ---- */
+
+int pyproc__chan_read(struct pp_worker *w, struct shm_msg *m)
+{
+    return shm_ring_read(&w->rx, m);
+}
+
+void pyproc__chan_done(struct pp_worker *w, struct shm_msg *m)
+{
+    shm_ring_done(&w->rx, m);
+}
+
+int pyproc__chan_copy_out(struct pp_worker *w, struct shm_msg *m)
+{
+    return shm_ring_copy_out(&w->rx, m);
+}
+
+uint64_t pyproc__chan_mark(struct pp_worker *w)
+{
+    return shm_ring_published(&w->rx);
+}
+
+bool pyproc__chan_before(struct pp_worker *w, uint64_t mark)
+{
+    return (int64_t)(mark - shm_ring_consumed(&w->rx)) > 0;
+}
+
+bool pyproc__chan_has_replies(struct pp_worker *w)
+{
+    return !shm_ring_empty(&w->rx);
+}
+
+bool pyproc__chan_closed(struct pp_worker *w)
+{
+    return shm_ring_is_closed(&w->rx);
+}
+
+bool pyproc__chan_peer_asleep(struct pp_worker *w)
+{
+    return atomic_load_explicit(&w->tx.ctl->consumer_wait, memory_order_relaxed) != SHM_AWAKE;
+}
+
+bool pyproc__chan_sleep_begin(struct pp_worker *w)
+{
+    return !shm_ring_sleep_begin(&w->rx, SHM_SLEEP_FUTEX);
+}
+
+void pyproc__chan_sleep(struct pp_worker *w, int ms)
+{
+    shm_futex_wait(&w->rx.ctl->consumer_wait, SHM_SLEEP_FUTEX, ms, true);
+}
+
+void pyproc__chan_sleep_end(struct pp_worker *w)
+{
+    shm_ring_sleep_end(&w->rx);
+}
+
+/*
+ * The word a ring sleeper sleeps on must change, or a wake-up sent before
+ * it is in FUTEX_WAIT is lost: take it back to SHM_AWAKE, as a producer's
+ * shm_ring_notify() does.  Only SHM_SLEEP_FUTEX is taken back;
+ * SHM_SLEEP_DOORBELL belongs to the service thread's epoll.
+ */
+void pyproc__chan_wake_sleeper(struct pp_worker *w)
+{
+    _Atomic uint32_t *word = &w->rx.ctl->consumer_wait;
+    uint32_t s = SHM_SLEEP_FUTEX;
+
+    /*
+     * Pairs with the fence in shm_ring_sleep_begin(), which the sleeper
+     * follows with a load of its call's state: either the sleeper sees
+     * the end its waker stored before this fence and does not sleep, or
+     * this exchange sees its SHM_SLEEP_FUTEX.
+     */
+    atomic_thread_fence(memory_order_seq_cst);
+    atomic_compare_exchange_strong_explicit(word, &s, SHM_AWAKE, memory_order_relaxed,
+                                            memory_order_relaxed);
+    shm_futex_wake(word, INT32_MAX, true);
+}
+
+void pyproc__worker_kill(struct pp_worker *w)
+{
+    syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
 }
