@@ -23,7 +23,6 @@
  * the workers that took it keep what it did.
  */
 #include <errno.h>
-#include <msgpuck.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -78,7 +77,8 @@ static int send_all(pyproc_pool *p, uint16_t type, const struct shm_buf *b,
     for (int i = 0; i < n; i++) {
         struct pp_worker *w = pyproc__pick_worker(p, i);
         int err = 0;
-        if (w && !atomic_load(&w->dead))
+        /* Under pool->lock, which the reaper holds when it stores dead. */
+        if (w && !atomic_load_explicit(&w->dead, memory_order_relaxed))
             err = pyproc__call_send_raw(w, type, b, &calls[i]);
         pyproc__worker_unref(w);
         if (err < 0 && !first)

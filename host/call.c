@@ -46,9 +46,9 @@ void pyproc__call_signal(pyproc_call *c)
 /* Store the end of a call (or stream) and drop the table's reference. */
 void pyproc__call_complete(pyproc_call *c, int result, pyproc_msg *ret)
 {
-    /* Relaxed: a stage seen late only changes which error is reported;
-     * the partner is the compare-exchange in expire.c. */
-    if (atomic_load_explicit(&c->expiry, memory_order_relaxed) != EXPIRY_NONE && result < 0 &&
+    /* Acquire: pairs with the release compare-exchange in expire()
+     * (expire.c); a stage seen late only changes which error is reported. */
+    if (atomic_load_explicit(&c->expiry, memory_order_acquire) != EXPIRY_NONE && result < 0 &&
         result != -ETIMEDOUT) {
         /* Ended because it ran too long, whatever the worker said. */
         pyproc_msg *why = NULL;

@@ -12,7 +12,6 @@
  * worker does, and is stopped like one that writes a bad frame.
  */
 #include <errno.h>
-#include <msgpuck.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,34 +42,13 @@ static void req_free(struct callback_req *r)
 static bool reply(struct callback_req *r, int rc, pyproc_msg *value)
 {
     struct shm_buf b = {0};
-    const void *data = NULL;
-    const char *text = NULL;
-    size_t len = 0;
-    int err = 0;
+    int err = pyproc__wire_callback_reply(&b, rc, value);
 
-    if (rc == 0 && value)
-        data = pyproc_msg_data(value, &len);
-    if (rc == 0 && value && !data)
-        rc = -EINVAL; /* an error message is no value */
-    if (rc < 0)
-        text = value && pyproc_msg_error(value) ? pyproc_msg_error(value) : pyproc_strerror(rc);
-    size_t need = 16 + (data ? len : 1) + (text ? strlen(text) : 0);
-    char *w = shm_buf_reserve(&b, need, &err);
-    if (!w) {
+    if (err < 0) {
+        shm_buf_free(&b);
         pyproc__callback_gone(r->worker);
         return false;
     }
-    char *q = mp_encode_array(w, 2);
-    q = mp_encode_bool(q, rc == 0);
-    if (rc < 0) {
-        q = mp_encode_str(q, text, (uint32_t)strlen(text));
-    } else if (data) {
-        memcpy(q, data, len);
-        q += len;
-    } else {
-        q = mp_encode_nil(q);
-    }
-    b.len = (size_t)(q - b.data);
     err = pyproc__send_reply(r->worker, r->id, b.data, b.len);
     shm_buf_free(&b);
     if (err == -ENOMEM)

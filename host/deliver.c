@@ -4,12 +4,12 @@
  * callback request into the callback thread's bounded queue.
  */
 #include <errno.h>
-#include <msgpuck.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
 #include "../shm/mpvalid.h"
 #include "msg.h"
+#include "wire.h"
 #include "chan.h"
 #include "drain.h"
 
@@ -39,11 +39,8 @@ int pyproc__stream_deliver(pyproc_call *c, const uint8_t *items, size_t len)
     uint32_t n, count = 0;
     int err = 0;
 
-    /* The worker writes every batch as an array32 (embed/reply.c). */
-    if (len < 5 || (uint8_t)*p != 0xdd)
+    if (pyproc__wire_yield_read(p, len, &n, &p) < 0)
         return -EBADMSG;
-    n = mp_load_u32(&(const char *){p + 1});
-    p += 5;
     /* Only the reader lowers held, so room seen now is room later. */
     if (!window_has_room(c, n))
         return -EPROTO;

@@ -26,7 +26,6 @@
  */
 #include <errno.h>
 #include <limits.h>
-#include <msgpuck.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,43 +40,25 @@
 #include "chan.h"
 #include "drain.h"
 
-/* Read a string out of an already checked ERROR payload. */
-static const char *str_or_empty(const char **p, uint32_t *len)
-{
-    if (mp_typeof(**p) == MP_STR)
-        return mp_decode_str(p, len);
-    mp_next(p);
-    *len = 0;
-    return "";
-}
-
 /*
  * ERROR [errno, type, message, traceback] becomes an error message whose
  * text is "type: message" and then the traceback.  data is private and
  * holds one checked value (see private_payload()); a value of any other
  * shape is -EBADMSG, and sets *malformed.
  */
-static int error_answer(struct pp_worker *w, const uint8_t *data, pyproc_msg **ret,
+static int error_answer(struct pp_worker *w, const uint8_t *data, size_t len, pyproc_msg **ret,
                         bool *malformed)
 {
-    const char *p = (const char *)data, *type, *msg, *tb;
-    uint32_t tl, ml, bl;
-    uint64_t code = 0;
+    struct pyproc__wire_error e;
 
-    if (!p || mp_typeof(*p) != MP_ARRAY || mp_decode_array(&p) != 4) {
+    if (!data || pyproc__wire_error_read((const char *)data, len, &e) < 0) {
         pyproc__msg_error(ret, "worker %d sent a malformed error", w->index);
         *malformed = true;
         return -EBADMSG;
     }
-    if (mp_typeof(*p) == MP_UINT)
-        code = mp_decode_uint(&p);
-    else
-        mp_next(&p);
-    type = str_or_empty(&p, &tl);
-    msg = str_or_empty(&p, &ml);
-    tb = str_or_empty(&p, &bl);
-    pyproc__msg_error(ret, "%.*s: %.*s%s%.*s", (int)tl, type, (int)ml, msg,
-                      bl ? "\n" : "", (int)bl, tb);
+    pyproc__msg_error(ret, "%.*s: %.*s%s%.*s", (int)e.type_len, e.type, (int)e.message_len,
+                      e.message, e.traceback_len ? "\n" : "", (int)e.traceback_len, e.traceback);
+    uint64_t code = e.code;
     if (code == ENOENT)
         return -ENOENT;
     if (code == EMSGSIZE)
@@ -130,7 +111,7 @@ static int answer(struct pp_worker *w, struct shm_msg *m)
         const uint8_t *p = private_payload(w, m, &result);
         malformed = result == -EBADMSG;
         if (result == 0 || malformed)
-            result = error_answer(w, p, &ret, &malformed);
+            result = error_answer(w, p, m->len, &ret, &malformed);
         else
             pyproc__msg_error(&ret, "worker %d: no memory for its error", w->index);
     }
@@ -167,7 +148,9 @@ static void ready(struct pp_worker *w)
 {
     pthread_mutex_lock(&w->pool->lock);
     w->ready_ns = shm_now_ns();
-    atomic_store(&w->ready, true);
+    /* Release: pairs with the acquire loads of the waiters in workers.c
+     * (which also hold pool->lock). */
+    atomic_store_explicit(&w->ready, true, memory_order_release);
     pthread_cond_broadcast(&w->pool->changed);
     pthread_mutex_unlock(&w->pool->lock);
 }

@@ -39,10 +39,15 @@ void pyproc__call_interrupt(pyproc_call *c, uint32_t why)
         return;
     /* No room: keep it for the service thread, which retries each tick. */
     uint32_t none = 0;
-    if (atomic_compare_exchange_strong(&c->stop_want, &none, why)) {
-        /* After the stop_want: pairs with the exchange in
-         * pyproc__expire_calls(), whose scan then finds it. */
-        atomic_store(&c->pool->stops_waiting, true);
+    /*
+     * seq_cst, like the clear of stops_waiting in pyproc__expire_calls()
+     * and the load of stop_want in its scan: either that scan sees this
+     * stop_want, or its clear comes before our store of stops_waiting and
+     * the next tick scans again.
+     */
+    if (atomic_compare_exchange_strong_explicit(&c->stop_want, &none, why, memory_order_seq_cst,
+                                                memory_order_seq_cst)) {
+        atomic_store_explicit(&c->pool->stops_waiting, true, memory_order_seq_cst);
         pyproc__service_kick(c->pool);
     }
 }
@@ -50,14 +55,16 @@ void pyproc__call_interrupt(pyproc_call *c, uint32_t why)
 /* The service thread's retry of a stop that found no room. */
 static void retry_stop(pyproc_call *c)
 {
-    uint32_t why = atomic_load(&c->stop_want);
+    /* The orders of pyproc__call_interrupt(), whose partner this is. */
+    uint32_t why = atomic_load_explicit(&c->stop_want, memory_order_seq_cst);
 
     if (!why)
         return;
     if (pyproc__worker_stop_call(c->worker, c->id, why) < 0)
-        atomic_store(&c->pool->stops_waiting, true); /* next tick */
+        atomic_store_explicit(&c->pool->stops_waiting, true, memory_order_seq_cst); /* next tick */
     else
-        atomic_compare_exchange_strong(&c->stop_want, &why, 0);
+        atomic_compare_exchange_strong_explicit(&c->stop_want, &why, 0, memory_order_seq_cst,
+                                                memory_order_seq_cst);
 }
 
 PYPROC_EXPORT int pyproc_cancel(pyproc_call *c)
@@ -83,7 +90,8 @@ static int overdue(struct pp_worker *w, int64_t now, pyproc_call ***ret)
     pthread_mutex_lock(&w->calls_lock);
     for (uint32_t i = 0; i < w->nslots; i++) {
         pyproc_call *c = w->slots[i].call;
-        if (!c || ((!c->deadline_ns || now < c->deadline_ns) && !atomic_load(&c->stop_want)))
+        if (!c || ((!c->deadline_ns || now < c->deadline_ns) &&
+                   !atomic_load_explicit(&c->stop_want, memory_order_seq_cst)))
             continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
@@ -92,7 +100,8 @@ static int overdue(struct pp_worker *w, int64_t now, pyproc_call ***ret)
                 break;
             list = l;
         }
-        atomic_fetch_add(&c->refs, 1);
+        /* From the table's own reference: relaxed (see struct pyproc_call). */
+        atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
         list[n++] = c;
     }
     pthread_mutex_unlock(&w->calls_lock);
@@ -107,11 +116,17 @@ static void expire(pyproc_call *c, int64_t now)
     retry_stop(c);
     if (!c->deadline_ns || now < c->deadline_ns)
         return;
-    if (atomic_compare_exchange_strong(&c->expiry, &stage, EXPIRY_ASKED)) {
+    /* expiry is written by this thread only; the release publishes
+     * kill_at_ns's first store and pairs with the acquire load in
+     * pyproc__call_complete(). */
+    if (atomic_compare_exchange_strong_explicit(&c->expiry, &stage, EXPIRY_ASKED,
+                                                memory_order_release, memory_order_relaxed)) {
         c->kill_at_ns = now + KILL_GRACE_NS;
         pyproc__call_interrupt(c, SHM_INTERRUPT_TIMEOUT);
     } else if (stage == EXPIRY_ASKED && now >= c->kill_at_ns &&
-               atomic_compare_exchange_strong(&c->expiry, &stage, EXPIRY_KILLED)) {
+               atomic_compare_exchange_strong_explicit(&c->expiry, &stage, EXPIRY_KILLED,
+                                                       memory_order_release,
+                                                       memory_order_relaxed)) {
         pyproc__worker_kill(c->worker);
     }
 }
@@ -122,14 +137,14 @@ int pyproc__expire_calls(pyproc_pool *p)
     int64_t now = shm_now_ns();
     int n;
 
-    if (!p->call_timeout_ns && !atomic_load(&p->stops_waiting))
+    if (!p->call_timeout_ns && !atomic_load_explicit(&p->stops_waiting, memory_order_seq_cst))
         return -1;
     if (now < p->next_expire_ns)
         return (int)((p->next_expire_ns - now) / 1000000) + 1;
     p->next_expire_ns = now + EXPIRE_TICK_MS * 1000000LL;
     /* Cleared before the scan: a stop_want stored after the scan looked
      * sets it again (pyproc__call_interrupt()). */
-    atomic_store(&p->stops_waiting, false);
+    atomic_store_explicit(&p->stops_waiting, false, memory_order_seq_cst);
     pthread_mutex_lock(&p->lock);
     n = p->nworkers;
     ws = malloc((size_t)n * sizeof *ws);

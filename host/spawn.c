@@ -71,7 +71,7 @@ static int worker_setup(pyproc_pool *p, struct pp_worker *w)
     shm_ring_attach(&w->rx, &w->seg.hdr->reply, w->seg.reply_data,
                     p->ring_bytes, p->max_msg, reply_bell, shm_frame_type_to_host);
     /* Nobody polls the reply ring yet: the worker's READY must ring. */
-    atomic_store(&w->rx.ctl->consumer_wait, SHM_SLEEP_DOORBELL);
+    atomic_store_explicit(&w->rx.ctl->consumer_wait, SHM_SLEEP_DOORBELL, memory_order_relaxed);
     return 0;
 }
 
@@ -333,7 +333,9 @@ void pyproc__worker_reap(struct pp_worker *w)
     w->pid = -1;
     free(w->death);
     w->death = why;
-    atomic_store(&w->dead, true);
+    /* Release after the rings are closed and death is set: pairs with the
+     * acquire loads of dead (stop.c, workers.c, stats.c). */
+    atomic_store_explicit(&w->dead, true, memory_order_release);
     pthread_cond_broadcast(&w->pool->changed);
     pthread_mutex_unlock(&w->pool->lock);
     /* Answers it managed to write before dying still count. */

@@ -76,7 +76,7 @@ PYPROC_EXPORT int pyproc_stats(pyproc_pool *p, int ind, pyproc_worker_stats *ret
         st.errors = relaxed(&w->stats->errors);
         st.restarts = relaxed(&w->stats->restarts);
     }
-    if (!atomic_load(&w->dead))
+    if (!atomic_load_explicit(&w->dead, memory_order_acquire)) /* see spawn.c */
         st.pid = (int)w->pid;
     pthread_mutex_lock(&w->calls_lock);
     st.in_flight = w->in_flight;

@@ -23,7 +23,7 @@
  */
 void pyproc__worker_ask_stop(struct pp_worker *w)
 {
-    if (w->pid <= 0 || atomic_load(&w->dead))
+    if (w->pid <= 0 || atomic_load_explicit(&w->dead, memory_order_acquire))
         return;
     /* Pairs with the worker's acquire load; the fence in shm_ring_notify()
      * pairs with the one after its sleep announcement. */
@@ -75,7 +75,7 @@ int pyproc__worker_stop_call(struct pp_worker *w, uint64_t id, uint32_t why)
     bool dup;
     int slot;
 
-    if (atomic_load(&w->dead))
+    if (atomic_load_explicit(&w->dead, memory_order_acquire))
         return 0; /* its calls end with the worker */
     pthread_mutex_lock(&w->stop_lock);
     slot = stop_slot(w, id, &dup);

@@ -9,7 +9,6 @@
  * by the drainer, so an unread stream costs at most a window of items.
  */
 #include <errno.h>
-#include <msgpuck.h>
 #include <stdlib.h>
 
 #include "../shm/futex.h"
@@ -38,9 +37,9 @@ static uint32_t take_credit(pyproc_call *c)
 
 static void send_credit(pyproc_call *c, uint32_t n)
 {
-    char buf[16], *end = mp_encode_uint(buf, n);
+    char buf[PYPROC__WIRE_SMALL];
 
-    pyproc__send(c->worker, SHM_FRAME_CREDIT, c->id, buf, (size_t)(end - buf));
+    pyproc__send(c->worker, SHM_FRAME_CREDIT, c->id, buf, pyproc__wire_credit(buf, n));
 }
 
 PYPROC_EXPORT int pyproc_next(pyproc_call *c, pyproc_msg **item)
@@ -73,7 +72,9 @@ PYPROC_EXPORT int pyproc_next(pyproc_call *c, pyproc_msg **item)
             pthread_mutex_unlock(&c->qlock);
             return result;
         }
-        atomic_store(&c->state, CALL_PENDING);
+        /* Under qlock, which the drainer takes to append before it signals:
+         * relaxed is enough (see struct pyproc_call). */
+        atomic_store_explicit(&c->state, CALL_PENDING, memory_order_relaxed);
         pthread_mutex_unlock(&c->qlock);
         pyproc__call_wait_state(c, INT64_MAX);
     }

@@ -29,8 +29,10 @@ void pyproc__worker_condemn(struct pp_worker *w, const char *why)
 
 void pyproc__poll_enter(struct pp_worker *w)
 {
-    if (atomic_fetch_add(&w->pollers, 1) == 0)
-        atomic_store(&w->rx.ctl->consumer_wait, SHM_AWAKE);
+    /* pollers orders nothing else; relaxed.  The store of SHM_AWAKE only
+     * saves the worker doorbells while we poll. */
+    if (atomic_fetch_add_explicit(&w->pollers, 1, memory_order_relaxed) == 0)
+        atomic_store_explicit(&w->rx.ctl->consumer_wait, SHM_AWAKE, memory_order_relaxed);
 }
 
 /*
@@ -40,7 +42,7 @@ void pyproc__poll_enter(struct pp_worker *w)
  */
 void pyproc__poll_leave(struct pp_worker *w)
 {
-    if (atomic_fetch_sub(&w->pollers, 1) != 1)
+    if (atomic_fetch_sub_explicit(&w->pollers, 1, memory_order_relaxed) != 1)
         return;
     if (shm_ring_doorbell_begin(&w->rx) && !shm_ring_is_closed(&w->rx)) {
         uint64_t one = 1;

@@ -241,7 +241,8 @@ static void *respawn_main(void *arg)
     pyproc_pool *p = r->pool;
     struct pp_worker *dead = r->dead, *w;
     /* A worker that served calls before it died was not failing to start. */
-    bool fast = !atomic_load(&dead->serving) &&
+    /* serving is a hint for this choice only: relaxed (drain.c). */
+    bool fast = !atomic_load_explicit(&dead->serving, memory_order_relaxed) &&
                 (dead->ready_ns == 0 || shm_now_ns() - dead->ready_ns < FAST_DEATH_NS);
     int deaths = fast ? dead->fast_deaths + 1 : 0;
     char *last = NULL;
@@ -435,9 +436,10 @@ static int wait_ready(pyproc_pool *p, struct pp_worker **ws, int n, int timeout_
     for (;;) {
         int ready = 0;
         for (int i = 0; i < n; i++) {
-            if (atomic_load(&ws[i]->dead))
+            /* Acquire: pairs with the reaper's release store (spawn.c). */
+            if (atomic_load_explicit(&ws[i]->dead, memory_order_acquire))
                 err = PYPROC_EWORKER;
-            ready += atomic_load(&ws[i]->ready);
+            ready += atomic_load_explicit(&ws[i]->ready, memory_order_acquire);
         }
         if (err || ready == n)
             break;
