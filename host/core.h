@@ -1,6 +1,6 @@
 /*
- * The host's shared state: pools and workers, with the rules for who
- * writes which field (struct pyproc_call has its own in call.h).
+ * The host's shared state: pools, workers and calls, with the rules for
+ * who writes which field, under which lock or with which atomic order.
  *
  * Threads: any number of application threads make calls; one service
  * thread per pool spawns and reaps workers (it must live as long as the
@@ -28,7 +28,12 @@
  * pool->lock takes calls_lock (pyproc_stats()).  Nothing takes rx_lock or
  * history_lock while holding pool->lock; the service thread never takes
  * grow_lock or history_lock, and the broadcasts and replays that hold them
- * wait on it.
+ * wait on it.  No lock is held across a wait for a worker: a writer waiting
+ * for ring space holds the writer token, not tx_lock (send.c).
+ *
+ * The order is checked: make check runs the host under ThreadSanitizer,
+ * whose lock-order detector (on by default) reports any two locks taken
+ * in both orders as a potential deadlock, and a report fails the run.
  */
 #ifndef PYPROC_HOST_CORE_H
 #define PYPROC_HOST_CORE_H
@@ -62,7 +67,7 @@ enum call_state {
  * nor the worker: what it needs afterwards is copied in.
  *
  * Who writes what:
- * - Set once by the starting thread in call_alloc()/call_send() (call.c)
+ * - Set once by the starting thread in call_alloc()/call_send() (start.c)
  *   before anyone else can see the call, read-only afterwards: pool,
  *   worker (a reference, dropped by the last unref), index, fork_gen,
  *   spin_ns, is_stream, deadline_ns, stats, done, done_data.  id is set
@@ -74,7 +79,7 @@ enum call_state {
  * - result, ret, ended: written once by whoever completes the call
  *   (pyproc__call_complete(): a drainer, the reaper, pyproc_pool_free()),
  *   under qlock for a stream; published by the release exchange of state
- *   in pyproc__call_signal() (acquire: is_done() in call.c), or for an
+ *   in pyproc__call_signal() (acquire: pyproc__call_done() in call.h), or for an
  *   asynchronous call by pool->done_lock in pyproc__async_push().
  * - taken: the handle's owner only (pyproc_wait(), pyproc_next() under
  *   qlock, pyproc_dispatch()); the last unref reads it after the acq_rel
@@ -99,7 +104,7 @@ struct pyproc_call {
     _Atomic int refs;
     /* CALL_PENDING until the answer is stored; the release store of
      * CALL_DONE in pyproc__call_signal() pairs with the acquire loads in
-     * is_done() (call.c).  The waiter moves PENDING to SLEEPING or
+     * pyproc__call_done() (call.h).  The waiter moves PENDING to SLEEPING or
      * RING_SLEEPING and back; only pyproc__call_signal() stores DONE (and
      * a stream's reader puts it back to PENDING under qlock). */
     _Atomic uint32_t state;
@@ -207,7 +212,7 @@ struct pp_output {
  *               which is what waiters read them under (with pool->changed);
  *               ready_ns rewritten by the bringer before placing.
  *   dead, death written by pyproc__worker_reap() on the service thread
- *               under pool->lock (death also by give_up() in respawn.c);
+ *               under pool->lock (death also by give_up() in workers.c);
  *               death read under pool->lock; dead, an atomic that only
  *               goes false to true, read (seq_cst) anywhere as a hint.
  *   pid         written on the service thread (spawn; reap, under
@@ -218,6 +223,13 @@ struct pp_output {
  *   fast_deaths, replayed   its bringer's (add_proc or respawn thread)
  *               alone, before it is placed; fast_deaths read again only by
  *               the respawn of its own death.
+ *   last_answer_ns   stored (relaxed) by whoever drains an answer; read
+ *               (relaxed) by starters, only to choose whether to spin.
+ *   ring_sleeper     exchanged by the caller that takes the role of
+ *               sleeping on the reply ring (wait.c); it elects one sleeper
+ *               and orders nothing else: relaxed.  The ring's wait word
+ *               and its fences order the sleep itself.
+ *   pollers     see below; relaxed, re-arming is ordered by the ring.
  *   pidfd, death_w, seg, rings, out   set before it is placed, then
  *               constant until pyproc__worker_free() (rings close, not
  *               change).
@@ -251,10 +263,10 @@ struct pp_worker {
     struct pp_outbox *outbox_head, *outbox_tail; /* frames not yet written */
     uint32_t outbox_ctl;     /* control frames among them */
     /* Callbacks of this worker queued, running or with a reply in the
-     * outbox; bounded by CALLBACK_QUEUE_MAX (see callback.c). */
+     * outbox; bounded by PYPROC__CALLBACK_QUEUE_MAX (drain.h). */
     _Atomic int cb_queued;
     pthread_mutex_t rx_lock;
-    /* Guards the host's side of the segment's stop table (expire.c): held
+    /* Guards the host's side of the segment's stop table (stop.c): held
      * only while it scans and fills it, never while waiting on the worker.
      * stop_posted[i] is the stop_seq that slot i's entry was posted with. */
     pthread_mutex_t stop_lock;
@@ -303,7 +315,7 @@ struct pp_worker {
  * fork_gen, the options, the counters' array bar its growth.  Guarded by
  * lock: nworkers and workers (the slots), which grow only in
  * pyproc_add_proc() and change otherwise only when a respawn places a
- * worker (publish() in respawn.c); both also hold history_lock for it, so
+ * worker (publish() in workers.c); both also hold history_lock for it, so
  * a broadcast sees a fixed set of slots.  Whoever reads a slot takes a
  * reference before it lets go of lock (pyproc__pick_worker()).  closing
  * is true while the pool starts (no respawn before every worker started

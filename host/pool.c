@@ -290,7 +290,7 @@ PYPROC_EXPORT void pyproc_pool_free(pyproc_pool *p)
     if (pyproc__pool_check(p) < 0)
         return;
     /* From here on no respawn puts a worker in a slot (publish() in
-     * respawn.c), so the workers whose calls fail below are the last. */
+     * workers.c), so the workers whose calls fail below are the last. */
     pthread_mutex_lock(&p->lock);
     p->closing = true;
     pthread_cond_broadcast(&p->changed);
