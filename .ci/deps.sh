@@ -3,7 +3,8 @@
 # say which; do nothing when every one is there already.
 set -e
 pkgs="build-essential pkg-config python3-dev libffi-dev libcmocka-dev libmsgpuck-dev
-      python3-msgpack python3-aiohttp python3-matplotlib clang libclang-rt-14-dev valgrind"
+      python3-msgpack python3-aiohttp python3-matplotlib clang libclang-rt-14-dev valgrind
+      clang-format gdb"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
