@@ -254,6 +254,12 @@ PYPROC_EXPORT int pyproc_stats(pyproc_pool *pool, int ind, pyproc_worker_stats *
  * hub as `name`; with PYPROC_SUB_INIT each module's __init__(hub) runs.
  * Returns 0, or PYPROC_EREMOTE with the first failing worker's error in
  * *err when err is not NULL (free it with pyproc_msg_free()).
+ *
+ * Every worker gets each successful add_sub, add_native and set_attr
+ * exactly once, in order, however workers join: one that is dead when the
+ * request is sent gets it from the pool's history when it is replaced, as
+ * do workers that pyproc_add_proc() adds.  A request that fails is not
+ * kept, though workers that took it before the failure keep what it did.
  */
 PYPROC_EXPORT int pyproc_add_sub(pyproc_pool *pool, const char *name,
                                  const char *pypath, unsigned flags);
@@ -318,7 +324,10 @@ PYPROC_EXPORT int pyproc_wait(pyproc_call *call, pyproc_msg **ret,
  * (CancelledError is raised inside it, its `finally` runs), or a plain
  * function is interrupted where Python allows.  The call then ends with
  * -ECANCELED (or its result, if it finished first); wait for it as usual.
- * Returns 0, or -EALREADY when the call had already ended.
+ * A call still queued behind others in its worker is answered with
+ * -ECANCELED without running.  Never waits for the worker, not even when
+ * its request ring is full.  Returns 0, or -EALREADY when the call had
+ * already ended.
  */
 PYPROC_EXPORT int pyproc_cancel(pyproc_call *call);
 
