@@ -32,7 +32,6 @@
 #include "chan.h"
 #include "feature.h"
 
-
 /*
  * Copy b into a history entry and make room for it in the history, so
  * that keeping it, once every worker took it, cannot fail.  Call with

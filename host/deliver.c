@@ -72,8 +72,6 @@ int pyproc__stream_deliver(pyproc_call *c, const uint8_t *items, size_t len)
     return err == -EBADMSG ? err : 0;
 }
 
-
-
 /* One callback of w is over (answered or dropped). */
 void pyproc__callback_gone(struct pp_worker *w)
 {

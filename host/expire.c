@@ -32,7 +32,6 @@
 #define EXPIRE_TICK_MS 20
 #define KILL_GRACE_NS (1000 * 1000000LL)
 
-
 void pyproc__call_interrupt(pyproc_call *c, uint32_t why)
 {
     if (pyproc__worker_stop_call(c->worker, c->id, why) == 0)

@@ -154,18 +154,26 @@ static bool closing(pyproc_pool *p)
     return c;
 }
 
+/* The CLOCK_MONOTONIC time ms from now, for pool->changed's waits. */
+static struct timespec deadline_in(int ms)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += ms / 1000;
+    t.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (t.tv_nsec >= 1000000000) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000;
+    }
+    return t;
+}
+
 /* Sleep ms, waking early when the pool closes.  False when it closed. */
 static bool backoff(pyproc_pool *p, int ms)
 {
-    struct timespec until;
+    struct timespec until = deadline_in(ms);
 
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
     pthread_mutex_lock(&p->lock);
     while (!p->closing && pthread_cond_timedwait(&p->changed, &p->lock, &until) != ETIMEDOUT)
         ;
@@ -332,6 +340,7 @@ void pyproc__respawn_wait(pyproc_pool *p)
         pthread_cond_wait(&p->changed, &p->lock);
     pthread_mutex_unlock(&p->lock);
 }
+
 /* Put w, brought up at index nworkers, in a new slot (pool->lock held). */
 static int append_slot(pyproc_pool *p, struct pp_worker *w)
 {
@@ -373,19 +382,6 @@ PYPROC_EXPORT int pyproc_add_proc(pyproc_pool *p, int *ind)
     if (err == 0 && ind)
         *ind = index;
     return err;
-}
-static struct timespec deadline_in(int ms)
-{
-    struct timespec t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    t.tv_sec += ms / 1000;
-    t.tv_nsec += (long)(ms % 1000) * 1000000;
-    if (t.tv_nsec >= 1000000000) {
-        t.tv_sec++;
-        t.tv_nsec -= 1000000000;
-    }
-    return t;
 }
 
 /* On the service thread: spawn and watch every worker. */
