@@ -2,8 +2,9 @@
  * End to end: the pool's supervision and lifetime.  What add_sub and
  * set_attr promise reaches every worker, however workers come and go
  * meanwhile (pool growth, respawns); a pool freed while workers are being
- * respawned.
+ * respawned, with calls in flight.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -232,6 +233,82 @@ static void free_while_respawning(void **state)
     }
 }
 
+struct free_waiter {
+    pyproc_call *c;
+    int rc;
+};
+
+/* Blocks on its call until pyproc_pool_free() ends it. */
+static void *wait_across_free(void *arg)
+{
+    struct free_waiter *fw = arg;
+    pyproc_msg *m = NULL;
+
+    fw->rc = pyproc_wait(fw->c, &m, -1);
+    pyproc_msg_free(m);
+    return NULL;
+}
+
+/* A call in flight when its pool was freed: ended once, by the free or,
+ * on a worker that was killed, perhaps by its death. */
+static bool free_ending(int rc, bool killed)
+{
+    return rc == -ECANCELED || (killed && rc == PYPROC_EWORKER);
+}
+
+static void expect_ended_by_free(pyproc_call *c, bool killed)
+{
+    pyproc_msg *m = NULL;
+    int rc = pyproc_wait(c, &m, 0);
+
+    if (!free_ending(rc, killed))
+        fail_msg("a call on worker %d ended with %d after pyproc_pool_free", pyproc_call_worker(c),
+                 rc);
+    assert_non_null(m);
+    pyproc_msg_free(m);
+    m = NULL;
+    assert_int_equal(pyproc_wait(c, &m, 0), -EALREADY);
+    assert_null(m);
+    pyproc_call_free(c);
+}
+
+#define FREE_WORKERS 3
+#define FREE_CALLS 3 /* a worker */
+
+/*
+ * Calls in flight on every worker, one of them waited on another thread,
+ * and a worker killed at varying moments before the free: once
+ * pyproc_pool_free() returns, every one of them has ended, and only once,
+ * with -ECANCELED: not by the stopping of its worker, which comes after.
+ */
+static void free_ends_every_call_in_flight(void **state)
+{
+    (void)state;
+    for (int it = 0; it < 6; it++) {
+        pyproc_pool *p = e2e_pool(FREE_WORKERS);
+        pyproc_call *calls[FREE_WORKERS * FREE_CALLS];
+        struct free_waiter fw;
+        pthread_t waiter;
+        int killed = it % FREE_WORKERS, victim = e2e_pid_of(p, killed);
+
+        assert_true(victim > 0);
+        for (int i = 0; i < FREE_WORKERS * FREE_CALLS; i++)
+            assert_int_equal(pyproc_ind_call(p, i % FREE_WORKERS, &calls[i], "t.calls.nap", "d",
+                                             30.0),
+                             0);
+        fw.c = calls[0];
+        assert_int_equal(pthread_create(&waiter, NULL, wait_across_free, &fw), 0);
+        assert_int_equal(kill(victim, SIGKILL), 0);
+        usleep((useconds_t)(it % 3) * 20000);
+        pyproc_pool_free(p);
+        pthread_join(waiter, NULL);
+        assert_true(free_ending(fw.rc, killed == 0));
+        for (int i = 1; i < FREE_WORKERS * FREE_CALLS; i++)
+            expect_ended_by_free(calls[i], i % FREE_WORKERS == killed);
+        pyproc_call_free(calls[0]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -239,6 +316,7 @@ int main(void)
         cmocka_unit_test(history_reaches_workers_respawned_meanwhile),
         cmocka_unit_test(history_reaches_every_worker),
         cmocka_unit_test(free_while_respawning),
+        cmocka_unit_test(free_ends_every_call_in_flight),
     };
     /* A hang is a failure, whatever runs the test. */
     alarm(240);

@@ -635,6 +635,11 @@ static void final_finish(struct final_set *f)
     }
     if (f->nap) { /* not waited until now: it must have ended (it may
                    * have finished while the pool asked its worker to stop) */
+        /* Only once pyproc_pool_free() has returned: the calls above may
+         * have been ended by it while it still goes through the other
+         * calls, worker by worker, and this one may come later. */
+        while (!atomic_load(&freed))
+            sleep_ms(1);
         rc = pyproc_wait(f->nap, &m, 0);
         bool ok = final_ok(rc) || is_int(rc, m, f->nap_v);
         if (rc == -ETIMEDOUT && !m) {
