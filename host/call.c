@@ -78,15 +78,14 @@ void pyproc__call_complete(pyproc_call *c, int result, pyproc_msg *ret)
 
 void pyproc__fail_calls(struct pp_worker *w, int result, const char *why)
 {
-    pyproc_call **failed;
-    int n = pyproc__table_take_all(w, &failed);
+    uint32_t cursor = 0;
+    pyproc_call *c;
 
-    for (int i = 0; i < n; i++) {
+    while ((c = pyproc__table_take_next(w, &cursor))) {
         pyproc_msg *m = NULL;
-        pyproc__msg_error(&m, "%s", why);
-        pyproc__call_complete(failed[i], result, m);
+        pyproc__msg_error(&m, "%s", why); /* NULL when out of memory: no text */
+        pyproc__call_complete(c, result, m);
     }
-    free(failed);
 }
 
 void pyproc__async_push(pyproc_call *c)

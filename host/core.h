@@ -304,7 +304,7 @@ struct pp_worker {
     uint32_t nslots;
     uint32_t free_head; /* UINT32_MAX: none */
     uint32_t in_flight;
-    /* Set under calls_lock by pyproc__table_take_all(), when the worker
+    /* Set under calls_lock by pyproc__table_take_next(), when the worker
      * died or the pool is freed: the table takes no call after that, so
      * none can wait there for an end that was already handed out. */
     bool calls_closed;

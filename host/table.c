@@ -93,24 +93,20 @@ pyproc_call *pyproc__call_find(struct pp_worker *w, uint64_t id)
     return lookup(w, id, false);
 }
 
-int pyproc__table_take_all(struct pp_worker *w, pyproc_call ***ret)
+pyproc_call *pyproc__table_take_next(struct pp_worker *w, uint32_t *cursor)
 {
-    pyproc_call **all = NULL;
-    uint32_t n = 0;
+    pyproc_call *c = NULL;
 
     pthread_mutex_lock(&w->calls_lock);
     w->calls_closed = true;
-    if (w->in_flight)
-        all = malloc(w->in_flight * sizeof *all);
-    for (uint32_t i = 0; all && i < w->nslots; i++) {
-        if (w->slots[i].call) {
-            all[n++] = w->slots[i].call;
-            slot_release(w, i);
+    for (; !c && *cursor < w->nslots; ++*cursor) {
+        if (w->slots[*cursor].call) {
+            c = w->slots[*cursor].call;
+            slot_release(w, *cursor); /* the table's reference moves to us */
         }
     }
     pthread_mutex_unlock(&w->calls_lock);
-    *ret = all;
-    return (int)n;
+    return c;
 }
 
 bool pyproc__table_has(struct pp_worker *w, uint64_t id)

@@ -19,8 +19,12 @@
 int pyproc__table_add(struct pp_worker *w, pyproc_call *c);
 /* Take c out if it is still there (no answer claimed it). */
 bool pyproc__table_remove(struct pp_worker *w, pyproc_call *c);
-/* Empty the table; the caller gets the calls and their references. */
-int pyproc__table_take_all(struct pp_worker *w, pyproc_call ***ret);
+/*
+ * Close the table to new calls and take the next call in it, from *cursor
+ * (start at 0) on: the table's reference moves to the caller.  NULL once
+ * the table is empty.  Allocates nothing, so emptying a table cannot fail.
+ */
+pyproc_call *pyproc__table_take_next(struct pp_worker *w, uint32_t *cursor);
 /* Look up a call without taking it out of the table; a new reference. */
 pyproc_call *pyproc__call_find(struct pp_worker *w, uint64_t id);
 /* Take the call out of the table; the table's reference moves to us. */
