@@ -106,6 +106,15 @@ static inline void fake_attach(int argc, char **argv)
     fake_write_pid(SHM_FRAME_READY, 0);
 }
 
+/* Whether m calls name, which the host sends as a fixstr. */
+static inline bool fake_call_named(const struct shm_msg *m, const char *name)
+{
+    size_t n = strlen(name);
+
+    return m->len >= 3 + n && m->payload[2] == (0xa0 | n) &&
+           memcmp(m->payload + 3, name, n) == 0;
+}
+
 /* What every fake worker does with frames that are not calls. */
 static inline void fake_serve_default(const struct shm_msg *m)
 {

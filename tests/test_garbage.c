@@ -223,8 +223,8 @@ static void fake_serve(struct shm_msg *m)
         fake_serve_default(m);
         return;
     }
-    if (m->len >= 10 && memcmp(m->payload + 2, "\xa7garbage", 8) == 0) {
-        if (fake.index != 0 || ngarbage == 2 || strcmp(fake.mode, "none") == 0)
+    if (fake_call_named(m, "garbage")) {
+        if (fake.index != 0 || ngarbage >= 2 || strcmp(fake.mode, "none") == 0)
             return; /* never answered */
         garbage_ids[ngarbage++] = m->id;
         return;

@@ -48,15 +48,6 @@ static void quit_if_closed(void)
         _exit(0);
 }
 
-/* The name of a CALL's function, which the host sends as a fixstr. */
-static bool call_named(const struct shm_msg *m, const char *name)
-{
-    size_t n = strlen(name);
-
-    return m->len >= 3 + n && m->payload[2] == (0xa0 | n) &&
-           memcmp(m->payload + 3, name, n) == 0;
-}
-
 /*
  * One stream item, [nil, nil, s, x], in a YIELD batch of 13 bytes; the
  * word at offset 8 takes one of two values, each a well-formed batch:
@@ -271,13 +262,13 @@ static void fake_serve(struct shm_msg *m)
         fake_serve_default(m);
         return;
     }
-    if (call_named(m, "hang"))
+    if (fake_call_named(m, "hang"))
         return;
-    if (call_named(m, "pid")) {
+    if (fake_call_named(m, "pid")) {
         fake_write_pid(SHM_FRAME_RESULT, m->id);
         return;
     }
-    if (fake.index == 0 && call_named(m, fake.mode)) {
+    if (fake.index == 0 && fake_call_named(m, fake.mode)) {
         uint64_t id = m->id;
         shm_ring_done(&fake.req, m);
         misbehave(id);
