@@ -10,15 +10,11 @@
  * it maps its segment, says READY, and then reads nothing.
  */
 #include <errno.h>
-#include <limits.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 
-#include "e2e.h"
-#include "shm/segment.h"
+#include "fake_worker.h"
 
 #define SMALL_RING 4096
 #define BIG_ARG (64 * 1024)
@@ -386,34 +382,9 @@ static void keyboard_interrupt_in_a_later_step(void **state)
 
 static int deaf_worker(int argc, char **argv)
 {
-    struct shm_seg seg;
-    struct shm_ring rep;
-    pid_t host = 0;
-    int fd = -1, index = -1, bell = -1, death = -1;
-    uint8_t out[5];
-
-    for (int i = 1; i + 1 < argc; i++) {
-        long v = strtol(argv[i + 1], NULL, 10);
-        if (strcmp(argv[i], "--host-pid") == 0) host = (pid_t)v;
-        else if (strcmp(argv[i], "--fd") == 0) fd = (int)v;
-        else if (strcmp(argv[i], "--index") == 0) index = (int)v;
-        else if (strcmp(argv[i], "--reply-bell") == 0) bell = (int)v;
-        else if (strcmp(argv[i], "--death-fd") == 0) death = (int)v;
-    }
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != host)
-        _exit(0);
-    if (shm_seg_map(&seg, fd, host, (uint32_t)index) < 0 ||
-        shm_ring_attach(&rep, &seg.hdr->reply, seg.reply_data, seg.hdr->ring_bytes,
-                        seg.hdr->max_msg_bytes, bell, shm_frame_type_to_host) < 0)
-        _exit(1);
-    uint32_t me = (uint32_t)getpid();
-    out[0] = 0xce;
-    out[1] = (uint8_t)(me >> 24), out[2] = (uint8_t)(me >> 16);
-    out[3] = (uint8_t)(me >> 8), out[4] = (uint8_t)me;
-    if (shm_ring_write(&rep, SHM_FRAME_READY, 0, out, sizeof out, 0) < 0)
-        _exit(1);
+    fake_attach(argc, argv);
     /* Deaf from now on: head never moves, and nothing is ever read. */
-    struct pollfd pfd = {.fd = death, .events = POLLIN};
+    struct pollfd pfd = {.fd = fake.death_fd, .events = POLLIN};
     while (poll(&pfd, 1, -1) < 0 && errno == EINTR)
         ;
     _exit(0);
@@ -421,17 +392,12 @@ static int deaf_worker(int argc, char **argv)
 
 static void free_a_deaf_worker_with_a_caller_blocked(void **state)
 {
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    pyproc_opts opts = {.workers = 1, .worker_path = self, .ring_bytes = SMALL_RING};
-    pyproc_pool *p = NULL;
+    pyproc_pool *p;
     struct big_caller b;
 
     (void)state;
-    assert_true(n > 0);
-    self[n] = 0;
     alarm(WATCHDOG_S);
-    assert_int_equal(pyproc_pool_new(&p, "deaf", &opts), 0);
+    p = fake_pool_new("deaf", (pyproc_opts){.workers = 1, .ring_bytes = SMALL_RING}, NULL);
     big_caller_start(&b, p, "anything");
     free_within(p, 10.0);
     assert_int_equal(pthread_join(b.thread, NULL), 0);
@@ -442,7 +408,7 @@ static void free_a_deaf_worker_with_a_caller_blocked(void **state)
 int main(int argc, char **argv)
 {
     /* Started as a worker: be the deaf one, never run the tests. */
-    if (argc > 1 && strcmp(argv[1], "--fd") == 0)
+    if (fake_started_as_worker(argc, argv))
         return deaf_worker(argc, argv);
     if (argc > 1)
         cmocka_set_test_filter(argv[1]); /* one test, by name */

@@ -12,71 +12,33 @@
  * keep serving worker 1 and every other pool.
  */
 #include <errno.h>
-#include <limits.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
-#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "e2e.h"
-#include "shm/segment.h"
+#include "fake_worker.h"
 
-#define FAKE_ENV "PYPROC_TEST_FAKE"
 #define FAKE_RING_BYTES 4096
 #define FAKE_MAX_MSG (64 * 1024)
 #define HDR SHM_FRAME_HEADER_BYTES
 
 /* ---- the fake worker ---- */
 
-static struct {
-    const char *mode;
-    int index;
-    struct shm_seg seg;
-    struct shm_ring req, rep;
-    int death_fd;
-    uint64_t garbage_ids[2];
-    int ngarbage;
-} F;
-
-static long arg_num(int argc, char **argv, const char *name)
-{
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], name) == 0)
-            return strtol(argv[i + 1], NULL, 10);
-    fprintf(stderr, "fake worker: no %s\n", name);
-    _exit(2);
-}
-
-/* Nothing the host could send needs more than this to answer. */
-static void fake_write(uint16_t type, uint64_t id, const void *p, size_t n)
-{
-    if (shm_ring_write(&F.rep, type, id, p, n, 0) < 0)
-        _exit(0); /* the host closed the ring: it is done with us */
-}
-
-/* msgpack of a non-negative int below 2^32. */
-static size_t pack_uint(uint8_t *out, uint32_t v)
-{
-    out[0] = 0xce;
-    out[1] = (uint8_t)(v >> 24);
-    out[2] = (uint8_t)(v >> 16);
-    out[3] = (uint8_t)(v >> 8);
-    out[4] = (uint8_t)v;
-    return 5;
-}
+/* The two "garbage" calls in flight; 3 once the garbage is written. */
+static uint64_t garbage_ids[2];
+static int ngarbage;
 
 static uint64_t rep_tail(void)
 {
-    return atomic_load_explicit(&F.rep.ctl->tail, memory_order_relaxed);
+    return atomic_load_explicit(&fake.rep.ctl->tail, memory_order_relaxed);
 }
 
 /* Wait until the host has read everything, so the garbage is next. */
 static void wait_drained(void)
 {
     for (int i = 0; i < 5000; i++) {
-        if (atomic_load(&F.rep.ctl->head) == rep_tail())
+        if (atomic_load(&fake.rep.ctl->head) == rep_tail())
             return;
         usleep(1000);
     }
@@ -90,12 +52,12 @@ static void raw_header(uint64_t pos, uint32_t len, uint16_t type, uint16_t flags
 {
     struct shm_frame_header h = {.len = len, .type = type, .flags = flags, .id = id};
 
-    memcpy(F.rep.data + (pos & F.rep.mask), &h, sizeof h);
+    memcpy(fake.rep.data + (pos & fake.rep.mask), &h, sizeof h);
 }
 
 static void raw_payload(uint64_t pos, const void *p, size_t n)
 {
-    memcpy(F.rep.data + (pos & F.rep.mask) + HDR, p, n);
+    memcpy(fake.rep.data + (pos & fake.rep.mask) + HDR, p, n);
 }
 
 static uint64_t aligned(uint64_t n)
@@ -106,8 +68,8 @@ static uint64_t aligned(uint64_t n)
 /* Publish everything up to tail as if it were well-formed. */
 static void publish(uint64_t tail)
 {
-    atomic_store_explicit(&F.rep.ctl->tail, tail, memory_order_release);
-    shm_ring_notify(&F.rep);
+    atomic_store_explicit(&fake.rep.ctl->tail, tail, memory_order_release);
+    shm_ring_notify(&fake.rep);
 }
 
 /*
@@ -118,11 +80,11 @@ static void fill_to(uint64_t target)
 {
     static const uint8_t zeros[FAKE_RING_BYTES];
 
-    while ((rep_tail() & F.rep.mask) != target) {
-        uint64_t d = target - (rep_tail() & F.rep.mask);
-        uint64_t s = d < F.rep.max_frag + HDR ? d : F.rep.max_frag + HDR;
+    while ((rep_tail() & fake.rep.mask) != target) {
+        uint64_t d = target - (rep_tail() & fake.rep.mask);
+        uint64_t s = d < fake.rep.max_frag + HDR ? d : fake.rep.max_frag + HDR;
 
-        if (d < HDR || d > F.rep.size) {
+        if (d < HDR || d > fake.rep.size) {
             fprintf(stderr, "fake worker: cannot fill to %llu\n", (unsigned long long)target);
             _exit(2);
         }
@@ -156,20 +118,20 @@ static void endless_fragments(uint64_t id)
 {
     static const uint8_t zeros[FAKE_RING_BYTES];
 
-    for (uint64_t sent = 0; sent <= 2 * FAKE_MAX_MSG; sent += F.rep.max_frag) {
+    for (uint64_t sent = 0; sent <= 2 * FAKE_MAX_MSG; sent += fake.rep.max_frag) {
         void *dst;
         int rc;
 
-        while ((rc = shm_ring_reserve(&F.rep, F.rep.max_frag, &dst)) == -EAGAIN) {
-            if (shm_ring_is_closed(&F.rep))
+        while ((rc = shm_ring_reserve(&fake.rep, fake.rep.max_frag, &dst)) == -EAGAIN) {
+            if (shm_ring_is_closed(&fake.rep))
                 return;
             usleep(100);
         }
         if (rc < 0)
             _exit(2);
-        memcpy(dst, zeros, F.rep.max_frag);
-        shm_ring_commit(&F.rep, SHM_FRAME_RESULT, SHM_FRAME_MORE, id, F.rep.max_frag);
-        shm_ring_notify(&F.rep);
+        memcpy(dst, zeros, fake.rep.max_frag);
+        shm_ring_commit(&fake.rep, SHM_FRAME_RESULT, SHM_FRAME_MORE, id, fake.rep.max_frag);
+        shm_ring_notify(&fake.rep);
     }
 }
 
@@ -183,8 +145,8 @@ static void write_garbage(const char *mode, uint64_t a, uint64_t b)
         bad_header(UINT32_MAX - 7, SHM_FRAME_RESULT, 0, a, HDR + 64);
     } else if (strcmp(mode, "length-over-fragment") == 0) {
         /* Just over what one frame may carry, with every byte published. */
-        bad_header(F.rep.max_frag + 8, SHM_FRAME_RESULT, 0, a,
-                   HDR + aligned(F.rep.max_frag + 8));
+        bad_header(fake.rep.max_frag + 8, SHM_FRAME_RESULT, 0, a,
+                   HDR + aligned(fake.rep.max_frag + 8));
     } else if (strcmp(mode, "unknown-type") == 0) {
         bad_header(1, 99, 0, a, HDR + 8);
     } else if (strcmp(mode, "type-zero") == 0) {
@@ -200,17 +162,17 @@ static void write_garbage(const char *mode, uint64_t a, uint64_t b)
     } else if (strcmp(mode, "unaligned-tail") == 0) {
         bad_header(1, SHM_FRAME_RESULT, 0, a, 5);
     } else if (strcmp(mode, "tail-jump") == 0) {
-        publish(pos + 2 * F.rep.size);
+        publish(pos + 2 * fake.rep.size);
     } else if (strcmp(mode, "tail-back") == 0) {
         publish(pos - HDR);
     } else if (strcmp(mode, "unaligned-head") == 0) {
         /* head is the host's, but it lies in memory we can write. */
         put_frame(pos, SHM_FRAME_RESULT, 0, a, "\xc0", 1);
-        atomic_store(&F.rep.ctl->head, pos + 4);
+        atomic_store(&fake.rep.ctl->head, pos + 4);
         publish(pos + HDR + 8);
     } else if (strcmp(mode, "cross-end") == 0) {
         /* 32 bytes before the end, a frame of 80 bytes. */
-        fill_to(F.rep.size - 32);
+        fill_to(fake.rep.size - 32);
         wait_drained();
         bad_header(64, SHM_FRAME_RESULT, 0, a, HDR + 64);
     } else if (strcmp(mode, "pad-short") == 0) {
@@ -220,7 +182,7 @@ static void write_garbage(const char *mode, uint64_t a, uint64_t b)
         publish(pos + 2 * HDR + 8);
     } else if (strcmp(mode, "pad-long") == 0) {
         /* A PAD at the right place that claims to reach past the end. */
-        fill_to(F.rep.size - 64);
+        fill_to(fake.rep.size - 64);
         wait_drained();
         bad_header(64, SHM_FRAME_PAD, 0, 0, 64 + HDR);
     } else if (strcmp(mode, "truncated-result") == 0) {
@@ -255,92 +217,43 @@ static void write_garbage(const char *mode, uint64_t a, uint64_t b)
     }
 }
 
-static void fake_serve(const struct shm_msg *m)
+static void fake_serve(struct shm_msg *m)
 {
-    uint8_t out[8];
-
-    switch (m->type) {
-    case SHM_FRAME_SHUTDOWN:
-        _exit(0);
-    case SHM_FRAME_CALL:
-        if (m->len >= 10 && memcmp(m->payload + 2, "\xa7garbage", 8) == 0) {
-            if (F.index != 0 || F.ngarbage == 2 || strcmp(F.mode, "none") == 0)
-                break; /* never answered */
-            F.garbage_ids[F.ngarbage++] = m->id;
-            return;
-        }
-        fake_write(SHM_FRAME_RESULT, m->id, out, pack_uint(out, (uint32_t)getpid()));
+    if (m->type != SHM_FRAME_CALL) {
+        fake_serve_default(m);
         return;
-    case SHM_FRAME_ADD_SUB:
-    case SHM_FRAME_SET_ATTR:
-        fake_write(SHM_FRAME_RESULT, m->id, "\xc0", 1);
-        return;
-    default:
-        return; /* notes that get no answer */
     }
+    if (fake_call_named(m, "garbage")) {
+        if (fake.index != 0 || ngarbage >= 2 || strcmp(fake.mode, "none") == 0)
+            return; /* never answered */
+        garbage_ids[ngarbage++] = m->id;
+        return;
+    }
+    fake_write_pid(SHM_FRAME_RESULT, m->id);
 }
 
-static bool host_gone(void)
+/* Once both calls are in flight and released, the garbage follows. */
+static void fake_after(void)
 {
-    struct pollfd pfd = {.fd = F.death_fd, .events = POLLIN};
-
-    return poll(&pfd, 1, 0) != 0;
+    if (ngarbage == 2) {
+        write_garbage(fake.mode, garbage_ids[0], garbage_ids[1]);
+        ngarbage = 3; /* done; wait to be killed */
+    }
 }
 
 static int fake_worker(int argc, char **argv)
 {
-    pid_t host = (pid_t)arg_num(argc, argv, "--host-pid");
-    int seg_fd = (int)arg_num(argc, argv, "--fd");
-    uint8_t out[8];
-
-    F.mode = getenv(FAKE_ENV) ? getenv(FAKE_ENV) : "none";
-    F.index = (int)arg_num(argc, argv, "--index");
-    F.death_fd = (int)arg_num(argc, argv, "--death-fd");
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != host)
-        _exit(0);
-    if (shm_seg_map(&F.seg, seg_fd, host, (uint32_t)F.index) < 0)
-        _exit(1);
-    uint64_t n = F.seg.hdr->ring_bytes, max = F.seg.hdr->max_msg_bytes;
-    if (shm_ring_attach(&F.req, &F.seg.hdr->request, F.seg.request_data, n, max,
-                        (int)arg_num(argc, argv, "--request-bell"),
-                        shm_frame_type_to_worker) < 0 ||
-        shm_ring_attach(&F.rep, &F.seg.hdr->reply, F.seg.reply_data, n, max,
-                        (int)arg_num(argc, argv, "--reply-bell"),
-                        shm_frame_type_to_host) < 0)
-        _exit(1);
-    fake_write(SHM_FRAME_READY, 0, out, pack_uint(out, (uint32_t)getpid()));
-
-    for (;;) {
-        struct shm_msg m;
-        int rc = shm_ring_wait(&F.req, 0, 100);
-
-        if (rc < 0 || host_gone())
-            _exit(0);
-        while ((rc = shm_ring_read(&F.req, &m)) == 1) {
-            fake_serve(&m);
-            shm_ring_done(&F.req, &m);
-            if (F.ngarbage == 2) {
-                write_garbage(F.mode, F.garbage_ids[0], F.garbage_ids[1]);
-                F.ngarbage = 3; /* done; wait to be killed */
-            }
-        }
-        if (rc < 0)
-            _exit(1);
-    }
+    fake_attach(argc, argv);
+    fake_run(fake_serve, fake_after);
 }
 
 /* ---- the tests ---- */
 
 static pyproc_pool *real; /* real workers, which must not notice a thing */
-static char self_exe[PATH_MAX];
 
 static int setup(void **state)
 {
-    ssize_t n = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
-
     (void)state;
-    assert_true(n > 0);
-    self_exe[n] = 0;
     real = e2e_pool(1);
     return 0;
 }
@@ -350,20 +263,6 @@ static int teardown(void **state)
     (void)state;
     pyproc_pool_free(real);
     return 0;
-}
-
-static int fake_pid(pyproc_pool *p, int ind)
-{
-    pyproc_msg *m = NULL;
-    int pid = -1;
-    int rc = pyproc_ind_func(p, ind, "pid", &m, NULL);
-
-    if (rc < 0 && m)
-        fprintf(stderr, "%s\n", pyproc_msg_error(m));
-    assert_int_equal(rc, 0);
-    assert_int_equal(pyproc_msg_read(m, "i", &pid), 0);
-    pyproc_msg_free(m);
-    return pid;
 }
 
 /* True once the host has reaped pid (a zombie still answers kill(0)). */
@@ -415,18 +314,15 @@ static void run_mode(const char *mode)
 {
     pyproc_opts opts = {
         .workers = 2,
-        .worker_path = self_exe,
         .ring_bytes = FAKE_RING_BYTES,
         .max_msg_bytes = FAKE_MAX_MSG,
     };
-    pyproc_pool *p = NULL;
+    pyproc_pool *p;
     pyproc_call *a, *b;
     int pid0, pid1, real_pid;
 
     real_pid = (int)e2e_int(real, "t.basic.pid");
-    assert_int_equal(setenv(FAKE_ENV, mode, 1), 0);
-    assert_int_equal(pyproc_pool_new(&p, "fake", &opts), 0);
-    unsetenv(FAKE_ENV);
+    p = fake_pool_new("fake", opts, mode);
     pid0 = fake_pid(p, 0);
     pid1 = fake_pid(p, 1);
 
@@ -487,7 +383,7 @@ int main(int argc, char **argv)
 {
     /* Started as a worker, never run the tests: a worker that ran them
      * would start pools of its own, and so on without end. */
-    if (argc > 1 && strcmp(argv[1], "--fd") == 0)
+    if (fake_started_as_worker(argc, argv))
         return fake_worker(argc, argv);
 
     const struct CMUnitTest tests[] = {

@@ -2,7 +2,7 @@
  * End to end: workers that attack the host rather than merely break.
  *
  * The pool's worker_path is this very binary: started with the worker's
- * command line and PYPROC_TEST_HOSTILE=<mode> in its environment, worker 0
+ * command line and PYPROC_TEST_FAKE=<mode> in its environment, worker 0
  * becomes a fake worker without Python that maps its segment, says READY,
  * answers "pid" with its pid, never answers "hang", and on the call named
  * after its mode misbehaves:
@@ -29,68 +29,23 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <msgpuck.h>
-#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
-#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "e2e.h"
+#include "fake_worker.h"
 #include "shm/futex.h"
-#include "shm/segment.h"
-
-#define MODE_ENV "PYPROC_TEST_HOSTILE"
 
 /* ---- the fake worker ---- */
 
-static struct {
-    const char *mode;
-    int index;
-    struct shm_seg seg;
-    struct shm_ring req, rep;
-    int death_fd;
-} F;
-
-static long arg_num(int argc, char **argv, const char *name)
-{
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], name) == 0)
-            return strtol(argv[i + 1], NULL, 10);
-    fprintf(stderr, "fake worker: no %s\n", name);
-    _exit(2);
-}
-
-static bool host_gone(void)
-{
-    struct pollfd pfd = {.fd = F.death_fd, .events = POLLIN};
-
-    return poll(&pfd, 1, 0) != 0;
-}
-
-static void fake_write(uint16_t type, uint64_t id, const void *p, size_t n)
-{
-    if (shm_ring_write(&F.rep, type, id, p, n, 0) < 0)
-        _exit(0); /* the host closed the ring: it is done with us */
-}
-
 static void quit_if_closed(void)
 {
-    if (shm_ring_is_closed(&F.rep) || host_gone())
+    if (shm_ring_is_closed(&fake.rep) || fake_host_gone())
         _exit(0);
-}
-
-/* The name of a CALL's function, which the host sends as a fixstr. */
-static bool call_named(const struct shm_msg *m, const char *name)
-{
-    size_t n = strlen(name);
-
-    return m->len >= 3 + n && m->payload[2] == (0xa0 | n) &&
-           memcmp(m->payload + 3, name, n) == 0;
 }
 
 /*
@@ -112,11 +67,11 @@ static uint64_t take_credit(void)
     struct shm_msg m;
     uint64_t n = 0;
 
-    while (shm_ring_read(&F.req, &m) == 1) {
+    while (shm_ring_read(&fake.req, &m) == 1) {
         const char *p = (const char *)m.payload;
         if (m.type == SHM_FRAME_CREDIT && m.len > 0 && mp_typeof(*p) == MP_UINT)
             n += mp_decode_uint(&p);
-        shm_ring_done(&F.req, &m);
+        shm_ring_done(&fake.req, &m);
     }
     return n;
 }
@@ -150,7 +105,7 @@ static int flip_publish(uint64_t id, uint64_t credit)
 
     while (n < FLIP_FRAMES && (uint64_t)n < credit) {
         void *v;
-        if (shm_ring_reserve(&F.rep, FLIP_LEN + 3, &v) < 0)
+        if (shm_ring_reserve(&fake.rep, FLIP_LEN + 3, &v) < 0)
             break;
         uint8_t *dst = v;
         memcpy(dst, flip_head, 8);
@@ -158,7 +113,7 @@ static int flip_publish(uint64_t id, uint64_t credit)
         /* The flipper is at it before the host can see the frame. */
         flip_words[n++] = (_Atomic uint64_t *)(void *)(dst + 8);
         atomic_store(&flip_count, n);
-        shm_ring_commit(&F.rep, SHM_FRAME_YIELD, 0, id, FLIP_LEN);
+        shm_ring_commit(&fake.rep, SHM_FRAME_YIELD, 0, id, FLIP_LEN);
     }
     return n;
 }
@@ -180,13 +135,13 @@ static void flip_yield(uint64_t id)
         quit_if_closed();
         int n = flip_publish(id, credit);
         if (n == 0) {
-            shm_ring_wait(&F.req, 0, 1);
+            shm_ring_wait(&fake.req, 0, 1);
             continue;
         }
         credit -= (uint64_t)n;
-        shm_ring_notify(&F.rep);
-        uint64_t end = atomic_load(&F.rep.ctl->tail);
-        for (unsigned i = 1; (int64_t)(atomic_load(&F.rep.ctl->head) - end) < 0; i++)
+        shm_ring_notify(&fake.rep);
+        uint64_t end = atomic_load(&fake.rep.ctl->tail);
+        for (unsigned i = 1; (int64_t)(atomic_load(&fake.rep.ctl->head) - end) < 0; i++)
             if ((i & 0xfff) == 0)
                 quit_if_closed();
         /* Stop the flipper before new frames are written there. */
@@ -213,24 +168,24 @@ static void flood_yield(uint64_t id)
  */
 static void flood_result(void)
 {
-    uint32_t frag = F.rep.max_frag < (1u << 20) ? F.rep.max_frag : 1u << 20;
-    uint64_t frags = F.rep.max_msg / frag;
+    uint32_t frag = fake.rep.max_frag < (1u << 20) ? fake.rep.max_frag : 1u << 20;
+    uint64_t frags = fake.rep.max_msg / frag;
 
     for (uint64_t i = 0;; i++) {
         void *dst;
 
         /* Sleep for room the way shm_ring_write() does: a sleeper that
          * is woken is scheduled sooner than a spinner. */
-        while (shm_ring_reserve(&F.rep, frag, &dst) < 0) {
+        while (shm_ring_reserve(&fake.rep, frag, &dst) < 0) {
             quit_if_closed();
-            atomic_store(&F.rep.ctl->producer_wait, 1);
-            if (shm_ring_reserve(&F.rep, frag, &dst) == 0)
+            atomic_store(&fake.rep.ctl->producer_wait, 1);
+            if (shm_ring_reserve(&fake.rep, frag, &dst) == 0)
                 break;
-            shm_futex_wait(&F.rep.ctl->producer_wait, 1, 10, true);
+            shm_futex_wait(&fake.rep.ctl->producer_wait, 1, 10, true);
         }
-        shm_ring_commit(&F.rep, SHM_FRAME_RESULT, i % frags == frags - 1 ? 0 : SHM_FRAME_MORE,
+        shm_ring_commit(&fake.rep, SHM_FRAME_RESULT, i % frags == frags - 1 ? 0 : SHM_FRAME_MORE,
                         0, frag);
-        shm_ring_notify(&F.rep);
+        shm_ring_notify(&fake.rep);
     }
 }
 
@@ -251,7 +206,7 @@ static void toggle_wait(void)
 {
     /* Never SHM_SLEEP_FUTEX, so that a FUTEX_WAIT on it never sleeps. */
     for (uint32_t i = 0;; i++) {
-        atomic_store_explicit(&F.rep.ctl->consumer_wait, i & 1 ? SHM_SLEEP_DOORBELL : SHM_AWAKE,
+        atomic_store_explicit(&fake.rep.ctl->consumer_wait, i & 1 ? SHM_SLEEP_DOORBELL : SHM_AWAKE,
                               memory_order_relaxed);
         if ((i & 0xfff) == 0)
             quit_if_closed();
@@ -262,7 +217,7 @@ static void toggle_wait(void)
 static void wake_wait(void)
 {
     for (uint32_t i = 0;; i++) {
-        shm_futex_wake(&F.rep.ctl->consumer_wait, INT32_MAX, true);
+        shm_futex_wake(&fake.rep.ctl->consumer_wait, INT32_MAX, true);
         if ((i & 0xfff) == 0)
             quit_if_closed();
     }
@@ -274,7 +229,7 @@ static void ring_bell(void)
     uint64_t one = 1;
 
     for (uint32_t i = 0;; i++) {
-        if (write(F.rep.doorbell_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+        if (write(fake.rep.doorbell_fd, &one, sizeof one) < 0 && errno != EAGAIN)
             _exit(0);
         if ((i & 0xfff) == 0)
             quit_if_closed();
@@ -283,107 +238,51 @@ static void ring_bell(void)
 
 static void misbehave(uint64_t id)
 {
-    if (strcmp(F.mode, "flip-yield") == 0)
+    if (strcmp(fake.mode, "flip-yield") == 0)
         flip_yield(id);
-    else if (strcmp(F.mode, "flood-yield") == 0)
+    else if (strcmp(fake.mode, "flood-yield") == 0)
         flood_yield(id);
-    else if (strcmp(F.mode, "flood-result") == 0)
+    else if (strcmp(fake.mode, "flood-result") == 0)
         flood_result();
-    else if (strcmp(F.mode, "flood-stdout") == 0)
+    else if (strcmp(fake.mode, "flood-stdout") == 0)
         flood_stdout();
-    else if (strcmp(F.mode, "toggle-wait") == 0)
+    else if (strcmp(fake.mode, "toggle-wait") == 0)
         toggle_wait();
-    else if (strcmp(F.mode, "wake-wait") == 0)
+    else if (strcmp(fake.mode, "wake-wait") == 0)
         wake_wait();
-    else if (strcmp(F.mode, "ring-bell") == 0)
+    else if (strcmp(fake.mode, "ring-bell") == 0)
         ring_bell();
-    fprintf(stderr, "fake worker: unknown mode %s\n", F.mode);
+    fprintf(stderr, "fake worker: unknown mode %s\n", fake.mode);
     _exit(2);
 }
 
 static void fake_serve(struct shm_msg *m)
 {
-    char out[16];
-
-    switch (m->type) {
-    case SHM_FRAME_SHUTDOWN:
-        _exit(0);
-    case SHM_FRAME_CALL:
-        if (call_named(m, "hang"))
-            return;
-        if (call_named(m, "pid")) {
-            char *end = mp_encode_uint(out, (uint64_t)getpid());
-            fake_write(SHM_FRAME_RESULT, m->id, out, (size_t)(end - out));
-            return;
-        }
-        if (F.index == 0 && call_named(m, F.mode)) {
-            uint64_t id = m->id;
-            shm_ring_done(&F.req, m);
-            misbehave(id);
-        }
-        fake_write(SHM_FRAME_ERROR, m->id, "\x94\x02\xa0\xa0\xa0", 5);
-        return;
-    case SHM_FRAME_ADD_SUB:
-    case SHM_FRAME_SET_ATTR:
-        fake_write(SHM_FRAME_RESULT, m->id, "\xc0", 1);
-        return;
-    default:
+    if (m->type != SHM_FRAME_CALL) {
+        fake_serve_default(m);
         return;
     }
+    if (fake_call_named(m, "hang"))
+        return;
+    if (fake_call_named(m, "pid")) {
+        fake_write_pid(SHM_FRAME_RESULT, m->id);
+        return;
+    }
+    if (fake.index == 0 && fake_call_named(m, fake.mode)) {
+        uint64_t id = m->id;
+        shm_ring_done(&fake.req, m);
+        misbehave(id);
+    }
+    fake_write(SHM_FRAME_ERROR, m->id, "\x94\x02\xa0\xa0\xa0", 5);
 }
 
 static int fake_worker(int argc, char **argv)
 {
-    pid_t host = (pid_t)arg_num(argc, argv, "--host-pid");
-    int seg_fd = (int)arg_num(argc, argv, "--fd");
-    char out[16], *end;
-
-    F.mode = getenv(MODE_ENV) ? getenv(MODE_ENV) : "none";
-    F.index = (int)arg_num(argc, argv, "--index");
-    F.death_fd = (int)arg_num(argc, argv, "--death-fd");
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != host)
-        _exit(0);
-    if (shm_seg_map(&F.seg, seg_fd, host, (uint32_t)F.index) < 0)
-        _exit(1);
-    uint64_t n = F.seg.hdr->ring_bytes, max = F.seg.hdr->max_msg_bytes;
-    if (shm_ring_attach(&F.req, &F.seg.hdr->request, F.seg.request_data, n, max,
-                        (int)arg_num(argc, argv, "--request-bell"),
-                        shm_frame_type_to_worker) < 0 ||
-        shm_ring_attach(&F.rep, &F.seg.hdr->reply, F.seg.reply_data, n, max,
-                        (int)arg_num(argc, argv, "--reply-bell"),
-                        shm_frame_type_to_host) < 0)
-        _exit(1);
-    end = mp_encode_uint(out, (uint64_t)getpid());
-    fake_write(SHM_FRAME_READY, 0, out, (size_t)(end - out));
-
-    for (;;) {
-        struct shm_msg m;
-        int rc = shm_ring_wait(&F.req, 0, 100);
-
-        if (rc < 0 || host_gone())
-            _exit(0);
-        while ((rc = shm_ring_read(&F.req, &m)) == 1) {
-            fake_serve(&m);
-            shm_ring_done(&F.req, &m);
-        }
-        if (rc < 0)
-            _exit(1);
-    }
+    fake_attach(argc, argv);
+    fake_run(fake_serve, NULL);
 }
 
 /* ---- the host ---- */
-
-static char self_exe[PATH_MAX];
-
-static int setup(void **state)
-{
-    ssize_t n = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
-
-    (void)state;
-    assert_true(n > 0);
-    self_exe[n] = 0;
-    return 0;
-}
 
 static _Atomic uint64_t output_bytes;
 
@@ -402,28 +301,12 @@ static pyproc_pool *fake_pool(const char *mode, int workers, size_t ring_bytes)
 {
     pyproc_opts opts = {
         .workers = workers,
-        .worker_path = self_exe,
         .ring_bytes = ring_bytes,
         .max_msg_bytes = fake_max_msg,
         .output = stdout_to_stderr ? NULL : count_output,
     };
-    pyproc_pool *p = NULL;
 
-    assert_int_equal(setenv(MODE_ENV, mode, 1), 0);
-    assert_int_equal(pyproc_pool_new(&p, "hostile", &opts), 0);
-    unsetenv(MODE_ENV);
-    return p;
-}
-
-static int fake_pid(pyproc_pool *p, int ind)
-{
-    pyproc_msg *m = NULL;
-    int pid = -1;
-
-    assert_int_equal(pyproc_ind_func(p, ind, "pid", &m, NULL), 0);
-    assert_int_equal(pyproc_msg_read(m, "i", &pid), 0);
-    pyproc_msg_free(m);
-    return pid;
+    return fake_pool_new("hostile", opts, mode);
 }
 
 static double cpu_now(void)
@@ -628,7 +511,7 @@ static void rung_doorbell_does_not_spin(void **state)
 int main(int argc, char **argv)
 {
     /* Started as a worker, never run the tests. */
-    if (argc > 1 && strcmp(argv[1], "--fd") == 0)
+    if (fake_started_as_worker(argc, argv))
         return fake_worker(argc, argv);
 
     const struct CMUnitTest tests[] = {
@@ -642,5 +525,5 @@ int main(int argc, char **argv)
     };
     if (argc > 1)
         cmocka_set_test_filter(argv[1]);
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return cmocka_run_group_tests(tests, NULL, NULL);
 }
