@@ -76,10 +76,16 @@ static uint64_t take_credit(void)
     return n;
 }
 
-/* The words the flipper rewrites: flip_count of them, 0 while none. */
+/*
+ * The words the flipper rewrites: flip_count of them, 0 while none.  To
+ * take the words back, the writer stores 0, bumps flip_epoch and waits
+ * until the flipper acknowledges that epoch in flip_ack: it loads the
+ * epoch before the count, so an acknowledged epoch means it saw the 0.
+ */
 #define FLIP_FRAMES 32
 static _Atomic uint64_t *flip_words[FLIP_FRAMES];
 static _Atomic int flip_count;
+static _Atomic unsigned flip_epoch, flip_ack;
 
 static void *flipper(void *arg)
 {
@@ -89,9 +95,11 @@ static void *flipper(void *arg)
     memcpy(&wa, flip_a, 8);
     memcpy(&wb, flip_b, 8);
     for (unsigned i = 0;; i++) {
+        unsigned epoch = atomic_load(&flip_epoch);
         int n = atomic_load(&flip_count);
         for (int k = 0; k < n; k++)
             atomic_store_explicit(flip_words[k], (i + k) & 1 ? wa : wb, memory_order_relaxed);
+        atomic_store(&flip_ack, epoch);
         if (n == 0)
             shm_cpu_relax();
     }
@@ -146,7 +154,8 @@ static void flip_yield(uint64_t id)
                 quit_if_closed();
         /* Stop the flipper before new frames are written there. */
         atomic_store(&flip_count, 0);
-        for (int i = 0; i < 2000; i++)
+        unsigned epoch = atomic_fetch_add(&flip_epoch, 1) + 1;
+        while (atomic_load(&flip_ack) != epoch)
             shm_cpu_relax();
     }
 }
