@@ -143,8 +143,9 @@ all: $(LIB_A) $(LIB_SO) $(WORKER) $(EXAMPLES) $(TESTS) $(EMBED_TESTS) $(SHM_TEST
 	$(NATIVE_LIBS) $(TORTURE)
 
 check: all
-	@echo "== host/ floors (host/floors.txt)"
+	@echo "== host/ floors (host/floors.txt), and the code as .clang-format says"
 	@sh tests/check_layers.sh
+	@sh .ci/format-check.sh $(CLANG_FORMAT) $(FORMAT_FILES)
 	@sh tests/run.sh $(TEST_TIMEOUT) $(SHM_TESTS) $(TESTS) $(EMBED_TESTS) $(TORTURE)
 	@echo "== make install, then a program built against the installed tree"
 	@timeout -k 5 $(TEST_TIMEOUT) sh tests/install.sh

@@ -20,7 +20,7 @@ enum bench_level { BENCH_SMOKE, BENCH_QUICK, BENCH_FULL };
 /* The run as the command line set it up. */
 struct bench_run {
     enum bench_level level;
-    char root[PATH_MAX];    /* the repository: bench/ lives there */
+    char root[PATH_MAX];         /* the repository: bench/ lives there */
     char py_path[PATH_MAX + 16]; /* bench/py, the workers' python_path */
 };
 
@@ -28,7 +28,7 @@ extern struct bench_run bench;
 
 /* How much one measurement may take at the run's level. */
 struct bench_budget {
-    int warmup;         /* untimed operations first */
+    int warmup; /* untimed operations first */
     size_t max_samples;
     double max_seconds; /* stop earlier once this much time has passed */
 };
@@ -69,8 +69,8 @@ typedef int bench_op(void *arg);
  * b->max_seconds, sleeping pause_ns before each timed run.  Pushes each
  * round trip in microseconds.  Returns 0 or op's first error.
  */
-int bench_latency(struct series *s, const struct bench_budget *b,
-                  int64_t pause_ns, bench_op *op, void *arg);
+int bench_latency(struct series *s, const struct bench_budget *b, int64_t pause_ns, bench_op *op,
+                  void *arg);
 
 /* ---- report.c: rows, the table, the CSV ---- */
 
@@ -88,9 +88,8 @@ enum row_kind {
  * into the report (and is emptied).  `key` names the row in ratios and the
  * CSV.  Returns 0 or -ENOMEM.
  */
-int bench_row_add(const char *key, const char *label, const char *unit,
-                  enum row_kind kind, unsigned flags, struct series *s,
-                  const char *note);
+int bench_row_add(const char *key, const char *label, const char *unit, enum row_kind kind,
+                  unsigned flags, struct series *s, const char *note);
 void bench_section(const char *title);
 int bench_print_table(const char *path, const char *head);
 int bench_write_csv(const char *path);

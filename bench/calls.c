@@ -33,8 +33,7 @@ static int call_once(void *arg)
 
 /* Time `ref` with no arguments on a fresh pool of one worker. */
 static int latency_row(const char *key, const char *label, const char *ref,
-                       enum bench_budget_kind kind, int64_t pause_ns,
-                       unsigned flags)
+                       enum bench_budget_kind kind, int64_t pause_ns, unsigned flags)
 {
     struct series s = {0};
     struct call_arg c = {.ref = ref};
@@ -48,8 +47,7 @@ static int latency_row(const char *key, const char *label, const char *ref,
         series_free(&s);
         return err;
     }
-    return bench_row_add(key, label, "us", ROW_COST, ROW_P99 | flags, &s,
-                         "pool of 1 worker");
+    return bench_row_add(key, label, "us", ROW_COST, ROW_P99 | flags, &s, "pool of 1 worker");
 }
 
 /*
@@ -77,28 +75,27 @@ int bench_sync(void)
         series_free(&s);
         return err;
     }
-    bench_row_add("sync", "sync no-op, back to back", "us", ROW_COST,
-                  ROW_P99 | ROW_SAMPLES, &s, "pool of 1 worker");
-    return bench_row_add("sync-cold", "sync no-op, first calls of a new pool",
-                         "us", ROW_COST, ROW_P99, &cold,
-                         "right after pyproc_pool_new + add_sub");
+    bench_row_add("sync", "sync no-op, back to back", "us", ROW_COST, ROW_P99 | ROW_SAMPLES, &s,
+                  "pool of 1 worker");
+    return bench_row_add("sync-cold", "sync no-op, first calls of a new pool", "us", ROW_COST,
+                         ROW_P99, &cold, "right after pyproc_pool_new + add_sub");
 }
 
 int bench_idle(void)
 {
-    return latency_row("sync-idle", "sync no-op after 50 ms idle",
-                       "bench.calls.noop", BUDGET_IDLE, 50000000, 0);
+    return latency_row("sync-idle", "sync no-op after 50 ms idle", "bench.calls.noop", BUDGET_IDLE,
+                       50000000, 0);
 }
 
 int bench_async(void)
 {
-    int err = latency_row("async", "async no-op, back to back",
-                          "bench.calls.anoop", BUDGET_FAST, 0, ROW_SAMPLES);
+    int err = latency_row("async", "async no-op, back to back", "bench.calls.anoop", BUDGET_FAST, 0,
+                          ROW_SAMPLES);
 
     if (err < 0)
         return err;
-    return latency_row("async-sleep0", "async, one await asyncio.sleep(0)",
-                       "bench.calls.asleep0", BUDGET_FAST, 0, 0);
+    return latency_row("async-sleep0", "async, one await asyncio.sleep(0)", "bench.calls.asleep0",
+                       BUDGET_FAST, 0, 0);
 }
 
 /* ---- pipelined throughput ---- */
@@ -121,8 +118,7 @@ static int window_once(struct pipe_thread *t)
     int n, err = 0;
 
     for (n = 0; n < WINDOW; n++)
-        if ((err = pyproc_track_func(t->pool, NULL, &calls[n],
-                                     "bench.calls.noop", NULL)) < 0) {
+        if ((err = pyproc_track_func(t->pool, NULL, &calls[n], "bench.calls.noop", NULL)) < 0) {
             bench_fail("pyproc_track_func", err, NULL);
             break;
         }
@@ -152,8 +148,7 @@ static void *pipe_thread_main(void *arg)
 }
 
 /* One timed run of `threads` host threads; pushes calls/s. */
-static int pipelined_run(pyproc_pool *p, int threads, double seconds,
-                         struct series *s)
+static int pipelined_run(pyproc_pool *p, int threads, double seconds, struct series *s)
 {
     struct pipe_thread t[4] = {0};
     int64_t first = INT64_MAX, last = 0;
@@ -163,8 +158,7 @@ static int pipelined_run(pyproc_pool *p, int threads, double seconds,
 
     pthread_barrier_init(&go, NULL, (unsigned)threads);
     for (int i = 0; i < threads; i++) {
-        t[i] = (struct pipe_thread){.pool = p, .go = &go,
-                                    .run_ns = (int64_t)(seconds * 1e9)};
+        t[i] = (struct pipe_thread){.pool = p, .go = &go, .run_ns = (int64_t)(seconds * 1e9)};
         if (pthread_create(&t[i].tid, NULL, pipe_thread_main, &t[i])) {
             /* The threads already started would wait at the barrier
              * forever. */
@@ -204,8 +198,7 @@ static int pipelined_row(int threads, int workers)
         return err;
     }
     snprintf(key, sizeof key, "tput-%dt-%dw", threads, workers);
-    snprintf(label, sizeof label,
-             "pipelined no-op, %d host thread%s -> %d worker%s", threads,
+    snprintf(label, sizeof label, "pipelined no-op, %d host thread%s -> %d worker%s", threads,
              threads > 1 ? "s" : "", workers, workers > 1 ? "s" : "");
     return bench_row_add(key, label, "calls/s", ROW_RATE, 0, &s,
                          "windows of 256 tracked calls per thread");
@@ -241,11 +234,9 @@ static int echo_check(struct call_arg *c)
     return err;
 }
 
-static int echo_row(pyproc_pool *p, const unsigned char *data, size_t len,
-                    const char *key)
+static int echo_row(pyproc_pool *p, const unsigned char *data, size_t len, const char *key)
 {
-    struct call_arg c = {.pool = p, .ref = "bench.calls.echo", .data = data,
-                         .len = len};
+    struct call_arg c = {.pool = p, .ref = "bench.calls.echo", .data = data, .len = len};
     struct series rtt = {0}, rate = {0};
     char label[64];
     int err = echo_check(&c);
@@ -333,8 +324,7 @@ int bench_gen(void)
         series_free(&s);
         return err;
     }
-    snprintf(label, sizeof label, "generator items, range(%d)",
-             items[bench.level]);
+    snprintf(label, sizeof label, "generator items, range(%d)", items[bench.level]);
     return bench_row_add("gen", label, "items/s", ROW_RATE, 0, &s,
                          "pyproc_gen + pyproc_next; pool of 1 worker");
 }

@@ -34,13 +34,18 @@ static const char *json_ws(const char *p)
 static char json_unescape(char c)
 {
     switch (c) {
-    case 'n': return '\n';
-    case 't': return '\t';
+    case 'n':
+        return '\n';
+    case 't':
+        return '\t';
     case '"':
     case '\\':
-    case '/': return c;
-    case 0: return 0;
-    default: return '?';
+    case '/':
+        return c;
+    case 0:
+        return 0;
+    default:
+        return '?';
     }
 }
 
@@ -88,8 +93,7 @@ struct json_row {
     struct series values;
 };
 
-static void json_set_text(struct json_row *r, const char *name,
-                          const char *text)
+static void json_set_text(struct json_row *r, const char *name, const char *text)
 {
     const struct {
         const char *name;
@@ -153,10 +157,8 @@ static int row_from_json(const char *line)
         series_free(&r.values);
         return -EBADMSG;
     }
-    return bench_row_add(r.key, r.label, r.unit,
-                         strcmp(r.kind, "rate") ? ROW_COST : ROW_RATE,
-                         (r.p99 ? ROW_P99 : 0) | (r.samples ? ROW_SAMPLES : 0),
-                         &r.values, r.note);
+    return bench_row_add(r.key, r.label, r.unit, strcmp(r.kind, "rate") ? ROW_COST : ROW_RATE,
+                         (r.p99 ? ROW_P99 : 0) | (r.samples ? ROW_SAMPLES : 0), &r.values, r.note);
 }
 
 /* Hand every complete line in buf to row_from_json; keep the rest. */
@@ -269,8 +271,7 @@ static int bench_script(const char *script, double timeout_s)
     if (err < 0)
         return bench_fail(script, err, NULL);
     if (!WIFEXITED(status) || WEXITSTATUS(status)) {
-        fprintf(stderr, "pyproc-bench: %s failed (wait status %#x)\n", script,
-                status);
+        fprintf(stderr, "pyproc-bench: %s failed (wait status %#x)\n", script, status);
         return -EIO;
     }
     return 0;
@@ -288,7 +289,8 @@ int bench_popproc(void)
 {
     static const double timeout_s[] = {60, 20, 90};
 
-    bench_section("pop proc transport: msgpack over a Unix-socket connection "
-                  "per call");
+    bench_section(
+        "pop proc transport: msgpack over a Unix-socket connection "
+        "per call");
     return bench_script("popproc.py", timeout_s[bench.level]);
 }

@@ -92,11 +92,9 @@ int bench_floor_pipe(void)
 
     if (pid < 0)
         return bench_fail("fork", pid, NULL);
-    err = bench_latency(&busy, bench_budget(BUDGET_FAST), 0, pipe_round_trip,
-                        &p);
+    err = bench_latency(&busy, bench_budget(BUDGET_FAST), 0, pipe_round_trip, &p);
     if (!err)
-        err = bench_latency(&idle, bench_budget(BUDGET_IDLE), 50000000,
-                            pipe_round_trip, &p);
+        err = bench_latency(&idle, bench_budget(BUDGET_IDLE), 50000000, pipe_round_trip, &p);
     close(p.to);
     close(p.from);
     waitpid(pid, NULL, 0);
@@ -105,11 +103,10 @@ int bench_floor_pipe(void)
         series_free(&idle);
         return bench_fail("pipe ping-pong", err, NULL);
     }
-    bench_row_add("pipe", "pipe ping-pong, back to back", "us", ROW_COST,
-                  ROW_P99 | ROW_SAMPLES, &busy,
-                  "1 byte each way, fork()ed peer");
-    return bench_row_add("pipe-idle", "pipe ping-pong after 50 ms idle", "us",
-                         ROW_COST, ROW_P99, &idle, NULL);
+    bench_row_add("pipe", "pipe ping-pong, back to back", "us", ROW_COST, ROW_P99 | ROW_SAMPLES,
+                  &busy, "1 byte each way, fork()ed peer");
+    return bench_row_add("pipe-idle", "pipe ping-pong after 50 ms idle", "us", ROW_COST, ROW_P99,
+                         &idle, NULL);
 }
 
 /* ---- spinning on shared memory ---- */
@@ -194,6 +191,5 @@ int bench_floor_shm(void)
         return bench_fail("shm spin ping-pong", err, NULL);
     }
     return bench_row_add("shm", "shared-memory spin ping-pong", "us", ROW_COST,
-                         ROW_P99 | ROW_SAMPLES, &s,
-                         "both sides spin on atomics, fork()ed peer");
+                         ROW_P99 | ROW_SAMPLES, &s, "both sides spin on atomics, fork()ed peer");
 }

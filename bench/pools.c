@@ -27,9 +27,7 @@ int bench_fail(const char *what, int err, pyproc_msg *m)
 
 int bench_pool_new(pyproc_pool **ret, int workers)
 {
-    pyproc_opts opts = {.workers = workers,
-                        .python_path = bench.py_path,
-                        .ring_bytes = RING_BYTES};
+    pyproc_opts opts = {.workers = workers, .python_path = bench.py_path, .ring_bytes = RING_BYTES};
     pyproc_msg *m = NULL;
     pyproc_pool *p;
     int err = pyproc_pool_new(&p, "bench", &opts);
@@ -54,14 +52,12 @@ int bench_pool_new(pyproc_pool **ret, int workers)
  */
 int bench_pool_warm(pyproc_pool *p, int workers)
 {
-    int64_t until = bench_now_ns() +
-                    (int64_t)(bench_budget(BUDGET_WARM)->max_seconds * 1e9);
+    int64_t until = bench_now_ns() + (int64_t)(bench_budget(BUDGET_WARM)->max_seconds * 1e9);
     int err = 0;
 
     for (int i = 0; !err && (i < workers || bench_now_ns() < until); i++) {
         pyproc_msg *m = NULL;
-        if ((err = pyproc_ind_func(p, i % workers, "bench.calls.noop", &m,
-                                   NULL)) < 0)
+        if ((err = pyproc_ind_func(p, i % workers, "bench.calls.noop", &m, NULL)) < 0)
             bench_fail("warming up", err, m);
         pyproc_msg_free(m);
     }
@@ -137,8 +133,7 @@ int bench_startup(void)
             return err;
         }
         snprintf(key, sizeof key, "start-%d", sizes[k]);
-        snprintf(label, sizeof label,
-                 "pool start-up, %d worker%s, all answered", sizes[k],
+        snprintf(label, sizeof label, "pool start-up, %d worker%s, all answered", sizes[k],
                  sizes[k] > 1 ? "s" : "");
         bench_row_add(key, label, "ms", ROW_COST, ROW_P99, &s,
                       "pyproc_pool_new + add_sub + one call per worker");
@@ -185,8 +180,7 @@ static int64_t proc_ticks(pid_t pid)
     /* The name may hold spaces and parentheses; the fields follow the last
      * ')'.  State is field 3, utime and stime are fields 14 and 15. */
     if (!(p = strrchr(buf, ')')) ||
-        sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
-               &ut, &st) != 2)
+        sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
         return -EBADMSG;
     return (int64_t)(ut + st);
 }
@@ -207,8 +201,7 @@ static int64_t proc_cpu_ns(pid_t pid)
         FILE *f;
         if (e->d_name[0] == '.')
             continue;
-        snprintf(path, sizeof path, "/proc/%d/task/%s/schedstat", (int)pid,
-                 e->d_name);
+        snprintf(path, sizeof path, "/proc/%d/task/%s/schedstat", (int)pid, e->d_name);
         if ((f = fopen(path, "re"))) {
             if (fscanf(f, "%llu", &ns) == 1)
                 sum += (int64_t)ns;
@@ -267,11 +260,9 @@ static int idle_window(const pid_t *pids, double seconds, struct series s[3])
     if ((err = cpu_mark(&b, pids)) < 0)
         return err;
     wall = (double)(b.at - a.at) / 1e9;
-    series_push(&s[0], (double)(b.ticks - a.ticks) * 1000.0 /
-                           (double)sysconf(_SC_CLK_TCK) / wall);
+    series_push(&s[0], (double)(b.ticks - a.ticks) * 1000.0 / (double)sysconf(_SC_CLK_TCK) / wall);
     series_push(&s[1], (double)(b.ns - a.ns) / 1e6 / wall);
-    return series_push(&s[2], (double)(h1 - h0) / 1e6 /
-                                  ((double)(t1 - t0) / 1e9));
+    return series_push(&s[2], (double)(h1 - h0) / 1e6 / ((double)(t1 - t0) / 1e9));
 }
 
 /* A "Name:   1234 kB" line of /proc/<pid>/status, in MiB. */
@@ -310,21 +301,21 @@ static int memory_rows(const pid_t *pids)
         series_push(&rss, all);
         series_push(&own, all - shm);
     }
-    snprintf(note, sizeof note, "median of %d fresh workers; rings 2 x %u MiB",
-             IDLE_WORKERS, RING_BYTES >> 20);
+    snprintf(note, sizeof note, "median of %d fresh workers; rings 2 x %u MiB", IDLE_WORKERS,
+             RING_BYTES >> 20);
     bench_row_add("rss", "worker RSS (VmRSS)", "MiB", ROW_COST, 0, &rss, note);
-    return bench_row_add("rss-private", "worker RSS outside shared memory",
-                         "MiB", ROW_COST, 0, &own, "VmRSS - RssShmem");
+    return bench_row_add("rss-private", "worker RSS outside shared memory", "MiB", ROW_COST, 0,
+                         &own, "VmRSS - RssShmem");
 }
 
 static void cpu_rows(struct series s[3])
 {
-    bench_row_add("idle-cpu", "idle pool of 4: workers' CPU (utime+stime)",
-                  "ms/s", ROW_COST, 0, &s[0], "/proc/<pid>/stat, 10 ms ticks");
-    bench_row_add("idle-cpu-ns", "idle pool of 4: workers' CPU (schedstat)",
-                  "ms/s", ROW_COST, 0, &s[1], "every thread, ns resolution");
-    bench_row_add("idle-cpu-host", "idle pool of 4: host process CPU", "ms/s",
-                  ROW_COST, 0, &s[2], "getrusage(RUSAGE_SELF)");
+    bench_row_add("idle-cpu", "idle pool of 4: workers' CPU (utime+stime)", "ms/s", ROW_COST, 0,
+                  &s[0], "/proc/<pid>/stat, 10 ms ticks");
+    bench_row_add("idle-cpu-ns", "idle pool of 4: workers' CPU (schedstat)", "ms/s", ROW_COST, 0,
+                  &s[1], "every thread, ns resolution");
+    bench_row_add("idle-cpu-host", "idle pool of 4: host process CPU", "ms/s", ROW_COST, 0, &s[2],
+                  "getrusage(RUSAGE_SELF)");
 }
 
 int bench_idle_cpu(void)

@@ -105,17 +105,20 @@ static int find_root(char *exe_dir)
         return 0;
     if (has_bench_py(".") && realpath(".", bench.root))
         return 0;
-    fprintf(stderr, "pyproc-bench: bench/py/benchmods not found above %s "
-                    "nor in the working directory\n", exe_dir);
+    fprintf(stderr,
+            "pyproc-bench: bench/py/benchmods not found above %s "
+            "nor in the working directory\n",
+            exe_dir);
     return -ENOENT;
 }
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: pyproc-bench [--quick | --smoke] [--only STEP,...] "
-               "[--csv PATH]\n"
-               "                    [--samples PATH] [--table PATH]\n"
-               "steps:");
+    fprintf(f,
+            "usage: pyproc-bench [--quick | --smoke] [--only STEP,...] "
+            "[--csv PATH]\n"
+            "                    [--samples PATH] [--table PATH]\n"
+            "steps:");
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
         fprintf(f, " %s", steps[i].name);
     fprintf(f, "\n");
@@ -129,25 +132,39 @@ struct args {
 static int parse_args(int argc, char **argv, struct args *a)
 {
     static const struct option longopts[] = {
-        {"quick", no_argument, NULL, 'q'},  {"smoke", no_argument, NULL, 's'},
-        {"only", required_argument, NULL, 'o'},
-        {"csv", required_argument, NULL, 'c'},
-        {"samples", required_argument, NULL, 'S'},
-        {"table", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},   {0}};
+        {"quick", no_argument, NULL, 'q'},         {"smoke", no_argument, NULL, 's'},
+        {"only", required_argument, NULL, 'o'},    {"csv", required_argument, NULL, 'c'},
+        {"samples", required_argument, NULL, 'S'}, {"table", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},          {0}};
     bool smoke = false, quick = false;
     int c;
 
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
-        case 'q': quick = true; break;
-        case 's': smoke = true; break;
-        case 'o': a->only = optarg; break;
-        case 'c': snprintf(a->csv, sizeof a->csv, "%s", optarg); break;
-        case 'S': snprintf(a->samples, sizeof a->samples, "%s", optarg); break;
-        case 't': snprintf(a->table, sizeof a->table, "%s", optarg); break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); return -EINVAL;
+        case 'q':
+            quick = true;
+            break;
+        case 's':
+            smoke = true;
+            break;
+        case 'o':
+            a->only = optarg;
+            break;
+        case 'c':
+            snprintf(a->csv, sizeof a->csv, "%s", optarg);
+            break;
+        case 'S':
+            snprintf(a->samples, sizeof a->samples, "%s", optarg);
+            break;
+        case 't':
+            snprintf(a->table, sizeof a->table, "%s", optarg);
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return -EINVAL;
         }
     }
     if (optind < argc) {
@@ -192,8 +209,7 @@ static void load_average(char *out, size_t len)
  * Where and when the figures were taken (`start` is when the run began,
  * `load` the load average then), and by which command.
  */
-static void header(char *buf, size_t len, time_t start, const char *load,
-                   int argc, char **argv)
+static void header(char *buf, size_t len, time_t start, const char *load, int argc, char **argv)
 {
     char cpu[128], end_load[64], date[64];
     struct utsname u;
@@ -206,9 +222,8 @@ static void header(char *buf, size_t len, time_t start, const char *load,
     n = (size_t)snprintf(buf, len,
                          "pyproc %s bench, %s; %s, %ld CPUs, Linux %s; "
                          "load average %s at start, %s at end\ncommand:",
-                         pyproc_version(), date, cpu,
-                         sysconf(_SC_NPROCESSORS_ONLN), u.release, load,
-                         end_load);
+                         pyproc_version(), date, cpu, sysconf(_SC_NPROCESSORS_ONLN), u.release,
+                         load, end_load);
     for (int i = 0; i < argc && n < len; i++)
         n += (size_t)snprintf(buf + n, len - n, " %s", argv[i]);
     if (n < len)
@@ -262,8 +277,7 @@ int main(int argc, char **argv)
         snprintf(a.csv, sizeof a.csv, "%s/results.csv", exe_dir);
     snprintf(copy, sizeof copy, "%s", a.csv);
     if (!*a.samples)
-        snprintf(a.samples, sizeof a.samples, "%s/latency-samples.csv",
-                 dirname(copy));
+        snprintf(a.samples, sizeof a.samples, "%s/latency-samples.csv", dirname(copy));
     start = time(NULL);
     load_average(load, sizeof load);
     failed = run_steps(a.only);
@@ -281,7 +295,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "pyproc-bench: %s: %s\n", a.samples, strerror(-err));
     bench_rows_free();
     if (failed)
-        fprintf(stderr, "pyproc-bench: %d step%s failed\n", failed,
-                failed > 1 ? "s" : "");
+        fprintf(stderr, "pyproc-bench: %d step%s failed\n", failed, failed > 1 ? "s" : "");
     return failed || err < 0 ? 1 : 0;
 }

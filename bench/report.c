@@ -56,9 +56,8 @@ void bench_section(const char *title)
     snprintf(section, sizeof section, "%s", title);
 }
 
-int bench_row_add(const char *key, const char *label, const char *unit,
-                  enum row_kind kind, unsigned flags, struct series *s,
-                  const char *note)
+int bench_row_add(const char *key, const char *label, const char *unit, enum row_kind kind,
+                  unsigned flags, struct series *s, const char *note)
 {
     struct row *r, *nr = realloc(rows, (nrows + 1) * sizeof *rows);
 
@@ -132,16 +131,14 @@ static char *fmt_ratios(const struct row *r, bool table)
     for (size_t i = 0; c && !isnan(r->median) && i < 6 && c->vs[i]; i++) {
         if (!(b = row_find(c->vs[i])) || r->median <= 0 || b->median <= 0)
             continue;
-        fmt_value(v, sizeof v, r->kind == ROW_RATE ? r->median / b->median
-                                                   : b->median / r->median);
-        fprintf(f, table ? "%s%s %sx" : "%s%s=%s", ftell(f) ? sep : "",
-                b->key, v);
+        fmt_value(v, sizeof v, r->kind == ROW_RATE ? r->median / b->median : b->median / r->median);
+        fprintf(f, table ? "%s%s %sx" : "%s%s=%s", ftell(f) ? sep : "", b->key, v);
     }
     if (c && c->delta && !isnan(r->median) && (b = row_find(c->delta))) {
         fmt_value(v, sizeof v, r->median - b->median);
         if (table)
-            fprintf(f, "%s%s%s %s over %s", ftell(f) ? sep : "",
-                    r->median >= b->median ? "+" : "", v, r->unit, b->key);
+            fprintf(f, "%s%s%s %s over %s", ftell(f) ? sep : "", r->median >= b->median ? "+" : "",
+                    v, r->unit, b->key);
         else
             fprintf(f, "%sdelta_%s=%s", ftell(f) ? sep : "", b->key, v);
     }
@@ -155,9 +152,8 @@ static void print_row(FILE *f, const struct row *r)
 
     fmt_value(med, sizeof med, r->median);
     fmt_value(p99, sizeof p99, r->p99);
-    fprintf(f, "%-14s %-50s %-7s %9s %9s %7zu  %s%s%s\n", r->key, r->label,
-            r->unit, med, p99, r->n, ratios ? ratios : "",
-            *r->note && ratios && *ratios ? "; " : "", r->note);
+    fprintf(f, "%-14s %-50s %-7s %9s %9s %7zu  %s%s%s\n", r->key, r->label, r->unit, med, p99, r->n,
+            ratios ? ratios : "", *r->note && ratios && *ratios ? "; " : "", r->note);
     free(ratios);
 }
 
@@ -171,17 +167,17 @@ int bench_print_table(const char *path, const char *head)
         return -errno;
     for (int k = 0; k < 2 && out[k]; k++) {
         FILE *f = out[k];
-        fprintf(f, "%s\n%-14s %-50s %-7s %9s %9s %7s  %s\n", head, "key",
-                "row", "unit", "median", "p99", "n",
-                "compared with the baselines of this run; notes");
+        fprintf(f, "%s\n%-14s %-50s %-7s %9s %9s %7s  %s\n", head, "key", "row", "unit", "median",
+                "p99", "n", "compared with the baselines of this run; notes");
         for (size_t i = 0; i < nrows; i++) {
             if (!i || strcmp(rows[i].section, rows[i - 1].section))
                 fprintf(f, "-- %s\n", rows[i].section);
             print_row(f, &rows[i]);
         }
-        fprintf(f, "Nx: pyproc is N times better than that baseline "
-                   "(time: baseline/pyproc; rate: pyproc/baseline),\n"
-                   "so 0.80x means pyproc takes 1.25 times as long.\n");
+        fprintf(f,
+                "Nx: pyproc is N times better than that baseline "
+                "(time: baseline/pyproc; rate: pyproc/baseline),\n"
+                "so 0.80x means pyproc takes 1.25 times as long.\n");
     }
     if (file && fclose(file) < 0)
         return -errno;

@@ -71,8 +71,8 @@ void bench_sleep_ns(int64_t ns)
         ;
 }
 
-int bench_latency(struct series *s, const struct bench_budget *b,
-                  int64_t pause_ns, bench_op *op, void *arg)
+int bench_latency(struct series *s, const struct bench_budget *b, int64_t pause_ns, bench_op *op,
+                  void *arg)
 {
     int64_t deadline, t0, t1;
     int err;

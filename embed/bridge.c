@@ -79,8 +79,7 @@ static int sleep_futex(int timeout_ms)
     if (!shm_ring_sleep_begin(&w->requests, SHM_SLEEP_FUTEX) && !atomic_load(&w->woken) &&
         !worker_control_pending()) {
         int64_t slept = shm_now_ns();
-        r = shm_futex_wait(&w->requests.ctl->consumer_wait, SHM_SLEEP_FUTEX,
-                           timeout_ms, true);
+        r = shm_futex_wait(&w->requests.ctl->consumer_wait, SHM_SLEEP_FUTEX, timeout_ms, true);
         /* A short sleep means the host is sending one call after another:
          * spin between them again.  A long one means it is idle. */
         w->busy = shm_now_ns() - slept < BUSY_GAP_NS;
@@ -137,8 +136,8 @@ static PyObject *py_select(PyObject *self, PyObject *const *args, Py_ssize_t n)
         /* A busy host that slept for our last answer needs a wake-up
          * before its next call: wait that much longer for it. */
         int64_t budget = !w->busy ? 0 : w->host_slept ? 4 * w->spin_ns : w->spin_ns;
-        Py_BEGIN_ALLOW_THREADS
-        if (!spin(budget < left ? budget : left)) {
+        Py_BEGIN_ALLOW_THREADS if (!spin(budget < left ? budget : left))
+        {
             left = deadline - shm_now_ns();
             int ms = deadline == INT64_MAX ? -1 : (int)((left + 999999) / 1000000);
             if (w->trim_when_idle && (ms < 0 || ms > TRIM_IDLE_MS)) {
@@ -156,8 +155,8 @@ static PyObject *py_select(PyObject *self, PyObject *const *args, Py_ssize_t n)
                 how = left > 0 ? sleep_futex(ms) : WAIT_TIMEOUT;
             }
         }
-        Py_END_ALLOW_THREADS
-        if (how == WAIT_SIGNAL) {
+        Py_END_ALLOW_THREADS if (how == WAIT_SIGNAL)
+        {
             if (PyErr_CheckSignals() < 0)
                 return NULL;
             return PyLong_FromLong(1);
@@ -189,11 +188,10 @@ static PyObject *py_spin_then_arm(PyObject *self, PyObject *unused)
     (void)self;
     (void)unused;
     worker_leave_if_forked();
-    Py_BEGIN_ALLOW_THREADS
-    found = spin(w->spin_ns);
-    Py_END_ALLOW_THREADS
-    if (found || shm_ring_sleep_begin(&w->requests, SHM_SLEEP_DOORBELL) ||
-        atomic_load(&w->woken) || worker_control_pending()) {
+    Py_BEGIN_ALLOW_THREADS found = spin(w->spin_ns);
+    Py_END_ALLOW_THREADS if (found || shm_ring_sleep_begin(&w->requests, SHM_SLEEP_DOORBELL) ||
+                             atomic_load(&w->woken) || worker_control_pending())
+    {
         shm_ring_sleep_end(&w->requests);
         Py_RETURN_FALSE;
     }
@@ -259,14 +257,14 @@ static PyObject *py_set_fast_tasks(PyObject *self, PyObject *flag)
 /* set_hub(hub, module): the hub object and the module with its functions. */
 static PyObject *py_set_hub(PyObject *self, PyObject *args)
 {
-    static const char *const names[] = {"create_task", "ready", "ready_pop", "track_task",
-                                        "resolve", "start_coro", "start_gen", "error_info",
-                                        "add_sub", "add_native", "set_attr", "shutdown", "cancel",
-                                        "credit", "callback_reply"};
-    PyObject **slots[] = {&H.create_task, &H.ready, &H.ready_pop, &H.track_task,
-                          &H.resolve, &H.start_coro, &H.start_gen, &H.error_info,
-                          &H.add_sub, &H.add_native, &H.set_attr, &H.shutdown, &H.cancel,
-                          &H.credit, &H.callback_reply};
+    static const char *const names[] = {"create_task", "ready",      "ready_pop",     "track_task",
+                                        "resolve",     "start_coro", "start_gen",     "error_info",
+                                        "add_sub",     "add_native", "set_attr",      "shutdown",
+                                        "cancel",      "credit",     "callback_reply"};
+    PyObject **slots[] = {&H.create_task, &H.ready,      &H.ready_pop,     &H.track_task,
+                          &H.resolve,     &H.start_coro, &H.start_gen,     &H.error_info,
+                          &H.add_sub,     &H.add_native, &H.set_attr,      &H.shutdown,
+                          &H.cancel,      &H.credit,     &H.callback_reply};
     PyObject *hub, *mod;
 
     (void)self;
@@ -306,8 +304,15 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_pyproc", "The worker's link to its rings.", -1, methods,
-    NULL, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT,
+    "_pyproc",
+    "The worker's link to its rings.",
+    -1,
+    methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
 };
 
 static PyObject *init_module(void)

@@ -80,8 +80,7 @@ static uint32_t load_len(const char **p, unsigned width)
 }
 
 /* Decode a header of the first byte c >= 0xc0 (and <= 0xdf). */
-static int read_head_c0(const char **p, const char *end, uint8_t c,
-                        struct head *h)
+static int read_head_c0(const char **p, const char *end, uint8_t c, struct head *h)
 {
     if (c == 0xc1) {
         PyErr_SetString(PyExc_ValueError, "invalid msgpack byte 0xc1");
@@ -95,6 +94,8 @@ static int read_head_c0(const char **p, const char *end, uint8_t c,
     if (left(*p, end) < extra)
         return truncated();
 
+    /* One line per head byte, as the format lists them. */
+    /* clang-format off */
     switch (c) {
     case 0xc0: h->kind = HEAD_NIL; break;
     case 0xc2: h->kind = HEAD_FALSE; break;
@@ -118,6 +119,7 @@ static int read_head_c0(const char **p, const char *end, uint8_t c,
     default: /* 0xde, 0xdf */
         h->kind = HEAD_MAP; h->n = load_len(p, extra); break;
     }
+    /* clang-format on */
     return 0;
 }
 
@@ -167,14 +169,12 @@ static PyObject *unpack_value(const char **p, const char *end, int depth);
 
 static PyObject *too_deep(void)
 {
-    PyErr_Format(PyExc_ValueError, "msgpack data nested deeper than %d levels",
-                 PYPROC_MAX_DEPTH);
+    PyErr_Format(PyExc_ValueError, "msgpack data nested deeper than %d levels", PYPROC_MAX_DEPTH);
     return NULL;
 }
 
 /* The n values of an array as a new list, or a new tuple when as_tuple. */
-static PyObject *unpack_seq(const char **p, const char *end, uint32_t n,
-                            int depth, bool as_tuple)
+static PyObject *unpack_seq(const char **p, const char *end, uint32_t n, int depth, bool as_tuple)
 {
     if (depth > PYPROC_MAX_DEPTH)
         return too_deep();
@@ -203,8 +203,7 @@ fail:
  * The n pairs of a map as a new dict.  str keys are interned, as Python's
  * msgpack does: keyword names then match parameter names by identity.
  */
-static PyObject *unpack_dict(const char **p, const char *end, uint32_t n,
-                             int depth, bool str_keys)
+static PyObject *unpack_dict(const char **p, const char *end, uint32_t n, int depth, bool str_keys)
 {
     PyObject *key = NULL, *value = NULL;
 
@@ -300,8 +299,8 @@ static PyObject *unpack_args(const char **p, const char *end, enum head_kind wan
         return NULL;
     if (h.kind != want) {
         PyErr_SetString(PyExc_TypeError, want == HEAD_ARRAY
-                        ? "positional arguments must be a msgpack array"
-                        : "keyword arguments must be a msgpack map");
+                                             ? "positional arguments must be a msgpack array"
+                                             : "keyword arguments must be a msgpack map");
         return NULL;
     }
     if (want == HEAD_ARRAY)
@@ -374,8 +373,7 @@ static int pack_int(struct shm_buf *b, PyObject *o)
         /* Only uint64 lies beyond int64; msgpack carries nothing larger. */
         u = overflow > 0 ? PyLong_AsUnsignedLongLong(o) : (uint64_t)-1;
         if (overflow < 0 || (u == (uint64_t)-1 && PyErr_Occurred())) {
-            PyErr_SetString(PyExc_OverflowError,
-                            "int out of range for msgpack (int64 or uint64)");
+            PyErr_SetString(PyExc_OverflowError, "int out of range for msgpack (int64 or uint64)");
             return -1;
         }
     }
@@ -399,8 +397,8 @@ static int pack_float(struct shm_buf *b, double d)
 static int pack_raw(struct shm_buf *b, const char *s, Py_ssize_t n, bool is_str)
 {
     if ((uint64_t)n > UINT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, is_str ? "str too large for msgpack"
-                                                 : "bytes too large for msgpack");
+        PyErr_SetString(PyExc_ValueError,
+                        is_str ? "str too large for msgpack" : "bytes too large for msgpack");
         return -1;
     }
     uint32_t len = (uint32_t)n;
@@ -449,8 +447,8 @@ static int pack_memoryview(struct shm_buf *b, PyObject *o)
 static int pack_container(struct shm_buf *b, Py_ssize_t n, bool is_map)
 {
     if ((uint64_t)n > UINT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, is_map ? "dict too large for msgpack"
-                                                 : "list too large for msgpack");
+        PyErr_SetString(PyExc_ValueError,
+                        is_map ? "dict too large for msgpack" : "list too large for msgpack");
         return -1;
     }
     uint32_t len = (uint32_t)n;
@@ -467,16 +465,14 @@ static int pack_value(struct shm_buf *b, PyObject *o, int depth);
 
 static int too_deep_to_pack(void)
 {
-    PyErr_Format(PyExc_ValueError,
-                 "object nested deeper than %d levels (does it contain itself?)",
+    PyErr_Format(PyExc_ValueError, "object nested deeper than %d levels (does it contain itself?)",
                  PYPROC_MAX_DEPTH);
     return -1;
 }
 
 /* items[0..n) are borrowed from a list or tuple (see the top of the file
  * for why they stay valid). */
-static int pack_items(struct shm_buf *b, PyObject *const *items, Py_ssize_t n,
-                      int depth)
+static int pack_items(struct shm_buf *b, PyObject *const *items, Py_ssize_t n, int depth)
 {
     if (depth > PYPROC_MAX_DEPTH)
         return too_deep_to_pack();
@@ -522,17 +518,14 @@ static int pack_value(struct shm_buf *b, PyObject *o, int depth)
     if (PyBytes_Check(o))
         return pack_raw(b, PyBytes_AS_STRING(o), PyBytes_GET_SIZE(o), false);
     if (PyList_Check(o) || PyTuple_Check(o))
-        return pack_items(b, PySequence_Fast_ITEMS(o), PySequence_Fast_GET_SIZE(o),
-                          depth + 1);
+        return pack_items(b, PySequence_Fast_ITEMS(o), PySequence_Fast_GET_SIZE(o), depth + 1);
     if (PyDict_Check(o))
         return pack_dict(b, o, depth + 1);
     if (PyByteArray_Check(o))
-        return pack_raw(b, PyByteArray_AS_STRING(o), PyByteArray_GET_SIZE(o),
-                        false);
+        return pack_raw(b, PyByteArray_AS_STRING(o), PyByteArray_GET_SIZE(o), false);
     if (PyMemoryView_Check(o))
         return pack_memoryview(b, o);
-    PyErr_Format(PyExc_TypeError, "cannot send object of type '%.200s'",
-                 Py_TYPE(o)->tp_name);
+    PyErr_Format(PyExc_TypeError, "cannot send object of type '%.200s'", Py_TYPE(o)->tp_name);
     return -1;
 }
 

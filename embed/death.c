@@ -69,4 +69,3 @@ void worker_die_with_host(void)
     die_with(the_worker.host_pid);
     pthread_atfork(NULL, NULL, on_fork_child);
 }
-

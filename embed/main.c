@@ -92,23 +92,48 @@ static void parse_args(int argc, char **argv, struct args *a)
     w->spin_ns = 50000;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'f': a->seg_fd = (int)parse_num(optarg, 0, 1 << 20); break;
-        case 'h': w->host_pid = (pid_t)parse_num(optarg, 1, 1 << 30); break;
-        case 'p': w->pool = optarg; break;
-        case 'i': w->index = (int)parse_num(optarg, 0, 1 << 20); break;
-        case 'q': a->request_bell = (int)parse_num(optarg, 0, 1 << 20); break;
-        case 'r': a->reply_bell = (int)parse_num(optarg, 0, 1 << 20); break;
-        case 'd': w->death_fd = (int)parse_num(optarg, 0, 1 << 20); break;
-        case 'y': w->python_path = optarg; break;
-        case 's': w->spin_ns = parse_num(optarg, -1, 1000000) * 1000; break;
-        case 'A': a->rlimit_as = parse_unsigned(optarg); break;
-        case 'N': a->rlimit_nofile = parse_unsigned(optarg); break;
-        case 'P': a->no_new_privs = true; break;
-        default: usage_exit("unknown option");
+        case 'f':
+            a->seg_fd = (int)parse_num(optarg, 0, 1 << 20);
+            break;
+        case 'h':
+            w->host_pid = (pid_t)parse_num(optarg, 1, 1 << 30);
+            break;
+        case 'p':
+            w->pool = optarg;
+            break;
+        case 'i':
+            w->index = (int)parse_num(optarg, 0, 1 << 20);
+            break;
+        case 'q':
+            a->request_bell = (int)parse_num(optarg, 0, 1 << 20);
+            break;
+        case 'r':
+            a->reply_bell = (int)parse_num(optarg, 0, 1 << 20);
+            break;
+        case 'd':
+            w->death_fd = (int)parse_num(optarg, 0, 1 << 20);
+            break;
+        case 'y':
+            w->python_path = optarg;
+            break;
+        case 's':
+            w->spin_ns = parse_num(optarg, -1, 1000000) * 1000;
+            break;
+        case 'A':
+            a->rlimit_as = parse_unsigned(optarg);
+            break;
+        case 'N':
+            a->rlimit_nofile = parse_unsigned(optarg);
+            break;
+        case 'P':
+            a->no_new_privs = true;
+            break;
+        default:
+            usage_exit("unknown option");
         }
     }
-    if (a->seg_fd < 0 || !w->host_pid || !w->pool || w->index < 0 ||
-        a->request_bell < 0 || a->reply_bell < 0 || w->death_fd < 0)
+    if (a->seg_fd < 0 || !w->host_pid || !w->pool || w->index < 0 || a->request_bell < 0 ||
+        a->reply_bell < 0 || w->death_fd < 0)
         usage_exit("missing option");
 }
 
@@ -122,8 +147,7 @@ static void set_limit(int resource, const char *name, unsigned long long v)
     struct rlimit r = {.rlim_cur = (rlim_t)v, .rlim_max = (rlim_t)v};
 
     if (setrlimit(resource, &r) < 0) {
-        fprintf(stderr, "pyproc-worker: cannot set %s to %llu: %s\n", name, v,
-                strerror(errno));
+        fprintf(stderr, "pyproc-worker: cannot set %s to %llu: %s\n", name, v, strerror(errno));
         exit(1);
     }
 }
@@ -147,15 +171,15 @@ static void attach_rings(const struct args *a)
     struct worker *w = &the_worker;
     int err = shm_seg_map(&w->seg, a->seg_fd, w->host_pid, (uint32_t)w->index);
     if (err < 0) {
-        fprintf(stderr, "pyproc-worker %s/%d: bad segment: %s\n", w->pool,
-                w->index, strerror(-err));
+        fprintf(stderr, "pyproc-worker %s/%d: bad segment: %s\n", w->pool, w->index,
+                strerror(-err));
         exit(1);
     }
     uint64_t n = w->seg.hdr->ring_bytes, max = w->seg.hdr->max_msg_bytes;
-    if (shm_ring_attach(&w->requests, &w->seg.hdr->request, w->seg.request_data,
-                        n, max, a->request_bell, shm_frame_type_to_worker) < 0 ||
-        shm_ring_attach(&w->replies, &w->seg.hdr->reply, w->seg.reply_data, n,
-                        max, a->reply_bell, shm_frame_type_to_host) < 0) {
+    if (shm_ring_attach(&w->requests, &w->seg.hdr->request, w->seg.request_data, n, max,
+                        a->request_bell, shm_frame_type_to_worker) < 0 ||
+        shm_ring_attach(&w->replies, &w->seg.hdr->reply, w->seg.reply_data, n, max, a->reply_bell,
+                        shm_frame_type_to_host) < 0) {
         fprintf(stderr, "pyproc-worker: cannot attach rings\n");
         exit(1);
     }
@@ -175,8 +199,7 @@ static void start_python(void)
     config.buffered_stdio = 0;
     /* Without a program name the interpreter looks for `python3` on PATH
      * and may report someone else's interpreter as sys.executable. */
-    status = PyConfig_SetBytesString(&config, &config.program_name,
-                                     PYPROC_PYTHON_EXE);
+    status = PyConfig_SetBytesString(&config, &config.program_name, PYPROC_PYTHON_EXE);
     if (PyStatus_Exception(status))
         goto fail;
     status = Py_InitializeFromConfig(&config);

@@ -105,18 +105,30 @@ static const struct int_type *int_type_of(char code)
 static ffi_type *ffi_type_of(char code)
 {
     switch (code) {
-    case 'v': return &ffi_type_void;
-    case 'b': return &ffi_type_sint8;
-    case 'B': return &ffi_type_uint8;
-    case 'h': return &ffi_type_sint16;
-    case 'H': return &ffi_type_uint16;
-    case 'i': return &ffi_type_sint32;
-    case 'I': return &ffi_type_uint32;
-    case 'q': return &ffi_type_sint64;
-    case 'Q': return &ffi_type_uint64;
-    case 'f': return &ffi_type_float;
-    case 'd': return &ffi_type_double;
-    default: return &ffi_type_pointer; /* s */
+    case 'v':
+        return &ffi_type_void;
+    case 'b':
+        return &ffi_type_sint8;
+    case 'B':
+        return &ffi_type_uint8;
+    case 'h':
+        return &ffi_type_sint16;
+    case 'H':
+        return &ffi_type_uint16;
+    case 'i':
+        return &ffi_type_sint32;
+    case 'I':
+        return &ffi_type_uint32;
+    case 'q':
+        return &ffi_type_sint64;
+    case 'Q':
+        return &ffi_type_uint64;
+    case 'f':
+        return &ffi_type_float;
+    case 'd':
+        return &ffi_type_double;
+    default:
+        return &ffi_type_pointer; /* s */
     }
 }
 
@@ -158,19 +170,35 @@ static int arg_int(NativeFunction *f, unsigned pos, PyObject *o, char code, unio
     }
     Py_DECREF(n);
     if (!fits) {
-        PyErr_Format(PyExc_OverflowError, "%U() argument %u: %R does not fit in %s", f->name,
-                     pos, o, t->cname);
+        PyErr_Format(PyExc_OverflowError, "%U() argument %u: %R does not fit in %s", f->name, pos,
+                     o, t->cname);
         return -1;
     }
     switch (code) {
-    case 'b': v->b = (int8_t)s; break;
-    case 'B': v->B = (uint8_t)u; break;
-    case 'h': v->h = (int16_t)s; break;
-    case 'H': v->H = (uint16_t)u; break;
-    case 'i': v->i = (int32_t)s; break;
-    case 'I': v->I = (uint32_t)u; break;
-    case 'q': v->q = s; break;
-    default: v->Q = u; break;
+    case 'b':
+        v->b = (int8_t)s;
+        break;
+    case 'B':
+        v->B = (uint8_t)u;
+        break;
+    case 'h':
+        v->h = (int16_t)s;
+        break;
+    case 'H':
+        v->H = (uint16_t)u;
+        break;
+    case 'i':
+        v->i = (int32_t)s;
+        break;
+    case 'I':
+        v->I = (uint32_t)u;
+        break;
+    case 'q':
+        v->q = s;
+        break;
+    default:
+        v->Q = u;
+        break;
     }
     return 0;
 }
@@ -190,8 +218,8 @@ static int arg_float(NativeFunction *f, unsigned pos, PyObject *o, char code, un
         return 0;
     }
     if (isfinite(d) && fabs(d) > FLT_MAX) {
-        PyErr_Format(PyExc_OverflowError, "%U() argument %u: %R is too large for float",
-                     f->name, pos, o);
+        PyErr_Format(PyExc_OverflowError, "%U() argument %u: %R is too large for float", f->name,
+                     pos, o);
         return -1;
     }
     v->f = (float)d;
@@ -228,8 +256,7 @@ static int arg_str(NativeFunction *f, unsigned pos, PyObject *o, union cval *v)
 }
 
 /* Any contiguous buffer but str, as a pointer and a length. */
-static int arg_bytes(NativeFunction *f, unsigned pos, PyObject *o, struct call *c,
-                     union cval *v)
+static int arg_bytes(NativeFunction *f, unsigned pos, PyObject *o, struct call *c, union cval *v)
 {
     Py_buffer *view = &c->views[c->nviews];
 
@@ -273,11 +300,21 @@ static int convert_args(NativeFunction *f, PyObject *args, struct call *c)
 
         switch (code) {
         case 'f':
-        case 'd': err = arg_float(f, pos, o, code, v); break;
-        case 's': err = arg_str(f, pos, o, v); break;
-        case 'y': err = arg_bytes(f, pos, o, c, v); break;
-        case 'w': err = arg_out(f->sig.params[i].cap, c, v); break;
-        default: err = arg_int(f, pos, o, code, v); break;
+        case 'd':
+            err = arg_float(f, pos, o, code, v);
+            break;
+        case 's':
+            err = arg_str(f, pos, o, v);
+            break;
+        case 'y':
+            err = arg_bytes(f, pos, o, c, v);
+            break;
+        case 'w':
+            err = arg_out(f->sig.params[i].cap, c, v);
+            break;
+        default:
+            err = arg_int(f, pos, o, code, v);
+            break;
         }
         if (err < 0)
             return -1;
@@ -301,21 +338,32 @@ static void release(struct call *c)
 static PyObject *return_value(char code, const union rval *rv)
 {
     switch (code) {
-    case 'b': return PyLong_FromLong((int8_t)rv->sa);
-    case 'B': return PyLong_FromLong((uint8_t)rv->a);
-    case 'h': return PyLong_FromLong((int16_t)rv->sa);
-    case 'H': return PyLong_FromLong((uint16_t)rv->a);
-    case 'i': return PyLong_FromLong((int32_t)rv->sa);
-    case 'I': return PyLong_FromUnsignedLong((uint32_t)rv->a);
-    case 'q': return PyLong_FromLongLong(rv->q);
-    case 'Q': return PyLong_FromUnsignedLongLong(rv->Q);
-    case 'f': return PyFloat_FromDouble(rv->f);
-    case 'd': return PyFloat_FromDouble(rv->d);
+    case 'b':
+        return PyLong_FromLong((int8_t)rv->sa);
+    case 'B':
+        return PyLong_FromLong((uint8_t)rv->a);
+    case 'h':
+        return PyLong_FromLong((int16_t)rv->sa);
+    case 'H':
+        return PyLong_FromLong((uint16_t)rv->a);
+    case 'i':
+        return PyLong_FromLong((int32_t)rv->sa);
+    case 'I':
+        return PyLong_FromUnsignedLong((uint32_t)rv->a);
+    case 'q':
+        return PyLong_FromLongLong(rv->q);
+    case 'Q':
+        return PyLong_FromUnsignedLongLong(rv->Q);
+    case 'f':
+        return PyFloat_FromDouble(rv->f);
+    case 'd':
+        return PyFloat_FromDouble(rv->d);
     case 's':
         if (!rv->s)
             Py_RETURN_NONE;
         return PyUnicode_DecodeUTF8(rv->s, (Py_ssize_t)strlen(rv->s), NULL);
-    default: Py_RETURN_NONE;
+    default:
+        Py_RETURN_NONE;
     }
 }
 
@@ -366,17 +414,15 @@ static PyObject *native_call(PyObject *self, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     if (nargs != (Py_ssize_t)f->sig.nargs) {
-        PyErr_Format(PyExc_TypeError, "%U() takes %u argument%s (%zd given)", f->name,
-                     f->sig.nargs, f->sig.nargs == 1 ? "" : "s", nargs);
+        PyErr_Format(PyExc_TypeError, "%U() takes %u argument%s (%zd given)", f->name, f->sig.nargs,
+                     f->sig.nargs == 1 ? "" : "s", nargs);
         return NULL;
     }
     c.nviews = c.nouts = 0;
     if (convert_args(f, args, &c) == 0) {
         /* As ctypes.CDLL does: a long native call lets other threads run. */
-        Py_BEGIN_ALLOW_THREADS
-        ffi_call(&f->cif, f->fn, &rv, c.ptrs);
-        Py_END_ALLOW_THREADS
-        res = results(f, &c, &rv);
+        Py_BEGIN_ALLOW_THREADS ffi_call(&f->cif, f->fn, &rv, c.ptrs);
+        Py_END_ALLOW_THREADS res = results(f, &c, &rv);
     }
     release(&c);
     return res;
@@ -407,8 +453,7 @@ static PyMemberDef native_members[] = {
 };
 
 static PyTypeObject NativeFunction_Type = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "_pyproc.NativeFunction",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "_pyproc.NativeFunction",
     .tp_basicsize = sizeof(NativeFunction),
     .tp_dealloc = native_dealloc,
     .tp_repr = native_repr,
@@ -434,8 +479,7 @@ static int prepare(NativeFunction *f)
             f->atypes[n++] = ffi_type_of(code);
         }
     }
-    if (ffi_prep_cif(&f->cif, FFI_DEFAULT_ABI, n, ffi_type_of(f->sig.ret), f->atypes) !=
-        FFI_OK) {
+    if (ffi_prep_cif(&f->cif, FFI_DEFAULT_ABI, n, ffi_type_of(f->sig.ret), f->atypes) != FFI_OK) {
         PyErr_Format(PyExc_ValueError, "libffi cannot prepare a call to %R with signature %R",
                      f->name, f->signature);
         return -1;
@@ -508,8 +552,8 @@ static PyObject *from_decls(void *handle, PyObject *library, PyObject *decls)
     if (!funcs)
         goto fail;
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);        /* borrowed */
-        PyObject *pair = PySequence_Fast(item, pairs);            /* new ref */
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i); /* borrowed */
+        PyObject *pair = PySequence_Fast(item, pairs);     /* new ref */
         int err = -1;
         if (pair && PySequence_Fast_GET_SIZE(pair) == 2)
             err = add_function(funcs, handle, library, PySequence_Fast_GET_ITEM(pair, 0),
@@ -547,13 +591,17 @@ static PyObject *from_exports(void *handle, PyObject *library)
         return NULL;
     for (size_t i = 0; t[i].name; i++) {
         if (i == MAX_EXPORTS) {
-            PyErr_Format(PyExc_ValueError, "the pyproc_native_exports table of %R has more than "
-                         "%d entries or lacks its {NULL, NULL} end", library, MAX_EXPORTS);
+            PyErr_Format(PyExc_ValueError,
+                         "the pyproc_native_exports table of %R has more than "
+                         "%d entries or lacks its {NULL, NULL} end",
+                         library, MAX_EXPORTS);
             goto fail;
         }
         if (!t[i].signature) {
-            PyErr_Format(PyExc_ValueError, "function %s of the pyproc_native_exports table "
-                         "of %R has no signature", t[i].name, library);
+            PyErr_Format(PyExc_ValueError,
+                         "function %s of the pyproc_native_exports table "
+                         "of %R has no signature",
+                         t[i].name, library);
             goto fail;
         }
         PyObject *name = PyUnicode_FromString(t[i].name);     /* new ref */
@@ -588,8 +636,7 @@ static PyObject *py_load_native(PyObject *self, PyObject *args)
         return PyErr_Format(PyExc_ValueError, "native library %R: NUL inside its name", library);
     handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!handle)
-        return PyErr_Format(PyExc_OSError, "cannot load native library %R: %s", library,
-                            dlerror());
+        return PyErr_Format(PyExc_OSError, "cannot load native library %R: %s", library, dlerror());
     funcs = decls == Py_None ? from_exports(handle, library)
                              : from_decls(handle, library, decls); /* new ref */
     /* No function of it exists now, so nothing can call into it. */

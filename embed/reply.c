@@ -31,8 +31,8 @@ static int send_frame(uint16_t type, uint64_t id, const struct shm_buf *b)
     worker_leave_if_forked();
     /* The host asleep now will take a wake-up to send its next call (see
      * py_select()). */
-    w->host_slept = atomic_load_explicit(&w->replies.ctl->consumer_wait,
-                                         memory_order_relaxed) != SHM_AWAKE;
+    w->host_slept = atomic_load_explicit(&w->replies.ctl->consumer_wait, memory_order_relaxed) !=
+                    SHM_AWAKE;
     int err = shm_ring_write(&w->replies, type, id, b->data, b->len, w->spin_ns);
     if (err == -EPIPE)
         _exit(0); /* the host closed the ring: it is gone or done with us */
@@ -227,8 +227,7 @@ static int batch_send(struct shm_buf *b, uint64_t id, uint32_t count)
         return 0;
     mp_store_u32(b->data + 1, count);
     if (send_frame(SHM_FRAME_YIELD, id, b) == -EMSGSIZE) {
-        PyErr_Format(PyExc_ValueError, "a generator item takes %zu bytes, over the limit",
-                     b->len);
+        PyErr_Format(PyExc_ValueError, "a generator item takes %zu bytes, over the limit", b->len);
         return -1;
     }
     return 0;

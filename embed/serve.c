@@ -76,7 +76,7 @@ static bool is_awaitable(PyObject *o)
 /* Call hub function fn(id, obj); an exception becomes the call's error. */
 static void hand_over(PyObject *fn, uint64_t id, PyObject *obj)
 {
-    PyObject *idobj = PyLong_FromUnsignedLongLong(id); /* new ref */
+    PyObject *idobj = PyLong_FromUnsignedLongLong(id);                               /* new ref */
     PyObject *r = idobj ? PyObject_CallFunctionObjArgs(fn, idobj, obj, NULL) : NULL; /* new ref */
 
     if (!r)
@@ -246,7 +246,7 @@ out:
 /* ADD_SUB, ADD_NATIVE, SET_ATTR: run a hub function on the payload's items, answer nil. */
 static void serve_admin(uint64_t id, PyObject *fn, const char *p, const char *end)
 {
-    PyObject *args = pyproc_unpack_tuple(&p, end);                /* new ref */
+    PyObject *args = pyproc_unpack_tuple(&p, end);               /* new ref */
     PyObject *res = args ? PyObject_Call(fn, args, NULL) : NULL; /* new ref */
 
     /* Subs and attributes can change what a cached reference meant. */
@@ -387,8 +387,8 @@ long serve_ring(void)
     }
     if (!w->shutdown && r < 0 && !shm_ring_is_closed(&w->requests)) {
         /* A host that corrupts the ring cannot be trusted with anything. */
-        fprintf(stderr, "pyproc-worker %s/%d: bad frame from the host: %s\n", w->pool,
-                w->index, strerror(-r));
+        fprintf(stderr, "pyproc-worker %s/%d: bad frame from the host: %s\n", w->pool, w->index,
+                strerror(-r));
         _exit(3);
     }
     return n;

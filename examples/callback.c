@@ -12,8 +12,7 @@
 
 #include "pyproc.h"
 
-static int answer(pyproc_pool *pool, int ind, pyproc_msg *payload, pyproc_msg **reply,
-                  void *data)
+static int answer(pyproc_pool *pool, int ind, pyproc_msg *payload, pyproc_msg **reply, void *data)
 {
     const char *question;
 

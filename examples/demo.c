@@ -36,8 +36,8 @@ int main(void)
     err = pyproc_pool_new(&pool, "Workers", &opts);
     if (err < 0)
         die("pyproc_pool_new", err, NULL);
-    printf("pool %s: %d workers (pyproc %s)\n", pyproc_pool_name(pool),
-           pyproc_workers(pool), pyproc_version());
+    printf("pool %s: %d workers (pyproc %s)\n", pyproc_pool_name(pool), pyproc_workers(pool),
+           pyproc_version());
 
     err = pyproc_add_sub_err(pool, "act", "act", PYPROC_SUB_INIT, &m);
     if (err < 0)

@@ -56,8 +56,8 @@ int main(void)
             if (read(tfd, &ticks, sizeof ticks) < 0)
                 break;
             if (started < 10) {
-                pyproc_func_async(pool, "act.test.scale", done, (void *)(intptr_t)started,
-                                  "ii|sd", (int)started, 1, "factor", 0.5);
+                pyproc_func_async(pool, "act.test.scale", done, (void *)(intptr_t)started, "ii|sd",
+                                  (int)started, 1, "factor", 0.5);
                 started++;
             }
         }

@@ -192,7 +192,8 @@ static int slots_needed(const struct source *s)
     return n;
 }
 
-#define SLOT_ARGS8(i) sl[i], sl[i + 1], sl[i + 2], sl[i + 3], sl[i + 4], sl[i + 5], sl[i + 6], sl[i + 7]
+#define SLOT_ARGS8(i)                                                                              \
+    sl[i], sl[i + 1], sl[i + 2], sl[i + 3], sl[i + 4], sl[i + 5], sl[i + 6], sl[i + 7]
 
 static void read_back(const struct source *s, const char *fmt, bool call, const char *data,
                       size_t len, int kind)
@@ -215,8 +216,8 @@ static void read_back(const struct source *s, const char *fmt, bool call, const 
     if (slots_needed(s) + first <= READ_SLOTS && pyproc__fmt_check(rfmt) == 0) {
         /* Spare pointers past the ones the format reads are never used. */
         int rc = pyproc_msg_read(m, rfmt, SLOT_ARGS8(0), SLOT_ARGS8(8), SLOT_ARGS8(16),
-                                 SLOT_ARGS8(24), SLOT_ARGS8(32), SLOT_ARGS8(40),
-                                 SLOT_ARGS8(48), SLOT_ARGS8(56));
+                                 SLOT_ARGS8(24), SLOT_ARGS8(32), SLOT_ARGS8(40), SLOT_ARGS8(48),
+                                 SLOT_ARGS8(56));
         if (rc != 0)
             fprintf(stderr, "read format \"%s\": %d\n", rfmt, rc);
         check(rc == 0, "the encoding does not read back with its format");

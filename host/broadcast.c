@@ -68,8 +68,8 @@ static void history_keep(pyproc_pool *p, const struct history_entry *e)
 
 /* Send the request to every live worker in a slot; calls[i] NULL where
  * none was sent.  Returns the first error. */
-static int send_all(pyproc_pool *p, uint16_t type, const struct shm_buf *b,
-                    pyproc_call **calls, int n)
+static int send_all(pyproc_pool *p, uint16_t type, const struct shm_buf *b, pyproc_call **calls,
+                    int n)
 {
     int first = 0;
 
@@ -107,8 +107,7 @@ static int wait_all(pyproc_call **calls, int n, int first, pyproc_msg **err_msg)
     return first;
 }
 
-int pyproc__broadcast(pyproc_pool *p, uint16_t type, const struct shm_buf *b,
-                      pyproc_msg **err_msg)
+int pyproc__broadcast(pyproc_pool *p, uint16_t type, const struct shm_buf *b, pyproc_msg **err_msg)
 {
     struct history_entry e = {0};
     pyproc_call **calls = NULL;
@@ -133,8 +132,8 @@ int pyproc__broadcast(pyproc_pool *p, uint16_t type, const struct shm_buf *b,
 }
 
 /* Send the same CALL to every worker at once, then collect the answers. */
-PYPROC_EXPORT int pyproc_pubv(pyproc_pool *p, const char *ref, pyproc_msg ***rets,
-                              const char *fmt, va_list ap)
+PYPROC_EXPORT int pyproc_pubv(pyproc_pool *p, const char *ref, pyproc_msg ***rets, const char *fmt,
+                              va_list ap)
 {
     struct shm_buf *b;
     pyproc_call **calls;
@@ -174,8 +173,8 @@ PYPROC_EXPORT int pyproc_pubv(pyproc_pool *p, const char *ref, pyproc_msg ***ret
     return n;
 }
 
-PYPROC_EXPORT int pyproc_pub(pyproc_pool *p, const char *ref, pyproc_msg ***rets,
-                             const char *fmt, ...)
+PYPROC_EXPORT int pyproc_pub(pyproc_pool *p, const char *ref, pyproc_msg ***rets, const char *fmt,
+                             ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -198,8 +197,7 @@ static int encode_set_attr(struct shm_buf *b, const char *ref, const char *fmt, 
     return err;
 }
 
-PYPROC_EXPORT int pyproc_set_attrv(pyproc_pool *p, const char *ref, const char *fmt,
-                                   va_list ap)
+PYPROC_EXPORT int pyproc_set_attrv(pyproc_pool *p, const char *ref, const char *fmt, va_list ap)
 {
     struct shm_buf b = {0};
     int err = pyproc__pool_check(p);

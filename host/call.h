@@ -14,7 +14,6 @@
 
 #include "table.h"
 
-
 /* True once c's end is stored.  Pairs with the release exchange in
  * pyproc__call_signal(). */
 static inline bool pyproc__call_done(pyproc_call *c)

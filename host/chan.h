@@ -82,8 +82,8 @@ int pyproc__send(struct pp_worker *w, uint16_t type, uint64_t id, const void *p,
 /* The same, giving up at deadline (shm_now_ns() clock) with -ETIMEDOUT; a
  * worker that stops reading in the middle of the message is killed.  For
  * pool threads that may wait boundedly (respawn's replay). */
-int pyproc__send_until(struct pp_worker *w, uint16_t type, uint64_t id, const void *p,
-                       size_t n, int64_t deadline);
+int pyproc__send_until(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n,
+                       int64_t deadline);
 /* Write one small control frame (n <= max_frag) without waiting: now, or
  * from the outbox when the token's holder lets it go (0 either way);
  * -EAGAIN when the ring is full or the outbox holds too many.  Any thread. */

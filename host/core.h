@@ -51,12 +51,10 @@
 #include "fork.h"
 #include "pyproc.h"
 
-
-
 enum call_state {
     CALL_PENDING = 0,
     CALL_DONE = 1,
-    CALL_SLEEPING = 2, /* pending, and a waiter sleeps on the futex */
+    CALL_SLEEPING = 2,      /* pending, and a waiter sleeps on the futex */
     CALL_RING_SLEEPING = 3, /* pending, and its waiter sleeps on the reply
                                ring's futex (see pyproc__call_wait_state) */
 };
@@ -238,17 +236,17 @@ struct pp_worker {
     pyproc_pool *pool;
     _Atomic int refs;
     struct service_event bell_ev, pid_ev;
-    int64_t ready_ns;   /* when it said READY */
-    _Atomic bool published; /* put in its slot */
-    _Atomic bool ring_sleeper; /* a caller sleeps on rx's futex */
+    int64_t ready_ns;               /* when it said READY */
+    _Atomic bool published;         /* put in its slot */
+    _Atomic bool ring_sleeper;      /* a caller sleeps on rx's futex */
     _Atomic int64_t last_answer_ns; /* when a call of it last ended */
-    _Atomic bool serving; /* in its slot and has answered a call since */
-    int fast_deaths;    /* deaths in a row soon after start, at this index */
-    size_t replayed;    /* history entries sent to it by its bringer */
+    _Atomic bool serving;           /* in its slot and has answered a call since */
+    int fast_deaths;                /* deaths in a row soon after start, at this index */
+    size_t replayed;                /* history entries sent to it by its bringer */
     int index;
     pid_t pid;
     int pidfd;
-    int death_w;     /* write end of the pipe whose EOF tells the worker we died */
+    int death_w; /* write end of the pipe whose EOF tells the worker we died */
     struct shm_seg seg;
     struct shm_ring tx; /* requests; written by the writer token's holder */
     struct shm_ring rx; /* replies; we consume under rx_lock */
@@ -258,10 +256,10 @@ struct pp_worker {
      * (tx_busy) is, for every fragment of one message.
      */
     pthread_mutex_t tx_lock;
-    bool tx_busy;            /* a thread holds the writer token */
-    pthread_cond_t tx_free;  /* the token or the outbox moved (CLOCK_MONOTONIC) */
+    bool tx_busy;           /* a thread holds the writer token */
+    pthread_cond_t tx_free; /* the token or the outbox moved (CLOCK_MONOTONIC) */
     struct pp_outbox *outbox_head, *outbox_tail; /* frames not yet written */
-    uint32_t outbox_ctl;     /* control frames among them */
+    uint32_t outbox_ctl;                         /* control frames among them */
     /* Callbacks of this worker queued, running or with a reply in the
      * outbox; bounded by PYPROC__CALLBACK_QUEUE_MAX (drain.h). */
     _Atomic int cb_queued;
@@ -364,7 +362,7 @@ struct pyproc_pool {
     struct pp_slot_stats **slot_stats;
     int nslot_stats;
 
-    pthread_mutex_t lock; /* guards what follows */
+    pthread_mutex_t lock;   /* guards what follows */
     pthread_cond_t changed; /* a worker became ready or died */
 
     /* The service thread. */
@@ -372,7 +370,7 @@ struct pyproc_pool {
     bool service_running;
     const struct pp_service_ops *service_ops; /* set before the thread starts */
     int epfd;
-    int control_fd; /* eventfd: commands waiting */
+    int control_fd;           /* eventfd: commands waiting */
     struct service_cmd *cmds; /* queue, under lock */
     /* Workers whose reply rings still hold frames after a batch; service
      * thread only. */

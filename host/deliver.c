@@ -87,7 +87,8 @@ int pyproc__callback_push(struct pp_worker *w, uint64_t id, const uint8_t *paylo
     int err;
 
     /* Relaxed: see pyproc__callback_gone(). */
-    if (atomic_fetch_add_explicit(&w->cb_queued, 1, memory_order_relaxed) >= PYPROC__CALLBACK_QUEUE_MAX) {
+    if (atomic_fetch_add_explicit(&w->cb_queued, 1, memory_order_relaxed) >=
+        PYPROC__CALLBACK_QUEUE_MAX) {
         pyproc__callback_gone(w);
         pyproc__worker_condemn(w, "queued more callbacks than the pool holds");
         return -EBADMSG;

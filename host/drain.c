@@ -205,7 +205,7 @@ bool pyproc__drain_batch(struct pp_worker *w, unsigned max_msgs, unsigned *ret_r
         atomic_store_explicit(&w->last_answer_ns, shm_now_ns(), memory_order_relaxed);
     if (r < 0)
         pyproc__worker_condemn(w, r == -EPROTO ? "sent stream items past its credit"
-                                                  : "wrote a bad frame");
+                                               : "wrote a bad frame");
     if (ret_read)
         *ret_read = n;
     return pyproc__chan_has_replies(w) && !pyproc__chan_closed(w);
@@ -218,4 +218,3 @@ unsigned pyproc__drain(struct pp_worker *w)
     pyproc__drain_batch(w, UINT_MAX, &n);
     return n;
 }
-

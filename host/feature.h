@@ -30,7 +30,6 @@ void pyproc__callback_stop(pyproc_pool *p);
 /* Send one control request (add_sub, add_native, set_attr) to every worker
  * and wait for all; when all took it, keep it for workers to come.  The
  * first failure's message goes to *err_msg (may be NULL). */
-int pyproc__broadcast(pyproc_pool *p, uint16_t type, const struct shm_buf *b,
-                      pyproc_msg **err_msg);
+int pyproc__broadcast(pyproc_pool *p, uint16_t type, const struct shm_buf *b, pyproc_msg **err_msg);
 
 #endif

@@ -70,8 +70,7 @@ static int fmt_pop(struct fmt_level *stack, int *depth, char close)
     return 0;
 }
 
-int pyproc__fmt_shape(const char *fmt, uint32_t *ret_pos, uint32_t *ret_kw,
-                      const char **ret_bar)
+int pyproc__fmt_shape(const char *fmt, uint32_t *ret_pos, uint32_t *ret_kw, const char **ret_bar)
 {
     struct fmt_level stack[PYPROC__FMT_MAX_DEPTH];
     size_t top[2] = {0, 0};
@@ -318,8 +317,7 @@ static int put_arg(struct shm_buf *b, char code, struct pyproc__args *a)
 }
 
 /* Encode the items of the checked format from p up to end. */
-static int put_items(struct shm_buf *b, const char *p, const char *end,
-                     struct pyproc__args *a)
+static int put_items(struct shm_buf *b, const char *p, const char *end, struct pyproc__args *a)
 {
     for (; p < end; p++) {
         int err = 0;
@@ -338,8 +336,8 @@ static int put_items(struct shm_buf *b, const char *p, const char *end,
     return 0;
 }
 
-static int encode_call(struct shm_buf *b, int kind, const char *ref,
-                       const char *fmt, struct pyproc__args *a)
+static int encode_call(struct shm_buf *b, int kind, const char *ref, const char *fmt,
+                       struct pyproc__args *a)
 {
     uint32_t npos, nkw;
     const char *bar;
@@ -349,14 +347,13 @@ static int encode_call(struct shm_buf *b, int kind, const char *ref,
         return err;
     if ((err = put_head(b, false, 4)) < 0 || (err = put_int(b, kind)) < 0 ||
         (err = put_str(b, ref)) < 0 || (err = put_head(b, false, npos)) < 0 ||
-        (err = put_items(b, fmt, bar, a)) < 0 ||
-        (err = put_head(b, true, nkw / 2)) < 0)
+        (err = put_items(b, fmt, bar, a)) < 0 || (err = put_head(b, true, nkw / 2)) < 0)
         return err;
     return *bar ? put_items(b, bar + 1, bar + 1 + strlen(bar + 1), a) : 0;
 }
 
-int pyproc__fmt_encode_call(struct shm_buf *b, int kind, const char *ref,
-                            const char *fmt, struct pyproc__args *a)
+int pyproc__fmt_encode_call(struct shm_buf *b, int kind, const char *ref, const char *fmt,
+                            struct pyproc__args *a)
 {
     size_t len0;
     int err;
@@ -370,8 +367,7 @@ int pyproc__fmt_encode_call(struct shm_buf *b, int kind, const char *ref,
     return err;
 }
 
-static int encode_value(struct shm_buf *b, const char *fmt,
-                        struct pyproc__args *a)
+static int encode_value(struct shm_buf *b, const char *fmt, struct pyproc__args *a)
 {
     uint32_t n, nkw;
     const char *bar;
@@ -386,8 +382,7 @@ static int encode_value(struct shm_buf *b, const char *fmt,
     return put_items(b, fmt, bar, a);
 }
 
-int pyproc__fmt_encode_value(struct shm_buf *b, const char *fmt,
-                             struct pyproc__args *a)
+int pyproc__fmt_encode_value(struct shm_buf *b, const char *fmt, struct pyproc__args *a)
 {
     size_t len0;
     int err;

@@ -70,8 +70,7 @@ int pyproc__fmt_check(const char *fmt);
  * level: before the '|' in *ret_pos, after it in *ret_kw (0 without one);
  * *ret_bar points at the '|' or at the terminating NUL (of "" for NULL).
  */
-int pyproc__fmt_shape(const char *fmt, uint32_t *ret_pos, uint32_t *ret_kw,
-                      const char **ret_bar);
+int pyproc__fmt_shape(const char *fmt, uint32_t *ret_pos, uint32_t *ret_kw, const char **ret_bar);
 
 /*
  * Append the CALL payload [kind, ref, [positional...], {kwargs...}] to b,
@@ -81,16 +80,15 @@ int pyproc__fmt_shape(const char *fmt, uint32_t *ret_pos, uint32_t *ret_kw,
  * needs more than 32 bits of length); -ENOMEM; or an error of a->next().
  * On failure b->len is what it was before.
  */
-int pyproc__fmt_encode_call(struct shm_buf *b, int kind, const char *ref,
-                            const char *fmt, struct pyproc__args *a);
+int pyproc__fmt_encode_call(struct shm_buf *b, int kind, const char *ref, const char *fmt,
+                            struct pyproc__args *a);
 
 /*
  * Append one value to b as pyproc_msg_new() describes it: one code makes
  * that value, several a list of them, none nil.  A '|' is -EINVAL.  Returns
  * and restores b as pyproc__fmt_encode_call() does.
  */
-int pyproc__fmt_encode_value(struct shm_buf *b, const char *fmt,
-                             struct pyproc__args *a);
+int pyproc__fmt_encode_value(struct shm_buf *b, const char *fmt, struct pyproc__args *a);
 
 /* Helpers shared with the reader in msg.c. */
 

@@ -8,8 +8,8 @@
 #include "chan.h"
 #include "feature.h"
 
-PYPROC_EXPORT int pyproc_track_funcv(pyproc_pool *p, int *ind, pyproc_call **call,
-                                     const char *ref, const char *fmt, va_list ap)
+PYPROC_EXPORT int pyproc_track_funcv(pyproc_pool *p, int *ind, pyproc_call **call, const char *ref,
+                                     const char *fmt, va_list ap)
 {
     pyproc_call *c;
     int err;
@@ -25,8 +25,8 @@ PYPROC_EXPORT int pyproc_track_funcv(pyproc_pool *p, int *ind, pyproc_call **cal
     return 0;
 }
 
-PYPROC_EXPORT int pyproc_track_func(pyproc_pool *p, int *ind, pyproc_call **call,
-                                    const char *ref, const char *fmt, ...)
+PYPROC_EXPORT int pyproc_track_func(pyproc_pool *p, int *ind, pyproc_call **call, const char *ref,
+                                    const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -35,16 +35,16 @@ PYPROC_EXPORT int pyproc_track_func(pyproc_pool *p, int *ind, pyproc_call **call
     return err;
 }
 
-PYPROC_EXPORT int pyproc_ind_callv(pyproc_pool *p, int ind, pyproc_call **call,
-                                   const char *ref, const char *fmt, va_list ap)
+PYPROC_EXPORT int pyproc_ind_callv(pyproc_pool *p, int ind, pyproc_call **call, const char *ref,
+                                   const char *fmt, va_list ap)
 {
     if (ind < 0 || !call)
         return -EINVAL;
     return pyproc__call_start(p, ind, SHM_CALL_FUNC, ref, fmt, ap, call);
 }
 
-PYPROC_EXPORT int pyproc_ind_call(pyproc_pool *p, int ind, pyproc_call **call,
-                                  const char *ref, const char *fmt, ...)
+PYPROC_EXPORT int pyproc_ind_call(pyproc_pool *p, int ind, pyproc_call **call, const char *ref,
+                                  const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -67,14 +67,14 @@ static int call_and_wait(pyproc_pool *p, int ind, const char *ref, pyproc_msg **
     return err;
 }
 
-PYPROC_EXPORT int pyproc_funcv(pyproc_pool *p, const char *ref, pyproc_msg **ret,
-                               const char *fmt, va_list ap)
+PYPROC_EXPORT int pyproc_funcv(pyproc_pool *p, const char *ref, pyproc_msg **ret, const char *fmt,
+                               va_list ap)
 {
     return call_and_wait(p, -1, ref, ret, fmt, ap);
 }
 
-PYPROC_EXPORT int pyproc_func(pyproc_pool *p, const char *ref, pyproc_msg **ret,
-                              const char *fmt, ...)
+PYPROC_EXPORT int pyproc_func(pyproc_pool *p, const char *ref, pyproc_msg **ret, const char *fmt,
+                              ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -83,16 +83,16 @@ PYPROC_EXPORT int pyproc_func(pyproc_pool *p, const char *ref, pyproc_msg **ret,
     return err;
 }
 
-PYPROC_EXPORT int pyproc_ind_funcv(pyproc_pool *p, int ind, const char *ref,
-                                   pyproc_msg **ret, const char *fmt, va_list ap)
+PYPROC_EXPORT int pyproc_ind_funcv(pyproc_pool *p, int ind, const char *ref, pyproc_msg **ret,
+                                   const char *fmt, va_list ap)
 {
     if (ind < 0)
         return -EINVAL;
     return call_and_wait(p, ind, ref, ret, fmt, ap);
 }
 
-PYPROC_EXPORT int pyproc_ind_func(pyproc_pool *p, int ind, const char *ref,
-                                  pyproc_msg **ret, const char *fmt, ...)
+PYPROC_EXPORT int pyproc_ind_func(pyproc_pool *p, int ind, const char *ref, pyproc_msg **ret,
+                                  const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -136,7 +136,8 @@ PYPROC_EXPORT void pyproc_call_free(pyproc_call *c)
         call_forget(c);
         return;
     }
-    if (!pyproc__call_done(c) || (c->is_stream && !atomic_load_explicit(&c->ended, memory_order_acquire))) {
+    if (!pyproc__call_done(c) ||
+        (c->is_stream && !atomic_load_explicit(&c->ended, memory_order_acquire))) {
         if (pyproc__table_remove(c->worker, c)) {
             /* No answer will reach it now; a stream's generator is closed,
              * through the stop table, or, when that is full, a CANCEL

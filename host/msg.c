@@ -36,7 +36,7 @@ struct msg_str {
 };
 
 struct pyproc_msg {
-    char *data;  /* the encoding; NULL for an error message */
+    char *data; /* the encoding; NULL for an error message */
     size_t len;
     char *error; /* the text of an error message, else NULL */
     _Atomic(struct msg_str *) strs;
@@ -70,8 +70,7 @@ struct mp_item {
 };
 
 /* Check that n body bytes follow *p and step over them. */
-static int mp_body(const char **p, const char *end, struct mp_item *it,
-                   uint32_t n)
+static int mp_body(const char **p, const char *end, struct mp_item *it, uint32_t n)
 {
     if (n > (size_t)(end - *p))
         return -EBADMSG;
@@ -313,8 +312,7 @@ int pyproc__msg_error(pyproc_msg **ret, const char *fmt, ...)
     return 0;
 }
 
-PYPROC_EXPORT int pyproc_msg_newv(pyproc_msg **ret, const char *fmt,
-                                  va_list ap)
+PYPROC_EXPORT int pyproc_msg_newv(pyproc_msg **ret, const char *fmt, va_list ap)
 {
     struct shm_buf b = {0};
     struct pyproc__args a;
@@ -396,8 +394,7 @@ static const char *msg_str(pyproc_msg *m, const char *body, uint32_t n)
     s->s[n] = '\0';
     s->off = off;
     s->next = atomic_load_explicit(&m->strs, memory_order_relaxed);
-    while (!atomic_compare_exchange_weak_explicit(&m->strs, &s->next, s,
-                                                  memory_order_release,
+    while (!atomic_compare_exchange_weak_explicit(&m->strs, &s->next, s, memory_order_release,
                                                   memory_order_relaxed))
         ;
     return s->s;
@@ -643,8 +640,8 @@ PYPROC_EXPORT int pyproc_msg_len(pyproc_msg *m)
     p = m->data;
     if (mp_head(&p, p + m->len, &it) < 0)
         return -EBADMSG;
-    if (it.type != PYPROC_LIST && it.type != PYPROC_MAP &&
-        it.type != PYPROC_STR && it.type != PYPROC_BYTES)
+    if (it.type != PYPROC_LIST && it.type != PYPROC_MAP && it.type != PYPROC_STR &&
+        it.type != PYPROC_BYTES)
         return -EINVAL;
     return it.n > INT_MAX ? -ERANGE : (int)it.n;
 }
@@ -665,18 +662,15 @@ static int at_seek(pyproc_msg *m, const char **p, bool map, size_t i)
         *p = m->data + (uint32_t)hint;
     }
     for (; k < i; k++)
-        if (shm_mp_next(p, end) < 0 ||
-            (map && shm_mp_next(p, end) < 0))
+        if (shm_mp_next(p, end) < 0 || (map && shm_mp_next(p, end) < 0))
             return -EBADMSG;
     if ((size_t)(*p - m->data) <= UINT32_MAX)
-        atomic_store_explicit(&m->at_hint,
-                              ((uint64_t)i << 32) | (uint64_t)(*p - m->data),
+        atomic_store_explicit(&m->at_hint, ((uint64_t)i << 32) | (uint64_t)(*p - m->data),
                               memory_order_relaxed);
     return 0;
 }
 
-PYPROC_EXPORT int pyproc_msg_at(pyproc_msg *m, size_t i, pyproc_msg **ret,
-                                pyproc_msg **val)
+PYPROC_EXPORT int pyproc_msg_at(pyproc_msg *m, size_t i, pyproc_msg **ret, pyproc_msg **val)
 {
     struct mp_item it;
     const char *p, *end, *key, *value;

@@ -31,7 +31,6 @@ int pyproc__msg_take_buf(pyproc_msg **ret, struct shm_buf *b);
 pyproc_msg **pyproc__msg_link(pyproc_msg *m);
 
 /* An error message with the printf-formatted text.  0, -EINVAL or -ENOMEM. */
-int pyproc__msg_error(pyproc_msg **ret, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+int pyproc__msg_error(pyproc_msg **ret, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -27,15 +27,18 @@ static int check_decls(const pyproc_native_decl *d, pyproc_msg **err_msg)
 
         if (!d->name || !shm_native_name_ok(d->name)) {
             if (err_msg)
-                pyproc__msg_error(err_msg, "ValueError: bad function name '%s': expected a "
-                                  "C identifier", d->name ? d->name : "(null)");
+                pyproc__msg_error(err_msg,
+                                  "ValueError: bad function name '%s': expected a "
+                                  "C identifier",
+                                  d->name ? d->name : "(null)");
             return -EINVAL;
         }
         if (shm_native_sig_parse(d->signature, &sig, &why, &at) < 0) {
             if (err_msg)
-                pyproc__msg_error(err_msg, "ValueError: bad signature '%s' of function '%s': "
-                                  "%s (at offset %zu)", d->signature ? d->signature : "(null)",
-                                  d->name, why, at);
+                pyproc__msg_error(err_msg,
+                                  "ValueError: bad signature '%s' of function '%s': "
+                                  "%s (at offset %zu)",
+                                  d->signature ? d->signature : "(null)", d->name, why, at);
             return -EINVAL;
         }
     }

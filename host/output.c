@@ -67,7 +67,9 @@ static void emit(struct pp_worker *w, int k, char *line, size_t len)
     }
     int n = snprintf(prefix, sizeof prefix, "[%.40s/%d] ", p->name, w->index);
     struct iovec iov[3] = {
-        {prefix, (size_t)n}, {line, len}, {"\n", 1},
+        {prefix, (size_t)n},
+        {line, len},
+        {"\n", 1},
     };
     write_all(iov, 3);
 }

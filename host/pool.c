@@ -36,8 +36,7 @@
  */
 static char *default_worker_path(void)
 {
-    static const char *const rel[] = {"../libexec/pyproc/pyproc-worker",
-                                      "../bin/pyproc-worker"};
+    static const char *const rel[] = {"../libexec/pyproc/pyproc-worker", "../bin/pyproc-worker"};
     char self[PATH_MAX], *dir, *path;
     Dl_info info;
 
@@ -234,8 +233,7 @@ static const struct pp_service_ops service_ops = {
     .tick = pyproc__expire_calls,
 };
 
-PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name,
-                                  const pyproc_opts *opts)
+PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name, const pyproc_opts *opts)
 {
     pthread_condattr_t ca;
     pyproc_pool *p;
@@ -325,4 +323,3 @@ PYPROC_EXPORT const char *pyproc_pool_name(pyproc_pool *p)
 }
 
 /* ---- add_sub ---- */
-

@@ -72,7 +72,8 @@ void pyproc__tx_fini(struct pp_worker *w)
 
 static uint64_t frame_bytes(uint64_t len)
 {
-    return SHM_FRAME_HEADER_BYTES + ((len + SHM_FRAME_ALIGN - 1) & ~(uint64_t)(SHM_FRAME_ALIGN - 1));
+    return SHM_FRAME_HEADER_BYTES +
+           ((len + SHM_FRAME_ALIGN - 1) & ~(uint64_t)(SHM_FRAME_ALIGN - 1));
 }
 
 /* True when a frame with an n-byte payload fits now (as shm_ring_reserve()
@@ -99,8 +100,8 @@ static uint32_t next_fragment(const struct shm_ring *r, size_t len, size_t done)
  * room, without waiting.  Returns 1 when all of it is written, 0 when the
  * ring is full, -EPIPE when it is closed.  Token holder only.
  */
-static int write_some(struct shm_ring *r, uint16_t type, uint64_t id, const uint8_t *p,
-                      size_t len, size_t *done, bool *started)
+static int write_some(struct shm_ring *r, uint16_t type, uint64_t id, const uint8_t *p, size_t len,
+                      size_t *done, bool *started)
 {
     while (!*started || *done < len) {
         uint32_t n = next_fragment(r, len, *done);
@@ -179,8 +180,8 @@ static void tx_abandon(struct pp_worker *w)
 }
 
 /* Write a whole message, waiting for space until deadline; token holder. */
-static int write_msg(struct pp_worker *w, uint16_t type, uint64_t id, const void *p,
-                     size_t len, int64_t deadline)
+static int write_msg(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t len,
+                     int64_t deadline)
 {
     size_t done = 0;
     bool started = false;
@@ -272,8 +273,8 @@ static void token_give(struct pp_worker *w)
     pthread_mutex_unlock(&w->tx_lock);
 }
 
-int pyproc__send_until(struct pp_worker *w, uint16_t type, uint64_t id, const void *p,
-                       size_t n, int64_t deadline)
+int pyproc__send_until(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n,
+                       int64_t deadline)
 {
     int err = token_take(w, deadline);
 

@@ -219,8 +219,7 @@ static bool serve_one(pyproc_pool *p, struct pp_worker *w)
     pthread_mutex_unlock(&w->rx_lock);
     bell_count(p, w);
     /* A poller re-arms the doorbell itself when it leaves (worker.c). */
-    if (atomic_load_explicit(&w->pollers, memory_order_relaxed) > 0 ||
-        shm_ring_is_closed(&w->rx))
+    if (atomic_load_explicit(&w->pollers, memory_order_relaxed) > 0 || shm_ring_is_closed(&w->rx))
         return false;
     return more || shm_ring_doorbell_begin(&w->rx);
 }

@@ -44,7 +44,12 @@
 extern char **environ;
 
 enum {
-    FD_STDOUT = 1, FD_STDERR, FD_SEG, FD_REQUEST_BELL, FD_REPLY_BELL, FD_DEATH,
+    FD_STDOUT = 1,
+    FD_STDERR,
+    FD_SEG,
+    FD_REQUEST_BELL,
+    FD_REPLY_BELL,
+    FD_DEATH,
     FD_FIRST_FREE,
     N_CHILD_FDS = FD_FIRST_FREE - FD_STDOUT, /* fds 1 to 6, in that order */
 };
@@ -66,10 +71,10 @@ static int worker_setup(pyproc_pool *p, struct pp_worker *w)
         close(request_bell);
         return err;
     }
-    shm_ring_attach(&w->tx, &w->seg.hdr->request, w->seg.request_data,
-                    p->ring_bytes, p->max_msg, request_bell, shm_frame_type_to_worker);
-    shm_ring_attach(&w->rx, &w->seg.hdr->reply, w->seg.reply_data,
-                    p->ring_bytes, p->max_msg, reply_bell, shm_frame_type_to_host);
+    shm_ring_attach(&w->tx, &w->seg.hdr->request, w->seg.request_data, p->ring_bytes, p->max_msg,
+                    request_bell, shm_frame_type_to_worker);
+    shm_ring_attach(&w->rx, &w->seg.hdr->reply, w->seg.reply_data, p->ring_bytes, p->max_msg,
+                    reply_bell, shm_frame_type_to_host);
     /* Nobody polls the reply ring yet: the worker's READY must ring. */
     atomic_store_explicit(&w->rx.ctl->consumer_wait, SHM_SLEEP_DOORBELL, memory_order_relaxed);
     return 0;
@@ -196,8 +201,7 @@ static int spawn_checked(pyproc_pool *p, struct pp_worker *w, const int *hi, cha
     if (err == 0) {
         /* glibc's posix_spawn reports a failed exec (or chdir) as its
          * return value. */
-        err = -posix_spawn(&w->pid, p->worker_path, &fa, &attr, argv,
-                           p->env ? p->env : environ);
+        err = -posix_spawn(&w->pid, p->worker_path, &fa, &attr, argv, p->env ? p->env : environ);
         posix_spawnattr_destroy(&attr);
     }
     posix_spawn_file_actions_destroy(&fa);
@@ -275,8 +279,8 @@ int pyproc__worker_spawn(pyproc_pool *p, int index, struct pp_worker **ret)
         goto fail;
     }
     w->death_w = pipefd[1];
-    int src[N_CHILD_FDS] = {out_w[0], out_w[1], w->seg.fd, w->tx.doorbell_fd,
-                            w->rx.doorbell_fd, pipefd[0]};
+    int src[N_CHILD_FDS] = {out_w[0],          out_w[1],          w->seg.fd,
+                            w->tx.doorbell_fd, w->rx.doorbell_fd, pipefd[0]};
     err = spawn_process(p, w, src);
     close(pipefd[0]);
     if (err < 0)
@@ -302,8 +306,8 @@ static char *describe_exit(int index, const siginfo_t *si)
     if (si->si_code == CLD_EXITED)
         n = asprintf(&s, "worker %d exited with status %d", index, si->si_status);
     else if (si->si_code == CLD_KILLED || si->si_code == CLD_DUMPED)
-        n = asprintf(&s, "worker %d was killed by signal %d (%s)", index,
-                     si->si_status, strsignal(si->si_status));
+        n = asprintf(&s, "worker %d was killed by signal %d (%s)", index, si->si_status,
+                     strsignal(si->si_status));
     else
         n = asprintf(&s, "worker %d ended (code %d)", index, si->si_code);
     return n < 0 ? NULL : s;
@@ -321,9 +325,11 @@ void pyproc__worker_reap(struct pp_worker *w)
      * still told us it ended. */
     if (waitid((idtype_t)P_PIDFD, (id_t)w->pidfd, &si, WEXITED) == 0)
         why = describe_exit(w->index, &si);
-    else if (asprintf(&why, "worker %d died; how is unknown: its exit status was "
+    else if (asprintf(&why,
+                      "worker %d died; how is unknown: its exit status was "
                       "collected outside the pool (SIGCHLD ignored, or reaped "
-                      "by the application)", w->index) < 0)
+                      "by the application)",
+                      w->index) < 0)
         why = NULL;
     /* Its last words (a traceback, a fatal error) before its calls fail. */
     pyproc__output_finish(w);
@@ -383,4 +389,3 @@ void pyproc__worker_stop(struct pp_worker *w, int grace_ms)
         syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
     pyproc__worker_reap(w);
 }
-

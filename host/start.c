@@ -150,15 +150,14 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
     return 0;
 }
 
-int pyproc__call_send_raw(struct pp_worker *w, uint16_t type,
-                          const struct shm_buf *payload, pyproc_call **ret)
+int pyproc__call_send_raw(struct pp_worker *w, uint16_t type, const struct shm_buf *payload,
+                          pyproc_call **ret)
 {
     return pyproc__call_send_raw_until(w, type, payload, INT64_MAX, ret);
 }
 
-int pyproc__call_send_raw_until(struct pp_worker *w, uint16_t type,
-                                const struct shm_buf *payload, int64_t deadline,
-                                pyproc_call **ret)
+int pyproc__call_send_raw_until(struct pp_worker *w, uint16_t type, const struct shm_buf *payload,
+                                int64_t deadline, pyproc_call **ret)
 {
     if (!w)
         return -EINVAL;
@@ -175,8 +174,8 @@ static void call_buf_key_init(void)
     pthread_key_create(&call_buf_key, call_buf_free);
 }
 
-int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *fmt,
-                        va_list ap, struct shm_buf **ret)
+int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *fmt, va_list ap,
+                        struct shm_buf **ret)
 {
     struct pyproc__args args;
     struct pyproc__va va;

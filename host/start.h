@@ -16,24 +16,23 @@
 /* The worker at ind, or the next live one round robin when ind is -1;
  * a new reference, or NULL for a bad index. */
 struct pp_worker *pyproc__pick_worker(pyproc_pool *p, int ind);
-int pyproc__call_start(pyproc_pool *p, int ind, int kind, const char *ref,
-                       const char *fmt, va_list ap, pyproc_call **ret);
+int pyproc__call_start(pyproc_pool *p, int ind, int kind, const char *ref, const char *fmt,
+                       va_list ap, pyproc_call **ret);
 /* The same, completing through `done` (then ret may be NULL). */
 int pyproc__call_start_ex(pyproc_pool *p, int ind, int kind, const char *ref, const char *fmt,
                           va_list ap, pyproc_done_fn done, void *data, pyproc_call **ret);
 /* Encode a CALL into this thread's buffer, valid until its next call. */
-int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *fmt,
-                        va_list ap, struct shm_buf **ret);
+int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *fmt, va_list ap,
+                        struct shm_buf **ret);
 /* Send a control request (ADD_SUB, SET_ATTR) to one worker as a call;
  * the send may wait for ring space as long as it takes (application
  * threads). */
-int pyproc__call_send_raw(struct pp_worker *w, uint16_t type,
-                          const struct shm_buf *payload, pyproc_call **ret);
+int pyproc__call_send_raw(struct pp_worker *w, uint16_t type, const struct shm_buf *payload,
+                          pyproc_call **ret);
 /* The same, the send giving up at deadline (shm_now_ns()): -ETIMEDOUT.
  * For pool threads (respawn's replay). */
-int pyproc__call_send_raw_until(struct pp_worker *w, uint16_t type,
-                                const struct shm_buf *payload, int64_t deadline,
-                                pyproc_call **ret);
+int pyproc__call_send_raw_until(struct pp_worker *w, uint16_t type, const struct shm_buf *payload,
+                                int64_t deadline, pyproc_call **ret);
 
 /* Wait until c is done or the deadline (INT64_MAX: none). */
 bool pyproc__call_wait_state(pyproc_call *c, int64_t deadline);

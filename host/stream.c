@@ -55,7 +55,9 @@ PYPROC_EXPORT int pyproc_next(pyproc_call *c, pyproc_msg **item)
             c->head = *pyproc__msg_link(it);
             if (!c->head)
                 c->tail = NULL;
-            uint32_t credit = atomic_load_explicit(&c->ended, memory_order_relaxed) ? 0 : take_credit(c);
+            uint32_t credit = atomic_load_explicit(&c->ended, memory_order_relaxed)
+                                  ? 0
+                                  : take_credit(c);
             pthread_mutex_unlock(&c->qlock);
             *pyproc__msg_link(it) = NULL;
             *item = it;
@@ -80,8 +82,8 @@ PYPROC_EXPORT int pyproc_next(pyproc_call *c, pyproc_msg **item)
     }
 }
 
-static int gen_start(pyproc_pool *p, int ind, int *ret_ind, pyproc_call **stream,
-                     const char *ref, const char *fmt, va_list ap)
+static int gen_start(pyproc_pool *p, int ind, int *ret_ind, pyproc_call **stream, const char *ref,
+                     const char *fmt, va_list ap)
 {
     pyproc_call *c;
     int err;
@@ -103,8 +105,8 @@ PYPROC_EXPORT int pyproc_genv(pyproc_pool *p, const char *ref, pyproc_call **str
     return gen_start(p, -1, NULL, stream, ref, fmt, ap);
 }
 
-PYPROC_EXPORT int pyproc_gen(pyproc_pool *p, const char *ref, pyproc_call **stream,
-                             const char *fmt, ...)
+PYPROC_EXPORT int pyproc_gen(pyproc_pool *p, const char *ref, pyproc_call **stream, const char *fmt,
+                             ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -113,14 +115,14 @@ PYPROC_EXPORT int pyproc_gen(pyproc_pool *p, const char *ref, pyproc_call **stre
     return err;
 }
 
-PYPROC_EXPORT int pyproc_track_genv(pyproc_pool *p, int *ind, pyproc_call **stream,
-                                    const char *ref, const char *fmt, va_list ap)
+PYPROC_EXPORT int pyproc_track_genv(pyproc_pool *p, int *ind, pyproc_call **stream, const char *ref,
+                                    const char *fmt, va_list ap)
 {
     return gen_start(p, -1, ind, stream, ref, fmt, ap);
 }
 
-PYPROC_EXPORT int pyproc_track_gen(pyproc_pool *p, int *ind, pyproc_call **stream,
-                                   const char *ref, const char *fmt, ...)
+PYPROC_EXPORT int pyproc_track_gen(pyproc_pool *p, int *ind, pyproc_call **stream, const char *ref,
+                                   const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -129,16 +131,16 @@ PYPROC_EXPORT int pyproc_track_gen(pyproc_pool *p, int *ind, pyproc_call **strea
     return err;
 }
 
-PYPROC_EXPORT int pyproc_ind_genv(pyproc_pool *p, int ind, const char *ref,
-                                  pyproc_call **stream, const char *fmt, va_list ap)
+PYPROC_EXPORT int pyproc_ind_genv(pyproc_pool *p, int ind, const char *ref, pyproc_call **stream,
+                                  const char *fmt, va_list ap)
 {
     if (ind < 0)
         return -EINVAL;
     return gen_start(p, ind, NULL, stream, ref, fmt, ap);
 }
 
-PYPROC_EXPORT int pyproc_ind_gen(pyproc_pool *p, int ind, const char *ref,
-                                 pyproc_call **stream, const char *fmt, ...)
+PYPROC_EXPORT int pyproc_ind_gen(pyproc_pool *p, int ind, const char *ref, pyproc_call **stream,
+                                 const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);

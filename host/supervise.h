@@ -45,5 +45,4 @@ void pyproc__respawn_later(pyproc_pool *p, struct pp_worker *dead);
 /* Wait for every respawn under way to finish (the pool is closing). */
 void pyproc__respawn_wait(pyproc_pool *p);
 
-
 #endif

@@ -84,8 +84,8 @@ static bool sleep_on_ring(pyproc_call *c, int64_t deadline)
         pyproc__chan_sleep_end(w); /* we poll again */
         s = CALL_RING_SLEEPING;
         /* Fails only when the call is done; pyproc__call_done() reads that again. */
-        atomic_compare_exchange_strong_explicit(&c->state, &s, CALL_PENDING,
-                                                memory_order_relaxed, memory_order_relaxed);
+        atomic_compare_exchange_strong_explicit(&c->state, &s, CALL_PENDING, memory_order_relaxed,
+                                                memory_order_relaxed);
         pthread_mutex_lock(&w->rx_lock);
         unsigned got = pyproc__drain(w);
         pthread_mutex_unlock(&w->rx_lock);

@@ -71,8 +71,7 @@ void pyproc__worker_discard(pyproc_pool *p, struct pp_worker *w)
 static void replay_failed(char **why, pyproc_msg *m, int err)
 {
     if (why && asprintf(why, "replaying the pool's history failed: %s",
-                        m && pyproc_msg_error(m) ? pyproc_msg_error(m)
-                                                 : pyproc_strerror(err)) < 0)
+                        m && pyproc_msg_error(m) ? pyproc_msg_error(m) : pyproc_strerror(err)) < 0)
         *why = NULL;
 }
 
@@ -92,8 +91,8 @@ int pyproc__worker_replay(pyproc_pool *p, struct pp_worker *w, char **why)
         pthread_mutex_unlock(&p->lock);
         if (!more)
             return 0;
-        int err = pyproc__call_send_raw_until(
-            w, e.type, &e.payload, shm_now_ns() + READY_TIMEOUT_MS * 1000000LL, &c);
+        int err = pyproc__call_send_raw_until(w, e.type, &e.payload,
+                                              shm_now_ns() + READY_TIMEOUT_MS * 1000000LL, &c);
         if (err == 0) {
             err = pyproc__call_wait(c, &m, READY_TIMEOUT_MS);
             pyproc_call_free(c);
@@ -116,8 +115,7 @@ int pyproc__worker_bring_up(pyproc_pool *p, int index, struct pp_worker **ret, c
     if (why)
         *why = NULL;
     if (err < 0) {
-        if (why && asprintf(why, "worker %d could not be started: %s", index,
-                            strerror(-err)) < 0)
+        if (why && asprintf(why, "worker %d could not be started: %s", index, strerror(-err)) < 0)
             *why = NULL;
         return err;
     }
@@ -187,8 +185,10 @@ static void give_up(pyproc_pool *p, struct pp_worker *dead, int tries, const cha
 {
     char *why = NULL;
 
-    if (asprintf(&why, "worker %d keeps dying soon after it starts; gave up after %d tries"
-                       " (last: %s)", dead->index, tries, last ? last : "unknown") < 0)
+    if (asprintf(&why,
+                 "worker %d keeps dying soon after it starts; gave up after %d tries"
+                 " (last: %s)",
+                 dead->index, tries, last ? last : "unknown") < 0)
         why = NULL;
     fprintf(stderr, "pyproc %s: %s\n", p->name, why ? why : "a worker keeps dying");
     pthread_mutex_lock(&p->lock);

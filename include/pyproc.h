@@ -117,8 +117,8 @@ typedef void (*pyproc_done_fn)(pyproc_pool *pool, int result, pyproc_msg *ret, v
  * pyproc_add_proc(), pyproc_pool_free()): the service thread is what
  * those wait for.
  */
-typedef void (*pyproc_output_fn)(pyproc_pool *pool, int ind, int fd, const char *line,
-                                 size_t len, void *data);
+typedef void (*pyproc_output_fn)(pyproc_pool *pool, int ind, int fd, const char *line, size_t len,
+                                 void *data);
 
 /*
  * Pool options.  Zero-initialise and set what you need; every zero field
@@ -210,8 +210,7 @@ typedef struct pyproc_opts {
  * stays silent before it is ready, fails the whole call; nothing is left
  * behind.  Returns 0 and the pool through *ret, or a negative errno.
  */
-PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name,
-                                  const pyproc_opts *opts);
+PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name, const pyproc_opts *opts);
 
 /*
  * Stop every worker (asked first, killed after a bounded wait), reap them,
@@ -261,11 +260,10 @@ PYPROC_EXPORT int pyproc_stats(pyproc_pool *pool, int ind, pyproc_worker_stats *
  * do workers that pyproc_add_proc() adds.  A request that fails is not
  * kept, though workers that took it before the failure keep what it did.
  */
-PYPROC_EXPORT int pyproc_add_sub(pyproc_pool *pool, const char *name,
-                                 const char *pypath, unsigned flags);
-PYPROC_EXPORT int pyproc_add_sub_err(pyproc_pool *pool, const char *name,
-                                     const char *pypath, unsigned flags,
-                                     pyproc_msg **err);
+PYPROC_EXPORT int pyproc_add_sub(pyproc_pool *pool, const char *name, const char *pypath,
+                                 unsigned flags);
+PYPROC_EXPORT int pyproc_add_sub_err(pyproc_pool *pool, const char *name, const char *pypath,
+                                     unsigned flags, pyproc_msg **err);
 
 /* ---- calls ---- */
 
@@ -277,17 +275,16 @@ PYPROC_EXPORT int pyproc_add_sub_err(pyproc_pool *pool, const char *name,
  * holds the error message (pyproc_msg_error()); on other errors *ret is
  * left alone.  ret may be NULL to drop the result.
  */
-PYPROC_EXPORT int pyproc_func(pyproc_pool *pool, const char *ref,
-                              pyproc_msg **ret, const char *fmt, ...);
-PYPROC_EXPORT int pyproc_funcv(pyproc_pool *pool, const char *ref,
-                               pyproc_msg **ret, const char *fmt, va_list ap);
+PYPROC_EXPORT int pyproc_func(pyproc_pool *pool, const char *ref, pyproc_msg **ret, const char *fmt,
+                              ...);
+PYPROC_EXPORT int pyproc_funcv(pyproc_pool *pool, const char *ref, pyproc_msg **ret,
+                               const char *fmt, va_list ap);
 
 /* As pyproc_func(), on worker `ind`. */
-PYPROC_EXPORT int pyproc_ind_func(pyproc_pool *pool, int ind, const char *ref,
-                                  pyproc_msg **ret, const char *fmt, ...);
-PYPROC_EXPORT int pyproc_ind_funcv(pyproc_pool *pool, int ind, const char *ref,
-                                   pyproc_msg **ret, const char *fmt,
-                                   va_list ap);
+PYPROC_EXPORT int pyproc_ind_func(pyproc_pool *pool, int ind, const char *ref, pyproc_msg **ret,
+                                  const char *fmt, ...);
+PYPROC_EXPORT int pyproc_ind_funcv(pyproc_pool *pool, int ind, const char *ref, pyproc_msg **ret,
+                                   const char *fmt, va_list ap);
 
 /*
  * Start a call on the next worker and return at once, with the worker's
@@ -295,19 +292,15 @@ PYPROC_EXPORT int pyproc_ind_funcv(pyproc_pool *pool, int ind, const char *ref,
  * pyproc_wait() and then pyproc_call_free().  Any number of calls may be in
  * flight.
  */
-PYPROC_EXPORT int pyproc_track_func(pyproc_pool *pool, int *ind,
-                                    pyproc_call **call, const char *ref,
-                                    const char *fmt, ...);
-PYPROC_EXPORT int pyproc_track_funcv(pyproc_pool *pool, int *ind,
-                                     pyproc_call **call, const char *ref,
-                                     const char *fmt, va_list ap);
+PYPROC_EXPORT int pyproc_track_func(pyproc_pool *pool, int *ind, pyproc_call **call,
+                                    const char *ref, const char *fmt, ...);
+PYPROC_EXPORT int pyproc_track_funcv(pyproc_pool *pool, int *ind, pyproc_call **call,
+                                     const char *ref, const char *fmt, va_list ap);
 
 /* As pyproc_track_func(), on worker `ind`. */
-PYPROC_EXPORT int pyproc_ind_call(pyproc_pool *pool, int ind,
-                                  pyproc_call **call, const char *ref,
+PYPROC_EXPORT int pyproc_ind_call(pyproc_pool *pool, int ind, pyproc_call **call, const char *ref,
                                   const char *fmt, ...);
-PYPROC_EXPORT int pyproc_ind_callv(pyproc_pool *pool, int ind,
-                                   pyproc_call **call, const char *ref,
+PYPROC_EXPORT int pyproc_ind_callv(pyproc_pool *pool, int ind, pyproc_call **call, const char *ref,
                                    const char *fmt, va_list ap);
 
 /*
@@ -316,8 +309,7 @@ PYPROC_EXPORT int pyproc_ind_callv(pyproc_pool *pool, int ind,
  * the call is still running (wait again later).  The result is handed out
  * once: a second pyproc_wait() after success returns -EALREADY.
  */
-PYPROC_EXPORT int pyproc_wait(pyproc_call *call, pyproc_msg **ret,
-                              int timeout_ms);
+PYPROC_EXPORT int pyproc_wait(pyproc_call *call, pyproc_msg **ret, int timeout_ms);
 
 /*
  * Cancel a call or stream: its asyncio task in the worker is cancelled
@@ -363,10 +355,10 @@ PYPROC_EXPORT int pyproc_track_genv(pyproc_pool *pool, int *ind, pyproc_call **s
                                     const char *ref, const char *fmt, va_list ap);
 
 /* As pyproc_gen(), on worker `ind`. */
-PYPROC_EXPORT int pyproc_ind_gen(pyproc_pool *pool, int ind, const char *ref,
-                                 pyproc_call **stream, const char *fmt, ...);
-PYPROC_EXPORT int pyproc_ind_genv(pyproc_pool *pool, int ind, const char *ref,
-                                  pyproc_call **stream, const char *fmt, va_list ap);
+PYPROC_EXPORT int pyproc_ind_gen(pyproc_pool *pool, int ind, const char *ref, pyproc_call **stream,
+                                 const char *fmt, ...);
+PYPROC_EXPORT int pyproc_ind_genv(pyproc_pool *pool, int ind, const char *ref, pyproc_call **stream,
+                                  const char *fmt, va_list ap);
 
 /*
  * Wait for the next item of a stream.  Returns 1 with the item in *item;
@@ -396,8 +388,7 @@ PYPROC_EXPORT int pyproc_pubv(pyproc_pool *pool, const char *ref, pyproc_msg ***
  * Returns 0 or the first worker's error (PYPROC_EREMOTE).
  */
 PYPROC_EXPORT int pyproc_set_attr(pyproc_pool *pool, const char *ref, const char *fmt, ...);
-PYPROC_EXPORT int pyproc_set_attrv(pyproc_pool *pool, const char *ref, const char *fmt,
-                                   va_list ap);
+PYPROC_EXPORT int pyproc_set_attrv(pyproc_pool *pool, const char *ref, const char *fmt, va_list ap);
 
 /*
  * Start one more worker at the next index, replay to it every add_sub,
@@ -510,9 +501,8 @@ PYPROC_NATIVE_EXPORT extern const pyproc_native_decl pyproc_native_exports[];
  */
 PYPROC_EXPORT int pyproc_add_native(pyproc_pool *pool, const char *name, const char *library,
                                     const pyproc_native_decl *decls);
-PYPROC_EXPORT int pyproc_add_native_err(pyproc_pool *pool, const char *name,
-                                        const char *library, const pyproc_native_decl *decls,
-                                        pyproc_msg **err);
+PYPROC_EXPORT int pyproc_add_native_err(pyproc_pool *pool, const char *name, const char *library,
+                                        const pyproc_native_decl *decls, pyproc_msg **err);
 
 /* ---- host event loops ----
  *
@@ -568,8 +558,8 @@ PYPROC_EXPORT int pyproc_dispatch(pyproc_pool *pool);
 enum pyproc_type {
     PYPROC_NIL = 1,
     PYPROC_BOOL,
-    PYPROC_INT,   /* fits int64_t */
-    PYPROC_UINT,  /* above INT64_MAX */
+    PYPROC_INT,  /* fits int64_t */
+    PYPROC_UINT, /* above INT64_MAX */
     PYPROC_FLOAT,
     PYPROC_STR,
     PYPROC_BYTES,
@@ -583,8 +573,7 @@ enum pyproc_type {
  * list of them.  Returns 0, -EINVAL for a bad format, or -ENOMEM.
  */
 PYPROC_EXPORT int pyproc_msg_new(pyproc_msg **ret, const char *fmt, ...);
-PYPROC_EXPORT int pyproc_msg_newv(pyproc_msg **ret, const char *fmt,
-                                  va_list ap);
+PYPROC_EXPORT int pyproc_msg_newv(pyproc_msg **ret, const char *fmt, va_list ap);
 
 /*
  * Read a message with the codes above, taking pointers: b and i fill an
@@ -597,8 +586,7 @@ PYPROC_EXPORT int pyproc_msg_newv(pyproc_msg **ret, const char *fmt,
  * promised about the pointers on failure.
  */
 PYPROC_EXPORT int pyproc_msg_read(pyproc_msg *m, const char *fmt, ...);
-PYPROC_EXPORT int pyproc_msg_readv(pyproc_msg *m, const char *fmt,
-                                   va_list ap);
+PYPROC_EXPORT int pyproc_msg_readv(pyproc_msg *m, const char *fmt, va_list ap);
 
 /* The message's msgpack encoding (valid while it lives); NULL for an error. */
 PYPROC_EXPORT const void *pyproc_msg_data(pyproc_msg *m, size_t *len);
@@ -624,8 +612,7 @@ PYPROC_EXPORT int pyproc_msg_len(pyproc_msg *m);
  * messages for the caller to free.  Returns 0, -EINVAL, or -ERANGE past the
  * end.
  */
-PYPROC_EXPORT int pyproc_msg_at(pyproc_msg *m, size_t i, pyproc_msg **ret,
-                                pyproc_msg **val);
+PYPROC_EXPORT int pyproc_msg_at(pyproc_msg *m, size_t i, pyproc_msg **ret, pyproc_msg **val);
 
 PYPROC_EXPORT void pyproc_msg_free(pyproc_msg *m);
 

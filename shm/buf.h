@@ -26,7 +26,10 @@ char *shm_buf_reserve(struct shm_buf *b, size_t n, int *err);
 int shm_buf_append(struct shm_buf *b, const void *p, size_t n);
 
 /* Forget the contents, keep the allocation. */
-static inline void shm_buf_reset(struct shm_buf *b) { b->len = 0; }
+static inline void shm_buf_reset(struct shm_buf *b)
+{
+    b->len = 0;
+}
 
 /* Free the allocation.  The buffer may be used again afterwards. */
 void shm_buf_free(struct shm_buf *b);

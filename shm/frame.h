@@ -14,22 +14,22 @@ enum shm_frame_type {
     SHM_FRAME_PAD = 1, /* filler up to the end of the area; no payload   */
 
     /* host to worker */
-    SHM_FRAME_CALL = 16,       /* [kind, ref, [args...], {kwargs}]        */
-    SHM_FRAME_CANCEL,          /* nil                                     */
-    SHM_FRAME_ADD_SUB,         /* [name, pypath, init]                    */
-    SHM_FRAME_SET_ATTR,        /* [ref, value]                            */
-    SHM_FRAME_CALLBACK_REPLY,  /* [ok, value] or [false, error text]      */
-    SHM_FRAME_SHUTDOWN,        /* nil                                     */
-    SHM_FRAME_CREDIT,          /* n: the host read n more stream items    */
-    SHM_FRAME_ADD_NATIVE,      /* [name, library, [[func, sig]...] or nil] */
+    SHM_FRAME_CALL = 16,      /* [kind, ref, [args...], {kwargs}]        */
+    SHM_FRAME_CANCEL,         /* nil                                     */
+    SHM_FRAME_ADD_SUB,        /* [name, pypath, init]                    */
+    SHM_FRAME_SET_ATTR,       /* [ref, value]                            */
+    SHM_FRAME_CALLBACK_REPLY, /* [ok, value] or [false, error text]      */
+    SHM_FRAME_SHUTDOWN,       /* nil                                     */
+    SHM_FRAME_CREDIT,         /* n: the host read n more stream items    */
+    SHM_FRAME_ADD_NATIVE,     /* [name, library, [[func, sig]...] or nil] */
 
     /* worker to host */
-    SHM_FRAME_READY = 32,      /* pid                                     */
-    SHM_FRAME_RESULT,          /* value                                   */
-    SHM_FRAME_ERROR,           /* [errno, type, message, traceback]       */
-    SHM_FRAME_YIELD,           /* value                                   */
-    SHM_FRAME_END,             /* nil                                     */
-    SHM_FRAME_CALLBACK,        /* payload                                 */
+    SHM_FRAME_READY = 32, /* pid                                     */
+    SHM_FRAME_RESULT,     /* value                                   */
+    SHM_FRAME_ERROR,      /* [errno, type, message, traceback]       */
+    SHM_FRAME_YIELD,      /* value                                   */
+    SHM_FRAME_END,        /* nil                                     */
+    SHM_FRAME_CALLBACK,   /* payload                                 */
 };
 
 /* Values of the kind field of a CALL. */

@@ -6,8 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
-int shm_futex_wait(_Atomic uint32_t *word, uint32_t expected, int timeout_ms,
-                   bool shared)
+int shm_futex_wait(_Atomic uint32_t *word, uint32_t expected, int timeout_ms, bool shared)
 {
     int op = shared ? FUTEX_WAIT : FUTEX_WAIT | FUTEX_PRIVATE_FLAG;
     struct timespec ts, *tsp = NULL;

@@ -15,8 +15,7 @@
  * Returns 0 when woken or when the word had already changed, -ETIMEDOUT,
  * or -EINTR.
  */
-int shm_futex_wait(_Atomic uint32_t *word, uint32_t expected, int timeout_ms,
-                   bool shared);
+int shm_futex_wait(_Atomic uint32_t *word, uint32_t expected, int timeout_ms, bool shared);
 
 /* Wake up to n sleepers on word. */
 void shm_futex_wake(_Atomic uint32_t *word, int n, bool shared);

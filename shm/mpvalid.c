@@ -14,8 +14,8 @@
 
 /* What one value's head says. */
 struct mp_head {
-    size_t head;  /* bytes of the head itself, first byte included */
-    uint64_t body; /* bytes that follow the head and belong to it */
+    size_t head;     /* bytes of the head itself, first byte included */
+    uint64_t body;   /* bytes that follow the head and belong to it */
     uint64_t nested; /* values that follow it and belong to it */
 };
 
@@ -66,32 +66,51 @@ static bool head_of(const unsigned char *s, size_t left, struct mp_head *h)
         return true;
     }
     switch (c) {
-    case 0xc4: case 0xc5: case 0xc6: /* bin 8/16/32 */
+    case 0xc4:
+    case 0xc5:
+    case 0xc6: /* bin 8/16/32 */
         return sized(s, left, 1u << (c - 0xc4), 0, h);
-    case 0xc7: case 0xc8: case 0xc9: /* ext 8/16/32: length, type, body */
+    case 0xc7:
+    case 0xc8:
+    case 0xc9: /* ext 8/16/32: length, type, body */
         return sized(s, left, 1u << (c - 0xc7), 1, h);
-    case 0xca: case 0xcb: /* float 32/64 */
+    case 0xca:
+    case 0xcb: /* float 32/64 */
         h->head = c == 0xca ? 5 : 9;
         return left >= h->head;
-    case 0xcc: case 0xcd: case 0xce: case 0xcf: /* uint 8..64 */
+    case 0xcc:
+    case 0xcd:
+    case 0xce:
+    case 0xcf: /* uint 8..64 */
         h->head = 1 + (1u << (c - 0xcc));
         return left >= h->head;
-    case 0xd0: case 0xd1: case 0xd2: case 0xd3: /* int 8..64 */
+    case 0xd0:
+    case 0xd1:
+    case 0xd2:
+    case 0xd3: /* int 8..64 */
         h->head = 1 + (1u << (c - 0xd0));
         return left >= h->head;
-    case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8: /* fixext */
+    case 0xd4:
+    case 0xd5:
+    case 0xd6:
+    case 0xd7:
+    case 0xd8: /* fixext */
         h->head = 2;
         h->body = 1u << (c - 0xd4);
         return left >= h->head;
-    case 0xd9: case 0xda: case 0xdb: /* str 8/16/32 */
+    case 0xd9:
+    case 0xda:
+    case 0xdb: /* str 8/16/32 */
         return sized(s, left, 1u << (c - 0xd9), 0, h);
-    case 0xdc: case 0xdd: /* array 16/32 */
+    case 0xdc:
+    case 0xdd: /* array 16/32 */
         if (!sized(s, left, c == 0xdc ? 2 : 4, 0, h))
             return false;
         h->nested = h->body;
         h->body = 0;
         return true;
-    case 0xde: case 0xdf: /* map 16/32 */
+    case 0xde:
+    case 0xdf: /* map 16/32 */
         if (!sized(s, left, c == 0xde ? 2 : 4, 0, h))
             return false;
         h->nested = 2 * h->body;

@@ -92,7 +92,7 @@ int shm_native_sig_parse(const char *s, struct shm_native_sig *ret, const char *
         return -EINVAL;
     p = skip_spaces(s);
     if (!*p || !strchr(RET_CODES, *p)) {
-        why = !*p ? "empty signature"
+        why = !*p                        ? "empty signature"
               : (*p == 'y' || *p == 'w') ? "y and w are parameter types only"
                                          : "unknown return type";
         goto fail;

@@ -64,9 +64,8 @@ static struct shm_frame_header read_header(const uint8_t *p)
 static_assert(sizeof(struct shm_frame_header) == 2 * sizeof(uint64_t),
               "a frame header is two 64-bit words");
 
-int shm_ring_attach(struct shm_ring *r, struct shm_ring_ctl *ctl, void *data,
-                    uint64_t size, uint64_t max_msg, int doorbell_fd,
-                    int (*type_ok)(unsigned type))
+int shm_ring_attach(struct shm_ring *r, struct shm_ring_ctl *ctl, void *data, uint64_t size,
+                    uint64_t max_msg, int doorbell_fd, int (*type_ok)(unsigned type))
 {
     if (!r || !ctl || !data || max_msg == 0)
         return -EINVAL;
@@ -216,8 +215,7 @@ int shm_ring_reserve(struct shm_ring *r, uint32_t len, void **payload)
     return 0;
 }
 
-void shm_ring_commit(struct shm_ring *r, uint16_t type, uint16_t flags,
-                     uint64_t id, uint32_t len)
+void shm_ring_commit(struct shm_ring *r, uint16_t type, uint16_t flags, uint64_t id, uint32_t len)
 {
     struct shm_frame_header h = {
         .len = len,
@@ -232,8 +230,7 @@ void shm_ring_commit(struct shm_ring *r, uint16_t type, uint16_t flags,
      * Pairs with the acquire load of tail in shm_ring_read(): the PAD, the
      * header and the payload are visible before the tail that covers them.
      */
-    atomic_store_explicit(&r->ctl->tail, r->res_pos + frame_bytes(len),
-                          memory_order_release);
+    atomic_store_explicit(&r->ctl->tail, r->res_pos + frame_bytes(len), memory_order_release);
 }
 
 void shm_ring_notify(struct shm_ring *r)
@@ -303,8 +300,8 @@ static int ring_wait_space(struct shm_ring *r, uint32_t len, int64_t spin_ns)
     return rc < 0 ? rc : 0;
 }
 
-int shm_ring_write(struct shm_ring *r, uint16_t type, uint64_t id,
-                   const void *payload, size_t len, int64_t spin_ns)
+int shm_ring_write(struct shm_ring *r, uint16_t type, uint64_t id, const void *payload, size_t len,
+                   int64_t spin_ns)
 {
     size_t done = 0;
 
@@ -361,8 +358,8 @@ static void ring_release(struct shm_ring *r, uint64_t new_head)
  * for a header comes back as a PAD.  Nothing outside the area and nothing
  * past tail is read.
  */
-static int64_t ring_check_frame(const struct shm_ring *r, uint64_t pos,
-                                uint64_t tail, struct shm_frame_header *ret)
+static int64_t ring_check_frame(const struct shm_ring *r, uint64_t pos, uint64_t tail,
+                                struct shm_frame_header *ret)
 {
     uint64_t avail = tail - pos;
     uint64_t to_end = r->size - (pos & r->mask);
@@ -426,8 +423,7 @@ static int asm_reserve(struct shm_ring *r, size_t need)
 }
 
 /* Append one fragment to the message being reassembled. */
-static int ring_append(struct shm_ring *r, const struct shm_frame_header *h,
-                       const uint8_t *src)
+static int ring_append(struct shm_ring *r, const struct shm_frame_header *h, const uint8_t *src)
 {
     size_t have = r->asm_open ? r->asm_len : 0;
     int rc;
@@ -455,8 +451,8 @@ static int ring_append(struct shm_ring *r, const struct shm_frame_header *h,
  * so the producer can write the next one.  Returns 1 with *m filled when it
  * was the last, 0 when more must follow, or a negative errno.
  */
-static int ring_take_fragment(struct shm_ring *r, const struct shm_frame_header *h,
-                              uint64_t pos, uint64_t n, struct shm_msg *m)
+static int ring_take_fragment(struct shm_ring *r, const struct shm_frame_header *h, uint64_t pos,
+                              uint64_t n, struct shm_msg *m)
 {
     int rc = ring_append(r, h, r->data + (pos & r->mask) + HDR);
 
@@ -628,9 +624,8 @@ bool shm_ring_doorbell_begin(struct shm_ring *r)
 {
     uint32_t awake = SHM_AWAKE, bell = SHM_SLEEP_DOORBELL;
 
-    if (!atomic_compare_exchange_strong_explicit(&r->ctl->consumer_wait, &awake,
-                                                 SHM_SLEEP_DOORBELL, memory_order_relaxed,
-                                                 memory_order_relaxed))
+    if (!atomic_compare_exchange_strong_explicit(&r->ctl->consumer_wait, &awake, SHM_SLEEP_DOORBELL,
+                                                 memory_order_relaxed, memory_order_relaxed))
         return false; /* armed already, or a futex sleeper will drain */
     /* Pairs with the fence in shm_ring_notify(), as in sleep_begin(). */
     atomic_thread_fence(memory_order_seq_cst);

@@ -97,14 +97,14 @@ struct shm_ring {
     uint8_t *data;
     uint64_t size; /* power of two */
     uint64_t mask;
-    uint32_t max_frag;   /* largest payload of one frame */
-    uint64_t max_msg;    /* largest reassembled payload accepted */
-    int doorbell_fd;     /* the consumer's eventfd, or -1 */
+    uint32_t max_frag;             /* largest payload of one frame */
+    uint64_t max_msg;              /* largest reassembled payload accepted */
+    int doorbell_fd;               /* the consumer's eventfd, or -1 */
     int (*type_ok)(unsigned type); /* what the consumer accepts */
 
     /* Producer only: the frame shm_ring_reserve() placed last. */
-    uint64_t res_pos;  /* counter value at its header */
-    uint32_t res_len;  /* payload bytes reserved */
+    uint64_t res_pos; /* counter value at its header */
+    uint32_t res_len; /* payload bytes reserved */
 
     /* Consumer only: the message being reassembled. */
     uint8_t *asm_buf;
@@ -121,9 +121,8 @@ struct shm_ring {
  * `type_ok` says which frame types the consumer accepts (NULL: any).
  * Returns 0 or -EINVAL.
  */
-int shm_ring_attach(struct shm_ring *r, struct shm_ring_ctl *ctl, void *data,
-                    uint64_t size, uint64_t max_msg, int doorbell_fd,
-                    int (*type_ok)(unsigned type));
+int shm_ring_attach(struct shm_ring *r, struct shm_ring_ctl *ctl, void *data, uint64_t size,
+                    uint64_t max_msg, int doorbell_fd, int (*type_ok)(unsigned type));
 
 /* Free the reassembly buffer.  The shared memory is not touched. */
 void shm_ring_detach(struct shm_ring *r);
@@ -147,8 +146,7 @@ int shm_ring_reserve(struct shm_ring *r, uint32_t len, void **payload);
  * Publish the frame reserved last, with a payload of len bytes (at most the
  * length reserved).  Does not wake the consumer.
  */
-void shm_ring_commit(struct shm_ring *r, uint16_t type, uint16_t flags,
-                     uint64_t id, uint32_t len);
+void shm_ring_commit(struct shm_ring *r, uint16_t type, uint16_t flags, uint64_t id, uint32_t len);
 
 /* Wake the consumer if it said it sleeps.  Cheap when it does not. */
 void shm_ring_notify(struct shm_ring *r);
@@ -159,8 +157,8 @@ void shm_ring_notify(struct shm_ring *r);
  * waking the consumer as needed.  Returns 0, -EPIPE when the ring is closed,
  * or -EMSGSIZE when len exceeds max_msg.
  */
-int shm_ring_write(struct shm_ring *r, uint16_t type, uint64_t id,
-                   const void *payload, size_t len, int64_t spin_ns);
+int shm_ring_write(struct shm_ring *r, uint16_t type, uint64_t id, const void *payload, size_t len,
+                   int64_t spin_ns);
 
 /* ---- consumer ---- */
 

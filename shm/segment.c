@@ -9,8 +9,7 @@
 
 static_assert(sizeof(struct shm_seg_header) <= SHM_SEG_DATA_OFFSET,
               "the segment header fits before the ring data");
-static_assert(SHM_SEG_DATA_OFFSET % 64 == 0,
-              "ring data starts on a cache line");
+static_assert(SHM_SEG_DATA_OFFSET % 64 == 0, "ring data starts on a cache line");
 
 static bool ring_bytes_ok(uint64_t n)
 {
@@ -37,8 +36,7 @@ static void seg_view(struct shm_seg *s, int fd, void *base, size_t size)
     s->reply_data = s->request_data + (size - SHM_SEG_DATA_OFFSET) / 2;
 }
 
-int shm_seg_create(struct shm_seg *s, uint64_t ring_bytes, uint32_t index,
-                   uint64_t max_msg_bytes)
+int shm_seg_create(struct shm_seg *s, uint64_t ring_bytes, uint32_t index, uint64_t max_msg_bytes)
 {
     uint64_t total = seg_total(ring_bytes);
     struct shm_seg_header *h;
@@ -82,13 +80,13 @@ fail:
 }
 
 /* Check a mapped header against the fd's real size and the caller's word. */
-static bool seg_header_ok(const struct shm_seg_header *h, uint64_t size,
-                          pid_t creator, uint32_t index)
+static bool seg_header_ok(const struct shm_seg_header *h, uint64_t size, pid_t creator,
+                          uint32_t index)
 {
     return h->magic == SHM_SEG_MAGIC && h->version == SHM_SEG_VERSION &&
            h->creator_pid == (int32_t)creator && h->index == index &&
-           ring_bytes_ok(h->ring_bytes) && h->max_msg_bytes != 0 &&
-           h->total_bytes == size && h->total_bytes == seg_total(h->ring_bytes);
+           ring_bytes_ok(h->ring_bytes) && h->max_msg_bytes != 0 && h->total_bytes == size &&
+           h->total_bytes == seg_total(h->ring_bytes);
 }
 
 int shm_seg_map(struct shm_seg *s, int fd, pid_t creator, uint32_t index)
@@ -109,8 +107,7 @@ int shm_seg_map(struct shm_seg *s, int fd, pid_t creator, uint32_t index)
     if (seals < 0 || !(seals & F_SEAL_SHRINK))
         return -EPROTO;
 
-    base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
-                fd, 0);
+    base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
     if (base == MAP_FAILED)
         return -errno;
     if (!seg_header_ok(base, (uint64_t)st.st_size, creator, index)) {

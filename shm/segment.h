@@ -83,7 +83,7 @@ struct shm_stop {
 struct shm_seg_header {
     uint64_t magic;
     uint32_t version;
-    uint32_t index;     /* worker index in its pool */
+    uint32_t index; /* worker index in its pool */
     uint64_t ring_bytes;
     uint64_t total_bytes;
     uint64_t max_msg_bytes;
@@ -116,8 +116,7 @@ struct shm_seg {
  * Create, size, seal and map a new segment whose rings hold ring_bytes each
  * (a power of two).  The fd is close-on-exec.  Returns 0 or -errno.
  */
-int shm_seg_create(struct shm_seg *s, uint64_t ring_bytes, uint32_t index,
-                   uint64_t max_msg_bytes);
+int shm_seg_create(struct shm_seg *s, uint64_t ring_bytes, uint32_t index, uint64_t max_msg_bytes);
 
 /*
  * Map the segment behind an inherited fd and validate it: magic, version,

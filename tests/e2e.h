@@ -19,7 +19,6 @@
 
 #include "pyproc.h"
 
-
 /* Call ref and read its int result. */
 static inline int64_t e2e_int(pyproc_pool *p, const char *ref)
 {

@@ -14,10 +14,10 @@
 
 #include "embed/convert.h"
 
-static PyObject *ns;     /* globals the expressions run in */
-static PyObject *packb;  /* msgpack.packb */
-static PyObject *pack_kw; /* {"use_bin_type": True} */
-static PyObject *unpackb; /* msgpack.unpackb */
+static PyObject *ns;        /* globals the expressions run in */
+static PyObject *packb;     /* msgpack.packb */
+static PyObject *pack_kw;   /* {"use_bin_type": True} */
+static PyObject *unpackb;   /* msgpack.unpackb */
 static PyObject *unpack_kw; /* {"strict_map_key": False} */
 
 static const char prelude[] =
@@ -56,15 +56,15 @@ static int setup(void **state)
     PyObject *main_mod = PyImport_AddModule("__main__"); /* borrowed */
     if (!main_mod)
         goto py_fail;
-    ns = PyModule_GetDict(main_mod); /* borrowed */
+    ns = PyModule_GetDict(main_mod);                            /* borrowed */
     PyObject *r = PyRun_String(prelude, Py_file_input, ns, ns); /* new ref */
     if (!r)
         goto py_fail;
     Py_DECREF(r);
     packb = PyRun_String("msgpack.packb", Py_eval_input, ns, ns);     /* new ref */
     unpackb = PyRun_String("msgpack.unpackb", Py_eval_input, ns, ns); /* new ref */
-    pack_kw = Py_BuildValue("{s:O}", "use_bin_type", Py_True);         /* new ref */
-    unpack_kw = Py_BuildValue("{s:O}", "strict_map_key", Py_False);    /* new ref */
+    pack_kw = Py_BuildValue("{s:O}", "use_bin_type", Py_True);        /* new ref */
+    unpack_kw = Py_BuildValue("{s:O}", "strict_map_key", Py_False);   /* new ref */
     if (!packb || !unpackb || !pack_kw || !unpack_kw)
         goto py_fail;
     return 0;
@@ -134,8 +134,7 @@ static void assert_same(PyObject *a, PyObject *b, const char *what)
     assert_non_null(ra);
     assert_non_null(rb);
     if (PyUnicode_Compare(ra, rb) != 0) {
-        fail_msg("%s: %.200s != %.200s", what, PyUnicode_AsUTF8(ra),
-                 PyUnicode_AsUTF8(rb));
+        fail_msg("%s: %.200s != %.200s", what, PyUnicode_AsUTF8(ra), PyUnicode_AsUTF8(rb));
     }
     Py_DECREF(ra);
     Py_DECREF(rb);
@@ -163,8 +162,8 @@ static void assert_raised(PyObject *exc, const char *msg)
 
 /* pyproc_unpack of [data, data + n) from a buffer exactly n bytes long,
  * so that any read past the end shows under ASan and Valgrind. */
-static PyObject *unpack_exact(PyObject *(*fn)(const char **, const char *),
-                              const char *data, size_t n, size_t *used)
+static PyObject *unpack_exact(PyObject *(*fn)(const char **, const char *), const char *data,
+                              size_t n, size_t *used)
 {
     char *copy = malloc(n ? n : 1);
     assert_non_null(copy);
@@ -187,41 +186,93 @@ struct sample {
 };
 
 static const struct sample samples[] = {
-    {"None", 1}, {"True", 1}, {"False", 1},
-    {"0", 1}, {"1", 1}, {"127", 1}, {"128", 1}, {"255", 1}, {"256", 1},
-    {"65535", 1}, {"65536", 1}, {"2**32 - 1", 1}, {"2**32", 1},
-    {"2**63 - 1", 1}, {"2**63", 1}, {"2**64 - 1", 1},
-    {"-1", 1}, {"-32", 1}, {"-33", 1}, {"-128", 1}, {"-129", 1},
-    {"-32768", 1}, {"-32769", 1}, {"-2**31", 1}, {"-2**31 - 1", 1},
+    {"None", 1},
+    {"True", 1},
+    {"False", 1},
+    {"0", 1},
+    {"1", 1},
+    {"127", 1},
+    {"128", 1},
+    {"255", 1},
+    {"256", 1},
+    {"65535", 1},
+    {"65536", 1},
+    {"2**32 - 1", 1},
+    {"2**32", 1},
+    {"2**63 - 1", 1},
+    {"2**63", 1},
+    {"2**64 - 1", 1},
+    {"-1", 1},
+    {"-32", 1},
+    {"-33", 1},
+    {"-128", 1},
+    {"-129", 1},
+    {"-32768", 1},
+    {"-32769", 1},
+    {"-2**31", 1},
+    {"-2**31 - 1", 1},
     {"-2**63", 1},
-    {"0.0", 1}, {"-0.0", 1}, {"1.5", 1}, {"-2.25e-300", 1}, {"1e308", 1},
-    {"float('inf')", 1}, {"float('-inf')", 1}, {"float('nan')", 1},
-    {"''", 1}, {"'a'", 1}, {"'x' * 31", 1}, {"'x' * 32", 1},
-    {"'x' * 255", 1}, {"'x' * 256", 1}, {"'x' * 65535", 1},
-    {"'x' * 65536", 1}, {"'h\\xe9llo w\\xf6rld \\u2603 \\U0001d11e'", 1},
+    {"0.0", 1},
+    {"-0.0", 1},
+    {"1.5", 1},
+    {"-2.25e-300", 1},
+    {"1e308", 1},
+    {"float('inf')", 1},
+    {"float('-inf')", 1},
+    {"float('nan')", 1},
+    {"''", 1},
+    {"'a'", 1},
+    {"'x' * 31", 1},
+    {"'x' * 32", 1},
+    {"'x' * 255", 1},
+    {"'x' * 256", 1},
+    {"'x' * 65535", 1},
+    {"'x' * 65536", 1},
+    {"'h\\xe9llo w\\xf6rld \\u2603 \\U0001d11e'", 1},
     {"'nul\\x00inside'", 1},
-    {"b''", 1}, {"b'\\x00'", 1}, {"b'\\x00ab\\x00\\x00'", 1},
-    {"bytes(range(256)) * 300", 1}, {"b'z' * 70000", 1},
-    {"[]", 1}, {"{}", 1}, {"[[]]", 1}, {"[{}]", 1}, {"{'': {}}", 1},
-    {"list(range(15))", 1}, {"list(range(16))", 1},
+    {"b''", 1},
+    {"b'\\x00'", 1},
+    {"b'\\x00ab\\x00\\x00'", 1},
+    {"bytes(range(256)) * 300", 1},
+    {"b'z' * 70000", 1},
+    {"[]", 1},
+    {"{}", 1},
+    {"[[]]", 1},
+    {"[{}]", 1},
+    {"{'': {}}", 1},
+    {"list(range(15))", 1},
+    {"list(range(16))", 1},
     {"list(range(-40, 70000, 3))", 1},
-    {"{str(i): i for i in range(15)}", 1}, {"{str(i): i for i in range(16)}", 1},
+    {"{str(i): i for i in range(15)}", 1},
+    {"{str(i): i for i in range(16)}", 1},
     {"{str(i): [i, str(i)] for i in range(70000)}", 1},
     {"[1, [2, [3, [4, []]]], {'a': {'b': {'c': None}}}]", 1},
     {"{'a': 1, 'b': [1, 2.5, {'c': None, 'd': b'\\x00'}], 'e': 'f'}", 1},
     {"{1: 'int key', b'k': 2, 2.5: 3, None: 4, -7: []}", 1},
     {"[True, False, None, 1, 1.0, '1', b'1']", 1},
-    {"nest(100)", 1}, {"nest(100, 'leaf', True)", 1},
+    {"nest(100)", 1},
+    {"nest(100, 'leaf', True)", 1},
     /* Sent as something else: tuples as arrays, buffers as bin,
      * subclasses as their base type. */
-    {"()", 0}, {"(1, 'a', (2, (3,)))", 0}, {"{'t': (1, [2, (3, {})])}", 0},
-    {"bytearray(b'ab\\x00c')", 0}, {"bytearray()", 0},
-    {"memoryview(b'xyz')", 0}, {"memoryview(b'')", 0},
+    {"()", 0},
+    {"(1, 'a', (2, (3,)))", 0},
+    {"{'t': (1, [2, (3, {})])}", 0},
+    {"bytearray(b'ab\\x00c')", 0},
+    {"bytearray()", 0},
+    {"memoryview(b'xyz')", 0},
+    {"memoryview(b'')", 0},
     {"memoryview(array.array('i', [1, -2, 3]))", 0},
     {"memoryview(bytes(range(256)) * 2).cast('B', (16, 32))", 0},
-    {"I(5)", 0}, {"I(-2**63)", 0}, {"E.A", 0}, {"S('sub')", 0}, {"F(2.5)", 0},
-    {"B(b'q\\x00')", 0}, {"L([1, L([2])])", 0}, {"D(a=D(b=1))", 0},
-    {"P(1, P('x', None))", 0}, {"collections.OrderedDict(a=1, b=2)", 0},
+    {"I(5)", 0},
+    {"I(-2**63)", 0},
+    {"E.A", 0},
+    {"S('sub')", 0},
+    {"F(2.5)", 0},
+    {"B(b'q\\x00')", 0},
+    {"L([1, L([2])])", 0},
+    {"D(a=D(b=1))", 0},
+    {"P(1, P('x', None))", 0},
+    {"collections.OrderedDict(a=1, b=2)", 0},
     {"collections.defaultdict(list, k=[1])", 0},
 };
 
@@ -330,8 +381,8 @@ static void test_unpack_advances(void **state)
 }
 
 /* Every proper prefix fails with ValueError, reads nothing beyond it. */
-static void check_every_cut(PyObject *(*fn)(const char **, const char *),
-                            const char *data, size_t len)
+static void check_every_cut(PyObject *(*fn)(const char **, const char *), const char *data,
+                            size_t len)
 {
     size_t used = 0;
 
@@ -363,12 +414,9 @@ static void test_truncated(void **state)
         const char *data;
         size_t len;
     } handmade[] = {
-        {"\xca\x3f\xc0\x00\x00", 5},
-        {"\xdb\x00\x00\x00\x02hi", 7},
-        {"\xc6\x00\x00\x00\x01\x00", 6},
-        {"\xdd\x00\x00\x00\x02\x01\xc0", 7},
-        {"\xdf\x00\x00\x00\x01\xa1k\xc3", 8},
-        {"\xde\x00\x01\xa1k\x91\xc0", 7},
+        {"\xca\x3f\xc0\x00\x00", 5},          {"\xdb\x00\x00\x00\x02hi", 7},
+        {"\xc6\x00\x00\x00\x01\x00", 6},      {"\xdd\x00\x00\x00\x02\x01\xc0", 7},
+        {"\xdf\x00\x00\x00\x01\xa1k\xc3", 8}, {"\xde\x00\x01\xa1k\x91\xc0", 7},
         {"\xdc\x00\x01\x91\xc0", 5},
     };
 
@@ -380,8 +428,7 @@ static void test_truncated(void **state)
         size_t len = (size_t)PyBytes_GET_SIZE(ref);
 
         check_every_cut(pyproc_unpack, data, len);
-        check_every_cut(PyList_Check(o) ? pyproc_unpack_tuple : pyproc_unpack_kwargs,
-                        data, len);
+        check_every_cut(PyList_Check(o) ? pyproc_unpack_tuple : pyproc_unpack_kwargs, data, len);
         Py_DECREF(ref);
         Py_DECREF(o);
     }
@@ -400,7 +447,9 @@ static void test_unpack_bad_input(void **state)
     } cases[] = {
         {"\xc1", 1, &PyExc_ValueError, "0xc1"},
         {"\xd4\x01\x00", 3, &PyExc_ValueError, "ext types are not supported"},
-        {"\xd8\x01" "0123456789abcdef", 18, &PyExc_ValueError, "ext types"},
+        {"\xd8\x01"
+         "0123456789abcdef",
+         18, &PyExc_ValueError, "ext types"},
         {"\xc7\x01\x05\x00", 4, &PyExc_ValueError, "ext types"},
         {"\xc9\x00\x00\x00\x01\x05\x00", 7, &PyExc_ValueError, "ext types"},
         {"\x91\xd5\x01\x00\x00", 5, &PyExc_ValueError, "ext types"},
@@ -408,8 +457,12 @@ static void test_unpack_bad_input(void **state)
          * before anything that size is allocated. */
         {"\xdd\xff\xff\xff\xff\xc0\xc0", 7, &PyExc_ValueError, "truncated"},
         {"\xdf\xff\xff\xff\xff\xc0\xc0", 7, &PyExc_ValueError, "truncated"},
-        {"\xdb\xff\xff\xff\xff" "abc", 8, &PyExc_ValueError, "truncated"},
-        {"\xc6\xff\xff\xff\xff" "abc", 8, &PyExc_ValueError, "truncated"},
+        {"\xdb\xff\xff\xff\xff"
+         "abc",
+         8, &PyExc_ValueError, "truncated"},
+        {"\xc6\xff\xff\xff\xff"
+         "abc",
+         8, &PyExc_ValueError, "truncated"},
         {"\x82\xa1k\xc0", 4, &PyExc_ValueError, "truncated"},
         {"\xa2\xff\xfe", 3, &PyExc_UnicodeDecodeError, NULL},
         {"\xa3\xed\xa0\x80", 4, &PyExc_UnicodeDecodeError, NULL}, /* surrogate */
@@ -429,8 +482,7 @@ static void test_unpack_bad_input(void **state)
     }
 }
 
-static char *repeat(const char *unit, size_t unit_len, size_t n, const char *tail,
-                    size_t *len)
+static char *repeat(const char *unit, size_t unit_len, size_t n, const char *tail, size_t *len)
 {
     size_t tail_len = strlen(tail);
     char *s = malloc(unit_len * n + tail_len);
@@ -485,7 +537,9 @@ static void test_pack_depth(void **state)
 {
     static const char *const ok[] = {"nest(512)", "nest(512, 1, True)"};
     static const char *const deep[] = {
-        "nest(513)", "nest(513, 1, True)", "nest(100000)",
+        "nest(513)",
+        "nest(513, 1, True)",
+        "nest(100000)",
         "(lambda l: (l.append(l), l)[1])([])",
         "(lambda d: (d.update(me=d), d)[1])({})",
         "(lambda l: (l.append({'x': (1, l)}), l)[1])([])",
@@ -529,8 +583,7 @@ static void test_pack_errors(void **state)
         PyObject **exc;
         const char *msg;
     } cases[] = {
-        {"open('/dev/null')", &PyExc_TypeError,
-         "cannot send object of type '_io.TextIOWrapper'"},
+        {"open('/dev/null')", &PyExc_TypeError, "cannot send object of type '_io.TextIOWrapper'"},
         {"{1, 2}", &PyExc_TypeError, "cannot send object of type 'set'"},
         {"[1, 2, object()]", &PyExc_TypeError, "type 'object'"},
         {"{'a': 1, 'b': lambda: 0}", &PyExc_TypeError, "type 'function'"},
@@ -540,8 +593,7 @@ static void test_pack_errors(void **state)
         {"I(2**100)", &PyExc_OverflowError, NULL},
         {"'\\ud800'", &PyExc_UnicodeEncodeError, NULL},
         {"memoryview(b'abcdef')[::2]", &PyExc_TypeError, "not C-contiguous"},
-        {"(lambda m: (m.release(), m)[1])(memoryview(b'ab'))", &PyExc_ValueError,
-         "released"},
+        {"(lambda m: (m.release(), m)[1])(memoryview(b'ab'))", &PyExc_ValueError, "released"},
     };
     struct shm_buf b = {0};
 
@@ -568,8 +620,8 @@ static void test_pack_errors(void **state)
 static void test_pack_limit(void **state)
 {
     static const char *const exprs[] = {
-        "None", "70000", "-70000", "1.5", "'x' * 40", "b'y' * 300",
-        "[1, 2, 3]", "{'k': [None, 'v' * 20]}",
+        "None",     "70000",      "-70000",    "1.5",
+        "'x' * 40", "b'y' * 300", "[1, 2, 3]", "{'k': [None, 'v' * 20]}",
     };
     struct shm_buf b = {0};
 
@@ -635,8 +687,7 @@ static void test_unpack_tuple(void **state)
 
 static void test_unpack_kwargs(void **state)
 {
-    static const char *const bad[] = {"[]", "None", "{1: 2}", "{'a': 1, b'b': 2}",
-                                      "{None: 1}"};
+    static const char *const bad[] = {"[]", "None", "{1: 2}", "{'a': 1, b'b': 2}", "{None: 1}"};
     PyObject *o = eval("{'alpha': 1, 'beta': [2, {'x': 3}], 'gamma': None}");
     PyObject *ref = ref_pack(o);
     size_t used = 0;
@@ -669,16 +720,11 @@ static void test_unpack_kwargs(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matches_msgpack),
-        cmocka_unit_test(test_unpack_other_encodings),
-        cmocka_unit_test(test_unpack_advances),
-        cmocka_unit_test(test_truncated),
-        cmocka_unit_test(test_unpack_bad_input),
-        cmocka_unit_test(test_unpack_depth),
-        cmocka_unit_test(test_pack_depth),
-        cmocka_unit_test(test_pack_errors),
-        cmocka_unit_test(test_pack_limit),
-        cmocka_unit_test(test_unpack_tuple),
+        cmocka_unit_test(test_matches_msgpack),  cmocka_unit_test(test_unpack_other_encodings),
+        cmocka_unit_test(test_unpack_advances),  cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_unpack_bad_input), cmocka_unit_test(test_unpack_depth),
+        cmocka_unit_test(test_pack_depth),       cmocka_unit_test(test_pack_errors),
+        cmocka_unit_test(test_pack_limit),       cmocka_unit_test(test_unpack_tuple),
         cmocka_unit_test(test_unpack_kwargs),
     };
 

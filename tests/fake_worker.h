@@ -100,8 +100,7 @@ static inline void fake_attach(int argc, char **argv)
                         (int)fake_arg(argc, argv, "--request-bell"),
                         shm_frame_type_to_worker) < 0 ||
         shm_ring_attach(&fake.rep, &fake.seg.hdr->reply, fake.seg.reply_data, n, max,
-                        (int)fake_arg(argc, argv, "--reply-bell"),
-                        shm_frame_type_to_host) < 0)
+                        (int)fake_arg(argc, argv, "--reply-bell"), shm_frame_type_to_host) < 0)
         _exit(1);
     fake_write_pid(SHM_FRAME_READY, 0);
 }
@@ -111,8 +110,7 @@ static inline bool fake_call_named(const struct shm_msg *m, const char *name)
 {
     size_t n = strlen(name);
 
-    return m->len >= 3 + n && m->payload[2] == (0xa0 | n) &&
-           memcmp(m->payload + 3, name, n) == 0;
+    return m->len >= 3 + n && m->payload[2] == (0xa0 | n) && memcmp(m->payload + 3, name, n) == 0;
 }
 
 /* What every fake worker does with frames that are not calls. */

@@ -133,8 +133,7 @@ static void reassembled_payload_is_left_alone(void **state)
         assert_int_equal(shm_ring_reserve(&f->prod, f->prod.max_frag, &dst), 0);
         memcpy(dst, src + done, f->prod.max_frag);
         shm_ring_commit(&f->prod, SHM_FRAME_RESULT,
-                        done + f->prod.max_frag < n ? SHM_FRAME_MORE : 0, 9,
-                        f->prod.max_frag);
+                        done + f->prod.max_frag < n ? SHM_FRAME_MORE : 0, 9, f->prod.max_frag);
         rc = shm_ring_read(&f->cons, &m);
         assert_int_equal(rc, done + f->prod.max_frag < n ? 0 : 1);
     }
@@ -154,8 +153,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(in_place_payload_is_copied_and_released, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(copy_stops_at_the_frame, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(reassembled_payload_is_left_alone, fx_setup,
-                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(reassembled_payload_is_left_alone, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,6 +16,8 @@ struct sample {
     size_t len;
 };
 
+/* A table of samples reads best as written. */
+/* clang-format off */
 #define S(lit) {lit, sizeof(lit) - 1}
 
 /* One well-formed value each, of every kind of head. */
@@ -34,6 +36,7 @@ static const struct sample valid[] = {
     S("\xdc\x00\x02\xc0\xc3"), S("\xdd\x00\x00\x00\x01\x91\x90"),
     S("\xde\x00\x01\x01\x02"), S("\xdf\x00\x00\x00\x01\xc0\x81\x01\x02"),
 };
+/* clang-format on */
 
 static void test_accepts_every_kind(void **state)
 {
@@ -76,7 +79,10 @@ static void test_rejects_impossible_counts(void **state)
 {
     assert_int_equal(shm_mp_check("\xdd\xff\xff\xff\xff", 5), -EBADMSG);
     assert_int_equal(shm_mp_check("\xdf\xff\xff\xff\xff\x01\x01", 7), -EBADMSG);
-    assert_int_equal(shm_mp_check("\xdb\xff\xff\xff\xff" "abc", 8), -EBADMSG);
+    assert_int_equal(shm_mp_check("\xdb\xff\xff\xff\xff"
+                                  "abc",
+                                  8),
+                     -EBADMSG);
     assert_int_equal(shm_mp_check("\xc9\xff\xff\xff\xff\x01", 6), -EBADMSG);
     /* Nested arrays, each claiming one more item than the bytes hold. */
     assert_int_equal(shm_mp_check("\x92\x92\x92\x01", 4), -EBADMSG);

@@ -90,8 +90,7 @@ static void faults_are_named_where_they_are(void **state)
     parse_bad("v(w1073741825)", "w needs its size", 2);
     parse_bad("v(w99999999999999999999)", "w needs its size", 2);
     parse_bad("v(d,d)", "unknown parameter type", 3);
-    assert_int_equal(shm_native_sig_parse(NULL, &(struct shm_native_sig){0}, NULL, NULL),
-                     -EINVAL);
+    assert_int_equal(shm_native_sig_parse(NULL, &(struct shm_native_sig){0}, NULL, NULL), -EINVAL);
 }
 
 static void at_most_32_parameters(void **state)
@@ -121,10 +120,8 @@ static void names_are_c_identifiers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(every_type_is_accepted),
-        cmocka_unit_test(spaces_and_buffers),
-        cmocka_unit_test(faults_are_named_where_they_are),
-        cmocka_unit_test(at_most_32_parameters),
+        cmocka_unit_test(every_type_is_accepted),          cmocka_unit_test(spaces_and_buffers),
+        cmocka_unit_test(faults_are_named_where_they_are), cmocka_unit_test(at_most_32_parameters),
         cmocka_unit_test(names_are_c_identifiers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

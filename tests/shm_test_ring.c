@@ -73,8 +73,14 @@ static int fx_teardown(void **state)
     return 0;
 }
 
-static uint64_t tail_of(struct fx *f) { return atomic_load(&f->ctl->tail); }
-static uint64_t head_of(struct fx *f) { return atomic_load(&f->ctl->head); }
+static uint64_t tail_of(struct fx *f)
+{
+    return atomic_load(&f->ctl->tail);
+}
+static uint64_t head_of(struct fx *f)
+{
+    return atomic_load(&f->ctl->head);
+}
 
 static void fill(uint8_t *p, size_t n, unsigned seed)
 {

@@ -42,7 +42,7 @@
 #define MESSAGES 1000000u
 #define SPIN_NS 20000
 #define SEED 0x9e3779b97f4a7c15ull
-#define CHILD_FD 10      /* the segment, in the helper */
+#define CHILD_FD 10       /* the segment, in the helper */
 #define CHILD_DOORBELL 11 /* the helper's eventfd */
 
 /* Each side pauses this long every PAUSE_EVERY messages, out of step. */
@@ -288,9 +288,11 @@ static int helper_main(int argc, char **argv)
             usleep(PAUSE_US);
         helper_read(&h, &m, (seq / PAUSE_EVERY) % 2);
         if (m.id != seq + 1 || m.type != type || m.len != len)
-            helper_fail(&h.reply, "message %" PRIu64 ": id %" PRIu64 " type %u len %zu, "
-                        "want id %" PRIu64 " type %u len %zu", seq, m.id, m.type, m.len,
-                        seq + 1, type, len);
+            helper_fail(&h.reply,
+                        "message %" PRIu64 ": id %" PRIu64
+                        " type %u len %zu, "
+                        "want id %" PRIu64 " type %u len %zu",
+                        seq, m.id, m.type, m.len, seq + 1, type, len);
         h.sum.hash = mix(h.sum.hash, check_msg(m.payload, m.len, seq, &bad));
         if (bad)
             helper_fail(&h.reply, "message %" PRIu64 " (len %zu): bad checksum", seq, len);
@@ -372,10 +374,12 @@ static void test_stress(void **state)
     assert_non_null(buf);
     assert_true(doorbell >= 0);
     assert_int_equal(shm_seg_create(&seg, RING_BYTES, 0, MAX_MSG), 0);
-    assert_int_equal(shm_ring_attach(&req, &seg.hdr->request, seg.request_data, RING_BYTES,
-                                     MAX_MSG, doorbell, NULL), 0);
-    assert_int_equal(shm_ring_attach(&reply, &seg.hdr->reply, seg.reply_data, RING_BYTES,
-                                     MAX_MSG, -1, shm_frame_type_to_host), 0);
+    assert_int_equal(shm_ring_attach(&req, &seg.hdr->request, seg.request_data, RING_BYTES, MAX_MSG,
+                                     doorbell, NULL),
+                     0);
+    assert_int_equal(shm_ring_attach(&reply, &seg.hdr->reply, seg.reply_data, RING_BYTES, MAX_MSG,
+                                     -1, shm_frame_type_to_host),
+                     0);
     w = (struct watch){
         .pid = spawn_helper(seg.fd, doorbell, MESSAGES),
         .req = &req,
@@ -433,12 +437,14 @@ static void test_stress(void **state)
     assert_true(WIFEXITED(w.status));
     assert_int_equal(WEXITSTATUS(w.status), 0);
 
-    printf("shm ring stress: %" PRIu64 " messages (%" PRIu64 " larger than the ring), "
+    printf("shm ring stress: %" PRIu64 " messages (%" PRIu64
+           " larger than the ring), "
            "%" PRIu64 " frames, %.1f MB in %.2f s: %.2f Mframes/s, %.0f MB/s\n",
            want.messages, big, frames, want.bytes / 1e6, (t1 - t0) / 1e9,
            frames * 1e3 / (double)(t1 - t0), want.bytes * 1e3 / (double)(t1 - t0));
     printf("shm ring stress: helper slept %" PRIu64 " times, parent waited for space %" PRIu64
-           " times (%" PRIu64 " over 90 ms)\n", got.sleeps, waited, stalls);
+           " times (%" PRIu64 " over 90 ms)\n",
+           got.sleeps, waited, stalls);
 
     shm_ring_detach(&req);
     shm_ring_detach(&reply);

@@ -68,8 +68,7 @@ static void test_layout(void **state)
     (void)state;
     assert_true(offsetof(struct shm_seg_header, stops) % 64 == 0);
     assert_true(offsetof(struct shm_seg_header, request) >=
-                offsetof(struct shm_seg_header, stops) +
-                    SHM_STOP_SLOTS * sizeof(struct shm_stop));
+                offsetof(struct shm_seg_header, stops) + SHM_STOP_SLOTS * sizeof(struct shm_stop));
     assert_true(sizeof(struct shm_seg_header) <= SHM_SEG_DATA_OFFSET);
 }
 

@@ -156,8 +156,8 @@ int main(int argc, char **argv)
     double growth = rss_tenth_kb ? 100.0 * (double)(rss_end - rss_tenth_kb) / rss_tenth_kb : 0;
     long n = calls_per_thread * THREADS;
 
-    printf("soak: %ld calls from %d threads to %d workers in %.1f s (%.0f calls/s)\n", n,
-           THREADS, WORKERS, took, (double)n / took);
+    printf("soak: %ld calls from %d threads to %d workers in %.1f s (%.0f calls/s)\n", n, THREADS,
+           WORKERS, took, (double)n / took);
     printf("soak: %ld answered, %ld ended with PYPROC_EWORKER, %ld wrong; %ld workers killed\n",
            atomic_load(&ok_calls), atomic_load(&dead_calls), atomic_load(&bad_calls),
            atomic_load(&kills));

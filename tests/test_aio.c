@@ -161,8 +161,8 @@ static void fifty_fetches_at_once(void **state)
     atomic_store(&http_served, 0);
     for (int i = 0; i < N; i++) {
         snprintf(path, sizeof path, "/p%d", i);
-        assert_int_equal(pyproc_track_func(pool, NULL, &c[i], "t.aio.fetch", "is", http_port,
-                                           path), 0);
+        assert_int_equal(pyproc_track_func(pool, NULL, &c[i], "t.aio.fetch", "is", http_port, path),
+                         0);
     }
     for (int i = 0; i < N; i++) {
         pyproc_msg *m = NULL;
@@ -190,7 +190,8 @@ static void aiohttp_client_works(void **state)
     (void)state;
     for (int i = 0; i < 4; i++)
         assert_int_equal(pyproc_track_func(pool, NULL, &c[i], "t.aio.fetch_aiohttp", "is",
-                                           http_port, "/aio"), 0);
+                                           http_port, "/aio"),
+                         0);
     for (int i = 0; i < 4; i++) {
         pyproc_msg *m = NULL;
         int status;

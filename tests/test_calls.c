@@ -21,7 +21,7 @@
  * runs just before one chosen FUTEX_WAIT, to put another thread's action
  * exactly between a waiter's last check and its sleep.
  */
-static _Atomic uint32_t *hook_word;  /* the word whose next wait is hooked */
+static _Atomic uint32_t *hook_word; /* the word whose next wait is hooked */
 static void (*hook_fn)(void);
 
 int shm_futex_wait(_Atomic uint32_t *word, uint32_t expected, int timeout_ms, bool shared)
@@ -95,8 +95,9 @@ static void ring_sleeper_sees_an_answer_drained_elsewhere(void **state)
     memset(&fake, 0, sizeof fake);
     fake.pool.name = "fake";
     fake.w.pool = &fake.pool;
-    assert_int_equal(shm_ring_attach(&fake.w.rx, &fake.ctl, fake.data, sizeof fake.data,
-                                     1024, -1, NULL), 0);
+    assert_int_equal(shm_ring_attach(&fake.w.rx, &fake.ctl, fake.data, sizeof fake.data, 1024, -1,
+                                     NULL),
+                     0);
     pthread_mutex_init(&fake.w.rx_lock, NULL);
     fake.c.pool = &fake.pool;
     fake.c.worker = &fake.w;
@@ -304,8 +305,7 @@ static void wait_answers(pyproc_pool *p)
 
 /* ---- a worker that dies while the host answers its callback ---- */
 
-static int kill_caller(pyproc_pool *p, int ind, pyproc_msg *payload, pyproc_msg **reply,
-                       void *data)
+static int kill_caller(pyproc_pool *p, int ind, pyproc_msg *payload, pyproc_msg **reply, void *data)
 {
     int pid = 0;
     pyproc_worker_stats st;
@@ -342,8 +342,7 @@ static void worker_dies_during_its_callback(void **state)
 
 static _Atomic int flood_seen;
 
-static int slow_answer(pyproc_pool *p, int ind, pyproc_msg *payload, pyproc_msg **reply,
-                       void *data)
+static int slow_answer(pyproc_pool *p, int ind, pyproc_msg *payload, pyproc_msg **reply, void *data)
 {
     (void)p, (void)ind, (void)payload, (void)data;
     /* The first answer takes long enough for the queue to fill. */
@@ -383,8 +382,7 @@ static int64_t mono_ns(void)
     return (int64_t)(e2e_now() * 1e9);
 }
 
-static int held_answer(pyproc_pool *p, int ind, pyproc_msg *payload, pyproc_msg **reply,
-                       void *data)
+static int held_answer(pyproc_pool *p, int ind, pyproc_msg *payload, pyproc_msg **reply, void *data)
 {
     int n = 0;
 

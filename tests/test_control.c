@@ -224,8 +224,7 @@ static void more_cancels_than_the_table_holds(void **state)
     alarm(WATCHDOG_S);
     assert_int_equal(pyproc_ind_call(p, 0, &nap, "t.control.nap", "d", 0.5), 0);
     for (int i = 0; i < N; i++)
-        assert_int_equal(pyproc_ind_call(p, 0, &queued[i], "t.control.record", "s", "many"),
-                         0);
+        assert_int_equal(pyproc_ind_call(p, 0, &queued[i], "t.control.record", "s", "many"), 0);
     usleep(50000);
     for (int i = 0; i < N; i++)
         assert_int_equal(pyproc_cancel(queued[i]), 0);
@@ -329,8 +328,7 @@ static void a_task_factory_of_its_own(void **state)
     alarm(WATCHDOG_S);
     for (size_t k = 0; k < 2; k++) {
         pyproc_msg *m = NULL;
-        assert_int_equal(pyproc_ind_func(p, 0, "t.control.use_factory", &m, "s",
-                                         factories[k]), 0);
+        assert_int_equal(pyproc_ind_func(p, 0, "t.control.use_factory", &m, "s", factories[k]), 0);
         pyproc_msg_free(m);
         for (int i = 0; i < 5; i++) {
             assert_int_equal(int_call(p, "t.control.double", 21), 42);

@@ -26,8 +26,7 @@ static struct {
     bool bad_args;
 } got = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static void collect(pyproc_pool *pool, int ind, int fd, const char *line, size_t len,
-                    void *data)
+static void collect(pyproc_pool *pool, int ind, int fd, const char *line, size_t len, void *data)
 {
     pthread_mutex_lock(&got.lock);
     if ((got.pool && pool != got.pool) || data != &got || line[len] != 0)
@@ -168,8 +167,7 @@ static void stats_count_calls_errors_and_restarts(void **state)
         pyproc_msg_free(m);
     }
     for (int i = 0; i < 2; i++) {
-        assert_int_equal(pyproc_ind_func(p, 0, "t.basic.fail", &m, "s", "no"),
-                         PYPROC_EREMOTE);
+        assert_int_equal(pyproc_ind_func(p, 0, "t.basic.fail", &m, "s", "no"), PYPROC_EREMOTE);
         pyproc_msg_free(m);
     }
     int pid0 = e2e_pid_of(p, 0);

@@ -47,8 +47,7 @@ static void wait_drained(void)
 }
 
 /* Write a frame header at counter position pos, without publishing it. */
-static void raw_header(uint64_t pos, uint32_t len, uint16_t type, uint16_t flags,
-                       uint64_t id)
+static void raw_header(uint64_t pos, uint32_t len, uint16_t type, uint16_t flags, uint64_t id)
 {
     struct shm_frame_header h = {.len = len, .type = type, .flags = flags, .id = id};
 
@@ -95,8 +94,7 @@ static void fill_to(uint64_t target)
 }
 
 /* One malformed frame of `type` at the tail: header only, then publish. */
-static void bad_header(uint32_t len, uint16_t type, uint16_t flags, uint64_t id,
-                       uint64_t published)
+static void bad_header(uint32_t len, uint16_t type, uint16_t flags, uint64_t id, uint64_t published)
 {
     uint64_t pos = rep_tail();
 
@@ -105,8 +103,8 @@ static void bad_header(uint32_t len, uint16_t type, uint16_t flags, uint64_t id,
 }
 
 /* A well-formed frame with this payload, written by hand. */
-static uint64_t put_frame(uint64_t pos, uint16_t type, uint16_t flags, uint64_t id,
-                          const void *p, uint32_t n)
+static uint64_t put_frame(uint64_t pos, uint16_t type, uint16_t flags, uint64_t id, const void *p,
+                          uint32_t n)
 {
     raw_header(pos, n, type, flags, id);
     raw_payload(pos, p, n);
@@ -348,11 +346,11 @@ static void run_mode(const char *mode)
     pyproc_pool_free(p);
 }
 
-#define MODE(name, mode)                                                            \
-    static void name(void **state)                                                  \
-    {                                                                               \
-        (void)state;                                                                \
-        run_mode(mode);                                                             \
+#define MODE(name, mode)                                                                           \
+    static void name(void **state)                                                                 \
+    {                                                                                              \
+        (void)state;                                                                               \
+        run_mode(mode);                                                                            \
     }
 
 MODE(huge_length, "huge-length")

@@ -192,8 +192,8 @@ static void flood_result(void)
                 break;
             shm_futex_wait(&fake.rep.ctl->producer_wait, 1, 10, true);
         }
-        shm_ring_commit(&fake.rep, SHM_FRAME_RESULT, i % frags == frags - 1 ? 0 : SHM_FRAME_MORE,
-                        0, frag);
+        shm_ring_commit(&fake.rep, SHM_FRAME_RESULT, i % frags == frags - 1 ? 0 : SHM_FRAME_MORE, 0,
+                        frag);
         shm_ring_notify(&fake.rep);
     }
 }
@@ -295,8 +295,7 @@ static int fake_worker(int argc, char **argv)
 
 static _Atomic uint64_t output_bytes;
 
-static void count_output(pyproc_pool *p, int ind, int fd, const char *line, size_t len,
-                         void *data)
+static void count_output(pyproc_pool *p, int ind, int fd, const char *line, size_t len, void *data)
 {
     (void)p, (void)ind, (void)fd, (void)line, (void)data;
     atomic_fetch_add_explicit(&output_bytes, len + 1, memory_order_relaxed);

@@ -96,8 +96,13 @@ static bool starts_with(const char *s, const char *prefix)
 static void expect_inherited_set(int pid)
 {
     static const char *const want[] = {
-        "/dev/null", "pipe:[", "pipe:[", "/memfd:pyproc", "anon_inode:[eventfd]",
-        "anon_inode:[eventfd]", "pipe:[",
+        "/dev/null",
+        "pipe:[",
+        "pipe:[",
+        "/memfd:pyproc",
+        "anon_inode:[eventfd]",
+        "anon_inode:[eventfd]",
+        "pipe:[",
     };
     struct fd_entry fds[64];
     bool seen[7] = {false};
@@ -158,8 +163,8 @@ static void worker_inherits_only_its_own_fds(void **state)
     assert_true(len > 0);
     self[len] = 0;
     /* The worker of the same build tree: <B>/tests/.. -> <B>/bin. */
-    snprintf(real, sizeof real, "%.*s/../bin/pyproc-worker",
-             (int)(strrchr(self, '/') - self), self);
+    snprintf(real, sizeof real, "%.*s/../bin/pyproc-worker", (int)(strrchr(self, '/') - self),
+             self);
     assert_int_equal(access(real, X_OK), 0);
     setenv("PYPROC_TEST_REAL_WORKER", real, 1);
     setenv("PYPROC_TEST_FD_DUMP", dump_prefix, 1);
@@ -387,8 +392,7 @@ static void memory_cap_fails_only_the_runaway(void **state)
 #ifdef UNDER_ASAN
     skip();
 #endif
-    pyproc_pool *p = e2e_pool_opts((pyproc_opts){
-        .workers = 2, .mem_limit_bytes = (uint64_t)cap});
+    pyproc_pool *p = e2e_pool_opts((pyproc_opts){.workers = 2, .mem_limit_bytes = (uint64_t)cap});
     expect_rlimit(p, "RLIMIT_AS", cap);
     int pid = e2e_pid_of(p, 0);
     int rc = pyproc_ind_func(p, 0, "t.hygiene.allocate", &m, "I", (int64_t)2 << 30);

@@ -127,8 +127,7 @@ static void expect_inits(pyproc_pool *p, int ind, int ok, int tried)
     assert_int_equal(pyproc_msg_read(m, "i", &n), 0);
     pyproc_msg_free(m);
     if (n < 1 + ok || n > 1 + tried)
-        fail_msg("worker %d loaded e2e %d times: %d add_subs of %d succeeded", ind, n, ok,
-                 tried);
+        fail_msg("worker %d loaded e2e %d times: %d add_subs of %d succeeded", ind, n, ok, tried);
 }
 
 static void check_every_worker(struct race *r)
@@ -146,8 +145,8 @@ static void check_every_worker(struct race *r)
         ok += r->sub_ok[i] + r->attr_ok[i];
         subs += r->sub_ok[i];
     }
-    printf("%d workers, %d killed; %d of %d requests succeeded\n", n,
-           atomic_load(&r->kills), ok, 2 * r->rounds);
+    printf("%d workers, %d killed; %d of %d requests succeeded\n", n, atomic_load(&r->kills), ok,
+           2 * r->rounds);
     assert_true(ok > 0);
     for (int ind = 0; ind < n; ind++) {
         expect_inits(r->p, ind, subs, r->rounds);

@@ -59,12 +59,12 @@ static void assert_msg_hex(pyproc_msg *m, const char *hex)
 }
 
 /* pyproc_msg_new() that must succeed and encode to hex; frees the message. */
-#define NEW_HEX(hex, ...)                                       \
-    do {                                                        \
-        pyproc_msg *m_ = NULL;                                  \
-        assert_int_equal(pyproc_msg_new(&m_, __VA_ARGS__), 0);  \
-        assert_msg_hex(m_, hex);                                \
-        pyproc_msg_free(m_);                                    \
+#define NEW_HEX(hex, ...)                                                                          \
+    do {                                                                                           \
+        pyproc_msg *m_ = NULL;                                                                     \
+        assert_int_equal(pyproc_msg_new(&m_, __VA_ARGS__), 0);                                     \
+        assert_msg_hex(m_, hex);                                                                   \
+        pyproc_msg_free(m_);                                                                       \
     } while (0)
 
 static pyproc_msg *from_hex(const char *hex)
@@ -77,8 +77,7 @@ static pyproc_msg *from_hex(const char *hex)
     return m;
 }
 
-static int enc_call(struct shm_buf *b, int kind, const char *ref,
-                    const char *fmt, ...)
+static int enc_call(struct shm_buf *b, int kind, const char *ref, const char *fmt, ...)
 {
     struct pyproc__args a;
     struct pyproc__va va;
@@ -103,8 +102,7 @@ struct counting {
     int fail_after;
 };
 
-static int counting_next(struct pyproc__args *a, char code,
-                         union pyproc__arg *out)
+static int counting_next(struct pyproc__args *a, char code, union pyproc__arg *out)
 {
     struct counting *c = a->state;
 
@@ -225,14 +223,12 @@ static void test_roundtrip_nested(void **state)
     double d = 0;
     pyproc_msg *m;
 
-    assert_int_equal(pyproc_msg_new(&m, "[i [s {sn sy}] {}] d b", 42, "x",
-                                     "k", "k2", "zz", (size_t)2, 0.5, 1),
+    assert_int_equal(pyproc_msg_new(&m, "[i [s {sn sy}] {}] d b", 42, "x", "k", "k2", "zz",
+                                    (size_t)2, 0.5, 1),
                      0);
     assert_int_equal(pyproc_msg_type(m), PYPROC_LIST);
     assert_int_equal(pyproc_msg_len(m), 3);
-    assert_int_equal(pyproc_msg_read(m, "[i[s{snsy}]{}]db", &i, &s1, &k, &k2,
-                                     &y, &yn, &d, &b),
-                     0);
+    assert_int_equal(pyproc_msg_read(m, "[i[s{snsy}]{}]db", &i, &s1, &k, &k2, &y, &yn, &d, &b), 0);
     assert_int_equal(i, 42);
     assert_string_equal(s1, "x");
     assert_string_equal(k, "k");
@@ -316,13 +312,14 @@ static void test_python_encodings(void **state)
     NEW_HEX("80", "{}");
     NEW_HEX("930192a17881a16bc080", "[i[s{sn}]{}]", 1, "x", "k");
     NEW_HEX("92a17301", "si", "s", 1);
-    NEW_HEX("dc0010000102030405060708090a0b0c0d0e0f", "[iiiiiiiiiiiiiiii]",
-            0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    NEW_HEX("de0010a16100a16201a16302a16403a16504a16605a16706a16807a16908"
-            "a16a09a16b0aa16c0ba16d0ca16e0da16f0ea1700f",
-            "{si si si si si si si si si si si si si si si si}", "a", 0, "b",
-            1, "c", 2, "d", 3, "e", 4, "f", 5, "g", 6, "h", 7, "i", 8, "j",
-            9, "k", 10, "l", 11, "m", 12, "n", 13, "o", 14, "p", 15);
+    NEW_HEX("dc0010000102030405060708090a0b0c0d0e0f", "[iiiiiiiiiiiiiiii]", 0, 1, 2, 3, 4, 5, 6, 7,
+            8, 9, 10, 11, 12, 13, 14, 15);
+    NEW_HEX(
+        "de0010a16100a16201a16302a16403a16504a16605a16706a16807a16908"
+        "a16a09a16b0aa16c0ba16d0ca16e0da16f0ea1700f",
+        "{si si si si si si si si si si si si si si si si}", "a", 0, "b", 1, "c", 2, "d", 3, "e", 4,
+        "f", 5, "g", 6, "h", 7, "i", 8, "j", 9, "k", 10, "l", 11, "m", 12, "n", 13, "o", 14, "p",
+        15);
 }
 
 /* Strings and bytes at the edges of their length classes. */
@@ -372,8 +369,7 @@ static void test_encode_call(void **state)
     struct shm_buf b = {0};
 
     assert_int_equal(enc_call(&b, 0, "m.f", "ii|sd", 2, 3, "factor", 1.5), 0);
-    assert_bytes_hex(b.data, b.len,
-                     "9400a36d2e6692020381a6666163746f72cb3ff8000000000000");
+    assert_bytes_hex(b.data, b.len, "9400a36d2e6692020381a6666163746f72cb3ff8000000000000");
     shm_buf_reset(&b);
     assert_int_equal(enc_call(&b, 1, "a.b", NULL), 0);
     assert_bytes_hex(b.data, b.len, "9401a3612e629080");
@@ -394,13 +390,12 @@ static void test_encode_call(void **state)
 static void test_bad_formats(void **state)
 {
     static const char *bad[] = {
-        "x", "i x", "[", "]", "[}", "{]", "{s}", "{sss}", "{[}]", "[i]]",
-        "i|sd|si", "[i|s]", "{s|i}", "|id", "|s", "i|sdi", "|[]i",
-        "\x01",
+        "x",    "i x",     "[",     "]",     "[}",  "{]", "{s}",   "{sss}", "{[}]",
+        "[i]]", "i|sd|si", "[i|s]", "{s|i}", "|id", "|s", "i|sdi", "|[]i",  "\x01",
     };
     static const char *good[] = {
-        NULL, "", "  ", "i", "ii|sd", "|s[i{sd}]", "{}", "[]", "{s[i]}",
-        "| s n s {ss}", "nbiIudsym", "[[[]]]", "ii|",
+        NULL, "",       "  ",           "i",         "ii|sd",  "|s[i{sd}]", "{}",
+        "[]", "{s[i]}", "| s n s {ss}", "nbiIudsym", "[[[]]]", "ii|",
     };
     char deep[2 * PYPROC__FMT_MAX_DEPTH + 3];
     struct counting c = {0, -1};
@@ -586,16 +581,18 @@ static void repr(pyproc_msg *m, struct text *t)
 static void test_walk(void **state)
 {
     /* [1, -2, "x", [True, None], {"k": 1.5, "l": [b"ab"]}, 2**64-1, 0.25] */
-    pyproc_msg *l = from_hex("9701fea17892c3c082a16bcb3ff8000000000000a16c91"
-                             "c4026162cfffffffffffffffffcb3fd0000000000000");
+    pyproc_msg *l = from_hex(
+        "9701fea17892c3c082a16bcb3ff8000000000000a16c91"
+        "c4026162cfffffffffffffffffcb3fd0000000000000");
     /* {"a": 1, "b": [2, 3], "c": {"d": None}, "e": False} */
     pyproc_msg *m = from_hex("84a16101a162920203a16381a164c0a165c2");
     struct text t = {.n = 0};
     pyproc_msg *k = NULL, *v = NULL;
 
     repr(l, &t);
-    assert_string_equal(t.s, "[1, -2, 'x', [True, None], {'k': 1.5, 'l': "
-                             "[b'ab']}, 18446744073709551615, 0.25]");
+    assert_string_equal(t.s,
+                        "[1, -2, 'x', [True, None], {'k': 1.5, 'l': "
+                        "[b'ab']}, 18446744073709551615, 0.25]");
     t.n = 0;
     repr(m, &t);
     assert_string_equal(t.s, "{'a': 1, 'b': [2, 3], 'c': {'d': None}, 'e': False}");

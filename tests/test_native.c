@@ -200,8 +200,8 @@ static void integers_out_of_range_are_refused(void **state)
 
 static void floats_round_trip(void **state)
 {
-    static const double ds[] = {0.0, 1.5, -2.25, DBL_MAX, -DBL_MAX, DBL_MIN, 5e-324, INFINITY,
-                                -INFINITY};
+    static const double ds[] = {0.0,     1.5,    -2.25,    DBL_MAX,  -DBL_MAX,
+                                DBL_MIN, 5e-324, INFINITY, -INFINITY};
     static const float fs[] = {0.0f, 1.5f, -0.1f, FLT_MAX, -FLT_MAX, FLT_MIN, 1e-45f, INFINITY};
 
     (void)state;
@@ -229,9 +229,9 @@ static void arguments_keep_their_order(void **state)
     double want = 1.0 * -100 + 2.0 * 200 + 3.0 * -30000 + 4.0 * 60000 + 5.0 * -2000000000 +
                   6.0 * 4000000000.0 + 7.0 * -(double)(1LL << 40) + 8.0 * (double)(1ULL << 63) +
                   9.0 * 0.5 + 10.0 * 0.25;
-    double got = call_double("n.mix", "iiiiIIIudd", -100, 200, -30000, 60000,
-                             (int64_t)-2000000000, (int64_t)4000000000, -(int64_t)(1LL << 40),
-                             (uint64_t)1 << 63, 0.5, 0.25);
+    double got = call_double("n.mix", "iiiiIIIudd", -100, 200, -30000, 60000, (int64_t)-2000000000,
+                             (int64_t)4000000000, -(int64_t)(1LL << 40), (uint64_t)1 << 63, 0.5,
+                             0.25);
     assert_true(got == want);
 }
 
@@ -386,7 +386,8 @@ static void bad_declarations_fail_at_load(void **state)
     /* Checked by the host before anything is sent. */
     expect_add_fails(-EINVAL, "bad", "libm.so.6", bad_sig,
                      (const char *const[]){"ValueError: bad signature 'd(x)' of function 'sin': "
-                                           "unknown parameter type (at offset 2)", NULL});
+                                           "unknown parameter type (at offset 2)",
+                                           NULL});
     expect_add_fails(-EINVAL, "bad", "libm.so.6", bad_name,
                      (const char *const[]){"bad function name '1cos'", NULL});
     expect_add_fails(-EINVAL, "bad", "libm.so.6", no_sig,

@@ -187,14 +187,15 @@ static void every_format_code_round_trips(void **state)
     pyproc_msg_free(m);
 
     /* Python saw the types the codes promise. */
-    assert_int_equal(pyproc_func(pool, "t.basic.types_of", &m, "nbiIudsy[]{}m", 1, 2,
-                                 (int64_t)3, (uint64_t)4, 5.0, "s", "y", (size_t)1,
-                                 raw, sizeof raw), 0);
+    assert_int_equal(pyproc_func(pool, "t.basic.types_of", &m, "nbiIudsy[]{}m", 1, 2, (int64_t)3,
+                                 (uint64_t)4, 5.0, "s", "y", (size_t)1, raw, sizeof raw),
+                     0);
     const char *t[11];
-    assert_int_equal(pyproc_msg_read(m, "[sssssssssss]", &t[0], &t[1], &t[2], &t[3],
-                                     &t[4], &t[5], &t[6], &t[7], &t[8], &t[9], &t[10]), 0);
-    const char *want[] = {"NoneType", "bool", "int", "int", "int", "float",
-                          "str", "bytes", "list", "dict", "list"};
+    assert_int_equal(pyproc_msg_read(m, "[sssssssssss]", &t[0], &t[1], &t[2], &t[3], &t[4], &t[5],
+                                     &t[6], &t[7], &t[8], &t[9], &t[10]),
+                     0);
+    const char *want[] = {"NoneType", "bool",  "int",  "int",  "int", "float",
+                          "str",      "bytes", "list", "dict", "list"};
     for (int j = 0; j < 11; j++)
         assert_string_equal(t[j], want[j]);
     pyproc_msg_free(m);
@@ -234,8 +235,8 @@ static void exception_carries_type_message_traceback(void **state)
 
 static void unknown_reference_is_enoent(void **state)
 {
-    static const char *const refs[] = {"t.basic.nope", "t.nomodule.f", "nosub.basic.f",
-                                       "t", "t..f"};
+    static const char *const refs[] = {"t.basic.nope", "t.nomodule.f", "nosub.basic.f", "t",
+                                       "t..f"};
     (void)state;
     for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++) {
         pyproc_msg *m = NULL;
@@ -269,7 +270,8 @@ static void list_of_unknown_length_walked(void **state)
     pyproc_msg *m, *key, *val;
     const char *s;
     assert_int_equal(pyproc_func(pool, "t.basic.echo_one", &m, "{sisy}", "a", 1, "b", "zz",
-                                 (size_t)2), 0);
+                                 (size_t)2),
+                     0);
     assert_int_equal(pyproc_msg_type(m), PYPROC_MAP);
     assert_int_equal(pyproc_msg_len(m), 2);
     assert_int_equal(pyproc_msg_at(m, 1, &key, &val), 0);

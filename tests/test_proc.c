@@ -14,8 +14,7 @@ static pyproc_pool *pool;
 /* The callback server: answer n * 10, or call back into the pool. */
 static _Atomic int callbacks_seen;
 
-static int on_callback(pyproc_pool *p, int ind, pyproc_msg *payload, pyproc_msg **reply,
-                       void *data)
+static int on_callback(pyproc_pool *p, int ind, pyproc_msg *payload, pyproc_msg **reply, void *data)
 {
     const char *k1, *k2;
     int n, from;

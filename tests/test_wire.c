@@ -69,7 +69,9 @@ static void test_add_sub_and_native(void **state)
     assert_bytes(&b, "\x93\xa1n\xa5/l.so\xc0");
     shm_buf_reset(&b);
     assert_int_equal(pyproc__wire_add_native(&b, "n", "l", decls), 0);
-    assert_bytes(&b, "\x93\xa1n\xa1l\x91\x92\xa1" "f\xa3i:i");
+    assert_bytes(&b,
+                 "\x93\xa1n\xa1l\x91\x92\xa1"
+                 "f\xa3i:i");
     shm_buf_free(&b);
 }
 
@@ -116,12 +118,9 @@ static void test_yield_read(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_small_payloads),
-        cmocka_unit_test(test_callback_reply),
-        cmocka_unit_test(test_add_sub_and_native),
-        cmocka_unit_test(test_failure_keeps_buffer),
-        cmocka_unit_test(test_error_read),
-        cmocka_unit_test(test_yield_read),
+        cmocka_unit_test(test_small_payloads),     cmocka_unit_test(test_callback_reply),
+        cmocka_unit_test(test_add_sub_and_native), cmocka_unit_test(test_failure_keeps_buffer),
+        cmocka_unit_test(test_error_read),         cmocka_unit_test(test_yield_read),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,7 +10,10 @@
 
 #include "pyproc.h"
 
-const char *plugin_version(void) { return "example-plugin 1.0"; }
+const char *plugin_version(void)
+{
+    return "example-plugin 1.0";
+}
 
 /* Adler-32 of a byte buffer (the checksum of zlib). */
 uint32_t adler32(const void *data, size_t len)
@@ -53,9 +56,6 @@ int32_t buggy_parse(const char *text)
 }
 
 const pyproc_native_decl pyproc_native_exports[] = {
-    {"plugin_version", "s()"},
-    {"adler32", "I(y)"},
-    {"rot13", "i(sw4096)"},
-    {"buggy_parse", "i(s)"},
-    {NULL, NULL},
+    {"plugin_version", "s()"}, {"adler32", "I(y)"}, {"rot13", "i(sw4096)"},
+    {"buggy_parse", "i(s)"},   {NULL, NULL},
 };

@@ -12,6 +12,7 @@
 #include "pyproc.h"
 
 /* Identities: every integer type must come back exactly, limits included. */
+/* clang-format off */
 int8_t id_b(int8_t x) { return x; }
 uint8_t id_B(uint8_t x) { return x; }
 int16_t id_h(int16_t x) { return x; }
@@ -22,20 +23,27 @@ int64_t id_q(int64_t x) { return x; }
 uint64_t id_Q(uint64_t x) { return x; }
 float id_f(float x) { return x; }
 double id_d(double x) { return x; }
+/* clang-format on */
 
 /* Wraps around, as unsigned arithmetic does. */
-uint64_t add_Q(uint64_t a, uint64_t b) { return a + b; }
+uint64_t add_Q(uint64_t a, uint64_t b)
+{
+    return a + b;
+}
 
 /* Negation widened, so that -INT64_MIN needs no overflow. */
-double neg_q(int64_t x) { return -(double)x; }
+double neg_q(int64_t x)
+{
+    return -(double)x;
+}
 
 /*
  * Ten arguments of ten types: more integers than x86-64 has argument
  * registers, so some go on the stack; each is weighted by its position so
  * that a swap shows.
  */
-double mix(int8_t a, uint8_t b, int16_t c, uint16_t d, int32_t e, uint32_t f, int64_t g,
-           uint64_t h, float i, double j)
+double mix(int8_t a, uint8_t b, int16_t c, uint16_t d, int32_t e, uint32_t f, int64_t g, uint64_t h,
+           float i, double j)
 {
     return 1.0 * a + 2.0 * b + 3.0 * c + 4.0 * d + 5.0 * e + 6.0 * f + 7.0 * (double)g +
            8.0 * (double)h + 9.0 * i + 10.0 * j;
@@ -50,12 +58,21 @@ int32_t count_call(int32_t x)
     return x;
 }
 
-int32_t calls(void) { return ran; }
+int32_t calls(void)
+{
+    return ran;
+}
 
-void reset(void) { ran = 0; }
+void reset(void)
+{
+    ran = 0;
+}
 
 /* Strings in and out. */
-uint64_t str_len(const char *s) { return s ? strlen(s) : UINT64_MAX; }
+uint64_t str_len(const char *s)
+{
+    return s ? strlen(s) : UINT64_MAX;
+}
 
 const char *greet(const char *name)
 {
@@ -65,10 +82,16 @@ const char *greet(const char *name)
     return buf;
 }
 
-const char *no_str(void) { return NULL; }
+const char *no_str(void)
+{
+    return NULL;
+}
 
 /* Byte buffers in: the length, or -1 for a NULL pointer. */
-int64_t buf_len(const void *p, size_t n) { return p ? (int64_t)n : -1; }
+int64_t buf_len(const void *p, size_t n)
+{
+    return p ? (int64_t)n : -1;
+}
 
 uint64_t buf_sum(const void *p, size_t n)
 {
@@ -103,8 +126,8 @@ void reverse(const void *in, size_t n, void *out, size_t cap, size_t *len)
 }
 
 /* Two outputs and no return value: bytes at even and at odd offsets. */
-void split(const void *in, size_t n, void *even, size_t ecap, size_t *elen, void *odd,
-           size_t ocap, size_t *olen)
+void split(const void *in, size_t n, void *even, size_t ecap, size_t *elen, void *odd, size_t ocap,
+           size_t *olen)
 {
     const unsigned char *s = in;
     size_t e = 0, o = 0;
@@ -134,35 +157,24 @@ __attribute__((no_sanitize("address", "undefined"))) void crash_segv(void)
     raise(SIGSEGV); /* in case the store was not a fault after all */
 }
 
-void crash_abort(void) { abort(); }
+void crash_abort(void)
+{
+    abort();
+}
 
 const pyproc_native_decl pyproc_native_exports[] = {
-    {"id_b", "b(b)"},
-    {"id_B", "B(B)"},
-    {"id_h", "h(h)"},
-    {"id_H", "H(H)"},
-    {"id_i", "i(i)"},
-    {"id_I", "I(I)"},
-    {"id_q", "q(q)"},
-    {"id_Q", "Q(Q)"},
-    {"id_f", "f(f)"},
-    {"id_d", "d(d)"},
-    {"add_Q", "Q(QQ)"},
-    {"neg_q", "d(q)"},
-    {"mix", "d(bBhHiIqQfd)"},
-    {"count_call", "i(i)"},
-    {"calls", "i()"},
-    {"reset", "v()"},
-    {"str_len", "Q(s)"},
-    {"greet", "s(s)"},
-    {"no_str", "s()"},
-    {"buf_len", "q(y)"},
-    {"buf_sum", "Q(y)"},
-    {"fill", "i(w64 i)"},
-    {"reverse", "v(yw256)"},
-    {"split", "v(y w16 w16)"},
-    {"overclaim", "v(w8)"},
-    {"crash_segv", "v()"},
-    {"crash_abort", "v()"},
-    {NULL, NULL},
+    {"id_b", "b(b)"},         {"id_B", "B(B)"},
+    {"id_h", "h(h)"},         {"id_H", "H(H)"},
+    {"id_i", "i(i)"},         {"id_I", "I(I)"},
+    {"id_q", "q(q)"},         {"id_Q", "Q(Q)"},
+    {"id_f", "f(f)"},         {"id_d", "d(d)"},
+    {"add_Q", "Q(QQ)"},       {"neg_q", "d(q)"},
+    {"mix", "d(bBhHiIqQfd)"}, {"count_call", "i(i)"},
+    {"calls", "i()"},         {"reset", "v()"},
+    {"str_len", "Q(s)"},      {"greet", "s(s)"},
+    {"no_str", "s()"},        {"buf_len", "q(y)"},
+    {"buf_sum", "Q(y)"},      {"fill", "i(w64 i)"},
+    {"reverse", "v(yw256)"},  {"split", "v(y w16 w16)"},
+    {"overclaim", "v(w8)"},   {"crash_segv", "v()"},
+    {"crash_abort", "v()"},   {NULL, NULL},
 };
