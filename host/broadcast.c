@@ -1,7 +1,7 @@
 /*
- * What reaches every worker: pub, set_attr, and add_proc, which brings a
- * new worker up to date by replaying every add_sub, add_native and set_attr
- * so far.
+ * What reaches every worker: add_sub, set_attr and pub, and the pool's
+ * history of add_sub, add_native and set_attr, which workers that join
+ * later are sent (workers.c).
  *
  * The history and the broadcast are one step as seen by a worker joining
  * the pool (add_proc, or a respawn): each request reaches each worker

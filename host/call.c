@@ -1,10 +1,7 @@
 /*
- * Calls: encode, register, send, wait, complete.
- *
- * A call is registered in its worker's call table before its frame is
- * sent, so the answer always finds it.  Waiting spins on the reply ring
- * (draining it when no one else does) for the pool's spin budget, then
- * sleeps on the call's own futex while the service thread drains.
+ * The call object: the last reference frees it, the one end of a call is
+ * stored once and signalled to whoever waits, and asynchronous calls end
+ * on the pool's completion queue instead (see call.h).
  */
 #include <errno.h>
 #include <stdint.h>

@@ -1,5 +1,6 @@
 /*
- * Pools: options, start-up, add_sub, tear-down.
+ * Pools: options, start-up and tear-down; the composition root of host/,
+ * which wires the service thread's handlers to the floors above it.
  */
 #include <dlfcn.h>
 #include <errno.h>
