@@ -29,8 +29,8 @@ static bool window_has_room(pyproc_call *c, uint32_t n)
 
 /*
  * Split a YIELD's array into messages and queue them.  On the drainer.
- * items is a private, checked copy (see drain.c); each item is copied
- * again into a message of its own.
+ * items is a private copy (see drain.c), checked here item by item as it
+ * is walked; each item is then copied into a message of its own.
  */
 int pyproc__stream_deliver(pyproc_call *c, const uint8_t *items, size_t len)
 {
@@ -49,7 +49,7 @@ int pyproc__stream_deliver(pyproc_call *c, const uint8_t *items, size_t len)
         pyproc_msg *m;
         err = shm_mp_next(&p, end);
         if (err == 0)
-            err = pyproc__msg_from_value(&m, start, (size_t)(p - start));
+            err = pyproc__msg_from_checked(&m, start, (size_t)(p - start));
         if (err < 0)
             break;
         *pyproc__msg_link(m) = NULL;

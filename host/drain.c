@@ -84,6 +84,14 @@ static const uint8_t *private_payload(struct pp_worker *w, struct shm_msg *m, in
     return *err < 0 ? NULL : m->payload;
 }
 
+/* The copy alone, for a payload whose reader checks it as it walks it
+ * (a YIELD batch, item by item: pyproc__stream_deliver()). */
+static const uint8_t *private_copy(struct pp_worker *w, struct shm_msg *m, int *err)
+{
+    *err = pyproc__chan_copy_out(w, m);
+    return *err < 0 ? NULL : m->payload;
+}
+
 /*
  * RESULT, ERROR or END: the call is over.  Returns -EBADMSG when the
  * payload is not what the worker must send, -ENOMEM, else 0.
@@ -129,7 +137,7 @@ static int stream_items(struct pp_worker *w, struct shm_msg *m)
 
     if (!c)
         return 0;
-    if (c->is_stream && (p = private_payload(w, m, &err)))
+    if (c->is_stream && (p = private_copy(w, m, &err)))
         err = pyproc__stream_deliver(c, p, m->len);
     pyproc__call_unref(c);
     return err;

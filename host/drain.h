@@ -32,7 +32,7 @@ unsigned pyproc__drain(struct pp_worker *w);
 
 /*
  * Append a YIELD's items to stream c.  items must be private memory (see
- * drain.c).  Returns 0, -EBADMSG when they are malformed, -EPROTO when
+ * drain.c), not yet checked: the walk over its items checks it.  Returns 0, -EBADMSG when they are malformed, -EPROTO when
  * they would take the stream past its window (the worker ignored its
  * credit), or -ENOMEM.
  */

@@ -261,6 +261,13 @@ int pyproc__msg_from_value(pyproc_msg **ret, const void *data, size_t len)
     return 0;
 }
 
+int pyproc__msg_from_checked(pyproc_msg **ret, const void *data, size_t len)
+{
+    if (!ret || !data || !len)
+        return -EINVAL;
+    return msg_copy(ret, data, len);
+}
+
 int pyproc__msg_take_buf(pyproc_msg **ret, struct shm_buf *b)
 {
     pyproc_msg *m;

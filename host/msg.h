@@ -19,6 +19,13 @@
 int pyproc__msg_from_value(pyproc_msg **ret, const void *data, size_t len);
 
 /*
+ * The same for a value the caller has checked already, in memory nobody
+ * else writes (a stream item inside a checked private copy): copied
+ * without a second check.  Returns 0, -EINVAL or -ENOMEM.
+ */
+int pyproc__msg_from_checked(pyproc_msg **ret, const void *data, size_t len);
+
+/*
  * A message that adopts b's bytes, which the caller has already checked or
  * encoded itself, without copying them; b is left empty (its limit kept).
  * Returns 0, -EINVAL (NULL pointers), -EBADMSG (b empty) or -ENOMEM, which

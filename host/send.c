@@ -5,7 +5,9 @@
  * mutex itself: the holder writes every fragment of its message, waiting
  * for ring space with the token but without the mutex, so no lock is held
  * across a wait on the worker, and a thread that must not wait can still
- * look at the ring and leave at once.
+ * look at the ring and leave at once.  A message of one fragment that fits
+ * now, while nobody holds the token, is written under tx_lock alone
+ * (send_now()): the usual call costs one lock, not a token's two.
  *
  * The callback thread never waits for the token or for space: its
  * CALLBACK_REPLYs go to the worker's outbox (private memory, bounded by the
@@ -80,7 +82,8 @@ static uint64_t frame_bytes(uint64_t len)
  * would find); token holder only. */
 static bool ring_has_room(const struct shm_ring *r, uint32_t n)
 {
-    /* Only the token holder moves tail. */
+    /* Only the writer moves tail: the token holder, or a thread holding
+     * tx_lock while nobody holds the token (send_now(), the outbox). */
     uint64_t tail = atomic_load_explicit(&r->ctl->tail, memory_order_relaxed);
     /* Pairs with the consumer's release store of head. */
     uint64_t head = atomic_load_explicit(&r->ctl->head, memory_order_acquire);
@@ -273,10 +276,41 @@ static void token_give(struct pp_worker *w)
     pthread_mutex_unlock(&w->tx_lock);
 }
 
+/*
+ * The common case, a message of one fragment while nobody holds the token
+ * and the ring has room: written under tx_lock alone, which is held for
+ * the copy and nothing else (no wait).  Returns 1 when written, 0 when the
+ * slow path must do it, -EPIPE when the ring is closed.
+ */
+static int send_now(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n)
+{
+    void *dst;
+    int rc = 0;
+
+    if (n > w->tx.max_frag)
+        return 0;
+    pthread_mutex_lock(&w->tx_lock);
+    if (shm_ring_is_closed(&w->tx)) {
+        rc = -EPIPE;
+    } else if (!w->tx_busy && !w->outbox_head && shm_ring_reserve(&w->tx, (uint32_t)n, &dst) == 0) {
+        if (n)
+            memcpy(dst, p, n);
+        shm_ring_commit(&w->tx, type, 0, id, (uint32_t)n);
+        shm_ring_notify(&w->tx);
+        rc = 1;
+    }
+    pthread_mutex_unlock(&w->tx_lock);
+    return rc;
+}
+
 int pyproc__send_until(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n,
                        int64_t deadline)
 {
-    int err = token_take(w, deadline);
+    int err = send_now(w, type, id, p, n);
+
+    if (err != 0)
+        return err < 0 ? err : 0;
+    err = token_take(w, deadline);
 
     if (err < 0)
         return err;
