@@ -34,8 +34,15 @@
 
 enum { EV_CONTROL, EV_BELL, EV_PIDFD, EV_STDOUT, EV_STDERR };
 
-/* Replies of one worker read in one go before the others are served. */
+/*
+ * One worker's turn: batches of SERVICE_BATCH_MSGS replies for at most
+ * SERVICE_TURN_NS, then the others' turns and the epoll set's events.  The
+ * time bound keeps a flooding worker from delaying another's death; the
+ * batches make a long turn cheap for a busy stream, which would otherwise
+ * go back to epoll every few dozen items.
+ */
 #define SERVICE_BATCH_MSGS 64
+#define SERVICE_TURN_NS (1000 * 1000LL)
 
 /*
  * A worker rings its doorbell only after it published a reply, so by the
@@ -214,9 +221,15 @@ static void bell_count(pyproc_pool *p, struct pp_worker *w)
  */
 static bool serve_one(pyproc_pool *p, struct pp_worker *w)
 {
-    pthread_mutex_lock(&w->rx_lock);
-    bool more = p->service_ops->drain(w, SERVICE_BATCH_MSGS, NULL);
-    pthread_mutex_unlock(&w->rx_lock);
+    int64_t until = shm_now_ns() + SERVICE_TURN_NS;
+    bool more;
+
+    do {
+        pthread_mutex_lock(&w->rx_lock);
+        more = p->service_ops->drain(w, SERVICE_BATCH_MSGS, NULL);
+        pthread_mutex_unlock(&w->rx_lock);
+    } while (more && atomic_load_explicit(&w->pollers, memory_order_relaxed) == 0 &&
+             shm_now_ns() < until);
     bell_count(p, w);
     /* A poller re-arms the doorbell itself when it leaves (worker.c). */
     if (atomic_load_explicit(&w->pollers, memory_order_relaxed) > 0 || shm_ring_is_closed(&w->rx))
