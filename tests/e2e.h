@@ -19,6 +19,25 @@
 
 #include "pyproc.h"
 
+/* Whether the list of strings that ref (on worker ind) returns holds s:
+ * what the test module recorded as seen. */
+static inline bool e2e_saw(pyproc_pool *p, int ind, const char *ref, const char *s)
+{
+    pyproc_msg *m = NULL, *item;
+    bool found = false;
+
+    assert_int_equal(pyproc_ind_func(p, ind, ref, &m, NULL), 0);
+    for (int i = 0; i < pyproc_msg_len(m); i++) {
+        const char *got;
+        pyproc_msg_at(m, (size_t)i, &item, NULL);
+        if (pyproc_msg_read(item, "s", &got) == 0 && strcmp(got, s) == 0)
+            found = true;
+        pyproc_msg_free(item);
+    }
+    pyproc_msg_free(m);
+    return found;
+}
+
 /* Call ref and read its int result. */
 static inline int64_t e2e_int(pyproc_pool *p, const char *ref)
 {

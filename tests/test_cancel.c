@@ -29,18 +29,7 @@ static int pid_of(pyproc_pool *p)
 
 static bool seen(pyproc_pool *p, const char *what)
 {
-    pyproc_msg *m = NULL, *item;
-    bool found = false;
-    assert_int_equal(pyproc_func(p, "t.cancel.seen", &m, NULL), 0);
-    for (int i = 0; i < pyproc_msg_len(m); i++) {
-        const char *s;
-        pyproc_msg_at(m, (size_t)i, &item, NULL);
-        if (pyproc_msg_read(item, "s", &s) == 0 && strcmp(s, what) == 0)
-            found = true;
-        pyproc_msg_free(item);
-    }
-    pyproc_msg_free(m);
-    return found;
+    return e2e_saw(p, 0, "t.cancel.seen", what);
 }
 
 static void cancel_a_coroutine(void **state)

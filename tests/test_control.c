@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include "e2e.h"
 #include "fake_worker.h"
 
 #define SMALL_RING 4096
@@ -44,19 +45,7 @@ static uint64_t restarts_of(pyproc_pool *p)
 /* Whether "t.control.seen" lists what. */
 static bool ran(pyproc_pool *p, const char *what)
 {
-    pyproc_msg *m = NULL, *item;
-    bool found = false;
-
-    assert_int_equal(pyproc_ind_func(p, 0, "t.control.seen", &m, NULL), 0);
-    for (int i = 0; i < pyproc_msg_len(m); i++) {
-        const char *s;
-        pyproc_msg_at(m, (size_t)i, &item, NULL);
-        if (pyproc_msg_read(item, "s", &s) == 0 && strcmp(s, what) == 0)
-            found = true;
-        pyproc_msg_free(item);
-    }
-    pyproc_msg_free(m);
-    return found;
+    return e2e_saw(p, 0, "t.control.seen", what);
 }
 
 /* Wait for c and expect rc, with an error message holding `text`. */
