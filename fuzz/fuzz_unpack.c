@@ -18,7 +18,6 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +37,11 @@ static void check(int ok, const char *what)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Runs after which every CPython free list is full (the largest holds
+ * 2000 tuples of one size), and runs that must then not grow by one block
+ * each. */
+enum { FREE_LISTS_FULL = 2100, LEAK_RUNS = 64 };
 
 static PyObject *allocated_blocks; /* sys.getallocatedblocks */
 
@@ -133,21 +137,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check(in != NULL, "out of memory");
     memcpy(in, data + 1, size - 1);
     /*
-     * The first run may fill free lists and caches, and CPython's own
-     * tables may still settle (a dict resized past the small-block size);
-     * a forgotten reference shows as growth on every run that follows.
+     * The first run may fill caches, and CPython's own tables may still
+     * settle (a dict resized past the small-block size); a forgotten
+     * reference shows as growth on every run that follows.  Free lists
+     * fill one block per run too, for up to PyTuple_MAXFREELIST (2000)
+     * runs of the same tuple size, so an input that grows is run past
+     * that before its growth counts.
      */
     decode(entry, in, size - 1);
     blocks = blocks_now();
     decode(entry, in, size - 1);
     if (blocks_now() != blocks) {
-        bool grows = true;
-        for (int i = 0; i < 3 && grows; i++) {
-            blocks = blocks_now();
+        for (int i = 0; i < FREE_LISTS_FULL; i++)
             decode(entry, in, size - 1);
-            grows = blocks_now() > blocks;
-        }
-        check(!grows, "decoding leaks a reference");
+        blocks = blocks_now();
+        for (int i = 0; i < LEAK_RUNS; i++)
+            decode(entry, in, size - 1);
+        check(blocks_now() - blocks < LEAK_RUNS, "decoding leaks a reference");
     }
     free(in);
     return 0;
