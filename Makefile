@@ -35,6 +35,13 @@ LIB_A := $(B)/lib/libpyproc.a
 LIB_SO := $(B)/lib/libpyproc.so
 WORKER := $(B)/bin/pyproc-worker
 
+# The command-line tool: public API only, linked to the shared library,
+# which it finds beside itself (bin/../lib) in a build tree and installed.
+CLI := $(B)/bin/pyproc
+CLI_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(wildcard cli/*.c))
+JSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
+JSON_LIBS := $(shell pkg-config --libs jansson 2>/dev/null)
+
 EXAMPLES := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 
 # Shared libraries that workers load with pyproc_add_native(): the tests'
@@ -96,6 +103,18 @@ $(LIB_SO): $(LIB_OBJ) host/libpyproc.map
 	$(CC) -shared -Wl,--version-script=host/libpyproc.map -Wl,-soname,libpyproc.so.0 \
 		$(LDFLAGS) -o $@ $(LIB_OBJ) -lpthread -ldl
 
+# The name programs linked to the library look for at run time.
+$(LIB_SO).0: $(LIB_SO)
+	ln -sf libpyproc.so $@
+
+$(B)/obj/cli/%.o: cli/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(JSON_CFLAGS) -MMD -MP -c $< -o $@
+
+$(CLI): $(CLI_OBJ) $(LIB_SO).0
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) -L$(B)/lib -lpyproc -Wl,-rpath,'$$ORIGIN/../lib' $(JSON_LIBS)
+
 $(WORKER): $(EMBED_OBJ) $(SHM_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PY_LIBS) $(FFI_LIBS) -ldl -lpthread -lm
@@ -139,7 +158,7 @@ $(B)/tests/shm_test_%: tests/shm_test_%.c $(SHM_OBJ)
 	$(CC) $(CFLAGS) -Wno-unused-parameter -I. -o $@ $< $(SHM_OBJ) $(LDFLAGS) $(CMOCKA_LIBS) -lpthread
 
 ifdef PYPROC_DEPS_CHECKED
-all: $(LIB_A) $(LIB_SO) $(WORKER) $(EXAMPLES) $(TESTS) $(EMBED_TESTS) $(SHM_TESTS) $(BENCH) \
+all: $(LIB_A) $(LIB_SO) $(WORKER) $(CLI) $(EXAMPLES) $(TESTS) $(EMBED_TESTS) $(SHM_TESTS) $(BENCH) \
 	$(NATIVE_LIBS) $(TORTURE)
 
 check: all
@@ -147,6 +166,8 @@ check: all
 	@sh tests/check_layers.sh
 	@sh .ci/format-check.sh $(CLANG_FORMAT) $(FORMAT_FILES)
 	@sh tests/run.sh $(TEST_TIMEOUT) $(SHM_TESTS) $(TESTS) $(EMBED_TESTS) $(TORTURE)
+	@echo "== $(CLI), the command-line tool"
+	@timeout -k 5 $(TEST_TIMEOUT) sh tests/cli.sh $(B)
 	@echo "== make install, then a program built against the installed tree"
 	@timeout -k 5 $(TEST_TIMEOUT) sh tests/install.sh
 	@echo "== $(BENCH) --smoke"
@@ -305,14 +326,15 @@ bench: $(BENCH) $(WORKER)
 	{ echo "Made by \`make bench\` on $$(date -u '+%Y-%m-%d %H:%M UTC')."; echo; \
 		cat $(B)/bench/results.txt; } > docs/bench-latest.txt
 
-install: $(LIB_A) $(LIB_SO) $(WORKER)
+install: $(LIB_A) $(LIB_SO) $(WORKER) $(CLI)
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \
-		$(DESTDIR)$(PREFIX)/libexec/pyproc
+		$(DESTDIR)$(PREFIX)/libexec/pyproc $(DESTDIR)$(PREFIX)/bin
 	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/libpyproc.a
 	install -m 755 $(LIB_SO) $(DESTDIR)$(PREFIX)/lib/libpyproc.so.0
 	ln -sf libpyproc.so.0 $(DESTDIR)$(PREFIX)/lib/libpyproc.so
 	install -m 644 include/pyproc.h $(DESTDIR)$(PREFIX)/include/pyproc.h
 	install -m 755 $(WORKER) $(DESTDIR)$(PREFIX)/libexec/pyproc/pyproc-worker
+	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/pyproc
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define PYPROC_VERSION_[A-Z]* \([0-9]*\)/\1/p' include/pyproc.h | paste -sd.)|' \
 		pyproc.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/pyproc.pc
 
@@ -321,7 +343,7 @@ endif
 # Whether every C file reads as .clang-format says; reformats nothing.
 # Not part of `make check` yet.
 CLANG_FORMAT ?= clang-format
-FORMAT_FILES := $(sort $(wildcard host/*.[ch] shm/*.[ch] embed/*.[ch] tests/*.[ch] \
+FORMAT_FILES := $(sort $(wildcard host/*.[ch] shm/*.[ch] embed/*.[ch] cli/*.[ch] tests/*.[ch] \
 	tests/*/*.[ch] bench/*.[ch] examples/*.[ch] examples/*/*.[ch] fuzz/*.[ch] include/*.h))
 format-check:
 	@sh .ci/format-check.sh $(CLANG_FORMAT) $(FORMAT_FILES)

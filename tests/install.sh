@@ -29,6 +29,11 @@ C
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 cc build/install-test/app.c $(pkg-config --cflags --libs pyproc) -o build/install-test/app
 env -u PYPROC_WORKER build/install-test/app
+# The installed tool finds the installed library and, through it, the
+# installed worker.
+out=$(env -u PYPROC_WORKER -u LD_LIBRARY_PATH "$prefix/bin/pyproc" call -s os=os os.getcwd)
+[ "$out" = "\"$(pwd)\"" ] || { echo "installed pyproc call printed: $out"; exit 1; }
+echo "installed tree: pyproc call answered $out"
 # The installed library exports the API and nothing else, every function
 # in a version node.
 sh tests/abi.sh "$prefix/lib/libpyproc.so.0"
