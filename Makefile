@@ -168,6 +168,8 @@ check: all
 	@sh tests/run.sh $(TEST_TIMEOUT) $(SHM_TESTS) $(TESTS) $(EMBED_TESTS) $(TORTURE)
 	@echo "== $(CLI), the command-line tool"
 	@timeout -k 5 $(TEST_TIMEOUT) sh tests/cli.sh $(B)
+	@echo "== every program in examples/, its output checked"
+	@timeout -k 5 $(TEST_TIMEOUT) sh tests/examples.sh $(B)
 	@echo "== make install, then a program built against the installed tree"
 	@timeout -k 5 $(TEST_TIMEOUT) sh tests/install.sh
 	@echo "== $(BENCH) --smoke"
