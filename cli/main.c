@@ -117,6 +117,7 @@ static int parse_options(int argc, char **argv, struct options *o)
     static const struct option longs[] = {
         {"python-path", required_argument, NULL, 'p'},
         {"sub", required_argument, NULL, 's'},
+        {"venv", required_argument, NULL, 'e'},
         {"workers", required_argument, NULL, 'w'},
         {"timeout", required_argument, NULL, 't'},
         {"pretty", no_argument, NULL, OPT_PRETTY},
@@ -127,7 +128,7 @@ static int parse_options(int argc, char **argv, struct options *o)
     int c;
 
     /* '+': stop at REF, so that negative numbers after it are values. */
-    while ((c = getopt_long(argc, argv, "+p:s:w:t:xh", longs, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+p:s:e:w:t:xh", longs, NULL)) != -1) {
         switch (c) {
         case 'p':
             o->pool.python_path = optarg;
@@ -135,6 +136,9 @@ static int parse_options(int argc, char **argv, struct options *o)
         case 's':
             if (add_sub_option(o, optarg) < 0)
                 return -1;
+            break;
+        case 'e':
+            o->pool.venv = optarg;
             break;
         case 'w':
             if (parse_count(optarg, 1, &o->pool.workers) < 0) {

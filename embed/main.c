@@ -55,6 +55,7 @@ struct args {
     /* Limits to put on ourselves before Python starts; 0: none. */
     unsigned long long rlimit_as, rlimit_nofile;
     bool no_new_privs;
+    const char *venv; /* a virtual environment to run in, or NULL */
 };
 
 static unsigned long long parse_unsigned(const char *s)
@@ -82,6 +83,7 @@ static void parse_args(int argc, char **argv, struct args *a)
         {"rlimit-as", required_argument, 0, 'A'},
         {"rlimit-nofile", required_argument, 0, 'N'},
         {"no-new-privs", no_argument, 0, 'P'},
+        {"venv", required_argument, 0, 'v'},
         {0, 0, 0, 0},
     };
     struct worker *w = &the_worker;
@@ -127,6 +129,9 @@ static void parse_args(int argc, char **argv, struct args *a)
             break;
         case 'P':
             a->no_new_privs = true;
+            break;
+        case 'v':
+            a->venv = optarg;
             break;
         default:
             usage_exit("unknown option");
@@ -186,7 +191,8 @@ static void attach_rings(const struct args *a)
     w->out.limit = max;
 }
 
-static void start_python(void)
+/* program: the interpreter Python should believe it is (a venv's). */
+static void start_python(const char *program)
 {
     PyConfig config;
     PyStatus status;
@@ -199,7 +205,7 @@ static void start_python(void)
     config.buffered_stdio = 0;
     /* Without a program name the interpreter looks for `python3` on PATH
      * and may report someone else's interpreter as sys.executable. */
-    status = PyConfig_SetBytesString(&config, &config.program_name, PYPROC_PYTHON_EXE);
+    status = PyConfig_SetBytesString(&config, &config.program_name, program);
     if (PyStatus_Exception(status))
         goto fail;
     status = Py_InitializeFromConfig(&config);
@@ -265,7 +271,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "pyproc-worker: cannot register the bridge module\n");
         return 1;
     }
-    start_python();
+    if (a.venv) {
+        char *program = worker_venv_program(a.venv);
+        if (!program)
+            return 1;
+        start_python(program);
+        free(program);
+    } else {
+        start_python(PYPROC_PYTHON_EXE);
+    }
     rc = run_hub();
     /* User threads (executors, libraries) may still run; finalising the
      * interpreter would wait for them.  The host has what it needs. */

@@ -70,4 +70,9 @@ bool worker_control_pending(void);
 /* Register the _pyproc module; call before Python is initialised. */
 int pyproc_bridge_register(void);
 
+/* The interpreter path of the virtual environment `venv` (malloc'd), to
+ * start Python as; NULL, having said why on stderr, when the venv is
+ * unreadable or made for another Python version (venv.c). */
+char *worker_venv_program(const char *venv);
+
 #endif

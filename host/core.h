@@ -337,6 +337,7 @@ struct pyproc_pool {
     void *callback_data;
     char *worker_path;
     char *python_path; /* absolute entries */
+    char *venv;        /* absolute, or NULL */
     uint64_t ring_bytes;
     uint64_t max_msg;
     int64_t spin_ns;

@@ -102,6 +102,28 @@ static char *absolute_worker_path(char *path)
     return abs;
 }
 
+/*
+ * The virtual environment, made absolute (the cwd option moves the
+ * workers); -ENOENT unless it holds a pyvenv.cfg.  Whether it suits the
+ * workers' Python is the worker's to check: only it knows its version.
+ */
+static int apply_venv(pyproc_pool *p, const char *venv)
+{
+    char *cfg;
+    int ok;
+
+    if (!venv)
+        return 0;
+    if (!*venv)
+        return -EINVAL;
+    p->venv = absolute_worker_path(strdup(venv));
+    if (!p->venv || asprintf(&cfg, "%s/pyvenv.cfg", p->venv) < 0)
+        return -ENOMEM;
+    ok = access(cfg, R_OK) == 0;
+    free(cfg);
+    return ok ? 0 : -ENOENT;
+}
+
 /* A private copy of a NULL-terminated array of strings. */
 static char **copy_env(const char *const *env)
 {
@@ -143,7 +165,7 @@ static int apply_process_opts(pyproc_pool *p, const pyproc_opts *o)
     p->no_new_privs = o->no_new_privs != 0;
     p->output = o->output;
     p->output_data = o->output_data;
-    return 0;
+    return apply_venv(p, o->venv);
 }
 
 static uint64_t round_pow2(uint64_t n)
@@ -216,6 +238,7 @@ static void pool_destroy(pyproc_pool *p)
     free(p->cwd);
     free(p->worker_path);
     free(p->python_path);
+    free(p->venv);
     free(p->name);
     free(p);
 }

@@ -197,6 +197,19 @@ typedef struct pyproc_opts {
      * arrives as it is printed. */
     pyproc_output_fn output;
     void *output_data;
+
+    /* ---- Python environment ---- */
+
+    /* A virtual environment (made with `python3 -m venv`) for the
+     * workers to run in, as its own bin/python3 would: its site-packages
+     * on sys.path, and the system's only if its pyvenv.cfg says
+     * include-system-site-packages = true.  A relative path is taken from
+     * the host's working directory.  A directory without pyvenv.cfg fails
+     * pyproc_pool_new() with -ENOENT; a venv made for another Python
+     * version than the workers' makes them refuse to start, saying so on
+     * their stderr, and pyproc_pool_new() fails.  Default NULL: the
+     * system's Python environment. */
+    const char *venv;
 } pyproc_opts;
 
 /* Flags of pyproc_add_sub(). */
