@@ -337,6 +337,9 @@ install: $(LIB_A) $(LIB_SO) $(WORKER) $(CLI)
 	install -m 644 include/pyproc.h $(DESTDIR)$(PREFIX)/include/pyproc.h
 	install -m 755 $(WORKER) $(DESTDIR)$(PREFIX)/libexec/pyproc/pyproc-worker
 	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/pyproc
+	install -d $(DESTDIR)$(PREFIX)/lib/python3/dist-packages/pyproc-stubs
+	install -m 644 embed/python/pyproc.pyi \
+		$(DESTDIR)$(PREFIX)/lib/python3/dist-packages/pyproc-stubs/__init__.pyi
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define PYPROC_VERSION_[A-Z]* \([0-9]*\)/\1/p' include/pyproc.h | paste -sd.)|' \
 		pyproc.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/pyproc.pc
 

@@ -75,6 +75,15 @@ expect "no reference: status 2" 2 "" "$cli" call
 expect "a timeout: status 5" 5 "" $run -t 200 t.cli.slow d 5
 expect "a sub that does not load: status 1" 1 "" "$cli" call -p tests/py -s t=no_such_package t.x.y
 
+# pyproc.pyi declares what the worker's module really has.
+kinds=$($run t.cli.module_names)
+if /usr/bin/python3 tests/stub_check.py embed/python/pyproc.pyi "$kinds"; then
+    echo "ok: pyproc.pyi matches the worker's module"
+else
+    echo "FAIL: pyproc.pyi does not match the worker's module"
+    failed=1
+fi
+
 rm -f /tmp/pyproc-cli-err.$$
 [ $failed = 0 ] && echo "command-line tool: all passed"
 exit $failed

@@ -30,3 +30,21 @@ def ticks(n):
 
 def index_and(value):
     return [pyproc.index, value]
+
+
+def module_names():
+    """The public names of the worker's `pyproc` module, with their kinds."""
+    import inspect
+
+    kinds = {}
+    for name in dir(pyproc):
+        if name.startswith("_"):
+            continue
+        obj = getattr(pyproc, name)
+        if inspect.isclass(obj):
+            kinds[name] = "class " + obj.__mro__[1].__name__
+        elif inspect.iscoroutinefunction(obj):
+            kinds[name] = "async def"
+        else:
+            kinds[name] = type(obj).__name__
+    return kinds
