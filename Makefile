@@ -44,6 +44,13 @@ JSON_LIBS := $(shell pkg-config --libs jansson 2>/dev/null)
 
 EXAMPLES := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 
+# Event-loop adapters (examples/loops/NAME.c), each built against its
+# loop's library, named by pkg-config.
+LOOP_PKG_glib := glib-2.0
+LOOP_PKG_uv := libuv
+LOOP_PKG_libevent := libevent
+LOOP_EXAMPLES := $(patsubst examples/loops/%.c,$(B)/examples/loops/%,$(wildcard examples/loops/*.c))
+
 # Shared libraries that workers load with pyproc_add_native(): the tests'
 # and the example's plugin.
 NATIVE_LIBS := $(B)/tests/native/libpyproc-testnative.so \
@@ -123,6 +130,11 @@ $(B)/examples/%: examples/%.c $(LIB_A) include/pyproc.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB_A) $(LDFLAGS) -lpthread -ldl
 
+$(B)/examples/loops/%: examples/loops/%.c $(LIB_A) include/pyproc.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(shell pkg-config --cflags $(LOOP_PKG_$*)) -o $@ $< $(LIB_A) $(LDFLAGS) \
+		-lpthread -ldl $(shell pkg-config --libs $(LOOP_PKG_$*))
+
 # Plugins export their functions as shared libraries usually do.
 $(B)/tests/native/libpyproc-testnative.so: tests/native/testnative.c include/pyproc.h
 	@mkdir -p $(dir $@)
@@ -158,7 +170,7 @@ $(B)/tests/shm_test_%: tests/shm_test_%.c $(SHM_OBJ)
 	$(CC) $(CFLAGS) -Wno-unused-parameter -I. -o $@ $< $(SHM_OBJ) $(LDFLAGS) $(CMOCKA_LIBS) -lpthread
 
 ifdef PYPROC_DEPS_CHECKED
-all: $(LIB_A) $(LIB_SO) $(WORKER) $(CLI) $(EXAMPLES) $(TESTS) $(EMBED_TESTS) $(SHM_TESTS) $(BENCH) \
+all: $(LIB_A) $(LIB_SO) $(WORKER) $(CLI) $(EXAMPLES) $(LOOP_EXAMPLES) $(TESTS) $(EMBED_TESTS) $(SHM_TESTS) $(BENCH) \
 	$(NATIVE_LIBS) $(TORTURE)
 
 check: all

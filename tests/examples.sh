@@ -1,5 +1,6 @@
 #!/bin/sh
-# Every program in examples/ runs, from examples/ as its comments say, and
+# Every program in examples/ (and the event-loop adapters in
+# examples/loops/) runs, from examples/ as its comments say, and
 # prints what tests/examples/NAME.out holds, once process ids and the
 # checkout's path are made neutral.  An example whose output lines may come
 # in any order (completions from two workers) is compared sorted.
@@ -11,8 +12,9 @@ export PYPROC_WORKER="$b/bin/pyproc-worker"
 failed=""
 unordered="eventloop"
 
-for src in examples/*.c; do
-    name=$(basename "$src" .c)
+for src in examples/*.c examples/loops/*.c; do
+    name=${src#examples/}
+    name=${name%.c}
     want="tests/examples/$name.out"
     if [ ! -f "$want" ]; then
         echo "FAIL: $name: no $want"
