@@ -65,11 +65,19 @@ void pyproc__call_complete(pyproc_call *c, int result, pyproc_msg *ret)
     atomic_store_explicit(&c->ended, true, memory_order_release);
     if (c->is_stream)
         pthread_mutex_unlock(&c->qlock);
+    /* Acquire: pairs with the release store in pyproc__deadline_set(). */
+    if (atomic_load_explicit(&c->has_deadline, memory_order_acquire))
+        pyproc__deadline_remove(c);
     if (c->done) {
         pyproc__async_push(c); /* takes over the table's reference */
         return;
     }
     pyproc__call_signal(c);
+    if (c->is_stream)
+        pyproc__stream_notify(c);
+    else if (atomic_exchange_explicit(&c->notify, NOTIFY_ENDED, memory_order_acq_rel) ==
+             NOTIFY_ARMED)
+        pyproc__handle_queue(c); /* the owner armed a callback first */
     pyproc__call_unref(c);
 }
 
@@ -107,28 +115,32 @@ void pyproc__async_push(pyproc_call *c)
     }
 }
 
-int pyproc__async_run(pyproc_pool *p)
+void pyproc__handle_queue(pyproc_call *c)
 {
-    pyproc_call *list;
-    uint64_t n;
-    int ran = 0;
+    /* From a reference the caller holds: relaxed (see refs). */
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    pyproc__async_push(c);
+}
 
-    pthread_mutex_lock(&p->done_lock);
-    list = p->completed;
-    p->completed = p->completed_tail = NULL;
-    /* Emptied under the lock, so a push after this writes the fd again. */
-    while (read(p->done_fd, &n, sizeof n) > 0)
-        ;
-    pthread_mutex_unlock(&p->done_lock);
-    while (list) {
-        pyproc_call *c = list;
-        list = c->next_done;
-        c->taken = true;
-        c->done(p, c->result, c->ret, c->done_data);
-        pyproc__call_unref(c);
-        ran++;
-    }
-    return ran;
+void pyproc__stream_notify(pyproc_call *c)
+{
+    bool queue;
+
+    /* Most streams have no callback.  The owner sets one under qlock, and
+     * each item is appended under qlock before this: either the owner
+     * finds the item when it sets its callback, or this load sees the
+     * callback. */
+    if (atomic_load_explicit(&c->cb, memory_order_acquire) != CB_ITEMS)
+        return;
+    pthread_mutex_lock(&c->qlock);
+    /* Acquire: pairs with the owner's compare-exchange of cb, done under
+     * qlock too, so a callback set after this look finds the items. */
+    queue = atomic_load_explicit(&c->cb, memory_order_acquire) == CB_ITEMS && !c->queued;
+    if (queue)
+        c->queued = true;
+    pthread_mutex_unlock(&c->qlock);
+    if (queue)
+        pyproc__handle_queue(c);
 }
 
 void pyproc__stream_free_items(pyproc_call *c)

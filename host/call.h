@@ -36,7 +36,23 @@ void pyproc__stream_free_items(pyproc_call *c);
 /* ---- the completion queue of asynchronous calls (call.c) ---- */
 /* Queue a finished asynchronous call; takes over the table's reference. */
 void pyproc__async_push(pyproc_call *c);
-/* Run every completion waiting; returns how many. */
-int pyproc__async_run(pyproc_pool *p);
+/* Queue a handle whose callback is due, with a new reference. */
+void pyproc__handle_queue(pyproc_call *c);
+/* A stream got items or its end: queue it if it delivers them through a
+ * callback and is not queued already.  Takes qlock. */
+void pyproc__stream_notify(pyproc_call *c);
+
+/* ---- calls' own deadlines (deadline.c) ----
+ * A min-heap by time under pool->deadline_lock; each entry holds a
+ * reference to its call. */
+/* Set or move c's deadline to `at` (shm_now_ns() clock); -ENOMEM. */
+int pyproc__deadline_set(pyproc_call *c, int64_t at);
+/* Take c's deadline out as it ends, if it has one. */
+void pyproc__deadline_remove(pyproc_call *c);
+/* The first call due by `now`, out of the heap with the heap's reference;
+ * NULL when none is due, with *next_ms the wait until the next (-1: none). */
+pyproc_call *pyproc__deadline_pop(pyproc_pool *p, int64_t now, int *next_ms);
+/* Drop every deadline left (the pool is going). */
+void pyproc__deadlines_clear(pyproc_pool *p);
 
 #endif

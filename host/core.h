@@ -14,7 +14,8 @@
  *                        worker's catch-up and placing (broadcast.c)
  *   worker->rx_lock      whoever drains the reply ring (drain.c)
  *   pool->lock           slots, history array, service queue, conds
- *   worker->calls_lock, call->qlock, pool->done_lock   leaves
+ *   worker->calls_lock, call->qlock, pool->done_lock,
+ *   pool->deadline_lock                                  leaves
  *
  * worker->tx_lock and worker->stop_lock are leaves too, held only around
  * one ring write or one post to the stop table, so they may be taken under
@@ -24,7 +25,9 @@
  * and waiting for a call takes, rx_lock included; rx_lock takes
  * pool->lock (READY in drain.c, a CALLBACK queued by
  * pyproc__callback_push()), calls_lock (finding a call), qlock (stream
- * items, a stream's end) and done_lock (an asynchronous call's end);
+ * items, a stream's end), done_lock (an asynchronous call's end, a
+ * handle's callback due) and deadline_lock (a call with its own deadline
+ * ends);
  * pool->lock takes calls_lock (pyproc_stats()).  Nothing takes rx_lock or
  * history_lock while holding pool->lock; the service thread never takes
  * grow_lock or history_lock, and the broadcasts and replays that hold them
@@ -147,7 +150,43 @@ struct pyproc_call {
     /* Its index's counters, which count its end (see stats.c); NULL for
      * the pool's own requests (add_sub, set_attr, their replay). */
     struct pp_slot_stats *stats;
+
+    /*
+     * A callback the handle's owner set (events.c), run from
+     * pyproc_dispatch().  cb (CB_*) is set once by the owner with a
+     * compare-exchange (acq_rel) after hdone/item_fn and their data, which
+     * whoever reads cb with acquire may then use.
+     * - notify (NOTIFY_*, calls): the one handshake between the owner
+     *   arming a done callback and whoever ends the call; both exchange it
+     *   (acq_rel), and the one that comes second queues the call, so it is
+     *   queued exactly once.
+     * - queued (streams): under qlock; set by whoever queues the stream
+     *   for its items, cleared by the dispatcher before it takes them.
+     * - cb_freed: stored (release) by pyproc_call_free() before it drops
+     *   the handle; the dispatcher loads it (acquire) before each callback
+     *   and runs none once it is set.
+     * - finished: the dispatcher only (the stream's last callback ran).
+     */
+    _Atomic int cb;
+    _Atomic int notify;
+    bool queued;
+    _Atomic bool cb_freed;
+    bool finished;
+    pyproc_done_fn hdone;
+    void *hdone_data;
+    pyproc_item_fn item_fn;
+    void *item_data;
+    /* Its own deadline (pyproc_call_deadline()): its place in the pool's
+     * heap plus one (0: none), under pool->deadline_lock.  has_deadline
+     * is stored (release) once it is in the heap and loaded (acquire) by
+     * pyproc__call_complete(), which then takes it out: a deadline set
+     * while the call ends stays until it is due, and is dropped then. */
+    size_t deadline_slot;
+    _Atomic bool has_deadline;
 };
+
+enum { CB_NONE, CB_DONE, CB_ITEMS };
+enum { NOTIFY_NONE, NOTIFY_ARMED, NOTIFY_ENDED };
 
 enum { EXPIRY_NONE, EXPIRY_ASKED, EXPIRY_KILLED };
 
@@ -392,16 +431,29 @@ struct pyproc_pool {
     pthread_mutex_t history_lock;
     pthread_mutex_t grow_lock; /* one add_proc at a time */
 
-    /* Finished asynchronous calls waiting for pyproc_dispatch(). */
+    /* Finished asynchronous calls, and handles whose callbacks are due,
+     * waiting for pyproc_dispatch(). */
     pthread_mutex_t done_lock;
     pyproc_call *completed, *completed_tail;
     int done_fd; /* eventfd: readable while completed is not empty */
+
+    /* Calls' own deadlines (pyproc_call_deadline()), a binary min-heap by
+     * time, each entry holding a reference to its call; the service
+     * thread ends those that come due (events.c).  A leaf lock. */
+    pthread_mutex_t deadline_lock;
+    struct pp_deadline *deadlines;
+    size_t ndeadlines, deadlines_cap;
 
     /* Callbacks from workers, answered on their own thread. */
     pthread_t cb_thread;
     bool cb_running, cb_stopping;
     pthread_cond_t cb_cond; /* under lock */
     struct callback_req *cb_head, *cb_tail;
+};
+
+struct pp_deadline {
+    int64_t at; /* shm_now_ns() clock */
+    pyproc_call *call;
 };
 
 struct history_entry {

@@ -69,6 +69,7 @@ int pyproc__stream_deliver(pyproc_call *c, const uint8_t *items, size_t len)
     c->held += count;
     pthread_mutex_unlock(&c->qlock);
     pyproc__call_signal(c);
+    pyproc__stream_notify(c);
     return err == -EBADMSG ? err : 0;
 }
 

@@ -20,6 +20,23 @@
  * the stop is kept on c and posted by the service thread once a slot frees.
  */
 void pyproc__call_interrupt(pyproc_call *c, uint32_t why);
+
+/*
+ * Take a stream's next item without waiting (stream.c): 1 with the item,
+ * 0 at the end, a negative errno with the error message in *item, or
+ * PYPROC__STREAM_EMPTY when none has come yet (with arm, the call's state
+ * is set back to pending first, so a wait after it sees the next item).
+ * Credit goes back to the worker as items are taken.
+ */
+#define PYPROC__STREAM_EMPTY 2
+int pyproc__stream_take(pyproc_call *c, pyproc_msg **item, bool arm);
+
+/* End the calls whose own deadlines are due; ms until the next one, or
+ * -1.  The service thread's tick (events.c). */
+int pyproc__deadlines_expire(pyproc_pool *p);
+
+/* Run every callback due (async.c); returns how many ran. */
+int pyproc__async_run(pyproc_pool *p);
 /* End the calls past their deadline; returns ms until the next check
  * (the service thread's tick). */
 int pyproc__expire_calls(pyproc_pool *p);

@@ -107,6 +107,8 @@ PYPROC_EXPORT int pyproc_wait(pyproc_call *c, pyproc_msg **ret, int timeout_ms)
         return -EINVAL;
     if (c->fork_gen != pyproc__fork_gen())
         return -ECHILD;
+    if (atomic_load_explicit(&c->cb, memory_order_relaxed) != CB_NONE)
+        return -EBUSY; /* its end goes to a callback */
     return pyproc__call_wait(c, ret, timeout_ms);
 }
 
@@ -136,8 +138,15 @@ PYPROC_EXPORT void pyproc_call_free(pyproc_call *c)
         call_forget(c);
         return;
     }
+    /* Release: pairs with the acquire load in dispatch (async.c), which
+     * then runs no callback for this handle. */
+    atomic_store_explicit(&c->cb_freed, true, memory_order_release);
     if (!pyproc__call_done(c) ||
         (c->is_stream && !atomic_load_explicit(&c->ended, memory_order_acquire))) {
+        /* A call whose end was to go to a callback is not wanted any
+         * more: stop it rather than let it run for nobody. */
+        if (!c->is_stream && atomic_load_explicit(&c->cb, memory_order_relaxed) != CB_NONE)
+            pyproc__call_interrupt(c, SHM_INTERRUPT_CANCEL);
         if (pyproc__table_remove(c->worker, c)) {
             /* No answer will reach it now; a stream's generator is closed,
              * through the stop table, or, when that is full, a CANCEL

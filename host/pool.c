@@ -219,6 +219,7 @@ static void pool_destroy(pyproc_pool *p)
         pyproc__workers_stop(p);
     pyproc__callback_stop(p);
     pyproc__service_stop(p);
+    pyproc__deadlines_clear(p);
     for (int i = 0; p->workers && i < p->nworkers; i++)
         pyproc__worker_unref(p->workers[i]);
     for (size_t i = 0; i < p->nhistory; i++)
@@ -230,6 +231,7 @@ static void pool_destroy(pyproc_pool *p)
     pthread_mutex_destroy(&p->grow_lock);
     pthread_mutex_destroy(&p->history_lock);
     pthread_mutex_destroy(&p->done_lock);
+    pthread_mutex_destroy(&p->deadline_lock);
     pthread_cond_destroy(&p->changed);
     pthread_cond_destroy(&p->cb_cond);
     free(p->workers);
@@ -251,10 +253,21 @@ static void worker_died(pyproc_pool *p, struct pp_worker *w)
     pyproc__respawn_later(p, w);
 }
 
+/* Time's work: the pool's call timeout, and calls' own deadlines; the
+ * wait until the sooner of the two (-1: neither). */
+static int tick(pyproc_pool *p)
+{
+    int timeouts = pyproc__expire_calls(p), deadlines = pyproc__deadlines_expire(p);
+
+    if (timeouts < 0)
+        return deadlines;
+    return deadlines < 0 || timeouts < deadlines ? timeouts : deadlines;
+}
+
 static const struct pp_service_ops service_ops = {
     .drain = pyproc__drain_batch,
     .died = worker_died,
-    .tick = pyproc__expire_calls,
+    .tick = tick,
 };
 
 PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name, const pyproc_opts *opts)
@@ -277,6 +290,7 @@ PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name, const pyp
     pthread_mutex_init(&p->grow_lock, NULL);
     pthread_mutex_init(&p->history_lock, NULL);
     pthread_mutex_init(&p->done_lock, NULL);
+    pthread_mutex_init(&p->deadline_lock, NULL);
     pthread_cond_init(&p->cb_cond, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -42,44 +42,56 @@ static void send_credit(pyproc_call *c, uint32_t n)
     pyproc__send(c->worker, SHM_FRAME_CREDIT, c->id, buf, pyproc__wire_credit(buf, n));
 }
 
+int pyproc__stream_take(pyproc_call *c, pyproc_msg **item, bool arm)
+{
+    uint32_t credit = 0;
+    int result;
+
+    pthread_mutex_lock(&c->qlock);
+    pyproc_msg *it = c->head;
+    if (it) {
+        c->head = *pyproc__msg_link(it);
+        if (!c->head)
+            c->tail = NULL;
+        if (!atomic_load_explicit(&c->ended, memory_order_relaxed))
+            credit = take_credit(c);
+        pthread_mutex_unlock(&c->qlock);
+        *pyproc__msg_link(it) = NULL;
+        *item = it;
+        if (credit)
+            send_credit(c, credit);
+        return 1;
+    }
+    if (atomic_load_explicit(&c->ended, memory_order_relaxed)) { /* under qlock */
+        result = c->taken ? 0 : c->result;
+        if (!c->taken && result < 0) {
+            *item = c->ret;
+            c->taken = true;
+        }
+        pthread_mutex_unlock(&c->qlock);
+        return result;
+    }
+    /* Under qlock, which the drainer takes to append before it signals:
+     * relaxed is enough (see struct pyproc_call). */
+    if (arm)
+        atomic_store_explicit(&c->state, CALL_PENDING, memory_order_relaxed);
+    pthread_mutex_unlock(&c->qlock);
+    return PYPROC__STREAM_EMPTY;
+}
+
 PYPROC_EXPORT int pyproc_next(pyproc_call *c, pyproc_msg **item)
 {
+    int r;
+
     if (!c || !item || !c->is_stream)
         return -EINVAL;
     if (c->fork_gen != pyproc__fork_gen())
         return -ECHILD;
-    for (;;) {
-        pthread_mutex_lock(&c->qlock);
-        pyproc_msg *it = c->head;
-        if (it) {
-            c->head = *pyproc__msg_link(it);
-            if (!c->head)
-                c->tail = NULL;
-            uint32_t credit = atomic_load_explicit(&c->ended, memory_order_relaxed)
-                                  ? 0
-                                  : take_credit(c);
-            pthread_mutex_unlock(&c->qlock);
-            *pyproc__msg_link(it) = NULL;
-            *item = it;
-            if (credit)
-                send_credit(c, credit);
-            return 1;
-        }
-        if (atomic_load_explicit(&c->ended, memory_order_relaxed)) { /* under qlock */
-            int result = c->taken ? 0 : c->result;
-            if (!c->taken && result < 0) {
-                *item = c->ret;
-                c->taken = true;
-            }
-            pthread_mutex_unlock(&c->qlock);
-            return result;
-        }
-        /* Under qlock, which the drainer takes to append before it signals:
-         * relaxed is enough (see struct pyproc_call). */
-        atomic_store_explicit(&c->state, CALL_PENDING, memory_order_relaxed);
-        pthread_mutex_unlock(&c->qlock);
+    if (atomic_load_explicit(&c->cb, memory_order_relaxed) != CB_NONE)
+        return -EBUSY; /* its items go to a callback */
+    while ((r = pyproc__stream_take(c, item, true)) == PYPROC__STREAM_EMPTY)
         pyproc__call_wait_state(c, INT64_MAX);
-    }
+    return r;
 }
 
 static int gen_start(pyproc_pool *p, int ind, int *ret_ind, pyproc_call **stream, const char *ref,

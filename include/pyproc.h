@@ -105,6 +105,14 @@ typedef int (*pyproc_callback_fn)(pyproc_pool *pool, int ind, pyproc_msg *payloa
 typedef void (*pyproc_done_fn)(pyproc_pool *pool, int result, pyproc_msg *ret, void *data);
 
 /*
+ * A stream's items, run by pyproc_dispatch() (see pyproc_stream_on_item()):
+ * result 1 with an item, 0 at the end (item NULL), or a negative errno with
+ * the error message (may be NULL).  The item or message belongs to the
+ * callee.
+ */
+typedef void (*pyproc_item_fn)(pyproc_pool *pool, int result, pyproc_msg *item, void *data);
+
+/*
  * Where a worker's output goes when the pool's `output` option is set:
  * one call per line of its stdout (fd 1) or stderr (fd 2), on the pool's
  * service thread.  `line` holds len bytes without the newline (a line cut
@@ -532,14 +540,56 @@ PYPROC_EXPORT int pyproc_func_async(pyproc_pool *pool, const char *ref, pyproc_d
 PYPROC_EXPORT int pyproc_func_asyncv(pyproc_pool *pool, const char *ref, pyproc_done_fn done,
                                      void *data, const char *fmt, va_list ap);
 
+/*
+ * Run `done` from pyproc_dispatch() when `call` (a handle of
+ * pyproc_track_func() or pyproc_ind_call()) ends, or at the next dispatch
+ * if it has ended already.  It runs exactly once and the result then
+ * belongs to `done`, as with pyproc_func_async(); the handle stays the
+ * caller's, to free with pyproc_call_free() (which `done` itself may do).
+ * Freeing the handle before `done` ran cancels the call if it still runs,
+ * and `done` never runs.  Once a callback is set, pyproc_wait() on the
+ * handle returns -EBUSY.  Returns 0; -EALREADY when the handle already has
+ * a callback or its result was taken; -EINVAL for a stream (see
+ * pyproc_stream_on_item()).
+ */
+PYPROC_EXPORT int pyproc_call_on_done(pyproc_call *call, pyproc_done_fn done, void *data);
+
+/*
+ * Deliver a stream's items from pyproc_dispatch(): fn(pool, 1, item, data)
+ * for each item in order, then fn(pool, 0, NULL, data) at the end, or
+ * fn(pool, <0, error message, data) when the stream fails (the generator
+ * raised, the worker died, it was cancelled or timed out).  Items already
+ * queued are delivered at the next dispatch.  Credit goes back to the
+ * worker as items are delivered, so flow control works as with
+ * pyproc_next(): a stream whose items are not dispatched parks its
+ * generator.  fn may call pyproc_call_free() on the stream: no item
+ * follows.  Freeing the stream from elsewhere before the end closes the
+ * generator and fn runs no more.  Once set, pyproc_next() returns -EBUSY.
+ * Returns 0; -EALREADY when the stream already has a callback; -EINVAL for
+ * a call that is not a stream.
+ */
+PYPROC_EXPORT int pyproc_stream_on_item(pyproc_call *stream, pyproc_item_fn fn, void *data);
+
+/*
+ * End `call` (or stream) with -ETIMEDOUT, cancelling it in the worker,
+ * unless it ends within timeout_ms (>= 0) from now.  The end comes within
+ * a few milliseconds of the deadline whatever the worker does, so it
+ * serves blocking callers too (a per-call timeout).  A second deadline
+ * replaces the first; the pool's call_timeout_ms still applies, whichever
+ * comes first.  Returns 0; -EALREADY when the call has ended; -EINVAL.
+ */
+PYPROC_EXPORT int pyproc_call_deadline(pyproc_call *call, int timeout_ms);
+
 /* An fd that is readable while completions wait for pyproc_dispatch(). */
 PYPROC_EXPORT int pyproc_pool_fd(pyproc_pool *pool);
 
 /*
- * Run the completion callbacks of every asynchronous call that has ended.
- * Never blocks.  Returns how many ran, or a negative errno.  Calls that
- * are still running when the pool is freed complete with -ECANCELED from
- * inside pyproc_pool_free().
+ * Run the completion callbacks of every asynchronous call that has ended,
+ * and the callbacks set on handles that are due (their ends, stream
+ * items).  Never blocks.  Returns how many callbacks ran, or a negative
+ * errno.  Calls that are still running when the pool is freed complete
+ * with -ECANCELED from inside pyproc_pool_free(), callbacks on handles
+ * included (a stream's queued items first).
  */
 PYPROC_EXPORT int pyproc_dispatch(pyproc_pool *pool);
 
