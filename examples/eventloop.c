@@ -5,7 +5,14 @@
  * pool's fd (pyproc_pool_fd) becomes readable and pyproc_dispatch() runs
  * the completion callback on this thread.  Here the loop also serves a
  * timer (a timerfd) that starts a new call every 20 ms until 10 have
- * answered.  Run from examples/: ../build/examples/eventloop
+ * answered.
+ *
+ * Any handle can end the same way: pyproc_call_on_done() on a tracked
+ * call.  Two slow ones show how a server drops work it no longer wants:
+ * one gets a deadline (pyproc_call_deadline()), the other is cancelled
+ * (pyproc_cancel(), as when a client goes away); both are stopped in the
+ * worker, and their callbacks say so.
+ * Run from examples/: ../build/examples/eventloop
  */
 #include <poll.h>
 #include <stdint.h>
@@ -29,6 +36,14 @@ static void done(pyproc_pool *pool, int result, pyproc_msg *ret, void *data)
     answered++;
 }
 
+static void slow_done(pyproc_pool *pool, int result, pyproc_msg *ret, void *data)
+{
+    (void)pool;
+    printf("%s: %s\n", (const char *)data, pyproc_strerror(result));
+    pyproc_msg_free(ret);
+    answered++;
+}
+
 int main(void)
 {
     pyproc_opts opts = {.workers = 2, .python_path = "mods"};
@@ -46,7 +61,20 @@ int main(void)
     timerfd_settime(tfd, 0, &every, NULL);
     struct pollfd fds[2] = {{.fd = pyproc_pool_fd(pool), .events = POLLIN},
                             {.fd = tfd, .events = POLLIN}};
-    while (answered < 10) {
+    /* act.test.later(x, delay) sleeps for delay seconds: far too long. */
+    pyproc_call *late, *unwanted;
+    if ((rc = pyproc_track_func(pool, NULL, &late, "act.test.later", "i|sd", 1, "delay", 60.0)) <
+            0 ||
+        (rc = pyproc_track_func(pool, NULL, &unwanted, "act.test.later", "i|sd", 2, "delay",
+                                60.0)) < 0) {
+        fprintf(stderr, "eventloop: %s\n", pyproc_strerror(rc));
+        return 1;
+    }
+    pyproc_call_on_done(late, slow_done, "slow call with a 100 ms deadline");
+    pyproc_call_deadline(late, 100);
+    pyproc_call_on_done(unwanted, slow_done, "slow call cancelled");
+    pyproc_cancel(unwanted);
+    while (answered < 12) {
         if (poll(fds, 2, -1) < 0)
             break;
         if (fds[0].revents & POLLIN)
@@ -63,6 +91,8 @@ int main(void)
         }
     }
     close(tfd);
+    pyproc_call_free(late);
+    pyproc_call_free(unwanted);
     pyproc_pool_free(pool);
     return 0;
 }
