@@ -106,6 +106,7 @@ int bench_async(void);
 int bench_pipelined(void);
 int bench_gen(void);
 int bench_echo(void);
+int bench_hand(void);
 int bench_startup(void);
 int bench_idle_cpu(void);
 int bench_python(void);

@@ -278,6 +278,69 @@ int bench_echo(void)
     return err;
 }
 
+/* ---- handing large data to a function: copied or shared ---- */
+
+struct hand_arg {
+    pyproc_pool *pool;
+    pyproc_buf *buf; /* NULL: copy the bytes */
+    const void *data;
+    size_t len;
+};
+
+static int hand_once(void *arg)
+{
+    struct hand_arg *h = arg;
+    pyproc_msg *m = NULL;
+    int err = h->buf ? pyproc_func(h->pool, "bench.calls.touch", &m, "B", h->buf, (size_t)0, h->len)
+                     : pyproc_func(h->pool, "bench.calls.touch", &m, "y", h->data, h->len);
+
+    if (err < 0)
+        bench_fail("bench.calls.touch", err, m);
+    pyproc_msg_free(m);
+    return err;
+}
+
+static int hand_row(struct hand_arg *h, const char *key, const char *label, const char *note)
+{
+    struct series rtt = {0}, rate = {0};
+    int err = bench_latency(&rtt, bench_budget(BUDGET_BULK), 0, hand_once, h);
+
+    for (size_t i = 0; !err && i < rtt.n; i++)
+        err = series_push(&rate, (double)h->len / (rtt.v[i] * 1e3));
+    series_free(&rtt);
+    if (err < 0) {
+        series_free(&rate);
+        return err;
+    }
+    return bench_row_add(key, label, "GB/s", ROW_RATE, 0, &rate, note);
+}
+
+/* 16 MiB to a function that reads both ends: as bytes through the ring,
+ * and as a shared buffer (pyproc_buf, format 'B'), in the same run. */
+int bench_hand(void)
+{
+    size_t len = 16u << 20;
+    pyproc_pool *p = NULL;
+    pyproc_buf *buf = NULL;
+    int err = bench_pool(&p, 1);
+
+    if (!err)
+        err = pyproc_buf_new(p, len, &buf);
+    if (!err) {
+        memset(pyproc_buf_data(buf), 7, len);
+        struct hand_arg copied = {p, NULL, pyproc_buf_data(buf), len};
+        struct hand_arg shared = {p, buf, NULL, len};
+        err = hand_row(&copied, "hand-16MiB-copy", "16 MiB argument, copied as bytes",
+                       "payload bytes / round trip; pool of 1 worker");
+        if (!err)
+            err = hand_row(&shared, "hand-16MiB-buf", "16 MiB argument, shared buffer ('B')",
+                           "payload bytes / round trip; mapped in the worker, not copied");
+    }
+    pyproc_buf_free(buf);
+    pyproc_pool_free(p);
+    return err < 0 ? bench_fail("hand 16 MiB", err, NULL) : 0;
+}
+
 /* ---- generators ---- */
 
 /* Stream range(n) from one worker; pushes items/s. */

@@ -57,6 +57,7 @@ static const struct step {
     {"pipelined", "pyproc", bench_pipelined},
     {"gen", "pyproc", bench_gen},
     {"echo", "pyproc", bench_echo},
+    {"hand", "pyproc", bench_hand},
     {"startup", "pyproc", bench_startup},
     {"idle-pool", "pyproc", bench_idle_cpu},
     {"python", NULL, bench_python},

@@ -27,13 +27,14 @@ enum head_kind {
     HEAD_NIL,
     HEAD_FALSE,
     HEAD_TRUE,
-    HEAD_INT,   /* i */
-    HEAD_UINT,  /* u, may exceed INT64_MAX */
-    HEAD_FLOAT, /* d */
-    HEAD_STR,   /* n payload bytes follow */
-    HEAD_BIN,   /* n payload bytes follow */
-    HEAD_ARRAY, /* n values follow */
-    HEAD_MAP,   /* n key/value pairs follow */
+    HEAD_INT,    /* i */
+    HEAD_UINT,   /* u, may exceed INT64_MAX */
+    HEAD_FLOAT,  /* d */
+    HEAD_STR,    /* n payload bytes follow */
+    HEAD_BIN,    /* n payload bytes follow */
+    HEAD_ARRAY,  /* n values follow */
+    HEAD_MAP,    /* n key/value pairs follow */
+    HEAD_BUFFER, /* a shared buffer's token, offset and length */
 };
 
 struct head {
@@ -43,8 +44,18 @@ struct head {
         uint64_t u;
         double d;
         uint32_t n;
+        uint64_t buf[3]; /* token, offset, length */
     };
 };
+
+/* What makes a shared buffer argument into a Python object; NULL: none
+ * is accepted (see pyproc_unpack_set_buffer_hook()). */
+static PyObject *(*buffer_hook)(uint64_t token, uint64_t off, uint64_t len);
+
+void pyproc_unpack_set_buffer_hook(PyObject *(*hook)(uint64_t, uint64_t, uint64_t))
+{
+    buffer_hook = hook;
+}
 
 /*
  * Bytes that follow the first byte 0xc0 + i before any payload: the value
@@ -80,12 +91,29 @@ static uint32_t load_len(const char **p, unsigned width)
 }
 
 /* Decode a header of the first byte c >= 0xc0 (and <= 0xdf). */
+/* The one ext the host sends: ext 8 of 24 bytes, type 0x42. */
+static int read_buffer_ext(const char **p, const char *end, struct head *h)
+{
+    if (!buffer_hook || left(*p, end) < 2 + 24 || (uint8_t)(*p)[0] != 24 ||
+        (uint8_t)(*p)[1] != 0x42) {
+        PyErr_SetString(PyExc_ValueError, "msgpack ext types are not supported");
+        return -1;
+    }
+    *p += 2;
+    h->kind = HEAD_BUFFER;
+    for (int i = 0; i < 3; i++)
+        h->buf[i] = mp_load_u64(p);
+    return 0;
+}
+
 static int read_head_c0(const char **p, const char *end, uint8_t c, struct head *h)
 {
     if (c == 0xc1) {
         PyErr_SetString(PyExc_ValueError, "invalid msgpack byte 0xc1");
         return -1;
     }
+    if (c == 0xc7)
+        return read_buffer_ext(p, end, h);
     if ((c >= 0xc7 && c <= 0xc9) || (c >= 0xd4 && c <= 0xd8)) {
         PyErr_SetString(PyExc_ValueError, "msgpack ext types are not supported");
         return -1;
@@ -274,6 +302,8 @@ static PyObject *unpack_value(const char **p, const char *end, int depth)
         return unpack_seq(p, end, h.n, depth + 1, false);
     case HEAD_MAP:
         return unpack_dict(p, end, h.n, depth + 1, false);
+    case HEAD_BUFFER:
+        return buffer_hook(h.buf[0], h.buf[1], h.buf[2]);
     }
     Py_UNREACHABLE();
 }

@@ -29,6 +29,13 @@
 PyObject *pyproc_unpack(const char **p, const char *end);
 
 /*
+ * Accept shared buffer arguments (the host's ext 8 of type 0x42: token,
+ * offset, length), made into objects by hook; without one, every ext is a
+ * ValueError.
+ */
+void pyproc_unpack_set_buffer_hook(PyObject *(*hook)(uint64_t token, uint64_t off, uint64_t len));
+
+/*
  * Decode a msgpack array into a new tuple (positional arguments).
  * Errors as pyproc_unpack(), plus TypeError when the value is not an array.
  */

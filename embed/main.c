@@ -56,6 +56,7 @@ struct args {
     unsigned long long rlimit_as, rlimit_nofile;
     bool no_new_privs;
     const char *venv; /* a virtual environment to run in, or NULL */
+    int buffer_fd;    /* the socket shared buffers' fds come on, or -1 */
 };
 
 static unsigned long long parse_unsigned(const char *s)
@@ -84,12 +85,13 @@ static void parse_args(int argc, char **argv, struct args *a)
         {"rlimit-nofile", required_argument, 0, 'N'},
         {"no-new-privs", no_argument, 0, 'P'},
         {"venv", required_argument, 0, 'v'},
+        {"buffer-fd", required_argument, 0, 'b'},
         {0, 0, 0, 0},
     };
     struct worker *w = &the_worker;
     int c;
 
-    *a = (struct args){-1, -1, -1, 0, 0, false};
+    *a = (struct args){-1, -1, -1, 0, 0, false, NULL, -1};
     w->index = -1;
     w->spin_ns = 50000;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -132,6 +134,9 @@ static void parse_args(int argc, char **argv, struct args *a)
             break;
         case 'v':
             a->venv = optarg;
+            break;
+        case 'b':
+            a->buffer_fd = (int)parse_num(optarg, 0, 1 << 20);
             break;
         default:
             usage_exit("unknown option");
@@ -279,6 +284,10 @@ int main(int argc, char **argv)
         free(program);
     } else {
         start_python(PYPROC_PYTHON_EXE);
+    }
+    if (a.buffer_fd >= 0 && worker_buffers_init(a.buffer_fd) != 0) {
+        fprintf(stderr, "pyproc-worker: cannot take shared buffers on fd %d\n", a.buffer_fd);
+        return 1;
     }
     rc = run_hub();
     /* User threads (executors, libraries) may still run; finalising the

@@ -144,7 +144,7 @@ PYPROC_EXPORT int pyproc_pubv(pyproc_pool *p, const char *ref, pyproc_msg ***ret
         return err;
     if (!rets)
         return -EINVAL;
-    err = pyproc__encode_call(p, SHM_CALL_FUNC, ref, fmt, ap, &b);
+    err = pyproc__encode_call(p, SHM_CALL_FUNC, ref, fmt, ap, &b, NULL);
     if (err < 0)
         return err;
     n = pyproc_workers(p);

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "core.h"
+#include "shared.h"
 
 /* ---- lifetime (worker.c) ---- */
 
@@ -70,6 +71,13 @@ void pyproc__chan_wake_sleeper(struct pp_worker *w);
 void pyproc__worker_kill(struct pp_worker *w);
 
 /* ---- sending (send.c) ---- */
+/*
+ * Pass the fds of a call's buffers to w, each with its token, before the
+ * call's frame is written, so that the worker finds them when it decodes
+ * the call.  Never waits: -EAGAIN when w has that many unread already,
+ * -EPIPE when w is gone.
+ */
+int pyproc__send_buffers(struct pp_worker *w, const struct pyproc__attach *att);
 /* Set up and tear down w's writer token, condition and outbox (spawn.c). */
 void pyproc__tx_init(struct pp_worker *w);
 void pyproc__tx_fini(struct pp_worker *w);

@@ -267,8 +267,8 @@ struct pp_output {
  *               and orders nothing else: relaxed.  The ring's wait word
  *               and its fences order the sleep itself.
  *   pollers     see below; relaxed, re-arming is ordered by the ring.
- *   pidfd, death_w, seg, rings, out   set before it is placed, then
- *               constant until pyproc__worker_free() (rings close, not
+ *   pidfd, death_w, fd_sock, seg, rings, out   set before it is placed,
+ *               then constant until pyproc__worker_free() (rings close, not
  *               change).
  */
 struct pp_worker {
@@ -286,6 +286,7 @@ struct pp_worker {
     pid_t pid;
     int pidfd;
     int death_w; /* write end of the pipe whose EOF tells the worker we died */
+    int fd_sock; /* our end of the socket that passes it buffers' fds */
     struct shm_seg seg;
     struct shm_ring tx; /* requests; written by the writer token's holder */
     struct shm_ring rx; /* replies; we consume under rx_lock */

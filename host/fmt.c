@@ -18,7 +18,7 @@
 
 static bool fmt_code(char c)
 {
-    return c != '\0' && strchr("nbiIudsym", c) != NULL;
+    return c != '\0' && strchr("nbiIudsymB", c) != NULL;
 }
 
 static bool fmt_open(char c)
@@ -170,6 +170,11 @@ static int va_next(struct pyproc__args *a, char code, union pyproc__arg *out)
         out->y.p = va_arg(va->ap, const void *);
         out->y.n = va_arg(va->ap, size_t);
         return 0;
+    case 'B':
+        out->B.buf = va_arg(va->ap, pyproc_buf *);
+        out->B.off = va_arg(va->ap, size_t);
+        out->B.len = va_arg(va->ap, size_t);
+        return 0;
     }
     return -EINVAL;
 }
@@ -178,6 +183,7 @@ void pyproc__args_va(struct pyproc__args *a, struct pyproc__va *va)
 {
     a->next = va_next;
     a->state = va;
+    a->attach = NULL;
 }
 
 /* ---- encoding ---- */
@@ -284,6 +290,40 @@ static int put_head(struct shm_buf *b, bool map, uint32_t n)
     return 0;
 }
 
+static char *put_be64(char *w, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--)
+        *w++ = (char)(v >> (8 * i));
+    return w;
+}
+
+/* A buffer argument: an ext 8 naming a token, which the call's sender
+ * passes to the worker with the buffer's fd (see shared.h). */
+static int put_buffer(struct shm_buf *b, struct pyproc__attach *att, pyproc_buf *buf, size_t off,
+                      size_t len)
+{
+    int err = 0;
+    char *w;
+
+    if (!att || !buf || off > buf->size || len > buf->size - off)
+        return -EINVAL;
+    if (att->n == PYPROC__MAX_ATTACH)
+        return -E2BIG;
+    w = shm_buf_reserve(b, 3 + PYPROC__EXT_BUF_LEN, &err);
+    if (!w)
+        return err;
+    att->buf[att->n] = buf;
+    att->token[att->n] = pyproc__buf_token();
+    *w++ = (char)0xc7;
+    *w++ = PYPROC__EXT_BUF_LEN;
+    *w++ = PYPROC__EXT_BUF;
+    w = put_be64(w, att->token[att->n++]);
+    w = put_be64(w, off);
+    put_be64(w, len);
+    b->len += 3 + PYPROC__EXT_BUF_LEN;
+    return 0;
+}
+
 /* The value of one argument code, taken from a. */
 static int put_arg(struct shm_buf *b, char code, struct pyproc__args *a)
 {
@@ -292,6 +332,8 @@ static int put_arg(struct shm_buf *b, char code, struct pyproc__args *a)
 
     if (code == 'n')
         return put_byte(b, 0xc0);
+    if (code == 'B' && !a->attach)
+        return -EINVAL; /* not where buffers can go: take no value */
     err = a->next(a, code, &v);
     if (err < 0)
         return err;
@@ -312,6 +354,8 @@ static int put_arg(struct shm_buf *b, char code, struct pyproc__args *a)
         return put_raw(b, true, v.y.p, v.y.n);
     case 'm':
         return put_splice(b, v.y.p, v.y.n);
+    case 'B':
+        return put_buffer(b, a->attach, v.B.buf, v.B.off, v.B.len);
     }
     return -EINVAL;
 }

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "../shm/buf.h"
+#include "shared.h"
 
 /*
  * Brackets nest at most this deep in a format.  The bound keeps checking
@@ -33,6 +34,10 @@ union pyproc__arg {
         const void *p;
         size_t n;
     } y; /* y, m */
+    struct {
+        pyproc_buf *buf;
+        size_t off, len;
+    } B; /* B */
 };
 
 /*
@@ -43,6 +48,8 @@ union pyproc__arg {
 struct pyproc__args {
     int (*next)(struct pyproc__args *a, char code, union pyproc__arg *out);
     void *state;
+    /* Where a call's buffers ('B') are collected; NULL: 'B' is -EINVAL. */
+    struct pyproc__attach *attach;
 };
 
 /*

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -393,4 +394,45 @@ bool pyproc__outbox_retry(struct pp_worker *w)
     bool waiting = pyproc__outbox_pump_locked(w);
     pthread_mutex_unlock(&w->tx_lock);
     return waiting;
+}
+
+/* ---- buffers' fds ---- */
+
+/* One fd and the token that names it: a datagram of the worker's socket. */
+static int send_fd(int sock, uint64_t token, int fd)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    unsigned char tok[8];
+    struct iovec iov = {tok, sizeof tok};
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = u.buf,
+                        .msg_controllen = sizeof u.buf};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+
+    for (int i = 0; i < 8; i++)
+        tok[i] = (unsigned char)(token >> (56 - 8 * i));
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+    while (sendmsg(sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+        if (errno == EINTR)
+            continue;
+        return errno == ECONNREFUSED || errno == ECONNRESET ? -EPIPE : -errno;
+    }
+    return 0;
+}
+
+int pyproc__send_buffers(struct pp_worker *w, const struct pyproc__attach *att)
+{
+    for (int i = 0; i < att->n; i++) {
+        int err = send_fd(w->fd_sock, att->token[i], att->buf[i]->fd);
+        if (err < 0)
+            return err == -EWOULDBLOCK ? -EAGAIN : err;
+    }
+    return 0;
 }

@@ -1,7 +1,7 @@
 /*
  * Starting, stopping and reaping one worker process.
  *
- * A worker gets exactly seven fds, at fixed numbers:
+ * A worker gets exactly eight fds, at fixed numbers:
  *   0  /dev/null, so that no worker reads the host's terminal or input
  *   1  the write end of its stdout pipe  } read by the service thread
  *   2  the write end of its stderr pipe  } (output.c)
@@ -10,6 +10,8 @@
  *   5  the eventfd it rings to wake our service thread
  *   6  the read end of a pipe whose write end only we hold, so EOF tells
  *      it we are gone
+ *   7  its end of a socket pair over which we pass it the fds of shared
+ *      buffers (see shared.h)
  * Every other fd of the host, close-on-exec or not, stays out
  * (posix_spawn_file_actions_addclosefrom_np).  The pipe ends that are its
  * alone are closed on our side once it runs, so that its exit is their EOF.
@@ -29,6 +31,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/pidfd.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -50,8 +53,9 @@ enum {
     FD_REQUEST_BELL,
     FD_REPLY_BELL,
     FD_DEATH,
+    FD_BUFFERS,
     FD_FIRST_FREE,
-    N_CHILD_FDS = FD_FIRST_FREE - FD_STDOUT, /* fds 1 to 6, in that order */
+    N_CHILD_FDS = FD_FIRST_FREE - FD_STDOUT, /* fds 1 to 7, in that order */
 };
 
 /* Segment, rings and doorbells, before the process exists. */
@@ -106,7 +110,7 @@ struct worker_argv {
 
 static void build_argv(pyproc_pool *p, struct pp_worker *w, struct worker_argv *a)
 {
-    static char req_s[] = "4", rep_s[] = "5", death_s[] = "6";
+    static char req_s[] = "4", rep_s[] = "5", death_s[] = "6", buffers_s[] = "7";
     char **v = a->argv;
     int n = 0;
 
@@ -122,6 +126,7 @@ static void build_argv(pyproc_pool *p, struct pp_worker *w, struct worker_argv *
     v[n++] = "--request-bell", v[n++] = req_s;
     v[n++] = "--reply-bell", v[n++] = rep_s;
     v[n++] = "--death-fd", v[n++] = death_s;
+    v[n++] = "--buffer-fd", v[n++] = buffers_s;
     v[n++] = "--spin-us", v[n++] = a->spin_s;
     v[n++] = "--python-path", v[n++] = p->python_path ? p->python_path : "";
     if (p->mem_limit) {
@@ -208,7 +213,7 @@ static int spawn_checked(pyproc_pool *p, struct pp_worker *w, const int *hi, cha
     return err;
 }
 
-/* src: the fds the worker gets as 1 to 6, in that order. */
+/* src: the fds the worker gets as 1 to 7, in that order. */
 static int spawn_process(pyproc_pool *p, struct pp_worker *w, const int *src)
 {
     struct worker_argv a;
@@ -263,7 +268,7 @@ static int output_pipes(struct pp_worker *w, int *write_ends)
 int pyproc__worker_spawn(pyproc_pool *p, int index, struct pp_worker **ret)
 {
     struct pp_worker *w = pyproc__worker_alloc(p, index);
-    int pipefd[2], out_w[2] = {-1, -1}, err;
+    int pipefd[2], sock[2], out_w[2] = {-1, -1}, err;
 
     if (!w)
         return -ENOMEM;
@@ -279,10 +284,18 @@ int pyproc__worker_spawn(pyproc_pool *p, int index, struct pp_worker **ret)
         goto fail;
     }
     w->death_w = pipefd[1];
-    int src[N_CHILD_FDS] = {out_w[0],          out_w[1],          w->seg.fd,
-                            w->tx.doorbell_fd, w->rx.doorbell_fd, pipefd[0]};
+    /* Datagrams keep each fd with its token; ours never blocks. */
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sock) < 0) {
+        err = -errno;
+        close(pipefd[0]);
+        goto fail;
+    }
+    w->fd_sock = sock[0];
+    int src[N_CHILD_FDS] = {out_w[0],          out_w[1],  w->seg.fd, w->tx.doorbell_fd,
+                            w->rx.doorbell_fd, pipefd[0], sock[1]};
     err = spawn_process(p, w, src);
     close(pipefd[0]);
+    close(sock[1]);
     if (err < 0)
         goto fail;
     close(out_w[0]);

@@ -175,8 +175,9 @@ static void call_buf_key_init(void)
 }
 
 int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *fmt, va_list ap,
-                        struct shm_buf **ret)
+                        struct shm_buf **ret, struct pyproc__attach **att)
 {
+    static __thread struct pyproc__attach call_attach;
     struct pyproc__args args;
     struct pyproc__va va;
     int err;
@@ -192,6 +193,10 @@ int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *f
     call_buf.limit = p->max_msg;
     va_copy(va.ap, ap);
     pyproc__args_va(&args, &va);
+    if (att) {
+        call_attach.n = 0;
+        args.attach = *att = &call_attach;
+    }
     err = pyproc__fmt_encode_call(&call_buf, kind, ref, fmt, &args);
     va_end(va.ap);
     *ret = &call_buf;
@@ -201,6 +206,7 @@ int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *f
 int pyproc__call_start_ex(pyproc_pool *p, int ind, int kind, const char *ref, const char *fmt,
                           va_list ap, pyproc_done_fn done, void *data, pyproc_call **ret)
 {
+    struct pyproc__attach *att;
     struct shm_buf *b;
     struct pp_worker *w;
     int err;
@@ -210,12 +216,19 @@ int pyproc__call_start_ex(pyproc_pool *p, int ind, int kind, const char *ref, co
         return err;
     if (!ref || (!ret && !done) || ind < -1)
         return -EINVAL;
-    err = pyproc__encode_call(p, kind, ref, fmt, ap, &b);
+    err = pyproc__encode_call(p, kind, ref, fmt, ap, &b, &att);
     if (err < 0)
         return err;
     w = pyproc__pick_worker(p, ind);
     if (!w)
         return -EINVAL;
+    /* The buffers' fds go first, so that they wait for the worker when it
+     * reads the call.  A worker that is gone fails the call below, as
+     * any call to it fails. */
+    if (att->n && (err = pyproc__send_buffers(w, att)) < 0 && err != -EPIPE) {
+        pyproc__worker_unref(w);
+        return err;
+    }
     err = call_send(w, SHM_FRAME_CALL, b, kind == SHM_CALL_GEN, done, data, INT64_MAX, ret);
     pyproc__worker_unref(w);
     return err;

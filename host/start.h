@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "call.h"
+#include "shared.h"
 
 /* The worker at ind, or the next live one round robin when ind is -1;
  * a new reference, or NULL for a bad index. */
@@ -21,9 +22,11 @@ int pyproc__call_start(pyproc_pool *p, int ind, int kind, const char *ref, const
 /* The same, completing through `done` (then ret may be NULL). */
 int pyproc__call_start_ex(pyproc_pool *p, int ind, int kind, const char *ref, const char *fmt,
                           va_list ap, pyproc_done_fn done, void *data, pyproc_call **ret);
-/* Encode a CALL into this thread's buffer, valid until its next call. */
+/* Encode a CALL into this thread's buffer, valid until its next call.
+ * With att, the buffers it passes ('B') are collected there (this
+ * thread's too); without, 'B' is -EINVAL. */
 int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *fmt, va_list ap,
-                        struct shm_buf **ret);
+                        struct shm_buf **ret, struct pyproc__attach **att);
 /* Send a control request (ADD_SUB, SET_ATTR) to one worker as a call;
  * the send may wait for ring space as long as it takes (application
  * threads). */

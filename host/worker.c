@@ -62,7 +62,7 @@ struct pp_worker *pyproc__worker_alloc(pyproc_pool *p, int index)
     atomic_init(&w->refs, 1);
     w->index = index;
     w->pid = -1;
-    w->pidfd = w->death_w = -1;
+    w->pidfd = w->death_w = w->fd_sock = -1;
     w->seg.fd = -1;
     w->tx.doorbell_fd = w->rx.doorbell_fd = -1;
     w->out[0].fd = w->out[1].fd = -1;
@@ -97,6 +97,8 @@ void pyproc__worker_free(struct pp_worker *w)
         close(w->pidfd);
     if (w->death_w >= 0)
         close(w->death_w);
+    if (w->fd_sock >= 0)
+        close(w->fd_sock);
     if (w->tx.doorbell_fd >= 0)
         close(w->tx.doorbell_fd);
     if (w->rx.doorbell_fd >= 0)

@@ -44,10 +44,11 @@
  * creates nothing in /dev/shm or elsewhere on the file system, and all its
  * fds are close-on-exec, so processes the application starts inherit none
  * of them.  Workers start with every signal unblocked and at its default
- * disposition, whatever the application's are, and inherit fds 0 to 6
+ * disposition, whatever the application's are, and inherit fds 0 to 7
  * only (/dev/null, their stdout and stderr pipes, their segment, two
- * eventfds and a pipe that tells them the host died): the application's
- * other fds, close-on-exec or not, stay out.
+ * eventfds, a pipe that tells them the host died, and a socket that
+ * brings them the fds of shared buffers): the application's other fds,
+ * close-on-exec or not, stay out.
  */
 #ifndef PYPROC_H
 #define PYPROC_H
@@ -79,6 +80,7 @@ extern "C" {
 typedef struct pyproc_pool pyproc_pool;
 typedef struct pyproc_call pyproc_call;
 typedef struct pyproc_msg pyproc_msg;
+typedef struct pyproc_buf pyproc_buf;
 
 /*
  * The host's answer to `await pyproc.ret(payload)` (also
@@ -610,6 +612,10 @@ PYPROC_EXPORT int pyproc_dispatch(pyproc_pool *pool);
  *   s  str                       const char * (UTF-8, NUL-terminated)
  *   y  bytes                     const void *, size_t
  *   m  raw msgpack value         const void *, size_t (spliced as it is)
+ *   B  writable memoryview       pyproc_buf *, size_t offset, size_t len:
+ *                                bytes [offset, offset + len) of a shared
+ *                                buffer, mapped in the worker, not copied
+ *                                (calls only; see "shared buffers")
  *   [ ... ]  list of the values inside
  *   { ... }  dict of the values inside, alternating keys and values
  * Spaces are ignored.  In a call, the codes are the positional arguments;
@@ -678,6 +684,35 @@ PYPROC_EXPORT int pyproc_msg_len(pyproc_msg *m);
 PYPROC_EXPORT int pyproc_msg_at(pyproc_msg *m, size_t i, pyproc_msg **ret, pyproc_msg **val);
 
 PYPROC_EXPORT void pyproc_msg_free(pyproc_msg *m);
+
+/* ---- shared buffers ----
+ *
+ * Large data (images, audio, matrices) handed to Python by reference: a
+ * call's 'B' argument gives the function a writable memoryview of part of
+ * a buffer, mapped into the worker, not copied (numpy.frombuffer() works
+ * on it), and what the function writes there is in the buffer when the
+ * call has returned.  Any buffer may go to any worker of the pool, also to
+ * workers started after it was made.  A buffer is a sealed memfd: no
+ * worker can shrink it under the host's mapping, and a worker reaches no
+ * host memory but the buffers passed to it.  Its memory lives while the
+ * host holds a reference or a worker still uses it (a view kept by Python
+ * code), and goes back to the system when the last user is done; a worker
+ * that dies drops its uses.  A call passes at most 16 buffers ('B' codes;
+ * -E2BIG beyond); pyproc_pub() and pyproc_set_attr() take none (-EINVAL).
+ */
+
+/* A new zero-filled buffer of size bytes for pool's calls, with one
+ * reference.  Returns 0, -EINVAL (size 0), -ENOMEM, or the errno of
+ * making or mapping it. */
+PYPROC_EXPORT int pyproc_buf_new(pyproc_pool *pool, size_t size, pyproc_buf **ret);
+
+/* The host's mapping of the buffer, valid until its last reference goes. */
+PYPROC_EXPORT void *pyproc_buf_data(pyproc_buf *buf);
+PYPROC_EXPORT size_t pyproc_buf_size(pyproc_buf *buf);
+
+/* Drop the host's reference.  Safe while calls that use it still run:
+ * they keep the memory until they are done. */
+PYPROC_EXPORT void pyproc_buf_free(pyproc_buf *buf);
 
 /* ---- misc ---- */
 

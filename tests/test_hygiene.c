@@ -92,7 +92,7 @@ static bool starts_with(const char *s, const char *prefix)
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-/* Exactly fds 0 to 6, each what host/spawn.c promises. */
+/* Exactly fds 0 to 7, each what host/spawn.c promises. */
 static void expect_inherited_set(int pid)
 {
     static const char *const want[] = {
@@ -103,19 +103,20 @@ static void expect_inherited_set(int pid)
         "anon_inode:[eventfd]",
         "anon_inode:[eventfd]",
         "pipe:[",
+        "socket:[",
     };
     struct fd_entry fds[64];
-    bool seen[7] = {false};
+    bool seen[8] = {false};
     int n = read_dump(pid, fds, 64);
 
     for (int i = 0; i < n; i++) {
         printf("worker %d started with fd %d -> %s\n", pid, fds[i].fd, fds[i].target);
-        assert_in_range(fds[i].fd, 0, 6);
+        assert_in_range(fds[i].fd, 0, 7);
         assert_true(starts_with(fds[i].target, want[fds[i].fd]));
         seen[fds[i].fd] = true;
     }
-    assert_int_equal(n, 7);
-    for (int i = 0; i < 7; i++)
+    assert_int_equal(n, 8);
+    for (int i = 0; i < 8; i++)
         assert_true(seen[i]);
 }
 

@@ -33,3 +33,9 @@ def pid():
 
 def items(n):
     yield from range(n)
+
+
+def touch(data):
+    # Reads both ends: what a function that gets a large argument pays
+    # before it can look at it.
+    return data[0] + data[len(data) - 1]

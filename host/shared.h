@@ -1,0 +1,61 @@
+/*
+ * Shared buffers (pyproc_buf): memory a call hands to a worker by
+ * reference, not by copy.
+ *
+ * A buffer is a memfd, mapped here, sealed against shrinking and growing
+ * before any worker sees it, so that no worker can pull pages from under
+ * our mapping (touching them would kill the host with SIGBUS).  A call
+ * that passes one sends the worker the fd itself (over the worker's
+ * socket, SCM_RIGHTS) with a token, and the argument in the frame names
+ * that token; the worker maps the fd for as long as its Python objects use
+ * it.  Memory goes back to the system when the last fd and mapping are
+ * gone, in whichever process: the kernel keeps that count, so a worker
+ * that dies drops its references with everything else it held.
+ *
+ * Floor 0 of host/ (see host/floors.txt).
+ */
+#ifndef PYPROC_HOST_SHARED_H
+#define PYPROC_HOST_SHARED_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pyproc.h"
+
+struct pyproc_buf {
+    /* References: the application's (each pyproc_buf_new(), each 'B' read
+     * of a message) and each message holding it.  A new one is taken from
+     * one held (relaxed); the decrement is acq_rel so that the last one,
+     * which unmaps, sees every other holder's writes. */
+    _Atomic int refs;
+    int fd;
+    void *data;
+    size_t size;
+};
+
+/* The most buffers one call may pass. */
+#define PYPROC__MAX_ATTACH 16
+
+/* The buffers an encoded call passes, each with the token that names it
+ * in the frame. */
+struct pyproc__attach {
+    int n;
+    pyproc_buf *buf[PYPROC__MAX_ATTACH];
+    uint64_t token[PYPROC__MAX_ATTACH];
+};
+
+/* msgpack ext type of a buffer argument: token, offset and length, each a
+ * big-endian uint64. */
+#define PYPROC__EXT_BUF 0x42
+#define PYPROC__EXT_BUF_LEN 24
+
+/* A new sealed buffer of size bytes, one reference; -EINVAL, -ENOMEM, or
+ * an errno of memfd_create(), ftruncate() or mmap(). */
+int pyproc__buf_create(size_t size, pyproc_buf **ret);
+/* One more reference to b. */
+void pyproc__buf_ref(pyproc_buf *b);
+/* A token no other send of this process has used. */
+uint64_t pyproc__buf_token(void);
+
+#endif

@@ -1,0 +1,66 @@
+"""Shared buffers seen from Python (tests/test_buffers.c)."""
+
+import gc
+import time
+
+kept = []
+
+
+def describe(view):
+    """What the worker got: a writable memoryview over a mapping."""
+    return [type(view).__name__, type(view.obj).__name__, len(view), view.readonly,
+            view.contiguous]
+
+
+def total(view):
+    return sum(view)
+
+
+def fill(view, value):
+    for i in range(len(view)):
+        view[i] = value
+    return len(view)
+
+
+def numpy_double(view):
+    import numpy
+
+    a = numpy.frombuffer(view, dtype=numpy.uint32)
+    a *= 2
+    return int(a.sum())
+
+
+def slow_fill(view, value, seconds):
+    time.sleep(seconds)
+    view[:] = bytes([value]) * len(view)
+    return sum(view)
+
+
+def keep(view):
+    kept.append(view)
+    return len(kept)
+
+
+def read_kept():
+    return bytes(kept[-1][:4])
+
+
+def drop_kept():
+    kept.clear()
+    gc.collect()
+    return 0
+
+
+def mapped_buffers():
+    """How many shared buffers this worker has mapped now."""
+    gc.collect()
+    with open("/proc/self/maps") as f:
+        return sum("pyproc-buffer" in line for line in f)
+
+
+def two(a, b):
+    return [len(a), len(b), a[0], b[0]]
+
+
+def nested(items):
+    return [bytes(v[:1]) for v in items["views"]]

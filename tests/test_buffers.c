@@ -1,0 +1,234 @@
+/*
+ * End to end: shared buffers passed by reference.  The worker gets a
+ * writable memoryview of exactly the range named, over the host's memory
+ * (what it writes, the host sees; numpy works on it), on any worker,
+ * respawned ones too; the host may free its reference while a call still
+ * uses the buffer; the worker's mapping goes when its last Python user
+ * does; bad ranges and places where buffers cannot go are errors.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#include "e2e.h"
+
+#define MIB (1024 * 1024)
+
+static pyproc_buf *new_buf(pyproc_pool *p, size_t size)
+{
+    pyproc_buf *b = NULL;
+
+    assert_int_equal(pyproc_buf_new(p, size, &b), 0);
+    assert_non_null(b);
+    assert_int_equal(pyproc_buf_size(b), size);
+    return b;
+}
+
+static int64_t call_int(pyproc_pool *p, int ind, const char *ref, const char *fmt, ...)
+{
+    pyproc_msg *m = NULL;
+    int64_t v = -1;
+    va_list ap;
+
+    va_start(ap, fmt);
+    int rc = pyproc_ind_funcv(p, ind, ref, &m, fmt, ap);
+    va_end(ap);
+    if (rc < 0 && m)
+        fprintf(stderr, "%s\n", pyproc_msg_error(m));
+    assert_int_equal(rc, 0);
+    assert_int_equal(pyproc_msg_read(m, "I", &v), 0);
+    pyproc_msg_free(m);
+    return v;
+}
+
+static void worker_gets_a_writable_view_of_the_range(void **state)
+{
+    pyproc_pool *p = e2e_pool(1);
+    pyproc_buf *b = new_buf(p, 4 * MIB);
+    unsigned char *data = pyproc_buf_data(b);
+    const char *type, *obj;
+    int len, readonly, contiguous;
+    pyproc_msg *m = NULL;
+    (void)state;
+
+    for (size_t i = 0; i < 4 * MIB; i++)
+        data[i] = (unsigned char)(i % 7);
+    assert_int_equal(pyproc_func(p, "t.buffers.describe", &m, "B", b, (size_t)100, (size_t)1000),
+                     0);
+    assert_int_equal(pyproc_msg_read(m, "[ssibb]", &type, &obj, &len, &readonly, &contiguous), 0);
+    assert_string_equal(type, "memoryview");
+    assert_string_equal(obj, "SharedMapping");
+    assert_int_equal(len, 1000);
+    assert_false(readonly);
+    assert_true(contiguous);
+    pyproc_msg_free(m);
+
+    /* It reads the host's bytes, and writes land in them, in range only. */
+    int64_t want = 0;
+    for (size_t i = 4096; i < 4096 + 10000; i++)
+        want += data[i];
+    assert_int_equal(call_int(p, 0, "t.buffers.total", "B", b, (size_t)4096, (size_t)10000), want);
+    assert_int_equal(call_int(p, 0, "t.buffers.fill", "B|sI", b, (size_t)10, (size_t)5, "value",
+                              (int64_t)200),
+                     5);
+    assert_int_equal(data[9], 9 % 7);
+    for (int i = 10; i < 15; i++)
+        assert_int_equal(data[i], 200);
+    assert_int_equal(data[15], 15 % 7);
+    pyproc_buf_free(b);
+    pyproc_pool_free(p);
+}
+
+static void numpy_works_on_it(void **state)
+{
+    pyproc_pool *p = e2e_pool(1);
+    pyproc_buf *b = new_buf(p, 16 * MIB);
+    uint32_t *words = pyproc_buf_data(b);
+    size_t n = 16 * MIB / 4;
+    (void)state;
+
+    for (size_t i = 0; i < n; i++)
+        words[i] = (uint32_t)(i & 0xff);
+    int64_t want = 0;
+    for (size_t i = 0; i < n; i++)
+        want += 2 * (int64_t)(i & 0xff);
+    assert_int_equal(call_int(p, 0, "t.buffers.numpy_double", "B", b, (size_t)0, 16 * (size_t)MIB),
+                     want);
+    for (size_t i = 0; i < n; i += 4099)
+        assert_int_equal(words[i], 2 * (i & 0xff));
+    pyproc_buf_free(b);
+    pyproc_pool_free(p);
+}
+
+static void any_worker_respawned_ones_too(void **state)
+{
+    pyproc_pool *p = e2e_pool(2);
+    pyproc_buf *a = new_buf(p, 8192), *b = new_buf(p, 8192);
+    unsigned char *da = pyproc_buf_data(a), *db = pyproc_buf_data(b);
+    pyproc_msg *m = NULL;
+    (void)state;
+
+    da[0] = 7;
+    db[0] = 9;
+    for (int i = 0; i < 200; i++) {
+        int lens[2], firsts[2];
+        assert_int_equal(pyproc_func(p, "t.buffers.two", &m, "BB", a, (size_t)0, (size_t)8192, b,
+                                     (size_t)1, (size_t)3),
+                         0);
+        assert_int_equal(pyproc_msg_read(m, "[iiii]", &lens[0], &lens[1], &firsts[0], &firsts[1]),
+                         0);
+        assert_int_equal(lens[0], 8192);
+        assert_int_equal(lens[1], 3);
+        assert_int_equal(firsts[0], 7);
+        assert_int_equal(firsts[1], 0);
+        pyproc_msg_free(m);
+    }
+    /* In containers too. */
+    assert_int_equal(pyproc_func(p, "t.buffers.nested", &m, "{s[BB]}", "views", a, (size_t)0,
+                                 (size_t)1, b, (size_t)0, (size_t)1),
+                     0);
+    pyproc_msg_free(m);
+    int pid = e2e_pid_of(p, 0);
+    kill(pid, SIGKILL);
+    assert_true(e2e_wait_respawned(p, 0, pid) > 0);
+    assert_int_equal(call_int(p, 0, "t.buffers.total", "B", a, (size_t)0, (size_t)1), 7);
+    pyproc_buf_free(a);
+    pyproc_buf_free(b);
+    pyproc_pool_free(p);
+}
+
+static void host_may_free_while_a_call_uses_it(void **state)
+{
+    pyproc_pool *p = e2e_pool(1);
+    pyproc_buf *b = new_buf(p, MIB);
+    pyproc_call *c;
+    pyproc_msg *m = NULL;
+    int64_t sum = 0;
+    (void)state;
+
+    assert_int_equal(pyproc_track_func(p, NULL, &c, "t.buffers.slow_fill", "Bid", b, (size_t)0,
+                                       (size_t)1000, 3, 0.2),
+                     0);
+    pyproc_buf_free(b);
+    assert_int_equal(pyproc_wait(c, &m, 5000), 0);
+    assert_int_equal(pyproc_msg_read(m, "I", &sum), 0);
+    assert_int_equal(sum, 3000);
+    pyproc_msg_free(m);
+    pyproc_call_free(c);
+    /* The worker let go of it when the call's objects went. */
+    assert_int_equal(e2e_int(p, "t.buffers.mapped_buffers"), 0);
+    pyproc_pool_free(p);
+}
+
+static void mapping_lives_while_python_keeps_it(void **state)
+{
+    pyproc_pool *p = e2e_pool(1);
+    pyproc_buf *b = new_buf(p, MIB);
+    pyproc_msg *m = NULL;
+    const void *bytes;
+    size_t n;
+    (void)state;
+
+    memcpy(pyproc_buf_data(b), "kept", 4);
+    assert_int_equal(call_int(p, 0, "t.buffers.keep", "B", b, (size_t)0, (size_t)MIB), 1);
+    pyproc_buf_free(b);
+    assert_int_equal(e2e_int(p, "t.buffers.mapped_buffers"), 1);
+    assert_int_equal(pyproc_func(p, "t.buffers.read_kept", &m, NULL), 0);
+    assert_int_equal(pyproc_msg_read(m, "y", &bytes, &n), 0);
+    assert_int_equal(n, 4);
+    assert_memory_equal(bytes, "kept", 4);
+    pyproc_msg_free(m);
+    assert_int_equal(pyproc_func(p, "t.buffers.drop_kept", NULL, NULL), 0);
+    assert_int_equal(e2e_int(p, "t.buffers.mapped_buffers"), 0);
+    pyproc_pool_free(p);
+}
+
+static void misuse_is_an_error(void **state)
+{
+    pyproc_pool *p = e2e_pool(1);
+    pyproc_buf *b = new_buf(p, 4096), *z = NULL;
+    pyproc_msg *m = NULL, **rets = NULL;
+    (void)state;
+
+    assert_int_equal(pyproc_buf_new(p, 0, &z), -EINVAL);
+    assert_int_equal(pyproc_buf_new(NULL, 10, &z), -EINVAL);
+    /* Ranges past the end. */
+    assert_int_equal(pyproc_func(p, "t.buffers.total", &m, "B", b, (size_t)4096, (size_t)1),
+                     -EINVAL);
+    assert_int_equal(pyproc_func(p, "t.buffers.total", &m, "B", b, (size_t)1, (size_t)4096),
+                     -EINVAL);
+    assert_int_equal(pyproc_func(p, "t.buffers.total", &m, "B", b, SIZE_MAX, (size_t)2), -EINVAL);
+    assert_int_equal(pyproc_func(p, "t.buffers.total", &m, "B", NULL, (size_t)0, (size_t)1),
+                     -EINVAL);
+    /* Where buffers cannot go. */
+    assert_int_equal(pyproc_pub(p, "t.buffers.total", &rets, "B", b, (size_t)0, (size_t)1),
+                     -EINVAL);
+    assert_int_equal(pyproc_msg_new(&m, "B", b, (size_t)0, (size_t)1), -EINVAL);
+    /* At most 16 in one call. */
+    assert_int_equal(pyproc_func(p, "t.basic.echo", &m, "BBBBBBBBBBBBBBBBB", b, 0ul, 1ul, b, 0ul,
+                                 1ul, b, 0ul, 1ul, b, 0ul, 1ul, b, 0ul, 1ul, b, 0ul, 1ul, b, 0ul,
+                                 1ul, b, 0ul, 1ul, b, 0ul, 1ul, b, 0ul, 1ul, b, 0ul, 1ul, b, 0ul,
+                                 1ul, b, 0ul, 1ul, b, 0ul, 1ul, b, 0ul, 1ul, b, 0ul, 1ul, b, 0ul,
+                                 1ul),
+                     -E2BIG);
+    /* The worker goes on; a zero-length range is fine. */
+    assert_int_equal(call_int(p, 0, "t.buffers.total", "B", b, (size_t)4096, (size_t)0), 0);
+    pyproc_buf_free(b);
+    pyproc_buf_free(NULL);
+    pyproc_pool_free(p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(worker_gets_a_writable_view_of_the_range),
+        cmocka_unit_test(numpy_works_on_it),
+        cmocka_unit_test(any_worker_respawned_ones_too),
+        cmocka_unit_test(host_may_free_while_a_call_uses_it),
+        cmocka_unit_test(mapping_lives_while_python_keeps_it),
+        cmocka_unit_test(misuse_is_an_error),
+    };
+    alarm(120);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
