@@ -395,6 +395,27 @@ all: man
 install: install-man
 endif
 
+# ---- Debian packages ----
+# `make deb` builds libpyproc0, libpyproc-dev and pyproc-tools (debian/)
+# in a copy of the tree, $(DEB_B)/src, so that neither the build nor its
+# products touch the tree; the .debs land in $(DEB_B).  `make check-deb`
+# installs them into this machine, tries them and removes them again
+# (tests/deb.sh): not part of `make check`, since it changes the machine.
+DEB_B := $(B)/deb
+.PHONY: deb check-deb
+deb:
+	@sh .ci/deps.sh
+	rm -rf $(DEB_B)
+	mkdir -p $(DEB_B)/src
+	tar -cf - --exclude=./.git --exclude=./build --exclude='./build-*' --exclude='./$(B)' . | \
+		tar -xf - -C $(DEB_B)/src
+	cd $(DEB_B)/src && DEB_BUILD_OPTIONS="parallel=2 $(DEB_BUILD_OPTIONS)" \
+		nice dpkg-buildpackage -b -us -uc
+	@ls $(DEB_B)/*.deb
+
+check-deb: deb
+	timeout -k 5 $(TEST_TIMEOUT) sh tests/deb.sh $(DEB_B)
+
 # Whether every C file reads as .clang-format says; reformats nothing.
 # Not part of `make check` yet.
 CLANG_FORMAT ?= clang-format
