@@ -54,3 +54,10 @@ if pkg-config --libs pyproc | grep -q rpath; then
 fi
 cc build/install-test/app.c $(pkg-config --cflags --libs pyproc) -o "$multi/app"
 env -u PYPROC_WORKER LD_LIBRARY_PATH="$libdir" "$multi/app"
+
+# The installed man pages: each function's name opens its group's page.
+page=$(MANPATH="$prefix/share/man" man -w pyproc_func)
+[ "$page" = "$prefix/share/man/man3/pyproc-calls.3" ] || { echo "man -w pyproc_func: $page"; exit 1; }
+MANPATH="$prefix/share/man" MANWIDTH=80 man pyproc_func 2> /dev/null | grep -q "int pyproc_wait(" ||
+    { echo "man pyproc_func does not open pyproc-calls(3)"; exit 1; }
+echo "installed tree: man pyproc_func opens pyproc-calls(3)"
