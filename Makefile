@@ -4,6 +4,13 @@
 
 PREFIX ?= /usr/local
 DESTDIR ?=
+# Where `make install` puts the libraries and the worker; the installed
+# library looks for the worker relative to itself (host/pool.c).
+LIBDIR ?= $(PREFIX)/lib
+WORKERDIR ?= $(PREFIX)/libexec/pyproc
+# What pyproc.pc adds for programs to find the library at run time: none
+# is needed (or wanted) in a system library directory.
+PC_RPATH ?= -Wl,-rpath,$${libdir}
 B ?= build
 
 CC ?= cc
@@ -36,8 +43,10 @@ LIB_SO := $(B)/lib/libpyproc.so
 WORKER := $(B)/bin/pyproc-worker
 
 # The command-line tool: public API only, linked to the shared library,
-# which it finds beside itself (bin/../lib) in a build tree and installed.
+# which it finds beside itself (bin/../lib) in a build tree and installed;
+# a build for a system library directory (Debian's) sets CLI_RPATH empty.
 CLI := $(B)/bin/pyproc
+CLI_RPATH ?= -Wl,-rpath,'$$ORIGIN/../lib'
 CLI_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(wildcard cli/*.c))
 JSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
 JSON_LIBS := $(shell pkg-config --libs jansson 2>/dev/null)
@@ -120,7 +129,7 @@ $(B)/obj/cli/%.o: cli/%.c
 
 $(CLI): $(CLI_OBJ) $(LIB_SO).0
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) -L$(B)/lib -lpyproc -Wl,-rpath,'$$ORIGIN/../lib' $(JSON_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) -L$(B)/lib -lpyproc $(CLI_RPATH) $(JSON_LIBS)
 
 $(WORKER): $(EMBED_OBJ) $(SHM_OBJ)
 	@mkdir -p $(dir $@)
@@ -180,6 +189,8 @@ check: all
 	@sh tests/run.sh $(TEST_TIMEOUT) $(SHM_TESTS) $(TESTS) $(EMBED_TESTS) $(TORTURE)
 	@echo "== $(CLI), the command-line tool"
 	@timeout -k 5 $(TEST_TIMEOUT) sh tests/cli.sh $(B)
+	@echo "== the man pages: rendered without warnings, every exported function in one"
+	@timeout -k 5 $(TEST_TIMEOUT) sh tests/man.sh $(B)
 	@echo "== every program in examples/, its output checked"
 	@timeout -k 5 $(TEST_TIMEOUT) sh tests/examples.sh $(B)
 	@echo "== make install, then a program built against the installed tree"
@@ -341,21 +352,81 @@ bench: $(BENCH) $(WORKER)
 		cat $(B)/bench/results.txt; } > docs/bench-latest.txt
 
 install: $(LIB_A) $(LIB_SO) $(WORKER) $(CLI)
-	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \
-		$(DESTDIR)$(PREFIX)/libexec/pyproc $(DESTDIR)$(PREFIX)/bin
-	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/libpyproc.a
-	install -m 755 $(LIB_SO) $(DESTDIR)$(PREFIX)/lib/libpyproc.so.0
-	ln -sf libpyproc.so.0 $(DESTDIR)$(PREFIX)/lib/libpyproc.so
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include \
+		$(DESTDIR)$(WORKERDIR) $(DESTDIR)$(PREFIX)/bin
+	install -m 644 $(LIB_A) $(DESTDIR)$(LIBDIR)/libpyproc.a
+	install -m 755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/libpyproc.so.0
+	ln -sf libpyproc.so.0 $(DESTDIR)$(LIBDIR)/libpyproc.so
 	install -m 644 include/pyproc.h $(DESTDIR)$(PREFIX)/include/pyproc.h
-	install -m 755 $(WORKER) $(DESTDIR)$(PREFIX)/libexec/pyproc/pyproc-worker
+	install -m 755 $(WORKER) $(DESTDIR)$(WORKERDIR)/pyproc-worker
 	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/pyproc
 	install -d $(DESTDIR)$(PREFIX)/lib/python3/dist-packages/pyproc-stubs
 	install -m 644 embed/python/pyproc.pyi \
 		$(DESTDIR)$(PREFIX)/lib/python3/dist-packages/pyproc-stubs/__init__.pyi
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define PYPROC_VERSION_[A-Z]* \([0-9]*\)/\1/p' include/pyproc.h | paste -sd.)|' \
-		pyproc.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/pyproc.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@RPATH@|$(PC_RPATH)|' \
+		-e 's|@VERSION@|$(shell sed -n 's/^#define PYPROC_VERSION_[A-Z]* \([0-9]*\)/\1/p' include/pyproc.h | paste -sd.)|' \
+		pyproc.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/pyproc.pc
 
 endif
+
+# ---- man pages ----
+# man/PAGE.N.scd (scdoc) becomes $(B)/man/manN/PAGE.N.  A section-3 page
+# documents the functions named on its NAME line; man/links.sh gives each
+# of them a link page $(B)/man/man3/FUNCTION.3 (".so man3/PAGE.3") so that
+# `man FUNCTION` opens it.  tests/man.sh (in `make check`) fails for an
+# exported function that no page names.
+SCDOC ?= scdoc
+MANDIR ?= $(PREFIX)/share/man
+MAN_SRC3 := $(wildcard man/*.3.scd)
+MAN_PAGES := $(patsubst man/%.1.scd,$(B)/man/man1/%.1,$(wildcard man/*.1.scd)) \
+	$(patsubst man/%.3.scd,$(B)/man/man3/%.3,$(MAN_SRC3))
+MAN_LINKS := $(B)/man/links.stamp
+
+.PHONY: man install-man
+man: $(MAN_PAGES) $(MAN_LINKS)
+
+$(B)/man/man1/%.1: man/%.1.scd
+	@mkdir -p $(dir $@)
+	$(SCDOC) < $< > $@.tmp && mv $@.tmp $@
+
+$(B)/man/man3/%.3: man/%.3.scd
+	@mkdir -p $(dir $@)
+	$(SCDOC) < $< > $@.tmp && mv $@.tmp $@
+
+$(MAN_LINKS): $(MAN_SRC3) man/links.sh
+	sh man/links.sh $(B)/man/man3 $(MAN_SRC3)
+	@touch $@
+
+install-man: man
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3
+	install -m 644 $(filter %.1,$(MAN_PAGES)) $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 $(filter %.3,$(MAN_PAGES)) $(B)/man/man3/pyproc_*.3 $(DESTDIR)$(MANDIR)/man3/
+
+ifdef PYPROC_DEPS_CHECKED
+all: man
+install: install-man
+endif
+
+# ---- Debian packages ----
+# `make deb` builds libpyproc0, libpyproc-dev and pyproc-tools (debian/)
+# in a copy of the tree, $(DEB_B)/src, so that neither the build nor its
+# products touch the tree; the .debs land in $(DEB_B).  `make check-deb`
+# installs them into this machine, tries them and removes them again
+# (tests/deb.sh): not part of `make check`, since it changes the machine.
+DEB_B := $(B)/deb
+.PHONY: deb check-deb
+deb:
+	@sh .ci/deps.sh
+	rm -rf $(DEB_B)
+	mkdir -p $(DEB_B)/src
+	tar -cf - --exclude=./.git --exclude=./build --exclude='./build-*' --exclude='./$(B)' . | \
+		tar -xf - -C $(DEB_B)/src
+	cd $(DEB_B)/src && DEB_BUILD_OPTIONS="parallel=2 $(DEB_BUILD_OPTIONS)" \
+		nice dpkg-buildpackage -b -us -uc
+	@ls $(DEB_B)/*.deb
+
+check-deb: deb
+	timeout -k 5 $(TEST_TIMEOUT) sh tests/deb.sh $(DEB_B)
 
 # Whether every C file reads as .clang-format says; reformats nothing.
 # Not part of `make check` yet.

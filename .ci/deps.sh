@@ -5,7 +5,8 @@ set -e
 pkgs="build-essential pkg-config python3-dev libffi-dev libcmocka-dev libmsgpuck-dev
       python3-msgpack python3-aiohttp python3-matplotlib clang libclang-rt-14-dev valgrind
       clang-format gdb libjansson-dev python3-venv
-      libglib2.0-dev libuv1-dev libevent-dev"
+      libglib2.0-dev libuv1-dev libevent-dev python3-numpy
+      scdoc man-db groff-base debhelper dpkg-dev fakeroot lintian"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

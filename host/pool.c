@@ -31,13 +31,16 @@
 /* ---- options ---- */
 
 /*
- * The worker installed with this library: <libdir>/../libexec/pyproc/, or
- * <dir>/../bin/ for a build tree (and for programs that link the static
- * library, whose "library" is the program itself).
+ * The worker installed with this library: <libdir>/../libexec/pyproc/
+ * (make install), <libdir>/pyproc/ (Debian's multiarch directory, where
+ * each architecture's library has its own worker), or <dir>/../bin/ for a
+ * build tree (and for programs that link the static library, whose
+ * "library" is the program itself).
  */
 static char *default_worker_path(void)
 {
-    static const char *const rel[] = {"../libexec/pyproc/pyproc-worker", "../bin/pyproc-worker"};
+    static const char *const rel[] = {"../libexec/pyproc/pyproc-worker", "pyproc/pyproc-worker",
+                                      "../bin/pyproc-worker"};
     char self[PATH_MAX], *dir, *path;
     Dl_info info;
 

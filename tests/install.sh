@@ -37,3 +37,27 @@ echo "installed tree: pyproc call answered $out"
 # The installed library exports the API and nothing else, every function
 # in a version node.
 sh tests/abi.sh "$prefix/lib/libpyproc.so.0"
+
+# Debian's layout: the library in a multiarch directory with its worker in
+# pyproc/ beside it, and no run path in pyproc.pc.  The installed library
+# must find that worker too (the other places it looks hold none here).
+multi="$(pwd)/build/install-test-multiarch"
+libdir="$multi/lib/x86_64-linux-gnu"
+rm -rf "$multi"
+make --no-print-directory install PREFIX="$multi" LIBDIR="$libdir" WORKERDIR="$libdir/pyproc" \
+    PC_RPATH= > /dev/null
+[ -x "$libdir/pyproc/pyproc-worker" ] || { echo "no worker in $libdir/pyproc"; exit 1; }
+export PKG_CONFIG_PATH="$libdir/pkgconfig"
+if pkg-config --libs pyproc | grep -q rpath; then
+    echo "pyproc.pc made with PC_RPATH= still sets a run path: $(pkg-config --libs pyproc)"
+    exit 1
+fi
+cc build/install-test/app.c $(pkg-config --cflags --libs pyproc) -o "$multi/app"
+env -u PYPROC_WORKER LD_LIBRARY_PATH="$libdir" "$multi/app"
+
+# The installed man pages: each function's name opens its group's page.
+page=$(MANPATH="$prefix/share/man" man -w pyproc_func)
+[ "$page" = "$prefix/share/man/man3/pyproc-calls.3" ] || { echo "man -w pyproc_func: $page"; exit 1; }
+MANPATH="$prefix/share/man" MANWIDTH=80 man pyproc_func 2> /dev/null | grep -q "int pyproc_wait(" ||
+    { echo "man pyproc_func does not open pyproc-calls(3)"; exit 1; }
+echo "installed tree: man pyproc_func opens pyproc-calls(3)"
