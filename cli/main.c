@@ -51,6 +51,7 @@ static void usage(FILE *f)
         "options:\n"
         "  -p, --python-path PATH  sys.path entries for the workers (':'-separated)\n"
         "  -s, --sub NAME=PYPATH   load package PYPATH as sub NAME (repeatable)\n"
+        "  -e, --venv DIR          run the workers in the virtual environment DIR\n"
         "  -w, --workers N         pool size (call, gen: 1; pub: one per CPU)\n"
         "  -t, --timeout MS        end the call after MS milliseconds\n"
         "      --pretty            print values as Python writes them, not JSON\n"
