@@ -2,7 +2,8 @@
  * A message as JSON, built with jansson.
  *
  * JSON has no bytes, no integers past 2^63 in jansson, no NaN and only
- * string keys, so: bytes become base64 (or hex) strings, integers above
+ * string keys, so: bytes (and shared buffers' ranges) become base64 (or
+ * hex) strings, integers above
  * INT64_MAX and non-finite floats become strings ("18446744073709551615",
  * "nan", "inf", "-inf"), and a map key that is not a string becomes its
  * JSON text, as Python's json module does for numbers.
@@ -50,16 +51,24 @@ static char *hex(const unsigned char *p, size_t n)
     return out;
 }
 
+/* bytes, or the range of a shared buffer, which prints as its bytes */
 static json_t *bytes_json(pyproc_msg *m, enum cli_style style)
 {
+    pyproc_buf *buf = NULL;
     const void *p;
-    size_t n;
+    size_t n, off;
     char *text;
     json_t *j;
 
-    if (pyproc_msg_read(m, "y", &p, &n) < 0)
+    if (pyproc_msg_type(m) == PYPROC_BUF) {
+        if (pyproc_msg_read(m, "B", &buf, &off, &n) < 0)
+            return NULL;
+        p = (const char *)pyproc_buf_data(buf) + off;
+    } else if (pyproc_msg_read(m, "y", &p, &n) < 0) {
         return NULL;
+    }
     text = style == CLI_JSON_HEX ? hex(p, n) : base64(p, n);
+    pyproc_buf_free(buf);
     if (!text)
         return NULL;
     j = json_string(text);
@@ -170,6 +179,7 @@ static json_t *to_json(pyproc_msg *m, enum cli_style style, int depth)
             return NULL;
         return json_stringn(p, n);
     case PYPROC_BYTES:
+    case PYPROC_BUF:
         return bytes_json(m, style);
     case PYPROC_LIST:
         return list_json(m, style, depth);

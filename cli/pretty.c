@@ -125,6 +125,15 @@ static int show_value(FILE *f, pyproc_msg *m, int depth)
             return -EBADMSG;
         show_quoted(f, p, n, type == PYPROC_STR);
         return 0;
+    case PYPROC_BUF: { /* a shared buffer's range, shown as its bytes */
+        pyproc_buf *buf;
+        size_t off;
+        if (pyproc_msg_read(m, "B", &buf, &off, &n) < 0)
+            return -EBADMSG;
+        show_quoted(f, (const unsigned char *)pyproc_buf_data(buf) + off, n, false);
+        pyproc_buf_free(buf);
+        return 0;
+    }
     case PYPROC_LIST:
     case PYPROC_MAP:
         return show_items(f, m, type == PYPROC_MAP, depth);

@@ -21,7 +21,9 @@
 #include <unistd.h>
 
 #include "../shm/futex.h"
+#include "buffers.h"
 #include "native.h"
+#include "buffers.h"
 #include "worker.h"
 
 struct worker the_worker = {.death_fd = -1, .fast_tasks = true};
@@ -330,7 +332,7 @@ static PyObject *init_module(void)
         PyModule_AddIntConstant(m, "INTERRUPT_SIGNAL", SHM_INTERRUPT_SIGNAL) < 0 ||
         PyModule_AddIntConstant(m, "INTERRUPT_CANCEL", SHM_INTERRUPT_CANCEL) < 0 ||
         PyModule_AddIntConstant(m, "INTERRUPT_TIMEOUT", SHM_INTERRUPT_TIMEOUT) < 0 ||
-        native_register(m) < 0) {
+        native_register(m) < 0 || worker_buffers_register(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -10,6 +10,14 @@
  * send at once), so those not asked for yet wait in a small table; a
  * table that fills drops its oldest (a call that was never sent after its
  * fds).
+ *
+ * The other way, pyproc.buffer(n) makes a new buffer here (a memfd sealed
+ * against shrinking and growing before anyone else sees it, as the host
+ * demands).  Every mapping, ours or the host's, keeps its fd and is listed
+ * while it lives, so that a value packed for the host that lies inside
+ * one (the mapping, a memoryview of it, a numpy array over it) travels as
+ * a reference: the fd goes to the host on the socket with a token, then
+ * the reply names the token, an offset and a length.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -24,6 +32,7 @@
 #include <unistd.h>
 
 #include "convert.h"
+#include "buffers.h"
 #include "worker.h"
 
 #define PENDING_MAX 64
@@ -41,7 +50,36 @@ typedef struct {
     PyObject_HEAD
     void *data;
     size_t size;
+    int fd; /* kept, to send the host when a value names this memory */
 } Mapping;
+
+/* Every live mapping, for the packer's question "is this memory ours?". */
+static Mapping **live;
+static size_t nlive, live_cap;
+
+static int live_add(Mapping *m)
+{
+    if (nlive == live_cap) {
+        size_t cap = live_cap ? 2 * live_cap : 16;
+        Mapping **l = PyMem_Realloc(live, cap * sizeof *l);
+        if (!l)
+            return -1;
+        live = l;
+        live_cap = cap;
+    }
+    live[nlive++] = m;
+    return 0;
+}
+
+static void live_remove(Mapping *m)
+{
+    for (size_t i = 0; i < nlive; i++) {
+        if (live[i] == m) {
+            live[i] = live[--nlive];
+            return;
+        }
+    }
+}
 
 static int mapping_getbuffer(PyObject *self, Py_buffer *view, int flags)
 {
@@ -52,7 +90,9 @@ static int mapping_getbuffer(PyObject *self, Py_buffer *view, int flags)
 static void mapping_dealloc(PyObject *self)
 {
     Mapping *m = (Mapping *)self;
+    live_remove(m);
     munmap(m->data, m->size);
+    close(m->fd);
     Py_TYPE(self)->tp_free(self);
 }
 
@@ -62,7 +102,11 @@ static PyTypeObject mapping_type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyproc.SharedMapping",
     .tp_basicsize = sizeof(Mapping),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "A shared buffer mapped into this worker.",
+    .tp_doc =
+        "A shared buffer mapped into this worker (pyproc.buffer() makes one).\n\n"
+        "It exports its memory with the buffer protocol: memoryview(b),\n"
+        "numpy.frombuffer(b, dtype).  Returned to the host, it and any view\n"
+        "of it travel as a reference, not as bytes.",
     .tp_dealloc = mapping_dealloc,
     .tp_as_buffer = &mapping_as_buffer,
 };
@@ -129,27 +173,38 @@ static int take_fd(uint64_t token)
 
 /* ---- the argument ---- */
 
+/* A mapping of the whole of fd, which it takes over (closed on failure). */
 static PyObject *map_whole(int fd)
 {
     struct stat st;
     void *data;
     Mapping *m;
 
-    if (fstat(fd, &st) < 0 || st.st_size <= 0)
+    if (fstat(fd, &st) < 0 || st.st_size <= 0) {
+        close(fd);
         return PyErr_SetFromErrno(PyExc_OSError);
+    }
     /* Not populated: a function that reads a few bytes of a large buffer
      * pays for those pages only (MAP_POPULATE made a 16 MiB argument cost
      * 4 ms instead of 80 us on this path). */
     data = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (data == MAP_FAILED)
+    if (data == MAP_FAILED) {
+        close(fd);
         return PyErr_SetFromErrno(PyExc_OSError);
+    }
     m = PyObject_New(Mapping, &mapping_type);
-    if (!m) {
+    if (!m || live_add(m) < 0) {
+        if (m) {
+            m->data = NULL; /* not listed: dealloc must not unmap twice */
+            PyObject_Free(m);
+        }
         munmap(data, (size_t)st.st_size);
-        return NULL;
+        close(fd);
+        return PyErr_NoMemory();
     }
     m->data = data;
     m->size = (size_t)st.st_size;
+    m->fd = fd;
     return (PyObject *)m;
 }
 
@@ -176,7 +231,6 @@ static PyObject *buffer_argument(uint64_t token, uint64_t off, uint64_t len)
         return PyErr_Format(PyExc_RuntimeError, "shared buffer %llu was not received",
                             (unsigned long long)token);
     whole = map_whole(fd);
-    close(fd);
     if (!whole)
         return NULL;
     if (off > ((Mapping *)whole)->size || len > ((Mapping *)whole)->size - off) {
@@ -192,13 +246,124 @@ static PyObject *buffer_argument(uint64_t token, uint64_t off, uint64_t len)
     return ret;
 }
 
+/* ---- pyproc.buffer(n) ---- */
+
+static PyObject *py_buffer(PyObject *self, PyObject *arg)
+{
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    int fd;
+
+    (void)self;
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n <= 0)
+        return PyErr_Format(PyExc_ValueError, "a buffer needs at least one byte, not %zd", n);
+    fd = memfd_create("pyproc-buffer", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    /* Sealed before the host can see it: it maps only what cannot shrink. */
+    if (ftruncate(fd, (off_t)n) < 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        close(fd);
+        return NULL;
+    }
+    return map_whole(fd);
+}
+
+static PyMethodDef buffer_methods[] = {
+    {"buffer", py_buffer, METH_O, "buffer(nbytes): a new shared buffer, zero-filled."},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ---- values for the host ---- */
+
+static int send_fd(uint64_t token, int fd)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    unsigned char tok[8];
+    struct iovec iov = {tok, sizeof tok};
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = u.buf,
+                        .msg_controllen = sizeof u.buf};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+
+    for (int i = 0; i < 8; i++)
+        tok[i] = (unsigned char)(token >> (56 - 8 * i));
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+    while (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0)
+        if (errno != EINTR)
+            return -1;
+    return 0;
+}
+
+static Mapping *mapping_holding(const char *p, size_t len)
+{
+    for (size_t i = 0; i < nlive; i++) {
+        const char *start = live[i]->data;
+        if (p >= start && len <= live[i]->size && (size_t)(p - start) <= live[i]->size - len)
+            return live[i];
+    }
+    return NULL;
+}
+
+/* o's memory lies in one of our mappings: send its fd and write the
+ * reference.  1 when it did, 0 when o is other memory, -1 on error. */
+static int pack_reference(struct shm_buf *b, PyObject *o)
+{
+    static uint64_t next_token = 1;
+    Py_buffer view;
+    Mapping *m;
+    int ret = 0;
+
+    if (PyObject_GetBuffer(o, &view, PyBUF_ANY_CONTIGUOUS) < 0) {
+        PyErr_Clear(); /* not one contiguous block: not a reference */
+        return 0;
+    }
+    m = mapping_holding(view.buf, (size_t)view.len);
+    if (m) {
+        uint64_t token = next_token++,
+                 v[3] = {token, (uint64_t)((char *)view.buf - (char *)m->data), (uint64_t)view.len};
+        char *w = shm_buf_reserve(b, 27, &ret);
+        if (!w) {
+            PyErr_NoMemory();
+            ret = -1;
+        } else if (send_fd(token, m->fd) < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            ret = -1;
+        } else {
+            *w++ = (char)0xc7, *w++ = 24, *w++ = 0x42;
+            for (int k = 0; k < 3; k++)
+                for (int i = 0; i < 8; i++)
+                    *w++ = (char)(v[k] >> (56 - 8 * i));
+            b->len += 27;
+            ret = 1;
+        }
+    }
+    PyBuffer_Release(&view);
+    return ret;
+}
+
+int worker_buffers_register(PyObject *module)
+{
+    if (PyModule_AddType(module, &mapping_type) < 0)
+        return -1;
+    return PyModule_AddFunctions(module, buffer_methods);
+}
+
 int worker_buffers_init(int fd)
 {
     if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
         return -errno;
-    if (PyType_Ready(&mapping_type) < 0)
-        return -1;
     sock = fd;
     pyproc_unpack_set_buffer_hook(buffer_argument);
+    pyproc_pack_set_reference_hook(pack_reference);
     return 0;
 }

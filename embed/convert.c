@@ -493,6 +493,17 @@ static int pack_container(struct shm_buf *b, Py_ssize_t n, bool is_map)
 
 static int pack_value(struct shm_buf *b, PyObject *o, int depth);
 
+/* How a value inside a shared buffer is packed as a reference (NULL:
+ * never), and how many references the value being packed holds: each one
+ * is an fd in flight to the host, whose socket holds a few hundred. */
+static int (*reference_hook)(struct shm_buf *b, PyObject *o);
+static int references;
+
+void pyproc_pack_set_reference_hook(int (*hook)(struct shm_buf *b, PyObject *o))
+{
+    reference_hook = hook;
+}
+
 static int too_deep_to_pack(void)
 {
     PyErr_Format(PyExc_ValueError, "object nested deeper than %d levels (does it contain itself?)",
@@ -553,6 +564,17 @@ static int pack_value(struct shm_buf *b, PyObject *o, int depth)
         return pack_dict(b, o, depth + 1);
     if (PyByteArray_Check(o))
         return pack_raw(b, PyByteArray_AS_STRING(o), PyByteArray_GET_SIZE(o), false);
+    if (reference_hook && PyObject_CheckBuffer(o)) {
+        int r = reference_hook(b, o);
+        if (r != 0) {
+            if (r > 0 && ++references > PYPROC_MAX_REFERENCES) {
+                PyErr_Format(PyExc_TypeError, "a value may hold at most %d shared buffers",
+                             PYPROC_MAX_REFERENCES);
+                return -1;
+            }
+            return r < 0 ? -1 : 0;
+        }
+    }
     if (PyMemoryView_Check(o))
         return pack_memoryview(b, o);
     PyErr_Format(PyExc_TypeError, "cannot send object of type '%.200s'", Py_TYPE(o)->tp_name);
@@ -563,6 +585,7 @@ int pyproc_pack(struct shm_buf *b, PyObject *o)
 {
     size_t len = b->len;
 
+    references = 0;
     if (pack_value(b, o, 0) < 0) {
         b->len = len;
         return -1;

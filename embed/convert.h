@@ -63,4 +63,16 @@ PyObject *pyproc_unpack_kwargs(const char **p, const char *end);
  */
 int pyproc_pack(struct shm_buf *b, PyObject *o);
 
+/* The most shared buffers one packed value may name. */
+#define PYPROC_MAX_REFERENCES 64
+
+/*
+ * Pack objects whose memory lies in a shared buffer as references: hook
+ * gets every object with the buffer protocol that is not bytes or
+ * bytearray and answers 1 (written as a reference), 0 (other memory) or
+ * -1 (error set).  Without a hook, memoryviews travel as bytes and other
+ * buffer exporters are a TypeError.
+ */
+void pyproc_pack_set_reference_hook(int (*hook)(struct shm_buf *b, PyObject *o));
+
 #endif

@@ -18,6 +18,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "buffers.h"
 #include "worker.h"
 
 #ifndef PYPROC_PYTHON_EXE

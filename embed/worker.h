@@ -75,8 +75,4 @@ int pyproc_bridge_register(void);
  * unreadable or made for another Python version (venv.c). */
 char *worker_venv_program(const char *venv);
 
-/* Take shared buffer arguments from fd, our end of the host's socket
- * (buffers.c).  After Python has started; 0 or a negative errno. */
-int worker_buffers_init(int fd);
-
 #endif

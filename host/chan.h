@@ -78,6 +78,12 @@ void pyproc__worker_kill(struct pp_worker *w);
  * -EPIPE when w is gone.
  */
 int pyproc__send_buffers(struct pp_worker *w, const struct pyproc__attach *att);
+/*
+ * The fd of a shared buffer that w sent with token, before the reply that
+ * names it; the caller owns it.  Under rx_lock.  -ENOENT when w sent no
+ * such fd.
+ */
+int pyproc__recv_buffer(struct pp_worker *w, uint64_t token, int *fd);
 /* Set up and tear down w's writer token, condition and outbox (spawn.c). */
 void pyproc__tx_init(struct pp_worker *w);
 void pyproc__tx_fini(struct pp_worker *w);

@@ -286,7 +286,14 @@ struct pp_worker {
     pid_t pid;
     int pidfd;
     int death_w; /* write end of the pipe whose EOF tells the worker we died */
-    int fd_sock; /* our end of the socket that passes it buffers' fds */
+    int fd_sock; /* our end of the socket that passes buffers' fds */
+    /* fds of shared buffers it sent that no reply has named yet, with
+     * their tokens (send.c); under rx_lock. */
+    struct {
+        uint64_t token;
+        int fd;
+    } buf_pending[16];
+    int nbuf_pending;
     struct shm_seg seg;
     struct shm_ring tx; /* requests; written by the writer token's holder */
     struct shm_ring rx; /* replies; we consume under rx_lock */

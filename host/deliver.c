@@ -32,7 +32,7 @@ static bool window_has_room(pyproc_call *c, uint32_t n)
  * items is a private copy (see drain.c), checked here item by item as it
  * is walked; each item is then copied into a message of its own.
  */
-int pyproc__stream_deliver(pyproc_call *c, const uint8_t *items, size_t len)
+int pyproc__stream_deliver(struct pp_worker *w, pyproc_call *c, const uint8_t *items, size_t len)
 {
     const char *p = (const char *)items, *end = p + len;
     pyproc_msg *first = NULL, **link = &first, *last = NULL;
@@ -52,6 +52,10 @@ int pyproc__stream_deliver(pyproc_call *c, const uint8_t *items, size_t len)
             err = pyproc__msg_from_checked(&m, start, (size_t)(p - start));
         if (err < 0)
             break;
+        if ((err = pyproc__take_buffers(w, m)) < 0) {
+            pyproc_msg_free(m);
+            break;
+        }
         *pyproc__msg_link(m) = NULL;
         *link = last = m;
         link = pyproc__msg_link(m);
@@ -59,7 +63,7 @@ int pyproc__stream_deliver(pyproc_call *c, const uint8_t *items, size_t len)
     if (err == 0 && p != end)
         err = -EBADMSG;
     if (!first)
-        return err == -EBADMSG ? err : 0;
+        return err == -EBADMSG || err == -EBADFD ? err : 0;
     pthread_mutex_lock(&c->qlock);
     if (c->tail)
         *pyproc__msg_link(c->tail) = first;
@@ -70,7 +74,7 @@ int pyproc__stream_deliver(pyproc_call *c, const uint8_t *items, size_t len)
     pthread_mutex_unlock(&c->qlock);
     pyproc__call_signal(c);
     pyproc__stream_notify(c);
-    return err == -EBADMSG ? err : 0;
+    return err == -EBADMSG || err == -EBADFD ? err : 0;
 }
 
 /* One callback of w is over (answered or dropped). */
@@ -101,6 +105,8 @@ int pyproc__callback_push(struct pp_worker *w, uint64_t id, const uint8_t *paylo
     }
     r->id = id;
     err = pyproc__msg_from_value(&r->payload, payload, len);
+    if (err == 0 && (err = pyproc__take_buffers(w, r->payload)) < 0)
+        pyproc_msg_free(r->payload);
     if (err < 0) {
         pyproc__callback_gone(w);
         free(r);

@@ -92,6 +92,25 @@ static const uint8_t *private_copy(struct pp_worker *w, struct shm_msg *m, int *
     return *err < 0 ? NULL : m->payload;
 }
 
+static int take_buffer(void *ctx, uint64_t token, uint64_t off, uint64_t len, pyproc_buf **ret)
+{
+    int fd, err = pyproc__recv_buffer(ctx, token, &fd);
+
+    if (err < 0)
+        return -EBADFD;
+    err = pyproc__buf_adopt(fd, off, len, ret);
+    if (err < 0)
+        close(fd);
+    return err == -ENOMEM ? err : err < 0 ? -EBADFD : 0;
+}
+
+int pyproc__take_buffers(struct pp_worker *w, pyproc_msg *m)
+{
+    int err = pyproc__msg_take_buffers(m, take_buffer, w);
+
+    return err == -ENOMEM || err == 0 ? err : -EBADFD;
+}
+
 /*
  * RESULT, ERROR or END: the call is over.  Returns -EBADMSG when the
  * payload is not what the worker must send, -ENOMEM, else 0.
@@ -100,7 +119,7 @@ static int answer(struct pp_worker *w, struct shm_msg *m)
 {
     pyproc_call *c = pyproc__call_take(w, m->id);
     pyproc_msg *ret = NULL;
-    bool malformed = false;
+    bool malformed = false, bad_buffer = false;
     int result = 0;
 
     if (!c)
@@ -112,6 +131,16 @@ static int answer(struct pp_worker *w, struct shm_msg *m)
     } else if (m->type == SHM_FRAME_RESULT) {
         /* Copies out of the ring, then checks the copy (see the top). */
         result = pyproc__msg_from_value(&ret, m->payload, m->len);
+        if (result == 0 && (result = pyproc__take_buffers(w, ret)) < 0) {
+            pyproc_msg_free(ret);
+            ret = NULL;
+            bad_buffer = result == -EBADFD;
+            pyproc__msg_error(&ret, "worker %d %s", w->index,
+                              bad_buffer ? "sent a shared buffer it may not share"
+                                         : "answered, but there was no memory for its buffers");
+            if (bad_buffer)
+                result = PYPROC_EWORKER;
+        }
         malformed = result == -EBADMSG;
         if (malformed)
             pyproc__msg_error(&ret, "worker %d sent a malformed value", w->index);
@@ -124,7 +153,7 @@ static int answer(struct pp_worker *w, struct shm_msg *m)
             pyproc__msg_error(&ret, "worker %d: no memory for its error", w->index);
     }
     pyproc__call_complete(c, result, ret);
-    return malformed ? -EBADMSG : 0;
+    return malformed ? -EBADMSG : bad_buffer ? -EBADFD : 0;
 }
 
 /* YIELD: items for a stream.  Returns -EBADMSG for a malformed batch and
@@ -138,7 +167,7 @@ static int stream_items(struct pp_worker *w, struct shm_msg *m)
     if (!c)
         return 0;
     if (c->is_stream && (p = private_copy(w, m, &err)))
-        err = pyproc__stream_deliver(c, p, m->len);
+        err = pyproc__stream_deliver(w, c, p, m->len);
     pyproc__call_unref(c);
     return err;
 }
@@ -204,7 +233,7 @@ bool pyproc__drain_batch(struct pp_worker *w, unsigned max_msgs, unsigned *ret_r
         pyproc__chan_done(w, &m);
         /* Python's values always encode well: a malformed one means the
          * worker is as broken as one that writes a bad frame. */
-        if (bad == -EBADMSG || bad == -EPROTO) {
+        if (bad == -EBADMSG || bad == -EPROTO || bad == -EBADFD) {
             r = bad;
             break;
         }
@@ -212,8 +241,10 @@ bool pyproc__drain_batch(struct pp_worker *w, unsigned max_msgs, unsigned *ret_r
     if (n) /* for the spin choice in start.c */
         atomic_store_explicit(&w->last_answer_ns, shm_now_ns(), memory_order_relaxed);
     if (r < 0)
-        pyproc__worker_condemn(w, r == -EPROTO ? "sent stream items past its credit"
-                                               : "wrote a bad frame");
+        pyproc__worker_condemn(w, r == -EPROTO   ? "sent stream items past its credit"
+                                  : r == -EBADFD ? "sent a shared buffer it may not share "
+                                                   "(missing, not sealed, or too small)"
+                                                 : "wrote a bad frame");
     if (ret_read)
         *ret_read = n;
     return pyproc__chan_has_replies(w) && !pyproc__chan_closed(w);

@@ -36,7 +36,12 @@ unsigned pyproc__drain(struct pp_worker *w);
  * they would take the stream past its window (the worker ignored its
  * credit), or -ENOMEM.
  */
-int pyproc__stream_deliver(pyproc_call *c, const uint8_t *items, size_t len);
+/* Take in the shared buffers a value of w names (drain.c): 0, -ENOMEM, or
+ * -EBADFD for one w may not share (missing, unsealed, too small), which
+ * condemns w.  Under rx_lock. */
+int pyproc__take_buffers(struct pp_worker *w, pyproc_msg *m);
+
+int pyproc__stream_deliver(struct pp_worker *w, pyproc_call *c, const uint8_t *items, size_t len);
 /* One callback of w is over (answered or dropped): it no longer counts
  * against PYPROC__CALLBACK_QUEUE_MAX. */
 void pyproc__callback_gone(struct pp_worker *w);

@@ -21,6 +21,7 @@
 
 #include "../shm/mpvalid.h"
 #include "fmt.h"
+#include "shared.h"
 
 /*
  * A NUL-terminated copy of one str value, made by the first 's' read of it
@@ -48,8 +49,50 @@ struct pyproc_msg {
      */
     _Atomic uint64_t at_hint;
     pyproc_msg *link; /* the next item of a stream's queue (host/stream.c) */
-    char inl[];       /* data or error text, unless data was adopted */
+    /* The shared buffers its value names, by index (see below); NULL for
+     * a value without any.  Shared with the messages pyproc_msg_at()
+     * makes of its parts. */
+    struct msg_bufs *bufs;
+    char inl[]; /* data or error text, unless data was adopted */
 };
+
+/*
+ * A value's shared buffers.  In the data a buffer is an ext 8 of type
+ * PYPROC__EXT_BUF whose 24 bytes hold an index into this set (the
+ * worker's token is replaced when the buffer is taken in, see
+ * pyproc__msg_take_buffers()), an offset and a length.  Immutable once
+ * made; refs counts the messages that share it (acq_rel decrement, as
+ * every count here).
+ */
+struct msg_bufs {
+    _Atomic int refs;
+    uint32_t n;
+    pyproc_buf *buf[];
+};
+
+static void bufs_unref(struct msg_bufs *b)
+{
+    if (!b || atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (uint32_t i = 0; i < b->n; i++)
+        pyproc_buf_free(b->buf[i]);
+    free(b);
+}
+
+static uint64_t load_be64(const char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | (unsigned char)p[i];
+    return v;
+}
+
+static struct msg_bufs *bufs_ref(struct msg_bufs *b)
+{
+    if (b)
+        atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+    return b;
+}
 
 pyproc_msg **pyproc__msg_link(pyproc_msg *m)
 {
@@ -106,6 +149,8 @@ static int mp_ext(const char **p, const char *end, struct mp_item *it)
         n = mp_load_u16(&q);
     else
         n = mp_load_u32(&q);
+    if (c == 0xc7 && n == PYPROC__EXT_BUF_LEN && (unsigned char)*q == PYPROC__EXT_BUF)
+        it->type = PYPROC_BUF;
     *p = q + 1;
     return mp_body(p, end, it, n);
 }
@@ -220,6 +265,7 @@ static pyproc_msg *msg_alloc(size_t extra)
     m->data = NULL;
     m->len = 0;
     m->error = NULL;
+    m->bufs = NULL;
     atomic_init(&m->strs, NULL);
     atomic_init(&m->at_hint, 0);
     return m;
@@ -361,6 +407,7 @@ PYPROC_EXPORT void pyproc_msg_free(pyproc_msg *m)
     }
     if (m->data != m->inl)
         free(m->data);
+    bufs_unref(m->bufs);
     free(m);
 }
 
@@ -376,6 +423,55 @@ PYPROC_EXPORT const void *pyproc_msg_data(pyproc_msg *m, size_t *len)
 PYPROC_EXPORT const char *pyproc_msg_error(pyproc_msg *m)
 {
     return m ? m->error : NULL;
+}
+
+static void store_be64(char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (char)(v >> (56 - 8 * i));
+}
+
+int pyproc__msg_take_buffers(pyproc_msg *m, pyproc__buffer_fn take, void *ctx)
+{
+    const char *p, *end;
+    struct msg_bufs *b = NULL, *grown;
+    struct mp_item it;
+    uint32_t cap = 0;
+    int err = 0;
+
+    if (!m || !m->data || m->bufs)
+        return -EINVAL;
+    /* Every buffer starts with 0xc7: most values have none. */
+    if (!memchr(m->data, 0xc7, m->len))
+        return 0;
+    /* Heads in order visit every value: a container's head is followed by
+     * its items, and mp_head() steps over the bodies of the others. */
+    for (p = m->data, end = p + m->len; p < end && err == 0;) {
+        if (mp_head(&p, end, &it) < 0) {
+            err = -EBADMSG;
+        } else if (it.type == PYPROC_BUF) {
+            if (!b || b->n == cap) {
+                cap = cap ? 2 * cap : 4;
+                grown = realloc(b, sizeof *b + cap * sizeof b->buf[0]);
+                if (!grown) {
+                    err = -ENOMEM;
+                    break;
+                }
+                if (!b)
+                    grown->n = 0;
+                b = grown;
+            }
+            err = take(ctx, load_be64(it.body), load_be64(it.body + 8), load_be64(it.body + 16),
+                       &b->buf[b->n]);
+            if (err == 0)
+                store_be64((char *)it.body, b->n++);
+        }
+    }
+    if (b) {
+        atomic_init(&b->refs, 1);
+        m->bufs = b;
+    }
+    return err;
 }
 
 /* ---- reading with a format ---- */
@@ -500,6 +596,28 @@ static int read_nil(struct reader *r)
     return 0;
 }
 
+/* 'B': a new reference to the buffer, and the range the value names. */
+static int read_buffer(pyproc_msg *m, const struct mp_item *it, pyproc_buf **out, size_t *off,
+                       size_t *len)
+{
+    uint64_t i, o, n;
+
+    if (it->type != PYPROC_BUF)
+        return -EBADMSG;
+    i = load_be64(it->body);
+    o = load_be64(it->body + 8);
+    n = load_be64(it->body + 16);
+    /* Checked when the buffers were taken in; a message of the host's own
+     * making has no buffers at all. */
+    if (!m->bufs || i >= m->bufs->n || o > m->bufs->buf[i]->size || n > m->bufs->buf[i]->size - o)
+        return -EBADMSG;
+    pyproc__buf_ref(m->bufs->buf[i]);
+    *out = m->bufs->buf[i];
+    *off = (size_t)o;
+    *len = (size_t)n;
+    return 0;
+}
+
 /* A scalar for one code; its pointer arguments must not be NULL. */
 static int read_scalar(struct reader *r, char code, const struct mp_item *it)
 {
@@ -537,6 +655,12 @@ static int read_scalar(struct reader *r, char code, const struct mp_item *it)
         const void **out = va_arg(r->ap, const void **);
         size_t *n = va_arg(r->ap, size_t *);
         return out && n ? read_bytes(it, out, n) : -EINVAL;
+    }
+    case 'B': {
+        pyproc_buf **out = va_arg(r->ap, pyproc_buf **);
+        size_t *off = va_arg(r->ap, size_t *);
+        size_t *len = va_arg(r->ap, size_t *);
+        return out && off && len ? read_buffer(r->m, it, out, off, len) : -EINVAL;
     }
     }
     return -EINVAL;
@@ -709,12 +833,14 @@ PYPROC_EXPORT int pyproc_msg_at(pyproc_msg *m, size_t i, pyproc_msg **ret, pypro
     err = msg_copy(&k, key, (size_t)(value - key));
     if (err < 0)
         return err;
+    k->bufs = bufs_ref(m->bufs);
     if (val) {
         err = msg_copy(&v, value, (size_t)(p - value));
         if (err < 0) {
             pyproc_msg_free(k);
             return err;
         }
+        v->bufs = bufs_ref(m->bufs);
         *val = v;
     }
     *ret = k;

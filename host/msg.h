@@ -37,6 +37,18 @@ int pyproc__msg_take_buf(pyproc_msg **ret, struct shm_buf *b);
  * unread items), so queueing costs no allocation. */
 pyproc_msg **pyproc__msg_link(pyproc_msg *m);
 
+/*
+ * Take in the shared buffers that m's value (a worker's) names: for each
+ * one, take(ctx, token, offset, length, &buf) gives a buffer reference or
+ * a negative errno, and the token in m's data is replaced by the
+ * buffer's index in m, which then holds the references.  0; the first
+ * error of take; -EBADMSG; -ENOMEM.  On failure m still holds the buffers
+ * taken so far and is to be freed.
+ */
+typedef int (*pyproc__buffer_fn)(void *ctx, uint64_t token, uint64_t off, uint64_t len,
+                                 pyproc_buf **ret);
+int pyproc__msg_take_buffers(pyproc_msg *m, pyproc__buffer_fn take, void *ctx);
+
 /* An error message with the printf-formatted text.  0, -EINVAL or -ENOMEM. */
 int pyproc__msg_error(pyproc_msg **ret, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

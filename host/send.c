@@ -436,3 +436,63 @@ int pyproc__send_buffers(struct pp_worker *w, const struct pyproc__attach *att)
     }
     return 0;
 }
+
+/* One datagram from w's socket into its table; 0, or -1 when none waits. */
+static int recv_one(struct pp_worker *w)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    unsigned char tok[8];
+    struct iovec iov = {tok, sizeof tok};
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = u.buf,
+                        .msg_controllen = sizeof u.buf};
+    uint64_t token = 0;
+    ssize_t n;
+    int fd = -1;
+
+    do
+        n = recvmsg(w->fd_sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -1;
+    /* Room for one fd only: the kernel drops any more a worker sends. */
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
+        cm->cmsg_len == CMSG_LEN(sizeof(int)))
+        memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+    if (n != sizeof tok || fd < 0) {
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    if (w->nbuf_pending == (int)(sizeof w->buf_pending / sizeof w->buf_pending[0])) {
+        close(w->buf_pending[0].fd); /* the oldest: a reply that never came */
+        memmove(w->buf_pending, w->buf_pending + 1,
+                (size_t)(w->nbuf_pending - 1) * sizeof w->buf_pending[0]);
+        w->nbuf_pending--;
+    }
+    for (int i = 0; i < 8; i++)
+        token = token << 8 | tok[i];
+    w->buf_pending[w->nbuf_pending].token = token;
+    w->buf_pending[w->nbuf_pending++].fd = fd;
+    return 0;
+}
+
+int pyproc__recv_buffer(struct pp_worker *w, uint64_t token, int *fd)
+{
+    for (;;) {
+        for (int i = 0; i < w->nbuf_pending; i++) {
+            if (w->buf_pending[i].token == token) {
+                *fd = w->buf_pending[i].fd;
+                w->buf_pending[i] = w->buf_pending[--w->nbuf_pending];
+                return 0;
+            }
+        }
+        if (recv_one(w) < 0)
+            return -ENOENT;
+    }
+}

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "shared.h"
@@ -48,6 +49,33 @@ fail:
         close(b->fd);
     free(b);
     return err;
+}
+
+int pyproc__buf_adopt(int fd, uint64_t off, uint64_t len, pyproc_buf **ret)
+{
+    struct stat st;
+    pyproc_buf *b;
+    int seals = fcntl(fd, F_GET_SEALS);
+
+    /* Sealed against shrinking, or the sender could take pages from
+     * under our mapping and kill us with SIGBUS when we touch them. */
+    if (seals < 0 || !(seals & F_SEAL_SHRINK) || fstat(fd, &st) < 0 || st.st_size <= 0 ||
+        off > (uint64_t)st.st_size || len > (uint64_t)st.st_size - off)
+        return -EBADF;
+    b = calloc(1, sizeof *b);
+    if (!b)
+        return -ENOMEM;
+    b->data = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (b->data == MAP_FAILED) {
+        int err = -errno;
+        free(b);
+        return err;
+    }
+    b->fd = fd;
+    b->size = (size_t)st.st_size;
+    atomic_init(&b->refs, 1);
+    *ret = b;
+    return 0;
 }
 
 void pyproc__buf_ref(pyproc_buf *b)

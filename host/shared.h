@@ -53,6 +53,13 @@ struct pyproc__attach {
 /* A new sealed buffer of size bytes, one reference; -EINVAL, -ENOMEM, or
  * an errno of memfd_create(), ftruncate() or mmap(). */
 int pyproc__buf_create(size_t size, pyproc_buf **ret);
+/*
+ * A buffer a worker made, from the fd it sent (taken over on success),
+ * checked before it is mapped: sealed against shrinking, and holding the
+ * range [off, off + len).  -EBADF when it is not, -ENOMEM, or mmap()'s
+ * errno.
+ */
+int pyproc__buf_adopt(int fd, uint64_t off, uint64_t len, pyproc_buf **ret);
 /* One more reference to b. */
 void pyproc__buf_ref(pyproc_buf *b);
 /* A token no other send of this process has used. */

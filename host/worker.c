@@ -99,6 +99,8 @@ void pyproc__worker_free(struct pp_worker *w)
         close(w->death_w);
     if (w->fd_sock >= 0)
         close(w->fd_sock);
+    for (int i = 0; i < w->nbuf_pending; i++)
+        close(w->buf_pending[i].fd);
     if (w->tx.doorbell_fd >= 0)
         close(w->tx.doorbell_fd);
     if (w->rx.doorbell_fd >= 0)

@@ -635,6 +635,7 @@ enum pyproc_type {
     PYPROC_LIST,
     PYPROC_MAP,
     PYPROC_EXT,
+    PYPROC_BUF, /* a range of a shared buffer: read it with 'B' */
 };
 
 /*
@@ -648,7 +649,9 @@ PYPROC_EXPORT int pyproc_msg_newv(pyproc_msg **ret, const char *fmt, va_list ap)
  * Read a message with the codes above, taking pointers: b and i fill an
  * int, I an int64_t, u a uint64_t, d a double; s gives a const char ** to a
  * NUL-terminated copy and y/m a const void ** and a size_t *, all owned by
- * the message and valid while it lives; n takes no pointer.  One code reads
+ * the message and valid while it lives; B gives a pyproc_buf ** (a new
+ * reference, for the caller to pyproc_buf_free()) and two size_t * (the
+ * range's offset and length); n takes no pointer.  One code reads
  * the value itself; several read a list of exactly that many items, as
  * brackets do.  Returns 0; -EINVAL for a bad format; -EBADMSG when the
  * value has another shape; -ERANGE when a number does not fit.  Nothing is
@@ -699,6 +702,17 @@ PYPROC_EXPORT void pyproc_msg_free(pyproc_msg *m);
  * code), and goes back to the system when the last user is done; a worker
  * that dies drops its uses.  A call passes at most 16 buffers ('B' codes;
  * -E2BIG beyond); pyproc_pub() and pyproc_set_attr() take none (-EINVAL).
+ *
+ * The other way: in a worker, pyproc.buffer(nbytes) makes a new shared
+ * buffer, and a value that is one, a memoryview of one, or any object
+ * whose memory lies inside one (numpy.frombuffer(pyproc.buffer(n), ...))
+ * travels to the host as a reference to that range, not as bytes, in
+ * results, stream items and callbacks alike, nested in lists and dicts
+ * too (at most 64 in one value).  pyproc_msg_type() says PYPROC_BUF and
+ * pyproc_msg_read(m, "B", &buf, &off, &len) gives the host its own
+ * reference.  The host maps a worker's buffer only after checking that it
+ * is sealed against shrinking and holds the range named; a worker that
+ * sends another is killed and the call fails with PYPROC_EWORKER.
  */
 
 /* A new zero-filled buffer of size bytes for pool's calls, with one

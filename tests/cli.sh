@@ -54,6 +54,10 @@ expect "bytes as hex" 0 '["nan","inf","18446744073709551615",-922337203685477580
     $run -x t.cli.odd_values
 expect "--pretty" 0 "['it\\'s', 'tab\\there', b'a\\'b\\\\', 1.0, 0.1, True, None]" \
     $run --pretty t.cli.quoted
+expect "a shared buffer prints as its bytes" 0 '"WlpaWg=="' \
+    $run t.buffers.make ii 4 90
+expect "a shared buffer prints as its bytes, --pretty" 0 "b'ZZZZ'" \
+    $run --pretty t.buffers.make ii 4 90
 expect "gen prints each item" 0 "$(printf '0\n1\n2')" \
     "$cli" gen -p tests/py -s t=e2e t.cli.ticks i 3
 expect "pub prints one answer per worker, in index order" 0 "$(printf '[0,"w"]\n[1,"w"]')" \

@@ -15,7 +15,7 @@ def declared(stub_path):
     kinds = {}
     for node in tree.body:
         if isinstance(node, ast.ClassDef):
-            kinds[node.name] = "class " + ast.unparse(node.bases[0])
+            kinds[node.name] = "class " + (ast.unparse(node.bases[0]) if node.bases else "object")
         elif isinstance(node, ast.AsyncFunctionDef):
             kinds[node.name] = "async def"
         elif isinstance(node, ast.FunctionDef):

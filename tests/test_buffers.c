@@ -219,6 +219,146 @@ static void misuse_is_an_error(void **state)
     pyproc_pool_free(p);
 }
 
+/* ---- buffers a worker makes ---- */
+
+/* Read a buffer out of m (a new reference), checking its range. */
+static pyproc_buf *read_buf(pyproc_msg *m, size_t want_off, size_t want_len)
+{
+    pyproc_buf *b = NULL;
+    size_t off = 0, len = 0;
+
+    assert_int_equal(pyproc_msg_type(m), PYPROC_BUF);
+    assert_int_equal(pyproc_msg_read(m, "B", &b, &off, &len), 0);
+    assert_non_null(b);
+    assert_int_equal(off, want_off);
+    assert_int_equal(len, want_len);
+    return b;
+}
+
+static void worker_buffers_come_back_by_reference(void **state)
+{
+    pyproc_pool *p = e2e_pool(1);
+    pyproc_msg *m = NULL;
+    pyproc_buf *b;
+    (void)state;
+
+    /* The buffer itself. */
+    assert_int_equal(pyproc_func(p, "t.buffers.make", &m, "ii", 3 * MIB, 0x5a), 0);
+    b = read_buf(m, 0, 3 * MIB);
+    pyproc_msg_free(m); /* the reference read is ours */
+    assert_int_equal(pyproc_buf_size(b), 3 * MIB);
+    for (size_t i = 0; i < 3 * MIB; i += 4093)
+        assert_int_equal(((unsigned char *)pyproc_buf_data(b))[i], 0x5a);
+    /* And it goes back to the worker like any other. */
+    assert_int_equal(call_int(p, 0, "t.buffers.total", "B", b, (size_t)0, (size_t)10), 10 * 0x5a);
+    pyproc_buf_free(b);
+
+    /* A numpy array over one: the range it covers. */
+    assert_int_equal(pyproc_func(p, "t.buffers.make_numpy", &m, "i", 100), 0);
+    b = read_buf(m, 40, 40);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(((uint32_t *)pyproc_buf_data(b))[10 + i], 10 + i);
+    pyproc_buf_free(b);
+    pyproc_msg_free(m);
+
+    /* A memoryview slice of one. */
+    assert_int_equal(pyproc_func(p, "t.buffers.make_view", &m, "i", 1000), 0);
+    b = read_buf(m, 100, 100);
+    assert_memory_equal((char *)pyproc_buf_data(b) + 100, "vvvv", 4);
+    pyproc_buf_free(b);
+    pyproc_msg_free(m);
+    pyproc_pool_free(p);
+}
+
+static void host_buffer_comes_back_as_itself(void **state)
+{
+    pyproc_pool *p = e2e_pool(1);
+    pyproc_buf *mine = new_buf(p, 8192), *back;
+    pyproc_msg *m = NULL;
+    (void)state;
+
+    assert_int_equal(pyproc_func(p, "t.buffers.same_view", &m, "B", mine, (size_t)4096, (size_t)16),
+                     0);
+    back = read_buf(m, 4096, 16);
+    pyproc_msg_free(m);
+    /* Another mapping of the same memory. */
+    ((char *)pyproc_buf_data(mine))[4096] = 'x';
+    assert_int_equal(((char *)pyproc_buf_data(back))[4096], 'x');
+    pyproc_buf_free(back);
+    pyproc_buf_free(mine);
+    pyproc_pool_free(p);
+}
+
+static void buffers_in_containers_and_streams(void **state)
+{
+    pyproc_pool *p = e2e_pool(1);
+    pyproc_msg *m = NULL, *k, *v, *item;
+    pyproc_buf *a, *b;
+    pyproc_call *s;
+    size_t off, len;
+    int five = 0, r, n = 0;
+    (void)state;
+
+    assert_int_equal(pyproc_func(p, "t.buffers.make_nested", &m, NULL), 0);
+    const char *ka, *kb;
+    assert_int_equal(pyproc_msg_read(m, "{sBs[Bi]}", &ka, &a, &off, &len, &kb, &b, &off, &len,
+                                     &five),
+                     0);
+    assert_int_equal(pyproc_buf_size(a), 10);
+    assert_int_equal(pyproc_buf_size(b), 20);
+    assert_int_equal(five, 5);
+    pyproc_buf_free(a);
+    pyproc_buf_free(b);
+    /* Parts of the message carry the buffers too, and outlive it. */
+    assert_int_equal(pyproc_msg_at(m, 1, &k, &v), 0);
+    pyproc_msg_free(m);
+    assert_int_equal(pyproc_msg_at(v, 0, &item, NULL), 0);
+    pyproc_msg_free(v);
+    pyproc_msg_free(k);
+    b = read_buf(item, 0, 20);
+    pyproc_msg_free(item);
+    pyproc_buf_free(b);
+
+    assert_int_equal(pyproc_gen(p, "t.buffers.gen_buffers", &s, "i", 300), 0);
+    while ((r = pyproc_next(s, &item)) == 1) {
+        b = read_buf(item, 0, 16);
+        assert_int_equal(((unsigned char *)pyproc_buf_data(b))[0], n % 256);
+        pyproc_buf_free(b);
+        pyproc_msg_free(item);
+        n++;
+    }
+    assert_int_equal(r, 0);
+    assert_int_equal(n, 300);
+    pyproc_call_free(s);
+    pyproc_pool_free(p);
+}
+
+static void what_cannot_be_shared_says_so(void **state)
+{
+    pyproc_pool *p = e2e_pool(1);
+    pyproc_msg *m = NULL;
+    int ok = 0;
+    (void)state;
+
+    assert_int_equal(pyproc_func(p, "t.buffers.too_many", &m, NULL), PYPROC_EREMOTE);
+    assert_non_null(strstr(pyproc_msg_error(m), "at most 64 shared buffers"));
+    pyproc_msg_free(m);
+    assert_int_equal(pyproc_func(p, "t.buffers.plain_numpy", &m, NULL), PYPROC_EREMOTE);
+    assert_non_null(strstr(pyproc_msg_error(m), "cannot send"));
+    pyproc_msg_free(m);
+    assert_int_equal(pyproc_func(p, "t.buffers.bad_sizes", &m, NULL), 0);
+    assert_int_equal(pyproc_msg_read(m, "b", &ok), 0);
+    assert_true(ok);
+    pyproc_msg_free(m);
+    /* A message that is not a buffer reads as one with -EBADMSG. */
+    pyproc_buf *b;
+    size_t off, len;
+    assert_int_equal(pyproc_msg_new(&m, "i", 1), 0);
+    assert_int_equal(pyproc_msg_read(m, "B", &b, &off, &len), -EBADMSG);
+    pyproc_msg_free(m);
+    pyproc_pool_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -228,6 +368,10 @@ int main(void)
         cmocka_unit_test(host_may_free_while_a_call_uses_it),
         cmocka_unit_test(mapping_lives_while_python_keeps_it),
         cmocka_unit_test(misuse_is_an_error),
+        cmocka_unit_test(worker_buffers_come_back_by_reference),
+        cmocka_unit_test(host_buffer_comes_back_as_itself),
+        cmocka_unit_test(buffers_in_containers_and_streams),
+        cmocka_unit_test(what_cannot_be_shared_says_so),
     };
     alarm(120);
     return cmocka_run_group_tests(tests, NULL, NULL);

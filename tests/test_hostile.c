@@ -35,6 +35,8 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <time.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "fake_worker.h"
@@ -245,8 +247,52 @@ static void ring_bell(void)
     }
 }
 
+/* Answer with a shared buffer the host must refuse: one not sealed
+ * against shrinking, one too small for the range named, or one never
+ * sent.  Then stay, so that only the host can end this worker. */
+static void bad_buffer(uint64_t id, const char *how)
+{
+    char payload[27] = {(char)0xc7, 24, 0x42};
+    int fd = memfd_create("pyproc-buffer", MFD_ALLOW_SEALING);
+    bool send = strcmp(how, "missing") != 0;
+    size_t size = strcmp(how, "small") == 0 ? 4 : 4096;
+
+    if (fd < 0 || ftruncate(fd, (off_t)size) < 0)
+        _exit(3);
+    if (strcmp(how, "unsealed") != 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0)
+        _exit(3);
+    payload[3 + 7] = 1;  /* token 1 */
+    payload[19 + 6] = 1; /* length 256 at offset 0 */
+    if (send) {
+        union {
+            char buf[CMSG_SPACE(sizeof(int))];
+            struct cmsghdr align;
+        } u;
+        unsigned char tok[8] = {0, 0, 0, 0, 0, 0, 0, 1};
+        struct iovec iov = {tok, sizeof tok};
+        struct msghdr mh = {.msg_iov = &iov,
+                            .msg_iovlen = 1,
+                            .msg_control = u.buf,
+                            .msg_controllen = sizeof u.buf};
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+        if (sendmsg(7, &mh, 0) < 0)
+            _exit(3);
+    }
+    fake_write(SHM_FRAME_RESULT, id, payload, sizeof payload);
+    for (;;) {
+        quit_if_closed();
+        usleep(1000);
+    }
+}
+
 static void misbehave(uint64_t id)
 {
+    if (strncmp(fake.mode, "buffer-", 7) == 0)
+        bad_buffer(id, fake.mode + 7);
     if (strcmp(fake.mode, "flip-yield") == 0)
         flip_yield(id);
     else if (strcmp(fake.mode, "flood-yield") == 0)
@@ -516,6 +562,32 @@ static void rung_doorbell_does_not_spin(void **state)
     waiting_does_not_spin("ring-bell");
 }
 
+/* A worker that answers with a buffer the host may not map is killed and
+ * its call fails.  (An unsealed one could be shrunk under the host's
+ * mapping, and reading it would then be SIGBUS.) */
+static void bad_buffers_condemn_the_worker(void **state)
+{
+    static const char *const modes[] = {"buffer-unsealed", "buffer-small", "buffer-missing"};
+    (void)state;
+
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        pyproc_pool *p = fake_pool(modes[i], 1, 0);
+        pyproc_msg *m = NULL;
+        int pid = fake_pid(p, 0);
+
+        alarm(30);
+        assert_int_equal(pyproc_func(p, modes[i], &m, NULL), PYPROC_EWORKER);
+        assert_non_null(strstr(pyproc_msg_error(m), "shared buffer"));
+        pyproc_msg_free(m);
+        /* Killed: its process is gone. */
+        for (int k = 0; k < 500 && kill(pid, 0) == 0; k++)
+            usleep(10 * 1000);
+        assert_int_equal(kill(pid, 0), -1);
+        pyproc_pool_free(p);
+        alarm(0);
+    }
+}
+
 int main(int argc, char **argv)
 {
     /* Started as a worker, never run the tests. */
@@ -523,6 +595,7 @@ int main(int argc, char **argv)
         return fake_worker(argc, argv);
 
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(bad_buffers_condemn_the_worker),
         cmocka_unit_test(rewritten_items_are_read_safely),
         cmocka_unit_test(credit_is_enforced),
         cmocka_unit_test(death_reported_during_reply_flood),

@@ -23,6 +23,19 @@ import _pyproc
 index = _pyproc.index
 pool = _pyproc.pool
 
+SharedMapping = _pyproc.SharedMapping
+
+
+def buffer(nbytes):
+    """A new zero-filled shared buffer of nbytes.
+
+    It exports its memory with the buffer protocol (memoryview(b),
+    numpy.frombuffer(b, dtype)).  Returned to the host, it, a memoryview of
+    it, or any object whose memory lies inside it (a numpy array over it)
+    travels as a reference to the buffer, not as bytes.
+    """
+    return _pyproc.buffer(nbytes)
+
 _ENOENT = 2
 _ETIMEDOUT = 110
 _ECANCELED = 125

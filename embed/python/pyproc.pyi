@@ -27,6 +27,17 @@ class Hub(SimpleNamespace):
 #: This worker's hub.
 hub: Hub
 
+class SharedMapping:
+    """A shared buffer mapped into this worker.  It exports its memory with
+    the buffer protocol: ``memoryview(b)``, ``numpy.frombuffer(b, dtype)``."""
+
+def buffer(nbytes: int) -> SharedMapping:
+    """A new zero-filled shared buffer of ``nbytes``.  Returned to the host,
+    it, a memoryview of it, or any object whose memory lies inside it (a
+    numpy array over it) travels as a reference, not as bytes; the host
+    reads it with format code ``B``.  A ``B`` argument arrives as a
+    writable ``memoryview`` over such a mapping."""
+
 async def ret(payload: Any) -> Any:
     """Send ``payload`` to the host's callback (``pyproc_opts.callback``)
     and return its answer.  Raises CallbackError when the host has no

@@ -64,3 +64,71 @@ def two(a, b):
 
 def nested(items):
     return [bytes(v[:1]) for v in items["views"]]
+
+
+def make(n, value):
+    import pyproc
+
+    b = pyproc.buffer(n)
+    memoryview(b)[:] = bytes([value]) * n
+    return b
+
+
+def make_numpy(n):
+    import numpy
+    import pyproc
+
+    a = numpy.frombuffer(pyproc.buffer(4 * n), dtype=numpy.uint32)
+    a[:] = numpy.arange(n, dtype=numpy.uint32)
+    return a[10:20]
+
+
+def make_view(n):
+    import pyproc
+
+    v = memoryview(pyproc.buffer(n))[100:200]
+    v[:] = b"v" * 100
+    return v
+
+
+def same_view(view):
+    return view
+
+
+def make_nested():
+    import pyproc
+
+    return {"a": pyproc.buffer(10), "b": [pyproc.buffer(20), 5]}
+
+
+def gen_buffers(k):
+    import pyproc
+
+    for i in range(k):
+        b = pyproc.buffer(16)
+        memoryview(b)[0] = i % 256
+        yield b
+
+
+def too_many():
+    import pyproc
+
+    return [pyproc.buffer(1) for _ in range(65)]
+
+
+def plain_numpy():
+    import numpy
+
+    return numpy.zeros(4)
+
+
+def bad_sizes():
+    import pyproc
+
+    for n in (0, -1):
+        try:
+            pyproc.buffer(n)
+        except ValueError:
+            continue
+        return False
+    return True
