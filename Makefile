@@ -318,10 +318,10 @@ $(FUZZ_B)/fuzz_unpack: fuzz/fuzz_unpack.c embed/convert.c embed/convert.h shm/bu
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(PY_CFLAGS) -o $@ fuzz/fuzz_unpack.c embed/convert.c shm/buf.c \
 		$(PY_LIBS) -lm
 
-$(FUZZ_B)/fuzz_format: fuzz/fuzz_format.c host/fmt.c host/fmt.h host/msg.c host/msg.h shm/buf.c \
+$(FUZZ_B)/fuzz_format: fuzz/fuzz_format.c host/fmt.c host/fmt.h host/msg.c host/msg.h host/shared.c host/shared.h shm/buf.c \
 		shm/mpvalid.c shm/mpvalid.h
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_format.c host/fmt.c host/msg.c shm/buf.c shm/mpvalid.c
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_format.c host/fmt.c host/msg.c host/shared.c shm/buf.c shm/mpvalid.c
 
 fuzz: $(FUZZERS)
 	@for t in $(notdir $(FUZZERS)); do \
