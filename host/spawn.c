@@ -139,6 +139,8 @@ static void build_argv(pyproc_pool *p, struct pp_worker *w, struct worker_argv *
     }
     if (p->no_new_privs)
         v[n++] = "--no-new-privs";
+    if (p->venv)
+        v[n++] = "--venv", v[n++] = p->venv;
     v[n] = NULL;
 }
 
