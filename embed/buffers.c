@@ -39,10 +39,25 @@
 
 static int sock = -1;
 static struct {
-    uint64_t token;
+    uint64_t token, buf_id;
     int fd;
 } pending[PENDING_MAX];
 static int npending;
+
+/*
+ * The host's buffers this worker has mapped, kept mapped across calls (a
+ * buffer passed again costs neither a mapping nor page faults) until the
+ * host frees it (FORGET) or, should that note be lost, until CACHE_MAX
+ * newer ones push the least recently used out.  Each call still brings
+ * its fd, so a mapping dropped here is simply made again.
+ */
+#define CACHE_MAX 64
+static struct {
+    uint64_t buf_id, used;
+    PyObject *mapping; /* a Mapping, one reference */
+} cache[CACHE_MAX];
+static int ncache;
+static uint64_t cache_clock;
 
 /* ---- the mapping object ---- */
 
@@ -120,8 +135,8 @@ static int receive_one(void)
         char buf[CMSG_SPACE(sizeof(int))];
         struct cmsghdr align;
     } u;
-    unsigned char tok[8];
-    struct iovec iov = {tok, sizeof tok};
+    unsigned char body[16];
+    struct iovec iov = {body, sizeof body};
     struct msghdr mh = {.msg_iov = &iov,
                         .msg_iovlen = 1,
                         .msg_control = u.buf,
@@ -137,7 +152,7 @@ static int receive_one(void)
     struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
     if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
         memcpy(&fd, CMSG_DATA(cm), sizeof fd);
-    if (n != sizeof tok || fd < 0) { /* not what the host sends */
+    if (n != sizeof body || fd < 0) { /* not what the host sends */
         if (fd >= 0)
             close(fd);
         return 0;
@@ -147,21 +162,26 @@ static int receive_one(void)
         memmove(pending, pending + 1, (PENDING_MAX - 1) * sizeof pending[0]);
         npending--;
     }
-    uint64_t token = 0;
-    for (int i = 0; i < 8; i++)
-        token = token << 8 | tok[i];
+    uint64_t token = 0, buf_id = 0;
+    for (int i = 0; i < 8; i++) {
+        token = token << 8 | body[i];
+        buf_id = buf_id << 8 | body[8 + i];
+    }
     pending[npending].token = token;
+    pending[npending].buf_id = buf_id;
     pending[npending++].fd = fd;
     return 0;
 }
 
-/* The fd sent with token, taken out of the table; -1 if it never came. */
-static int take_fd(uint64_t token)
+/* The fd sent with token, and its buffer's number, taken out of the
+ * table; -1 if it never came. */
+static int take_fd(uint64_t token, uint64_t *buf_id)
 {
     for (;;) {
         for (int i = 0; i < npending; i++) {
             if (pending[i].token == token) {
                 int fd = pending[i].fd;
+                *buf_id = pending[i].buf_id;
                 pending[i] = pending[--npending];
                 return fd;
             }
@@ -222,17 +242,66 @@ static PyObject *view_range(PyObject *view, uint64_t off, uint64_t len)
     return ret;
 }
 
+/* The kept mapping of buf_id, a new reference; NULL if none. */
+static PyObject *cache_get(uint64_t buf_id)
+{
+    for (int i = 0; i < ncache; i++) {
+        if (cache[i].buf_id == buf_id) {
+            cache[i].used = ++cache_clock;
+            return Py_NewRef(cache[i].mapping);
+        }
+    }
+    return NULL;
+}
+
+static void cache_put(uint64_t buf_id, PyObject *mapping)
+{
+    int slot = ncache;
+
+    if (ncache == CACHE_MAX) { /* the least recently used goes */
+        slot = 0;
+        for (int i = 1; i < ncache; i++)
+            if (cache[i].used < cache[slot].used)
+                slot = i;
+        Py_DECREF(cache[slot].mapping);
+    } else {
+        ncache++;
+    }
+    cache[slot].buf_id = buf_id;
+    cache[slot].used = ++cache_clock;
+    cache[slot].mapping = Py_NewRef(mapping);
+}
+
+void worker_buffers_forget(uint64_t buf_id)
+{
+    for (int i = 0; i < ncache; i++) {
+        if (cache[i].buf_id == buf_id) {
+            PyObject *m = cache[i].mapping;
+            cache[i] = cache[--ncache];
+            Py_DECREF(m);
+            return;
+        }
+    }
+}
+
 static PyObject *buffer_argument(uint64_t token, uint64_t off, uint64_t len)
 {
     PyObject *whole, *view, *ret;
-    int fd = take_fd(token);
+    uint64_t buf_id = 0;
+    int fd = take_fd(token, &buf_id);
 
     if (fd < 0)
         return PyErr_Format(PyExc_RuntimeError, "shared buffer %llu was not received",
                             (unsigned long long)token);
-    whole = map_whole(fd);
-    if (!whole)
-        return NULL;
+    whole = cache_get(buf_id);
+    if (whole) {
+        close(fd); /* mapped already */
+    } else {
+        whole = map_whole(fd);
+        if (!whole)
+            return NULL;
+        cache_put(buf_id, whole);
+    }
     if (off > ((Mapping *)whole)->size || len > ((Mapping *)whole)->size - off) {
         Py_DECREF(whole);
         return PyErr_Format(PyExc_ValueError, "range outside the shared buffer");

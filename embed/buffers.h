@@ -12,6 +12,10 @@
  * a negative errno. */
 int worker_buffers_init(int fd);
 
+/* The host freed shared buffer buf_id: drop the mapping kept for it (it
+ * goes once Python code no longer uses it either). */
+void worker_buffers_forget(uint64_t buf_id);
+
 /* Add buffer() to the _pyproc module. */
 int worker_buffers_register(PyObject *module);
 

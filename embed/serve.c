@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "convert.h"
+#include "buffers.h"
 #include "worker.h"
 #include "../shm/mpvalid.h"
 
@@ -286,6 +287,15 @@ static void serve_shutdown(void)
     the_worker.shutdown = true;
 }
 
+/* A shared buffer the host has let go of: drop our kept mapping of it. */
+static void serve_forget(const char *p, const char *end)
+{
+    const char *q = p;
+
+    if (p < end && mp_typeof(*p) == MP_UINT && mp_check(&q, end) == 0)
+        worker_buffers_forget(mp_decode_uint(&p));
+}
+
 static void serve_one(const struct shm_msg *m)
 {
     const char *p = (const char *)m->payload, *end = p + m->len;
@@ -314,6 +324,9 @@ static void serve_one(const struct shm_msg *m)
         break;
     case SHM_FRAME_SHUTDOWN:
         serve_shutdown();
+        break;
+    case SHM_FRAME_FORGET:
+        serve_forget(p, end);
         break;
     default:
         reply_error_text(m->id, ENOSYS, "NotImplementedError",

@@ -10,5 +10,5 @@ PYPROC_EXPORT int pyproc_buf_new(pyproc_pool *p, size_t size, pyproc_buf **ret)
 {
     int err = pyproc__pool_check(p);
 
-    return err < 0 ? err : pyproc__buf_create(size, ret);
+    return err < 0 ? err : pyproc__buf_create(p->id, size, ret);
 }

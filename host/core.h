@@ -356,7 +356,7 @@ struct pp_worker {
 };
 
 /*
- * A pool.  Constant after pyproc_pool_new() returns: name, owner_pid,
+ * A pool.  Constant after pyproc_pool_new() returns: name, id, owner_pid,
  * fork_gen, the options, the counters' array bar its growth.  Guarded by
  * lock: nworkers and workers (the slots), which grow only in
  * pyproc_add_proc() and change otherwise only when a respawn places a
@@ -375,6 +375,8 @@ struct pp_service_ops;
 
 struct pyproc_pool {
     char *name;
+    uint64_t id;                   /* unique in the process: its buffers name it */
+    struct pyproc_pool *next_pool; /* in the list of pools (pool.c) */
     pid_t owner_pid;
     unsigned fork_gen;
     int nworkers;

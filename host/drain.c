@@ -98,7 +98,7 @@ static int take_buffer(void *ctx, uint64_t token, uint64_t off, uint64_t len, py
 
     if (err < 0)
         return -EBADFD;
-    err = pyproc__buf_adopt(fd, off, len, ret);
+    err = pyproc__buf_adopt(((struct pp_worker *)ctx)->pool->id, fd, off, len, ret);
     if (err < 0)
         close(fd);
     return err == -ENOMEM ? err : err < 0 ? -EBADFD : 0;

@@ -305,8 +305,10 @@ static int put_buffer(struct shm_buf *b, struct pyproc__attach *att, pyproc_buf 
     int err = 0;
     char *w;
 
-    if (!att || !buf || off > buf->size || len > buf->size - off)
+    if (!att || !buf || !pyproc__buf_alive(buf) || buf->pool_id != att->pool_id)
         return -EINVAL;
+    if (off > buf->size || len > buf->size - off)
+        return -ERANGE;
     if (att->n == PYPROC__MAX_ATTACH)
         return -E2BIG;
     w = shm_buf_reserve(b, 3 + PYPROC__EXT_BUF_LEN, &err);

@@ -17,6 +17,7 @@
 #include "fmt.h"
 #include "msg.h"
 #include "chan.h"
+#include "wire.h"
 #include "service.h"
 #include "stats.h"
 #include "drain.h"
@@ -213,10 +214,68 @@ static int apply_opts(pyproc_pool *p, const pyproc_opts *o)
     return apply_process_opts(p, o);
 }
 
+/* ---- the pools of this process, for their shared buffers ---- */
+
+/*
+ * A buffer knows its pool by number, not by address, since it may outlive
+ * it; the last pyproc_buf_free() of one finds the pool here, if it still
+ * lives, and tells its workers to unmap the buffer.  pools_lock comes
+ * before pool->lock (forget() takes both); pools come and go under it.
+ */
+static pthread_mutex_t pools_lock = PTHREAD_MUTEX_INITIALIZER;
+static pyproc_pool *pools;
+
+/* Each worker that may have mapped buffer buf_id drops its mapping.  A
+ * FORGET that finds a full ring is not sent: that worker keeps the
+ * mapping until it needs the room (it keeps a bounded number). */
+static void forget(uint64_t pool_id, uint64_t buf_id)
+{
+    char note[PYPROC__WIRE_SMALL];
+    size_t n = pyproc__wire_forget(note, buf_id);
+    struct pp_worker *w;
+
+    pthread_mutex_lock(&pools_lock);
+    for (pyproc_pool *p = pools; p; p = p->next_pool) {
+        if (p->id != pool_id)
+            continue;
+        for (int i = 0; (w = pyproc__pick_worker(p, i)); i++) {
+            pyproc__send_try(w, SHM_FRAME_FORGET, 0, note, n);
+            pyproc__worker_unref(w);
+        }
+    }
+    pthread_mutex_unlock(&pools_lock);
+}
+
+static void pools_add(pyproc_pool *p)
+{
+    static uint64_t next_id = 1;
+
+    pthread_mutex_lock(&pools_lock);
+    if (!pools && next_id == 1)
+        pyproc__buf_set_forget(forget);
+    p->id = next_id++;
+    p->next_pool = pools;
+    pools = p;
+    pthread_mutex_unlock(&pools_lock);
+}
+
+static void pools_remove(pyproc_pool *p)
+{
+    pthread_mutex_lock(&pools_lock);
+    for (pyproc_pool **q = &pools; *q; q = &(*q)->next_pool) {
+        if (*q == p) {
+            *q = p->next_pool;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&pools_lock);
+}
+
 /* ---- start and stop ---- */
 
 static void pool_destroy(pyproc_pool *p)
 {
+    pools_remove(p);
     pyproc__respawn_wait(p);
     if (p->service_running)
         pyproc__workers_stop(p);
@@ -318,6 +377,7 @@ PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name, const pyp
     pthread_mutex_lock(&p->lock);
     p->closing = false;
     pthread_mutex_unlock(&p->lock);
+    pools_add(p); /* whole now: its buffers may find it */
     *ret = p;
     return 0;
 }

@@ -398,23 +398,27 @@ bool pyproc__outbox_retry(struct pp_worker *w)
 
 /* ---- buffers' fds ---- */
 
-/* One fd and the token that names it: a datagram of the worker's socket. */
-static int send_fd(int sock, uint64_t token, int fd)
+/* One fd with the token that names it in the call and the buffer's
+ * number, under which the worker keeps its mapping: a datagram of the
+ * worker's socket. */
+static int send_fd(int sock, uint64_t token, uint64_t buf_id, int fd)
 {
     union {
         char buf[CMSG_SPACE(sizeof(int))];
         struct cmsghdr align;
     } u;
-    unsigned char tok[8];
-    struct iovec iov = {tok, sizeof tok};
+    unsigned char body[16];
+    struct iovec iov = {body, sizeof body};
     struct msghdr mh = {.msg_iov = &iov,
                         .msg_iovlen = 1,
                         .msg_control = u.buf,
                         .msg_controllen = sizeof u.buf};
     struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
 
-    for (int i = 0; i < 8; i++)
-        tok[i] = (unsigned char)(token >> (56 - 8 * i));
+    for (int i = 0; i < 8; i++) {
+        body[i] = (unsigned char)(token >> (56 - 8 * i));
+        body[8 + i] = (unsigned char)(buf_id >> (56 - 8 * i));
+    }
     cm->cmsg_level = SOL_SOCKET;
     cm->cmsg_type = SCM_RIGHTS;
     cm->cmsg_len = CMSG_LEN(sizeof(int));
@@ -430,7 +434,7 @@ static int send_fd(int sock, uint64_t token, int fd)
 int pyproc__send_buffers(struct pp_worker *w, const struct pyproc__attach *att)
 {
     for (int i = 0; i < att->n; i++) {
-        int err = send_fd(w->fd_sock, att->token[i], att->buf[i]->fd);
+        int err = send_fd(w->fd_sock, att->token[i], att->buf[i]->id, att->buf[i]->fd);
         if (err < 0)
             return err == -EWOULDBLOCK ? -EAGAIN : err;
     }

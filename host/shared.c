@@ -8,9 +8,65 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
 #include "shared.h"
 
-uint64_t pyproc__buf_token(void)
+/*
+ * Every live buffer, hashed by address, so that a call naming a buffer
+ * that was freed (or never made) is refused rather than followed.  One
+ * lock for all: taken once per buffer made, freed, or passed.
+ */
+#define LIVE_BUCKETS 1024
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static pyproc_buf *live[LIVE_BUCKETS];
+
+static size_t bucket(const pyproc_buf *b)
+{
+    return ((uintptr_t)b >> 4) % LIVE_BUCKETS;
+}
+
+static void live_add(pyproc_buf *b)
+{
+    pthread_mutex_lock(&live_lock);
+    b->next_live = live[bucket(b)];
+    live[bucket(b)] = b;
+    pthread_mutex_unlock(&live_lock);
+}
+
+static void live_remove(pyproc_buf *b)
+{
+    pthread_mutex_lock(&live_lock);
+    for (pyproc_buf **p = &live[bucket(b)]; *p; p = &(*p)->next_live) {
+        if (*p == b) {
+            *p = b->next_live;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&live_lock);
+}
+
+bool pyproc__buf_alive(const pyproc_buf *b)
+{
+    bool found = false;
+
+    pthread_mutex_lock(&live_lock);
+    for (const pyproc_buf *q = live[bucket(b)]; q && !found; q = q->next_live)
+        found = q == b;
+    pthread_mutex_unlock(&live_lock);
+    return found;
+}
+
+/* Set once, before any buffer exists (the first pyproc_pool_new()). */
+static void (*_Atomic forget_fn)(uint64_t pool_id, uint64_t buf_id);
+
+void pyproc__buf_set_forget(void (*forget)(uint64_t pool_id, uint64_t buf_id))
+{
+    /* Release: pairs with the acquire load in pyproc_buf_free(). */
+    atomic_store_explicit(&forget_fn, forget, memory_order_release);
+}
+
+static uint64_t next_id(void)
 {
     static _Atomic uint64_t next = 1;
 
@@ -18,7 +74,12 @@ uint64_t pyproc__buf_token(void)
     return atomic_fetch_add_explicit(&next, 1, memory_order_relaxed);
 }
 
-int pyproc__buf_create(size_t size, pyproc_buf **ret)
+uint64_t pyproc__buf_token(void)
+{
+    return next_id();
+}
+
+int pyproc__buf_create(uint64_t pool_id, size_t size, pyproc_buf **ret)
 {
     pyproc_buf *b;
     int err;
@@ -40,7 +101,10 @@ int pyproc__buf_create(size_t size, pyproc_buf **ret)
     if (b->data == MAP_FAILED)
         goto fail;
     b->size = size;
+    b->id = next_id();
+    b->pool_id = pool_id;
     atomic_init(&b->refs, 1);
+    live_add(b);
     *ret = b;
     return 0;
 fail:
@@ -51,7 +115,7 @@ fail:
     return err;
 }
 
-int pyproc__buf_adopt(int fd, uint64_t off, uint64_t len, pyproc_buf **ret)
+int pyproc__buf_adopt(uint64_t pool_id, int fd, uint64_t off, uint64_t len, pyproc_buf **ret)
 {
     struct stat st;
     pyproc_buf *b;
@@ -73,7 +137,10 @@ int pyproc__buf_adopt(int fd, uint64_t off, uint64_t len, pyproc_buf **ret)
     }
     b->fd = fd;
     b->size = (size_t)st.st_size;
+    b->id = next_id();
+    b->pool_id = pool_id;
     atomic_init(&b->refs, 1);
+    live_add(b);
     *ret = b;
     return 0;
 }
@@ -95,8 +162,16 @@ PYPROC_EXPORT size_t pyproc_buf_size(pyproc_buf *b)
 
 PYPROC_EXPORT void pyproc_buf_free(pyproc_buf *b)
 {
+    void (*forget)(uint64_t, uint64_t);
+
     if (!b || atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
         return;
+    live_remove(b);
+    /* Workers that mapped it keep the mapping for the next call that
+     * passes it, until told it is gone. */
+    forget = atomic_load_explicit(&forget_fn, memory_order_acquire);
+    if (forget)
+        forget(b->pool_id, b->id);
     munmap(b->data, b->size);
     close(b->fd);
     free(b);

@@ -18,6 +18,7 @@
 #define PYPROC_HOST_SHARED_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +33,10 @@ struct pyproc_buf {
     int fd;
     void *data;
     size_t size;
+    /* Constant: this buffer's number (workers keep their mapping of it
+     * under it until told to forget it), and its pool's. */
+    uint64_t id, pool_id;
+    struct pyproc_buf *next_live; /* in the live set, under its lock */
 };
 
 /* The most buffers one call may pass. */
@@ -40,6 +45,7 @@ struct pyproc_buf {
 /* The buffers an encoded call passes, each with the token that names it
  * in the frame. */
 struct pyproc__attach {
+    uint64_t pool_id; /* the pool of the call: its buffers must be its own */
     int n;
     pyproc_buf *buf[PYPROC__MAX_ATTACH];
     uint64_t token[PYPROC__MAX_ATTACH];
@@ -50,16 +56,25 @@ struct pyproc__attach {
 #define PYPROC__EXT_BUF 0x42
 #define PYPROC__EXT_BUF_LEN 24
 
-/* A new sealed buffer of size bytes, one reference; -EINVAL, -ENOMEM, or
- * an errno of memfd_create(), ftruncate() or mmap(). */
-int pyproc__buf_create(size_t size, pyproc_buf **ret);
+/* A new sealed buffer of size bytes for pool pool_id, one reference;
+ * -EINVAL, -ENOMEM, or an errno of memfd_create(), ftruncate() or mmap(). */
+int pyproc__buf_create(uint64_t pool_id, size_t size, pyproc_buf **ret);
+/* Whether b is a buffer that lives (not freed, not made up): its address
+ * is compared, never followed. */
+bool pyproc__buf_alive(const pyproc_buf *b);
+/*
+ * Who tells a pool's workers that a buffer is gone, so that they drop
+ * their mapping of it: set once by the first pool (pool.c), called by the
+ * last pyproc_buf_free() with the buffer's pool and number.
+ */
+void pyproc__buf_set_forget(void (*forget)(uint64_t pool_id, uint64_t buf_id));
 /*
  * A buffer a worker made, from the fd it sent (taken over on success),
  * checked before it is mapped: sealed against shrinking, and holding the
  * range [off, off + len).  -EBADF when it is not, -ENOMEM, or mmap()'s
  * errno.
  */
-int pyproc__buf_adopt(int fd, uint64_t off, uint64_t len, pyproc_buf **ret);
+int pyproc__buf_adopt(uint64_t pool_id, int fd, uint64_t off, uint64_t len, pyproc_buf **ret);
 /* One more reference to b. */
 void pyproc__buf_ref(pyproc_buf *b);
 /* A token no other send of this process has used. */

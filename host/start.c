@@ -194,6 +194,7 @@ int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *f
     va_copy(va.ap, ap);
     pyproc__args_va(&args, &va);
     if (att) {
+        call_attach.pool_id = p->id;
         call_attach.n = 0;
         args.attach = *att = &call_attach;
     }

@@ -17,6 +17,11 @@ size_t pyproc__wire_credit(char out[PYPROC__WIRE_SMALL], uint32_t items)
     return (size_t)(mp_encode_uint(out, items) - out);
 }
 
+size_t pyproc__wire_forget(char out[PYPROC__WIRE_SMALL], uint64_t buf_id)
+{
+    return (size_t)(mp_encode_uint(out, buf_id) - out);
+}
+
 static int put_str(struct shm_buf *b, const char *s)
 {
     size_t n = strlen(s);

@@ -27,6 +27,8 @@ size_t pyproc__wire_nil(char out[PYPROC__WIRE_SMALL]);
 
 /* CREDIT: the reader took `items` more stream items.  Returns the length. */
 size_t pyproc__wire_credit(char out[PYPROC__WIRE_SMALL], uint32_t items);
+/* FORGET: the number of a shared buffer that is gone. */
+size_t pyproc__wire_forget(char out[PYPROC__WIRE_SMALL], uint64_t buf_id);
 
 /*
  * CALLBACK_REPLY [true, value] when rc is 0 (value NULL: nil), else

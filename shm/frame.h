@@ -22,6 +22,7 @@ enum shm_frame_type {
     SHM_FRAME_SHUTDOWN,       /* nil                                     */
     SHM_FRAME_CREDIT,         /* n: the host read n more stream items    */
     SHM_FRAME_ADD_NATIVE,     /* [name, library, [[func, sig]...] or nil] */
+    SHM_FRAME_FORGET,         /* n: shared buffer n is gone, unmap it     */
 
     /* worker to host */
     SHM_FRAME_READY = 32, /* pid                                     */
@@ -61,7 +62,7 @@ struct shm_frame_header {
 /* True for the types that a host may send, false for anything else. */
 static inline int shm_frame_type_to_worker(unsigned type)
 {
-    return type >= SHM_FRAME_CALL && type <= SHM_FRAME_ADD_NATIVE;
+    return type >= SHM_FRAME_CALL && type <= SHM_FRAME_FORGET;
 }
 
 /* True for the types that a worker may send. */

@@ -6,6 +6,7 @@
  * uses the buffer; the worker's mapping goes when its last Python user
  * does; bad ranges and places where buffers cannot go are errors.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdint.h>
@@ -195,11 +196,21 @@ static void misuse_is_an_error(void **state)
     assert_int_equal(pyproc_buf_new(NULL, 10, &z), -EINVAL);
     /* Ranges past the end. */
     assert_int_equal(pyproc_func(p, "t.buffers.total", &m, "B", b, (size_t)4096, (size_t)1),
-                     -EINVAL);
+                     -ERANGE);
     assert_int_equal(pyproc_func(p, "t.buffers.total", &m, "B", b, (size_t)1, (size_t)4096),
-                     -EINVAL);
-    assert_int_equal(pyproc_func(p, "t.buffers.total", &m, "B", b, SIZE_MAX, (size_t)2), -EINVAL);
+                     -ERANGE);
+    assert_int_equal(pyproc_func(p, "t.buffers.total", &m, "B", b, SIZE_MAX, (size_t)2), -ERANGE);
     assert_int_equal(pyproc_func(p, "t.buffers.total", &m, "B", NULL, (size_t)0, (size_t)1),
+                     -EINVAL);
+    /* Another pool's buffer, and one freed: refused, not followed. */
+    pyproc_pool *other = e2e_pool(1);
+    pyproc_buf *theirs = new_buf(other, 4096), *gone = new_buf(p, 4096);
+    assert_int_equal(pyproc_func(p, "t.buffers.total", &m, "B", theirs, (size_t)0, (size_t)1),
+                     -EINVAL);
+    pyproc_buf_free(theirs);
+    pyproc_pool_free(other);
+    pyproc_buf_free(gone);
+    assert_int_equal(pyproc_func(p, "t.buffers.total", &m, "B", gone, (size_t)0, (size_t)1),
                      -EINVAL);
     /* Where buffers cannot go. */
     assert_int_equal(pyproc_pub(p, "t.buffers.total", &rets, "B", b, (size_t)0, (size_t)1),
@@ -216,6 +227,112 @@ static void misuse_is_an_error(void **state)
     assert_int_equal(call_int(p, 0, "t.buffers.total", "B", b, (size_t)4096, (size_t)0), 0);
     pyproc_buf_free(b);
     pyproc_buf_free(NULL);
+    pyproc_pool_free(p);
+}
+
+static void a_buffer_passed_again_stays_mapped(void **state)
+{
+    pyproc_pool *p = e2e_pool(1);
+    pyproc_buf *b = new_buf(p, 4 * MIB);
+    (void)state;
+
+    int64_t first = call_int(p, 0, "t.buffers.mapping_id", "B", b, (size_t)0, (size_t)10);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(call_int(p, 0, "t.buffers.mapping_id", "B", b, (size_t)i, (size_t)10),
+                         first);
+    assert_int_equal(e2e_int(p, "t.buffers.mapped_buffers"), 1);
+    /* Freed by the host: the worker lets go of it too. */
+    pyproc_buf_free(b);
+    int n = 1;
+    for (int i = 0; i < 200 && (n = (int)e2e_int(p, "t.buffers.mapped_buffers")) != 0; i++)
+        usleep(5000);
+    assert_int_equal(n, 0);
+    pyproc_pool_free(p);
+}
+
+static int count_fds(int pid)
+{
+    char path[64];
+    int n = 0;
+
+    snprintf(path, sizeof path, "/proc/%d/fd", pid);
+    DIR *d = opendir(path);
+    assert_non_null(d);
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+static int count_buffer_maps(int pid)
+{
+    char path[64], line[512];
+    int n = 0;
+
+    snprintf(path, sizeof path, "/proc/%d/maps", pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, "pyproc-buffer") != NULL;
+    fclose(f);
+    return n;
+}
+
+/* Ten thousand buffers made and freed, both ways: every fd and mapping
+ * goes, in the host and in the worker. */
+static void nothing_leaks(void **state)
+{
+    pyproc_pool *p = e2e_pool(1);
+    int pid = e2e_pid_of(p, 0);
+    pyproc_msg *m = NULL;
+    (void)state;
+
+    /* One of each first, so that lazily made things exist already. */
+    pyproc_buf *warm = new_buf(p, 4096);
+    assert_int_equal(call_int(p, 0, "t.buffers.total", "B", warm, (size_t)0, (size_t)1), 0);
+    pyproc_buf_free(warm);
+    assert_int_equal(e2e_int(p, "t.buffers.mapped_buffers"), 0);
+    int host_fds = count_fds(getpid()), worker_fds = count_fds(pid);
+
+    for (int i = 0; i < 10000; i++) {
+        pyproc_buf *b = new_buf(p, 64 * 1024), *back;
+        size_t off, len;
+        ((unsigned char *)pyproc_buf_data(b))[0] = (unsigned char)i;
+        assert_int_equal(call_int(p, 0, "t.buffers.total", "B", b, (size_t)0, (size_t)1), i % 256);
+        pyproc_buf_free(b);
+        if (i % 10 == 0) {
+            assert_int_equal(pyproc_func(p, "t.buffers.make", &m, "ii", 4096, 1), 0);
+            assert_int_equal(pyproc_msg_read(m, "B", &back, &off, &len), 0);
+            pyproc_msg_free(m);
+            pyproc_buf_free(back);
+        }
+    }
+    assert_int_equal(e2e_int(p, "t.buffers.mapped_buffers"), 0);
+    assert_int_equal(count_fds(getpid()), host_fds);
+    assert_int_equal(count_fds(pid), worker_fds);
+    assert_int_equal(count_buffer_maps(getpid()), 0);
+    assert_int_equal(count_buffer_maps(pid), 0);
+    pyproc_pool_free(p);
+}
+
+static void worker_killed_while_it_holds_a_view(void **state)
+{
+    pyproc_pool *p = e2e_pool(1);
+    pyproc_buf *b = new_buf(p, MIB);
+    int pid = e2e_pid_of(p, 0);
+    (void)state;
+
+    memcpy(pyproc_buf_data(b), "live", 4);
+    assert_int_equal(call_int(p, 0, "t.buffers.keep", "B", b, (size_t)0, (size_t)MIB), 1);
+    kill(pid, SIGKILL);
+    assert_true(e2e_wait_respawned(p, 0, pid) > 0);
+    /* The host's memory is untouched, and the new worker takes it. */
+    assert_memory_equal(pyproc_buf_data(b), "live", 4);
+    assert_int_equal(call_int(p, 0, "t.buffers.fill", "B|sI", b, (size_t)0, (size_t)2, "value",
+                              (int64_t)'L'),
+                     2);
+    assert_memory_equal(pyproc_buf_data(b), "LLve", 4);
+    pyproc_buf_free(b);
     pyproc_pool_free(p);
 }
 
@@ -368,6 +485,9 @@ int main(void)
         cmocka_unit_test(host_may_free_while_a_call_uses_it),
         cmocka_unit_test(mapping_lives_while_python_keeps_it),
         cmocka_unit_test(misuse_is_an_error),
+        cmocka_unit_test(a_buffer_passed_again_stays_mapped),
+        cmocka_unit_test(nothing_leaks),
+        cmocka_unit_test(worker_killed_while_it_holds_a_view),
         cmocka_unit_test(worker_buffers_come_back_by_reference),
         cmocka_unit_test(host_buffer_comes_back_as_itself),
         cmocka_unit_test(buffers_in_containers_and_streams),

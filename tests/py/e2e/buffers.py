@@ -132,3 +132,7 @@ def bad_sizes():
             continue
         return False
     return True
+
+
+def mapping_id(view):
+    return id(view.obj)
