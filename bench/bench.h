@@ -111,6 +111,8 @@ int bench_startup(void);
 int bench_idle_cpu(void);
 int bench_python(void);
 int bench_popproc(void);
+int bench_large(void);
+int bench_large_python(void);
 
 /* ---- pools.c: helpers for the steps that use pyproc ---- */
 

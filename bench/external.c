@@ -294,3 +294,11 @@ int bench_popproc(void)
         "per call");
     return bench_script("popproc.py", timeout_s[bench.level]);
 }
+
+int bench_large_python(void)
+{
+    static const double timeout_s[] = {240, 30, 600};
+
+    bench_section("Python baselines for large data (" PYTHON ")");
+    return bench_script("large.py", timeout_s[bench.level]);
+}

@@ -58,10 +58,12 @@ static const struct step {
     {"gen", "pyproc", bench_gen},
     {"echo", "pyproc", bench_echo},
     {"hand", "pyproc", bench_hand},
+    {"large", "pyproc", bench_large},
     {"startup", "pyproc", bench_startup},
     {"idle-pool", "pyproc", bench_idle_cpu},
     {"python", NULL, bench_python},
     {"popproc", NULL, bench_popproc},
+    {"large-py", NULL, bench_large_python},
 };
 
 static bool step_chosen(const char *only, const char *name)
