@@ -108,8 +108,12 @@ int bench_gen(void);
 int bench_echo(void);
 int bench_startup(void);
 int bench_idle_cpu(void);
+int bench_cpu(void);
 int bench_python(void);
 int bench_popproc(void);
+/* The rows of bench/baselines.py named in `only` (comma-separated keys),
+ * added to this run's report. */
+int bench_baseline_rows(const char *only);
 
 /* ---- pools.c: helpers for the steps that use pyproc ---- */
 
