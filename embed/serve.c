@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "convert.h"
+#include "refcache.h"
 #include "worker.h"
 #include "../shm/mpvalid.h"
 
@@ -24,11 +25,14 @@ struct hub_funcs H;
 /* A request at least this large leaves memory worth trimming when idle. */
 #define TRIM_AFTER_BYTES (1u << 20)
 
-/* Find (callable, wants_hub) for ref, through the cache.  Borrowed ref. */
+/* Find (callable, wants_hub) for ref, through the caches.  Borrowed ref,
+ * valid until the next lookup() or serve_admin(). */
 static PyObject *lookup(const char *ref, uint32_t len)
 {
-    PyObject *key, *hit;
+    PyObject *key, *hit = refcache_find(ref, len); /* borrowed */
 
+    if (hit)
+        return hit;
     key = PyUnicode_DecodeUTF8(ref, len, NULL); /* new ref */
     if (!key)
         return NULL;
@@ -44,6 +48,8 @@ static PyObject *lookup(const char *ref, uint32_t len)
         Py_XDECREF(fresh);
     }
     Py_DECREF(key);
+    if (hit)
+        refcache_store(ref, len, hit);
     return hit;
 }
 
@@ -251,6 +257,7 @@ static void serve_admin(uint64_t id, PyObject *fn, const char *p, const char *en
 
     /* Subs and attributes can change what a cached reference meant. */
     PyDict_Clear(H.refs);
+    refcache_clear();
     if (res)
         reply_value(SHM_FRAME_RESULT, id, Py_None);
     else
