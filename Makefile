@@ -49,6 +49,15 @@ SHM_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(SHM_SRC))
 LIB_A := $(B)/lib/libpyproc.a
 LIB_SO := $(B)/lib/libpyproc.so
 WORKER := $(B)/bin/pyproc-worker
+# The worker's code as the extension module that pyproc-worker has
+# /usr/bin/python3 load (embed/boot.c), beside it.  Not in AddressSanitizer
+# builds: an instrumented module cannot load into an uninstrumented
+# program, so there the worker embeds Python itself, as it also does when
+# the module is missing.
+ifeq ($(findstring address,$(SAN)),)
+WORKER_SO := $(B)/bin/pyproc-worker.so
+WORKER_SO_CFLAGS := -DPYPROC_WORKER_SO=\"pyproc-worker.so\"
+endif
 
 EXAMPLES := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 
@@ -95,7 +104,8 @@ $(B)/obj/%.o: %.c
 
 $(B)/obj/embed/%.o: embed/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PY_CFLAGS) $(FFI_CFLAGS) -DPYPROC_PYTHON_EXE=\"$(PY_EXE)\" -MMD -MP -c $< -o $@
+	$(CC) $(CFLAGS) $(PY_CFLAGS) $(FFI_CFLAGS) -DPYPROC_PYTHON_EXE=\"$(PY_EXE)\" $(WORKER_SO_CFLAGS) \
+		-MMD -MP -c $< -o $@
 
 # The worker's Python side is compiled into the binary.
 $(B)/obj/embed/python_blob.o: embed/python_blob.S $(EMBED_PY)
@@ -111,9 +121,14 @@ $(LIB_SO): $(LIB_OBJ) host/libpyproc.map
 	$(CC) -shared -Wl,--version-script=host/libpyproc.map -Wl,-soname,libpyproc.so.0 \
 		$(LDFLAGS) -o $@ $(LIB_OBJ) -lpthread -ldl
 
-$(WORKER): $(EMBED_OBJ) $(SHM_OBJ)
+$(WORKER): $(EMBED_OBJ) $(SHM_OBJ) | $(WORKER_SO)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(PY_STATIC_LIBS) $(FFI_LIBS) -ldl -lpthread -lm
+	$(CC) $(LDFLAGS) -o $@ $(EMBED_OBJ) $(SHM_OBJ) $(PY_STATIC_LIBS) $(FFI_LIBS) -ldl -lpthread -lm
+
+# Links no libpython: the C API comes from the program that loads it.
+$(WORKER_SO): $(EMBED_LIB_OBJ) $(SHM_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(LDFLAGS) -o $@ $^ $(FFI_LIBS) -ldl -lpthread -lm
 
 $(B)/examples/%: examples/%.c $(LIB_A) include/pyproc.h
 	@mkdir -p $(dir $@)
@@ -230,7 +245,7 @@ check-tsan:
 	@$(MAKE) --no-print-directory B=$(TSAN_WORKER_B) OPT=-O1 SAN= \
 		$(TSAN_WORKER_B)/bin/pyproc-worker $(TSAN_WORKER_B)/tests/native/libpyproc-testnative.so
 	@mkdir -p $(TSAN_B)/bin $(TSAN_B)/tests/native
-	@cp $(TSAN_WORKER_B)/bin/pyproc-worker $(TSAN_B)/bin/pyproc-worker
+	@cp $(TSAN_WORKER_B)/bin/pyproc-worker $(TSAN_WORKER_B)/bin/pyproc-worker.so $(TSAN_B)/bin/
 	@cp $(TSAN_WORKER_B)/tests/native/libpyproc-testnative.so $(TSAN_B)/tests/native/
 	@$(MAKE) --no-print-directory B=$(TSAN_B) OPT=-O1 SAN="$(TSAN_FLAGS)" tsan-programs
 	@echo "== the host tests again, under ThreadSanitizer"
@@ -328,6 +343,7 @@ install: $(LIB_A) $(LIB_SO) $(WORKER)
 	ln -sf libpyproc.so.0 $(DESTDIR)$(PREFIX)/lib/libpyproc.so
 	install -m 644 include/pyproc.h $(DESTDIR)$(PREFIX)/include/pyproc.h
 	install -m 755 $(WORKER) $(DESTDIR)$(PREFIX)/libexec/pyproc/pyproc-worker
+	$(if $(WORKER_SO),install -m 644 $(WORKER_SO) $(DESTDIR)$(PREFIX)/libexec/pyproc/pyproc-worker.so)
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define PYPROC_VERSION_[A-Z]* \([0-9]*\)/\1/p' include/pyproc.h | paste -sd.)|' \
 		pyproc.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/pyproc.pc
 

@@ -1,9 +1,11 @@
 /*
- * End to end: the worker's interpreter is linked into its executable
- * (Debian's static libpython, see the Makefile), so extension modules
- * loaded from shared objects must find the whole C API exported by the
- * executable.  Each test imports one and uses it, so a missing symbol
- * fails the import; and no libpython shared object may be mapped.
+ * End to end: extension modules loaded from shared objects work in a
+ * worker, whose interpreter is never the shared libpython: outside
+ * AddressSanitizer builds the worker is /usr/bin/python3 itself, with the
+ * worker's code loaded as an extension module (embed/boot.c); in them, it
+ * embeds Debian's static libpython and must export the whole C API.
+ * Each test imports a module and uses it, so a missing symbol fails the
+ * import; no libpython shared object may be mapped.
  */
 #include <unistd.h>
 
@@ -46,6 +48,21 @@ static void test_interpreter_in_executable(void **state)
     (void)state;
     assert_int_equal(pyproc_msg_read(m, "b", &yes), 0);
     assert_true(yes);
+    pyproc_msg_free(m);
+}
+
+static void test_runs_as_python(void **state)
+{
+    pyproc_msg *m = call("t.extmods.runs_as_python");
+    int yes = -1;
+
+    (void)state;
+    assert_int_equal(pyproc_msg_read(m, "b", &yes), 0);
+#ifdef __SANITIZE_ADDRESS__
+    assert_false(yes); /* the worker embeds Python (see the Makefile) */
+#else
+    assert_true(yes);
+#endif
     pyproc_msg_free(m);
 }
 
@@ -120,6 +137,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_interpreter_in_executable),
+        cmocka_unit_test(test_runs_as_python),
         cmocka_unit_test(test_ssl),
         cmocka_unit_test(test_decimal),
         cmocka_unit_test(test_json),

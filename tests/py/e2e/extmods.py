@@ -12,6 +12,13 @@ def no_libpython():
         return not any("libpython" in line for line in f)
 
 
+def runs_as_python():
+    """True when this process is sys.executable itself (pyproc-worker
+    exec'd it), not a program that embeds Python."""
+    import sys
+    return os.path.realpath("/proc/self/exe") == os.path.realpath(sys.executable)
+
+
 def ssl_context():
     import ssl
     ctx = ssl.create_default_context()
