@@ -21,6 +21,8 @@ struct refcache_slot {
 };
 
 static struct refcache_slot slots[REFCACHE_SLOTS];
+/* The slot found last: calls to one function back to back skip the hash. */
+static struct refcache_slot *last = &slots[0];
 
 /* FNV-1a: references are short, and this only picks a slot. */
 static uint64_t ref_hash(const char *ref, uint32_t len)
@@ -39,10 +41,14 @@ PyObject *refcache_find(const char *ref, uint32_t len)
 
     if (len > REFCACHE_REF_MAX)
         return NULL;
+    if (last->entry && last->len == len && !memcmp(last->ref, ref, len))
+        return last->entry; /* borrowed */
     h = ref_hash(ref, len);
     s = &slots[h & (REFCACHE_SLOTS - 1)];
-    if (s->entry && s->hash == h && s->len == len && !memcmp(s->ref, ref, len))
+    if (s->entry && s->hash == h && s->len == len && !memcmp(s->ref, ref, len)) {
+        last = s;
         return s->entry; /* borrowed */
+    }
     return NULL;
 }
 
@@ -60,6 +66,7 @@ void refcache_store(const char *ref, uint32_t len, PyObject *entry)
     s->hash = h;
     s->len = len;
     memcpy(s->ref, ref, len);
+    last = s;
 }
 
 void refcache_clear(void)

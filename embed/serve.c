@@ -210,8 +210,11 @@ static void serve_call(uint64_t id, const char *p, const char *end)
     args = pyproc_unpack_tuple(&p, end); /* new ref */
     if (!args)
         goto fail;
-    kwargs = pyproc_unpack_kwargs(&p, end); /* new ref */
-    if (!kwargs)
+    /* Most calls have no keyword arguments: no dict for them.  The frame
+     * was checked whole by call_header(). */
+    if (p < end && (unsigned char)*p == 0x80)
+        p++;
+    else if (!(kwargs = pyproc_unpack_kwargs(&p, end))) /* new ref */
         goto fail;
     if (PyObject_IsTrue(PyTuple_GET_ITEM(entry, 1))) {
         full = with_hub(args); /* new ref */
@@ -227,7 +230,7 @@ static void serve_call(uint64_t id, const char *p, const char *end)
         goto out;
     }
     res = PyObject_Call(PyTuple_GET_ITEM(entry, 0), full ? full : args,
-                        PyDict_GET_SIZE(kwargs) ? kwargs : NULL); /* new ref */
+                        kwargs && PyDict_GET_SIZE(kwargs) ? kwargs : NULL); /* new ref */
     if (res && kind == SHM_CALL_GEN)
         hand_over(H.start_gen, id, res);
     else if (res && PyCoro_CheckExact(res))
