@@ -24,7 +24,22 @@ LDFLAGS += $(SAN)
 # Debian's libpython3.11 through pkg-config, never the first python3 on PATH.
 PY_CFLAGS := $(shell pkg-config --cflags python3-embed 2>/dev/null)
 PY_LIBS := $(shell pkg-config --libs python3-embed 2>/dev/null)
-PY_EXE := $(shell pkg-config --variable=exec_prefix python3-embed 2>/dev/null)/bin/python$(shell pkg-config --modversion python3-embed 2>/dev/null)
+PY_VERSION := $(shell pkg-config --modversion python3-embed 2>/dev/null)
+PY_EXE := $(shell pkg-config --variable=exec_prefix python3-embed 2>/dev/null)/bin/python$(PY_VERSION)
+# The worker links Debian's static libpython (from libpython3.11-dev), not
+# the shared one: the shared library is built position-independent and
+# reaches its own functions through the PLT, which costs pure-Python code
+# about a fifth of its speed (README, "What the worker links").  Every
+# object of the archive goes in and every symbol is exported, so that the
+# extension modules the worker loads (_ssl, _decimal, numpy) find the C API
+# in the executable, as they do in /usr/bin/python3.  The archive is not
+# position-independent: hence -no-pie.  The libraries it needs are those
+# its own build linked python3 with.
+PY_STATIC_A := $(shell pkg-config --variable=libdir python3-embed 2>/dev/null)/libpython$(PY_VERSION).a
+PY_STATIC_DEPS := $(shell $(PY_EXE) -c 'import sysconfig as s; \
+	print(*(s.get_config_var(v) for v in ("MODLIBS", "LIBS", "SYSLIBS")))' 2>/dev/null)
+PY_STATIC_LIBS := -no-pie -Wl,--export-dynamic -Wl,--whole-archive $(PY_STATIC_A) \
+	-Wl,--no-whole-archive $(PY_STATIC_DEPS)
 FFI_CFLAGS := $(shell pkg-config --cflags libffi 2>/dev/null)
 FFI_LIBS := $(shell pkg-config --libs libffi 2>/dev/null)
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
@@ -41,6 +56,15 @@ SHM_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(SHM_SRC))
 LIB_A := $(B)/lib/libpyproc.a
 LIB_SO := $(B)/lib/libpyproc.so
 WORKER := $(B)/bin/pyproc-worker
+# The worker's code as the extension module that pyproc-worker has
+# /usr/bin/python3 load (embed/boot.c), beside it.  Not in AddressSanitizer
+# builds: an instrumented module cannot load into an uninstrumented
+# program, so there the worker embeds Python itself, as it also does when
+# the module is missing.
+ifeq ($(findstring address,$(SAN)),)
+WORKER_SO := $(B)/bin/pyproc-worker.so
+WORKER_SO_CFLAGS := -DPYPROC_WORKER_SO=\"pyproc-worker.so\"
+endif
 
 # The command-line tool: public API only, linked to the shared library,
 # which it finds beside itself (bin/../lib) in a build tree and installed;
@@ -103,7 +127,8 @@ $(B)/obj/%.o: %.c
 
 $(B)/obj/embed/%.o: embed/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PY_CFLAGS) $(FFI_CFLAGS) -DPYPROC_PYTHON_EXE=\"$(PY_EXE)\" -MMD -MP -c $< -o $@
+	$(CC) $(CFLAGS) $(PY_CFLAGS) $(FFI_CFLAGS) -DPYPROC_PYTHON_EXE=\"$(PY_EXE)\" $(WORKER_SO_CFLAGS) \
+		-MMD -MP -c $< -o $@
 
 # The worker's Python side is compiled into the binary.
 $(B)/obj/embed/python_blob.o: embed/python_blob.S $(EMBED_PY)
@@ -131,9 +156,14 @@ $(CLI): $(CLI_OBJ) $(LIB_SO).0
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) -L$(B)/lib -lpyproc $(CLI_RPATH) $(JSON_LIBS)
 
-$(WORKER): $(EMBED_OBJ) $(SHM_OBJ)
+$(WORKER): $(EMBED_OBJ) $(SHM_OBJ) | $(WORKER_SO)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(PY_LIBS) $(FFI_LIBS) -ldl -lpthread -lm
+	$(CC) $(LDFLAGS) -o $@ $(EMBED_OBJ) $(SHM_OBJ) $(PY_STATIC_LIBS) $(FFI_LIBS) -ldl -lpthread -lm
+
+# Links no libpython: the C API comes from the program that loads it.
+$(WORKER_SO): $(EMBED_LIB_OBJ) $(SHM_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(LDFLAGS) -o $@ $^ $(FFI_LIBS) -ldl -lpthread -lm
 
 $(B)/examples/%: examples/%.c $(LIB_A) include/pyproc.h
 	@mkdir -p $(dir $@)
@@ -261,7 +291,7 @@ check-tsan:
 	@$(MAKE) --no-print-directory B=$(TSAN_WORKER_B) OPT=-O1 SAN= \
 		$(TSAN_WORKER_B)/bin/pyproc-worker $(TSAN_WORKER_B)/tests/native/libpyproc-testnative.so
 	@mkdir -p $(TSAN_B)/bin $(TSAN_B)/tests/native
-	@cp $(TSAN_WORKER_B)/bin/pyproc-worker $(TSAN_B)/bin/pyproc-worker
+	@cp $(TSAN_WORKER_B)/bin/pyproc-worker $(TSAN_WORKER_B)/bin/pyproc-worker.so $(TSAN_B)/bin/
 	@cp $(TSAN_WORKER_B)/tests/native/libpyproc-testnative.so $(TSAN_B)/tests/native/
 	@$(MAKE) --no-print-directory B=$(TSAN_B) OPT=-O1 SAN="$(TSAN_FLAGS)" tsan-programs
 	@echo "== the host tests again, under ThreadSanitizer"
@@ -359,6 +389,7 @@ install: $(LIB_A) $(LIB_SO) $(WORKER) $(CLI)
 	ln -sf libpyproc.so.0 $(DESTDIR)$(LIBDIR)/libpyproc.so
 	install -m 644 include/pyproc.h $(DESTDIR)$(PREFIX)/include/pyproc.h
 	install -m 755 $(WORKER) $(DESTDIR)$(WORKERDIR)/pyproc-worker
+	$(if $(WORKER_SO),install -m 644 $(WORKER_SO) $(DESTDIR)$(WORKERDIR)/pyproc-worker.so)
 	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/pyproc
 	install -d $(DESTDIR)$(PREFIX)/lib/python3/dist-packages/pyproc-stubs
 	install -m 644 embed/python/pyproc.pyi \

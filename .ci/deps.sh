@@ -2,10 +2,12 @@
 # Install the Debian packages that building and testing pyproc need, and
 # say which; do nothing when every one is there already.
 set -e
-pkgs="build-essential pkg-config python3-dev libffi-dev libcmocka-dev libmsgpuck-dev
-      python3-msgpack python3-aiohttp python3-matplotlib clang libclang-rt-14-dev valgrind
-      clang-format gdb libjansson-dev python3-venv
-      libglib2.0-dev libuv1-dev libevent-dev python3-numpy
+# libpython3-dev: the static libpython the worker links (see the Makefile);
+# python3-numpy: test_extmods and test_buffers load it in a worker.
+pkgs="build-essential pkg-config python3-dev libpython3-dev libffi-dev libcmocka-dev libmsgpuck-dev
+      python3-msgpack python3-aiohttp python3-matplotlib python3-numpy clang libclang-rt-14-dev
+      valgrind clang-format gdb libjansson-dev python3-venv
+      libglib2.0-dev libuv1-dev libevent-dev
       scdoc man-db groff-base debhelper dpkg-dev fakeroot lintian"
 missing=""
 for p in $pkgs; do

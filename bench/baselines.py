@@ -25,12 +25,12 @@ import time
 # sizes of the throughput runs, by level.
 LEVELS = {
     "smoke": dict(lat=(5, 20, 0.2), submits=(200, 1), mapped=1000,
-                  imap1=200, reps=1, echo=(1, 2, 0.5), starts=1),
+                  imap1=200, reps=1, echo=(1, 2, 0.5), starts=1, cpu=2),
     "quick": dict(lat=(300, 5000, 0.8), submits=(20000, 1), mapped=100000,
-                  imap1=5000, reps=1, echo=(2, 10, 1.0), starts=2),
+                  imap1=5000, reps=1, echo=(2, 10, 1.0), starts=2, cpu=10),
     # 100k submits take about 13 s here: one run of them.
     "full": dict(lat=(2000, 30000, 3.0), submits=(100000, 1), mapped=400000,
-                 imap1=20000, reps=3, echo=(3, 40, 3.0), starts=5),
+                 imap1=20000, reps=3, echo=(3, 40, 3.0), starts=5, cpu=30),
 }
 
 
@@ -144,6 +144,18 @@ def mp_rows(lv, only):
                  note="2 processes")
 
 
+def cpu_rows(lv, only):
+    from benchmods.cpu import spin
+
+    # Asked for by name only: pyproc-bench's step "cpu" measures it beside
+    # its worker rows.
+    if only and "py-cpu" in only:
+        spin()  # untimed, as in the worker
+        emit("py-cpu", "pure-Python loop under /usr/bin/python3", "ms", "cost",
+             [spin() * 1e3 for _ in range(lv["cpu"])], p99=True,
+             note="benchmods.cpu.spin(), timed as in the worker")
+
+
 def want(only, key):
     return not only or key in only
 
@@ -163,6 +175,7 @@ def main():
     only = set(args.only.split(",")) if args.only else None
     ppe_rows(lv, only)
     mp_rows(lv, only)
+    cpu_rows(lv, only)
 
 
 if __name__ == "__main__":

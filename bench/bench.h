@@ -109,10 +109,14 @@ int bench_echo(void);
 int bench_hand(void);
 int bench_startup(void);
 int bench_idle_cpu(void);
+int bench_cpu(void);
 int bench_python(void);
 int bench_popproc(void);
 int bench_large(void);
 int bench_large_python(void);
+/* The rows of bench/baselines.py named in `only` (comma-separated keys),
+ * added to this run's report. */
+int bench_baseline_rows(const char *only);
 
 /* ---- pools.c: helpers for the steps that use pyproc ---- */
 

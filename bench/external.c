@@ -245,9 +245,11 @@ static int read_rows(int fd, int64_t deadline)
     return err;
 }
 
-static int bench_script(const char *script, double timeout_s)
+/* Run bench/<script> and take its rows: only those named in `only`
+ * (comma-separated keys), or all when it is NULL. */
+static int bench_script(const char *script, const char *only, double timeout_s)
 {
-    char path[PATH_MAX + 32], *argv[8];
+    char path[PATH_MAX + 32], *argv[10];
     int n = 0, fd = -1, status, err;
     pid_t pid;
 
@@ -259,6 +261,10 @@ static int bench_script(const char *script, double timeout_s)
                                                       : "--smoke");
     argv[n++] = "--py-path";
     argv[n++] = bench.py_path;
+    if (only) {
+        argv[n++] = "--only";
+        argv[n++] = (char *)only;
+    }
     argv[n] = NULL;
     if ((pid = spawn_script(argv, &fd)) < 0)
         return bench_fail(PYTHON, pid, NULL);
@@ -282,7 +288,14 @@ int bench_python(void)
     static const double timeout_s[] = {90, 45, 240};
 
     bench_section("Python baselines (" PYTHON ")");
-    return bench_script("baselines.py", timeout_s[bench.level]);
+    return bench_script("baselines.py", NULL, timeout_s[bench.level]);
+}
+
+int bench_baseline_rows(const char *only)
+{
+    static const double timeout_s[] = {30, 60, 120};
+
+    return bench_script("baselines.py", only, timeout_s[bench.level]);
 }
 
 int bench_popproc(void)
@@ -292,7 +305,7 @@ int bench_popproc(void)
     bench_section(
         "pop proc transport: msgpack over a Unix-socket connection "
         "per call");
-    return bench_script("popproc.py", timeout_s[bench.level]);
+    return bench_script("popproc.py", NULL, timeout_s[bench.level]);
 }
 
 int bench_large_python(void)
@@ -300,5 +313,5 @@ int bench_large_python(void)
     static const double timeout_s[] = {240, 30, 600};
 
     bench_section("Python baselines for large data (" PYTHON ")");
-    return bench_script("large.py", timeout_s[bench.level]);
+    return bench_script("large.py", NULL, timeout_s[bench.level]);
 }

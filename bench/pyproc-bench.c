@@ -61,6 +61,7 @@ static const struct step {
     {"large", "pyproc", bench_large},
     {"startup", "pyproc", bench_startup},
     {"idle-pool", "pyproc", bench_idle_cpu},
+    {"cpu", "CPU-bound Python: the same loop in a worker and under /usr/bin/python3", bench_cpu},
     {"python", NULL, bench_python},
     {"popproc", NULL, bench_popproc},
     {"large-py", NULL, bench_large_python},

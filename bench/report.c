@@ -56,6 +56,8 @@ static const struct compare {
     {"start-1", {"ppe-start", "popproc-start"}},
     {"start-2", {"ppe-start", "popproc-start"}},
     {"start-4", {"ppe-start", "popproc-start"}},
+    {"cpu", {"py-cpu"}},
+    {"cpu-rtt", {"py-cpu"}},
 };
 
 void bench_section(const char *title)

@@ -317,7 +317,7 @@ static struct PyModuleDef module = {
     NULL,
 };
 
-static PyObject *init_module(void)
+PyObject *pyproc_bridge_module(void)
 {
     struct worker *w = &the_worker;
     PyObject *m = PyModule_Create(&module); /* new ref */
@@ -341,5 +341,5 @@ static PyObject *init_module(void)
 
 int pyproc_bridge_register(void)
 {
-    return PyImport_AppendInittab("_pyproc", init_module);
+    return PyImport_AppendInittab("_pyproc", pyproc_bridge_module);
 }

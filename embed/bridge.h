@@ -53,6 +53,11 @@ PyObject *py_send_callback(PyObject *self, PyObject *const *args, Py_ssize_t n);
 PyObject *py_pump(PyObject *self, PyObject *const *args, Py_ssize_t n);
 PyObject *py_ready(PyObject *self, PyObject *unused);
 
+/* ---- bridge.c ---- */
+
+/* A new _pyproc module for the_worker, whose rings are attached. */
+PyObject *pyproc_bridge_module(void);
+
 /* ---- serve.c: requests from the host ---- */
 
 /* Serve every whole message in the request ring; returns how many. */

@@ -333,7 +333,9 @@ static PyObject *unpack_args(const char **p, const char *end, enum head_kind wan
                                              : "keyword arguments must be a msgpack map");
         return NULL;
     }
-    if (want == HEAD_ARRAY)
+    if (want == HEAD_ARRAY && h.n == 0)
+        ret = PyTuple_New(0); /* the shared empty tuple: most calls */
+    else if (want == HEAD_ARRAY)
         ret = unpack_seq(&q, end, h.n, 1, true);
     else
         ret = unpack_dict(&q, end, h.n, 1, true);

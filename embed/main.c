@@ -1,21 +1,20 @@
 /*
  * pyproc-worker: one worker of a pool.  The host execs it with its segment's
- * fd already open; it maps the segment, arranges to die with the host,
- * starts Python and hands control to the hub (embed/python/hub.py), which
- * serves the request ring on an asyncio loop until told to stop.
+ * fd already open; it puts the host's limits on itself, then runs Python:
+ * as /usr/bin/python3 with the worker's code as an extension module when
+ * that module is installed beside it (see boot.c), else embedded in this
+ * program.  Either way it maps the segment, arranges to die with the host
+ * and hands control to the hub (embed/python/hub.py), which serves the
+ * request ring on an asyncio loop until told to stop.
  */
 #include <Python.h>
 
 #include <errno.h>
-#include <getopt.h>
-#include <malloc.h>
-#include <pthread.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include "buffers.h"
@@ -24,178 +23,6 @@
 #ifndef PYPROC_PYTHON_EXE
 #define PYPROC_PYTHON_EXE "/usr/bin/python3"
 #endif
-
-/* The hub's source, compiled in by embed/python_blob.S. */
-extern const char pyproc_hub_source[];
-
-static void usage_exit(const char *why)
-{
-    fprintf(stderr,
-            "pyproc-worker: %s\n"
-            "pyproc-worker is started by libpyproc, not by hand:\n"
-            "  pyproc-worker --fd N --host-pid PID --pool NAME --index I\n"
-            "                --request-bell FD --reply-bell FD --death-fd FD\n"
-            "                [--python-path PATHS] [--spin-us N]\n"
-            "                [--rlimit-as BYTES] [--rlimit-nofile N] [--no-new-privs]\n",
-            why);
-    exit(2);
-}
-
-static long parse_num(const char *s, long lo, long hi)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        usage_exit("bad number on the command line");
-    return v;
-}
-
-struct args {
-    int seg_fd, request_bell, reply_bell;
-    /* Limits to put on ourselves before Python starts; 0: none. */
-    unsigned long long rlimit_as, rlimit_nofile;
-    bool no_new_privs;
-    const char *venv; /* a virtual environment to run in, or NULL */
-    int buffer_fd;    /* the socket shared buffers' fds come on, or -1 */
-};
-
-static unsigned long long parse_unsigned(const char *s)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || s[0] == '-' || v == 0)
-        usage_exit("bad number on the command line");
-    return v;
-}
-
-static void parse_args(int argc, char **argv, struct args *a)
-{
-    static const struct option opts[] = {
-        {"fd", required_argument, 0, 'f'},
-        {"host-pid", required_argument, 0, 'h'},
-        {"pool", required_argument, 0, 'p'},
-        {"index", required_argument, 0, 'i'},
-        {"request-bell", required_argument, 0, 'q'},
-        {"reply-bell", required_argument, 0, 'r'},
-        {"death-fd", required_argument, 0, 'd'},
-        {"python-path", required_argument, 0, 'y'},
-        {"spin-us", required_argument, 0, 's'},
-        {"rlimit-as", required_argument, 0, 'A'},
-        {"rlimit-nofile", required_argument, 0, 'N'},
-        {"no-new-privs", no_argument, 0, 'P'},
-        {"venv", required_argument, 0, 'v'},
-        {"buffer-fd", required_argument, 0, 'b'},
-        {0, 0, 0, 0},
-    };
-    struct worker *w = &the_worker;
-    int c;
-
-    *a = (struct args){-1, -1, -1, 0, 0, false, NULL, -1};
-    w->index = -1;
-    w->spin_ns = 50000;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case 'f':
-            a->seg_fd = (int)parse_num(optarg, 0, 1 << 20);
-            break;
-        case 'h':
-            w->host_pid = (pid_t)parse_num(optarg, 1, 1 << 30);
-            break;
-        case 'p':
-            w->pool = optarg;
-            break;
-        case 'i':
-            w->index = (int)parse_num(optarg, 0, 1 << 20);
-            break;
-        case 'q':
-            a->request_bell = (int)parse_num(optarg, 0, 1 << 20);
-            break;
-        case 'r':
-            a->reply_bell = (int)parse_num(optarg, 0, 1 << 20);
-            break;
-        case 'd':
-            w->death_fd = (int)parse_num(optarg, 0, 1 << 20);
-            break;
-        case 'y':
-            w->python_path = optarg;
-            break;
-        case 's':
-            w->spin_ns = parse_num(optarg, -1, 1000000) * 1000;
-            break;
-        case 'A':
-            a->rlimit_as = parse_unsigned(optarg);
-            break;
-        case 'N':
-            a->rlimit_nofile = parse_unsigned(optarg);
-            break;
-        case 'P':
-            a->no_new_privs = true;
-            break;
-        case 'v':
-            a->venv = optarg;
-            break;
-        case 'b':
-            a->buffer_fd = (int)parse_num(optarg, 0, 1 << 20);
-            break;
-        default:
-            usage_exit("unknown option");
-        }
-    }
-    if (a->seg_fd < 0 || !w->host_pid || !w->pool || w->index < 0 || a->request_bell < 0 ||
-        a->reply_bell < 0 || w->death_fd < 0)
-        usage_exit("missing option");
-}
-
-/*
- * Soft and hard limit alike, so Python code cannot raise them again.  A
- * limit we cannot set is fatal: running without the cap the host asked
- * for would be worse than not running.
- */
-static void set_limit(int resource, const char *name, unsigned long long v)
-{
-    struct rlimit r = {.rlim_cur = (rlim_t)v, .rlim_max = (rlim_t)v};
-
-    if (setrlimit(resource, &r) < 0) {
-        fprintf(stderr, "pyproc-worker: cannot set %s to %llu: %s\n", name, v, strerror(errno));
-        exit(1);
-    }
-}
-
-/* What posix_spawn could not do for the host: before Python starts, so
- * that nothing runs without them. */
-static void restrict_self(const struct args *a)
-{
-    if (a->rlimit_as)
-        set_limit(RLIMIT_AS, "RLIMIT_AS", a->rlimit_as);
-    if (a->rlimit_nofile)
-        set_limit(RLIMIT_NOFILE, "RLIMIT_NOFILE", a->rlimit_nofile);
-    if (a->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
-        fprintf(stderr, "pyproc-worker: cannot set no_new_privs: %s\n", strerror(errno));
-        exit(1);
-    }
-}
-
-static void attach_rings(const struct args *a)
-{
-    struct worker *w = &the_worker;
-    int err = shm_seg_map(&w->seg, a->seg_fd, w->host_pid, (uint32_t)w->index);
-    if (err < 0) {
-        fprintf(stderr, "pyproc-worker %s/%d: bad segment: %s\n", w->pool, w->index,
-                strerror(-err));
-        exit(1);
-    }
-    uint64_t n = w->seg.hdr->ring_bytes, max = w->seg.hdr->max_msg_bytes;
-    if (shm_ring_attach(&w->requests, &w->seg.hdr->request, w->seg.request_data, n, max,
-                        a->request_bell, shm_frame_type_to_worker) < 0 ||
-        shm_ring_attach(&w->replies, &w->seg.hdr->reply, w->seg.reply_data, n, max, a->reply_bell,
-                        shm_frame_type_to_host) < 0) {
-        fprintf(stderr, "pyproc-worker: cannot attach rings\n");
-        exit(1);
-    }
-    w->out.limit = max;
-}
 
 /* program: the interpreter Python should believe it is (a venv's). */
 static void start_python(const char *program)
@@ -227,70 +54,91 @@ fail:
     Py_ExitStatusException(status);
 }
 
-/* Run the hub's source as module `pyproc` and call its main(). */
-static int run_hub(void)
-{
-    PyObject *code = NULL, *mod = NULL, *res = NULL;
-    int rc = 1;
-
-    code = Py_CompileString(pyproc_hub_source, "<pyproc hub>", Py_file_input); /* new ref */
-    if (!code)
-        goto out;
-    mod = PyImport_ExecCodeModule("pyproc", code); /* new ref */
-    if (!mod)
-        goto out;
-    res = PyObject_CallMethod(mod, "main", NULL); /* new ref */
-    if (res)
-        rc = 0;
-out:
-    if (PyErr_Occurred())
-        PyErr_Print();
-    Py_XDECREF(res);
-    Py_XDECREF(mod);
-    Py_XDECREF(code);
-    return rc;
-}
+#ifdef PYPROC_WORKER_SO
+/*
+ * Loads the worker's module from the file given first, then leaves
+ * sys.argv as an embedded worker has it, and serves (boot.c).
+ */
+static const char boot_source[] =
+    "import sys\n"
+    "from importlib.machinery import ExtensionFileLoader, ModuleSpec\n"
+    "loader = ExtensionFileLoader('_pyproc', sys.argv[1])\n"
+    "del sys.argv[1]\n"
+    "mod = loader.create_module(ModuleSpec('_pyproc', loader, origin=loader.path))\n"
+    "sys.modules['_pyproc'] = mod\n"
+    "sys.argv[:] = ['']\n"
+    "del sys, ExtensionFileLoader, ModuleSpec, loader\n"
+    "mod.run()\n";
 
 /*
- * Fresh pages cost a page fault each on first touch, which on some virtual
- * machines is tens of microseconds: a 16 MiB argument would spend most of
- * its time faulting.  Keep freed memory in the heap for reuse while the
- * worker is busy; the loop trims it when the worker goes idle.
+ * Become /usr/bin/python3 serving as this worker, when the worker's
+ * module is beside this program.  Returns only when it is not, or the
+ * exec failed: then Python runs embedded here.  -P: the working directory
+ * is not put on sys.path (an embedded worker has no script directory
+ * either); -u: stdout and stderr unbuffered, as the host reads them line
+ * by line.
  */
-static void keep_freed_memory(void)
+static void exec_python(int argc, char **argv, const char *python)
 {
-    mallopt(M_MMAP_THRESHOLD, 256 << 20);
-    mallopt(M_TRIM_THRESHOLD, 512 << 20);
+    char self[PATH_MAX], so[PATH_MAX + 32];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    char **args = calloc((size_t)argc + 8, sizeof *args);
+    int k = 0;
+
+    if (n <= 0 || !args || !memchr(self, '/', (size_t)n)) {
+        free(args);
+        return;
+    }
+    self[n] = 0;
+    *strrchr(self, '/') = 0;
+    snprintf(so, sizeof so, "%s/%s", self, PYPROC_WORKER_SO);
+    if (access(so, R_OK) < 0) {
+        free(args);
+        return;
+    }
+    args[k++] = (char *)python;
+    args[k++] = "-P";
+    args[k++] = "-u";
+    args[k++] = "-c";
+    args[k++] = (char *)boot_source;
+    args[k++] = so;
+    for (int i = 1; i < argc; i++)
+        args[k++] = argv[i];
+    args[k] = NULL;
+    execv(python, args);
+    free(args);
 }
+#endif
 
 int main(int argc, char **argv)
 {
-    struct args a;
+    struct worker_args a;
+    char *venv_python = NULL;
     int rc;
 
-    keep_freed_memory();
-    parse_args(argc, argv, &a);
-    restrict_self(&a);
+    worker_keep_freed_memory();
+    worker_parse_args(argc, argv, &a);
+    worker_restrict(&a);
+    /* In a venv, Python is the venv's interpreter: site finds the venv
+     * from where that program lives. */
+    if (a.venv && !(venv_python = worker_venv_program(a.venv)))
+        return 1;
+#ifdef PYPROC_WORKER_SO
+    exec_python(argc, argv, venv_python ? venv_python : PYPROC_PYTHON_EXE);
+#endif
     worker_die_with_host();
-    attach_rings(&a);
+    worker_attach_rings(&a);
     if (pyproc_bridge_register() < 0) {
         fprintf(stderr, "pyproc-worker: cannot register the bridge module\n");
         return 1;
     }
-    if (a.venv) {
-        char *program = worker_venv_program(a.venv);
-        if (!program)
-            return 1;
-        start_python(program);
-        free(program);
-    } else {
-        start_python(PYPROC_PYTHON_EXE);
-    }
+    start_python(venv_python ? venv_python : PYPROC_PYTHON_EXE);
+    free(venv_python);
     if (a.buffer_fd >= 0 && worker_buffers_init(a.buffer_fd) != 0) {
         fprintf(stderr, "pyproc-worker: cannot take shared buffers on fd %d\n", a.buffer_fd);
         return 1;
     }
-    rc = run_hub();
+    rc = worker_run_hub();
     /* User threads (executors, libraries) may still run; finalising the
      * interpreter would wait for them.  The host has what it needs. */
     fflush(stdout);

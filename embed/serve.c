@@ -17,6 +17,7 @@
 
 #include "convert.h"
 #include "buffers.h"
+#include "refcache.h"
 #include "worker.h"
 #include "../shm/mpvalid.h"
 
@@ -25,11 +26,14 @@ struct hub_funcs H;
 /* A request at least this large leaves memory worth trimming when idle. */
 #define TRIM_AFTER_BYTES (1u << 20)
 
-/* Find (callable, wants_hub) for ref, through the cache.  Borrowed ref. */
+/* Find (callable, wants_hub) for ref, through the caches.  Borrowed ref,
+ * valid until the next lookup() or serve_admin(). */
 static PyObject *lookup(const char *ref, uint32_t len)
 {
-    PyObject *key, *hit;
+    PyObject *key, *hit = refcache_find(ref, len); /* borrowed */
 
+    if (hit)
+        return hit;
     key = PyUnicode_DecodeUTF8(ref, len, NULL); /* new ref */
     if (!key)
         return NULL;
@@ -45,6 +49,8 @@ static PyObject *lookup(const char *ref, uint32_t len)
         Py_XDECREF(fresh);
     }
     Py_DECREF(key);
+    if (hit)
+        refcache_store(ref, len, hit);
     return hit;
 }
 
@@ -205,8 +211,11 @@ static void serve_call(uint64_t id, const char *p, const char *end)
     args = pyproc_unpack_tuple(&p, end); /* new ref */
     if (!args)
         goto fail;
-    kwargs = pyproc_unpack_kwargs(&p, end); /* new ref */
-    if (!kwargs)
+    /* Most calls have no keyword arguments: no dict for them.  The frame
+     * was checked whole by call_header(). */
+    if (p < end && (unsigned char)*p == 0x80)
+        p++;
+    else if (!(kwargs = pyproc_unpack_kwargs(&p, end))) /* new ref */
         goto fail;
     if (PyObject_IsTrue(PyTuple_GET_ITEM(entry, 1))) {
         full = with_hub(args); /* new ref */
@@ -222,7 +231,7 @@ static void serve_call(uint64_t id, const char *p, const char *end)
         goto out;
     }
     res = PyObject_Call(PyTuple_GET_ITEM(entry, 0), full ? full : args,
-                        PyDict_GET_SIZE(kwargs) ? kwargs : NULL); /* new ref */
+                        kwargs && PyDict_GET_SIZE(kwargs) ? kwargs : NULL); /* new ref */
     if (res && kind == SHM_CALL_GEN)
         hand_over(H.start_gen, id, res);
     else if (res && PyCoro_CheckExact(res))
@@ -252,6 +261,7 @@ static void serve_admin(uint64_t id, PyObject *fn, const char *p, const char *en
 
     /* Subs and attributes can change what a cached reference meant. */
     PyDict_Clear(H.refs);
+    refcache_clear();
     if (res)
         reply_value(SHM_FRAME_RESULT, id, Py_None);
     else

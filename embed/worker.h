@@ -75,4 +75,31 @@ int pyproc_bridge_register(void);
  * unreadable or made for another Python version (venv.c). */
 char *worker_venv_program(const char *venv);
 
+/* ---- setup.c: before Python runs ---- */
+
+/* What the command line says beyond the_worker's own fields. */
+struct worker_args {
+    int seg_fd, request_bell, reply_bell;
+    /* Limits to put on ourselves before Python starts; 0: none. */
+    unsigned long long rlimit_as, rlimit_nofile;
+    bool no_new_privs;
+    const char *venv; /* a virtual environment to run in, or NULL */
+    int buffer_fd;    /* the socket shared buffers' fds come on, or -1 */
+};
+
+/* Fill the_worker and *a from the command line; exit(2) on a bad one. */
+void worker_parse_args(int argc, char **argv, struct worker_args *a);
+/* Put the host's limits on this process; exit(1) when one cannot be. */
+void worker_restrict(const struct worker_args *a);
+/* Map the segment and attach both rings; exit(1) on failure. */
+void worker_attach_rings(const struct worker_args *a);
+/* Keep freed memory for reuse while busy (the loop trims it when idle). */
+void worker_keep_freed_memory(void);
+
+/* ---- boot.c: the worker inside /usr/bin/python3 ---- */
+
+/* Run the hub's source as module `pyproc` and call its main(); returns
+ * the worker's exit status.  Python is running. */
+int worker_run_hub(void);
+
 #endif

@@ -48,10 +48,13 @@ struct pp_worker *pyproc__pick_worker(pyproc_pool *p, int ind)
 
 static pyproc_call *call_alloc(struct pp_worker *w, bool stream)
 {
-    pyproc_call *c = calloc(1, sizeof *c);
+    /* malloc, not calloc: glibc's calloc skips its per-thread cache and
+     * takes the arena path on every call. */
+    pyproc_call *c = malloc(sizeof *c);
 
     if (!c)
         return NULL;
+    *c = (pyproc_call){0};
     c->pool = w->pool;
     c->worker = w;
     pyproc__worker_ref(w);

@@ -385,6 +385,28 @@ static void test_encode_call(void **state)
     shm_buf_free(&b);
 }
 
+/* A call without arguments takes a path of its own: the same bytes as the
+ * general one (which a format of one space takes), for references of each
+ * str length class. */
+static void test_encode_bare_call(void **state)
+{
+    struct shm_buf bare = {0}, general = {0};
+    char ref[300];
+
+    for (size_t n = 1; n < sizeof ref; n += 7) {
+        memset(ref, 'r', n);
+        ref[n] = 0;
+        assert_int_equal(enc_call(&bare, 2, ref, NULL), 0);
+        assert_int_equal(enc_call(&general, 2, ref, " "), 0);
+        assert_int_equal(bare.len, general.len);
+        assert_memory_equal(bare.data, general.data, bare.len);
+        shm_buf_reset(&bare);
+        shm_buf_reset(&general);
+    }
+    shm_buf_free(&bare);
+    shm_buf_free(&general);
+}
+
 /* ---- bad formats and arguments ---- */
 
 static void test_bad_formats(void **state)
@@ -840,21 +862,14 @@ static void test_null_args(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip_scalars),
-        cmocka_unit_test(test_roundtrip_strings_bytes),
-        cmocka_unit_test(test_roundtrip_nested),
-        cmocka_unit_test(test_roundtrip_splice),
-        cmocka_unit_test(test_python_encodings),
-        cmocka_unit_test(test_length_classes),
-        cmocka_unit_test(test_encode_call),
-        cmocka_unit_test(test_bad_formats),
-        cmocka_unit_test(test_bad_arguments),
-        cmocka_unit_test(test_size_limit),
-        cmocka_unit_test(test_walk),
-        cmocka_unit_test(test_walk_long),
-        cmocka_unit_test(test_read_errors),
-        cmocka_unit_test(test_from_value),
-        cmocka_unit_test(test_null_args),
+        cmocka_unit_test(test_roundtrip_scalars), cmocka_unit_test(test_roundtrip_strings_bytes),
+        cmocka_unit_test(test_roundtrip_nested),  cmocka_unit_test(test_roundtrip_splice),
+        cmocka_unit_test(test_python_encodings),  cmocka_unit_test(test_length_classes),
+        cmocka_unit_test(test_encode_call),       cmocka_unit_test(test_encode_bare_call),
+        cmocka_unit_test(test_bad_formats),       cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_size_limit),        cmocka_unit_test(test_walk),
+        cmocka_unit_test(test_walk_long),         cmocka_unit_test(test_read_errors),
+        cmocka_unit_test(test_from_value),        cmocka_unit_test(test_null_args),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,127 @@
+/*
+ * The worker run by /usr/bin/python3 itself.  Debian builds that program
+ * with link-time optimisation, which no libpython it ships has: pure-Python
+ * code runs 5-30% fewer instructions there than in any program that links
+ * libpython (README, "What the worker links").  So pyproc-worker, once it
+ * has put the host's limits on itself, execs the interpreter with this
+ * code as extension module _pyproc (pyproc-worker.so, beside the worker):
+ *
+ *   python3 -P -u -c BOOT pyproc-worker.so --fd N ...   (see main.c)
+ *
+ * Loading the module reads the worker's command line from sys.argv, maps
+ * the segment and attaches the rings, as main() does when it embeds
+ * Python; run() then hands control to the hub.
+ */
+#include "bridge.h"
+#include "buffers.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "worker.h"
+
+/* The hub's source, compiled in by embed/python_blob.S. */
+extern const char pyproc_hub_source[];
+
+int worker_run_hub(void)
+{
+    PyObject *code = NULL, *mod = NULL, *res = NULL;
+    int rc = 1;
+
+    code = Py_CompileString(pyproc_hub_source, "<pyproc hub>", Py_file_input); /* new ref */
+    if (!code)
+        goto out;
+    mod = PyImport_ExecCodeModule("pyproc", code); /* new ref */
+    if (!mod)
+        goto out;
+    res = PyObject_CallMethod(mod, "main", NULL); /* new ref */
+    if (res)
+        rc = 0;
+out:
+    if (PyErr_Occurred())
+        PyErr_Print();
+    Py_XDECREF(res);
+    Py_XDECREF(mod);
+    Py_XDECREF(code);
+    return rc;
+}
+
+/* run(): serve until the host says stop, then leave the process. */
+static PyObject *py_run(PyObject *self, PyObject *unused)
+{
+    int rc;
+
+    (void)self;
+    (void)unused;
+    rc = worker_run_hub();
+    /* As main() does: user threads may still run, and finalising would
+     * wait for them.  The host has what it needs. */
+    fflush(stdout);
+    fflush(stderr);
+    _exit(rc);
+}
+
+static PyMethodDef boot_methods[] = {
+    {"run", py_run, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+/* sys.argv as a C argv of copies that live as long as the process (the
+ * worker keeps pointers to its pool's name and python path); argv[0] is
+ * the -c that Python left there. */
+static char **argv_of_sys(int *ret_argc)
+{
+    PyObject *list = PySys_GetObject("argv"); /* borrowed */
+    Py_ssize_t n = list && PyList_Check(list) ? PyList_GET_SIZE(list) : 0;
+    char **argv = n > 0 ? calloc((size_t)n + 1, sizeof *argv) : NULL;
+
+    if (!argv)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *s = PyUnicode_AsUTF8(PyList_GET_ITEM(list, i));
+        if (!s || !(argv[i] = strdup(s))) {
+            if (s)
+                PyErr_NoMemory();
+            free(argv); /* and the copies so far: only at start-up */
+            return NULL;
+        }
+    }
+    *ret_argc = (int)n;
+    return argv;
+}
+
+PyMODINIT_FUNC PyInit__pyproc(void)
+{
+    struct worker_args a;
+    PyObject *m;
+    char **argv;
+    int argc;
+
+    if (!(argv = argv_of_sys(&argc))) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "pyproc-worker: no command line in sys.argv");
+        return NULL;
+    }
+    worker_keep_freed_memory();
+    /* The command line was checked, and the limits set, by pyproc-worker
+     * before it exec'd us. */
+    worker_parse_args(argc, argv, &a);
+    free(argv); /* not the strings: the_worker points into them */
+    worker_die_with_host();
+    worker_attach_rings(&a);
+    if (a.buffer_fd >= 0 && worker_buffers_init(a.buffer_fd) != 0) {
+        PyErr_Format(PyExc_RuntimeError, "pyproc-worker: cannot take shared buffers on fd %d",
+                     a.buffer_fd);
+        return NULL;
+    }
+    /* Ctrl-C at the host's terminal reaches the whole process group; the
+     * host decides when its workers stop. */
+    signal(SIGINT, SIG_IGN);
+    m = pyproc_bridge_module(); /* new ref */
+    if (m && PyModule_AddFunctions(m, boot_methods) < 0)
+        Py_CLEAR(m);
+    return m;
+}

@@ -1,0 +1,76 @@
+/*
+ * A call names its function by a reference string ("sub.module.function").
+ * Resolving it through the hub's dict costs a str object, its hash and a
+ * dict lookup on every call; this cache finds the pair from the frame's
+ * bytes with one hash of a few bytes and one memcmp.  Direct-mapped: two
+ * references that collide just take turns, and the dict behind it stays
+ * the source of truth.
+ */
+#include "refcache.h"
+
+#include <string.h>
+
+#define REFCACHE_SLOTS 64 /* a power of two */
+#define REFCACHE_REF_MAX 120
+
+struct refcache_slot {
+    uint64_t hash;
+    uint32_t len;
+    char ref[REFCACHE_REF_MAX];
+    PyObject *entry; /* strong ref; NULL: empty */
+};
+
+static struct refcache_slot slots[REFCACHE_SLOTS];
+/* The slot found last: calls to one function back to back skip the hash. */
+static struct refcache_slot *last = &slots[0];
+
+/* FNV-1a: references are short, and this only picks a slot. */
+static uint64_t ref_hash(const char *ref, uint32_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+
+    for (uint32_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)ref[i]) * 0x100000001b3ull;
+    return h;
+}
+
+PyObject *refcache_find(const char *ref, uint32_t len)
+{
+    uint64_t h;
+    struct refcache_slot *s;
+
+    if (len > REFCACHE_REF_MAX)
+        return NULL;
+    if (last->entry && last->len == len && !memcmp(last->ref, ref, len))
+        return last->entry; /* borrowed */
+    h = ref_hash(ref, len);
+    s = &slots[h & (REFCACHE_SLOTS - 1)];
+    if (s->entry && s->hash == h && s->len == len && !memcmp(s->ref, ref, len)) {
+        last = s;
+        return s->entry; /* borrowed */
+    }
+    return NULL;
+}
+
+void refcache_store(const char *ref, uint32_t len, PyObject *entry)
+{
+    uint64_t h;
+    struct refcache_slot *s;
+
+    if (len > REFCACHE_REF_MAX)
+        return;
+    h = ref_hash(ref, len);
+    s = &slots[h & (REFCACHE_SLOTS - 1)];
+    Py_INCREF(entry);
+    Py_XSETREF(s->entry, entry); /* drops the pair it held */
+    s->hash = h;
+    s->len = len;
+    memcpy(s->ref, ref, len);
+    last = s;
+}
+
+void refcache_clear(void)
+{
+    for (unsigned i = 0; i < REFCACHE_SLOTS; i++)
+        Py_CLEAR(slots[i].entry);
+}

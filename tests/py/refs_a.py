@@ -1,0 +1,4 @@
+"""A plain module mounted as a sub by tests/test_refs.c."""
+
+def which():
+    return "a"
