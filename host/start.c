@@ -84,6 +84,17 @@ static void fail_dead(struct pp_worker *w, pyproc_call *c)
     pyproc__call_complete(c, PYPROC_EWORKER, m);
 }
 
+/* A call that never reached its worker: not counted, freed, err. */
+static int call_not_started(pyproc_call *c, struct pp_slot_stats *st, int err)
+{
+    if (st)
+        atomic_fetch_sub_explicit(&st->calls, 1, memory_order_relaxed);
+    c->done = NULL;
+    atomic_store_explicit(&c->refs, 1, memory_order_relaxed); /* never shared */
+    pyproc__call_unref(c);
+    return err;
+}
+
 /*
  * Register a call on w and send its frame.  A call to a worker that is
  * dead (or dies while we send) still gets its handle, already ended with
@@ -121,6 +132,11 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
     if (pyproc__chan_peer_asleep(w) &&
         shm_now_ns() - atomic_load_explicit(&w->last_answer_ns, memory_order_relaxed) > IDLE_NS)
         c->spin_ns = 0;
+    /* Counted before the frame goes: the pool may be freed while we wait
+     * for ring space (the send then fails with -EPIPE), and its counters
+     * with it, so nothing after a send that failed so touches them. */
+    if (st)
+        atomic_fetch_add_explicit(&st->calls, 1, memory_order_relaxed);
     /* Relaxed: a worker that dies after this is caught by the send
      * (-EPIPE) or by the reaper's pyproc__fail_calls(). */
     if (atomic_load_explicit(&w->dead, memory_order_relaxed)) {
@@ -128,24 +144,14 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
     } else if ((err = pyproc__table_add(w, c)) == -EPIPE) {
         fail_dead(w, c); /* its calls were failed already */
     } else if (err < 0) {
-        c->done = NULL;
-        atomic_store_explicit(&c->refs, 1, memory_order_relaxed); /* never shared */
-        pyproc__call_unref(c);
-        return err;
+        return call_not_started(c, st, err);
     } else if ((err = pyproc__send_until(w, type, c->id, b->data, b->len, deadline)) < 0 &&
                pyproc__table_remove(w, c)) {
-        if (err == -EPIPE) {
+        if (err == -EPIPE)
             fail_dead(w, c);
-        } else {
-            c->done = NULL;
-            /* Out of the table again and not returned: ours alone. */
-            atomic_store_explicit(&c->refs, 1, memory_order_relaxed);
-            pyproc__call_unref(c);
-            return err;
-        }
+        else /* out of the table again and not returned: ours alone */
+            return call_not_started(c, st, err);
     }
-    if (st)
-        atomic_fetch_add_explicit(&st->calls, 1, memory_order_relaxed);
     if (done)
         pyproc__call_unref(c); /* ours; the table's, or the queue's, remains */
     else if (ret)
