@@ -147,6 +147,14 @@ struct pyproc_call {
     /* Its index's counters, which count its end (see stats.c); NULL for
      * the pool's own requests (add_sub, set_attr, their replay). */
     struct pp_slot_stats *stats;
+
+    /* Maps (mapq.h): the handle of a map, or one of its chunks in flight,
+     * each with a reference; set before the call is shared, read-only
+     * afterwards.  NULL for everything else. */
+    struct pp_map *map;
+    struct pp_chunk *chunk;
+    /* Items pyproc_next_at() handed out of a stream; its reader only. */
+    uint64_t items_taken;
 };
 
 enum { EXPIRY_NONE, EXPIRY_ASKED, EXPIRY_KILLED };
@@ -342,6 +350,7 @@ struct pyproc_pool {
     int64_t spin_ns;
     int start_timeout_ms;
     int64_t call_timeout_ns;
+    uint32_t map_window; /* items a map may have pushed and unread */
     int64_t next_expire_ns; /* service thread only */
     /* Some call has a stop_want waiting for room: the service thread
      * ticks even without a call timeout.  Set after the stop_want, and

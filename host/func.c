@@ -132,6 +132,10 @@ PYPROC_EXPORT void pyproc_call_free(pyproc_call *c)
 {
     if (!c)
         return;
+    if (c->map) {
+        pyproc__map_free(c);
+        return;
+    }
     if (c->fork_gen != pyproc__fork_gen()) {
         call_forget(c);
         return;

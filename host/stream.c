@@ -44,6 +44,8 @@ static void send_credit(pyproc_call *c, uint32_t n)
 
 PYPROC_EXPORT int pyproc_next(pyproc_call *c, pyproc_msg **item)
 {
+    if (c && c->map)
+        return pyproc__map_next(c, item, NULL);
     if (!c || !item || !c->is_stream)
         return -EINVAL;
     if (c->fork_gen != pyproc__fork_gen())

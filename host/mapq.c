@@ -1,0 +1,289 @@
+/*
+ * A map's shared state: item slots, chunks in flight, the reader's
+ * wake-up (see mapq.h).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../shm/futex.h"
+#include "msg.h"
+#include "mapq.h"
+
+struct pp_map *pyproc__map_alloc(pyproc_pool *p, const char *ref, bool ordered)
+{
+    struct pp_map *m = calloc(1, sizeof *m);
+    int n = p->nworkers;
+
+    if (!m)
+        return NULL;
+    m->pool = p;
+    m->ordered = ordered;
+    m->window = p->map_window;
+    m->nworkers = n;
+    m->ref = strdup(ref);
+    m->slots = calloc(m->window, sizeof *m->slots);
+    m->doneq = ordered ? NULL : calloc(m->window, sizeof *m->doneq);
+    m->wref = calloc((size_t)n, sizeof *m->wref);
+    m->load = calloc((size_t)n, sizeof *m->load);
+    m->chunks_in = calloc((size_t)n, sizeof *m->chunks_in);
+    m->last_end_ns = calloc((size_t)n, sizeof *m->last_end_ns);
+    atomic_init(&m->refs, 1);
+    pthread_mutex_init(&m->lock, NULL);
+    if (!m->ref || !m->slots || (!ordered && !m->doneq) || !m->wref || !m->load ||
+        !m->chunks_in || !m->last_end_ns) {
+        pyproc__map_unref(m);
+        return NULL;
+    }
+    return m;
+}
+
+static void batch_free(struct pp_batch *b)
+{
+    if (b) {
+        shm_buf_free(&b->b);
+        free(b);
+    }
+}
+
+void pyproc__map_unref(struct pp_map *m)
+{
+    if (!m || atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (uint32_t i = 0; m->slots && i < m->window; i++)
+        pyproc_msg_free(m->slots[i].msg);
+    batch_free(m->partial);
+    batch_free(m->spare);
+    while (m->queue_head) {
+        struct pp_batch *b = m->queue_head;
+        m->queue_head = b->next;
+        batch_free(b);
+    }
+    pthread_mutex_destroy(&m->lock);
+    free(m->slots);
+    free(m->doneq);
+    free(m->wref);
+    free(m->load);
+    free(m->chunks_in);
+    free(m->last_end_ns);
+    free(m->ref);
+    free(m);
+}
+
+void pyproc__map_wake(struct pp_map *m)
+{
+    /* Release: publishes what changed to the reader's acquire load of seq;
+     * seq_cst against its announcement in sleeping (see struct pp_map). */
+    atomic_fetch_add_explicit(&m->seq, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&m->sleeping, memory_order_seq_cst))
+        shm_futex_wake(&m->seq, 1, false);
+}
+
+/* An answer came for slot s: it goes to the reader.  Under lock. */
+static void slot_done(struct pp_map *m, struct pp_map_slot *s, int result, pyproc_msg *msg)
+{
+    if (m->closed) {
+        pyproc_msg_free(msg);
+        msg = NULL;
+    }
+    s->msg = msg;
+    s->result = result;
+    s->state = MAP_SLOT_DONE;
+    if (m->doneq)
+        m->doneq[m->done_tail++ % m->window] = s->index;
+}
+
+void pyproc__map_batch_wait(struct pp_map *m, const struct pp_batch *b)
+{
+    pthread_mutex_lock(&m->lock);
+    for (uint32_t i = 0; i < b->count; i++) {
+        struct pp_map_slot *s = &m->slots[(b->first + i) % m->window];
+        s->index = b->first + i;
+        s->msg = NULL;
+        s->result = 0;
+        s->state = MAP_SLOT_WAIT;
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
+void pyproc__map_batch_fail(struct pp_map *m, const struct pp_batch *b, int err, const char *why)
+{
+    pthread_mutex_lock(&m->lock);
+    for (uint32_t i = 0; i < b->count; i++) {
+        struct pp_map_slot *s = &m->slots[(b->first + i) % m->window];
+        pyproc_msg *msg = NULL;
+        pyproc__msg_error(&msg, "%s", why);
+        s->index = b->first + i;
+        slot_done(m, s, err, msg);
+    }
+    pthread_mutex_unlock(&m->lock);
+    pyproc__map_wake(m);
+}
+
+bool pyproc__map_take(struct pp_map *m, pyproc_msg **msg, int *result, uint64_t *index)
+{
+    struct pp_map_slot *s = NULL;
+
+    pthread_mutex_lock(&m->lock);
+    if (m->ordered) {
+        s = &m->slots[m->read % m->window];
+        if (s->state != MAP_SLOT_DONE || s->index != m->read)
+            s = NULL;
+    } else if (m->done_head != m->done_tail) {
+        s = &m->slots[m->doneq[m->done_head++ % m->window] % m->window];
+    }
+    if (s) {
+        *msg = s->msg;
+        *result = s->result;
+        *index = s->index;
+        s->msg = NULL;
+        s->state = MAP_SLOT_FREE;
+        m->read++;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return s != NULL;
+}
+
+struct pp_chunk *pyproc__chunk_alloc(struct pp_map *m, const struct pp_batch *b, int index)
+{
+    struct pp_chunk *k = calloc(1, sizeof *k);
+
+    if (!k)
+        return NULL;
+    atomic_init(&k->refs, 1); /* the list of chunks in flight */
+    /* From the handle's reference: relaxed (see struct pp_map). */
+    atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+    k->map = m;
+    k->first = b->first;
+    k->count = k->left = b->count;
+    k->index = index;
+    k->sent_ns = shm_now_ns();
+    pthread_mutex_lock(&m->lock);
+    k->next = m->inflight;
+    if (m->inflight)
+        m->inflight->prev = k;
+    m->inflight = k;
+    m->load[index] += k->count;
+    m->chunks_in[index]++;
+    pthread_mutex_unlock(&m->lock);
+    return k;
+}
+
+void pyproc__chunk_ref(struct pp_chunk *k)
+{
+    atomic_fetch_add_explicit(&k->refs, 1, memory_order_relaxed);
+}
+
+void pyproc__chunk_unref(struct pp_chunk *k)
+{
+    if (!k || atomic_fetch_sub_explicit(&k->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    pyproc__map_unref(k->map);
+    free(k);
+}
+
+bool pyproc__chunk_bind(struct pp_chunk *k, pyproc_call *c)
+{
+    struct pp_map *m = k->map;
+    bool ended;
+
+    pthread_mutex_lock(&m->lock);
+    ended = k->ended;
+    if (!ended)
+        k->call = c;
+    pthread_mutex_unlock(&m->lock);
+    if (ended)
+        pyproc__call_unref(c);
+    return !ended;
+}
+
+int pyproc__chunk_store(struct pp_chunk *k, uint64_t index, int result, pyproc_msg *msg)
+{
+    struct pp_map *m = k->map;
+    struct pp_map_slot *s;
+    int err = 0;
+
+    pthread_mutex_lock(&m->lock);
+    s = &m->slots[index % m->window];
+    if (k->ended || index - k->first >= k->count || s->index != index ||
+        s->state != MAP_SLOT_WAIT) {
+        /* An ended chunk's late items are the worker's to make up too:
+         * the end settled every item it had not answered. */
+        err = -EBADMSG;
+        pyproc_msg_free(msg);
+    } else {
+        slot_done(m, s, result, msg);
+        k->left--;
+        m->load[k->index]--;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return err;
+}
+
+/* What a chunk measured: the time its worker spent on it, from when it
+ * was sent or the worker's previous chunk ended, whichever came later
+ * (chunks of one worker run one after another).  Under lock. */
+static void measure(struct pp_map *m, struct pp_chunk *k, int64_t now)
+{
+    int64_t from = k->sent_ns > m->last_end_ns[k->index] ? k->sent_ns : m->last_end_ns[k->index];
+    int64_t per = (now - from) / (k->count ? k->count : 1);
+
+    m->last_end_ns[k->index] = now;
+    if (per < 1)
+        per = 1;
+    m->item_ns = m->item_ns ? (3 * m->item_ns + per) / 4 : per;
+}
+
+/* Settle the items k did not answer.  Under lock. */
+static void fail_left(struct pp_map *m, struct pp_chunk *k, int result, pyproc_msg *ret)
+{
+    const char *why = ret ? pyproc_msg_error(ret) : NULL;
+
+    if (result == 0) {
+        /* END with items unanswered: the worker broke the protocol. */
+        result = -EPROTO;
+        why = "the worker ended the chunk without answering this item";
+    }
+    for (uint32_t i = 0; k->left && i < k->count; i++) {
+        struct pp_map_slot *s = &m->slots[(k->first + i) % m->window];
+        if (s->index != k->first + i || s->state != MAP_SLOT_WAIT)
+            continue;
+        pyproc_msg *msg = NULL;
+        pyproc__msg_error(&msg, "%s", why ? why : pyproc_strerror(result));
+        slot_done(m, s, result, msg);
+        k->left--;
+    }
+}
+
+void pyproc__chunk_end(struct pp_chunk *k, int result, pyproc_msg *ret)
+{
+    struct pp_map *m = k->map;
+    pyproc_call *c;
+
+    pthread_mutex_lock(&m->lock);
+    if (k->ended) {
+        pthread_mutex_unlock(&m->lock);
+        pyproc_msg_free(ret);
+        return;
+    }
+    k->ended = true;
+    if (result == 0 && !k->left)
+        measure(m, k, shm_now_ns());
+    m->load[k->index] -= k->left;
+    m->chunks_in[k->index]--;
+    fail_left(m, k, result, ret);
+    if (k->prev)
+        k->prev->next = k->next;
+    else
+        m->inflight = k->next;
+    if (k->next)
+        k->next->prev = k->prev;
+    c = k->call;
+    k->call = NULL;
+    pthread_mutex_unlock(&m->lock);
+    pyproc_msg_free(ret);
+    pyproc__map_wake(m);
+    if (c)
+        pyproc__call_unref(c);
+    pyproc__chunk_unref(k);
+}
