@@ -260,11 +260,13 @@ static PyObject *py_set_hub(PyObject *self, PyObject *args)
     static const char *const names[] = {"create_task", "ready",      "ready_pop",     "track_task",
                                         "resolve",     "start_coro", "start_gen",     "error_info",
                                         "add_sub",     "add_native", "set_attr",      "shutdown",
-                                        "cancel",      "credit",     "callback_reply"};
+                                        "cancel",      "credit",     "callback_reply",
+                                        "start_map"};
     PyObject **slots[] = {&H.create_task, &H.ready,      &H.ready_pop,     &H.track_task,
                           &H.resolve,     &H.start_coro, &H.start_gen,     &H.error_info,
                           &H.add_sub,     &H.add_native, &H.set_attr,      &H.shutdown,
-                          &H.cancel,      &H.credit,     &H.callback_reply};
+                          &H.cancel,      &H.credit,     &H.callback_reply,
+                          &H.start_map};
     PyObject *hub, *mod;
 
     (void)self;
@@ -298,6 +300,7 @@ static PyMethodDef methods[] = {
     {"send_end", (PyCFunction)(void (*)(void))py_send_end, METH_FASTCALL, NULL},
     {"send_callback", (PyCFunction)(void (*)(void))py_send_callback, METH_FASTCALL, NULL},
     {"pump", (PyCFunction)(void (*)(void))py_pump, METH_FASTCALL, NULL},
+    {"send_map_item", (PyCFunction)(void (*)(void))py_send_map_item, METH_FASTCALL, NULL},
     {"ready", py_ready, METH_NOARGS, NULL},
     {"set_hub", py_set_hub, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},

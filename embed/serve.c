@@ -24,8 +24,7 @@ struct hub_funcs H;
 /* A request at least this large leaves memory worth trimming when idle. */
 #define TRIM_AFTER_BYTES (1u << 20)
 
-/* Find (callable, wants_hub) for ref, through the cache.  Borrowed ref. */
-static PyObject *lookup(const char *ref, uint32_t len)
+PyObject *serve_lookup(const char *ref, uint32_t len)
 {
     PyObject *key, *hit;
 
@@ -47,8 +46,7 @@ static PyObject *lookup(const char *ref, uint32_t len)
     return hit;
 }
 
-/* Prepend the hub to args when the function takes it first. */
-static PyObject *with_hub(PyObject *args)
+PyObject *serve_with_hub(PyObject *args)
 {
     Py_ssize_t n = PyTuple_GET_SIZE(args);
     PyObject *full = PyTuple_New(n + 1); /* new ref */
@@ -65,7 +63,7 @@ static PyObject *with_hub(PyObject *args)
     return full;
 }
 
-static bool is_awaitable(PyObject *o)
+bool serve_is_awaitable(PyObject *o)
 {
     if (PyCoro_CheckExact(o))
         return true;
@@ -154,7 +152,7 @@ static bool call_header(const char **p, const char *end, uint64_t *kind, const c
  * find a stop posted before it, or the host sees running_call and signals
  * (see shm/segment.h).  Returns why it was stopped, or 0 to run it.
  */
-static uint32_t call_enter(uint64_t id)
+uint32_t serve_enter(uint64_t id)
 {
     struct shm_seg_header *h = the_worker.seg.hdr;
 
@@ -167,15 +165,14 @@ static uint32_t call_enter(uint64_t id)
     return shm_seg_stop_lookup(h, id);
 }
 
-static void call_leave(void)
+void serve_leave(void)
 {
     /* Back from user code, which may have forked: a child stops here. */
     worker_leave_if_forked();
     atomic_store_explicit(&the_worker.seg.hdr->running_call, 0, memory_order_release);
 }
 
-/* Answer a call stopped before it started. */
-static void reply_stopped(uint64_t id, uint32_t why)
+void serve_reply_stopped(uint64_t id, uint32_t why)
 {
     if (why == SHM_INTERRUPT_TIMEOUT)
         reply_error_text(id, ETIMEDOUT, "pyproc.CallTimeout",
@@ -198,7 +195,7 @@ static void serve_call(uint64_t id, const char *p, const char *end)
         reply_error_text(id, EBADMSG, "ValueError", "malformed call frame");
         return;
     }
-    entry = lookup(ref, ref_len); /* borrowed */
+    entry = serve_lookup(ref, ref_len); /* borrowed */
     if (!entry)
         goto fail;
     args = pyproc_unpack_tuple(&p, end); /* new ref */
@@ -208,16 +205,16 @@ static void serve_call(uint64_t id, const char *p, const char *end)
     if (!kwargs)
         goto fail;
     if (PyObject_IsTrue(PyTuple_GET_ITEM(entry, 1))) {
-        full = with_hub(args); /* new ref */
+        full = serve_with_hub(args); /* new ref */
         if (!full)
             goto fail;
     }
     /* While user code runs here, the host may interrupt it (see
      * shm/segment.h); a coroutine's first step counts too. */
-    stopped = call_enter(id);
+    stopped = serve_enter(id);
     if (stopped) {
-        call_leave();
-        reply_stopped(id, stopped);
+        serve_leave();
+        serve_reply_stopped(id, stopped);
         goto out;
     }
     res = PyObject_Call(PyTuple_GET_ITEM(entry, 0), full ? full : args,
@@ -226,12 +223,12 @@ static void serve_call(uint64_t id, const char *p, const char *end)
         hand_over(H.start_gen, id, res);
     else if (res && PyCoro_CheckExact(res))
         start_coro(id, res);
-    else if (res && is_awaitable(res))
+    else if (res && serve_is_awaitable(res))
         hand_over(H.start_coro, id, res);
-    call_leave();
+    serve_leave();
     if (!res)
         goto fail;
-    if (kind != SHM_CALL_GEN && !is_awaitable(res))
+    if (kind != SHM_CALL_GEN && !serve_is_awaitable(res))
         reply_value(SHM_FRAME_RESULT, id, res);
     goto out;
 fail:
@@ -293,6 +290,9 @@ static void serve_one(const struct shm_msg *m)
     switch (m->type) {
     case SHM_FRAME_CALL:
         serve_call(m->id, p, end);
+        break;
+    case SHM_FRAME_MAP_CHUNK:
+        serve_map(m->id, p, end);
         break;
     case SHM_FRAME_ADD_SUB:
         serve_admin(m->id, H.add_sub, p, end);

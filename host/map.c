@@ -383,8 +383,11 @@ PYPROC_EXPORT int pyproc_pushv(pyproc_call *c, const char *fmt, va_list ap)
             return -ENOMEM;
         va_copy(va.ap, ap);
         pyproc__args_va(&args, &va);
+        size_t len0 = m->partial->b.len;
         err = pyproc__fmt_encode_args(&m->partial->b, fmt, &args);
         va_end(va.ap);
+        if (err == 0 && (err = pyproc__map_slot_take(m, m->partial)) < 0)
+            m->partial->b.len = len0;
         /* Too large for this chunk, but maybe not for one of its own. */
         if (err != -EMSGSIZE || tries || !m->partial->count)
             break;

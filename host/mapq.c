@@ -24,13 +24,16 @@ struct pp_map *pyproc__map_alloc(pyproc_pool *p, const char *ref, bool ordered)
     m->ref = strdup(ref);
     m->slots = calloc(m->window, sizeof *m->slots);
     m->doneq = ordered ? NULL : calloc(m->window, sizeof *m->doneq);
+    m->free_slots = ordered ? NULL : calloc(m->window, sizeof *m->free_slots);
+    for (uint32_t i = 0; m->free_slots && i < m->window; i++)
+        m->free_slots[m->n_free++] = m->window - 1 - i;
     m->wref = calloc((size_t)n, sizeof *m->wref);
     m->load = calloc((size_t)n, sizeof *m->load);
     m->chunks_in = calloc((size_t)n, sizeof *m->chunks_in);
     m->last_end_ns = calloc((size_t)n, sizeof *m->last_end_ns);
     atomic_init(&m->refs, 1);
     pthread_mutex_init(&m->lock, NULL);
-    if (!m->ref || !m->slots || (!ordered && !m->doneq) || !m->wref || !m->load ||
+    if (!m->ref || !m->slots || (!ordered && (!m->doneq || !m->free_slots)) || !m->wref || !m->load ||
         !m->chunks_in || !m->last_end_ns) {
         pyproc__map_unref(m);
         return NULL;
@@ -42,6 +45,7 @@ static void batch_free(struct pp_batch *b)
 {
     if (b) {
         shm_buf_free(&b->b);
+        free(b->slots);
         free(b);
     }
 }
@@ -62,6 +66,7 @@ void pyproc__map_unref(struct pp_map *m)
     pthread_mutex_destroy(&m->lock);
     free(m->slots);
     free(m->doneq);
+    free(m->free_slots);
     free(m->wref);
     free(m->load);
     free(m->chunks_in);
@@ -79,6 +84,31 @@ void pyproc__map_wake(struct pp_map *m)
         shm_futex_wake(&m->seq, 1, false);
 }
 
+/* The slot of item index, whose batch or chunk starts at first and keeps
+ * its items' slots in slots (unordered maps). */
+static struct pp_map_slot *slot_of(struct pp_map *m, const uint32_t *slots, uint64_t first,
+                                   uint64_t index)
+{
+    return &m->slots[m->ordered ? index % m->window : slots[index - first]];
+}
+
+int pyproc__map_slot_take(struct pp_map *m, struct pp_batch *b)
+{
+    if (m->ordered)
+        return 0;
+    if (b->count == b->cap_slots) {
+        uint32_t cap = b->cap_slots ? 2 * b->cap_slots : 64;
+        uint32_t *l = realloc(b->slots, cap * sizeof *l);
+        if (!l)
+            return -ENOMEM;
+        b->slots = l;
+        b->cap_slots = cap;
+    }
+    /* The window was checked: a slot is free. */
+    b->slots[b->count] = m->free_slots[--m->n_free];
+    return 0;
+}
+
 /* An answer came for slot s: it goes to the reader.  Under lock. */
 static void slot_done(struct pp_map *m, struct pp_map_slot *s, int result, pyproc_msg *msg)
 {
@@ -90,14 +120,14 @@ static void slot_done(struct pp_map *m, struct pp_map_slot *s, int result, pypro
     s->result = result;
     s->state = MAP_SLOT_DONE;
     if (m->doneq)
-        m->doneq[m->done_tail++ % m->window] = s->index;
+        m->doneq[m->done_tail++ % m->window] = (uint32_t)(s - m->slots);
 }
 
 void pyproc__map_batch_wait(struct pp_map *m, const struct pp_batch *b)
 {
     pthread_mutex_lock(&m->lock);
     for (uint32_t i = 0; i < b->count; i++) {
-        struct pp_map_slot *s = &m->slots[(b->first + i) % m->window];
+        struct pp_map_slot *s = slot_of(m, b->slots, b->first, b->first + i);
         s->index = b->first + i;
         s->msg = NULL;
         s->result = 0;
@@ -110,7 +140,7 @@ void pyproc__map_batch_fail(struct pp_map *m, const struct pp_batch *b, int err,
 {
     pthread_mutex_lock(&m->lock);
     for (uint32_t i = 0; i < b->count; i++) {
-        struct pp_map_slot *s = &m->slots[(b->first + i) % m->window];
+        struct pp_map_slot *s = slot_of(m, b->slots, b->first, b->first + i);
         pyproc_msg *msg = NULL;
         pyproc__msg_error(&msg, "%s", why);
         s->index = b->first + i;
@@ -130,7 +160,8 @@ bool pyproc__map_take(struct pp_map *m, pyproc_msg **msg, int *result, uint64_t 
         if (s->state != MAP_SLOT_DONE || s->index != m->read)
             s = NULL;
     } else if (m->done_head != m->done_tail) {
-        s = &m->slots[m->doneq[m->done_head++ % m->window] % m->window];
+        s = &m->slots[m->doneq[m->done_head++ % m->window]];
+        m->free_slots[m->n_free++] = (uint32_t)(s - m->slots);
     }
     if (s) {
         *msg = s->msg;
@@ -156,6 +187,15 @@ struct pp_chunk *pyproc__chunk_alloc(struct pp_map *m, const struct pp_batch *b,
     k->map = m;
     k->first = b->first;
     k->count = k->left = b->count;
+    if (!m->ordered) {
+        k->slots = malloc(b->count * sizeof *k->slots);
+        if (!k->slots) {
+            free(k);
+            pyproc__map_unref(m);
+            return NULL;
+        }
+        memcpy(k->slots, b->slots, b->count * sizeof *k->slots);
+    }
     k->index = index;
     k->sent_ns = shm_now_ns();
     pthread_mutex_lock(&m->lock);
@@ -179,6 +219,7 @@ void pyproc__chunk_unref(struct pp_chunk *k)
     if (!k || atomic_fetch_sub_explicit(&k->refs, 1, memory_order_acq_rel) != 1)
         return;
     pyproc__map_unref(k->map);
+    free(k->slots);
     free(k);
 }
 
@@ -204,9 +245,8 @@ int pyproc__chunk_store(struct pp_chunk *k, uint64_t index, int result, pyproc_m
     int err = 0;
 
     pthread_mutex_lock(&m->lock);
-    s = &m->slots[index % m->window];
-    if (k->ended || index - k->first >= k->count || s->index != index ||
-        s->state != MAP_SLOT_WAIT) {
+    s = index - k->first < k->count ? slot_of(m, k->slots, k->first, index) : NULL;
+    if (k->ended || !s || s->index != index || s->state != MAP_SLOT_WAIT) {
         /* An ended chunk's late items are the worker's to make up too:
          * the end settled every item it had not answered. */
         err = -EBADMSG;
@@ -245,7 +285,7 @@ static void fail_left(struct pp_map *m, struct pp_chunk *k, int result, pyproc_m
         why = "the worker ended the chunk without answering this item";
     }
     for (uint32_t i = 0; k->left && i < k->count; i++) {
-        struct pp_map_slot *s = &m->slots[(k->first + i) % m->window];
+        struct pp_map_slot *s = slot_of(m, k->slots, k->first, k->first + i);
         if (s->index != k->first + i || s->state != MAP_SLOT_WAIT)
             continue;
         pyproc_msg *msg = NULL;

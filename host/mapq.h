@@ -7,9 +7,12 @@
  * items it did not answer (pyproc__chunk_end(), from
  * pyproc__call_complete()).
  *
- * Item i of a map lives in slot i % window from its push until it is
- * read; at most window items are pushed and unread, so no two live items
- * share a slot, and neither side's memory grows with the input.
+ * An item lives in a slot from its push until it is read: item i in slot
+ * i % window in an ordered map, whose reader takes items in order (so
+ * all items before i - window are read); in the slot it took from the
+ * free ones in an unordered map, where each chunk keeps its items' slots.
+ * At most window items are pushed and unread, so no two live items share
+ * a slot, and neither side's memory grows with the input.
  *
  * Floor 2 of host/ (see host/floors.txt).
  */
@@ -36,6 +39,8 @@ struct pp_batch {
     size_t head_len; /* see pyproc__wire_chunk_begin() */
     uint64_t first;
     uint32_t count;
+    uint32_t *slots; /* unordered maps: each item's slot; cap_slots of room */
+    uint32_t cap_slots;
     struct pp_batch *next;
 };
 
@@ -51,7 +56,8 @@ struct pp_chunk {
     struct pp_map *map; /* a reference, dropped with the chunk */
     uint64_t first;
     uint32_t count;
-    int index;      /* the worker index it went to */
+    uint32_t *slots; /* unordered maps: each item's slot */
+    int index;       /* the worker index it went to */
     int64_t sent_ns; /* set before it is shared */
     /* Under map->lock: the map's reference to the call carrying it (NULL
      * before pyproc__chunk_bind() and after the end), items it has not
@@ -84,11 +90,13 @@ struct pp_map {
     struct pp_batch *spare;                    /* a sent one's buffer, for reuse */
     struct pp_worker **wref;                   /* per index: the worker last sent to, a ref */
     int64_t stalled_since;                     /* no live worker took a chunk since */
+    uint32_t *free_slots; /* unordered maps: a stack of n_free slots */
+    uint32_t n_free;
 
     pthread_mutex_t lock;
     struct pp_map_slot *slots; /* window of them */
     uint64_t read;             /* items handed out (written by the owner) */
-    uint64_t *doneq;           /* unordered maps: answered indexes, as they came */
+    uint32_t *doneq;           /* unordered maps: answered items' slots, as they came */
     uint64_t done_head, done_tail;
     uint32_t *load;      /* per worker index: items in flight */
     uint32_t *chunks_in; /* per worker index: chunks in flight */
@@ -117,6 +125,9 @@ void pyproc__map_unref(struct pp_map *m);
 /* Wake the map's reader after a change. */
 void pyproc__map_wake(struct pp_map *m);
 
+/* Take a free slot for the next item of batch b (unordered maps);
+ * -ENOMEM.  The owner only. */
+int pyproc__map_slot_take(struct pp_map *m, struct pp_batch *b);
 /* Mark a sealed batch's items as waiting for answers. */
 void pyproc__map_batch_wait(struct pp_map *m, const struct pp_batch *b);
 /* Answer every item of a batch that will not be sent with err and the
