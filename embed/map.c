@@ -30,6 +30,10 @@
 #define RESULTS_BYTES (64u << 10)
 #define RESULTS_NS 200000
 
+/* The head of a MAP_ITEMS: [uint64 busy_ns, array32 count], both filled
+ * in when it is sent. */
+#define HEAD_BYTES 15
+
 /* A MAP_ITEMS being packed; its own buffer, since user code and the
  * replies it triggers use the worker's scratch. */
 struct results {
@@ -40,25 +44,43 @@ struct results {
 
 static struct results R;
 
-static void results_begin(struct results *r)
+/* Start a MAP_ITEMS in b; false when out of memory. */
+static bool head_begin(struct shm_buf *b)
 {
     int err = 0;
     char *p;
 
-    shm_buf_reset(&r->b);
-    r->count = 0;
-    r->started = shm_now_ns();
-    p = shm_buf_reserve(&r->b, 5, &err);
-    if (p) {
-        p[0] = (char)0xdd; /* array32, its count patched when sent */
-        r->b.len = 5;
-    }
+    shm_buf_reset(b);
+    p = shm_buf_reserve(b, HEAD_BYTES, &err);
+    if (!p)
+        return false;
+    memset(p, 0, HEAD_BYTES);
+    p[0] = (char)0x92;
+    p[1] = (char)0xcf; /* uint64 */
+    p[10] = (char)0xdd; /* array32 */
+    b->len = HEAD_BYTES;
+    return true;
 }
 
+static void head_seal(struct shm_buf *b, uint64_t busy_ns, uint32_t count)
+{
+    mp_store_u64(b->data + 2, busy_ns);
+    mp_store_u32(b->data + 11, count);
+}
+
+static void results_begin(struct results *r)
+{
+    head_begin(&r->b);
+    r->count = 0;
+    r->started = shm_now_ns();
+}
+
+/* Send what the batch holds, with the time its items took (the host
+ * sizes chunks by it). */
 static void results_send(struct results *r, uint64_t id)
 {
-    if (r->count && r->b.len >= 5) {
-        mp_store_u32(r->b.data + 1, r->count);
+    if (r->count && r->b.len >= HEAD_BYTES) {
+        head_seal(&r->b, (uint64_t)(shm_now_ns() - r->started), r->count);
         reply_frame(SHM_FRAME_MAP_ITEMS, id, &r->b);
     }
     results_begin(r);
@@ -368,12 +390,10 @@ PyObject *py_send_map_item(PyObject *self, PyObject *const *args, Py_ssize_t n)
     index = PyLong_AsUnsignedLongLong(args[1]);
     if (PyErr_Occurred())
         return NULL;
-    shm_buf_reset(b);
-    if (!shm_buf_reserve(b, 5, &(int){0}))
+    if (!head_begin(b))
         return PyErr_NoMemory();
-    b->data[0] = (char)0xdd;
-    mp_store_u32(b->data + 1, 1);
-    b->len = 5;
+    /* Its time is the loop's, shared with others: say none. */
+    head_seal(b, 0, 1);
     if (PyObject_IsTrue(args[2]) == 1)
         entry_value(b, index, args[3], true);
     else

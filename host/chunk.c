@@ -44,11 +44,13 @@ static int item_error(const char *data, size_t len, pyproc_msg **ret)
 static int deliver(struct pp_chunk *k, const char *data, size_t len)
 {
     const char *p, *end = data + len;
+    uint64_t busy_ns;
     uint32_t n;
     int err = 0;
 
-    if (pyproc__wire_map_items_read(data, len, &n, &p) < 0)
+    if (pyproc__wire_map_items_read(data, len, &busy_ns, &n, &p) < 0)
         return -EBADMSG;
+    pyproc__chunk_measure(k, busy_ns, n);
     for (uint32_t i = 0; i < n && err == 0; i++) {
         const char *value;
         size_t vlen;

@@ -38,6 +38,10 @@
 /* ...within these bounds. */
 #define MAP_MAX_ITEMS 1024
 #define MAP_MAX_BYTES (256u << 10)
+/* A chunk being packed goes to an idle worker once it is this old:
+ * sooner, a pusher faster than one item per worker's item would send
+ * items one by one to workers it keeps idle that way. */
+#define MAP_IDLE_FLUSH_NS (50 * 1000LL)
 /* The reader's naps while it waits: chunks wait for a worker to come back
  * (respawn) at the shorter one. */
 #define MAP_NAP_MS 100
@@ -77,8 +81,7 @@ static struct pp_batch *batch_new(struct pp_map *m)
     b->first = m->pushed;
     b->count = 0;
     if (pyproc__wire_chunk_begin(&b->b, m->ref) < 0) {
-        shm_buf_free(&b->b);
-        free(b);
+        pyproc__batch_free(b);
         return NULL;
     }
     b->head_len = b->b.len;
@@ -91,8 +94,7 @@ static void batch_recycle(struct pp_map *m, struct pp_batch *b)
         m->spare = b;
         return;
     }
-    shm_buf_free(&b->b);
-    free(b);
+    pyproc__batch_free(b);
 }
 
 /* The chunk being packed joins the queue of chunks to send. */
@@ -110,6 +112,26 @@ static void seal(struct pp_map *m)
     else
         m->queue_head = b;
     m->queue_tail = b;
+}
+
+/*
+ * Whether the reader waits for an item of the chunk being packed: in an
+ * ordered map, the next one to read is in it; in an unordered one,
+ * nothing else is on its way.  Otherwise waiting for the answers on their
+ * way is better than sending a small chunk.
+ */
+static bool partial_needed(struct pp_map *m)
+{
+    bool idle;
+
+    if (!m->partial || !m->partial->count || m->queue_head)
+        return false;
+    if (m->ordered)
+        return m->read >= m->partial->first;
+    pthread_mutex_lock(&m->lock);
+    idle = !m->inflight;
+    pthread_mutex_unlock(&m->lock);
+    return idle;
 }
 
 /* ---- sending ---- */
@@ -197,7 +219,8 @@ static void pump(struct pp_map *m)
     for (;;) {
         bool idle_only = !m->queue_head, dead;
         struct pp_worker *w = NULL;
-        if (idle_only && (!m->partial || !m->partial->count))
+        if (idle_only && (!m->partial || !m->partial->count ||
+                          shm_now_ns() - m->partial->born_ns < MAP_IDLE_FLUSH_NS))
             return;
         int i = pick(m, idle_only, &w, &dead);
         if (i < 0 && dead && m->queue_head) {
@@ -274,11 +297,8 @@ static void batch_free_all(struct pp_map *m)
     if (m->partial)
         batch_recycle(m, m->partial);
     m->partial = NULL;
-    if (m->spare) {
-        shm_buf_free(&m->spare->b);
-        free(m->spare);
-        m->spare = NULL;
-    }
+    pyproc__batch_free(m->spare);
+    m->spare = NULL;
 }
 
 /* ---- waiting ---- */
@@ -374,7 +394,9 @@ PYPROC_EXPORT int pyproc_pushv(pyproc_call *c, const char *fmt, va_list ap)
     if (m->input_ended)
         return -EPIPE;
     if (m->pushed - m->read >= m->window) {
-        seal(m);
+        /* The chunk being packed stays: pyproc_next() sends it when it
+         * has to wait for it, and sealing it here, one item after each
+         * read, would send items one by one. */
         pump(m);
         return -EAGAIN;
     }
@@ -395,6 +417,8 @@ PYPROC_EXPORT int pyproc_pushv(pyproc_call *c, const char *fmt, va_list ap)
     }
     if (err < 0)
         return err;
+    if (!m->partial->count)
+        m->partial->born_ns = shm_now_ns();
     m->partial->count++;
     m->pushed++;
     if (m->partial->count >= chunk_items(m) || m->partial->b.len >= MAP_MAX_BYTES)
@@ -454,7 +478,8 @@ int pyproc__map_next(pyproc_call *c, pyproc_msg **item, uint64_t *index)
             return m->input_ended || atomic_load_explicit(&m->cancelled, memory_order_seq_cst)
                        ? 0
                        : -EAGAIN;
-        seal(m);
+        if (partial_needed(m))
+            seal(m);
         pump(m);
         map_wait(m, seq);
     }

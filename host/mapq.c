@@ -30,18 +30,17 @@ struct pp_map *pyproc__map_alloc(pyproc_pool *p, const char *ref, bool ordered)
     m->wref = calloc((size_t)n, sizeof *m->wref);
     m->load = calloc((size_t)n, sizeof *m->load);
     m->chunks_in = calloc((size_t)n, sizeof *m->chunks_in);
-    m->last_end_ns = calloc((size_t)n, sizeof *m->last_end_ns);
     atomic_init(&m->refs, 1);
     pthread_mutex_init(&m->lock, NULL);
     if (!m->ref || !m->slots || (!ordered && (!m->doneq || !m->free_slots)) || !m->wref || !m->load ||
-        !m->chunks_in || !m->last_end_ns) {
+        !m->chunks_in) {
         pyproc__map_unref(m);
         return NULL;
     }
     return m;
 }
 
-static void batch_free(struct pp_batch *b)
+void pyproc__batch_free(struct pp_batch *b)
 {
     if (b) {
         shm_buf_free(&b->b);
@@ -56,12 +55,12 @@ void pyproc__map_unref(struct pp_map *m)
         return;
     for (uint32_t i = 0; m->slots && i < m->window; i++)
         pyproc_msg_free(m->slots[i].msg);
-    batch_free(m->partial);
-    batch_free(m->spare);
+    pyproc__batch_free(m->partial);
+    pyproc__batch_free(m->spare);
     while (m->queue_head) {
         struct pp_batch *b = m->queue_head;
         m->queue_head = b->next;
-        batch_free(b);
+        pyproc__batch_free(b);
     }
     pthread_mutex_destroy(&m->lock);
     free(m->slots);
@@ -70,7 +69,6 @@ void pyproc__map_unref(struct pp_map *m)
     free(m->wref);
     free(m->load);
     free(m->chunks_in);
-    free(m->last_end_ns);
     free(m->ref);
     free(m);
 }
@@ -260,18 +258,21 @@ int pyproc__chunk_store(struct pp_chunk *k, uint64_t index, int result, pyproc_m
     return err;
 }
 
-/* What a chunk measured: the time its worker spent on it, from when it
- * was sent or the worker's previous chunk ended, whichever came later
- * (chunks of one worker run one after another).  Under lock. */
-static void measure(struct pp_map *m, struct pp_chunk *k, int64_t now)
+void pyproc__chunk_measure(struct pp_chunk *k, uint64_t busy_ns, uint32_t n)
 {
-    int64_t from = k->sent_ns > m->last_end_ns[k->index] ? k->sent_ns : m->last_end_ns[k->index];
-    int64_t per = (now - from) / (k->count ? k->count : 1);
+    struct pp_map *m = k->map;
+    int64_t per;
 
-    m->last_end_ns[k->index] = now;
+    if (!n || busy_ns > INT64_MAX / 4)
+        return;
+    per = (int64_t)(busy_ns / n);
     if (per < 1)
         per = 1;
+    pthread_mutex_lock(&m->lock);
+    /* A moving average, weighted towards the past: one odd batch does
+     * not swing the chunks' size. */
     m->item_ns = m->item_ns ? (3 * m->item_ns + per) / 4 : per;
+    pthread_mutex_unlock(&m->lock);
 }
 
 /* Settle the items k did not answer.  Under lock. */
@@ -307,8 +308,6 @@ void pyproc__chunk_end(struct pp_chunk *k, int result, pyproc_msg *ret)
         return;
     }
     k->ended = true;
-    if (result == 0 && !k->left)
-        measure(m, k, shm_now_ns());
     m->load[k->index] -= k->left;
     m->chunks_in[k->index]--;
     fail_left(m, k, result, ret);

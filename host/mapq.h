@@ -37,6 +37,7 @@ struct pp_map_slot {
 struct pp_batch {
     struct shm_buf b;
     size_t head_len; /* see pyproc__wire_chunk_begin() */
+    int64_t born_ns; /* when its first item came */
     uint64_t first;
     uint32_t count;
     uint32_t *slots; /* unordered maps: each item's slot; cap_slots of room */
@@ -100,8 +101,7 @@ struct pp_map {
     uint64_t done_head, done_tail;
     uint32_t *load;      /* per worker index: items in flight */
     uint32_t *chunks_in; /* per worker index: chunks in flight */
-    int64_t *last_end_ns;
-    int64_t item_ns; /* time per item the chunks measured; 0: none yet */
+    int64_t item_ns;     /* time per item the workers measured; 0: none yet */
     struct pp_chunk *inflight;
     bool closed; /* the handle is gone: answers are dropped */
 
@@ -118,6 +118,9 @@ struct pp_map {
     _Atomic uint32_t seq;
     _Atomic bool sleeping;
 };
+
+/* Free a batch and what it holds (NULL: nothing). */
+void pyproc__batch_free(struct pp_batch *b);
 
 /* A new map with the handle's reference, or NULL (no memory). */
 struct pp_map *pyproc__map_alloc(pyproc_pool *p, const char *ref, bool ordered);
@@ -154,11 +157,14 @@ bool pyproc__chunk_bind(struct pp_chunk *k, pyproc_call *c);
  * (a worker that answers twice or makes up an index).
  */
 int pyproc__chunk_store(struct pp_chunk *k, uint64_t index, int result, pyproc_msg *msg);
+/* Its worker spent busy_ns running n of k's items (a MAP_ITEMS): what
+ * sizes the chunks to come. */
+void pyproc__chunk_measure(struct pp_chunk *k, uint64_t busy_ns, uint32_t n);
 /*
  * k is over: result 0 when its worker answered every item, else its error
  * with ret (taken; may be NULL) saying why, which each item still waiting
- * gets.  Measures the chunk and drops the map's references to its call
- * and to k.  Once per chunk.
+ * gets.  Drops the map's references to its call and to k.  Once per
+ * chunk.
  */
 void pyproc__chunk_end(struct pp_chunk *k, int result, pyproc_msg *ret);
 

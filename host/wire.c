@@ -212,11 +212,19 @@ void pyproc__wire_chunk_seal(struct shm_buf *b, size_t head_len, uint64_t first,
     mp_store_u32(w + 10, count);
 }
 
-int pyproc__wire_map_items_read(const char *data, size_t len, uint32_t *ret_count,
-                                const char **ret_first)
+int pyproc__wire_map_items_read(const char *data, size_t len, uint64_t *ret_busy_ns,
+                                uint32_t *ret_count, const char **ret_first)
 {
-    /* The same shape as a YIELD batch. */
-    return pyproc__wire_yield_read(data, len, ret_count, ret_first);
+    const char *p = data + 2;
+
+    if (len < 15 || (uint8_t)data[0] != 0x92 || (uint8_t)data[1] != 0xcf ||
+        (uint8_t)data[10] != 0xdd)
+        return -EBADMSG;
+    *ret_busy_ns = mp_load_u64(&p);
+    p++;
+    *ret_count = mp_load_u32(&p);
+    *ret_first = p;
+    return 0;
 }
 
 int pyproc__wire_map_entry_read(const char **p, const char *end, uint64_t *index, bool *ok,

@@ -81,12 +81,12 @@ int pyproc__wire_chunk_begin(struct shm_buf *b, const char *ref);
 void pyproc__wire_chunk_seal(struct shm_buf *b, size_t head_len, uint64_t first, uint32_t count);
 
 /*
- * MAP_ITEMS holds an array32 of entries (embed/map.c writes every batch
- * that way): the count and where the first entry starts, from a private
- * copy; -EBADMSG for any other shape.
+ * MAP_ITEMS holds [uint64 busy_ns, array32 of entries] (embed/map.c writes
+ * every batch that way): the time, the count and where the first entry
+ * starts, from a private copy; -EBADMSG for any other shape.
  */
-int pyproc__wire_map_items_read(const char *data, size_t len, uint32_t *ret_count,
-                                const char **ret_first);
+int pyproc__wire_map_items_read(const char *data, size_t len, uint64_t *ret_busy_ns,
+                                uint32_t *ret_count, const char **ret_first);
 
 /* One entry [index, ok, value] of a MAP_ITEMS, checked here as it is
  * read: 0 with *p past it and the value's bytes in *value, *value_len;

@@ -31,8 +31,8 @@ enum shm_frame_type {
     SHM_FRAME_YIELD,      /* value                                   */
     SHM_FRAME_END,        /* nil                                     */
     SHM_FRAME_CALLBACK,   /* payload                                 */
-    SHM_FRAME_MAP_ITEMS,  /* array32 of [index, true, value] or
-                             [index, false, [errno, type, message, traceback]] */
+    SHM_FRAME_MAP_ITEMS,  /* [busy_ns, array32 of [index, true, value] or
+                             [index, false, [errno, type, message, traceback]]] */
 };
 
 /* Values of the kind field of a CALL. */
@@ -45,7 +45,8 @@ enum shm_call_kind {
  * A map's chunk (MAP_CHUNK) runs its function once per item, the items
  * numbered first, first + 1, ... in the map's input.  The worker answers
  * with MAP_ITEMS frames, each holding the results of one or more items by
- * index, every item exactly once, and ends the chunk with END (every item
+ * index, every item exactly once, and the nanoseconds the worker spent
+ * running them (uint64; 0 when it cannot tell), and ends the chunk with END (every item
  * answered) or ERROR (the chunk as a whole failed: an unknown reference,
  * a stop; its unanswered items take that error).
  */

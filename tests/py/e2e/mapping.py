@@ -64,7 +64,7 @@ async def aio_wait(x):
     try:
         await asyncio.sleep(30)
     except asyncio.CancelledError:
-        cancelled.append(x)
+        cancelled.append(str(x))
         raise
     return x
 
