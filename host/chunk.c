@@ -40,12 +40,14 @@ static int item_error(const char *data, size_t len, pyproc_msg **ret)
     }
 }
 
-/* Walk the checked-as-we-go entries of a private copy into k's slots. */
+/* Walk the checked-as-we-go entries of a private copy into k's slots,
+ * a batch of answers under each lock. */
 static int deliver(struct pp_chunk *k, const char *data, size_t len)
 {
     const char *p, *end = data + len;
+    struct pp_answer a[64];
     uint64_t busy_ns;
-    uint32_t n;
+    uint32_t n, na = 0;
     int err = 0;
 
     if (pyproc__wire_map_items_read(data, len, &busy_ns, &n, &p) < 0)
@@ -54,23 +56,31 @@ static int deliver(struct pp_chunk *k, const char *data, size_t len)
     for (uint32_t i = 0; i < n && err == 0; i++) {
         const char *value;
         size_t vlen;
-        uint64_t index;
-        pyproc_msg *msg = NULL;
         bool ok;
-        int result = 0;
+        struct pp_answer *an = &a[na];
 
-        if (pyproc__wire_map_entry_read(&p, end, &index, &ok, &value, &vlen) < 0)
-            return -EBADMSG;
+        an->msg = NULL;
+        an->result = 0;
+        if (pyproc__wire_map_entry_read(&p, end, &an->index, &ok, &value, &vlen) < 0) {
+            err = -EBADMSG;
+            break;
+        }
         if (ok)
-            err = pyproc__msg_from_checked(&msg, value, vlen);
-        else
-            err = result = item_error(value, vlen, &msg);
-        if (!ok && err != -EBADMSG)
-            err = 0;
-        if (err == 0)
-            err = pyproc__chunk_store(k, index, result, msg);
-        else
-            pyproc_msg_free(msg);
+            err = pyproc__msg_from_checked(&an->msg, value, vlen);
+        else if ((an->result = item_error(value, vlen, &an->msg)) == -EBADMSG)
+            err = -EBADMSG;
+        if (err < 0) {
+            pyproc_msg_free(an->msg);
+            break;
+        }
+        if (++na == sizeof a / sizeof a[0]) {
+            err = pyproc__chunk_store(k, a, na);
+            na = 0;
+        }
+    }
+    if (na) {
+        int e = pyproc__chunk_store(k, a, na);
+        err = err ? err : e;
     }
     if (err == 0 && p != end)
         err = -EBADMSG;

@@ -80,6 +80,7 @@ static struct pp_batch *batch_new(struct pp_map *m)
     b->next = NULL;
     b->first = m->pushed;
     b->count = 0;
+    b->max_items = chunk_items(m);
     if (pyproc__wire_chunk_begin(&b->b, m->ref) < 0) {
         pyproc__batch_free(b);
         return NULL;
@@ -151,8 +152,8 @@ static int pick(struct pp_map *m, bool idle_only, struct pp_worker **ret, bool *
         int best = -1;
         pthread_mutex_lock(&m->lock);
         for (int i = 0; i < m->nworkers; i++) {
-            if ((i < 64 && (skip >> i & 1)) || m->chunks_in[i] >= MAP_DEPTH ||
-                (idle_only && m->chunks_in[i]))
+            uint32_t in = atomic_load_explicit(&m->chunks_in[i], memory_order_relaxed);
+            if ((i < 64 && (skip >> i & 1)) || in >= MAP_DEPTH || (idle_only && in))
                 continue;
             if (best < 0 || m->load[i] < m->load[best])
                 best = i;
@@ -207,6 +208,16 @@ static void send_batch(struct pp_map *m, struct pp_batch *b, int i, struct pp_wo
     m->wref[i] = w;
 }
 
+/* Whether some worker has no chunk of ours: a hint, read without the
+ * lock. */
+static bool some_idle(struct pp_map *m)
+{
+    for (int i = 0; i < m->nworkers; i++)
+        if (!atomic_load_explicit(&m->chunks_in[i], memory_order_relaxed))
+            return true;
+    return false;
+}
+
 /*
  * Send queued chunks while a worker has room; when the queue is empty
  * and a worker has nothing to do, send the chunk being packed too.  A
@@ -219,7 +230,7 @@ static void pump(struct pp_map *m)
     for (;;) {
         bool idle_only = !m->queue_head, dead;
         struct pp_worker *w = NULL;
-        if (idle_only && (!m->partial || !m->partial->count ||
+        if (idle_only && (!m->partial || !m->partial->count || !some_idle(m) ||
                           shm_now_ns() - m->partial->born_ns < MAP_IDLE_FLUSH_NS))
             return;
         int i = pick(m, idle_only, &w, &dead);
@@ -393,7 +404,8 @@ PYPROC_EXPORT int pyproc_pushv(pyproc_call *c, const char *fmt, va_list ap)
         return -ECANCELED;
     if (m->input_ended)
         return -EPIPE;
-    if (m->pushed - m->read >= m->window) {
+    /* Answers in the reader's cache are not read yet. */
+    if (m->pushed - (m->read - (m->cache_len - m->cache_head)) >= m->window) {
         /* The chunk being packed stays: pyproc_next() sends it when it
          * has to wait for it, and sealing it here, one item after each
          * read, would send items one by one. */
@@ -421,7 +433,7 @@ PYPROC_EXPORT int pyproc_pushv(pyproc_call *c, const char *fmt, va_list ap)
         m->partial->born_ns = shm_now_ns();
     m->partial->count++;
     m->pushed++;
-    if (m->partial->count >= chunk_items(m) || m->partial->b.len >= MAP_MAX_BYTES)
+    if (m->partial->count >= m->partial->max_items || m->partial->b.len >= MAP_MAX_BYTES)
         seal(m);
     pump(m);
     return 0;

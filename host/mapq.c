@@ -55,6 +55,8 @@ void pyproc__map_unref(struct pp_map *m)
         return;
     for (uint32_t i = 0; m->slots && i < m->window; i++)
         pyproc_msg_free(m->slots[i].msg);
+    for (uint32_t i = m->cache_head; i < m->cache_len; i++)
+        pyproc_msg_free(m->cache[i].msg);
     pyproc__batch_free(m->partial);
     pyproc__batch_free(m->spare);
     while (m->queue_head) {
@@ -148,29 +150,46 @@ void pyproc__map_batch_fail(struct pp_map *m, const struct pp_batch *b, int err,
     pyproc__map_wake(m);
 }
 
-bool pyproc__map_take(struct pp_map *m, pyproc_msg **msg, int *result, uint64_t *index)
+/* The next answer ready in the slots, freed; NULL when none.  Under lock. */
+static struct pp_map_slot *take_one(struct pp_map *m)
 {
     struct pp_map_slot *s = NULL;
 
-    pthread_mutex_lock(&m->lock);
     if (m->ordered) {
         s = &m->slots[m->read % m->window];
         if (s->state != MAP_SLOT_DONE || s->index != m->read)
-            s = NULL;
+            return NULL;
     } else if (m->done_head != m->done_tail) {
         s = &m->slots[m->doneq[m->done_head++ % m->window]];
         m->free_slots[m->n_free++] = (uint32_t)(s - m->slots);
+    } else {
+        return NULL;
     }
-    if (s) {
-        *msg = s->msg;
-        *result = s->result;
-        *index = s->index;
-        s->msg = NULL;
-        s->state = MAP_SLOT_FREE;
-        m->read++;
+    s->state = MAP_SLOT_FREE;
+    m->read++;
+    return s;
+}
+
+bool pyproc__map_take(struct pp_map *m, pyproc_msg **msg, int *result, uint64_t *index)
+{
+    struct pp_map_slot *s;
+
+    if (m->cache_head == m->cache_len) {
+        m->cache_head = m->cache_len = 0;
+        pthread_mutex_lock(&m->lock);
+        while (m->cache_len < sizeof m->cache / sizeof m->cache[0] && (s = take_one(m))) {
+            m->cache[m->cache_len++] = *s;
+            s->msg = NULL;
+        }
+        pthread_mutex_unlock(&m->lock);
+        if (!m->cache_len)
+            return false;
     }
-    pthread_mutex_unlock(&m->lock);
-    return s != NULL;
+    s = &m->cache[m->cache_head++];
+    *msg = s->msg;
+    *result = s->result;
+    *index = s->index;
+    return true;
 }
 
 struct pp_chunk *pyproc__chunk_alloc(struct pp_map *m, const struct pp_batch *b, int index)
@@ -202,7 +221,7 @@ struct pp_chunk *pyproc__chunk_alloc(struct pp_map *m, const struct pp_batch *b,
         m->inflight->prev = k;
     m->inflight = k;
     m->load[index] += k->count;
-    m->chunks_in[index]++;
+    atomic_fetch_add_explicit(&m->chunks_in[index], 1, memory_order_relaxed);
     pthread_mutex_unlock(&m->lock);
     return k;
 }
@@ -236,21 +255,24 @@ bool pyproc__chunk_bind(struct pp_chunk *k, pyproc_call *c)
     return !ended;
 }
 
-int pyproc__chunk_store(struct pp_chunk *k, uint64_t index, int result, pyproc_msg *msg)
+int pyproc__chunk_store(struct pp_chunk *k, const struct pp_answer *a, uint32_t n)
 {
     struct pp_map *m = k->map;
-    struct pp_map_slot *s;
     int err = 0;
 
     pthread_mutex_lock(&m->lock);
-    s = index - k->first < k->count ? slot_of(m, k->slots, k->first, index) : NULL;
-    if (k->ended || !s || s->index != index || s->state != MAP_SLOT_WAIT) {
-        /* An ended chunk's late items are the worker's to make up too:
-         * the end settled every item it had not answered. */
-        err = -EBADMSG;
-        pyproc_msg_free(msg);
-    } else {
-        slot_done(m, s, result, msg);
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t index = a[i].index;
+        struct pp_map_slot *s =
+            index - k->first < k->count ? slot_of(m, k->slots, k->first, index) : NULL;
+        if (k->ended || !s || s->index != index || s->state != MAP_SLOT_WAIT) {
+            /* An ended chunk's late items are made up too: its end
+             * settled every item it had not answered. */
+            err = -EBADMSG;
+            pyproc_msg_free(a[i].msg);
+            continue;
+        }
+        slot_done(m, s, a[i].result, a[i].msg);
         k->left--;
         m->load[k->index]--;
     }
@@ -309,7 +331,7 @@ void pyproc__chunk_end(struct pp_chunk *k, int result, pyproc_msg *ret)
     }
     k->ended = true;
     m->load[k->index] -= k->left;
-    m->chunks_in[k->index]--;
+    atomic_fetch_sub_explicit(&m->chunks_in[k->index], 1, memory_order_relaxed);
     fail_left(m, k, result, ret);
     if (k->prev)
         k->prev->next = k->next;

@@ -38,6 +38,7 @@ struct pp_batch {
     struct shm_buf b;
     size_t head_len; /* see pyproc__wire_chunk_begin() */
     int64_t born_ns; /* when its first item came */
+    uint32_t max_items; /* seal it at this many items */
     uint64_t first;
     uint32_t count;
     uint32_t *slots; /* unordered maps: each item's slot; cap_slots of room */
@@ -93,14 +94,19 @@ struct pp_map {
     int64_t stalled_since;                     /* no live worker took a chunk since */
     uint32_t *free_slots; /* unordered maps: a stack of n_free slots */
     uint32_t n_free;
+    /* Answers taken out of the slots in one go, handed out one by one. */
+    struct pp_map_slot cache[64];
+    uint32_t cache_head, cache_len;
 
     pthread_mutex_t lock;
     struct pp_map_slot *slots; /* window of them */
     uint64_t read;             /* items handed out (written by the owner) */
     uint32_t *doneq;           /* unordered maps: answered items' slots, as they came */
     uint64_t done_head, done_tail;
-    uint32_t *load;      /* per worker index: items in flight */
-    uint32_t *chunks_in; /* per worker index: chunks in flight */
+    uint32_t *load; /* per worker index: items in flight */
+    /* Per worker index: chunks in flight; written under lock, read also
+     * without it (relaxed) as a hint of an idle worker. */
+    _Atomic uint32_t *chunks_in;
     int64_t item_ns;     /* time per item the workers measured; 0: none yet */
     struct pp_chunk *inflight;
     bool closed; /* the handle is gone: answers are dropped */
@@ -139,7 +145,8 @@ void pyproc__map_batch_fail(struct pp_map *m, const struct pp_batch *b, int err,
 /*
  * The next answer the reader may have, in input order or, for an
  * unordered map, as they came: true with its message, result and index,
- * the slot freed; false when it has not come.  The owner only.
+ * the slot freed; false when it has not come.  The owner only.  Takes
+ * every answer ready (up to a cache's worth) under one lock.
  */
 bool pyproc__map_take(struct pp_map *m, pyproc_msg **msg, int *result, uint64_t *index);
 
@@ -151,12 +158,18 @@ void pyproc__chunk_unref(struct pp_chunk *k);
 /* The call that carries k was sent; the map keeps the caller's reference
  * to it until k ends (dropped at once when it ended already: false). */
 bool pyproc__chunk_bind(struct pp_chunk *k, pyproc_call *c);
+/* One item's answer, on its way into a slot. */
+struct pp_answer {
+    uint64_t index;
+    pyproc_msg *msg; /* result 0: its value; else its error message */
+    int result;
+};
 /*
- * Store item index's answer (result 0: msg is its value).  Takes msg.
- * Returns 0, or -EBADMSG when the item is not one of k's still waiting
- * (a worker that answers twice or makes up an index).
+ * Store n answers of k's items, under one lock.  Takes every msg.
+ * Returns 0, or -EBADMSG when one is not an item of k's still waiting (a
+ * worker that answers twice or makes up an index).
  */
-int pyproc__chunk_store(struct pp_chunk *k, uint64_t index, int result, pyproc_msg *msg);
+int pyproc__chunk_store(struct pp_chunk *k, const struct pp_answer *a, uint32_t n);
 /* Its worker spent busy_ns running n of k's items (a MAP_ITEMS): what
  * sizes the chunks to come. */
 void pyproc__chunk_measure(struct pp_chunk *k, uint64_t busy_ns, uint32_t n);
