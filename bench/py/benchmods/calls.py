@@ -3,6 +3,7 @@ figures are the cost of the transport alone."""
 
 import asyncio
 import os
+import time
 
 
 def noop():
@@ -21,6 +22,11 @@ async def anoop():
 async def asleep0():
     # One trip through the event loop.
     await asyncio.sleep(0)
+
+
+def sleep_1ms(x):
+    # A map's slow item: the workers' time is the whole cost.
+    time.sleep(0.001)
 
 
 def echo(data):
