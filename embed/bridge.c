@@ -260,13 +260,11 @@ static PyObject *py_set_hub(PyObject *self, PyObject *args)
     static const char *const names[] = {"create_task", "ready",      "ready_pop",     "track_task",
                                         "resolve",     "start_coro", "start_gen",     "error_info",
                                         "add_sub",     "add_native", "set_attr",      "shutdown",
-                                        "cancel",      "credit",     "callback_reply",
-                                        "start_map"};
+                                        "cancel",      "credit",     "callback_reply"};
     PyObject **slots[] = {&H.create_task, &H.ready,      &H.ready_pop,     &H.track_task,
                           &H.resolve,     &H.start_coro, &H.start_gen,     &H.error_info,
                           &H.add_sub,     &H.add_native, &H.set_attr,      &H.shutdown,
-                          &H.cancel,      &H.credit,     &H.callback_reply,
-                          &H.start_map};
+                          &H.cancel,      &H.credit,     &H.callback_reply};
     PyObject *hub, *mod;
 
     (void)self;
@@ -278,6 +276,11 @@ static PyObject *py_set_hub(PyObject *self, PyObject *args)
             return NULL;
         Py_XSETREF(*slots[i], fn); /* steals fn */
     }
+    /* Maps' (embed/map.c). */
+    PyObject *fn = PyObject_GetAttrString(mod, "start_map"); /* new ref */
+    if (!fn)
+        return NULL;
+    Py_XSETREF(H.start_map, fn); /* steals fn */
     Py_INCREF(hub);
     Py_XSETREF(H.hub, hub);
     if (!H.refs && !(H.refs = PyDict_New()))

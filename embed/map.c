@@ -56,7 +56,7 @@ static bool head_begin(struct shm_buf *b)
         return false;
     memset(p, 0, HEAD_BYTES);
     p[0] = (char)0x92;
-    p[1] = (char)0xcf; /* uint64 */
+    p[1] = (char)0xcf;  /* uint64 */
     p[10] = (char)0xdd; /* array32 */
     b->len = HEAD_BYTES;
     return true;
@@ -330,8 +330,7 @@ static uint32_t run_items(uint64_t id, PyObject *entry, uint64_t first, uint32_t
         Py_XDECREF(res);
         /* The clock every 16 items: a chunk is sized to take about half
          * a millisecond, so its answers are never held much longer. */
-        if (R.b.len >= RESULTS_BYTES ||
-            ((i & 15) == 15 && shm_now_ns() - R.started > RESULTS_NS))
+        if (R.b.len >= RESULTS_BYTES || ((i & 15) == 15 && shm_now_ns() - R.started > RESULTS_NS))
             results_send(&R, id);
     }
     return stopped;

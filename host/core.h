@@ -350,7 +350,7 @@ struct pyproc_pool {
     int64_t spin_ns;
     int start_timeout_ms;
     int64_t call_timeout_ns;
-    uint32_t map_window; /* items a map may have pushed and unread */
+    uint32_t map_window;    /* items a map may have pushed and unread */
     int64_t next_expire_ns; /* service thread only */
     /* Some call has a stop_want waiting for room: the service thread
      * ticks even without a call timeout.  Set after the stop_want, and

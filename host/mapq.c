@@ -32,8 +32,8 @@ struct pp_map *pyproc__map_alloc(pyproc_pool *p, const char *ref, bool ordered)
     m->chunks_in = calloc((size_t)n, sizeof *m->chunks_in);
     atomic_init(&m->refs, 1);
     pthread_mutex_init(&m->lock, NULL);
-    if (!m->ref || !m->slots || (!ordered && (!m->doneq || !m->free_slots)) || !m->wref || !m->load ||
-        !m->chunks_in) {
+    if (!m->ref || !m->slots || (!ordered && (!m->doneq || !m->free_slots)) || !m->wref ||
+        !m->load || !m->chunks_in) {
         pyproc__map_unref(m);
         return NULL;
     }
@@ -263,8 +263,8 @@ int pyproc__chunk_store(struct pp_chunk *k, const struct pp_answer *a, uint32_t 
     pthread_mutex_lock(&m->lock);
     for (uint32_t i = 0; i < n; i++) {
         uint64_t index = a[i].index;
-        struct pp_map_slot *s =
-            index - k->first < k->count ? slot_of(m, k->slots, k->first, index) : NULL;
+        struct pp_map_slot *s = index - k->first < k->count ? slot_of(m, k->slots, k->first, index)
+                                                            : NULL;
         if (k->ended || !s || s->index != index || s->state != MAP_SLOT_WAIT) {
             /* An ended chunk's late items are made up too: its end
              * settled every item it had not answered. */

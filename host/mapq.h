@@ -36,8 +36,8 @@ struct pp_map_slot {
 /* Items encoded into one MAP_CHUNK payload, not sent yet: the owner's. */
 struct pp_batch {
     struct shm_buf b;
-    size_t head_len; /* see pyproc__wire_chunk_begin() */
-    int64_t born_ns; /* when its first item came */
+    size_t head_len;    /* see pyproc__wire_chunk_begin() */
+    int64_t born_ns;    /* when its first item came */
     uint32_t max_items; /* seal it at this many items */
     uint64_t first;
     uint32_t count;
@@ -87,12 +87,12 @@ struct pp_map {
     /* The owner's. */
     uint64_t pushed;
     bool input_ended;
-    struct pp_batch *partial;                  /* items being packed */
-    struct pp_batch *queue_head, *queue_tail;  /* sealed, waiting for a worker */
-    struct pp_batch *spare;                    /* a sent one's buffer, for reuse */
-    struct pp_worker **wref;                   /* per index: the worker last sent to, a ref */
-    int64_t stalled_since;                     /* no live worker took a chunk since */
-    uint32_t *free_slots; /* unordered maps: a stack of n_free slots */
+    struct pp_batch *partial;                 /* items being packed */
+    struct pp_batch *queue_head, *queue_tail; /* sealed, waiting for a worker */
+    struct pp_batch *spare;                   /* a sent one's buffer, for reuse */
+    struct pp_worker **wref;                  /* per index: the worker last sent to, a ref */
+    int64_t stalled_since;                    /* no live worker took a chunk since */
+    uint32_t *free_slots;                     /* unordered maps: a stack of n_free slots */
     uint32_t n_free;
     /* Answers taken out of the slots in one go, handed out one by one. */
     struct pp_map_slot cache[64];
@@ -107,7 +107,7 @@ struct pp_map {
     /* Per worker index: chunks in flight; written under lock, read also
      * without it (relaxed) as a hint of an idle worker. */
     _Atomic uint32_t *chunks_in;
-    int64_t item_ns;     /* time per item the workers measured; 0: none yet */
+    int64_t item_ns; /* time per item the workers measured; 0: none yet */
     struct pp_chunk *inflight;
     bool closed; /* the handle is gone: answers are dropped */
 

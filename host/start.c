@@ -93,8 +93,8 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
 {
     pyproc_call *c = call_alloc(w, stream);
     /* Only the application's calls count; the pool's requests do not. */
-    struct pp_slot_stats *st =
-        type == SHM_FRAME_CALL || type == SHM_FRAME_MAP_CHUNK ? w->stats : NULL;
+    struct pp_slot_stats *st = type == SHM_FRAME_CALL || type == SHM_FRAME_MAP_CHUNK ? w->stats
+                                                                                     : NULL;
     int err;
 
     if (!c)
