@@ -225,9 +225,14 @@ static PyObject *call_item(PyObject *fn, bool wants_hub, const char *p, const ch
         PyErr_SetString(PyExc_ValueError, "malformed map item");
         return NULL;
     }
-    if ((args = pyproc_unpack_tuple(&p, end)) && (kwargs = pyproc_unpack_kwargs(&p, end)) &&
+    if (!(args = pyproc_unpack_tuple(&p, end)))
+        return NULL;
+    /* Most items have no keywords: no dict to make for them. */
+    bool no_kwargs = p < end && (uint8_t)*p == 0x80;
+    if ((no_kwargs || (kwargs = pyproc_unpack_kwargs(&p, end))) &&
         (!wants_hub || (full = serve_with_hub(args))))
-        res = PyObject_Call(fn, full ? full : args, PyDict_GET_SIZE(kwargs) ? kwargs : NULL);
+        res = PyObject_Call(fn, full ? full : args,
+                            kwargs && PyDict_GET_SIZE(kwargs) ? kwargs : NULL);
     Py_XDECREF(full);
     Py_XDECREF(kwargs);
     Py_XDECREF(args);
