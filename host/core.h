@@ -14,7 +14,8 @@
  *                        worker's catch-up and placing (broadcast.c)
  *   worker->rx_lock      whoever drains the reply ring (drain.c)
  *   pool->lock           slots, history array, service queue, conds
- *   worker->calls_lock, call->qlock, pool->done_lock   leaves
+ *   worker->calls_lock, call->qlock, pool->done_lock, map->lock (mapq.h)
+ *                        leaves
  *
  * worker->tx_lock and worker->stop_lock are leaves too, held only around
  * one ring write or one post to the stop table, so they may be taken under

@@ -7,9 +7,9 @@
  * with the fewest items in flight that has fewer than MAP_DEPTH chunks in
  * flight, so that each worker has the next chunk waiting while it runs
  * one, and no worker gets far more than its share.  How many items make a
- * chunk follows how long items take (mapq.c measures every chunk that
- * ends): no-op items travel hundreds at a time, items of a millisecond
- * one by one.  A chunk is a call in its worker's table, so its worker's
+ * chunk follows how long items take (the workers say how long they spent
+ * on each batch of answers, see pyproc__chunk_measure()): no-op items
+ * travel hundreds at a time, items of a millisecond one by one.  A chunk is a call in its worker's table, so its worker's
  * death, a cancel, the call timeout and the pool's end reach it as they
  * reach any call, and its end settles whatever it did not answer.
  *
