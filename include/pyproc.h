@@ -421,7 +421,9 @@ PYPROC_EXPORT int pyproc_next_at(pyproc_call *stream, pyproc_msg **item, size_t 
  * One thread at a time may push and read a map (the same thread may do
  * both: nothing here waits for the reader); pyproc_cancel() may come from
  * any thread.  The pool's call timeout applies to each chunk.  A map
- * spreads its items over the workers the pool had when it started.
+ * spreads its items over the workers the pool had when it started.  Once
+ * its pool is freed, a map's items in flight end with -ECANCELED and the
+ * handle may only be freed.
  */
 
 /* Flag of pyproc_map(): hand out results as they finish, not in the
