@@ -42,6 +42,11 @@
  * sooner, a pusher faster than one item per worker's item would send
  * items one by one to workers it keeps idle that way. */
 #define MAP_IDLE_FLUSH_NS (50 * 1000LL)
+/* The reader spins at most this long for answers before it sleeps: a
+ * map keeps its workers busy, and on a machine with no CPU to spare for
+ * a spinning reader, spinning takes the CPU a worker would answer on;
+ * answers come in large batches, so a wake-up costs little per item. */
+#define MAP_SPIN_NS (10 * 1000LL)
 /* The reader's naps while it waits: chunks wait for a worker to come back
  * (respawn) at the shorter one. */
 #define MAP_NAP_MS 100
@@ -329,13 +334,14 @@ static void drain_if_free(struct pp_worker *w)
  */
 static void map_wait(struct pp_map *m, uint32_t seq)
 {
-    int64_t until = shm_now_ns() + m->pool->spin_ns;
+    int64_t spin = m->pool->spin_ns < MAP_SPIN_NS ? m->pool->spin_ns : MAP_SPIN_NS;
+    int64_t until = shm_now_ns() + spin;
     int nap = m->queue_head ? MAP_STALL_NAP_MS : MAP_NAP_MS;
 
     for (int i = 0; i < m->nworkers; i++)
         if (m->wref[i])
             pyproc__poll_enter(m->wref[i]);
-    for (unsigned n = 1; m->pool->spin_ns > 0; n++) {
+    for (unsigned n = 1; spin > 0; n++) {
         for (int i = 0; i < m->nworkers; i++)
             if (m->wref[i])
                 drain_if_free(m->wref[i]);

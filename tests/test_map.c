@@ -264,6 +264,52 @@ static void a_dead_worker_fails_only_its_items_in_flight(void **state)
     alarm(0);
 }
 
+static void a_worker_killed_mid_map_fails_only_its_items_in_flight(void **state)
+{
+    (void)state;
+    alarm(120);
+    pyproc_pool *p = e2e_pool_opts((pyproc_opts){.workers = 2, .map_window = 64});
+    pyproc_call *map;
+    struct seen *s = seen_new(400);
+    int victim = e2e_pid_of(p, 0);
+    size_t failed = 0, pushed = 0;
+
+    /* 3 ms items: chunks of one item, MAP_DEPTH of them on each worker. */
+    assert_int_equal(pyproc_map(p, "t.mapping.sleepy", 0, &map), 0);
+    while (pushed < s->n) {
+        int rc = pyproc_push(map, "ii", (int)pushed, 3);
+        if (rc == 0) {
+            pushed++;
+            continue;
+        }
+        assert_int_equal(rc, -EAGAIN);
+        assert_true(read_one(map, s));
+        if (s->total == 50)
+            assert_int_equal(kill(victim, SIGKILL), 0);
+    }
+    assert_int_equal(pyproc_push_end(map), 0);
+    while (read_one(map, s))
+        ;
+    assert_int_equal(s->total, s->n);
+    for (size_t i = 0; i < s->n; i++) {
+        assert_int_equal(s->count[i], 1);
+        if (s->result[i] == 0) {
+            assert_int_equal(s->value[i], (int64_t)i);
+            continue;
+        }
+        assert_int_equal(s->result[i], PYPROC_EWORKER);
+        assert_non_null(strstr(s->error[i], "worker 0"));
+        failed++;
+    }
+    /* Only what was in flight on worker 0: a few chunks of one item. */
+    assert_true(failed >= 1 && failed <= 16);
+    assert_true(e2e_wait_respawned(p, 0, victim) > 0);
+    pyproc_call_free(map);
+    seen_free(s);
+    pyproc_pool_free(p);
+    alarm(0);
+}
+
 /* Both workers answer plain calls again. */
 static void pool_still_works(pyproc_pool *p)
 {
@@ -555,6 +601,7 @@ int main(void)
         cmocka_unit_test(an_item_that_raises_fails_alone),
         cmocka_unit_test(keyword_arguments_and_bad_pushes),
         cmocka_unit_test(a_dead_worker_fails_only_its_items_in_flight),
+        cmocka_unit_test(a_worker_killed_mid_map_fails_only_its_items_in_flight),
         cmocka_unit_test(cancel_ends_the_whole_map),
         cmocka_unit_test(free_mid_map_stops_the_workers),
         cmocka_unit_test(a_full_window_says_eagain),
