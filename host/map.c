@@ -213,6 +213,56 @@ static void send_batch(struct pp_map *m, struct pp_batch *b, int i, struct pp_wo
     m->wref[i] = w;
 }
 
+/* Room for n more slots in b's list (unordered maps). */
+static int slots_reserve(struct pp_batch *b, uint32_t n)
+{
+    if (b->count + n <= b->cap_slots)
+        return 0;
+    uint32_t cap = b->cap_slots ? b->cap_slots : 64;
+    while (cap < b->count + n)
+        cap *= 2;
+    uint32_t *l = realloc(b->slots, cap * sizeof *l);
+    if (!l)
+        return -ENOMEM;
+    b->slots = l;
+    b->cap_slots = cap;
+    return 0;
+}
+
+/*
+ * Chunks sealed small (before any item was measured, or for a worker
+ * that had nothing to do) join the ones queued behind them, up to the
+ * size chunks have now: a queued chunk holds consecutive items, so the
+ * next one's items' bytes simply follow its own.
+ */
+static void merge_queued(struct pp_map *m)
+{
+    struct pp_batch *b = m->queue_head, *n;
+    uint32_t want;
+
+    if (!b || !(n = b->next) || b->count + n->count > (want = chunk_items(m)))
+        return;
+    while ((n = b->next) && b->count + n->count <= want &&
+           b->b.len + (n->b.len - n->head_len) <= MAP_MAX_BYTES) {
+        size_t len0 = b->b.len;
+        if (shm_buf_append(&b->b, n->b.data + n->head_len, n->b.len - n->head_len) < 0)
+            break;
+        if (!m->ordered) {
+            if (slots_reserve(b, n->count) < 0) {
+                b->b.len = len0;
+                break;
+            }
+            memcpy(b->slots + b->count, n->slots, n->count * sizeof *n->slots);
+        }
+        b->count += n->count;
+        b->next = n->next;
+        if (m->queue_tail == n)
+            m->queue_tail = b;
+        batch_recycle(m, n);
+    }
+    pyproc__wire_chunk_seal(&b->b, b->head_len, b->first, b->count);
+}
+
 /* Whether some worker has no chunk of ours: a hint, read without the
  * lock. */
 static bool some_idle(struct pp_map *m)
@@ -253,6 +303,7 @@ static void pump(struct pp_map *m)
         m->stalled_since = 0;
         if (idle_only)
             seal(m);
+        merge_queued(m);
         struct pp_batch *b = m->queue_head;
         m->queue_head = b->next;
         if (!m->queue_head)

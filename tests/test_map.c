@@ -256,8 +256,8 @@ static void a_dead_worker_fails_only_its_items_in_flight(void **state)
     assert_int_equal(s->result[60], PYPROC_EWORKER);
     /* At most MAP_DEPTH chunks of a few items were in flight there. */
     assert_true(failed >= 1 && failed <= 40);
-    /* The worker came back, and the pool works. */
-    assert_true(e2e_pid_of(p, 0) > 0 && e2e_pid_of(p, 1) > 0);
+    /* The worker comes back, and the pool works. */
+    assert_true(e2e_wait_respawned(p, 0, -1) > 0 && e2e_wait_respawned(p, 1, -1) > 0);
     pyproc_call_free(map);
     seen_free(s);
     pyproc_pool_free(p);
