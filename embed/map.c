@@ -215,27 +215,58 @@ static bool chunk_header(const char **p, const char **ref, uint32_t *ref_len, ui
     return true;
 }
 
-/* Call fn on one item [args, kwargs] at p, which ends at end (checked
- * whole).  A new reference, or NULL with an exception set. */
-static PyObject *call_item(PyObject *fn, bool wants_hub, const char *p, const char *end)
+/* Items with at most this many positional arguments are called without
+ * a tuple (vectorcall); others through one. */
+#define VECTOR_ARGS 8
+
+/* Call fn through a tuple of the positional arguments at *p (an array),
+ * then the keywords.  A new reference, or NULL with an exception set. */
+static PyObject *call_tuple(PyObject *fn, bool wants_hub, const char *p, const char *end)
 {
     PyObject *args = NULL, *kwargs = NULL, *full = NULL, *res = NULL;
 
-    if (mp_typeof(*p) != MP_ARRAY || mp_decode_array(&p) != 2) {
-        PyErr_SetString(PyExc_ValueError, "malformed map item");
-        return NULL;
-    }
-    if (!(args = pyproc_unpack_tuple(&p, end)))
-        return NULL;
-    /* Most items have no keywords: no dict to make for them. */
-    bool no_kwargs = p < end && (uint8_t)*p == 0x80;
-    if ((no_kwargs || (kwargs = pyproc_unpack_kwargs(&p, end))) &&
+    if ((args = pyproc_unpack_tuple(&p, end)) && (kwargs = pyproc_unpack_kwargs(&p, end)) &&
         (!wants_hub || (full = serve_with_hub(args))))
-        res = PyObject_Call(fn, full ? full : args,
-                            kwargs && PyDict_GET_SIZE(kwargs) ? kwargs : NULL);
+        res = PyObject_Call(fn, full ? full : args, PyDict_GET_SIZE(kwargs) ? kwargs : NULL);
     Py_XDECREF(full);
     Py_XDECREF(kwargs);
     Py_XDECREF(args);
+    return res;
+}
+
+/*
+ * Call fn on one item [args, kwargs] at p, which ends at end (checked
+ * whole).  A new reference, or NULL with an exception set.  The usual
+ * item, a few positional arguments, is called with them in an array on
+ * the stack: no tuple to make, and no dict for keywords it does not have.
+ */
+static PyObject *call_item(PyObject *fn, bool wants_hub, const char *p, const char *end)
+{
+    PyObject *argv[VECTOR_ARGS + 1], *kwargs = NULL, *res = NULL;
+    const char *args;
+    uint32_t n;
+    size_t k = 0;
+
+    if (mp_typeof(*p) != MP_ARRAY || mp_decode_array(&p) != 2 || mp_typeof(*p) != MP_ARRAY) {
+        PyErr_SetString(PyExc_ValueError, "malformed map item");
+        return NULL;
+    }
+    args = p;
+    if ((n = mp_decode_array(&p)) > VECTOR_ARGS)
+        return call_tuple(fn, wants_hub, args, end);
+    if (wants_hub)
+        argv[k++] = H.hub; /* borrowed: the hub outlives the call */
+    for (uint32_t i = 0; i < n; i++, k++)
+        if (!(argv[k] = pyproc_unpack(&p, end)))
+            goto out;
+    if ((uint8_t)*p == 0x80) /* no keywords: the usual case */
+        res = PyObject_Vectorcall(fn, argv, k, NULL);
+    else if ((kwargs = pyproc_unpack_kwargs(&p, end)))
+        res = PyObject_VectorcallDict(fn, argv, k, kwargs);
+out:
+    for (size_t i = wants_hub; i < k; i++)
+        Py_DECREF(argv[i]);
+    Py_XDECREF(kwargs);
     return res;
 }
 

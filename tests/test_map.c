@@ -215,6 +215,29 @@ static void keyword_arguments_and_bad_pushes(void **state)
     pyproc_call_free(map);
     seen_free(s);
 
+    /* The hub for a function that takes it; more positional arguments
+     * than go on the stack; keywords with them. */
+    s = seen_new(30);
+    assert_int_equal(pyproc_map(p, "t.mapping.plus_hub", 0, &map), 0);
+    run_ints(map, s, s->n, "i", 0, 0);
+    for (size_t i = 0; i < s->n; i++)
+        assert_int_equal(s->value[i], (int64_t)i + 1);
+    pyproc_call_free(map);
+    seen_free(s);
+    s = seen_new(30);
+    assert_int_equal(pyproc_map(p, "t.mapping.total", 0, &map), 0);
+    for (size_t i = 0; i < s->n; i++)
+        assert_int_equal(pyproc_push(map, "iiiiiiiiii|si", (int)i, 1, 1, 1, 1, 1, 1, 1, 1, 1, "k",
+                                     i % 2 ? 100 : 0),
+                         0);
+    assert_int_equal(pyproc_push_end(map), 0);
+    while (read_one(map, s))
+        ;
+    for (size_t i = 0; i < s->n; i++)
+        assert_int_equal(s->value[i], (int64_t)i + 9 + (i % 2 ? 100 : 0));
+    pyproc_call_free(map);
+    seen_free(s);
+
     /* An unknown reference fails every item with -ENOENT. */
     s = seen_new(5);
     assert_int_equal(pyproc_map(p, "t.mapping.nothing_here", 0, &map), 0);
