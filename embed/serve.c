@@ -24,7 +24,8 @@ struct hub_funcs H;
 /* A request at least this large leaves memory worth trimming when idle. */
 #define TRIM_AFTER_BYTES (1u << 20)
 
-PyObject *serve_lookup(const char *ref, uint32_t len)
+/* Find (callable, wants_hub) for ref, through the cache.  Borrowed ref. */
+static PyObject *lookup(const char *ref, uint32_t len)
 {
     PyObject *key, *hit;
 
@@ -46,7 +47,8 @@ PyObject *serve_lookup(const char *ref, uint32_t len)
     return hit;
 }
 
-PyObject *serve_with_hub(PyObject *args)
+/* Prepend the hub to args when the function takes it first. */
+static PyObject *with_hub(PyObject *args)
 {
     Py_ssize_t n = PyTuple_GET_SIZE(args);
     PyObject *full = PyTuple_New(n + 1); /* new ref */
@@ -63,7 +65,7 @@ PyObject *serve_with_hub(PyObject *args)
     return full;
 }
 
-bool serve_is_awaitable(PyObject *o)
+static bool is_awaitable(PyObject *o)
 {
     if (PyCoro_CheckExact(o))
         return true;
@@ -152,7 +154,7 @@ static bool call_header(const char **p, const char *end, uint64_t *kind, const c
  * find a stop posted before it, or the host sees running_call and signals
  * (see shm/segment.h).  Returns why it was stopped, or 0 to run it.
  */
-uint32_t serve_enter(uint64_t id)
+static uint32_t call_enter(uint64_t id)
 {
     struct shm_seg_header *h = the_worker.seg.hdr;
 
@@ -165,14 +167,15 @@ uint32_t serve_enter(uint64_t id)
     return shm_seg_stop_lookup(h, id);
 }
 
-void serve_leave(void)
+static void call_leave(void)
 {
     /* Back from user code, which may have forked: a child stops here. */
     worker_leave_if_forked();
     atomic_store_explicit(&the_worker.seg.hdr->running_call, 0, memory_order_release);
 }
 
-void serve_reply_stopped(uint64_t id, uint32_t why)
+/* Answer a call stopped before it started. */
+static void reply_stopped(uint64_t id, uint32_t why)
 {
     if (why == SHM_INTERRUPT_TIMEOUT)
         reply_error_text(id, ETIMEDOUT, "pyproc.CallTimeout",
@@ -195,7 +198,7 @@ static void serve_call(uint64_t id, const char *p, const char *end)
         reply_error_text(id, EBADMSG, "ValueError", "malformed call frame");
         return;
     }
-    entry = serve_lookup(ref, ref_len); /* borrowed */
+    entry = lookup(ref, ref_len); /* borrowed */
     if (!entry)
         goto fail;
     args = pyproc_unpack_tuple(&p, end); /* new ref */
@@ -205,16 +208,16 @@ static void serve_call(uint64_t id, const char *p, const char *end)
     if (!kwargs)
         goto fail;
     if (PyObject_IsTrue(PyTuple_GET_ITEM(entry, 1))) {
-        full = serve_with_hub(args); /* new ref */
+        full = with_hub(args); /* new ref */
         if (!full)
             goto fail;
     }
     /* While user code runs here, the host may interrupt it (see
      * shm/segment.h); a coroutine's first step counts too. */
-    stopped = serve_enter(id);
+    stopped = call_enter(id);
     if (stopped) {
-        serve_leave();
-        serve_reply_stopped(id, stopped);
+        call_leave();
+        reply_stopped(id, stopped);
         goto out;
     }
     res = PyObject_Call(PyTuple_GET_ITEM(entry, 0), full ? full : args,
@@ -223,12 +226,12 @@ static void serve_call(uint64_t id, const char *p, const char *end)
         hand_over(H.start_gen, id, res);
     else if (res && PyCoro_CheckExact(res))
         start_coro(id, res);
-    else if (res && serve_is_awaitable(res))
+    else if (res && is_awaitable(res))
         hand_over(H.start_coro, id, res);
-    serve_leave();
+    call_leave();
     if (!res)
         goto fail;
-    if (kind != SHM_CALL_GEN && !serve_is_awaitable(res))
+    if (kind != SHM_CALL_GEN && !is_awaitable(res))
         reply_value(SHM_FRAME_RESULT, id, res);
     goto out;
 fail:
@@ -281,6 +284,38 @@ static void serve_shutdown(void)
         PyErr_Print();
     Py_XDECREF(r);
     the_worker.shutdown = true;
+}
+
+/* ---- the same steps, for a map's chunks (map.c) ---- */
+
+PyObject *serve_lookup(const char *ref, uint32_t len)
+{
+    return lookup(ref, len);
+}
+
+PyObject *serve_with_hub(PyObject *args)
+{
+    return with_hub(args);
+}
+
+bool serve_is_awaitable(PyObject *o)
+{
+    return is_awaitable(o);
+}
+
+uint32_t serve_enter(uint64_t id)
+{
+    return call_enter(id);
+}
+
+void serve_leave(void)
+{
+    call_leave();
+}
+
+void serve_reply_stopped(uint64_t id, uint32_t why)
+{
+    reply_stopped(id, why);
 }
 
 static void serve_one(const struct shm_msg *m)
