@@ -237,7 +237,7 @@ typedef struct pyproc_worker_stats {
     /* Calls and streams started at this index, over every worker that has
      * held it (respawns included), and how many of them ended with an
      * error (any negative result: raised, timed out, cancelled, worker
-     * died). */
+     * died).  Each chunk of a map's items counts as one call. */
     uint64_t calls;
     uint64_t errors;
     /* Requests the current worker has not answered yet. */
