@@ -394,19 +394,19 @@ PYPROC_EXPORT int pyproc_next_at(pyproc_call *stream, pyproc_msg **item, size_t 
  *   pyproc_call *s;
  *   pyproc_msg *r;
  *   size_t at;
+ *   int rc;
  *   pyproc_map(pool, "mods.math.square", 0, &s);
  *   for (int i = 0; i < n;) {
- *       int rc = pyproc_push(s, "i", i);
- *       if (rc == 0)
- *           i++;
- *       else if (rc != -EAGAIN || (rc = pyproc_next_at(s, &r, &at)) == 0)
- *           break;                  (an error, or rc 0 cannot come here)
+ *       if ((rc = pyproc_push(s, "i", i)) == 0)
+ *           i++;                      (pushed)
+ *       else if (rc == -EAGAIN)       (the window is full: read one)
+ *           use(pyproc_next_at(s, &r, &at), r, at);
  *       else
- *           use(at, rc, r);         (rc 1: the value; < 0: the error)
+ *           break;                    (a bad item: rc says why)
  *   }
  *   pyproc_push_end(s);
  *   while ((rc = pyproc_next_at(s, &r, &at)) != 0)
- *       use(at, rc, r);
+ *       use(rc, r, at);               (1: r is input at's value; < 0: its error)
  *   pyproc_call_free(s);
  *
  * Items are packed into chunks (one frame carrying many items' arguments,
