@@ -125,9 +125,10 @@ def mp_rows(lv, only):
                  latency(lambda: pool.apply(noop), lv["lat"]),
                  p99=True, samples=True, note="1 process, no-op")
 
-    def imap(chunksize):
+    def imap(chunksize, ordered=False):
         def run(n):
-            for _ in pool.imap_unordered(noop_arg, range(n), chunksize):
+            it = pool.imap if ordered else pool.imap_unordered
+            for _ in it(noop_arg, range(n), chunksize):
                 pass
         return run
 
@@ -142,6 +143,11 @@ def mp_rows(lv, only):
                  "multiprocessing.Pool imap_unordered chunksize=256",
                  "calls/s", "rate", rate(imap(256), lv["mapped"], lv["reps"]),
                  note="2 processes")
+        if want(only, "mp-imap256o"):
+            emit("mp-imap256o", "multiprocessing.Pool imap chunksize=256",
+                 "calls/s", "rate",
+                 rate(imap(256, ordered=True), lv["mapped"], lv["reps"]),
+                 note="2 processes; results in input order")
 
 
 def cpu_rows(lv, only):

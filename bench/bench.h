@@ -105,6 +105,7 @@ int bench_idle(void);
 int bench_async(void);
 int bench_pipelined(void);
 int bench_gen(void);
+int bench_map(void);
 int bench_echo(void);
 int bench_hand(void);
 int bench_startup(void);

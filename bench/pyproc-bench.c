@@ -56,6 +56,7 @@ static const struct step {
     {"async", "pyproc", bench_async},
     {"pipelined", "pyproc", bench_pipelined},
     {"gen", "pyproc", bench_gen},
+    {"map", "pyproc", bench_map},
     {"echo", "pyproc", bench_echo},
     {"hand", "pyproc", bench_hand},
     {"large", "pyproc", bench_large},

@@ -45,6 +45,8 @@ static const struct compare {
     {"tput-4t-1w", {"ppe-100k", "ppe-map256", "mp-imap1", "mp-imap256"}},
     {"tput-4t-2w", {"ppe-100k", "ppe-map256", "mp-imap1", "mp-imap256"}},
     {"gen", {"ppe-map256", "mp-imap256"}},
+    {"map-unord", {"mp-imap256", "ppe-map256"}},
+    {"map-ord", {"mp-imap256o", "ppe-map256"}},
     {"echo-16MiB", {"ppe-echo-16MiB"}},
     {"hand-16MiB-buf", {"hand-16MiB-copy"}},
     {"sum-1MiB-buf", {"sum-1MiB-copy", "ppe-shm-sum-1MiB", "ppe-bytes-sum-1MiB"}},

@@ -278,6 +278,11 @@ static PyObject *py_set_hub(PyObject *self, PyObject *args)
             return NULL;
         Py_XSETREF(*slots[i], fn); /* steals fn */
     }
+    /* Maps' (embed/map.c). */
+    PyObject *fn = PyObject_GetAttrString(mod, "start_map"); /* new ref */
+    if (!fn)
+        return NULL;
+    Py_XSETREF(H.start_map, fn); /* steals fn */
     Py_INCREF(hub);
     Py_XSETREF(H.hub, hub);
     if (!H.refs && !(H.refs = PyDict_New()))
@@ -300,6 +305,7 @@ static PyMethodDef methods[] = {
     {"send_end", (PyCFunction)(void (*)(void))py_send_end, METH_FASTCALL, NULL},
     {"send_callback", (PyCFunction)(void (*)(void))py_send_callback, METH_FASTCALL, NULL},
     {"pump", (PyCFunction)(void (*)(void))py_pump, METH_FASTCALL, NULL},
+    {"send_map_item", (PyCFunction)(void (*)(void))py_send_map_item, METH_FASTCALL, NULL},
     {"ready", py_ready, METH_NOARGS, NULL},
     {"set_hub", py_set_hub, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},

@@ -8,7 +8,10 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <stdbool.h>
 #include <stdint.h>
+
+#include "../shm/buf.h"
 
 /* Python functions of the hub (embed/python/hub.py), set by set_hub(). */
 struct hub_funcs {
@@ -28,6 +31,7 @@ struct hub_funcs {
     PyObject *cancel;         /* cancel(id)                                   */
     PyObject *credit;         /* credit(id, n)                                */
     PyObject *callback_reply; /* callback_reply(id, ok, value)                */
+    PyObject *start_map;      /* start_map(id, [(index, awaitable)...])       */
     PyObject *refs;           /* dict: ref -> (callable, wants_hub)           */
 };
 
@@ -43,6 +47,9 @@ void reply_current_error(uint64_t id);
 void reply_error_text(uint64_t id, int errnum, const char *type, const char *msg);
 /* Send a frame with no payload but nil (END). */
 void reply_nil(uint16_t type, uint64_t id);
+/* Send b as one frame of the type; 0, -EMSGSIZE (exits if the host is
+ * gone). */
+int reply_frame(uint16_t type, uint64_t id, const struct shm_buf *b);
 
 /* Methods of the _pyproc module that reply.c implements. */
 PyObject *py_send_result(PyObject *self, PyObject *const *args, Py_ssize_t n);
@@ -62,5 +69,23 @@ PyObject *pyproc_bridge_module(void);
 
 /* Serve every whole message in the request ring; returns how many. */
 long serve_ring(void);
+/* Find (callable, wants_hub) for ref, through the cache.  Borrowed ref. */
+PyObject *serve_lookup(const char *ref, uint32_t len);
+/* Prepend the hub to args when the function takes it first.  New ref. */
+PyObject *serve_with_hub(PyObject *args);
+bool serve_is_awaitable(PyObject *o);
+/* Call id runs user code from now until serve_leave(); returns why it
+ * was stopped before it started (SHM_INTERRUPT_*), or 0 to run it. */
+uint32_t serve_enter(uint64_t id);
+void serve_leave(void);
+/* Answer a call stopped before it started. */
+void serve_reply_stopped(uint64_t id, uint32_t why);
+
+/* ---- map.c: a map's chunks ---- */
+
+/* Run a MAP_CHUNK's items and answer them (MAP_ITEMS, then END). */
+void serve_map(uint64_t id, const char *p, const char *end);
+/* send_map_item(id, index, ok, value or exception) */
+PyObject *py_send_map_item(PyObject *self, PyObject *const *args, Py_ssize_t n);
 
 #endif

@@ -39,6 +39,11 @@ static int send_frame(uint16_t type, uint64_t id, const struct shm_buf *b)
     return err;
 }
 
+int reply_frame(uint16_t type, uint64_t id, const struct shm_buf *b)
+{
+    return send_frame(type, id, b);
+}
+
 void reply_error_text(uint64_t id, int errnum, const char *type, const char *msg)
 {
     struct shm_buf *b = &the_worker.out;

@@ -306,6 +306,38 @@ static void serve_forget(const char *p, const char *end)
         worker_buffers_forget(mp_decode_uint(&p));
 }
 
+/* ---- the same steps, for a map's chunks (map.c) ---- */
+
+PyObject *serve_lookup(const char *ref, uint32_t len)
+{
+    return lookup(ref, len);
+}
+
+PyObject *serve_with_hub(PyObject *args)
+{
+    return with_hub(args);
+}
+
+bool serve_is_awaitable(PyObject *o)
+{
+    return is_awaitable(o);
+}
+
+uint32_t serve_enter(uint64_t id)
+{
+    return call_enter(id);
+}
+
+void serve_leave(void)
+{
+    call_leave();
+}
+
+void serve_reply_stopped(uint64_t id, uint32_t why)
+{
+    reply_stopped(id, why);
+}
+
 static void serve_one(const struct shm_msg *m)
 {
     const char *p = (const char *)m->payload, *end = p + m->len;
@@ -313,6 +345,9 @@ static void serve_one(const struct shm_msg *m)
     switch (m->type) {
     case SHM_FRAME_CALL:
         serve_call(m->id, p, end);
+        break;
+    case SHM_FRAME_MAP_CHUNK:
+        serve_map(m->id, p, end);
         break;
     case SHM_FRAME_ADD_SUB:
         serve_admin(m->id, H.add_sub, p, end);

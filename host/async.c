@@ -32,7 +32,7 @@ static int deliver_items(pyproc_pool *p, pyproc_call *c)
     pthread_mutex_unlock(&c->qlock);
     while (!c->finished && !freed(c)) {
         item = NULL;
-        r = pyproc__stream_take(c, &item, false);
+        r = c->map ? pyproc__map_poll(c, &item) : pyproc__stream_take(c, &item, false);
         if (r == PYPROC__STREAM_EMPTY)
             break;
         c->finished = r <= 0;

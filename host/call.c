@@ -12,6 +12,7 @@
 #include "msg.h"
 #include "chan.h"
 #include "call.h"
+#include "mapq.h"
 
 void pyproc__call_unref(pyproc_call *c)
 {
@@ -24,6 +25,7 @@ void pyproc__call_unref(pyproc_call *c)
         pyproc__stream_free_items(c);
         pthread_mutex_destroy(&c->qlock);
     }
+    pyproc__chunk_unref(c->chunk);
     pyproc__worker_unref(c->worker);
     free(c);
 }
@@ -58,6 +60,11 @@ void pyproc__call_complete(pyproc_call *c, int result, pyproc_msg *ret)
     }
     if (result < 0 && c->stats)
         atomic_fetch_add_explicit(&c->stats->errors, 1, memory_order_relaxed);
+    if (c->chunk) {
+        /* A map's chunk: its items take the end, nobody waits on it. */
+        pyproc__chunk_end(c->chunk, result, ret);
+        ret = NULL;
+    }
     if (c->is_stream)
         pthread_mutex_lock(&c->qlock);
     c->result = result;

@@ -15,7 +15,7 @@
  *   worker->rx_lock      whoever drains the reply ring (drain.c)
  *   pool->lock           slots, history array, service queue, conds
  *   worker->calls_lock, call->qlock, pool->done_lock,
- *   pool->deadline_lock                                  leaves
+ *   pool->deadline_lock, map->lock (mapq.h)               leaves
  *
  * pools_lock (pool.c, the list of pools that shared buffers find theirs
  * in) is taken by the last pyproc_buf_free() of a buffer, before
@@ -187,6 +187,13 @@ struct pyproc_call {
      * while the call ends stays until it is due, and is dropped then. */
     size_t deadline_slot;
     _Atomic bool has_deadline;
+    /* Maps (mapq.h): the handle of a map, or one of its chunks in flight,
+     * each with a reference; set before the call is shared, read-only
+     * afterwards.  NULL for everything else. */
+    struct pp_map *map;
+    struct pp_chunk *chunk;
+    /* Items pyproc_next_at() handed out of a stream; its reader only. */
+    uint64_t items_taken;
 };
 
 enum { CB_NONE, CB_DONE, CB_ITEMS };
@@ -396,6 +403,7 @@ struct pyproc_pool {
     int64_t spin_ns;
     int start_timeout_ms;
     int64_t call_timeout_ns;
+    uint32_t map_window;    /* items a map may have pushed and unread */
     int64_t next_expire_ns; /* service thread only */
     /* Some call has a stop_want waiting for room: the service thread
      * ticks even without a call timeout.  Set after the stop_want, and

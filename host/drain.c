@@ -38,6 +38,7 @@
 #include "msg.h"
 #include "wire.h"
 #include "chan.h"
+#include "chunk.h"
 #include "drain.h"
 
 /*
@@ -202,6 +203,8 @@ static int dispatch(struct pp_worker *w, struct shm_msg *m)
         return answer(w, m);
     case SHM_FRAME_YIELD:
         return stream_items(w, m);
+    case SHM_FRAME_MAP_ITEMS:
+        return pyproc__chunk_deliver(w, m);
     case SHM_FRAME_CALLBACK:
         return callback(w, m);
     case SHM_FRAME_READY:

@@ -63,10 +63,14 @@ PYPROC_EXPORT int pyproc_stream_on_item(pyproc_call *c, pyproc_item_fn fn, void 
      * callback after this, or we see what it appended. */
     pthread_mutex_lock(&c->qlock);
     err = claim(c, CB_ITEMS);
-    if (err == 0 && (c->head || atomic_load_explicit(&c->ended, memory_order_relaxed)) &&
+    /* A map's results are not in the queue: look once, and from then on
+     * whenever its results come (pyproc__map_wake()). */
+    if (err == 0 && (c->map || c->head || atomic_load_explicit(&c->ended, memory_order_relaxed)) &&
         !c->queued)
         queue = c->queued = true;
     pthread_mutex_unlock(&c->qlock);
+    if (err == 0 && c->map)
+        pyproc__map_deliver(c);
     if (queue)
         pyproc__handle_queue(c);
     return err;
@@ -80,6 +84,8 @@ PYPROC_EXPORT int pyproc_call_deadline(pyproc_call *c, int timeout_ms)
         return -EINVAL;
     if (c->fork_gen != pyproc__fork_gen())
         return -ECHILD;
+    if (c->map)
+        return -EOPNOTSUPP; /* its chunks have the pool's call timeout */
     /* Acquire: pairs with the release store in pyproc__call_complete(). */
     if (atomic_load_explicit(&c->ended, memory_order_acquire))
         return -EALREADY;

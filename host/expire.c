@@ -68,6 +68,8 @@ static void retry_stop(pyproc_call *c)
 
 PYPROC_EXPORT int pyproc_cancel(pyproc_call *c)
 {
+    if (c && c->map)
+        return pyproc__map_cancel(c);
     if (!c)
         return -EINVAL;
     if (c->fork_gen != pyproc__fork_gen())

@@ -49,4 +49,16 @@ void pyproc__callback_stop(pyproc_pool *p);
  * first failure's message goes to *err_msg (may be NULL). */
 int pyproc__broadcast(pyproc_pool *p, uint16_t type, const struct shm_buf *b, pyproc_msg **err_msg);
 
+/* A map behind a stream handle (map.c): pyproc_next() (*index: the
+ * item's input position, may be NULL), pyproc_cancel() and
+ * pyproc_call_free() of a handle whose c->map is set. */
+int pyproc__map_next(pyproc_call *c, pyproc_msg **item, uint64_t *index);
+int pyproc__map_cancel(pyproc_call *c);
+/* A map's next result without waiting, as pyproc__stream_take() is for a
+ * stream (PYPROC__STREAM_EMPTY when none is there yet). */
+int pyproc__map_poll(pyproc_call *c, pyproc_msg **item);
+/* The map's results go to a callback from now on. */
+void pyproc__map_deliver(pyproc_call *c);
+void pyproc__map_free(pyproc_call *c);
+
 #endif

@@ -439,6 +439,34 @@ int pyproc__fmt_encode_call(struct shm_buf *b, int kind, const char *ref, const 
     return err;
 }
 
+static int encode_args(struct shm_buf *b, const char *fmt, struct pyproc__args *a)
+{
+    uint32_t npos, nkw;
+    const char *bar;
+    int err = pyproc__fmt_shape(fmt, &npos, &nkw, &bar);
+
+    if (err < 0)
+        return err;
+    if ((err = put_head(b, false, 2)) < 0 || (err = put_head(b, false, npos)) < 0 ||
+        (err = put_items(b, fmt, bar, a)) < 0 || (err = put_head(b, true, nkw / 2)) < 0)
+        return err;
+    return *bar ? put_items(b, bar + 1, bar + 1 + strlen(bar + 1), a) : 0;
+}
+
+int pyproc__fmt_encode_args(struct shm_buf *b, const char *fmt, struct pyproc__args *a)
+{
+    size_t len0;
+    int err;
+
+    if (!b || !a)
+        return -EINVAL;
+    len0 = b->len;
+    err = encode_args(b, fmt ? fmt : "", a);
+    if (err < 0)
+        b->len = len0;
+    return err;
+}
+
 static int encode_value(struct shm_buf *b, const char *fmt, struct pyproc__args *a)
 {
     uint32_t n, nkw;

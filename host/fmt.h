@@ -91,6 +91,13 @@ int pyproc__fmt_encode_call(struct shm_buf *b, int kind, const char *ref, const 
                             struct pyproc__args *a);
 
 /*
+ * Append one item of a map, [[positional...], {kwargs...}]: a call's
+ * arguments without its kind and reference.  Returns and restores b as
+ * pyproc__fmt_encode_call() does.
+ */
+int pyproc__fmt_encode_args(struct shm_buf *b, const char *fmt, struct pyproc__args *a);
+
+/*
  * Append one value to b as pyproc_msg_new() describes it: one code makes
  * that value, several a list of them, none nil.  A '|' is -EINVAL.  Returns
  * and restores b as pyproc__fmt_encode_call() does.

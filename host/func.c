@@ -134,13 +134,18 @@ PYPROC_EXPORT void pyproc_call_free(pyproc_call *c)
 {
     if (!c)
         return;
+    /* Release: pairs with the acquire load in dispatch (async.c), which
+     * then runs no callback for this handle (and, for a map, no longer
+     * looks at the map, which goes now). */
+    atomic_store_explicit(&c->cb_freed, true, memory_order_release);
+    if (c->map) {
+        pyproc__map_free(c);
+        return;
+    }
     if (c->fork_gen != pyproc__fork_gen()) {
         call_forget(c);
         return;
     }
-    /* Release: pairs with the acquire load in dispatch (async.c), which
-     * then runs no callback for this handle. */
-    atomic_store_explicit(&c->cb_freed, true, memory_order_release);
     if (!pyproc__call_done(c) ||
         (c->is_stream && !atomic_load_explicit(&c->ended, memory_order_acquire))) {
         /* A call whose end was to go to a callback is not wanted any

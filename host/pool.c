@@ -28,6 +28,8 @@
 #define DEFAULT_MAX_MSG (1ull << 30)
 #define DEFAULT_START_TIMEOUT_MS 10000
 #define DEFAULT_SPIN_US 50
+#define DEFAULT_MAP_WINDOW 4096
+#define MAX_MAP_WINDOW (1 << 24)
 
 /* ---- options ---- */
 
@@ -211,6 +213,9 @@ static int apply_opts(pyproc_pool *p, const pyproc_opts *o)
     p->callback = o->callback;
     p->callback_data = o->callback_data;
     p->spin_ns = o->spin_us == -1 ? 0 : (int64_t)(o->spin_us ? o->spin_us : DEFAULT_SPIN_US) * 1000;
+    if (o->map_window < 0 || o->map_window > MAX_MAP_WINDOW)
+        return -EINVAL;
+    p->map_window = o->map_window ? (uint32_t)o->map_window : DEFAULT_MAP_WINDOW;
     return apply_process_opts(p, o);
 }
 

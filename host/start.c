@@ -11,6 +11,7 @@
 #include "fmt.h"
 #include "msg.h"
 #include "chan.h"
+#include "mapq.h"
 #include "start.h"
 
 /* A worker that answered within this long is busy, not idle. */
@@ -101,16 +102,23 @@ static int call_not_started(pyproc_call *c, struct pp_slot_stats *st, int err)
  * PYPROC_EWORKER, so every call ends exactly once, the same way.
  */
 static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b, bool stream,
-                     pyproc_done_fn done, void *data, int64_t deadline, pyproc_call **ret)
+                     pyproc_done_fn done, void *data, int64_t deadline, struct pp_chunk *chunk,
+                     pyproc_call **ret)
 {
     pyproc_call *c = call_alloc(w, stream);
     /* Only the application's calls count; the pool's requests do not. */
-    struct pp_slot_stats *st = type == SHM_FRAME_CALL ? w->stats : NULL;
+    struct pp_slot_stats *st = type == SHM_FRAME_CALL || type == SHM_FRAME_MAP_CHUNK ? w->stats
+                                                                                     : NULL;
     int err;
 
     if (!c)
         return -ENOMEM;
     c->stats = st;
+    if (chunk) {
+        /* Before the table publishes the call: its end finds the chunk. */
+        c->chunk = chunk;
+        pyproc__chunk_ref(chunk);
+    }
     c->done = done;
     c->done_data = data;
     /*
@@ -170,7 +178,13 @@ int pyproc__call_send_raw_until(struct pp_worker *w, uint16_t type, const struct
 {
     if (!w)
         return -EINVAL;
-    return call_send(w, type, payload, false, NULL, NULL, deadline, ret);
+    return call_send(w, type, payload, false, NULL, NULL, deadline, NULL, ret);
+}
+
+int pyproc__chunk_send(struct pp_worker *w, const struct shm_buf *payload, struct pp_chunk *k,
+                       pyproc_call **ret)
+{
+    return call_send(w, SHM_FRAME_MAP_CHUNK, payload, false, NULL, NULL, INT64_MAX, k, ret);
 }
 
 static void call_buf_free(void *b)
@@ -239,7 +253,7 @@ int pyproc__call_start_ex(pyproc_pool *p, int ind, int kind, const char *ref, co
         pyproc__worker_unref(w);
         return err;
     }
-    err = call_send(w, SHM_FRAME_CALL, b, kind == SHM_CALL_GEN, done, data, INT64_MAX, ret);
+    err = call_send(w, SHM_FRAME_CALL, b, kind == SHM_CALL_GEN, done, data, INT64_MAX, NULL, ret);
     pyproc__worker_unref(w);
     return err;
 }

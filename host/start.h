@@ -37,6 +37,12 @@ int pyproc__call_send_raw(struct pp_worker *w, uint16_t type, const struct shm_b
 int pyproc__call_send_raw_until(struct pp_worker *w, uint16_t type, const struct shm_buf *payload,
                                 int64_t deadline, pyproc_call **ret);
 
+/* Send a map's chunk k (MAP_CHUNK payload) to w as a call that carries
+ * k; as pyproc__call_send_raw() otherwise. */
+struct pp_chunk;
+int pyproc__chunk_send(struct pp_worker *w, const struct shm_buf *payload, struct pp_chunk *k,
+                       pyproc_call **ret);
+
 /* Wait until c is done or the deadline (INT64_MAX: none). */
 bool pyproc__call_wait_state(pyproc_call *c, int64_t deadline);
 /* Wait up to timeout_ms (-1: forever) and take c's answer: its result,

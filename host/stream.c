@@ -83,6 +83,10 @@ PYPROC_EXPORT int pyproc_next(pyproc_call *c, pyproc_msg **item)
 {
     int r;
 
+    if (c && c->map)
+        return atomic_load_explicit(&c->cb, memory_order_relaxed) != CB_NONE
+                   ? -EBUSY
+                   : pyproc__map_next(c, item, NULL);
     if (!c || !item || !c->is_stream)
         return -EINVAL;
     if (c->fork_gen != pyproc__fork_gen())

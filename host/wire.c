@@ -7,6 +7,8 @@
 #include <msgpuck.h>
 #include <string.h>
 
+#include "../shm/mpvalid.h"
+
 size_t pyproc__wire_nil(char out[PYPROC__WIRE_SMALL])
 {
     return (size_t)(mp_encode_nil(out) - out);
@@ -183,5 +185,70 @@ int pyproc__wire_yield_read(const char *data, size_t len, uint32_t *ret_count,
         return -EBADMSG;
     *ret_count = mp_load_u32(&p);
     *ret_first = p;
+    return 0;
+}
+
+/* first and the count, at fixed widths so that seal() can fill them in. */
+#define CHUNK_TAIL_BYTES (1 + 8 + 1 + 4)
+
+int pyproc__wire_chunk_begin(struct shm_buf *b, const char *ref)
+{
+    size_t start = b->len;
+    int err = 0;
+    char *w;
+
+    if ((err = put_array(b, 3)) < 0 || (err = put_str(b, ref)) < 0)
+        return undo(b, start, err);
+    w = shm_buf_reserve(b, CHUNK_TAIL_BYTES, &err);
+    if (!w)
+        return undo(b, start, err);
+    memset(w, 0, CHUNK_TAIL_BYTES);
+    w[0] = (char)0xcf; /* uint64 */
+    w[9] = (char)0xdd; /* array32 */
+    b->len += CHUNK_TAIL_BYTES;
+    return 0;
+}
+
+void pyproc__wire_chunk_seal(struct shm_buf *b, size_t head_len, uint64_t first, uint32_t count)
+{
+    char *w = b->data + head_len - CHUNK_TAIL_BYTES;
+
+    mp_store_u64(w + 1, first);
+    mp_store_u32(w + 10, count);
+}
+
+int pyproc__wire_map_items_read(const char *data, size_t len, uint64_t *ret_busy_ns,
+                                uint32_t *ret_count, const char **ret_first)
+{
+    const char *p = data + 2;
+
+    if (len < 15 || (uint8_t)data[0] != 0x92 || (uint8_t)data[1] != 0xcf ||
+        (uint8_t)data[10] != 0xdd)
+        return -EBADMSG;
+    *ret_busy_ns = mp_load_u64(&p);
+    p++;
+    *ret_count = mp_load_u32(&p);
+    *ret_first = p;
+    return 0;
+}
+
+int pyproc__wire_map_entry_read(const char **p, const char *end, uint64_t *index, bool *ok,
+                                const char **value, size_t *value_len)
+{
+    const char *q = *p, *v;
+
+    if (shm_mp_next(p, end) < 0)
+        return -EBADMSG;
+    /* [q, *p) is one well-formed value now: msgpuck stays inside it. */
+    if (mp_typeof(*q) != MP_ARRAY || mp_decode_array(&q) != 3 || mp_typeof(*q) != MP_UINT)
+        return -EBADMSG;
+    *index = mp_decode_uint(&q);
+    if (mp_typeof(*q) != MP_BOOL)
+        return -EBADMSG;
+    *ok = mp_decode_bool(&q);
+    v = q;
+    mp_next(&q);
+    *value = v;
+    *value_len = (size_t)(q - v);
     return 0;
 }

@@ -72,4 +72,28 @@ int pyproc__wire_error_read(const char *data, size_t len, struct pyproc__wire_er
 int pyproc__wire_yield_read(const char *data, size_t len, uint32_t *ret_count,
                             const char **ret_first);
 
+/*
+ * MAP_CHUNK [ref, first, array32 of items]: begin writes the head with
+ * first and the count left to seal(), which fills them in once the
+ * chunk's items (pyproc__fmt_encode_args()) follow; head_len is b->len
+ * right after begin.  begin returns 0, -EMSGSIZE or -ENOMEM, leaving b as
+ * it was on failure.
+ */
+int pyproc__wire_chunk_begin(struct shm_buf *b, const char *ref);
+void pyproc__wire_chunk_seal(struct shm_buf *b, size_t head_len, uint64_t first, uint32_t count);
+
+/*
+ * MAP_ITEMS holds [uint64 busy_ns, array32 of entries] (embed/map.c writes
+ * every batch that way): the time, the count and where the first entry
+ * starts, from a private copy; -EBADMSG for any other shape.
+ */
+int pyproc__wire_map_items_read(const char *data, size_t len, uint64_t *ret_busy_ns,
+                                uint32_t *ret_count, const char **ret_first);
+
+/* One entry [index, ok, value] of a MAP_ITEMS, checked here as it is
+ * read: 0 with *p past it and the value's bytes in *value, *value_len;
+ * -EBADMSG for anything else. */
+int pyproc__wire_map_entry_read(const char **p, const char *end, uint64_t *index, bool *ok,
+                                const char **value, size_t *value_len);
+
 #endif

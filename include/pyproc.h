@@ -220,6 +220,14 @@ typedef struct pyproc_opts {
      * their stderr, and pyproc_pool_new() fails.  Default NULL: the
      * system's Python environment. */
     const char *venv;
+
+    /* ---- maps ---- */
+
+    /* Items a map (pyproc_map()) may have pushed and not yet read; a push
+     * past it returns -EAGAIN.  It bounds the memory of a map on both
+     * sides, whatever the input's length.  Default 4096; at most 2^24.
+     * A window smaller than 4 items per worker keeps workers waiting. */
+    int map_window;
 } pyproc_opts;
 
 /* Flags of pyproc_add_sub(). */
@@ -252,7 +260,7 @@ typedef struct pyproc_worker_stats {
     /* Calls and streams started at this index, over every worker that has
      * held it (respawns included), and how many of them ended with an
      * error (any negative result: raised, timed out, cancelled, worker
-     * died). */
+     * died).  Each chunk of a map's items counts as one call. */
     uint64_t calls;
     uint64_t errors;
     /* Requests the current worker has not answered yet. */
@@ -390,6 +398,112 @@ PYPROC_EXPORT int pyproc_ind_genv(pyproc_pool *pool, int ind, const char *ref, p
  * message in *item.  After the end or an error, further calls return 0.
  */
 PYPROC_EXPORT int pyproc_next(pyproc_call *stream, pyproc_msg **item);
+
+/*
+ * As pyproc_next(), also giving the item's position through *index (may
+ * be NULL): for a map, the 0-based push index of the input the item (or
+ * error) answers; for any other stream, the item's position in the
+ * stream, counting the items this function handed out (an error stands
+ * at the position the next item would have had).  *index is set only
+ * when an item or an error message is handed out.
+ */
+PYPROC_EXPORT int pyproc_next_at(pyproc_call *stream, pyproc_msg **item, size_t *index);
+
+/* ---- maps ----
+ *
+ * A map runs one function over a stream of inputs, spread over the pool's
+ * workers, for inputs too many to send one call each:
+ *
+ *   pyproc_call *s;
+ *   pyproc_msg *r;
+ *   size_t at;
+ *   int rc;
+ *   pyproc_map(pool, "mods.math.square", 0, &s);
+ *   for (int i = 0; i < n;) {
+ *       if ((rc = pyproc_push(s, "i", i)) == 0)
+ *           i++;                      (pushed)
+ *       else if (rc == -EAGAIN)       (the window is full: read one)
+ *           use(pyproc_next_at(s, &r, &at), r, at);
+ *       else
+ *           break;                    (a bad item: rc says why)
+ *   }
+ *   pyproc_push_end(s);
+ *   while ((rc = pyproc_next_at(s, &r, &at)) != 0)
+ *       use(rc, r, at);               (1: r is input at's value; < 0: its error)
+ *   pyproc_call_free(s);
+ *
+ * Items are packed into chunks (one frame carrying many items' arguments,
+ * and one carrying many results back), sent to the least loaded workers,
+ * a few chunks in flight per worker so that none waits for the host.  How
+ * many items make a chunk follows how long items took so far: no-op items
+ * travel hundreds at a time, items of a millisecond or more one by one.
+ * Each worker resolves the reference once per chunk and runs plain
+ * functions straight through in C; a coroutine function's items of a
+ * chunk run as concurrent tasks.
+ *
+ * One thread at a time may push and read a map (the same thread may do
+ * both: nothing here waits for the reader); pyproc_cancel() may come from
+ * any thread.  The pool's call timeout applies to each chunk.  A map
+ * spreads its items over the workers the pool had when it started.  Once
+ * its pool is freed, a map's items in flight end with -ECANCELED and the
+ * handle may only be freed.
+ */
+
+/* Flag of pyproc_map(): hand out results as they finish, not in the
+ * order of the input. */
+#define PYPROC_MAP_UNORDERED 0x1u
+
+/*
+ * Start a map of `ref` over items still to come, and return at once with
+ * its handle in *stream: pyproc_push() gives it inputs, pyproc_next() or
+ * pyproc_next_at() hand out the results, in input order (or as they
+ * finish, with PYPROC_MAP_UNORDERED), and pyproc_call_free() releases it.
+ * pyproc_wait() does not apply (-EINVAL).  Returns 0, or -EINVAL (bad
+ * flags, NULL ref) or -ENOMEM.  An unknown reference is found by the
+ * workers: every item then ends with -ENOENT and the reference's error.
+ */
+PYPROC_EXPORT int pyproc_map(pyproc_pool *pool, const char *ref, unsigned flags,
+                             pyproc_call **stream);
+
+/*
+ * Add one input: the arguments of one call of the map's function, in the
+ * same format as pyproc_func()'s (positional, then '|' and keyword
+ * pairs).  Never waits for results: returns 0; -EAGAIN when the window
+ * (pyproc_opts.map_window) of items pushed and not yet read is full (read
+ * one with pyproc_next(), then push again); -EINVAL for a bad format or
+ * argument, -EMSGSIZE for an item over max_msg_bytes, -ENOMEM (the item
+ * is not added, the map goes on); -EPIPE after pyproc_push_end();
+ * -ECANCELED after pyproc_cancel().  Items are numbered from 0 in the
+ * order they were pushed.
+ */
+PYPROC_EXPORT int pyproc_push(pyproc_call *stream, const char *fmt, ...);
+PYPROC_EXPORT int pyproc_pushv(pyproc_call *stream, const char *fmt, va_list ap);
+
+/*
+ * No more inputs: once every item pushed is read, pyproc_next() returns 0.
+ * A map ended before any push ends at once.  Returns 0 (again, too).
+ */
+PYPROC_EXPORT int pyproc_push_end(pyproc_call *stream);
+
+/*
+ * On a map, pyproc_next() and pyproc_next_at() return, for each item:
+ * 1 with its value in *item; or its error with the error message in
+ * *item, after which the map goes on (PYPROC_EREMOTE when the function
+ * raised, with the same text a failed call has; PYPROC_EWORKER when its
+ * worker died while it ran, only for the items of that worker's chunks in
+ * flight; -ECANCELED after pyproc_cancel(); -ENOENT for an unknown
+ * reference; -ETIMEDOUT past the call timeout).  They never wait for an
+ * item that was not sent yet (they send it first).  With items pushed and
+ * not answered, they wait; with none, they return 0 once the input ended
+ * (pyproc_push_end() or pyproc_cancel()) and -EAGAIN before that, rather
+ * than wait for pushes that would have to come from the same thread.
+ *
+ * pyproc_cancel() ends the whole map: no more pushes (-ECANCELED), the
+ * chunks in flight are stopped in the workers (as a call is), and every
+ * item not answered yet ends with -ECANCELED; reading goes on until each
+ * pushed item was handed out, then returns 0.  pyproc_call_free() does the
+ * same without reading: the workers drop what they were doing for it.
+ */
 
 /* ---- the whole pool ---- */
 
@@ -567,6 +681,10 @@ PYPROC_EXPORT int pyproc_call_on_done(pyproc_call *call, pyproc_done_fn done, vo
  * generator.  fn may call pyproc_call_free() on the stream: no item
  * follows.  Freeing the stream from elsewhere before the end closes the
  * generator and fn runs no more.  Once set, pyproc_next() returns -EBUSY.
+ * A map (pyproc_map()) delivers its results this way too, as
+ * pyproc_next() would hand them out (fn gets no index: an unordered map
+ * whose items must be told apart answers with what tells them apart), and
+ * pushes send what its results need without a reader waiting.
  * Returns 0; -EALREADY when the stream already has a callback; -EINVAL for
  * a call that is not a stream.
  */
@@ -578,7 +696,9 @@ PYPROC_EXPORT int pyproc_stream_on_item(pyproc_call *stream, pyproc_item_fn fn, 
  * a few milliseconds of the deadline whatever the worker does, so it
  * serves blocking callers too (a per-call timeout).  A second deadline
  * replaces the first; the pool's call_timeout_ms still applies, whichever
- * comes first.  Returns 0; -EALREADY when the call has ended; -EINVAL.
+ * comes first.  Returns 0; -EALREADY when the call has ended; -EINVAL;
+ * -EOPNOTSUPP for a map, whose chunks each have the pool's call timeout
+ * (pyproc_cancel() ends a whole map).
  */
 PYPROC_EXPORT int pyproc_call_deadline(pyproc_call *call, int timeout_ms);
 

@@ -22,6 +22,7 @@ enum shm_frame_type {
     SHM_FRAME_SHUTDOWN,       /* nil                                     */
     SHM_FRAME_CREDIT,         /* n: the host read n more stream items    */
     SHM_FRAME_ADD_NATIVE,     /* [name, library, [[func, sig]...] or nil] */
+    SHM_FRAME_MAP_CHUNK,      /* [ref, first, array32 of [[args...], {kwargs}]] */
     SHM_FRAME_FORGET,         /* n: shared buffer n is gone, unmap it     */
 
     /* worker to host */
@@ -31,6 +32,8 @@ enum shm_frame_type {
     SHM_FRAME_YIELD,      /* value                                   */
     SHM_FRAME_END,        /* nil                                     */
     SHM_FRAME_CALLBACK,   /* payload                                 */
+    SHM_FRAME_MAP_ITEMS,  /* [busy_ns, array32 of [index, true, value] or
+                             [index, false, [errno, type, message, traceback]]] */
 };
 
 /* Values of the kind field of a CALL. */
@@ -38,6 +41,16 @@ enum shm_call_kind {
     SHM_CALL_FUNC = 0,
     SHM_CALL_GEN = 1,
 };
+
+/*
+ * A map's chunk (MAP_CHUNK) runs its function once per item, the items
+ * numbered first, first + 1, ... in the map's input.  The worker answers
+ * with MAP_ITEMS frames, each holding the results of one or more items by
+ * index, every item exactly once, and the nanoseconds the worker spent
+ * running them (uint64; 0 when it cannot tell), and ends the chunk with END (every item
+ * answered) or ERROR (the chunk as a whole failed: an unknown reference,
+ * a stop; its unanswered items take that error).
+ */
 
 /*
  * Items a stream may have sent but its reader not yet taken.  The worker
@@ -68,7 +81,7 @@ static inline int shm_frame_type_to_worker(unsigned type)
 /* True for the types that a worker may send. */
 static inline int shm_frame_type_to_host(unsigned type)
 {
-    return type >= SHM_FRAME_READY && type <= SHM_FRAME_CALLBACK;
+    return type >= SHM_FRAME_READY && type <= SHM_FRAME_MAP_ITEMS;
 }
 
 #endif

@@ -257,6 +257,69 @@ static void stream_freed_inside_its_callback(void **state)
     pyproc_pool_free(p);
 }
 
+struct mapped {
+    int next, ended, result;
+    bool done, out_of_order;
+};
+
+static void count_mapped(pyproc_pool *p, int result, pyproc_msg *item, void *data)
+{
+    struct mapped *mp = data;
+    int v = -1;
+
+    (void)p;
+    if (result == 1) {
+        assert_int_equal(pyproc_msg_read(item, "i", &v), 0);
+        if (v != 2 * mp->next)
+            mp->out_of_order = true;
+        mp->next++;
+    } else {
+        mp->result = result;
+        mp->ended++;
+        mp->done = true;
+    }
+    pyproc_msg_free(item);
+}
+
+/* A map read by callback: pushed from the loop until its window is full,
+ * its results delivered by dispatch, in order, then its end. */
+static void map_items_by_callback(void **state)
+{
+    pyproc_pool *p = e2e_pool_opts((pyproc_opts){.workers = 2, .map_window = 256});
+    struct mapped mp = {0};
+    pyproc_call *m;
+    int pushed = 0, rc;
+    (void)state;
+
+    assert_int_equal(pyproc_map(p, "t.events.twice", 0, &m), 0);
+    assert_int_equal(pyproc_stream_on_item(m, count_mapped, &mp), 0);
+    assert_int_equal(pyproc_call_on_done(m, one_done, NULL), -EINVAL);
+    assert_int_equal(pyproc_call_deadline(m, 10), -EOPNOTSUPP);
+    pyproc_msg *none = NULL;
+    assert_int_equal(pyproc_next(m, &none), -EBUSY);
+    double end = e2e_now() + 60;
+    while (!mp.done && e2e_now() < end) {
+        while (pushed < 20000 && (rc = pyproc_push(m, "i", pushed)) == 0)
+            pushed++;
+        if (pushed == 20000) {
+            assert_int_equal(pyproc_push_end(m), 0);
+            pushed++;
+        } else if (pushed < 20000) {
+            assert_int_equal(rc, -EAGAIN);
+        }
+        struct pollfd fd = {.fd = pyproc_pool_fd(p), .events = POLLIN};
+        if (poll(&fd, 1, 100) > 0)
+            assert_true(pyproc_dispatch(p) >= 0);
+    }
+    assert_true(mp.done);
+    assert_int_equal(mp.next, 20000);
+    assert_false(mp.out_of_order);
+    assert_int_equal(mp.ended, 1);
+    assert_int_equal(mp.result, 0);
+    pyproc_call_free(m);
+    pyproc_pool_free(p);
+}
+
 /* ---- cancellation and deadlines ---- */
 
 static void cancel_half_way(void **state)
@@ -455,6 +518,7 @@ int main(void)
         cmocka_unit_test(mixing_is_an_error),
         cmocka_unit_test(stream_items_flow_with_credit),
         cmocka_unit_test(stream_freed_inside_its_callback),
+        cmocka_unit_test(map_items_by_callback),
         cmocka_unit_test(cancel_half_way),
         cmocka_unit_test(deadline_ends_a_slow_call_while_fast_ones_go_on),
         cmocka_unit_test(deadline_serves_blocking_callers),

@@ -363,6 +363,40 @@ def _finish_stream(call_id, task):
     _answer(call_id, task, "stream", _pyproc.send_end)
 
 
+def start_map(call_id, pending):
+    """Run the awaitables of a map's chunk, [(index, awaitable)...], as
+    concurrent tasks; answer each item as it ends, then end the chunk.
+
+    The C side (embed/map.c) has run the chunk's plain items and answered
+    them already.  Cancelling the chunk cancels every item still running.
+    """
+    async def one(index, aw):
+        try:
+            value = await aw
+        except asyncio.CancelledError as e:
+            if asyncio.current_task().cancelling():
+                raise  # the chunk is being stopped
+            _pyproc.send_map_item(call_id, index, False, e)
+        except BaseException as e:
+            _pyproc.send_map_item(call_id, index, False, e)
+        else:
+            _pyproc.send_map_item(call_id, index, True, value)
+
+    async def run():
+        tasks = [_loop.create_task(one(i, aw)) for i, aw in pending]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    _start_task(call_id, run(), _finish_map)
+
+
+def _finish_map(call_id, task):
+    _answer(call_id, task, "map", _pyproc.send_end)
+
+
 def credit(call_id, n):
     c = _credits.get(call_id)
     if c is not None:

@@ -3,6 +3,7 @@ figures are the cost of the transport alone."""
 
 import asyncio
 import os
+import time
 
 
 def noop():
@@ -21,6 +22,19 @@ async def anoop():
 async def asleep0():
     # One trip through the event loop.
     await asyncio.sleep(0)
+
+
+def sleep_1ms(x):
+    # A map's slow item: the workers' time is the whole cost.
+    time.sleep(0.001)
+
+
+def sleep_1ms_cost(n):
+    # What sleep_1ms's sleep itself takes here: the ceiling of a map of it.
+    t0 = time.perf_counter()
+    for _ in range(n):
+        time.sleep(0.001)
+    return (time.perf_counter() - t0) / n
 
 
 def echo(data):
