@@ -821,7 +821,8 @@ PYPROC_EXPORT void pyproc_msg_free(pyproc_msg *m);
  * host holds a reference or a worker still uses it (a view kept by Python
  * code), and goes back to the system when the last user is done; a worker
  * that dies drops its uses.  A call passes at most 16 buffers ('B' codes;
- * -E2BIG beyond); pyproc_pub() and pyproc_set_attr() take none (-EINVAL).
+ * -E2BIG beyond); pyproc_pub(), pyproc_set_attr() and pyproc_push() take
+ * none (-EINVAL).
  *
  * The other way: in a worker, pyproc.buffer(nbytes) makes a new shared
  * buffer, and a value that is one, a memoryview of one, or any object
