@@ -359,7 +359,10 @@ struct pp_worker {
     struct call_slot *slots;
     uint32_t nslots;
     uint32_t free_head; /* UINT32_MAX: none */
-    uint32_t in_flight;
+    /* Calls in the table: written under calls_lock; read without it as a
+     * hint by the round robin that prefers the least loaded worker
+     * (pyproc__pick_worker()), so relaxed both ways. */
+    _Atomic uint32_t in_flight;
     /* Set under calls_lock by pyproc__table_take_next(), when the worker
      * died or the pool is freed: the table takes no call after that, so
      * none can wait there for an end that was already handed out. */

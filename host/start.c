@@ -23,21 +23,46 @@ static _Thread_local struct shm_buf call_buf;
 static pthread_key_t call_buf_key;
 static pthread_once_t call_buf_once = PTHREAD_ONCE_INIT;
 
+/*
+ * Round robin that prefers the least loaded: from the next worker in turn,
+ * the first live one with no call in flight, else the live one with the
+ * fewest (the first in turn among equals).  An idle pool, and one caller
+ * at a time, go round robin exactly; a worker busy with a long call is
+ * passed over while others have less to do.  Loads are hints read without
+ * a lock: a pick that is one call off costs nothing but balance.  Under
+ * pool->lock.
+ */
+static struct pp_worker *least_loaded(pyproc_pool *p)
+{
+    unsigned n = (unsigned)p->nworkers, start, best_load = UINT32_MAX;
+    struct pp_worker *best = NULL, *w;
+
+    start = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+    for (unsigned i = 0; i < n; i++) {
+        w = p->workers[(start + i) % n];
+        /* A hint only (a dead pick fails its call the same way): relaxed;
+         * the store is in pyproc__worker_reap(). */
+        if (atomic_load_explicit(&w->dead, memory_order_relaxed))
+            continue;
+        uint32_t load = atomic_load_explicit(&w->in_flight, memory_order_relaxed);
+        if (load < best_load) {
+            best = w;
+            best_load = load;
+            if (load == 0)
+                break;
+        }
+    }
+    /* Every one dead: the next in turn fails its call as a dead one does. */
+    return best ? best : p->workers[start % n];
+}
+
 struct pp_worker *pyproc__pick_worker(pyproc_pool *p, int ind)
 {
     struct pp_worker *w = NULL;
 
     pthread_mutex_lock(&p->lock);
     if (ind < 0) {
-        /* Round robin, passing over dead workers while others live. */
-        for (int tries = 0; tries < p->nworkers; tries++) {
-            unsigned next = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
-            w = p->workers[next % (unsigned)p->nworkers];
-            /* A hint only (a dead pick fails its call the same way):
-             * relaxed; the store is in pyproc__worker_reap(). */
-            if (!atomic_load_explicit(&w->dead, memory_order_relaxed))
-                break;
-        }
+        w = least_loaded(p);
     } else if (ind < p->nworkers) {
         w = p->workers[ind];
     }

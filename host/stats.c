@@ -79,7 +79,7 @@ PYPROC_EXPORT int pyproc_stats(pyproc_pool *p, int ind, pyproc_worker_stats *ret
     if (!atomic_load_explicit(&w->dead, memory_order_acquire)) /* see spawn.c */
         st.pid = (int)w->pid;
     pthread_mutex_lock(&w->calls_lock);
-    st.in_flight = w->in_flight;
+    st.in_flight = atomic_load_explicit(&w->in_flight, memory_order_relaxed);
     pthread_mutex_unlock(&w->calls_lock);
     pthread_mutex_unlock(&p->lock);
     *ret = st;

@@ -17,7 +17,9 @@ static void slot_release(struct pp_worker *w, uint32_t slot)
     w->slots[slot].gen++;
     w->slots[slot].next_free = w->free_head;
     w->free_head = slot;
-    w->in_flight--;
+    atomic_store_explicit(&w->in_flight,
+                          atomic_load_explicit(&w->in_flight, memory_order_relaxed) - 1,
+                          memory_order_relaxed); /* under calls_lock */
 }
 
 int pyproc__table_add(struct pp_worker *w, pyproc_call *c)
@@ -46,7 +48,9 @@ int pyproc__table_add(struct pp_worker *w, pyproc_call *c)
     w->free_head = w->slots[slot].next_free;
     w->slots[slot].call = c;
     c->id = ((uint64_t)w->slots[slot].gen << 32) | slot;
-    w->in_flight++;
+    atomic_store_explicit(&w->in_flight,
+                          atomic_load_explicit(&w->in_flight, memory_order_relaxed) + 1,
+                          memory_order_relaxed); /* under calls_lock */
     pthread_mutex_unlock(&w->calls_lock);
     return 0;
 }

@@ -301,7 +301,12 @@ PYPROC_EXPORT int pyproc_add_sub_err(pyproc_pool *pool, const char *name, const 
 /*
  * Call `ref` ("sub.module.function") on the next worker in round-robin
  * order with the arguments that fmt describes (see "Argument format"
- * below) and wait for it.  On success returns 0 with the result in *ret.
+ * below) and wait for it.  Round robin prefers the least loaded: from the
+ * next worker in turn, the first with no request in flight, else the one
+ * with the fewest, so an idle pool (or one caller at a time) goes round
+ * robin exactly, and a worker busy with a long call is passed over while
+ * another has less to do.  pyproc_track_func(), pyproc_gen(),
+ * pyproc_func_async() and their kin pick the same way.  On success returns 0 with the result in *ret.
  * On PYPROC_EREMOTE, -ENOENT (unknown reference) or PYPROC_EWORKER, *ret
  * holds the error message (pyproc_msg_error()); on other errors *ret is
  * left alone.  ret may be NULL to drop the result.
