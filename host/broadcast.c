@@ -138,7 +138,7 @@ PYPROC_EXPORT int pyproc_pubv(pyproc_pool *p, const char *ref, pyproc_msg ***ret
     struct shm_buf *b;
     pyproc_call **calls;
     pyproc_msg **out;
-    int n, err = pyproc__pool_check(p);
+    int n, err = pyproc__pool_accepting(p);
 
     if (err < 0)
         return err;
@@ -200,7 +200,7 @@ static int encode_set_attr(struct shm_buf *b, const char *ref, const char *fmt, 
 PYPROC_EXPORT int pyproc_set_attrv(pyproc_pool *p, const char *ref, const char *fmt, va_list ap)
 {
     struct shm_buf b = {0};
-    int err = pyproc__pool_check(p);
+    int err = pyproc__pool_accepting(p);
 
     if (err < 0)
         return err;
@@ -227,7 +227,7 @@ PYPROC_EXPORT int pyproc_add_sub_err(pyproc_pool *p, const char *name, const cha
                                      unsigned flags, pyproc_msg **err_msg)
 {
     struct shm_buf b = {0};
-    int err = pyproc__pool_check(p);
+    int err = pyproc__pool_accepting(p);
 
     if (err < 0)
         return err;

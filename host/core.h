@@ -469,6 +469,10 @@ struct pyproc_pool {
     struct pp_deadline *deadlines;
     size_t ndeadlines, deadlines_cap;
 
+    /* Set (release) by pyproc_drain(); from then on no new call starts
+     * (pyproc__pool_accepting(), acquire). */
+    _Atomic bool draining;
+
     /* Callbacks from workers, answered on their own thread. */
     pthread_t cb_thread;
     bool cb_running, cb_stopping;
@@ -502,6 +506,17 @@ static inline int pyproc__pool_check(pyproc_pool *p)
     if (!p)
         return -EINVAL;
     return p->fork_gen != pyproc__fork_gen() ? -ECHILD : 0;
+}
+
+/* pyproc__pool_check(), and -ESHUTDOWN once the pool drains: for whatever
+ * would start work in the workers. */
+static inline int pyproc__pool_accepting(pyproc_pool *p)
+{
+    int err = pyproc__pool_check(p);
+
+    if (err == 0 && atomic_load_explicit(&p->draining, memory_order_acquire))
+        err = -ESHUTDOWN;
+    return err;
 }
 
 #endif

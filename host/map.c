@@ -424,7 +424,7 @@ static struct pp_map *map_of(pyproc_call *c, int *err)
 
 PYPROC_EXPORT int pyproc_map(pyproc_pool *p, const char *ref, unsigned flags, pyproc_call **stream)
 {
-    int err = pyproc__pool_check(p);
+    int err = pyproc__pool_accepting(p);
     pyproc_call *c;
     struct pp_map *m;
 
@@ -463,6 +463,8 @@ PYPROC_EXPORT int pyproc_pushv(pyproc_call *c, const char *fmt, va_list ap)
         return -ECANCELED;
     if (m->input_ended)
         return -EPIPE;
+    if ((err = pyproc__pool_accepting(m->pool)) < 0)
+        return err; /* draining: no new work */
     /* Answers in the reader's cache are not read yet. */
     if (m->pushed - (m->read - (m->cache_len - m->cache_head)) >= m->window) {
         /* The chunk being packed stays: pyproc_next() sends it when it

@@ -64,7 +64,7 @@ PYPROC_EXPORT int pyproc_add_native_err(pyproc_pool *p, const char *name, const 
 {
     struct shm_buf b = {0};
     char *lib;
-    int err = pyproc__pool_check(p);
+    int err = pyproc__pool_accepting(p);
 
     if (err < 0)
         return err;

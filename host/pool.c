@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../shm/frame.h"
@@ -408,6 +409,40 @@ PYPROC_EXPORT void pyproc_pool_free(pyproc_pool *p)
     /* Asynchronous calls hear of it now: after this they could not. */
     pyproc__async_run(p);
     pool_destroy(p);
+}
+
+/* Requests the pool's workers have not answered yet. */
+static unsigned in_flight(pyproc_pool *p)
+{
+    struct pp_worker *w;
+    unsigned n = 0;
+
+    for (int i = 0; (w = pyproc__pick_worker(p, i)); i++) {
+        n += atomic_load_explicit(&w->in_flight, memory_order_relaxed);
+        pyproc__worker_unref(w);
+    }
+    return n;
+}
+
+PYPROC_EXPORT int pyproc_drain(pyproc_pool *p, int timeout_ms)
+{
+    int64_t deadline = shm_now_ns() + (int64_t)timeout_ms * 1000000;
+    int err = pyproc__pool_check(p);
+    unsigned n;
+
+    if (err < 0)
+        return err;
+    if (timeout_ms < -1)
+        return -EINVAL;
+    /* Release: pairs with the acquire load in pyproc__pool_accepting(). */
+    atomic_store_explicit(&p->draining, true, memory_order_release);
+    /* Draining is rare and ends in at most timeout_ms: a millisecond's
+     * poll is simpler than a signal from every call's end. */
+    while ((n = in_flight(p)) > 0 && (timeout_ms < 0 || shm_now_ns() < deadline)) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    return n > INT_MAX ? INT_MAX : (int)n;
 }
 
 PYPROC_EXPORT int pyproc_workers(pyproc_pool *p)

@@ -260,7 +260,7 @@ int pyproc__call_start_ex(pyproc_pool *p, int ind, int kind, const char *ref, co
     struct pp_worker *w;
     int err;
 
-    err = pyproc__pool_check(p);
+    err = pyproc__pool_accepting(p);
     if (err < 0)
         return err;
     if (!ref || (!ret && !done) || ind < -1)

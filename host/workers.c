@@ -357,7 +357,7 @@ static int append_slot(pyproc_pool *p, struct pp_worker *w)
 PYPROC_EXPORT int pyproc_add_proc(pyproc_pool *p, int *ind)
 {
     struct pp_worker *w = NULL;
-    int index, err = pyproc__pool_check(p);
+    int index, err = pyproc__pool_accepting(p);
 
     if (err < 0)
         return err;

@@ -249,6 +249,17 @@ PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name, const pyp
  */
 PYPROC_EXPORT void pyproc_pool_free(pyproc_pool *pool);
 
+/*
+ * Stop taking work and wait for what runs: from now on every call, stream,
+ * map, push, broadcast, add_sub, add_native and add_proc on the pool
+ * returns -ESHUTDOWN, while the calls in flight go on; wait up to
+ * timeout_ms (-1: as long as it takes) for them to end.  Returns how many
+ * requests were still running then (0: all done), or a negative errno.
+ * pyproc_pool_free() after it cancels only those.  A pool does not come
+ * back from draining.
+ */
+PYPROC_EXPORT int pyproc_drain(pyproc_pool *pool, int timeout_ms);
+
 /* Number of workers, or a negative errno. */
 PYPROC_EXPORT int pyproc_workers(pyproc_pool *pool);
 
