@@ -48,18 +48,43 @@ static bool has_work(void)
            shm_ring_is_closed(&w->requests) || worker_control_pending();
 }
 
-/* Spin up to the budget; true when work turned up. */
+/*
+ * Spin up to the budget; true when work turned up.  A host that has not
+ * taken our answers after SHM_SPIN_SOLO_NS is busy with something else:
+ * it will not send soon and wants the CPU we would spin on, so stop.
+ */
 static bool spin(int64_t budget_ns)
 {
-    int64_t until = shm_now_ns() + budget_ns;
+    int64_t start = shm_now_ns(), until = start + budget_ns;
 
     for (unsigned i = 1;; i++) {
         if (has_work())
             return true;
         shm_cpu_relax();
-        if ((i & 63) == 0 && shm_now_ns() >= until)
-            return false;
+        if ((i & 63) == 0) {
+            int64_t now = shm_now_ns();
+            if (now >= until)
+                return false;
+            if (now - start >= SHM_SPIN_SOLO_NS && !shm_ring_drained(&the_worker.replies))
+                return false;
+            shm_spin_yield(now - start);
+        }
     }
+}
+
+/*
+ * How long to spin for the next request before sleeping: only while the
+ * host is busy with us (the last sleep was short).  A host that slept for
+ * our last answer takes a wake-up before its next call: wait that much
+ * longer for it.
+ */
+static int64_t spin_budget(void)
+{
+    struct worker *w = &the_worker;
+
+    if (!w->busy)
+        return 0;
+    return w->host_slept ? 4 * w->spin_ns : w->spin_ns;
 }
 
 enum { WAIT_WORK, WAIT_TIMEOUT, WAIT_SIGNAL };
@@ -133,9 +158,7 @@ static PyObject *py_select(PyObject *self, PyObject *const *args, Py_ssize_t n)
         if (left <= 0)
             break;
         int how = WAIT_WORK;
-        /* A busy host that slept for our last answer needs a wake-up
-         * before its next call: wait that much longer for it. */
-        int64_t budget = !w->busy ? 0 : w->host_slept ? 4 * w->spin_ns : w->spin_ns;
+        int64_t budget = spin_budget();
         Py_BEGIN_ALLOW_THREADS if (!spin(budget < left ? budget : left))
         {
             left = deadline - shm_now_ns();

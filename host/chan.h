@@ -36,6 +36,12 @@ void pyproc__worker_condemn(struct pp_worker *w, const char *why);
  * polls, the worker rings no doorbell; the last to leave re-arms it. */
 void pyproc__poll_enter(struct pp_worker *w);
 void pyproc__poll_leave(struct pp_worker *w);
+/* The same without ringing: true when replies came in while we polled and
+ * nobody will ring for them; the caller drains them, or rings the
+ * doorbell itself (pyproc__chan_ring()) to hand them to the service
+ * thread. */
+bool pyproc__poll_leave_quiet(struct pp_worker *w);
+void pyproc__chan_ring(struct pp_worker *w);
 
 /* ---- reading replies (worker.c) ---- */
 

@@ -391,6 +391,11 @@ struct pyproc_pool {
     pthread_mutex_t history_lock;
     pthread_mutex_t grow_lock; /* one add_proc at a time */
 
+    /* Asynchronous calls started and not yet on the completed list:
+     * added (relaxed) as one is started, taken off as it is pushed or
+     * dropped (start.c, call.c).  A hint for the starter's choice to spin
+     * for its answer, ordering nothing. */
+    _Atomic int async_out;
     /* Finished asynchronous calls waiting for pyproc_dispatch(). */
     pthread_mutex_t done_lock;
     pyproc_call *completed, *completed_tail;

@@ -11,10 +11,8 @@
 #include "fmt.h"
 #include "msg.h"
 #include "chan.h"
+#include "drain.h"
 #include "start.h"
-
-/* A worker that answered within this long is busy, not idle. */
-#define IDLE_NS (1000 * 1000LL)
 
 /* One encoding buffer per thread, kept between calls and freed when the
  * thread exits (through call_buf_key's destructor). */
@@ -81,6 +79,57 @@ static void fail_dead(struct pp_worker *w, pyproc_call *c)
     pyproc__call_complete(c, PYPROC_EWORKER, m);
 }
 
+/* A call that never reached the table, or left it again, and is not
+ * returned: ours alone, and never completed. */
+static void call_drop(pyproc_call *c)
+{
+    if (c->done) /* counted in call_send(), never pushed */
+        atomic_fetch_sub_explicit(&c->pool->async_out, 1, memory_order_relaxed);
+    c->done = NULL;
+    atomic_store_explicit(&c->refs, 1, memory_order_relaxed);
+    pyproc__call_unref(c);
+}
+
+/*
+ * Send, polling the worker's replies meanwhile: a worker that spins, or
+ * one woken on our CPU, may answer before we are back from the send, and
+ * an answer written while nobody polls rings the doorbell, which costs a
+ * wake-up of the service thread and a hand-over from it.  Polling, the
+ * ring says SHM_AWAKE; an answer that came meanwhile is drained here.
+ */
+static int send_polling(struct pp_worker *w, uint16_t type, uint64_t id, const struct shm_buf *b,
+                        int64_t deadline)
+{
+    int err;
+
+    pyproc__poll_enter(w);
+    err = pyproc__send_until(w, type, id, b->data, b->len, deadline);
+    if (pyproc__poll_leave_quiet(w)) {
+        /* A drainer holding the lock may have passed its mark already:
+         * hand what is left to the service thread. */
+        if (pthread_mutex_trylock(&w->rx_lock) == 0) {
+            pyproc__drain(w);
+            pthread_mutex_unlock(&w->rx_lock);
+        }
+        if (pyproc__chan_has_replies(w))
+            pyproc__chan_ring(w);
+    }
+    return err;
+}
+
+/*
+ * Spin for an asynchronous call's end in the caller (pyproc__call_spin())
+ * only when it is the pool's one asynchronous call in flight: an event
+ * loop that makes one call at a time then finds the pool's fd readable
+ * when it polls, instead of sleeping until the service thread has taken
+ * the answer and handed it over (two wake-ups in a row).  Calls started
+ * in a burst do not wait for one another.
+ */
+static bool async_spin_pays(pyproc_pool *p)
+{
+    return atomic_load_explicit(&p->async_out, memory_order_relaxed) <= 1;
+}
+
 /*
  * Register a call on w and send its frame.  A call to a worker that is
  * dead (or dies while we send) still gets its handle, already ended with
@@ -110,14 +159,14 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
     /*
      * A worker asleep when we send takes a wake-up to answer: spinning
      * meanwhile only burns the CPU it could have been woken on (on a
-     * 2-CPU machine the waker's spinning pushes it to an idle, halted
-     * one).  Sleep on the reply ring at once instead, unless the worker
-     * answered a moment ago: then calls come back to back, and spinning
-     * brings both sides back to answering without sleeping.
+     * 2-CPU machine the waker's spinning keeps it off the one CPU that is
+     * awake).  Sleep on the reply ring at once instead.
      */
-    if (pyproc__chan_peer_asleep(w) &&
-        shm_now_ns() - atomic_load_explicit(&w->last_answer_ns, memory_order_relaxed) > IDLE_NS)
+    bool woke = pyproc__chan_peer_asleep(w);
+    if (woke)
         c->spin_ns = 0;
+    if (done) /* see async_spin_pays() */
+        atomic_fetch_add_explicit(&w->pool->async_out, 1, memory_order_relaxed);
     /* Relaxed: a worker that dies after this is caught by the send
      * (-EPIPE) or by the reaper's pyproc__fail_calls(). */
     if (atomic_load_explicit(&w->dead, memory_order_relaxed)) {
@@ -125,24 +174,21 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
     } else if ((err = pyproc__table_add(w, c)) == -EPIPE) {
         fail_dead(w, c); /* its calls were failed already */
     } else if (err < 0) {
-        c->done = NULL;
-        atomic_store_explicit(&c->refs, 1, memory_order_relaxed); /* never shared */
-        pyproc__call_unref(c);
+        call_drop(c);
         return err;
-    } else if ((err = pyproc__send_until(w, type, c->id, b->data, b->len, deadline)) < 0 &&
+    } else if ((err = send_polling(w, type, c->id, b, deadline)) < 0 &&
                pyproc__table_remove(w, c)) {
         if (err == -EPIPE) {
             fail_dead(w, c);
         } else {
-            c->done = NULL;
-            /* Out of the table again and not returned: ours alone. */
-            atomic_store_explicit(&c->refs, 1, memory_order_relaxed);
-            pyproc__call_unref(c);
+            call_drop(c);
             return err;
         }
     }
     if (st)
         atomic_fetch_add_explicit(&st->calls, 1, memory_order_relaxed);
+    if (done && !woke && async_spin_pays(w->pool))
+        pyproc__call_spin(c);
     if (done)
         pyproc__call_unref(c); /* ours; the table's, or the queue's, remains */
     else if (ret)

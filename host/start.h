@@ -34,6 +34,10 @@ int pyproc__call_send_raw(struct pp_worker *w, uint16_t type, const struct shm_b
 int pyproc__call_send_raw_until(struct pp_worker *w, uint16_t type, const struct shm_buf *payload,
                                 int64_t deadline, pyproc_call **ret);
 
+/* Spin up to c's spin budget for its end, draining the reply ring when
+ * nobody else does; for an asynchronous call, whose end goes to the
+ * completion queue.  True when it ended. */
+bool pyproc__call_spin(pyproc_call *c);
 /* Wait until c is done or the deadline (INT64_MAX: none). */
 bool pyproc__call_wait_state(pyproc_call *c, int64_t deadline);
 /* Wait up to timeout_ms (-1: forever) and take c's answer: its result,
