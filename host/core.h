@@ -31,6 +31,33 @@
  * wait on it.  No lock is held across a wait for a worker: a writer waiting
  * for ring space holds the writer token, not tx_lock (send.c).
  *
+ * Sleeping and spinning.  Every wait spins first (the pool's spin_ns),
+ * then announces its sleep in the ring's wait word and sleeps; whoever
+ * makes it runnable again stores first and checks the word after a
+ * seq_cst fence (shm/ring.h), so no wake-up is lost.  What is chosen
+ * here is only whether spinning pays, never whether to announce:
+ *
+ * - A spin that has found nothing for SHM_SPIN_SOLO_NS yields its CPU now
+ *   and then (shm_spin_yield()): with more runnable threads than CPUs
+ *   (one caller and a pool of two on two CPUs; a saturated pool), the
+ *   thread it waits for may be queued behind it.
+ * - A caller whose send found the worker asleep (tx's wait word not
+ *   SHM_AWAKE) does not spin: the woken worker needs the CPU it would
+ *   spin on; it sleeps on the reply ring at once (wait.c).
+ * - A caller polls the reply ring while it sends (start.c): pollers above
+ *   zero keep rx's word SHM_AWAKE, so an answer that beats the caller to
+ *   its wait rings no doorbell; the last poller re-arms the doorbell with
+ *   shm_ring_doorbell_begin(), and an answer found then is drained by
+ *   the caller (or, when another drainer holds rx_lock, handed to the
+ *   service thread by ringing the doorbell itself).
+ * - pyproc_func_async() spins for its own answer while it is the pool's
+ *   only asynchronous call in flight (async_out), so an event loop that
+ *   makes one call at a time finds the pool's fd readable when it polls.
+ * - The worker spins for the next request only after a short sleep (the
+ *   host sends back to back) and stops once the host has left its
+ *   answers in the reply ring for SHM_SPIN_SOLO_NS (shm_ring_drained():
+ *   the host is busy elsewhere and wants the CPU); embed/bridge.c.
+ *
  * The order is checked: make check runs the host under ThreadSanitizer,
  * whose lock-order detector (on by default) reports any two locks taken
  * in both orders as a potential deadlock, and a report fails the run.
@@ -221,8 +248,6 @@ struct pp_output {
  *   fast_deaths, replayed   its bringer's (add_proc or respawn thread)
  *               alone, before it is placed; fast_deaths read again only by
  *               the respawn of its own death.
- *   last_answer_ns   stored (relaxed) by whoever drains an answer; read
- *               (relaxed) by starters, only to choose whether to spin.
  *   ring_sleeper     exchanged by the caller that takes the role of
  *               sleeping on the reply ring (wait.c); it elects one sleeper
  *               and orders nothing else: relaxed.  The ring's wait word
@@ -239,7 +264,6 @@ struct pp_worker {
     int64_t ready_ns;               /* when it said READY */
     _Atomic bool published;         /* put in its slot */
     _Atomic bool ring_sleeper;      /* a caller sleeps on rx's futex */
-    _Atomic int64_t last_answer_ns; /* when a call of it last ended */
     _Atomic bool serving;           /* in its slot and has answered a call since */
     int fast_deaths;                /* deaths in a row soon after start, at this index */
     size_t replayed;                /* history entries sent to it by its bringer */
