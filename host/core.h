@@ -261,12 +261,12 @@ struct pp_worker {
     pyproc_pool *pool;
     _Atomic int refs;
     struct service_event bell_ev, pid_ev;
-    int64_t ready_ns;               /* when it said READY */
-    _Atomic bool published;         /* put in its slot */
-    _Atomic bool ring_sleeper;      /* a caller sleeps on rx's futex */
-    _Atomic bool serving;           /* in its slot and has answered a call since */
-    int fast_deaths;                /* deaths in a row soon after start, at this index */
-    size_t replayed;                /* history entries sent to it by its bringer */
+    int64_t ready_ns;          /* when it said READY */
+    _Atomic bool published;    /* put in its slot */
+    _Atomic bool ring_sleeper; /* a caller sleeps on rx's futex */
+    _Atomic bool serving;      /* in its slot and has answered a call since */
+    int fast_deaths;           /* deaths in a row soon after start, at this index */
+    size_t replayed;           /* history entries sent to it by its bringer */
     int index;
     pid_t pid;
     int pidfd;

@@ -34,7 +34,8 @@ static bool call_ended(pyproc_call *c)
 {
     /* Acquire pairs with the release stores in pyproc__call_signal() and
      * pyproc__call_complete(). */
-    return pyproc__call_done(c) || (c->done && atomic_load_explicit(&c->ended, memory_order_acquire));
+    return pyproc__call_done(c) ||
+           (c->done && atomic_load_explicit(&c->ended, memory_order_acquire));
 }
 
 /* Spin for the answer, draining the reply ring when nobody else does. */

@@ -34,11 +34,12 @@ static void fake_setup(void)
     memset(&fake, 0, sizeof fake);
     int bell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     assert_true(bell >= 0);
-    assert_int_equal(
-        shm_ring_attach(&fake.w.rx, &fake.ctl, fake.data, sizeof fake.data, 1024, bell, NULL), 0);
-    assert_int_equal(
-        shm_ring_attach(&fake.producer, &fake.ctl, fake.data, sizeof fake.data, 1024, bell, NULL),
-        0);
+    assert_int_equal(shm_ring_attach(&fake.w.rx, &fake.ctl, fake.data, sizeof fake.data, 1024, bell,
+                                     NULL),
+                     0);
+    assert_int_equal(shm_ring_attach(&fake.producer, &fake.ctl, fake.data, sizeof fake.data, 1024,
+                                     bell, NULL),
+                     0);
     /* As the service thread leaves it: the doorbell armed. */
     assert_false(shm_ring_doorbell_begin(&fake.w.rx));
 }
