@@ -27,7 +27,7 @@ void shm_futex_wake(_Atomic uint32_t *word, int n, bool shared);
  * caught before, and when more threads are runnable than there are CPUs,
  * the one it waits for may be queued behind it on this very CPU.
  */
-#define SHM_SPIN_SOLO_NS 2000
+#define SHM_SPIN_SOLO_NS 1000
 
 /*
  * Called by spin loops where they read the clock (every few dozen rounds):
