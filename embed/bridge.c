@@ -73,18 +73,44 @@ static bool spin(int64_t budget_ns)
 }
 
 /*
+ * A spin pays when the next request comes within this long: sooner than
+ * the host's wake-up of a sleeping worker would have cost.  One that did
+ * not (the host was busy elsewhere, or more threads than CPUs kept one of
+ * us off the CPU) makes the worker sleep at once the next
+ * SPIN_PROBE_EVERY - 1 times it runs out of work; the next one tries
+ * again, so that spinning comes back when it pays again.
+ */
+#define SPIN_PAYS_NS (20 * 1000LL)
+#define SPIN_PROBE_EVERY 16u
+
+/*
  * How long to spin for the next request before sleeping: only while the
- * host is busy with us (the last sleep was short).  A host that slept for
- * our last answer takes a wake-up before its next call: wait that much
- * longer for it.
+ * host is busy with us (the last sleep was short) and recent spins paid.
+ * A host that slept for our last answer takes a wake-up before its next
+ * call: wait that much longer for it.
  */
 static int64_t spin_budget(void)
 {
     struct worker *w = &the_worker;
 
-    if (!w->busy)
+    if (!w->busy || (w->spin_unpaid && ++w->spin_skipped % SPIN_PROBE_EVERY != 0))
         return 0;
     return w->host_slept ? 4 * w->spin_ns : w->spin_ns;
+}
+
+/* Spin for the budget and remember whether it paid. */
+static bool spin_and_judge(int64_t budget_ns)
+{
+    struct worker *w = &the_worker;
+    int64_t start = shm_now_ns();
+    bool found;
+
+    if (budget_ns <= 0)
+        return false;
+    found = spin(budget_ns);
+    w->spin_unpaid = !found || shm_now_ns() - start > SPIN_PAYS_NS;
+    w->spin_skipped = 0;
+    return found;
 }
 
 enum { WAIT_WORK, WAIT_TIMEOUT, WAIT_SIGNAL };
@@ -159,7 +185,7 @@ static PyObject *py_select(PyObject *self, PyObject *const *args, Py_ssize_t n)
             break;
         int how = WAIT_WORK;
         int64_t budget = spin_budget();
-        Py_BEGIN_ALLOW_THREADS if (!spin(budget < left ? budget : left))
+        Py_BEGIN_ALLOW_THREADS if (!spin_and_judge(budget < left ? budget : left))
         {
             left = deadline - shm_now_ns();
             int ms = deadline == INT64_MAX ? -1 : (int)((left + 999999) / 1000000);
