@@ -87,6 +87,10 @@ void pyproc__tx_fini(struct pp_worker *w);
  * threads only.  0, -EPIPE (closed), -EMSGSIZE.
  */
 int pyproc__send(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n);
+/* The common case alone, never waiting: a message of one fragment that
+ * fits now while nobody holds the writer token.  1 when written, 0 when
+ * pyproc__send_until() must do it, -EPIPE. */
+int pyproc__send_nowait(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n);
 /* The same, giving up at deadline (shm_now_ns() clock) with -ETIMEDOUT; a
  * worker that stops reading in the middle of the message is killed.  For
  * pool threads that may wait boundedly (respawn's replay). */

@@ -96,6 +96,9 @@ static void call_drop(pyproc_call *c)
  * an answer written while nobody polls rings the doorbell, which costs a
  * wake-up of the service thread and a hand-over from it.  Polling, the
  * ring says SHM_AWAKE; an answer that came meanwhile is drained here.
+ * Only around a send that cannot wait: while anyone polls, nobody else
+ * drains, and a worker waiting for its replies to be taken would never
+ * make the room a waiting send needs.
  */
 static int send_polling(struct pp_worker *w, uint16_t type, uint64_t id, const struct shm_buf *b,
                         int64_t deadline)
@@ -103,7 +106,7 @@ static int send_polling(struct pp_worker *w, uint16_t type, uint64_t id, const s
     int err;
 
     pyproc__poll_enter(w);
-    err = pyproc__send_until(w, type, id, b->data, b->len, deadline);
+    err = pyproc__send_nowait(w, type, id, b->data, b->len);
     if (pyproc__poll_leave_quiet(w)) {
         /* A drainer holding the lock may have passed its mark already:
          * hand what is left to the service thread. */
@@ -114,7 +117,9 @@ static int send_polling(struct pp_worker *w, uint16_t type, uint64_t id, const s
         if (pyproc__chan_has_replies(w))
             pyproc__chan_ring(w);
     }
-    return err;
+    if (err == 0) /* the slow path, which may wait */
+        err = pyproc__send_until(w, type, id, b->data, b->len, deadline);
+    return err < 0 ? err : 0;
 }
 
 /*
