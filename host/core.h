@@ -47,9 +47,12 @@
  *   whose call has requests queued behind it (sent_mark): the worker
  *   stays busy past its answer, the caller's answers come in batches it
  *   drains when woken, and the CPU is the worker's.
- * - A caller polls the reply ring while it sends (start.c): pollers above
- *   zero keep rx's word SHM_AWAKE, so an answer that beats the caller to
- *   its wait rings no doorbell; the last poller re-arms the doorbell with
+ * - A caller polls the reply ring while it sends (start.c), when the send
+ *   cannot wait (pyproc__send_nowait(); a poller that waits for ring
+ *   space drains nothing, and the worker may need its replies taken to
+ *   make room): pollers above zero keep rx's word SHM_AWAKE, so an answer
+ *   that beats the caller to its wait rings no doorbell; the last poller
+ *   re-arms the doorbell with
  *   shm_ring_doorbell_begin(), and an answer found then is drained by
  *   the caller (or, when another drainer holds rx_lock, handed to the
  *   service thread by ringing the doorbell itself).
@@ -57,9 +60,11 @@
  *   only asynchronous call in flight (async_out), so an event loop that
  *   makes one call at a time finds the pool's fd readable when it polls.
  * - The worker spins for the next request only after a short sleep (the
- *   host sends back to back) and stops once the host has left its
- *   answers in the reply ring for SHM_SPIN_SOLO_NS (shm_ring_drained():
- *   the host is busy elsewhere and wants the CPU); embed/bridge.c.
+ *   host sends back to back), stops once the host has left its answers in
+ *   the reply ring for SHM_SPIN_SOLO_NS (shm_ring_drained(): the host is
+ *   busy elsewhere and wants the CPU), and after a spin that did not pay
+ *   (no request within SPIN_PAYS_NS) sleeps at once but one time in
+ *   SPIN_PROBE_EVERY; embed/bridge.c.
  *
  * The order is checked: make check runs the host under ThreadSanitizer,
  * whose lock-order detector (on by default) reports any two locks taken
