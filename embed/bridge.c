@@ -49,9 +49,11 @@ static bool has_work(void)
 }
 
 /*
- * Spin up to the budget; true when work turned up.  A host that has not
- * taken our answers after SHM_SPIN_SOLO_NS is busy with something else:
- * it will not send soon and wants the CPU we would spin on, so stop.
+ * Spin up to the budget; true when work turned up.  It goes on yielding
+ * rather than sleeping: a host that shares our CPU then runs, and both
+ * stay runnable, so the scheduler can move one of us to another CPU,
+ * where a sleep and a wake-up would pull the woken side back next to
+ * its waker.
  */
 static bool spin(int64_t budget_ns)
 {
@@ -65,22 +67,19 @@ static bool spin(int64_t budget_ns)
             int64_t now = shm_now_ns();
             if (now >= until)
                 return false;
-            if (now - start >= SHM_SPIN_SOLO_NS && !shm_ring_drained(&the_worker.replies))
-                return false;
             shm_spin_yield(now - start);
         }
     }
 }
 
 /*
- * A spin pays when the next request comes within this long: sooner than
- * the host's wake-up of a sleeping worker would have cost.  One that did
- * not (the host was busy elsewhere, or more threads than CPUs kept one of
- * us off the CPU) makes the worker sleep at once the next
+ * A spin pays when the next request comes within its budget, sparing the
+ * host the wake-up of a sleeping worker.  One that did not (the host was
+ * busy elsewhere: a saturated pool, where the spin only takes a CPU from
+ * those who have work) makes the worker sleep at once the next
  * SPIN_PROBE_EVERY - 1 times it runs out of work; the next one tries
  * again, so that spinning comes back when it pays again.
  */
-#define SPIN_PAYS_NS (20 * 1000LL)
 #define SPIN_PROBE_EVERY 16u
 
 /*
@@ -102,13 +101,12 @@ static int64_t spin_budget(void)
 static bool spin_and_judge(int64_t budget_ns)
 {
     struct worker *w = &the_worker;
-    int64_t start = shm_now_ns();
     bool found;
 
     if (budget_ns <= 0)
         return false;
     found = spin(budget_ns);
-    w->spin_unpaid = !found || shm_now_ns() - start > SPIN_PAYS_NS;
+    w->spin_unpaid = !found;
     w->spin_skipped = 0;
     return found;
 }

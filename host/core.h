@@ -60,11 +60,12 @@
  *   only asynchronous call in flight (async_out), so an event loop that
  *   makes one call at a time finds the pool's fd readable when it polls.
  * - The worker spins for the next request only after a short sleep (the
- *   host sends back to back), stops once the host has left its answers in
- *   the reply ring for SHM_SPIN_SOLO_NS (shm_ring_drained(): the host is
- *   busy elsewhere and wants the CPU), and after a spin that did not pay
- *   (no request within SPIN_PAYS_NS) sleeps at once but one time in
- *   SPIN_PROBE_EVERY; embed/bridge.c.
+ *   host sends back to back), and after a spin that did not pay (no
+ *   request within its budget: the host is busy elsewhere, and wants the
+ *   CPU) sleeps at once but one time in SPIN_PROBE_EVERY; embed/bridge.c.
+ *   A spin ends by its budget, not by a guess that the host is busy: two
+ *   sides sharing a CPU that sleep and wake each other stay pulled
+ *   together on it, while two that yield can be moved apart.
  *
  * The order is checked: make check runs the host under ThreadSanitizer,
  * whose lock-order detector (on by default) reports any two locks taken

@@ -572,15 +572,6 @@ uint64_t shm_ring_consumed(const struct shm_ring *r)
     return atomic_load_explicit(&r->ctl->head, memory_order_relaxed);
 }
 
-bool shm_ring_drained(const struct shm_ring *r)
-{
-    /* A hint for the producer's spin choice, ordering nothing: relaxed.
-     * Only the producer writes tail. */
-    uint64_t head = atomic_load_explicit(&r->ctl->head, memory_order_relaxed);
-
-    return head == atomic_load_explicit(&r->ctl->tail, memory_order_relaxed);
-}
-
 uint64_t shm_ring_published(const struct shm_ring *r)
 {
     /* Pairs with the release store of tail in shm_ring_commit(). */

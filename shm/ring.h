@@ -160,14 +160,6 @@ void shm_ring_notify(struct shm_ring *r);
 int shm_ring_write(struct shm_ring *r, uint16_t type, uint64_t id, const void *payload, size_t len,
                    int64_t spin_ns);
 
-/*
- * For the producer: true when the consumer has released every frame
- * published so far, i.e. it keeps up.  A hint (relaxed loads): a consumer
- * still busy with earlier frames will not be ready for the next ones
- * soon, so waiting on it by spinning would only take its CPU.
- */
-bool shm_ring_drained(const struct shm_ring *r);
-
 /* ---- consumer ---- */
 
 /* True when no frame is waiting.  An acquire load of tail. */

@@ -156,25 +156,6 @@ static void test_empty(void **state)
     assert_int_equal(head_of(f), 0);
 }
 
-/* The producer's view of a consumer that keeps up: drained only once
- * every frame published so far has been released. */
-static void test_drained(void **state)
-{
-    struct fx *f = *state;
-    struct shm_msg m;
-
-    assert_true(shm_ring_drained(&f->prod));
-    put(f, SHM_FRAME_CALL, 1, 16, 0);
-    put(f, SHM_FRAME_CALL, 2, 16, 0);
-    assert_false(shm_ring_drained(&f->prod));
-    assert_int_equal(shm_ring_read(&f->cons, &m), 1);
-    shm_ring_done(&f->cons, &m);
-    assert_false(shm_ring_drained(&f->prod));
-    assert_int_equal(shm_ring_read(&f->cons, &m), 1);
-    shm_ring_done(&f->cons, &m);
-    assert_true(shm_ring_drained(&f->prod));
-}
-
 static void test_full_then_room(void **state)
 {
     struct fx *f = *state;
@@ -733,7 +714,6 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_attach_limits),
         T(test_empty),
-        T(test_drained),
         T(test_full_then_room),
         T(test_full_counts_pad),
         T(test_wrap_with_pad),
