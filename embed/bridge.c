@@ -16,6 +16,7 @@
 #include <malloc.h>
 #include <math.h>
 #include <msgpuck.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -49,11 +50,57 @@ static bool has_work(void)
 }
 
 /*
+ * Sharing a CPU with the host.  A yield that takes this long ran someone
+ * else on our CPU; CROWDED_YIELDS of them in a row, and the host (or
+ * whoever it is) and we take turns on one CPU, a few microseconds a turn,
+ * where two CPUs would answer in well under one.  The scheduler does not
+ * part two threads that run every few microseconds (both stay cache-hot),
+ * so the worker moves itself: to the CPUs it may use but this one, and at
+ * once back to all of them, which leaves it where it landed.  Not more
+ * often than every MOVE_EVERY_NS.
+ */
+#define CROWDED_YIELD_NS 3000
+#define CROWDED_YIELDS 16
+#define MOVE_EVERY_NS (100 * 1000 * 1000LL)
+
+static unsigned crowded;
+static int64_t moved_ns;
+
+static void move_off_this_cpu(void)
+{
+    cpu_set_t all, others;
+    int cpu = sched_getcpu();
+
+    if (cpu < 0 || sched_getaffinity(0, sizeof all, &all) < 0 || !CPU_ISSET(cpu, &all))
+        return;
+    others = all;
+    CPU_CLR(cpu, &others);
+    if (CPU_COUNT(&others) == 0 || sched_setaffinity(0, sizeof others, &others) < 0)
+        return;
+    sched_setaffinity(0, sizeof all, &all);
+}
+
+/* Yield after a fruitless while (shm_spin_yield()), and watch for a
+ * crowded CPU. */
+static void spin_yield(int64_t spun_ns, int64_t now)
+{
+    if (spun_ns < SHM_SPIN_SOLO_NS)
+        return;
+    sched_yield();
+    if (shm_now_ns() - now < CROWDED_YIELD_NS) {
+        crowded = 0;
+    } else if (++crowded >= CROWDED_YIELDS && now - moved_ns > MOVE_EVERY_NS) {
+        crowded = 0;
+        moved_ns = now;
+        move_off_this_cpu();
+    }
+}
+
+/*
  * Spin up to the budget; true when work turned up.  It goes on yielding
  * rather than sleeping: a host that shares our CPU then runs, and both
- * stay runnable, so the scheduler can move one of us to another CPU,
- * where a sleep and a wake-up would pull the woken side back next to
- * its waker.
+ * stay runnable, where a sleep and a wake-up would pull the woken side
+ * back next to its waker.
  */
 static bool spin(int64_t budget_ns)
 {
@@ -67,7 +114,7 @@ static bool spin(int64_t budget_ns)
             int64_t now = shm_now_ns();
             if (now >= until)
                 return false;
-            shm_spin_yield(now - start);
+            spin_yield(now - start, now);
         }
     }
 }
