@@ -65,7 +65,9 @@
  *   CPU) sleeps at once but one time in SPIN_PROBE_EVERY; embed/bridge.c.
  *   A spin ends by its budget, not by a guess that the host is busy: two
  *   sides sharing a CPU that sleep and wake each other stay pulled
- *   together on it, while two that yield can be moved apart.
+ *   together on it.  Two that yield to each other stay together too (both
+ *   cache-hot), so a worker whose yields keep running someone else moves
+ *   itself off that CPU (move_off_this_cpu(), within its own affinity).
  *
  * The order is checked: make check runs the host under ThreadSanitizer,
  * whose lock-order detector (on by default) reports any two locks taken
