@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -233,6 +234,54 @@ static void sync_calls_across_idle_gaps(void **state)
     pyproc_pool_free(p);
 }
 
+/*
+ * A worker that shares a CPU with its host moves itself off it for a
+ * moment: its affinity must come back as it was, be it every CPU or
+ * the one CPU it was pinned to.  The host thread is pinned to one CPU
+ * and the worker starts on it, so that the two take turns there.
+ */
+static void burst_of_calls(pyproc_pool *p)
+{
+    for (int i = 0; i < 20000; i++) {
+        pyproc_msg *m = NULL;
+        assert_int_equal(pyproc_func(p, "t.calls.ping", &m, NULL), 0);
+        pyproc_msg_free(m);
+    }
+}
+
+static void worker_affinity_is_left_as_it_was(void **state)
+{
+    (void)state;
+    pyproc_pool *p = e2e_pool(1);
+    int pid = e2e_pid_of(p, 0);
+    cpu_set_t mine, one, got;
+
+    alarm(120);
+    assert_true(pid > 0);
+    assert_int_equal(sched_getaffinity(0, sizeof mine, &mine), 0);
+    CPU_ZERO(&one);
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+        if (CPU_ISSET(cpu, &mine)) {
+            CPU_SET(cpu, &one);
+            break;
+        }
+    /* Both on one CPU, then the worker free to go anywhere we may. */
+    assert_int_equal(pthread_setaffinity_np(pthread_self(), sizeof one, &one), 0);
+    assert_int_equal(sched_setaffinity(pid, sizeof one, &one), 0);
+    assert_int_equal(sched_setaffinity(pid, sizeof mine, &mine), 0);
+    burst_of_calls(p);
+    assert_int_equal(sched_getaffinity(pid, sizeof got, &got), 0);
+    assert_true(CPU_EQUAL(&got, &mine));
+    /* Pinned to the host's one CPU, it has nowhere to go and stays. */
+    assert_int_equal(sched_setaffinity(pid, sizeof one, &one), 0);
+    burst_of_calls(p);
+    assert_int_equal(sched_getaffinity(pid, sizeof got, &got), 0);
+    assert_true(CPU_EQUAL(&got, &one));
+    assert_int_equal(pthread_setaffinity_np(pthread_self(), sizeof mine, &mine), 0);
+    alarm(0);
+    pyproc_pool_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -242,6 +291,7 @@ int main(void)
         cmocka_unit_test(event_loop_calls_one_at_a_time),
         cmocka_unit_test(async_burst_is_counted_out),
         cmocka_unit_test(sync_calls_across_idle_gaps),
+        cmocka_unit_test(worker_affinity_is_left_as_it_was),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
