@@ -131,7 +131,10 @@ static bool spin(int64_t budget_ns)
 
 /*
  * How long to spin for the next request before sleeping: only while the
- * host is busy with us (the last sleep was short) and recent spins paid.
+ * host is busy with us (the last sleep was short), recent spins paid, and
+ * the host waits for each answer before its next call (we served one
+ * request at a time).  A host that sends batches is busy with the
+ * answers to the last one before it sends again, and wants the CPU.
  * A host that slept for our last answer takes a wake-up before its next
  * call: wait that much longer for it.
  */
@@ -139,7 +142,8 @@ static int64_t spin_budget(void)
 {
     struct worker *w = &the_worker;
 
-    if (!w->busy || (w->spin_unpaid && ++w->spin_skipped % SPIN_PROBE_EVERY != 0))
+    if (!w->busy || w->last_served > 1 ||
+        (w->spin_unpaid && ++w->spin_skipped % SPIN_PROBE_EVERY != 0))
         return 0;
     return w->host_slept ? 4 * w->spin_ns : w->spin_ns;
 }
@@ -220,8 +224,11 @@ static PyObject *py_select(PyObject *self, PyObject *const *args, Py_ssize_t n)
     deadline = timeout_ms < 0 ? INT64_MAX : shm_now_ns() + (int64_t)timeout_ms * 1000000;
     for (;;) {
         atomic_store(&w->woken, 0);
-        if (serve_ring() < 0 || w->shutdown)
+        long served = serve_ring();
+        if (served < 0 || w->shutdown)
             break;
+        if (served > 0)
+            w->last_served = served;
         if (PyObject_Length(args[1]) > 0 || PyList_GET_SIZE(args[2]) != timers ||
             PyDict_GET_SIZE(args[3]) != fds || timeout_ms == 0)
             break;

@@ -35,6 +35,7 @@ struct worker {
     bool busy;             /* calls come back to back: spin between them */
     bool host_slept;       /* the host was asleep when we last answered */
     bool spin_unpaid;      /* the last spin for work found none soon enough */
+    long last_served;      /* requests served in the last turn that found any */
     unsigned spin_skipped; /* spins skipped since (see spin_budget()) */
     bool fast_tasks;       /* no task factory: a Task's first step is the
                             one handle it schedules (see start_coro()) */

@@ -60,7 +60,9 @@
  *   only asynchronous call in flight (async_out), so an event loop that
  *   makes one call at a time finds the pool's fd readable when it polls.
  * - The worker spins for the next request only after a short sleep (the
- *   host sends back to back), and after a spin that did not pay (no
+ *   host sends back to back) and a turn that served one request (a host
+ *   that sends batches is busy with the answers before it sends again,
+ *   and wants the CPU), and after a spin that did not pay (no
  *   request within its budget: the host is busy elsewhere, and wants the
  *   CPU) sleeps at once but one time in SPIN_PROBE_EVERY; embed/bridge.c.
  *   A spin ends by its budget, not by a guess that the host is busy: two
