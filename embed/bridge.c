@@ -59,8 +59,8 @@ static bool has_work(void)
  * once back to all of them, which leaves it where it landed.  Not more
  * often than every MOVE_EVERY_NS.
  */
-#define CROWDED_YIELD_NS 3000
-#define CROWDED_YIELDS 16
+#define CROWDED_YIELD_NS 1000
+#define CROWDED_YIELDS 8
 #define MOVE_EVERY_NS (100 * 1000 * 1000LL)
 
 static unsigned crowded;
