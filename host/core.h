@@ -54,8 +54,9 @@
  *   that beats the caller to its wait rings no doorbell; the last poller
  *   re-arms the doorbell with
  *   shm_ring_doorbell_begin(), and an answer found then is drained by
- *   the caller (or, when another drainer holds rx_lock, handed to the
- *   service thread by ringing the doorbell itself).
+ *   the caller, who then tries to arm again; when another drainer holds
+ *   rx_lock, or answers keep coming, it rings the doorbell itself and
+ *   the service thread drains and arms (poll_leave_draining()).
  * - pyproc_func_async() spins for its own answer while it is the pool's
  *   only asynchronous call in flight (async_out), so an event loop that
  *   makes one call at a time finds the pool's fd readable when it polls.

@@ -91,6 +91,26 @@ static void call_drop(pyproc_call *c)
 }
 
 /*
+ * Stop polling w's replies, leaving its doorbell armed.  Replies that came
+ * while we polled rang nothing, and the ring says SHM_AWAKE until someone
+ * arms it: drain them and try again, or, when another drainer holds the
+ * lock (it may have passed its mark already) or the worker keeps writing,
+ * ring the doorbell ourselves, and the service thread drains and arms.
+ */
+static void poll_leave_draining(struct pp_worker *w)
+{
+    for (int round = 0; pyproc__poll_leave_quiet(w); round++) {
+        if (round == 2 || pthread_mutex_trylock(&w->rx_lock) != 0) {
+            pyproc__chan_ring(w);
+            return;
+        }
+        pyproc__drain(w);
+        pthread_mutex_unlock(&w->rx_lock);
+        pyproc__poll_enter(w);
+    }
+}
+
+/*
  * Send, polling the worker's replies meanwhile: a worker that spins, or
  * one woken on our CPU, may answer before we are back from the send, and
  * an answer written while nobody polls rings the doorbell, which costs a
@@ -107,16 +127,7 @@ static int send_polling(struct pp_worker *w, uint16_t type, uint64_t id, const s
 
     pyproc__poll_enter(w);
     err = pyproc__send_nowait(w, type, id, b->data, b->len);
-    if (pyproc__poll_leave_quiet(w)) {
-        /* A drainer holding the lock may have passed its mark already:
-         * hand what is left to the service thread. */
-        if (pthread_mutex_trylock(&w->rx_lock) == 0) {
-            pyproc__drain(w);
-            pthread_mutex_unlock(&w->rx_lock);
-        }
-        if (pyproc__chan_has_replies(w))
-            pyproc__chan_ring(w);
-    }
+    poll_leave_draining(w);
     if (err == 0) /* the slow path, which may wait */
         err = pyproc__send_until(w, type, id, b->data, b->len, deadline);
     return err < 0 ? err : 0;
