@@ -56,7 +56,7 @@
  *   shm_ring_doorbell_begin(), and an answer found then is drained by
  *   the caller, who then tries to arm again; when another drainer holds
  *   rx_lock, or answers keep coming, it rings the doorbell itself and
- *   the service thread drains and arms (poll_leave_draining()).
+ *   the service thread drains and arms (pyproc__poll_leave_draining()).
  * - pyproc_func_async() spins for its own answer while it is the pool's
  *   only asynchronous call in flight (async_out), so an event loop that
  *   makes one call at a time finds the pool's fd readable when it polls.

@@ -90,14 +90,12 @@ static void call_drop(pyproc_call *c)
     pyproc__call_unref(c);
 }
 
-/*
- * Stop polling w's replies, leaving its doorbell armed.  Replies that came
- * while we polled rang nothing, and the ring says SHM_AWAKE until someone
- * arms it: drain them and try again, or, when another drainer holds the
- * lock (it may have passed its mark already) or the worker keeps writing,
- * ring the doorbell ourselves, and the service thread drains and arms.
- */
-static void poll_leave_draining(struct pp_worker *w)
+/* Replies that came while we polled rang nothing, and the ring says
+ * SHM_AWAKE until someone arms it: drain them and try again, or, when
+ * another drainer holds the lock (it may have passed its mark already) or
+ * the worker keeps writing, ring the doorbell ourselves, and the service
+ * thread drains and arms. */
+void pyproc__poll_leave_draining(struct pp_worker *w)
 {
     for (int round = 0; pyproc__poll_leave_quiet(w); round++) {
         if (round == 2 || pthread_mutex_trylock(&w->rx_lock) != 0) {
@@ -127,7 +125,7 @@ static int send_polling(struct pp_worker *w, uint16_t type, uint64_t id, const s
 
     pyproc__poll_enter(w);
     err = pyproc__send_nowait(w, type, id, b->data, b->len);
-    poll_leave_draining(w);
+    pyproc__poll_leave_draining(w);
     if (err == 0) /* the slow path, which may wait */
         err = pyproc__send_until(w, type, id, b->data, b->len, deadline);
     return err < 0 ? err : 0;

@@ -34,6 +34,10 @@ int pyproc__call_send_raw(struct pp_worker *w, uint16_t type, const struct shm_b
 int pyproc__call_send_raw_until(struct pp_worker *w, uint16_t type, const struct shm_buf *payload,
                                 int64_t deadline, pyproc_call **ret);
 
+/* Stop polling w's replies (pyproc__poll_enter()) from an application
+ * thread, leaving the doorbell armed or rung: what came meanwhile is
+ * drained here or handed to the service thread. */
+void pyproc__poll_leave_draining(struct pp_worker *w);
 /* Spin up to c's spin budget for its end, draining the reply ring when
  * nobody else does; for an asynchronous call, whose end goes to the
  * completion queue.  True when it ended. */

@@ -14,6 +14,7 @@
 
 #include "e2e.h"
 #include "host/chan.h"
+#include "host/start.h"
 
 static void nap_us(long us)
 {
@@ -28,6 +29,7 @@ static struct {
     _Alignas(64) uint8_t data[4096];
     struct pp_worker w;
     struct shm_ring producer; /* the worker's view of the same ring */
+    pyproc_pool pool;
 } fake;
 
 static void fake_setup(void)
@@ -45,13 +47,18 @@ static void fake_setup(void)
     assert_false(shm_ring_doorbell_begin(&fake.w.rx));
 }
 
-static void fake_answer(void)
+static void fake_frame(uint16_t type)
 {
     void *dst;
     assert_int_equal(shm_ring_reserve(&fake.producer, 8, &dst), 0);
     memset(dst, 0, 8);
-    shm_ring_commit(&fake.producer, SHM_FRAME_RESULT, 0, 1, 8);
+    shm_ring_commit(&fake.producer, type, 0, 1, 8);
     shm_ring_notify(&fake.producer);
+}
+
+static void fake_answer(void)
+{
+    fake_frame(SHM_FRAME_RESULT);
 }
 
 static bool bell_rang(void)
@@ -103,6 +110,34 @@ static void inner_poller_leaves_the_ring_awake(void **state)
     assert_int_equal(atomic_load(&fake.ctl.consumer_wait), SHM_AWAKE);
     assert_true(pyproc__poll_leave_quiet(&fake.w));
     assert_false(bell_rang());
+    close(fake.w.rx.doorbell_fd);
+}
+
+/*
+ * What came in while the sender polled is drained by the sender, which
+ * must arm the doorbell again before it leaves: a later answer, when
+ * nobody polls, has to ring it.  (A READY frame: its drain needs no call
+ * table.)
+ */
+static void sender_drains_and_rearms(void **state)
+{
+    (void)state;
+    fake_setup();
+    fake.w.pool = &fake.pool;
+    pthread_mutex_init(&fake.pool.lock, NULL);
+    pthread_cond_init(&fake.pool.changed, NULL);
+    pthread_mutex_init(&fake.w.rx_lock, NULL);
+    pyproc__poll_enter(&fake.w);
+    fake_frame(SHM_FRAME_READY);
+    pyproc__poll_leave_draining(&fake.w);
+    assert_true(shm_ring_empty(&fake.w.rx));
+    assert_true(atomic_load(&fake.w.ready));
+    assert_false(bell_rang());
+    fake_frame(SHM_FRAME_READY);
+    assert_true(bell_rang());
+    pthread_mutex_destroy(&fake.w.rx_lock);
+    pthread_cond_destroy(&fake.pool.changed);
+    pthread_mutex_destroy(&fake.pool.lock);
     close(fake.w.rx.doorbell_fd);
 }
 
@@ -288,6 +323,7 @@ int main(void)
         cmocka_unit_test(answer_during_the_send_is_reported),
         cmocka_unit_test(quiet_leave_rearms_the_doorbell),
         cmocka_unit_test(inner_poller_leaves_the_ring_awake),
+        cmocka_unit_test(sender_drains_and_rearms),
         cmocka_unit_test(event_loop_calls_one_at_a_time),
         cmocka_unit_test(async_burst_is_counted_out),
         cmocka_unit_test(sync_calls_across_idle_gaps),
