@@ -263,8 +263,9 @@ static int pipelined_run(pyproc_pool *p, int threads, double seconds, struct ser
     return series_push(s, (double)calls / ((double)(last - first) / 1e9));
 }
 
-/* spin_us as in pyproc_opts: 0 for the default, -1 for none. */
-static int pipelined_row(int threads, int workers, int spin_us)
+/* spin_us as in pyproc_opts: 0 for the default, -1 for none; the key
+ * begins with prefix. */
+static int pipelined_row(const char *prefix, int threads, int workers, int spin_us)
 {
     const struct bench_budget *b = bench_budget(BUDGET_RATE);
     struct series s = {0}, warm = {0};
@@ -282,7 +283,8 @@ static int pipelined_row(int threads, int workers, int spin_us)
         series_free(&s);
         return err;
     }
-    snprintf(key, sizeof key, "tput-%dt-%dw%s", threads, workers, spin_us < 0 ? "-nospin" : "");
+    snprintf(key, sizeof key, "%s-%dt-%dw%s", prefix, threads, workers,
+             spin_us < 0 ? "-nospin" : "");
     snprintf(label, sizeof label, "pipelined no-op, %d host thread%s -> %d worker%s%s", threads,
              threads > 1 ? "s" : "", workers, workers > 1 ? "s" : "",
              spin_us < 0 ? ", spin_us -1" : "");
@@ -296,7 +298,7 @@ int bench_pipelined(void)
     int err = 0;
 
     for (size_t i = 0; i < 4 && !err; i++)
-        err = pipelined_row(shapes[i][0], shapes[i][1], 0);
+        err = pipelined_row("tput", shapes[i][0], shapes[i][1], 0);
     return err;
 }
 
@@ -307,9 +309,9 @@ int bench_pipelined(void)
  */
 int bench_saturated(void)
 {
-    int err = pipelined_row(1, 2, 0);
+    int err = pipelined_row("sat", 1, 2, 0);
 
-    return err < 0 ? err : pipelined_row(1, 2, -1);
+    return err < 0 ? err : pipelined_row("sat", 1, 2, -1);
 }
 
 /* ---- bulk echo ---- */
