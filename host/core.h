@@ -47,8 +47,9 @@
  *   whose call has requests queued behind it (sent_mark): the worker
  *   stays busy past its answer, the caller's answers come in batches it
  *   drains when woken, and the CPU is the worker's.
- * - A caller polls the reply ring while it sends (start.c), when the send
- *   cannot wait (pyproc__send_nowait(); a poller that waits for ring
+ * - A caller polls the reply ring while its send wakes the worker
+ *   (start.c: a worker woken on the caller's CPU may run and answer at
+ *   once), when the send cannot wait (pyproc__send_nowait(); a poller that waits for ring
  *   space drains nothing, and the worker may need its replies taken to
  *   make room): pollers above zero keep rx's word SHM_AWAKE, so an answer
  *   that beats the caller to its wait rings no doorbell; the last poller

@@ -109,8 +109,9 @@ void pyproc__poll_leave_draining(struct pp_worker *w)
 }
 
 /*
- * Send, polling the worker's replies meanwhile: a worker that spins, or
- * one woken on our CPU, may answer before we are back from the send, and
+ * Send, polling the worker's replies meanwhile when the send wakes it: a
+ * worker woken on our CPU may run at once and answer before we are back
+ * from the send, and
  * an answer written while nobody polls rings the doorbell, which costs a
  * wake-up of the service thread and a hand-over from it.  Polling, the
  * ring says SHM_AWAKE; an answer that came meanwhile is drained here.
@@ -119,10 +120,14 @@ void pyproc__poll_leave_draining(struct pp_worker *w)
  * make the room a waiting send needs.
  */
 static int send_polling(struct pp_worker *w, uint16_t type, uint64_t id, const struct shm_buf *b,
-                        int64_t deadline)
+                        int64_t deadline, bool woke)
 {
     int err;
 
+    /* A worker awake already answers on its own CPU, after we are back;
+     * polling then only costs a drain of whatever else it wrote. */
+    if (!woke)
+        return pyproc__send_until(w, type, id, b->data, b->len, deadline);
     pyproc__poll_enter(w);
     err = pyproc__send_nowait(w, type, id, b->data, b->len);
     pyproc__poll_leave_draining(w);
@@ -190,7 +195,7 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
     } else if (err < 0) {
         call_drop(c);
         return err;
-    } else if ((err = send_polling(w, type, c->id, b, deadline)) < 0 &&
+    } else if ((err = send_polling(w, type, c->id, b, deadline, woke)) < 0 &&
                pyproc__table_remove(w, c)) {
         if (err == -EPIPE) {
             fail_dead(w, c);
