@@ -60,8 +60,6 @@ bool pyproc__chan_before(struct pp_worker *w, uint64_t mark);
 /* Whether replies wait to be read, and whether the channel is closed. */
 bool pyproc__chan_has_replies(struct pp_worker *w);
 bool pyproc__chan_closed(struct pp_worker *w);
-/* Where w's request ring ends now (bytes ever published into it). */
-uint64_t pyproc__chan_sent_mark(struct pp_worker *w);
 /* Whether w itself sleeps: a call sent now costs it a wake-up. */
 bool pyproc__chan_peer_asleep(struct pp_worker *w);
 

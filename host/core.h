@@ -43,19 +43,16 @@
  *   thread it waits for may be queued behind it.
  * - A caller whose send found the worker asleep (tx's wait word not
  *   SHM_AWAKE) does not spin: the woken worker needs the CPU it would
- *   spin on; it sleeps on the reply ring at once (wait.c).  Nor does one
- *   whose call has requests queued behind it (sent_mark): the worker
- *   stays busy past its answer, the caller's answers come in batches it
- *   drains when woken, and the CPU is the worker's.
+ *   spin on; it sleeps on the reply ring at once (wait.c).
  * - A caller polls the reply ring while its send wakes the worker
  *   (start.c: a worker woken on the caller's CPU may run and answer at
- *   once), when the send cannot wait (pyproc__send_nowait(); a poller that waits for ring
- *   space drains nothing, and the worker may need its replies taken to
- *   make room): pollers above zero keep rx's word SHM_AWAKE, so an answer
- *   that beats the caller to its wait rings no doorbell; the last poller
- *   re-arms the doorbell with
- *   shm_ring_doorbell_begin(), and an answer found then is drained by
- *   the caller, who then tries to arm again; when another drainer holds
+ *   once), if the send cannot wait (pyproc__send_nowait(); a poller that
+ *   waits for ring space drains nothing, and the worker may need its
+ *   replies taken to make room).  Pollers above zero keep rx's word
+ *   SHM_AWAKE, so an answer that beats the caller to its wait rings no
+ *   doorbell.  The last poller re-arms the doorbell with
+ *   shm_ring_doorbell_begin(); an answer found then is drained by the
+ *   caller, who then tries to arm again; when another drainer holds
  *   rx_lock, or answers keep coming, it rings the doorbell itself and
  *   the service thread drains and arms (pyproc__poll_leave_draining()).
  * - pyproc_func_async() spins for its own answer while it is the pool's
@@ -110,8 +107,7 @@ enum call_state {
  * - Set once by the starting thread in call_alloc()/call_send() (start.c)
  *   before anyone else can see the call, read-only afterwards: pool,
  *   worker (a reference, dropped by the last unref), index, fork_gen,
- *   spin_ns, sent_mark, is_stream, deadline_ns, stats, done, done_data.
- *   id is set
+ *   spin_ns, is_stream, deadline_ns, stats, done, done_data.  id is set
  *   by pyproc__table_add() under calls_lock, before the frame is sent,
  *   and is read-only afterwards.  The table's calls_lock publishes all of
  *   them to the drainer, and returning the handle to its owner.
@@ -137,10 +133,6 @@ struct pyproc_call {
     int index;
     unsigned fork_gen;
     int64_t spin_ns;
-    /* Where the worker's request ring ended once our frame was in it
-     * (pyproc__chan_sent_mark()): a wait that finds it moved on knows
-     * requests queued behind ours keep the worker busy past our answer. */
-    uint64_t sent_mark;
     /* Two references while the call is in flight: the caller's handle and
      * the worker's call table (one for an asynchronous call: the table's
      * moves to the completed list).  A new reference is taken from one

@@ -204,7 +204,6 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
             return err;
         }
     }
-    c->sent_mark = pyproc__chan_sent_mark(w);
     if (st)
         atomic_fetch_add_explicit(&st->calls, 1, memory_order_relaxed);
     if (done && !woke && async_spin_pays(w->pool))

@@ -143,12 +143,6 @@ bool pyproc__call_wait_state(pyproc_call *c, int64_t deadline)
 
     if (pyproc__call_done(c))
         return true;
-    /* Requests queued behind ours keep the worker busy past our answer:
-     * the CPU is better left to it (see core.h).  A stream's own CREDITs
-     * move the mark too, and its items come from a worker busy with it
-     * anyway: not for streams. */
-    if (spin > 0 && !c->is_stream && pyproc__chan_sent_mark(w) != c->sent_mark)
-        spin = 0;
     if (deadline != INT64_MAX && spin > deadline - shm_now_ns())
         spin = deadline - shm_now_ns();
     pyproc__poll_enter(w);

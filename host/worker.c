@@ -161,11 +161,6 @@ bool pyproc__chan_closed(struct pp_worker *w)
     return shm_ring_is_closed(&w->rx);
 }
 
-uint64_t pyproc__chan_sent_mark(struct pp_worker *w)
-{
-    return shm_ring_published(&w->tx);
-}
-
 bool pyproc__chan_peer_asleep(struct pp_worker *w)
 {
     return atomic_load_explicit(&w->tx.ctl->consumer_wait, memory_order_relaxed) != SHM_AWAKE;
