@@ -43,6 +43,12 @@ PY_STATIC_LIBS := -no-pie -Wl,--export-dynamic -Wl,--whole-archive $(PY_STATIC_A
 FFI_CFLAGS := $(shell pkg-config --cflags libffi 2>/dev/null)
 FFI_LIBS := $(shell pkg-config --libs libffi 2>/dev/null)
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
+# How pyproc-worker itself links Python, for when it runs Python embedded
+# (no pyproc-worker.so beside it, or AddressSanitizer builds).  A
+# distribution package, which always ships the module, links the shared
+# libpython instead: no copy of Python (and its expat) inside the binary,
+# and a position-independent program (debian/rules sets this).
+WORKER_PY_LIBS ?= $(PY_STATIC_LIBS)
 
 SHM_SRC := $(wildcard shm/*.c)
 HOST_SRC := $(wildcard host/*.c)
@@ -158,7 +164,7 @@ $(CLI): $(CLI_OBJ) $(LIB_SO).0
 
 $(WORKER): $(EMBED_OBJ) $(SHM_OBJ) | $(WORKER_SO)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(EMBED_OBJ) $(SHM_OBJ) $(PY_STATIC_LIBS) $(FFI_LIBS) -ldl -lpthread -lm
+	$(CC) $(LDFLAGS) -o $@ $(EMBED_OBJ) $(SHM_OBJ) $(WORKER_PY_LIBS) $(FFI_LIBS) -ldl -lpthread -lm
 
 # Links no libpython: the C API comes from the program that loads it.
 $(WORKER_SO): $(EMBED_LIB_OBJ) $(SHM_OBJ)

@@ -101,9 +101,12 @@ void bench_rows_free(void);
 int bench_floor_pipe(void);
 int bench_floor_shm(void);
 int bench_sync(void);
+int bench_sync_pool(void);
 int bench_idle(void);
 int bench_async(void);
+int bench_dispatch(void);
 int bench_pipelined(void);
+int bench_saturated(void);
 int bench_gen(void);
 int bench_map(void);
 int bench_echo(void);
@@ -127,6 +130,9 @@ int bench_pool_new(pyproc_pool **ret, int workers);
 int bench_pool_warm(pyproc_pool *p, int workers);
 /* bench_pool_new() then bench_pool_warm(): a pool in its steady state. */
 int bench_pool(pyproc_pool **ret, int workers);
+/* The same two with the pool's spin_us (0: the default, -1: none). */
+int bench_pool_new_spin(pyproc_pool **ret, int workers, int spin_us);
+int bench_pool_spin(pyproc_pool **ret, int workers, int spin_us);
 /* Say what failed, with Python's error text when there is one. */
 int bench_fail(const char *what, int err, pyproc_msg *m);
 

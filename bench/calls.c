@@ -3,6 +3,7 @@
  * from several host threads, generator streams, and bulk echoes.
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,6 +82,33 @@ int bench_sync(void)
                          ROW_P99, &cold, "right after pyproc_pool_new + add_sub");
 }
 
+/* One caller back to back on a pool of 2: round robin sends every call
+ * to the worker that did not answer the last one. */
+static int sync_pool_row(int workers)
+{
+    struct call_arg c = {.ref = "bench.calls.noop"};
+    struct series s = {0};
+    char key[32], note[64];
+    int err = bench_pool(&c.pool, workers);
+
+    if (err < 0)
+        return err;
+    err = bench_latency(&s, bench_budget(BUDGET_FAST), 0, call_once, &c);
+    pyproc_pool_free(c.pool);
+    if (err < 0) {
+        series_free(&s);
+        return err;
+    }
+    snprintf(key, sizeof key, "sync-%dw", workers);
+    snprintf(note, sizeof note, "one host thread, pool of %d workers, round robin", workers);
+    return bench_row_add(key, "sync no-op, back to back", "us", ROW_COST, ROW_P99, &s, note);
+}
+
+int bench_sync_pool(void)
+{
+    return sync_pool_row(2);
+}
+
 int bench_idle(void)
 {
     return latency_row("sync-idle", "sync no-op after 50 ms idle", "bench.calls.noop", BUDGET_IDLE,
@@ -96,6 +124,62 @@ int bench_async(void)
         return err;
     return latency_row("async-sleep0", "async, one await asyncio.sleep(0)", "bench.calls.asleep0",
                        BUDGET_FAST, 0, 0);
+}
+
+/* ---- an application's own loop: async call, poll the pool fd, dispatch ---- */
+
+static void dispatch_done(pyproc_pool *p, int result, pyproc_msg *ret, void *data)
+{
+    (void)p;
+    *(int *)data = result < 0 ? result : 1;
+    pyproc_msg_free(ret);
+}
+
+/* One call at a time, as an event loop that polls pyproc_pool_fd() makes it. */
+static int dispatch_once(void *arg)
+{
+    pyproc_pool *p = arg;
+    struct pollfd pfd = {.fd = pyproc_pool_fd(p), .events = POLLIN};
+    int got = 0, err = pyproc_func_async(p, "bench.calls.noop", dispatch_done, &got, NULL);
+
+    while (!err && !got) {
+        if (poll(&pfd, 1, 10000) == 0)
+            return bench_fail("pyproc_pool_fd never became readable", -ETIMEDOUT, NULL);
+        if ((err = pyproc_dispatch(p)) > 0)
+            err = 0;
+    }
+    if (err < 0 || got < 0)
+        return bench_fail("pyproc_func_async bench.calls.noop", err < 0 ? err : got, NULL);
+    return 0;
+}
+
+static int dispatch_row(int workers)
+{
+    struct series s = {0};
+    char key[32], note[96];
+    pyproc_pool *p;
+    int err = bench_pool(&p, workers);
+
+    if (err < 0)
+        return err;
+    err = bench_latency(&s, bench_budget(BUDGET_FAST), 0, dispatch_once, p);
+    pyproc_pool_free(p);
+    if (err < 0) {
+        series_free(&s);
+        return err;
+    }
+    snprintf(key, sizeof key, workers > 1 ? "dispatch-%dw" : "dispatch", workers);
+    snprintf(note, sizeof note, "func_async + poll(pool_fd) + dispatch; pool of %d worker%s",
+             workers, workers > 1 ? "s" : "");
+    return bench_row_add(key, "event loop: one async call at a time", "us", ROW_COST, ROW_P99, &s,
+                         note);
+}
+
+int bench_dispatch(void)
+{
+    int err = dispatch_row(1);
+
+    return err < 0 ? err : dispatch_row(2);
 }
 
 /* ---- pipelined throughput ---- */
@@ -179,13 +263,15 @@ static int pipelined_run(pyproc_pool *p, int threads, double seconds, struct ser
     return series_push(s, (double)calls / ((double)(last - first) / 1e9));
 }
 
-static int pipelined_row(int threads, int workers)
+/* spin_us as in pyproc_opts: 0 for the default, -1 for none; the key
+ * begins with prefix. */
+static int pipelined_row(const char *prefix, int threads, int workers, int spin_us)
 {
     const struct bench_budget *b = bench_budget(BUDGET_RATE);
     struct series s = {0}, warm = {0};
-    char key[32], label[96];
+    char key[48], label[96];
     pyproc_pool *p = NULL;
-    int err = bench_pool(&p, workers);
+    int err = bench_pool_spin(&p, workers, spin_us);
 
     for (int i = 0; i < b->warmup && !err; i++)
         err = pipelined_run(p, threads, b->max_seconds, &warm);
@@ -197,9 +283,11 @@ static int pipelined_row(int threads, int workers)
         series_free(&s);
         return err;
     }
-    snprintf(key, sizeof key, "tput-%dt-%dw", threads, workers);
-    snprintf(label, sizeof label, "pipelined no-op, %d host thread%s -> %d worker%s", threads,
-             threads > 1 ? "s" : "", workers, workers > 1 ? "s" : "");
+    snprintf(key, sizeof key, "%s-%dt-%dw%s", prefix, threads, workers,
+             spin_us < 0 ? "-nospin" : "");
+    snprintf(label, sizeof label, "pipelined no-op, %d host thread%s -> %d worker%s%s", threads,
+             threads > 1 ? "s" : "", workers, workers > 1 ? "s" : "",
+             spin_us < 0 ? ", spin_us -1" : "");
     return bench_row_add(key, label, "calls/s", ROW_RATE, 0, &s,
                          "windows of 256 tracked calls per thread");
 }
@@ -210,8 +298,20 @@ int bench_pipelined(void)
     int err = 0;
 
     for (size_t i = 0; i < 4 && !err; i++)
-        err = pipelined_row(shapes[i][0], shapes[i][1]);
+        err = pipelined_row("tput", shapes[i][0], shapes[i][1], 0);
     return err;
+}
+
+/*
+ * Every CPU of a 2-CPU machine busy: one host thread keeps both workers
+ * fed, with the default spin and with none, side by side; spinning must
+ * not cost throughput here.
+ */
+int bench_saturated(void)
+{
+    int err = pipelined_row("sat", 1, 2, 0);
+
+    return err < 0 ? err : pipelined_row("sat", 1, 2, -1);
 }
 
 /* ---- bulk echo ---- */

@@ -27,7 +27,15 @@ int bench_fail(const char *what, int err, pyproc_msg *m)
 
 int bench_pool_new(pyproc_pool **ret, int workers)
 {
-    pyproc_opts opts = {.workers = workers, .python_path = bench.py_path, .ring_bytes = RING_BYTES};
+    return bench_pool_new_spin(ret, workers, 0);
+}
+
+int bench_pool_new_spin(pyproc_pool **ret, int workers, int spin_us)
+{
+    pyproc_opts opts = {.workers = workers,
+                        .python_path = bench.py_path,
+                        .ring_bytes = RING_BYTES,
+                        .spin_us = spin_us};
     pyproc_msg *m = NULL;
     pyproc_pool *p;
     int err = pyproc_pool_new(&p, "bench", &opts);
@@ -66,8 +74,13 @@ int bench_pool_warm(pyproc_pool *p, int workers)
 
 int bench_pool(pyproc_pool **ret, int workers)
 {
+    return bench_pool_spin(ret, workers, 0);
+}
+
+int bench_pool_spin(pyproc_pool **ret, int workers, int spin_us)
+{
     pyproc_pool *p;
-    int err = bench_pool_new(&p, workers);
+    int err = bench_pool_new_spin(&p, workers, spin_us);
 
     if (err < 0)
         return err;

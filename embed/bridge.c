@@ -16,6 +16,7 @@
 #include <malloc.h>
 #include <math.h>
 #include <msgpuck.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -50,18 +51,117 @@ static bool has_work(void)
            shm_ring_is_closed(&w->requests) || worker_control_pending();
 }
 
-/* Spin up to the budget; true when work turned up. */
+/*
+ * Sharing a CPU with the host.  A yield that takes this long ran someone
+ * else on our CPU; CROWDED_YIELDS of them in a row, and the host (or
+ * whoever it is) and we take turns on one CPU, a few microseconds a turn,
+ * where two CPUs would answer in well under one.  The scheduler does not
+ * part two threads that run every few microseconds (both stay cache-hot),
+ * so the worker moves itself: to the CPUs it may use but this one, and at
+ * once back to all of them, which leaves it where it landed.  Not more
+ * often than every MOVE_EVERY_NS.
+ */
+#define CROWDED_YIELD_NS 1000
+#define CROWDED_YIELDS 8
+#define MOVE_EVERY_NS (100 * 1000 * 1000LL)
+
+static unsigned crowded;
+static int64_t moved_ns;
+
+static void move_off_this_cpu(void)
+{
+    cpu_set_t all, others;
+    int cpu = sched_getcpu();
+
+    if (cpu < 0 || sched_getaffinity(0, sizeof all, &all) < 0 || !CPU_ISSET(cpu, &all))
+        return;
+    others = all;
+    CPU_CLR(cpu, &others);
+    if (CPU_COUNT(&others) == 0 || sched_setaffinity(0, sizeof others, &others) < 0)
+        return;
+    sched_setaffinity(0, sizeof all, &all);
+}
+
+/* Yield after a fruitless while (shm_spin_yield()), and watch for a
+ * crowded CPU. */
+static void spin_yield(int64_t spun_ns, int64_t now)
+{
+    if (spun_ns < SHM_SPIN_SOLO_NS)
+        return;
+    sched_yield();
+    if (shm_now_ns() - now < CROWDED_YIELD_NS) {
+        crowded = 0;
+    } else if (++crowded >= CROWDED_YIELDS && now - moved_ns > MOVE_EVERY_NS) {
+        crowded = 0;
+        moved_ns = now;
+        move_off_this_cpu();
+    }
+}
+
+/*
+ * Spin up to the budget; true when work turned up.  It goes on yielding
+ * rather than sleeping: a host that shares our CPU then runs, and both
+ * stay runnable, where a sleep and a wake-up would pull the woken side
+ * back next to its waker.
+ */
 static bool spin(int64_t budget_ns)
 {
-    int64_t until = shm_now_ns() + budget_ns;
+    int64_t start = shm_now_ns(), until = start + budget_ns;
 
     for (unsigned i = 1;; i++) {
         if (has_work())
             return true;
         shm_cpu_relax();
-        if ((i & 63) == 0 && shm_now_ns() >= until)
-            return false;
+        if ((i & 63) == 0) {
+            int64_t now = shm_now_ns();
+            if (now >= until)
+                return false;
+            spin_yield(now - start, now);
+        }
     }
+}
+
+/*
+ * A spin pays when the next request comes within its budget, sparing the
+ * host the wake-up of a sleeping worker.  One that did not (the host was
+ * busy elsewhere: a saturated pool, where the spin only takes a CPU from
+ * those who have work) makes the worker sleep at once the next
+ * SPIN_PROBE_EVERY - 1 times it runs out of work; the next one tries
+ * again, so that spinning comes back when it pays again.
+ */
+#define SPIN_PROBE_EVERY 16u
+
+/*
+ * How long to spin for the next request before sleeping: only while the
+ * host is busy with us (the last sleep was short), recent spins paid, and
+ * the host waits for each answer before its next call (we served one
+ * request at a time).  A host that sends batches is busy with the
+ * answers to the last one before it sends again, and wants the CPU.
+ * A host that slept for our last answer takes a wake-up before its next
+ * call: wait that much longer for it.
+ */
+static int64_t spin_budget(void)
+{
+    struct worker *w = &the_worker;
+
+    if (!w->busy || w->last_served > 1 ||
+        (w->spin_unpaid && ++w->spin_skipped % SPIN_PROBE_EVERY != 0))
+        return 0;
+    return w->host_slept ? 4 * w->spin_ns : w->spin_ns;
+}
+
+/* Spin for the budget and remember whether it paid. */
+static bool spin_and_judge(int64_t budget_ns)
+{
+    struct worker *w = &the_worker;
+    bool found;
+
+    if (budget_ns <= 0)
+        return false;
+    found = spin(budget_ns);
+    w->spin_unpaid = !found;
+    w->spin_skipped = 0;
+    return found;
 }
 
 enum { WAIT_WORK, WAIT_TIMEOUT, WAIT_SIGNAL };
@@ -126,8 +226,11 @@ static PyObject *py_select(PyObject *self, PyObject *const *args, Py_ssize_t n)
     deadline = timeout_ms < 0 ? INT64_MAX : shm_now_ns() + (int64_t)timeout_ms * 1000000;
     for (;;) {
         atomic_store(&w->woken, 0);
-        if (serve_ring() < 0 || w->shutdown)
+        long served = serve_ring();
+        if (served < 0 || w->shutdown)
             break;
+        if (served > 0)
+            w->last_served = served;
         if (PyObject_Length(args[1]) > 0 || PyList_GET_SIZE(args[2]) != timers ||
             PyDict_GET_SIZE(args[3]) != fds || timeout_ms == 0)
             break;
@@ -135,10 +238,8 @@ static PyObject *py_select(PyObject *self, PyObject *const *args, Py_ssize_t n)
         if (left <= 0)
             break;
         int how = WAIT_WORK;
-        /* A busy host that slept for our last answer needs a wake-up
-         * before its next call: wait that much longer for it. */
-        int64_t budget = !w->busy ? 0 : w->host_slept ? 4 * w->spin_ns : w->spin_ns;
-        Py_BEGIN_ALLOW_THREADS if (!spin(budget < left ? budget : left))
+        int64_t budget = spin_budget();
+        Py_BEGIN_ALLOW_THREADS if (!spin_and_judge(budget < left ? budget : left))
         {
             left = deadline - shm_now_ns();
             int ms = deadline == INT64_MAX ? -1 : (int)((left + 999999) / 1000000);

@@ -31,11 +31,14 @@ struct worker {
      * (call_soon_threadsafe); cleared by the loop before it looks. */
     _Atomic int woken;
     bool shutdown;
-    bool trim_when_idle; /* a large message went by since the last trim */
-    bool busy;           /* calls come back to back: spin between them */
-    bool host_slept;     /* the host was asleep when we last answered */
-    bool fast_tasks;     /* no task factory: a Task's first step is the
-                            one handle it schedules (see start_coro()) */
+    bool trim_when_idle;   /* a large message went by since the last trim */
+    bool busy;             /* calls come back to back: spin between them */
+    bool host_slept;       /* the host was asleep when we last answered */
+    bool spin_unpaid;      /* the last spin for work found none in its budget */
+    long last_served;      /* requests served in the last turn that found any */
+    unsigned spin_skipped; /* spins skipped since (see spin_budget()) */
+    bool fast_tasks;       /* no task factory: a Task's first step is the
+                              one handle it schedules (see start_coro()) */
     /* The stop table as far as we acted on it: the stop_seq scanned last
      * and the id each slot held then (see shm/segment.h). */
     uint64_t stop_seq_seen;

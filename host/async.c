@@ -64,9 +64,11 @@ int pyproc__async_run(pyproc_pool *p)
     pthread_mutex_lock(&p->done_lock);
     list = p->completed;
     p->completed = p->completed_tail = NULL;
-    /* Emptied under the lock, so a push after this writes the fd again. */
-    while (read(p->done_fd, &n, sizeof n) > 0)
-        ;
+    /* Emptied under the lock, so a push after this writes the fd again;
+     * one read takes an eventfd's whole count. */
+    if (read(p->done_fd, &n, sizeof n) < 0) {
+        /* EAGAIN: nothing was counted, which is what we want. */
+    }
     pthread_mutex_unlock(&p->done_lock);
     while (list) {
         pyproc_call *c = list;

@@ -105,6 +105,11 @@ void pyproc__async_push(pyproc_call *c)
     pyproc_pool *p = c->pool;
     bool was_empty;
 
+    /* A hint for the spin choice in start.c, ordering nothing: relaxed.
+     * Only asynchronous calls were counted, not handles whose callbacks
+     * are due (pyproc__handle_queue()). */
+    if (c->done)
+        atomic_fetch_sub_explicit(&p->async_out, 1, memory_order_relaxed);
     pthread_mutex_lock(&p->done_lock);
     was_empty = !p->completed;
     c->next_done = NULL;

@@ -37,6 +37,12 @@ void pyproc__worker_condemn(struct pp_worker *w, const char *why);
  * polls, the worker rings no doorbell; the last to leave re-arms it. */
 void pyproc__poll_enter(struct pp_worker *w);
 void pyproc__poll_leave(struct pp_worker *w);
+/* The same without ringing: true when replies came in while we polled and
+ * nobody will ring for them; the caller drains them, or rings the
+ * doorbell itself (pyproc__chan_ring()) to hand them to the service
+ * thread. */
+bool pyproc__poll_leave_quiet(struct pp_worker *w);
+void pyproc__chan_ring(struct pp_worker *w);
 
 /* ---- reading replies (worker.c) ---- */
 
@@ -93,6 +99,10 @@ void pyproc__tx_fini(struct pp_worker *w);
  * threads only.  0, -EPIPE (closed), -EMSGSIZE.
  */
 int pyproc__send(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n);
+/* The common case alone, never waiting: a message of one fragment that
+ * fits now while nobody holds the writer token.  1 when written, 0 when
+ * pyproc__send_until() must do it, -EPIPE. */
+int pyproc__send_nowait(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n);
 /* The same, giving up at deadline (shm_now_ns() clock) with -ETIMEDOUT; a
  * worker that stops reading in the middle of the message is killed.  For
  * pool threads that may wait boundedly (respawn's replay). */

@@ -38,6 +38,45 @@
  * wait on it.  No lock is held across a wait for a worker: a writer waiting
  * for ring space holds the writer token, not tx_lock (send.c).
  *
+ * Sleeping and spinning.  Every wait spins first (the pool's spin_ns),
+ * then announces its sleep in the ring's wait word and sleeps; whoever
+ * makes it runnable again stores first and checks the word after a
+ * seq_cst fence (shm/ring.h), so no wake-up is lost.  What is chosen
+ * here is only whether spinning pays, never whether to announce:
+ *
+ * - A spin that has found nothing for SHM_SPIN_SOLO_NS yields its CPU now
+ *   and then (shm_spin_yield()): with more runnable threads than CPUs
+ *   (one caller and a pool of two on two CPUs; a saturated pool), the
+ *   thread it waits for may be queued behind it.
+ * - A caller whose send found the worker asleep (tx's wait word not
+ *   SHM_AWAKE) does not spin: the woken worker needs the CPU it would
+ *   spin on; it sleeps on the reply ring at once (wait.c).
+ * - A caller polls the reply ring while its send wakes the worker
+ *   (start.c: a worker woken on the caller's CPU may run and answer at
+ *   once), if the send cannot wait (pyproc__send_nowait(); a poller that
+ *   waits for ring space drains nothing, and the worker may need its
+ *   replies taken to make room).  Pollers above zero keep rx's word
+ *   SHM_AWAKE, so an answer that beats the caller to its wait rings no
+ *   doorbell.  The last poller re-arms the doorbell with
+ *   shm_ring_doorbell_begin(); an answer found then is drained by the
+ *   caller, who then tries to arm again; when another drainer holds
+ *   rx_lock, or answers keep coming, it rings the doorbell itself and
+ *   the service thread drains and arms (pyproc__poll_leave_draining()).
+ * - pyproc_func_async() spins for its own answer while it is the pool's
+ *   only asynchronous call in flight (async_out), so an event loop that
+ *   makes one call at a time finds the pool's fd readable when it polls.
+ * - The worker spins for the next request only after a short sleep (the
+ *   host sends back to back) and a turn that served one request (a host
+ *   that sends batches is busy with the answers before it sends again,
+ *   and wants the CPU), and after a spin that did not pay (no
+ *   request within its budget: the host is busy elsewhere, and wants the
+ *   CPU) sleeps at once but one time in SPIN_PROBE_EVERY; embed/bridge.c.
+ *   A spin ends by its budget, not by a guess that the host is busy: two
+ *   sides sharing a CPU that sleep and wake each other stay pulled
+ *   together on it.  Two that yield to each other stay together too (both
+ *   cache-hot), so a worker whose yields keep running someone else moves
+ *   itself off that CPU (move_off_this_cpu(), within its own affinity).
+ *
  * The order is checked: make check runs the host under ThreadSanitizer,
  * whose lock-order detector (on by default) reports any two locks taken
  * in both orders as a potential deadlock, and a report fails the run.
@@ -271,8 +310,6 @@ struct pp_output {
  *   fast_deaths, replayed   its bringer's (add_proc or respawn thread)
  *               alone, before it is placed; fast_deaths read again only by
  *               the respawn of its own death.
- *   last_answer_ns   stored (relaxed) by whoever drains an answer; read
- *               (relaxed) by starters, only to choose whether to spin.
  *   ring_sleeper     exchanged by the caller that takes the role of
  *               sleeping on the reply ring (wait.c); it elects one sleeper
  *               and orders nothing else: relaxed.  The ring's wait word
@@ -286,13 +323,12 @@ struct pp_worker {
     pyproc_pool *pool;
     _Atomic int refs;
     struct service_event bell_ev, pid_ev;
-    int64_t ready_ns;               /* when it said READY */
-    _Atomic bool published;         /* put in its slot */
-    _Atomic bool ring_sleeper;      /* a caller sleeps on rx's futex */
-    _Atomic int64_t last_answer_ns; /* when a call of it last ended */
-    _Atomic bool serving;           /* in its slot and has answered a call since */
-    int fast_deaths;                /* deaths in a row soon after start, at this index */
-    size_t replayed;                /* history entries sent to it by its bringer */
+    int64_t ready_ns;          /* when it said READY */
+    _Atomic bool published;    /* put in its slot */
+    _Atomic bool ring_sleeper; /* a caller sleeps on rx's futex */
+    _Atomic bool serving;      /* in its slot and has answered a call since */
+    int fast_deaths;           /* deaths in a row soon after start, at this index */
+    size_t replayed;           /* history entries sent to it by its bringer */
     int index;
     pid_t pid;
     int pidfd;
@@ -456,6 +492,11 @@ struct pyproc_pool {
     pthread_mutex_t history_lock;
     pthread_mutex_t grow_lock; /* one add_proc at a time */
 
+    /* Asynchronous calls started and not yet on the completed list:
+     * added (relaxed) as one is started, taken off as it is pushed or
+     * dropped (start.c, call.c).  A hint for the starter's choice to spin
+     * for its answer, ordering nothing. */
+    _Atomic int async_out;
     /* Finished asynchronous calls, and handles whose callbacks are due,
      * waiting for pyproc_dispatch(). */
     pthread_mutex_t done_lock;

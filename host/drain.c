@@ -241,8 +241,6 @@ bool pyproc__drain_batch(struct pp_worker *w, unsigned max_msgs, unsigned *ret_r
             break;
         }
     }
-    if (n) /* for the spin choice in start.c */
-        atomic_store_explicit(&w->last_answer_ns, shm_now_ns(), memory_order_relaxed);
     if (r < 0)
         pyproc__worker_condemn(w, r == -EPROTO   ? "sent stream items past its credit"
                                   : r == -EBADFD ? "sent a shared buffer it may not share "

@@ -320,6 +320,11 @@ int pyproc__send_until(struct pp_worker *w, uint16_t type, uint64_t id, const vo
     return err;
 }
 
+int pyproc__send_nowait(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n)
+{
+    return send_now(w, type, id, p, n);
+}
+
 int pyproc__send(struct pp_worker *w, uint16_t type, uint64_t id, const void *p, size_t n)
 {
     return pyproc__send_until(w, type, id, p, n, INT64_MAX);

@@ -12,10 +12,8 @@
 #include "msg.h"
 #include "chan.h"
 #include "mapq.h"
+#include "drain.h"
 #include "start.h"
-
-/* A worker that answered within this long is busy, not idle. */
-#define IDLE_NS (1000 * 1000LL)
 
 /* One encoding buffer per thread, kept between calls and freed when the
  * thread exits (through call_buf_key's destructor). */
@@ -110,15 +108,78 @@ static void fail_dead(struct pp_worker *w, pyproc_call *c)
     pyproc__call_complete(c, PYPROC_EWORKER, m);
 }
 
-/* A call that never reached its worker: not counted, freed, err. */
+/* A call that never reached the table, or left it again, and is not
+ * returned: ours alone, never completed, and not counted.  The pool lives
+ * here (no send failed because it went). */
 static int call_not_started(pyproc_call *c, struct pp_slot_stats *st, int err)
 {
     if (st)
         atomic_fetch_sub_explicit(&st->calls, 1, memory_order_relaxed);
+    if (c->done) /* counted in call_send(), never pushed */
+        atomic_fetch_sub_explicit(&c->pool->async_out, 1, memory_order_relaxed);
     c->done = NULL;
-    atomic_store_explicit(&c->refs, 1, memory_order_relaxed); /* never shared */
+    atomic_store_explicit(&c->refs, 1, memory_order_relaxed);
     pyproc__call_unref(c);
     return err;
+}
+
+/* Replies that came while we polled rang nothing, and the ring says
+ * SHM_AWAKE until someone arms it: drain them and try again, or, when
+ * another drainer holds the lock (it may have passed its mark already) or
+ * the worker keeps writing, ring the doorbell ourselves, and the service
+ * thread drains and arms. */
+void pyproc__poll_leave_draining(struct pp_worker *w)
+{
+    for (int round = 0; pyproc__poll_leave_quiet(w); round++) {
+        if (round == 2 || pthread_mutex_trylock(&w->rx_lock) != 0) {
+            pyproc__chan_ring(w);
+            return;
+        }
+        pyproc__drain(w);
+        pthread_mutex_unlock(&w->rx_lock);
+        pyproc__poll_enter(w);
+    }
+}
+
+/*
+ * Send, polling the worker's replies meanwhile when the send wakes it: a
+ * worker woken on our CPU may run at once and answer before we are back
+ * from the send, and
+ * an answer written while nobody polls rings the doorbell, which costs a
+ * wake-up of the service thread and a hand-over from it.  Polling, the
+ * ring says SHM_AWAKE; an answer that came meanwhile is drained here.
+ * Only around a send that cannot wait: while anyone polls, nobody else
+ * drains, and a worker waiting for its replies to be taken would never
+ * make the room a waiting send needs.
+ */
+static int send_polling(struct pp_worker *w, uint16_t type, uint64_t id, const struct shm_buf *b,
+                        int64_t deadline, bool woke)
+{
+    int err;
+
+    /* A worker awake already answers on its own CPU, after we are back;
+     * polling then only costs a drain of whatever else it wrote. */
+    if (!woke)
+        return pyproc__send_until(w, type, id, b->data, b->len, deadline);
+    pyproc__poll_enter(w);
+    err = pyproc__send_nowait(w, type, id, b->data, b->len);
+    pyproc__poll_leave_draining(w);
+    if (err == 0) /* the slow path, which may wait */
+        err = pyproc__send_until(w, type, id, b->data, b->len, deadline);
+    return err < 0 ? err : 0;
+}
+
+/*
+ * Spin for an asynchronous call's end in the caller (pyproc__call_spin())
+ * only when it is the pool's one asynchronous call in flight: an event
+ * loop that makes one call at a time then finds the pool's fd readable
+ * when it polls, instead of sleeping until the service thread has taken
+ * the answer and handed it over (two wake-ups in a row).  Calls started
+ * in a burst do not wait for one another.
+ */
+static bool async_spin_pays(pyproc_pool *p)
+{
+    return atomic_load_explicit(&p->async_out, memory_order_relaxed) <= 1;
 }
 
 /*
@@ -134,6 +195,7 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
     /* Only the application's calls count; the pool's requests do not. */
     struct pp_slot_stats *st = type == SHM_FRAME_CALL || type == SHM_FRAME_MAP_CHUNK ? w->stats
                                                                                      : NULL;
+    bool sent = false;
     int err;
 
     if (!c)
@@ -157,19 +219,19 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
     /*
      * A worker asleep when we send takes a wake-up to answer: spinning
      * meanwhile only burns the CPU it could have been woken on (on a
-     * 2-CPU machine the waker's spinning pushes it to an idle, halted
-     * one).  Sleep on the reply ring at once instead, unless the worker
-     * answered a moment ago: then calls come back to back, and spinning
-     * brings both sides back to answering without sleeping.
+     * 2-CPU machine the waker's spinning keeps it off the one CPU that is
+     * awake).  Sleep on the reply ring at once instead.
      */
-    if (pyproc__chan_peer_asleep(w) &&
-        shm_now_ns() - atomic_load_explicit(&w->last_answer_ns, memory_order_relaxed) > IDLE_NS)
+    bool woke = pyproc__chan_peer_asleep(w);
+    if (woke)
         c->spin_ns = 0;
     /* Counted before the frame goes: the pool may be freed while we wait
      * for ring space (the send then fails with -EPIPE), and its counters
      * with it, so nothing after a send that failed so touches them. */
     if (st)
         atomic_fetch_add_explicit(&st->calls, 1, memory_order_relaxed);
+    if (done) /* see async_spin_pays() */
+        atomic_fetch_add_explicit(&w->pool->async_out, 1, memory_order_relaxed);
     /* Relaxed: a worker that dies after this is caught by the send
      * (-EPIPE) or by the reaper's pyproc__fail_calls(). */
     if (atomic_load_explicit(&w->dead, memory_order_relaxed)) {
@@ -178,13 +240,17 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
         fail_dead(w, c); /* its calls were failed already */
     } else if (err < 0) {
         return call_not_started(c, st, err);
-    } else if ((err = pyproc__send_until(w, type, c->id, b->data, b->len, deadline)) < 0 &&
+    } else if (!(sent = (err = send_polling(w, type, c->id, b, deadline, woke)) == 0) &&
                pyproc__table_remove(w, c)) {
         if (err == -EPIPE)
             fail_dead(w, c);
         else /* out of the table again and not returned: ours alone */
             return call_not_started(c, st, err);
     }
+    /* Only after a send that went: one that failed because the pool was
+     * freed meanwhile must not look at the pool again. */
+    if (sent && done && !woke && async_spin_pays(w->pool))
+        pyproc__call_spin(c);
     if (done)
         pyproc__call_unref(c); /* ours; the table's, or the queue's, remains */
     else if (ret)

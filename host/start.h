@@ -43,6 +43,14 @@ struct pp_chunk;
 int pyproc__chunk_send(struct pp_worker *w, const struct shm_buf *payload, struct pp_chunk *k,
                        pyproc_call **ret);
 
+/* Stop polling w's replies (pyproc__poll_enter()) from an application
+ * thread, leaving the doorbell armed or rung: what came meanwhile is
+ * drained here or handed to the service thread. */
+void pyproc__poll_leave_draining(struct pp_worker *w);
+/* Spin up to c's spin budget for its end, draining the reply ring when
+ * nobody else does; for an asynchronous call, whose end goes to the
+ * completion queue.  True when it ended. */
+bool pyproc__call_spin(pyproc_call *c);
 /* Wait until c is done or the deadline (INT64_MAX: none). */
 bool pyproc__call_wait_state(pyproc_call *c, int64_t deadline);
 /* Wait up to timeout_ms (-1: forever) and take c's answer: its result,

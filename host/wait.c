@@ -28,18 +28,32 @@ static void drain_if_free(struct pp_worker *w)
     }
 }
 
+/* The call's end is stored: an asynchronous call ends on the completion
+ * queue, without CALL_DONE (pyproc__call_complete()). */
+static bool call_ended(pyproc_call *c)
+{
+    /* Acquire pairs with the release stores in pyproc__call_signal() and
+     * pyproc__call_complete(). */
+    return pyproc__call_done(c) ||
+           (c->done && atomic_load_explicit(&c->ended, memory_order_acquire));
+}
+
 /* Spin for the answer, draining the reply ring when nobody else does. */
 static bool spin_for(pyproc_call *c, int64_t budget_ns)
 {
-    int64_t until = shm_now_ns() + budget_ns;
+    int64_t start = shm_now_ns(), until = start + budget_ns;
 
     for (unsigned i = 1;; i++) {
         drain_if_free(c->worker);
-        if (pyproc__call_done(c))
+        if (call_ended(c))
             return true;
         shm_cpu_relax();
-        if ((i & 31) == 0 && shm_now_ns() >= until)
-            return false;
+        if ((i & 31) == 0) {
+            int64_t now = shm_now_ns();
+            if (now >= until)
+                return false;
+            shm_spin_yield(now - start);
+        }
     }
 }
 
@@ -137,6 +151,18 @@ bool pyproc__call_wait_state(pyproc_call *c, int64_t deadline)
         done = pyproc__call_done(c);
     pyproc__poll_leave(w);
     return done || sleep_for(c, deadline);
+}
+
+bool pyproc__call_spin(pyproc_call *c)
+{
+    bool done;
+
+    if (c->spin_ns <= 0)
+        return call_ended(c);
+    pyproc__poll_enter(c->worker);
+    done = spin_for(c, c->spin_ns);
+    pyproc__poll_leave(c->worker);
+    return done;
 }
 
 static int64_t deadline_of(int timeout_ms)

@@ -42,13 +42,23 @@ void pyproc__poll_enter(struct pp_worker *w)
  */
 void pyproc__poll_leave(struct pp_worker *w)
 {
+    if (pyproc__poll_leave_quiet(w))
+        pyproc__chan_ring(w);
+}
+
+bool pyproc__poll_leave_quiet(struct pp_worker *w)
+{
     if (atomic_fetch_sub_explicit(&w->pollers, 1, memory_order_relaxed) != 1)
-        return;
-    if (shm_ring_doorbell_begin(&w->rx) && !shm_ring_is_closed(&w->rx)) {
-        uint64_t one = 1;
-        if (write(w->rx.doorbell_fd, &one, sizeof one) < 0) {
-            /* Full counter: the service thread is due to wake anyway. */
-        }
+        return false;
+    return shm_ring_doorbell_begin(&w->rx) && !shm_ring_is_closed(&w->rx);
+}
+
+void pyproc__chan_ring(struct pp_worker *w)
+{
+    uint64_t one = 1;
+
+    if (write(w->rx.doorbell_fd, &one, sizeof one) < 0) {
+        /* Full counter: the service thread is due to wake anyway. */
     }
 }
 

@@ -153,7 +153,9 @@ typedef struct pyproc_opts {
      * Default 10000 ms. */
     int start_timeout_ms;
     /* How long a waiting side spins before it sleeps, in microseconds.
-     * Default 50; -1 never spins. */
+     * Default 50; -1 never spins.  Within it, a side spins only where
+     * that pays (see README, "How it works"): pyproc_func_async() may
+     * spin this long for the answer of the pool's only call in flight. */
     int spin_us;
     /* End every call that runs longer than this, in milliseconds, with
      * -ETIMEDOUT (0: no limit).  A coroutine or generator is cancelled in
@@ -665,7 +667,10 @@ PYPROC_EXPORT int pyproc_add_native_err(pyproc_pool *pool, const char *name, con
 
 /*
  * Start a call on the next worker; `done` runs from pyproc_dispatch() once
- * it ends.  Returns 0, or a negative errno (and `done` never runs).
+ * it ends.  Returns 0, or a negative errno (and `done` never runs).  When
+ * it is the pool's only asynchronous call in flight and the worker is
+ * awake, it spins up to the pool's spin_us for the answer first, so that
+ * the pool's fd is readable when the caller polls it.
  */
 PYPROC_EXPORT int pyproc_func_async(pyproc_pool *pool, const char *ref, pyproc_done_fn done,
                                     void *data, const char *fmt, ...);

@@ -6,6 +6,7 @@
 #ifndef PYPROC_SHM_FUTEX_H
 #define PYPROC_SHM_FUTEX_H
 
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -19,6 +20,26 @@ int shm_futex_wait(_Atomic uint32_t *word, uint32_t expected, int timeout_ms, bo
 
 /* Wake up to n sleepers on word. */
 void shm_futex_wake(_Atomic uint32_t *word, int n, bool shared);
+
+/*
+ * A spin that has found nothing for this long gives up its CPU now and
+ * then (shm_spin_yield()): a peer that answers within a round trip is
+ * caught before, and when more threads are runnable than there are CPUs,
+ * the one it waits for may be queued behind it on this very CPU.
+ */
+#define SHM_SPIN_SOLO_NS 1000
+
+/*
+ * Called by spin loops where they read the clock (every few dozen rounds):
+ * after SHM_SPIN_SOLO_NS of fruitless spinning, sched_yield(), which
+ * costs a system call when nobody else wants the CPU and hands it over
+ * when someone does.
+ */
+static inline void shm_spin_yield(int64_t spun_ns)
+{
+    if (spun_ns >= SHM_SPIN_SOLO_NS)
+        sched_yield();
+}
 
 /* A pause instruction for spin loops. */
 static inline void shm_cpu_relax(void)

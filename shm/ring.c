@@ -258,14 +258,19 @@ static int ring_spin(struct shm_ring *r, int64_t spin_ns,
 
     if (rc || spin_ns <= 0)
         return rc;
-    deadline = shm_now_ns() + spin_ns;
+    int64_t start = shm_now_ns();
+    deadline = start + spin_ns;
     for (unsigned i = 1;; i++) {
         shm_cpu_relax();
         rc = check(r, arg);
         if (rc)
             return rc;
-        if (i % SPIN_CLOCK_ROUNDS == 0 && shm_now_ns() >= deadline)
-            return 0;
+        if (i % SPIN_CLOCK_ROUNDS == 0) {
+            int64_t now = shm_now_ns();
+            if (now >= deadline)
+                return 0;
+            shm_spin_yield(now - start);
+        }
     }
 }
 

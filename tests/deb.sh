@@ -46,28 +46,37 @@ trap cleanup EXIT
 echo "== dpkg -i$debs"
 dpkg -i $debs > "$tmp/dpkg.log" 2>&1 || { cat "$tmp/dpkg.log"; fail "dpkg -i failed"; }
 
-# A program built against the installed header and library; it prints the
-# binary its worker runs, which must be the installed one.
+# A program built against the installed header and library; it prints
+# where its worker's code was loaded from (the worker runs as python3 with
+# pyproc-worker.so), which must be the installed module.
 cat > "$tmp/app.c" << 'C'
+#include <errno.h>
 #include <stdio.h>
+#include <string.h>
 #include <pyproc.h>
 int main(void)
 {
     pyproc_opts opts = {.workers = 1};
+    pyproc_worker_stats st;
     pyproc_pool *pool;
-    pyproc_msg *m = NULL;
-    const char *exe;
+    char path[64], line[4096];
     int err = pyproc_pool_new(&pool, "deb", &opts);
     if (err < 0) {
         fprintf(stderr, "pyproc_pool_new: %s\n", pyproc_strerror(err));
         return 1;
     }
-    if (pyproc_add_sub(pool, "os", "os", 0) < 0 ||
-        pyproc_func(pool, "os.readlink", &m, "s", "/proc/self/exe") < 0 ||
-        pyproc_msg_read(m, "s", &exe) < 0)
+    if (pyproc_func(pool, "nothing.here", NULL, NULL) != -ENOENT || pyproc_stats(pool, 0, &st) < 0)
         return 2;
-    printf("%s\n", exe);
-    pyproc_msg_free(m);
+    snprintf(path, sizeof path, "/proc/%d/maps", st.pid);
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof line, f)) {
+        char *so = strstr(line, "/pyproc-worker.so");
+        if (so) {
+            so[strlen("/pyproc-worker.so")] = 0;
+            printf("%s\n", strchr(line, '/'));
+            break;
+        }
+    }
     pyproc_pool_free(pool);
     return 0;
 }
@@ -79,8 +88,8 @@ esac
 cc "$tmp/app.c" $flags -o "$tmp/app" || fail "cc app.c $flags failed"
 exe=$(env -u PYPROC_WORKER -u LD_LIBRARY_PATH "$tmp/app") || fail "the program failed"
 multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH)
-[ "$exe" = "/usr/lib/$multiarch/pyproc/pyproc-worker" ] ||
-    fail "the worker ran $exe, not the installed /usr/lib/$multiarch/pyproc/pyproc-worker"
+[ "$exe" = "/usr/lib/$multiarch/pyproc/pyproc-worker.so" ] ||
+    fail "the worker's code came from '$exe', not the installed /usr/lib/$multiarch/pyproc/pyproc-worker.so"
 echo "deb: a program built with pkg-config ran its call in $exe"
 
 pid=$(cd / && env -u PYPROC_WORKER -u LD_LIBRARY_PATH /usr/bin/pyproc call -s os=os os.getpid) ||
