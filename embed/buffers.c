@@ -31,6 +31,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../shm/fdpass.h"
 #include "convert.h"
 #include "buffers.h"
 #include "worker.h"
@@ -131,32 +132,13 @@ static PyTypeObject mapping_type = {
 /* One datagram from the socket into the table; 0, or -1 when none waits. */
 static int receive_one(void)
 {
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } u;
     unsigned char body[16];
-    struct iovec iov = {body, sizeof body};
-    struct msghdr mh = {.msg_iov = &iov,
-                        .msg_iovlen = 1,
-                        .msg_control = u.buf,
-                        .msg_controllen = sizeof u.buf};
-    ssize_t n;
-    int fd = -1;
+    int fd, r = shm_fd_recv(sock, body, sizeof body, &fd);
 
-    do
-        n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
+    if (r == -EBADMSG)
+        return 0; /* not what the host sends: dropped */
+    if (r <= 0)
         return -1;
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
-        memcpy(&fd, CMSG_DATA(cm), sizeof fd);
-    if (n != sizeof body || fd < 0) { /* not what the host sends */
-        if (fd >= 0)
-            close(fd);
-        return 0;
-    }
     if (npending == PENDING_MAX) {
         close(pending[0].fd);
         memmove(pending, pending + 1, (PENDING_MAX - 1) * sizeof pending[0]);
@@ -349,28 +331,13 @@ static PyMethodDef buffer_methods[] = {
 
 static int send_fd(uint64_t token, int fd)
 {
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } u;
     unsigned char tok[8];
-    struct iovec iov = {tok, sizeof tok};
-    struct msghdr mh = {.msg_iov = &iov,
-                        .msg_iovlen = 1,
-                        .msg_control = u.buf,
-                        .msg_controllen = sizeof u.buf};
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
 
     for (int i = 0; i < 8; i++)
         tok[i] = (unsigned char)(token >> (56 - 8 * i));
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-    while (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0)
-        if (errno != EINTR)
-            return -1;
-    return 0;
+    /* Waits while the host's socket is full: the host takes these fds as
+     * it reads the replies that name them. */
+    return shm_fd_send(sock, tok, sizeof tok, fd, true);
 }
 
 static Mapping *mapping_holding(const char *p, size_t len)
@@ -404,7 +371,8 @@ static int pack_reference(struct shm_buf *b, PyObject *o)
         if (!w) {
             PyErr_NoMemory();
             ret = -1;
-        } else if (send_fd(token, m->fd) < 0) {
+        } else if ((ret = send_fd(token, m->fd)) < 0) {
+            errno = -ret;
             PyErr_SetFromErrno(PyExc_OSError);
             ret = -1;
         } else {

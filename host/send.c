@@ -23,11 +23,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "../shm/fdpass.h"
 #include "../shm/futex.h"
 #include "chan.h"
 
@@ -408,32 +408,13 @@ bool pyproc__outbox_retry(struct pp_worker *w)
  * worker's socket. */
 static int send_fd(int sock, uint64_t token, uint64_t buf_id, int fd)
 {
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } u;
     unsigned char body[16];
-    struct iovec iov = {body, sizeof body};
-    struct msghdr mh = {.msg_iov = &iov,
-                        .msg_iovlen = 1,
-                        .msg_control = u.buf,
-                        .msg_controllen = sizeof u.buf};
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
 
     for (int i = 0; i < 8; i++) {
         body[i] = (unsigned char)(token >> (56 - 8 * i));
         body[8 + i] = (unsigned char)(buf_id >> (56 - 8 * i));
     }
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-    while (sendmsg(sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
-        if (errno == EINTR)
-            continue;
-        return errno == ECONNREFUSED || errno == ECONNRESET ? -EPIPE : -errno;
-    }
-    return 0;
+    return shm_fd_send(sock, body, sizeof body, fd, false);
 }
 
 int pyproc__send_buffers(struct pp_worker *w, const struct pyproc__attach *att)
@@ -441,7 +422,7 @@ int pyproc__send_buffers(struct pp_worker *w, const struct pyproc__attach *att)
     for (int i = 0; i < att->n; i++) {
         int err = send_fd(w->fd_sock, att->token[i], att->buf[i]->id, att->buf[i]->fd);
         if (err < 0)
-            return err == -EWOULDBLOCK ? -EAGAIN : err;
+            return err;
     }
     return 0;
 }
@@ -449,35 +430,14 @@ int pyproc__send_buffers(struct pp_worker *w, const struct pyproc__attach *att)
 /* One datagram from w's socket into its table; 0, or -1 when none waits. */
 static int recv_one(struct pp_worker *w)
 {
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } u;
     unsigned char tok[8];
-    struct iovec iov = {tok, sizeof tok};
-    struct msghdr mh = {.msg_iov = &iov,
-                        .msg_iovlen = 1,
-                        .msg_control = u.buf,
-                        .msg_controllen = sizeof u.buf};
     uint64_t token = 0;
-    ssize_t n;
-    int fd = -1;
+    int fd, r = shm_fd_recv(w->fd_sock, tok, sizeof tok, &fd);
 
-    do
-        n = recvmsg(w->fd_sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
+    if (r == -EBADMSG)
+        return 0; /* not what a worker sends: dropped */
+    if (r <= 0)
         return -1;
-    /* Room for one fd only: the kernel drops any more a worker sends. */
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
-        cm->cmsg_len == CMSG_LEN(sizeof(int)))
-        memcpy(&fd, CMSG_DATA(cm), sizeof fd);
-    if (n != sizeof tok || fd < 0) {
-        if (fd >= 0)
-            close(fd);
-        return 0;
-    }
     if (w->nbuf_pending == (int)(sizeof w->buf_pending / sizeof w->buf_pending[0])) {
         close(w->buf_pending[0].fd); /* the oldest: a reply that never came */
         memmove(w->buf_pending, w->buf_pending + 1,

@@ -36,10 +36,10 @@
 #include <stdatomic.h>
 #include <time.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "fake_worker.h"
+#include "shm/fdpass.h"
 #include "shm/futex.h"
 
 /* ---- the fake worker ---- */
@@ -264,22 +264,8 @@ static void bad_buffer(uint64_t id, const char *how)
     payload[3 + 7] = 1;  /* token 1 */
     payload[19 + 6] = 1; /* length 256 at offset 0 */
     if (send) {
-        union {
-            char buf[CMSG_SPACE(sizeof(int))];
-            struct cmsghdr align;
-        } u;
         unsigned char tok[8] = {0, 0, 0, 0, 0, 0, 0, 1};
-        struct iovec iov = {tok, sizeof tok};
-        struct msghdr mh = {.msg_iov = &iov,
-                            .msg_iovlen = 1,
-                            .msg_control = u.buf,
-                            .msg_controllen = sizeof u.buf};
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-        if (sendmsg(7, &mh, 0) < 0)
+        if (shm_fd_send(7, tok, sizeof tok, fd, true) < 0)
             _exit(3);
     }
     fake_write(SHM_FRAME_RESULT, id, payload, sizeof payload);
