@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -53,6 +54,7 @@ static int npending;
  * its fd, so a mapping dropped here is simply made again.
  */
 #define CACHE_MAX 64
+static int cache_max = CACHE_MAX; /* fewer under a tight fd limit: each keeps its fd */
 static struct {
     uint64_t buf_id, used;
     PyObject *mapping; /* a Mapping, one reference */
@@ -240,7 +242,7 @@ static void cache_put(uint64_t buf_id, PyObject *mapping)
 {
     int slot = ncache;
 
-    if (ncache == CACHE_MAX) { /* the least recently used goes */
+    if (ncache == cache_max) { /* the least recently used goes */
         slot = 0;
         for (int i = 1; i < ncache; i++)
             if (cache[i].used < cache[slot].used)
@@ -400,6 +402,12 @@ int worker_buffers_init(int fd)
     if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
         return -errno;
     sock = fd;
+    /* A kept mapping keeps its fd: under the pool's max_fds, keep no more
+     * than a quarter of them, so Python code has the rest. */
+    struct rlimit r;
+    if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur != RLIM_INFINITY &&
+        r.rlim_cur / 4 < CACHE_MAX)
+        cache_max = r.rlim_cur / 4 > 0 ? (int)(r.rlim_cur / 4) : 1;
     pyproc_unpack_set_buffer_hook(buffer_argument);
     pyproc_pack_set_reference_hook(pack_reference);
     return 0;

@@ -336,6 +336,26 @@ static void worker_killed_while_it_holds_a_view(void **state)
     pyproc_pool_free(p);
 }
 
+/* Under a tight fd limit the worker keeps fewer mappings (each keeps its
+ * fd), so passing many buffers never runs it out of fds. */
+static void tight_fd_limit_bounds_kept_mappings(void **state)
+{
+    pyproc_pool *p = e2e_pool_opts((pyproc_opts){.workers = 1, .max_fds = 40});
+    pyproc_buf *b[30];
+    (void)state;
+
+    for (int i = 0; i < 30; i++) {
+        b[i] = new_buf(p, 4096);
+        ((unsigned char *)pyproc_buf_data(b[i]))[0] = (unsigned char)i;
+        assert_int_equal(call_int(p, 0, "t.buffers.total", "B", b[i], (size_t)0, (size_t)1), i);
+    }
+    /* All still held by the host: the worker kept only a quarter of 40. */
+    assert_int_equal(e2e_int(p, "t.buffers.mapped_buffers"), 10);
+    for (int i = 0; i < 30; i++)
+        pyproc_buf_free(b[i]);
+    pyproc_pool_free(p);
+}
+
 /* ---- buffers a worker makes ---- */
 
 /* Read a buffer out of m (a new reference), checking its range. */
@@ -487,6 +507,7 @@ int main(void)
         cmocka_unit_test(misuse_is_an_error),
         cmocka_unit_test(a_buffer_passed_again_stays_mapped),
         cmocka_unit_test(nothing_leaks),
+        cmocka_unit_test(tight_fd_limit_bounds_kept_mappings),
         cmocka_unit_test(worker_killed_while_it_holds_a_view),
         cmocka_unit_test(worker_buffers_come_back_by_reference),
         cmocka_unit_test(host_buffer_comes_back_as_itself),
