@@ -32,6 +32,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../shm/be64.h"
 #include "../shm/fdpass.h"
 #include "convert.h"
 #include "buffers.h"
@@ -146,13 +147,8 @@ static int receive_one(void)
         memmove(pending, pending + 1, (PENDING_MAX - 1) * sizeof pending[0]);
         npending--;
     }
-    uint64_t token = 0, buf_id = 0;
-    for (int i = 0; i < 8; i++) {
-        token = token << 8 | body[i];
-        buf_id = buf_id << 8 | body[8 + i];
-    }
-    pending[npending].token = token;
-    pending[npending].buf_id = buf_id;
+    pending[npending].token = shm_be64_get(body);
+    pending[npending].buf_id = shm_be64_get(body + 8);
     pending[npending++].fd = fd;
     return 0;
 }
@@ -335,8 +331,7 @@ static int send_fd(uint64_t token, int fd)
 {
     unsigned char tok[8];
 
-    for (int i = 0; i < 8; i++)
-        tok[i] = (unsigned char)(token >> (56 - 8 * i));
+    shm_be64_put(tok, token);
     /* Waits while the host's socket is full: the host takes these fds as
      * it reads the replies that name them. */
     return shm_fd_send(sock, tok, sizeof tok, fd, true);
@@ -380,8 +375,7 @@ static int pack_reference(struct shm_buf *b, PyObject *o)
         } else {
             *w++ = (char)0xc7, *w++ = 24, *w++ = 0x42;
             for (int k = 0; k < 3; k++)
-                for (int i = 0; i < 8; i++)
-                    *w++ = (char)(v[k] >> (56 - 8 * i));
+                shm_be64_put(w + 8 * k, v[k]);
             b->len += 27;
             ret = 1;
         }

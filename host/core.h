@@ -426,7 +426,7 @@ struct pp_service_ops;
 struct pyproc_pool {
     char *name;
     uint64_t id;                   /* unique in the process: its buffers name it */
-    struct pyproc_pool *next_pool; /* in the list of pools (pool.c) */
+    struct pyproc_pool *next_pool; /* in the list of pools (pool.c), under pools_lock */
     pid_t owner_pid;
     unsigned fork_gen;
     int nworkers;

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "../shm/be64.h"
 #include "../shm/mpvalid.h"
 #include "msg.h"
 
@@ -290,13 +291,6 @@ static int put_head(struct shm_buf *b, bool map, uint32_t n)
     return 0;
 }
 
-static char *put_be64(char *w, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--)
-        *w++ = (char)(v >> (8 * i));
-    return w;
-}
-
 /* A buffer argument: an ext 8 naming a token, which the call's sender
  * passes to the worker with the buffer's fd (see shared.h). */
 static int put_buffer(struct shm_buf *b, struct pyproc__attach *att, pyproc_buf *buf, size_t off,
@@ -319,9 +313,9 @@ static int put_buffer(struct shm_buf *b, struct pyproc__attach *att, pyproc_buf 
     *w++ = (char)0xc7;
     *w++ = PYPROC__EXT_BUF_LEN;
     *w++ = PYPROC__EXT_BUF;
-    w = put_be64(w, att->token[att->n++]);
-    w = put_be64(w, off);
-    put_be64(w, len);
+    shm_be64_put(w, att->token[att->n++]);
+    shm_be64_put(w + 8, off);
+    shm_be64_put(w + 16, len);
     b->len += 3 + PYPROC__EXT_BUF_LEN;
     return 0;
 }

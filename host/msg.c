@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../shm/be64.h"
 #include "../shm/mpvalid.h"
 #include "fmt.h"
 #include "shared.h"
@@ -77,14 +78,6 @@ static void bufs_unref(struct msg_bufs *b)
     for (uint32_t i = 0; i < b->n; i++)
         pyproc_buf_free(b->buf[i]);
     free(b);
-}
-
-static uint64_t load_be64(const char *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | (unsigned char)p[i];
-    return v;
 }
 
 static struct msg_bufs *bufs_ref(struct msg_bufs *b)
@@ -425,12 +418,6 @@ PYPROC_EXPORT const char *pyproc_msg_error(pyproc_msg *m)
     return m ? m->error : NULL;
 }
 
-static void store_be64(char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (char)(v >> (56 - 8 * i));
-}
-
 int pyproc__msg_take_buffers(pyproc_msg *m, pyproc__buffer_fn take, void *ctx)
 {
     const char *p, *end;
@@ -461,10 +448,10 @@ int pyproc__msg_take_buffers(pyproc_msg *m, pyproc__buffer_fn take, void *ctx)
                     grown->n = 0;
                 b = grown;
             }
-            err = take(ctx, load_be64(it.body), load_be64(it.body + 8), load_be64(it.body + 16),
-                       &b->buf[b->n]);
+            err = take(ctx, shm_be64_get(it.body), shm_be64_get(it.body + 8),
+                       shm_be64_get(it.body + 16), &b->buf[b->n]);
             if (err == 0)
-                store_be64((char *)it.body, b->n++);
+                shm_be64_put((char *)it.body, b->n++);
         }
     }
     if (b) {
@@ -604,9 +591,9 @@ static int read_buffer(pyproc_msg *m, const struct mp_item *it, pyproc_buf **out
 
     if (it->type != PYPROC_BUF)
         return -EBADMSG;
-    i = load_be64(it->body);
-    o = load_be64(it->body + 8);
-    n = load_be64(it->body + 16);
+    i = shm_be64_get(it->body);
+    o = shm_be64_get(it->body + 8);
+    n = shm_be64_get(it->body + 16);
     /* Checked when the buffers were taken in; a message of the host's own
      * making has no buffers at all. */
     if (!m->bufs || i >= m->bufs->n || o > m->bufs->buf[i]->size || n > m->bufs->buf[i]->size - o)

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../shm/be64.h"
 #include "../shm/fdpass.h"
 #include "../shm/futex.h"
 #include "chan.h"
@@ -410,10 +411,8 @@ static int send_fd(int sock, uint64_t token, uint64_t buf_id, int fd)
 {
     unsigned char body[16];
 
-    for (int i = 0; i < 8; i++) {
-        body[i] = (unsigned char)(token >> (56 - 8 * i));
-        body[8 + i] = (unsigned char)(buf_id >> (56 - 8 * i));
-    }
+    shm_be64_put(body, token);
+    shm_be64_put(body + 8, buf_id);
     return shm_fd_send(sock, body, sizeof body, fd, false);
 }
 
@@ -431,7 +430,6 @@ int pyproc__send_buffers(struct pp_worker *w, const struct pyproc__attach *att)
 static int recv_one(struct pp_worker *w)
 {
     unsigned char tok[8];
-    uint64_t token = 0;
     int fd, r = shm_fd_recv(w->fd_sock, tok, sizeof tok, &fd);
 
     if (r == -EBADMSG)
@@ -444,9 +442,7 @@ static int recv_one(struct pp_worker *w)
                 (size_t)(w->nbuf_pending - 1) * sizeof w->buf_pending[0]);
         w->nbuf_pending--;
     }
-    for (int i = 0; i < 8; i++)
-        token = token << 8 | tok[i];
-    w->buf_pending[w->nbuf_pending].token = token;
+    w->buf_pending[w->nbuf_pending].token = shm_be64_get(tok);
     w->buf_pending[w->nbuf_pending++].fd = fd;
     return 0;
 }
