@@ -7,12 +7,29 @@
  * on the application's thread, never inside the library's threads, so a
  * callback may do anything, including calls on the pool and freeing the
  * handle it was called for (the list's reference keeps it alive).
+ *
+ * The pool's fd is an epoll set of done_fd and every worker's reply
+ * doorbell (pool->loop_fd), so the loop wakes when a worker answers, not
+ * after the service thread has read the answer and written done_fd: one
+ * wake-up per answer, not two in a row.  pyproc_dispatch() then reads
+ * the rings whose doorbells rang, which ends their calls, and runs what
+ * is due.  The service thread wakes on the same doorbells and reads them
+ * too (whichever comes first; the other finds the ring read), so the
+ * answers of blocking callers never wait for the loop.
  */
 #include <errno.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include "msg.h"
+#include "chan.h"
+#include "drain.h"
 #include "feature.h"
+
+/* Doorbells and replies one pyproc_dispatch() serves at most; what is
+ * left keeps the pool's fd readable, for the next. */
+#define LOOP_EVENTS 32
+#define LOOP_BATCH_MSGS 64
 
 /* Whether the handle's owner freed it: then no callback runs.  Acquire:
  * pairs with the release store in pyproc_call_free(). */
@@ -53,6 +70,45 @@ static int deliver_end(pyproc_pool *p, pyproc_call *c)
     c->taken = true;
     done(p, c->result, c->ret, data);
     return 1;
+}
+
+/* The worker a doorbell event names, with a reference, if it still holds
+ * its slot; the service thread reads an old worker's ring. */
+static struct pp_worker *loop_worker(pyproc_pool *p, uint64_t key)
+{
+    uint32_t index = (uint32_t)key, serial = (uint32_t)(key >> 32);
+    struct pp_worker *w = NULL;
+
+    pthread_mutex_lock(&p->lock);
+    if (index < (uint32_t)p->nworkers && p->workers[index] &&
+        p->workers[index]->serial == serial) {
+        w = p->workers[index];
+        pyproc__worker_ref(w);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return w;
+}
+
+/* Read the replies of the workers whose doorbells rang since the last
+ * time; their ends go on the completed list. */
+static void serve_doorbells(pyproc_pool *p)
+{
+    struct epoll_event ev[LOOP_EVENTS];
+    int n = epoll_wait(p->loop_fd, ev, LOOP_EVENTS, 0);
+
+    for (int i = 0; i < n; i++) {
+        struct pp_worker *w;
+        if (ev[i].data.u64 == PYPROC__LOOP_DONE || !(w = loop_worker(p, ev[i].data.u64)))
+            continue;
+        pthread_mutex_lock(&w->rx_lock);
+        bool more = pyproc__drain_batch(w, LOOP_BATCH_MSGS, NULL);
+        pthread_mutex_unlock(&w->rx_lock);
+        /* Replies left, or come as we re-armed: ring for them, which
+         * brings the service thread and this fd back. */
+        if ((more || pyproc__chan_rearm(w)) && !pyproc__chan_closed(w))
+            pyproc__chan_ring(w);
+        pyproc__worker_unref(w);
+    }
 }
 
 int pyproc__async_run(pyproc_pool *p)
@@ -103,11 +159,15 @@ PYPROC_EXPORT int pyproc_func_async(pyproc_pool *p, const char *ref, pyproc_done
 PYPROC_EXPORT int pyproc_pool_fd(pyproc_pool *p)
 {
     int err = pyproc__pool_check(p);
-    return err < 0 ? err : p->done_fd;
+    return err < 0 ? err : p->loop_fd;
 }
 
 PYPROC_EXPORT int pyproc_dispatch(pyproc_pool *p)
 {
     int err = pyproc__pool_check(p);
-    return err < 0 ? err : pyproc__async_run(p);
+
+    if (err < 0)
+        return err;
+    serve_doorbells(p);
+    return pyproc__async_run(p);
 }

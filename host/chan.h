@@ -43,6 +43,11 @@ void pyproc__poll_leave(struct pp_worker *w);
  * thread. */
 bool pyproc__poll_leave_quiet(struct pp_worker *w);
 void pyproc__chan_ring(struct pp_worker *w);
+/* After a batch of w's replies drained outside the service thread (an
+ * event loop's pyproc_dispatch()): ask for the doorbell again, unless a
+ * caller polls (it re-arms when it leaves).  True when replies came in
+ * meanwhile, which nobody will ring for. */
+bool pyproc__chan_rearm(struct pp_worker *w);
 
 /* ---- reading replies (worker.c) ---- */
 

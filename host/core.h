@@ -330,6 +330,7 @@ struct pp_worker {
     int fast_deaths;           /* deaths in a row soon after start, at this index */
     size_t replayed;           /* history entries sent to it by its bringer */
     int index;
+    uint32_t serial; /* unique in its pool; constant (see pool->loop_fd) */
     pid_t pid;
     int pidfd;
     int death_w; /* write end of the pipe whose EOF tells the worker we died */
@@ -502,6 +503,17 @@ struct pyproc_pool {
     pthread_mutex_t done_lock;
     pyproc_call *completed, *completed_tail;
     int done_fd; /* eventfd: readable while completed is not empty */
+    /*
+     * The pool's fd for event loops (pyproc_pool_fd()): an epoll set of
+     * done_fd and every watched worker's reply doorbell, edge-triggered,
+     * so that a worker's answer wakes the loop itself, with no thread
+     * between (see async.c).  Constant; its members change with the
+     * service thread's (service.c).
+     */
+    int loop_fd;
+    /* The next worker's serial (pyproc__worker_alloc()), which the loop's
+     * events name workers by; relaxed, it orders nothing. */
+    _Atomic uint32_t next_serial;
 
     /* Calls' own deadlines (pyproc_call_deadline()), a binary min-heap by
      * time, each entry holding a reference to its call; the service
@@ -539,6 +551,15 @@ struct callback_req {
     uint64_t id;
     pyproc_msg *payload;
 };
+
+/* How pool->loop_fd's events name a worker's doorbell: its index and
+ * serial, looked up in the slots, since a pointer could outlive the
+ * worker between epoll_wait() and its use.  done_fd is PYPROC__LOOP_DONE. */
+#define PYPROC__LOOP_DONE UINT64_MAX
+static inline uint64_t pyproc__loop_key(const struct pp_worker *w)
+{
+    return (uint64_t)w->serial << 32 | (uint32_t)w->index;
+}
 
 /* 0 when the pool may be used from this process, else -EINVAL / -ECHILD
  * (a forked child's copy of the parent's pool). */

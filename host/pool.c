@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -295,6 +296,8 @@ static void pool_destroy(pyproc_pool *p)
     free(p->history);
     if (p->done_fd >= 0)
         close(p->done_fd);
+    if (p->loop_fd >= 0)
+        close(p->loop_fd);
     pthread_mutex_destroy(&p->lock);
     pthread_mutex_destroy(&p->grow_lock);
     pthread_mutex_destroy(&p->history_lock);
@@ -332,6 +335,20 @@ static int tick(pyproc_pool *p)
     return deadlines < 0 || timeouts < deadlines ? timeouts : deadlines;
 }
 
+/* The pool's fd for event loops: done_fd now, the workers' doorbells as
+ * they are watched (service.c). */
+static int loop_fd_open(pyproc_pool *p)
+{
+    struct epoll_event done = {.events = EPOLLIN, .data.u64 = PYPROC__LOOP_DONE};
+
+    if (p->done_fd < 0)
+        return -errno;
+    p->loop_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (p->loop_fd < 0 || epoll_ctl(p->loop_fd, EPOLL_CTL_ADD, p->done_fd, &done) < 0)
+        return -errno;
+    return 0;
+}
+
 static const struct pp_service_ops service_ops = {
     .drain = pyproc__drain_batch,
     .died = worker_died,
@@ -349,7 +366,7 @@ PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name, const pyp
     p = calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
-    p->epfd = p->control_fd = -1;
+    p->epfd = p->control_fd = p->loop_fd = -1;
     p->closing = true; /* no respawns until every worker has started once */
     p->fork_gen = pyproc__fork_track();
     p->owner_pid = getpid();
@@ -368,8 +385,8 @@ PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name, const pyp
     err = p->name ? apply_opts(p, opts) : -ENOMEM;
     if (err == 0 && !(p->workers = calloc((size_t)p->nworkers, sizeof *p->workers)))
         err = -ENOMEM;
-    if (err == 0 && p->done_fd < 0)
-        err = -errno;
+    if (err == 0)
+        err = loop_fd_open(p);
     if (err == 0)
         err = pyproc__service_start(p, &service_ops);
     if (err == 0)

@@ -17,9 +17,9 @@
  * batch, round robin, and then runs the commands.  While any worker has
  * replies left the loop polls epoll without sleeping, so another worker's
  * death or output is seen between two batches of a worker that floods.
- * A doorbell is read once per event, and one that keeps ringing with
- * nothing to read is muted for a while (IDLE_BELLS_MAX), so that a worker
- * cannot keep the thread busy with wake-ups either.
+ * A doorbell is one event per ring (BELL_EVENTS), and one that keeps
+ * ringing with nothing to read is muted for a while (IDLE_BELLS_MAX), so
+ * that a worker cannot keep the thread busy with wake-ups either.
  */
 #include <errno.h>
 #include <signal.h>
@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "service.h"
+#include "chan.h"
 #include "output.h"
 
 enum { EV_CONTROL, EV_BELL, EV_PIDFD, EV_STDOUT, EV_STDERR };
@@ -55,6 +56,17 @@ enum { EV_CONTROL, EV_BELL, EV_PIDFD, EV_STDOUT, EV_STDERR };
 #define IDLE_BELLS_MAX 8
 #define BELL_MUTE_MS 20
 
+/*
+ * A doorbell is an eventfd watched edge-triggered, here and in the pool's
+ * fd for event loops (pool->loop_fd): each ring is one event in each set,
+ * so the loop's thread and this one wake side by side, and whichever
+ * takes rx_lock first reads the answer.  Nobody reads the counter, which
+ * would race: a read here could clear the readiness the loop was woken
+ * for before it looked.  A worker that rings without end costs one event
+ * per pass (and is muted), never a loop that spins.
+ */
+#define BELL_EVENTS (EPOLLIN | EPOLLET)
+
 /* The control eventfd's event; workers carry their own two. */
 static struct service_event control_event = {EV_CONTROL, NULL};
 
@@ -70,10 +82,12 @@ int pyproc__service_watch(pyproc_pool *p, struct pp_worker *w)
 {
     w->bell_ev = (struct service_event){EV_BELL, w};
     w->pid_ev = (struct service_event){EV_PIDFD, w};
-    struct epoll_event bell = {.events = EPOLLIN, .data.ptr = &w->bell_ev};
+    struct epoll_event bell = {.events = BELL_EVENTS, .data.ptr = &w->bell_ev};
+    struct epoll_event loop_bell = {.events = BELL_EVENTS, .data.u64 = pyproc__loop_key(w)};
     struct epoll_event pid = {.events = EPOLLIN, .data.ptr = &w->pid_ev};
 
     if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, w->rx.doorbell_fd, &bell) < 0 ||
+        epoll_ctl(p->loop_fd, EPOLL_CTL_ADD, w->rx.doorbell_fd, &loop_bell) < 0 ||
         epoll_ctl(p->epfd, EPOLL_CTL_ADD, w->pidfd, &pid) < 0)
         return -errno;
     for (int k = 0; k < 2; k++) {
@@ -139,6 +153,7 @@ void pyproc__service_unwatch(pyproc_pool *p, struct pp_worker *w)
     muted_remove(p, w);
     w->watched = false;
     epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->rx.doorbell_fd, NULL);
+    epoll_ctl(p->loop_fd, EPOLL_CTL_DEL, w->rx.doorbell_fd, NULL);
     if (w->pidfd >= 0)
         epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->pidfd, NULL);
     for (int k = 0; k < 2; k++)
@@ -146,28 +161,31 @@ void pyproc__service_unwatch(pyproc_pool *p, struct pp_worker *w)
             epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->out[k].fd, NULL);
 }
 
-/* The doorbell rang: clear its counter and queue the worker. */
+/* The doorbell rang: queue the worker.  Its counter is never read (see
+ * BELL_EVENTS). */
 static void bell(pyproc_pool *p, struct pp_worker *w)
 {
-    uint64_t n;
-
     if (!w->watched)
         return;
-    /* One read takes the whole counter; a loop here would be held by a
-     * worker that writes as fast as we read. */
-    if (read(w->rx.doorbell_fd, &n, sizeof n) < 0) {
-        /* EAGAIN: a bell already taken; anything else: the ring is read
-         * on anyway. */
-    }
     w->rang = true;
     busy_add(p, w);
 }
 
+/* Watch w's doorbell for events (BELL_EVENTS), or stop (0), in both sets. */
+static int bell_watch(pyproc_pool *p, struct pp_worker *w, uint32_t events)
+{
+    struct epoll_event ev = {.events = events, .data.ptr = &w->bell_ev};
+    struct epoll_event loop_ev = {.events = events, .data.u64 = pyproc__loop_key(w)};
+
+    if (epoll_ctl(p->epfd, EPOLL_CTL_MOD, w->rx.doorbell_fd, &ev) < 0)
+        return -errno;
+    epoll_ctl(p->loop_fd, EPOLL_CTL_MOD, w->rx.doorbell_fd, &loop_ev);
+    return 0;
+}
+
 static void bell_mute(pyproc_pool *p, struct pp_worker *w)
 {
-    struct epoll_event ev = {.events = 0, .data.ptr = &w->bell_ev};
-
-    if (w->bell_muted || epoll_ctl(p->epfd, EPOLL_CTL_MOD, w->rx.doorbell_fd, &ev) < 0)
+    if (w->bell_muted || bell_watch(p, w, 0) < 0)
         return;
     w->bell_muted = true;
     w->unmute_ns = shm_now_ns() + BELL_MUTE_MS * 1000000LL;
@@ -183,8 +201,7 @@ static void bell_unmute_due(pyproc_pool *p)
 
     while (*link) {
         struct pp_worker *w = *link;
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->bell_ev};
-        if (w->unmute_ns > now || epoll_ctl(p->epfd, EPOLL_CTL_MOD, w->rx.doorbell_fd, &ev) < 0) {
+        if (w->unmute_ns > now || bell_watch(p, w, BELL_EVENTS) < 0) {
             link = &w->muted_next;
             continue;
         }
@@ -234,7 +251,7 @@ static bool serve_one(pyproc_pool *p, struct pp_worker *w)
     /* A poller re-arms the doorbell itself when it leaves (worker.c). */
     if (atomic_load_explicit(&w->pollers, memory_order_relaxed) > 0 || shm_ring_is_closed(&w->rx))
         return false;
-    return more || shm_ring_doorbell_begin(&w->rx);
+    return more || pyproc__chan_rearm(w);
 }
 
 /* One batch for each worker queued now; those with more go to the back. */

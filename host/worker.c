@@ -53,6 +53,14 @@ bool pyproc__poll_leave_quiet(struct pp_worker *w)
     return shm_ring_doorbell_begin(&w->rx) && !shm_ring_is_closed(&w->rx);
 }
 
+bool pyproc__chan_rearm(struct pp_worker *w)
+{
+    /* A poller re-arms the doorbell itself when it leaves. */
+    if (atomic_load_explicit(&w->pollers, memory_order_relaxed) > 0 || shm_ring_is_closed(&w->rx))
+        return false;
+    return shm_ring_doorbell_begin(&w->rx);
+}
+
 void pyproc__chan_ring(struct pp_worker *w)
 {
     uint64_t one = 1;
@@ -71,6 +79,7 @@ struct pp_worker *pyproc__worker_alloc(pyproc_pool *p, int index)
     w->pool = p;
     atomic_init(&w->refs, 1);
     w->index = index;
+    w->serial = atomic_fetch_add_explicit(&p->next_serial, 1, memory_order_relaxed);
     w->pid = -1;
     w->pidfd = w->death_w = w->fd_sock = -1;
     w->seg.fd = -1;

@@ -723,14 +723,21 @@ PYPROC_EXPORT int pyproc_stream_on_item(pyproc_call *stream, pyproc_item_fn fn, 
  */
 PYPROC_EXPORT int pyproc_call_deadline(pyproc_call *call, int timeout_ms);
 
-/* An fd that is readable while completions wait for pyproc_dispatch(). */
+/*
+ * An fd to poll for reading: readable while completions wait for
+ * pyproc_dispatch(), and as soon as a worker answers (so the answer wakes
+ * the loop's thread directly, with no library thread in between).  It may
+ * therefore be readable with nothing yet to run: pyproc_dispatch() then
+ * returns 0.  The pool owns it; do not read or close it.
+ */
 PYPROC_EXPORT int pyproc_pool_fd(pyproc_pool *pool);
 
 /*
- * Run the completion callbacks of every asynchronous call that has ended,
+ * Read the answers of the workers that rang since the last dispatch, then
+ * run the completion callbacks of every asynchronous call that has ended,
  * and the callbacks set on handles that are due (their ends, stream
- * items).  Never blocks.  Returns how many callbacks ran, or a negative
- * errno.  Calls that are still running when the pool is freed complete
+ * items).  Never waits for a worker.  Returns how many callbacks ran, or
+ * a negative errno.  Calls that are still running when the pool is freed complete
  * with -ECANCELED from inside pyproc_pool_free(), callbacks on handles
  * included (a stream's queued items first).
  */

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 #include "e2e.h"
@@ -510,6 +511,69 @@ static void pool_free_runs_pending_callbacks_once(void **state)
     pyproc_call_free(s);
 }
 
+/* ---- answers wake the loop itself ---- */
+
+/* The pool's output function, which runs on its service thread: holds
+ * that thread on a given line until released. */
+struct gate {
+    atomic_bool held, release;
+};
+
+static void hold_on_first_line(pyproc_pool *p, int ind, int fd, const char *line, size_t len,
+                               void *data)
+{
+    struct gate *g = data;
+    double end = e2e_now() + 20;
+
+    (void)p, (void)ind, (void)fd;
+    if (len != strlen("first line") || memcmp(line, "first line", len) != 0)
+        return;
+    atomic_store(&g->held, true);
+    while (!atomic_load(&g->release) && e2e_now() < end)
+        usleep(1000);
+}
+
+static void answers_reach_the_loop_without_the_service_thread(void **state)
+{
+    static struct gate g;
+    struct one o[8] = {0};
+    pyproc_call *c[8];
+    bool all = false;
+    pyproc_pool *p = e2e_pool_opts((pyproc_opts){.workers = 2, .output = hold_on_first_line,
+                                                 .output_data = &g});
+    (void)state;
+
+    atomic_store(&g.held, false);
+    atomic_store(&g.release, false);
+    assert_int_equal(e2e_int(p, "t.hygiene.say"), 1);
+    for (int i = 0; i < 2000 && !atomic_load(&g.held); i++)
+        usleep(1000);
+    assert_true(atomic_load(&g.held)); /* the service thread is stuck now */
+    /* Slower than any spin, so each answer comes by the doorbell. */
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(pyproc_track_func(p, NULL, &c[i], "t.calls.block", "d", 0.02), 0);
+        assert_int_equal(pyproc_call_on_done(c[i], one_done, &o[i]), 0);
+    }
+    double end = e2e_now() + 5;
+    while (!all && e2e_now() < end) {
+        struct pollfd fd = {.fd = pyproc_pool_fd(p), .events = POLLIN};
+        if (poll(&fd, 1, 100) > 0)
+            assert_true(pyproc_dispatch(p) >= 0);
+        all = true;
+        for (int i = 0; i < 8; i++)
+            all = all && o[i].done;
+    }
+    atomic_store(&g.release, true);
+    assert_true(all);
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(o[i].result, 0);
+        assert_int_equal(o[i].ran, 1);
+        pyproc_msg_free(o[i].ret);
+        pyproc_call_free(c[i]);
+    }
+    pyproc_pool_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -525,6 +589,7 @@ int main(void)
         cmocka_unit_test(free_before_the_callback_cancels_cleanly),
         cmocka_unit_test(worker_killed_under_load),
         cmocka_unit_test(pool_free_runs_pending_callbacks_once),
+        cmocka_unit_test(answers_reach_the_loop_without_the_service_thread),
     };
     alarm(240);
     return cmocka_run_group_tests(tests, NULL, NULL);
