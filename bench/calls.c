@@ -138,48 +138,63 @@ static void dispatch_done(pyproc_pool *p, int result, pyproc_msg *ret, void *dat
 /* One call at a time, as an event loop that polls pyproc_pool_fd() makes it. */
 static int dispatch_once(void *arg)
 {
-    pyproc_pool *p = arg;
-    struct pollfd pfd = {.fd = pyproc_pool_fd(p), .events = POLLIN};
-    int got = 0, err = pyproc_func_async(p, "bench.calls.noop", dispatch_done, &got, NULL);
+    struct call_arg *c = arg;
+    struct pollfd pfd = {.fd = pyproc_pool_fd(c->pool), .events = POLLIN};
+    int got = 0, err = pyproc_func_async(c->pool, c->ref, dispatch_done, &got, NULL);
 
     while (!err && !got) {
         if (poll(&pfd, 1, 10000) == 0)
             return bench_fail("pyproc_pool_fd never became readable", -ETIMEDOUT, NULL);
-        if ((err = pyproc_dispatch(p)) > 0)
+        if ((err = pyproc_dispatch(c->pool)) > 0)
             err = 0;
     }
     if (err < 0 || got < 0)
-        return bench_fail("pyproc_func_async bench.calls.noop", err < 0 ? err : got, NULL);
+        return bench_fail(c->ref, err < 0 ? err : got, NULL);
     return 0;
 }
 
-static int dispatch_row(int workers)
+/* key: the row; ref: what is called, with no arguments; idle_ns: how long
+ * the pool rests before each call. */
+static int dispatch_row(const char *key, const char *ref, int workers, int64_t idle_ns,
+                        const char *what)
 {
     struct series s = {0};
-    char key[32], note[96];
-    pyproc_pool *p;
-    int err = bench_pool(&p, workers);
+    struct call_arg c = {.ref = ref};
+    char note[128];
+    int err = bench_pool(&c.pool, workers);
 
     if (err < 0)
         return err;
-    err = bench_latency(&s, bench_budget(BUDGET_FAST), 0, dispatch_once, p);
-    pyproc_pool_free(p);
+    err = bench_latency(&s, bench_budget(idle_ns ? BUDGET_IDLE : BUDGET_FAST), idle_ns,
+                        dispatch_once, &c);
+    pyproc_pool_free(c.pool);
     if (err < 0) {
         series_free(&s);
         return err;
     }
-    snprintf(key, sizeof key, workers > 1 ? "dispatch-%dw" : "dispatch", workers);
-    snprintf(note, sizeof note, "func_async + poll(pool_fd) + dispatch; pool of %d worker%s",
-             workers, workers > 1 ? "s" : "");
+    snprintf(note, sizeof note, "func_async + poll(pool_fd) + dispatch; pool of %d worker%s%s",
+             workers, workers > 1 ? "s" : "", what);
     return bench_row_add(key, "event loop: one async call at a time", "us", ROW_COST, ROW_P99, &s,
                          note);
 }
 
+/*
+ * The last two rows take the answer by the doorbell, which wakes the loop
+ * itself: dispatch-1ms against sync-1ms (the same call, blocking) shows
+ * what the loop's path costs over a caller asleep on the ring.
+ */
 int bench_dispatch(void)
 {
-    int err = dispatch_row(1);
+    const char *noop = "bench.calls.noop", *nap = "bench.calls.nap_1ms";
+    int err = dispatch_row("dispatch", noop, 1, 0, "");
 
-    return err < 0 ? err : dispatch_row(2);
+    if (err == 0)
+        err = dispatch_row("dispatch-2w", noop, 2, 0, "");
+    if (err == 0)
+        err = dispatch_row("dispatch-idle", noop, 1, 50000000, "; after 50 ms idle");
+    if (err == 0)
+        err = latency_row("sync-1ms", "sync call of time.sleep(0.001)", nap, BUDGET_IDLE, 0, 0);
+    return err < 0 ? err : dispatch_row("dispatch-1ms", nap, 1, 0, "; time.sleep(0.001)");
 }
 
 /* ---- pipelined throughput ---- */

@@ -2,8 +2,8 @@
  * Asynchronous calls for applications with their own event loop.
  *
  * A finished asynchronous call, or a handle whose callback is due (see
- * events.c), goes on the pool's completed list and makes done_fd
- * readable; pyproc_dispatch() takes the whole list and runs the callbacks
+ * events.c), goes on the pool's completed list and writes done_fd;
+ * pyproc_dispatch() takes the whole list and runs the callbacks
  * on the application's thread, never inside the library's threads, so a
  * callback may do anything, including calls on the pool and freeing the
  * handle it was called for (the list's reference keeps it alive).
@@ -19,7 +19,6 @@
  */
 #include <errno.h>
 #include <sys/epoll.h>
-#include <unistd.h>
 
 #include "msg.h"
 #include "chan.h"
@@ -89,9 +88,16 @@ static struct pp_worker *loop_worker(pyproc_pool *p, uint64_t key)
     return w;
 }
 
-/* Read the replies of the workers whose doorbells rang since the last
- * time; their ends go on the completed list. */
-static void serve_doorbells(pyproc_pool *p)
+/*
+ * Take the events of the pool's fd, which makes it unreadable until the
+ * next (every member is edge-triggered, done_fd included, and no counter
+ * is ever read: a ring or a push is an event each), and read the replies
+ * of the workers whose doorbells rang; their ends go on the completed
+ * list, which pyproc__async_run() takes after this.  An event that comes
+ * later is a new one, so nothing is missed: at worst the fd wakes the
+ * loop for a list already taken.
+ */
+static void loop_events(pyproc_pool *p)
 {
     struct epoll_event ev[LOOP_EVENTS];
     int n = epoll_wait(p->loop_fd, ev, LOOP_EVENTS, 0);
@@ -114,17 +120,13 @@ static void serve_doorbells(pyproc_pool *p)
 int pyproc__async_run(pyproc_pool *p)
 {
     pyproc_call *list;
-    uint64_t n;
     int ran = 0;
 
+    /* Emptied under the lock, so a push after this writes done_fd again,
+     * which is a new event in loop_fd (see loop_events()). */
     pthread_mutex_lock(&p->done_lock);
     list = p->completed;
     p->completed = p->completed_tail = NULL;
-    /* Emptied under the lock, so a push after this writes the fd again;
-     * one read takes an eventfd's whole count. */
-    if (read(p->done_fd, &n, sizeof n) < 0) {
-        /* EAGAIN: nothing was counted, which is what we want. */
-    }
     pthread_mutex_unlock(&p->done_lock);
     while (list) {
         pyproc_call *c = list;
@@ -168,6 +170,6 @@ PYPROC_EXPORT int pyproc_dispatch(pyproc_pool *p)
 
     if (err < 0)
         return err;
-    serve_doorbells(p);
+    loop_events(p);
     return pyproc__async_run(p);
 }

@@ -122,7 +122,7 @@ void pyproc__async_push(pyproc_call *c)
     if (was_empty) {
         uint64_t one = 1;
         if (write(p->done_fd, &one, sizeof one) < 0) {
-            /* The counter is full: the fd is readable, which is all we need. */
+            /* Never read, one per push: it does not fill in 2^64 pushes. */
         }
     }
 }

@@ -502,7 +502,7 @@ struct pyproc_pool {
      * waiting for pyproc_dispatch(). */
     pthread_mutex_t done_lock;
     pyproc_call *completed, *completed_tail;
-    int done_fd; /* eventfd: readable while completed is not empty */
+    int done_fd; /* eventfd: written as completed stops being empty */
     /*
      * The pool's fd for event loops (pyproc_pool_fd()): an epoll set of
      * done_fd and every watched worker's reply doorbell, edge-triggered,

@@ -336,10 +336,10 @@ static int tick(pyproc_pool *p)
 }
 
 /* The pool's fd for event loops: done_fd now, the workers' doorbells as
- * they are watched (service.c). */
+ * they are watched (service.c); all edge-triggered (async.c). */
 static int loop_fd_open(pyproc_pool *p)
 {
-    struct epoll_event done = {.events = EPOLLIN, .data.u64 = PYPROC__LOOP_DONE};
+    struct epoll_event done = {.events = EPOLLIN | EPOLLET, .data.u64 = PYPROC__LOOP_DONE};
 
     if (p->done_fd < 0)
         return -errno;

@@ -29,6 +29,11 @@ def sleep_1ms(x):
     time.sleep(0.001)
 
 
+def nap_1ms():
+    # Slower than any spin: its answer comes by the doorbell.
+    time.sleep(0.001)
+
+
 def sleep_1ms_cost(n):
     # What sleep_1ms's sleep itself takes here: the ceiling of a map of it.
     t0 = time.perf_counter()
