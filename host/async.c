@@ -79,8 +79,7 @@ static struct pp_worker *loop_worker(pyproc_pool *p, uint64_t key)
     struct pp_worker *w = NULL;
 
     pthread_mutex_lock(&p->lock);
-    if (index < (uint32_t)p->nworkers && p->workers[index] &&
-        p->workers[index]->serial == serial) {
+    if (index < (uint32_t)p->nworkers && p->workers[index] && p->workers[index]->serial == serial) {
         w = p->workers[index];
         pyproc__worker_ref(w);
     }

@@ -539,8 +539,8 @@ static void answers_reach_the_loop_without_the_service_thread(void **state)
     struct one o[8] = {0};
     pyproc_call *c[8];
     bool all = false;
-    pyproc_pool *p = e2e_pool_opts((pyproc_opts){.workers = 2, .output = hold_on_first_line,
-                                                 .output_data = &g});
+    pyproc_pool *p = e2e_pool_opts(
+        (pyproc_opts){.workers = 2, .output = hold_on_first_line, .output_data = &g});
     (void)state;
 
     atomic_store(&g.held, false);
