@@ -411,7 +411,7 @@ static void event_loop_completes_async_calls(void **state)
     while (st.done < 1000) {
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         assert_true(poll(&pfd, 1, 5000) == 1);
-        assert_true(pyproc_dispatch(pool) > 0);
+        assert_true(pyproc_dispatch(pool) >= 0);
     }
     assert_int_equal(st.failed, 0);
     assert_true(st.sum == want);
