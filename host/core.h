@@ -265,6 +265,7 @@ struct pp_slot_stats {
     _Alignas(64) _Atomic uint64_t calls;
     _Atomic uint64_t errors;
     _Atomic uint64_t restarts;
+    _Atomic uint64_t recycles; /* planned replacements (recycle.c) */
 };
 
 /*
@@ -400,10 +401,40 @@ struct pp_worker {
      * (pyproc__pick_worker()), so relaxed both ways. */
     _Atomic uint32_t in_flight;
     /* Set under calls_lock by pyproc__table_take_next(), when the worker
-     * died or the pool is freed: the table takes no call after that, so
-     * none can wait there for an end that was already handed out. */
+     * died or the pool is freed, or by pyproc__table_close_idle() when a
+     * retired worker has no call left: the table takes no call after
+     * that, so none can wait there for an end that was already handed
+     * out. */
     bool calls_closed;
+
+    /*
+     * Planned replacement (recycle.c).
+     *   retiring    set under pool->lock by the thread that replaces it
+     *               (or removes its index), before it starts the
+     *               replacement; cleared under pool->lock only if the
+     *               replacement failed and it keeps its slot.  Read under
+     *               pool->lock by the pickers (start.c), which route no
+     *               new call to it; read relaxed as a hint by a sender
+     *               whose table_add found the table closed (call_send()).
+     *               pool->changed is broadcast on every change.
+     *   calls_started  application calls sent to it; relaxed adds by the
+     *               callers, read relaxed by the pickers and the service
+     *               thread (max_calls_per_worker, a hint).
+     *   recycle     RECYCLE_*: exchanged (relaxed) by the service thread
+     *               that starts a recycle and the thread that ends it.
+     *   recycle_after_ns  no recycle before it (one failed); written by
+     *               the recycle thread, read by the service thread,
+     *               relaxed: a stale value only moves a retry.
+     *   retired_next  in pool->retired, under pool->lock.
+     */
+    _Atomic bool retiring;
+    _Atomic uint64_t calls_started;
+    _Atomic int recycle;
+    _Atomic int64_t recycle_after_ns;
+    struct pp_worker *retired_next;
 };
+
+enum { RECYCLE_NONE, RECYCLE_RUNNING };
 
 /*
  * A pool.  Constant after pyproc_pool_new() returns: name, id, owner_pid,
@@ -513,6 +544,24 @@ struct pyproc_pool {
     /* Set (release) by pyproc_drain(); from then on no new call starts
      * (pyproc__pool_accepting(), acquire). */
     _Atomic bool draining;
+
+    /*
+     * Recycling and retirement (recycle.c).  max_calls, max_rss: constant
+     * options (0: no limit).  retired: workers taken out of their slot by
+     * a recycle, a reload or a shrink, still finishing their calls, each
+     * with the reference its slot had; under lock.  recycle_check: set
+     * (relaxed) by a caller whose call reached max_calls, after which it
+     * kicks the service thread, which exchanges it and looks; the kick's
+     * eventfd orders it.  next_check_ns: service thread only.
+     * dispatch_blind: blind round robin instead of the least loaded, set
+     * before calls start (the bench's comparison; not public).
+     */
+    uint64_t max_calls;
+    uint64_t max_rss;
+    struct pp_worker *retired;
+    _Atomic bool recycle_check;
+    int64_t next_check_ns;
+    bool dispatch_blind;
 
     /* Callbacks from workers, answered on their own thread. */
     pthread_t cb_thread;

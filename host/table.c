@@ -113,6 +113,16 @@ pyproc_call *pyproc__table_take_next(struct pp_worker *w, uint32_t *cursor)
     return c;
 }
 
+bool pyproc__table_close_idle(struct pp_worker *w)
+{
+    pthread_mutex_lock(&w->calls_lock);
+    if (atomic_load_explicit(&w->in_flight, memory_order_relaxed) == 0)
+        w->calls_closed = true;
+    bool closed = w->calls_closed;
+    pthread_mutex_unlock(&w->calls_lock);
+    return closed;
+}
+
 bool pyproc__table_has(struct pp_worker *w, uint64_t id)
 {
     uint32_t slot = (uint32_t)id, gen = (uint32_t)(id >> 32);
