@@ -456,6 +456,17 @@ PYPROC_EXPORT int pyproc_drain(pyproc_pool *p, int timeout_ms)
     return n > INT_MAX ? INT_MAX : (int)n;
 }
 
+/* Blind round robin instead of the least loaded worker: for pyproc-bench's
+ * comparison (bench/mixed.c) only, which links the static library; not in
+ * the header, not exported.  Set before calls start. */
+void pyproc__pool_dispatch_blind(pyproc_pool *p, bool on);
+void pyproc__pool_dispatch_blind(pyproc_pool *p, bool on)
+{
+    pthread_mutex_lock(&p->lock);
+    p->dispatch_blind = on;
+    pthread_mutex_unlock(&p->lock);
+}
+
 PYPROC_EXPORT int pyproc_workers(pyproc_pool *p)
 {
     int n = pyproc__pool_check(p);
