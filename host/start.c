@@ -185,8 +185,7 @@ static void count_toward_recycle(struct pp_worker *w)
 {
     pyproc_pool *p = w->pool;
 
-    if (atomic_fetch_add_explicit(&w->calls_started, 1, memory_order_relaxed) + 1 ==
-        p->max_calls) {
+    if (atomic_fetch_add_explicit(&w->calls_started, 1, memory_order_relaxed) + 1 == p->max_calls) {
         /* Relaxed: the kick's eventfd write and read order it. */
         atomic_store_explicit(&p->recycle_check, true, memory_order_relaxed);
         pyproc__service_kick(p);

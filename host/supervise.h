@@ -49,8 +49,8 @@ void pyproc__worker_discard(pyproc_pool *p, struct pp_worker *w);
  * reference is dropped and it counts a restart.  Returns the replay's
  * error (*why says why), else 0.
  */
-int pyproc__worker_publish(pyproc_pool *p, struct pp_worker *old, struct pp_worker *w,
-                           bool planned, bool *ret_placed, char **why);
+int pyproc__worker_publish(pyproc_pool *p, struct pp_worker *old, struct pp_worker *w, bool planned,
+                           bool *ret_placed, char **why);
 /* Start a worker at the next index and put it in a new slot (grow_lock
  * held); its index in *ind (may be NULL). */
 int pyproc__workers_add_one(pyproc_pool *p, int *ind);

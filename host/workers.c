@@ -225,8 +225,8 @@ static bool place(pyproc_pool *p, struct pp_worker *old, struct pp_worker *w, bo
     return placed;
 }
 
-int pyproc__worker_publish(pyproc_pool *p, struct pp_worker *old, struct pp_worker *w,
-                           bool planned, bool *ret_placed, char **why)
+int pyproc__worker_publish(pyproc_pool *p, struct pp_worker *old, struct pp_worker *w, bool planned,
+                           bool *ret_placed, char **why)
 {
     bool placed = false;
 

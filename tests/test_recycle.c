@@ -48,7 +48,10 @@ static void read_stream(pyproc_call *s, int n)
 static void recycled_by_calls_under_load(void **state)
 {
     pyproc_pool *p = e2e_pool_opts((pyproc_opts){.workers = 2, .max_calls_per_worker = 25});
-    struct life_load l = {.pool = p, .ref = "t.life.work", .fmt = "d", .arg = 0.001,
+    struct life_load l = {.pool = p,
+                          .ref = "t.life.work",
+                          .fmt = "d",
+                          .arg = 0.001,
                           .pinned_every = 3};
     int pid0 = e2e_pid_of(p, 0), pid1 = e2e_pid_of(p, 1);
     pyproc_call *s[2];
@@ -104,7 +107,10 @@ static void recycled_by_rss(void **state)
 static void rss_recycle_under_load(void **state)
 {
     pyproc_pool *p = e2e_pool_opts((pyproc_opts){.workers = 2, .max_rss_bytes = 64u << 20});
-    struct life_load l = {.pool = p, .ref = "t.life.work", .fmt = "d", .arg = 0.002,
+    struct life_load l = {.pool = p,
+                          .ref = "t.life.work",
+                          .fmt = "d",
+                          .arg = 0.002,
                           .pinned_every = 2};
     (void)state;
 

@@ -46,8 +46,8 @@ static pyproc_pool *mod_pool(struct moddir *d, int n, int version)
     snprintf(d->file, sizeof d->file, "%s/lifemod.py", d->dir);
     snprintf(text, sizeof text, "%sdef version():\n    return %d\n", MOD_PID, version);
     mod_write(d, text);
-    assert_int_equal(pyproc_pool_new(&p, "reload", &(pyproc_opts){.workers = n,
-                                                                  .python_path = d->dir}),
+    assert_int_equal(pyproc_pool_new(&p, "reload",
+                                     &(pyproc_opts){.workers = n, .python_path = d->dir}),
                      0);
     assert_int_equal(pyproc_add_sub(p, "m", "lifemod", 0), 0);
     return p;

@@ -73,7 +73,10 @@ static void shrink_with_streams_open(void **state)
 static void resize_under_load(void **state)
 {
     pyproc_pool *p = e2e_pool(2);
-    struct life_load l = {.pool = p, .ref = "t.life.work", .fmt = "d", .arg = 0.003,
+    struct life_load l = {.pool = p,
+                          .ref = "t.life.work",
+                          .fmt = "d",
+                          .arg = 0.003,
                           .pinned_every = 3};
     static const int sizes[] = {4, 1, 3, 2, 1, 2};
     (void)state;
