@@ -406,6 +406,9 @@ struct pp_worker {
      * that, so none can wait there for an end that was already handed
      * out. */
     bool calls_closed;
+    /* Closed by pyproc__table_close_idle(), under calls_lock: a sender
+     * that picked the worker before it left its slot picks again. */
+    bool calls_retired;
 
     /*
      * Planned replacement (recycle.c).
@@ -414,8 +417,7 @@ struct pp_worker {
      *               replacement; cleared under pool->lock only if the
      *               replacement failed and it keeps its slot.  Read under
      *               pool->lock by the pickers (start.c), which route no
-     *               new call to it; read relaxed as a hint by a sender
-     *               whose table_add found the table closed (call_send()).
+     *               new call to it, and as a hint by maps' picks.
      *               pool->changed is broadcast on every change.
      *   calls_started  application calls sent to it; relaxed adds by the
      *               callers, read relaxed by the pickers and the service

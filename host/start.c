@@ -307,12 +307,10 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
      * (-EPIPE) or by the reaper's pyproc__fail_calls(). */
     if (atomic_load_explicit(&w->dead, memory_order_relaxed)) {
         fail_dead(w, c);
-    } else if ((err = pyproc__table_add(w, c)) == -EPIPE &&
-               atomic_load_explicit(&w->retiring, memory_order_relaxed) &&
-               !atomic_load_explicit(&w->dead, memory_order_relaxed)) {
+    } else if ((err = pyproc__table_add(w, c)) == -ESTALE) {
         /* Picked just before it left its slot, and it has finished its
-         * last call since: the caller picks again (see core.h). */
-        return call_not_started(c, st, -ESTALE);
+         * last call since: the caller picks again (recycle.c). */
+        return call_not_started(c, st, err);
     } else if (err == -EPIPE) {
         fail_dead(w, c); /* its calls were failed already */
     } else if (err < 0) {

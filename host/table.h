@@ -15,7 +15,8 @@
 #include "core.h"
 
 /* Put c in w's table, giving it its id.  -EPIPE once the table is closed
- * (w died or the pool is freed), -ENOMEM. */
+ * (w died or the pool is freed), -ESTALE once pyproc__table_close_idle()
+ * closed it (w left its slot: pick again), -ENOMEM. */
 int pyproc__table_add(struct pp_worker *w, pyproc_call *c);
 /* Take c out if it is still there (no answer claimed it). */
 bool pyproc__table_remove(struct pp_worker *w, pyproc_call *c);
