@@ -101,23 +101,26 @@ struct pp_worker *pyproc__pick_worker(pyproc_pool *p, int ind)
  */
 static struct pp_worker *pick_pinned(pyproc_pool *p, int ind)
 {
-    int64_t ns = (int64_t)(2 * p->start_timeout_ms + 1000) * 1000000;
-    struct timespec until;
+    struct timespec until = {0, 0};
     struct pp_worker *w;
 
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += ns / 1000000000;
-    until.tv_nsec += ns % 1000000000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
     pthread_mutex_lock(&p->lock);
     for (;;) {
         w = ind < p->nworkers ? p->workers[ind] : NULL;
         if (!w || !atomic_load_explicit(&w->retiring, memory_order_relaxed) ||
-            atomic_load_explicit(&w->dead, memory_order_relaxed) || p->closing ||
-            pthread_cond_timedwait(&p->changed, &p->lock, &until) == ETIMEDOUT)
+            atomic_load_explicit(&w->dead, memory_order_relaxed) || p->closing)
+            break;
+        if (!until.tv_sec) { /* the first wait: the clock only now */
+            int64_t ns = (int64_t)(2 * p->start_timeout_ms + 1000) * 1000000;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_sec += ns / 1000000000;
+            until.tv_nsec += ns % 1000000000;
+            if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
+            }
+        }
+        if (pthread_cond_timedwait(&p->changed, &p->lock, &until) == ETIMEDOUT)
             break;
     }
     if (w)
