@@ -544,8 +544,11 @@ struct pyproc_pool {
     size_t ndeadlines, deadlines_cap;
 
     /* Set (release) by pyproc_drain(); from then on no new call starts
-     * (pyproc__pool_accepting(), acquire). */
+     * (pyproc__pool_accepting(), acquire).  starting: calls between that
+     * check and their worker's table (pyproc__call_start_ex()), which
+     * pyproc_drain() waits for too; both seq_cst there (see start.c). */
     _Atomic bool draining;
+    _Atomic int starting;
 
     /*
      * Recycling and retirement (recycle.c).  max_calls, max_rss: constant

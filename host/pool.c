@@ -420,11 +420,12 @@ PYPROC_EXPORT void pyproc_pool_free(pyproc_pool *p)
 }
 
 /* Requests the pool's workers (retired ones too) have not answered
- * yet; UINT_MAX when it cannot tell. */
+ * yet, and calls still starting; UINT_MAX when it cannot tell. */
 static unsigned in_flight(pyproc_pool *p)
 {
     struct pp_worker **ws;
-    unsigned n = 0;
+    /* Calls past the check, on their way to a table: seq_cst (start.c). */
+    unsigned n = (unsigned)atomic_load_explicit(&p->starting, memory_order_seq_cst);
     int nw = pyproc__workers_ref(p, &ws);
 
     if (nw < 0)
@@ -445,8 +446,9 @@ PYPROC_EXPORT int pyproc_drain(pyproc_pool *p, int timeout_ms)
         return err;
     if (timeout_ms < -1)
         return -EINVAL;
-    /* Release: pairs with the acquire load in pyproc__pool_accepting(). */
-    atomic_store_explicit(&p->draining, true, memory_order_release);
+    /* Seq_cst: pairs with the acquire load in pyproc__pool_accepting(),
+     * and with the calls' count of starting (pyproc__call_start_ex()). */
+    atomic_store_explicit(&p->draining, true, memory_order_seq_cst);
     /* Draining is rare and ends in at most timeout_ms: a millisecond's
      * poll is simpler than a signal from every call's end. */
     while ((n = in_flight(p)) > 0 && (timeout_ms < 0 || shm_now_ns() < deadline)) {

@@ -396,17 +396,14 @@ int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *f
     return err;
 }
 
-int pyproc__call_start_ex(pyproc_pool *p, int ind, int kind, const char *ref, const char *fmt,
-                          va_list ap, pyproc_done_fn done, void *data, pyproc_call **ret)
+static int call_start(pyproc_pool *p, int ind, int kind, const char *ref, const char *fmt,
+                      va_list ap, pyproc_done_fn done, void *data, pyproc_call **ret)
 {
     struct pyproc__attach *att;
     struct shm_buf *b;
     struct pp_worker *w;
     int err;
 
-    err = pyproc__pool_accepting(p);
-    if (err < 0)
-        return err;
     if (!ref || (!ret && !done) || ind < -1)
         return -EINVAL;
     err = pyproc__encode_call(p, kind, ref, fmt, ap, &b, &att);
@@ -429,6 +426,29 @@ int pyproc__call_start_ex(pyproc_pool *p, int ind, int kind, const char *ref, co
                         ret);
         pyproc__worker_unref(w);
     } while (err == -ESTALE);
+    return err;
+}
+
+/*
+ * A call is counted in pool->starting from before it checks that the pool
+ * takes work until it is in its worker's table, so pyproc_drain() never
+ * misses one that passed the check: seq_cst, pairing with the store of
+ * draining and the load of starting there (one of the two sees the
+ * other's).
+ */
+int pyproc__call_start_ex(pyproc_pool *p, int ind, int kind, const char *ref, const char *fmt,
+                          va_list ap, pyproc_done_fn done, void *data, pyproc_call **ret)
+{
+    int err = pyproc__pool_check(p);
+
+    if (err < 0)
+        return err;
+    atomic_fetch_add_explicit(&p->starting, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&p->draining, memory_order_seq_cst))
+        err = -ESHUTDOWN;
+    else
+        err = call_start(p, ind, kind, ref, fmt, ap, done, data, ret);
+    atomic_fetch_sub_explicit(&p->starting, 1, memory_order_release);
     return err;
 }
 

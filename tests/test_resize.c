@@ -1,6 +1,6 @@
 /*
  * End to end: pyproc_resize(), and pyproc_drain() counting the calls of
- * workers that left the pool.  Streams open on indices taken away run to
+ * workers that left the pool and draining a pool under load.  Streams open on indices taken away run to
  * their end, calls to a removed index return -EINVAL, and under calls
  * from several threads none fails while the pool grows and shrinks.
  */
@@ -109,12 +109,35 @@ static void drain_counts_calls_of_removed_workers(void **state)
     pyproc_call_free(slow);
 }
 
+static void drain_under_load(void **state)
+{
+    pyproc_pool *p = e2e_pool(3);
+    struct life_load l = {.pool = p,
+                          .ref = "t.life.work",
+                          .fmt = "d",
+                          .arg = 0.02,
+                          .pinned_every = 2};
+    (void)state;
+
+    life_start(&l);
+    life_sleep(0.3);
+    /* Every call that started before ends well; the rest are refused. */
+    assert_int_equal(pyproc_drain(p, 10000), 0);
+    long ok = atomic_load(&l.ok);
+    life_sleep(0.1);
+    life_stop(&l);
+    assert_int_equal(atomic_load(&l.ok), ok);
+    assert_true(atomic_load(&l.refused) > 0);
+    pyproc_pool_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(shrink_with_streams_open),
         cmocka_unit_test(resize_under_load),
         cmocka_unit_test(drain_counts_calls_of_removed_workers),
+        cmocka_unit_test(drain_under_load),
     };
     alarm(180);
     return cmocka_run_group_tests(tests, NULL, NULL);
