@@ -23,6 +23,10 @@ struct life_load {
     atomic_bool stop;
     atomic_long started, ok, failed;
     atomic_long refused; /* -ESHUTDOWN: the pool drains */
+    /* When pyproc_drain() returned (e2e_now(), 0: not yet), and the calls
+     * that started after it and yet ran: there should be none. */
+    _Atomic double drained_at;
+    atomic_long late;
     pthread_t threads[LIFE_THREADS];
 };
 
@@ -34,6 +38,7 @@ static void *life_caller(void *arg)
     while (!atomic_load(&l->stop)) {
         pyproc_msg *m = NULL;
         long n = atomic_fetch_add(&l->started, 1);
+        double t0 = e2e_now();
         int rc;
         if (l->pinned_every && n % l->pinned_every == 0) {
             int w = pyproc_workers(l->pool);
@@ -49,6 +54,9 @@ static void *life_caller(void *arg)
             rc = pyproc_func(l->pool, l->ref, &m, l->fmt, l->arg);
         }
         if (rc == 0) {
+            double drained = atomic_load(&l->drained_at);
+            if (drained > 0 && t0 > drained)
+                atomic_fetch_add(&l->late, 1);
             atomic_fetch_add(&l->ok, 1);
         } else if (rc == -ESHUTDOWN) {
             atomic_fetch_add(&l->refused, 1);
