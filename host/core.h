@@ -442,9 +442,11 @@ enum { RECYCLE_NONE, RECYCLE_RUNNING };
  * A pool.  Constant after pyproc_pool_new() returns: name, id, owner_pid,
  * fork_gen, the options, the counters' array bar its growth.  Guarded by
  * lock: nworkers and workers (the slots), which grow only in
- * pyproc_add_proc() and change otherwise only when a respawn places a
- * worker (publish() in workers.c); both also hold history_lock for it, so
- * a broadcast sees a fixed set of slots.  Whoever reads a slot takes a
+ * pyproc__workers_add_one() (add_proc, resize), shrink only in
+ * pyproc_resize() (recycle.c), and change otherwise only when a respawn
+ * or a planned replacement places a worker (pyproc__worker_publish() in
+ * workers.c); all of them also hold history_lock for it, so a broadcast
+ * sees a fixed set of slots, and all but the respawn hold grow_lock.  Whoever reads a slot takes a
  * reference before it lets go of lock (pyproc__pick_worker()).  closing
  * is true while the pool starts (no respawn before every worker started
  * once), false from the end of pyproc_pool_new() until
