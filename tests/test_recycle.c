@@ -131,6 +131,47 @@ static void rss_recycle_under_load(void **state)
     pyproc_pool_free(p);
 }
 
+static void map_runs_through_recycles(void **state)
+{
+    pyproc_pool *p = e2e_pool_opts((pyproc_opts){.workers = 2, .max_calls_per_worker = 4});
+    enum { N = 3000 };
+    static bool got[N];
+    pyproc_call *map;
+    pyproc_msg *m = NULL;
+    size_t at;
+    int rc, n = 0;
+    (void)state;
+
+    assert_int_equal(pyproc_map(p, "t.events.twice", 0, &map), 0);
+    /* Pushed in runs, read in between: many chunks, so many recycles. */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(pyproc_push(map, "i", i), 0);
+        if (i % 100 == 99)
+            life_sleep(0.02);
+    }
+    assert_int_equal(pyproc_push_end(map), 0);
+    while ((rc = pyproc_next_at(map, &m, &at)) == 1) {
+        int64_t v = -1;
+        assert_int_equal(pyproc_msg_read(m, "I", &v), 0);
+        assert_true(at < N && !got[at]);
+        assert_int_equal(v, 2 * (int64_t)at);
+        got[at] = true;
+        pyproc_msg_free(m);
+        m = NULL;
+        n++;
+    }
+    if (rc < 0 && m)
+        fprintf(stderr, "map: %s\n", pyproc_msg_error(m));
+    pyproc_msg_free(m);
+    assert_int_equal(rc, 0);
+    assert_int_equal(n, N);
+    pyproc_call_free(map);
+    printf("map of %d items through %llu recycles\n", N, (unsigned long long)recycles(p));
+    assert_true(recycles(p) >= 1);
+    assert_int_equal(restarts(p), 0);
+    pyproc_pool_free(p);
+}
+
 static void crash_counts_as_restart(void **state)
 {
     pyproc_pool *p = e2e_pool_opts((pyproc_opts){.workers = 1, .max_calls_per_worker = 1000});
@@ -150,9 +191,8 @@ static void crash_counts_as_restart(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(recycled_by_calls_under_load),
-        cmocka_unit_test(recycled_by_rss),
-        cmocka_unit_test(rss_recycle_under_load),
+        cmocka_unit_test(recycled_by_calls_under_load), cmocka_unit_test(recycled_by_rss),
+        cmocka_unit_test(rss_recycle_under_load),       cmocka_unit_test(map_runs_through_recycles),
         cmocka_unit_test(crash_counts_as_restart),
     };
     alarm(240);
