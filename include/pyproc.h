@@ -31,8 +31,9 @@
  *
  * Living inside a host application: the library installs no signal
  * handler, sends no signal to its own process, and blocks every signal in
- * the threads it starts (a pool's service, callback and respawn threads),
- * so the application's handlers always run on the application's threads.
+ * the threads it starts (a pool's service, callback, respawn, recycle and
+ * retire threads), so the application's handlers always run on the
+ * application's threads.
  * It watches its workers through pidfds (Linux 5.3 or later), never
  * through SIGCHLD: the application may install its own SIGCHLD handler,
  * set SIGCHLD to SIG_IGN, or reap children with waitpid(-1) on any thread
