@@ -25,12 +25,15 @@ import time
 # sizes of the throughput runs, by level.
 LEVELS = {
     "smoke": dict(lat=(5, 20, 0.2), submits=(200, 1), mapped=1000,
-                  imap1=200, reps=1, echo=(1, 2, 0.5), starts=1, cpu=2),
+                  imap1=200, reps=1, echo=(1, 2, 0.5), starts=1, cpu=2,
+                  mixed=0.3),
     "quick": dict(lat=(300, 5000, 0.8), submits=(20000, 1), mapped=100000,
-                  imap1=5000, reps=1, echo=(2, 10, 1.0), starts=2, cpu=10),
+                  imap1=5000, reps=1, echo=(2, 10, 1.0), starts=2, cpu=10,
+                  mixed=6.0),
     # 100k submits take about 13 s here: one run of them.
     "full": dict(lat=(2000, 30000, 3.0), submits=(100000, 1), mapped=400000,
-                 imap1=20000, reps=3, echo=(3, 40, 3.0), starts=5, cpu=30),
+                 imap1=20000, reps=3, echo=(3, 40, 3.0), starts=5, cpu=30,
+                 mixed=20.0),
 }
 
 
@@ -116,6 +119,49 @@ def ppe_rows(lv, only):
              note="spawn, max_workers=4 (the first call starts one process)")
 
 
+def ppe_mixed(lv, only):
+    """The mixed load of bench/mixed.c: 90% calls of 1 ms, 10% of 50 ms,
+    4 workers, Poisson arrivals at 70% of capacity, open loop; latency
+    from the scheduled arrival to the future's done callback."""
+    import math
+    import random
+    import threading
+    from benchmods.calls import work
+
+    # Asked for by name only: pyproc-bench's step "mixed" runs it beside
+    # its own rows.
+    if not only or "ppe-mixed" not in only:
+        return
+    short, long_, share, load, workers = 1.0, 50.0, 0.10, 0.70, 4
+    mean = (1 - share) * short + share * long_
+    gap = mean / (workers * load) / 1e3
+    n = int(lv["mixed"] / gap)
+    rng = random.Random(1)
+    clock = time.perf_counter
+    lat = [None] * n
+    left = threading.Semaphore(0)
+    with cf.ProcessPoolExecutor(max_workers=workers) as ex:
+        for f in [ex.submit(work, 0.001) for _ in range(4 * workers)]:
+            f.result()
+        at = clock() + 0.01
+        for i in range(n):
+            at += -math.log(1 - rng.random()) * gap
+            secs = (long_ if rng.random() < share else short) / 1e3
+            wait = at - clock()
+            if wait > 0:
+                time.sleep(wait)
+
+            def done(f, i=i, at=at):
+                lat[i] = (clock() - at) * 1e3
+                left.release()
+            ex.submit(work, secs).add_done_callback(done)
+        for _ in range(n):
+            left.acquire()
+    emit("ppe-mixed", "ProcessPoolExecutor, the same mixed load", "ms",
+         "cost", lat, p99=True,
+         note="max_workers=4, one shared queue; bench/mixed.c's load")
+
+
 def mp_rows(lv, only):
     from benchmods.calls import noop, noop_arg
 
@@ -180,6 +226,7 @@ def main():
     lv = LEVELS[args.level or "full"]
     only = set(args.only.split(",")) if args.only else None
     ppe_rows(lv, only)
+    ppe_mixed(lv, only)
     mp_rows(lv, only)
     cpu_rows(lv, only)
 

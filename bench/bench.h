@@ -118,6 +118,7 @@ int bench_python(void);
 int bench_popproc(void);
 int bench_large(void);
 int bench_large_python(void);
+int bench_mixed(void);
 /* The rows of bench/baselines.py named in `only` (comma-separated keys),
  * added to this run's report. */
 int bench_baseline_rows(const char *only);

@@ -64,6 +64,7 @@ static const struct step {
     {"hand", "pyproc", bench_hand},
     {"large", "pyproc", bench_large},
     {"startup", "pyproc", bench_startup},
+    {"mixed", "Tail latency of a mixed load: 1 ms and 50 ms calls on 4 workers", bench_mixed},
     {"idle-pool", "pyproc", bench_idle_cpu},
     {"cpu", "CPU-bound Python: the same loop in a worker and under /usr/bin/python3", bench_cpu},
     {"python", NULL, bench_python},

@@ -156,9 +156,11 @@ PYPROC_EXPORT int pyproc_pubv(pyproc_pool *p, const char *ref, pyproc_msg ***ret
         return -ENOMEM;
     }
     for (int i = 0; i < n; i++) {
-        struct pp_worker *w = pyproc__pick_worker(p, i);
-        err = pyproc__call_send_raw(w, SHM_FRAME_CALL, b, &calls[i]);
-        pyproc__worker_unref(w);
+        do { /* -ESTALE: the worker left its slot as we picked it */
+            struct pp_worker *w = pyproc__pick_worker(p, i);
+            err = pyproc__call_send_raw(w, SHM_FRAME_CALL, b, &calls[i]);
+            pyproc__worker_unref(w);
+        } while (err == -ESTALE);
         if (err < 0)
             pyproc__msg_error(&out[i], "worker %d: %s", i, pyproc_strerror(err));
     }

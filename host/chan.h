@@ -27,6 +27,12 @@ void pyproc__worker_ref(struct pp_worker *w);
  * and frees everything. */
 void pyproc__worker_unref(struct pp_worker *w);
 void pyproc__worker_free(struct pp_worker *w);
+/* Every worker of the pool with a process that may still serve calls:
+ * those in slots and the retired ones finishing theirs, each with a new
+ * reference; *ret (free() it) holds the count returned, or -ENOMEM.
+ * Drop them with pyproc__workers_unref(). */
+int pyproc__workers_ref(pyproc_pool *p, struct pp_worker ***ret);
+void pyproc__workers_unref(struct pp_worker **ws, int n);
 /* A worker that broke the protocol: close its channel and kill it; its
  * calls fail when it is reaped.  why ends "worker N ..." on stderr. */
 void pyproc__worker_condemn(struct pp_worker *w, const char *why);

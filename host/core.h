@@ -265,6 +265,7 @@ struct pp_slot_stats {
     _Alignas(64) _Atomic uint64_t calls;
     _Atomic uint64_t errors;
     _Atomic uint64_t restarts;
+    _Atomic uint64_t recycles; /* planned replacements (recycle.c) */
 };
 
 /*
@@ -401,18 +402,52 @@ struct pp_worker {
      * (pyproc__pick_worker()), so relaxed both ways. */
     _Atomic uint32_t in_flight;
     /* Set under calls_lock by pyproc__table_take_next(), when the worker
-     * died or the pool is freed: the table takes no call after that, so
-     * none can wait there for an end that was already handed out. */
+     * died or the pool is freed, or by pyproc__table_close_idle() when a
+     * retired worker has no call left: the table takes no call after
+     * that, so none can wait there for an end that was already handed
+     * out. */
     bool calls_closed;
+    /* Closed by pyproc__table_close_idle(), under calls_lock: a sender
+     * that picked the worker before it left its slot picks again. */
+    bool calls_retired;
+
+    /*
+     * Planned replacement (recycle.c).
+     *   retiring    set under pool->lock by the thread that replaces it
+     *               (or removes its index), before it starts the
+     *               replacement; cleared under pool->lock only if the
+     *               replacement failed and it keeps its slot.  Read under
+     *               pool->lock by the pickers (start.c), which route no
+     *               new call to it, and as a hint by maps' picks.
+     *               pool->changed is broadcast on every change.
+     *   calls_started  application calls sent to it; relaxed adds by the
+     *               callers, read relaxed by the pickers and the service
+     *               thread (max_calls_per_worker, a hint).
+     *   recycle     RECYCLE_*: exchanged (relaxed) by the service thread
+     *               that starts a recycle and the thread that ends it.
+     *   recycle_after_ns  no recycle before it (one failed); written by
+     *               the recycle thread, read by the service thread,
+     *               relaxed: a stale value only moves a retry.
+     *   retired_next  in pool->retired, under pool->lock.
+     */
+    _Atomic bool retiring;
+    _Atomic uint64_t calls_started;
+    _Atomic int recycle;
+    _Atomic int64_t recycle_after_ns;
+    struct pp_worker *retired_next;
 };
+
+enum { RECYCLE_NONE, RECYCLE_RUNNING };
 
 /*
  * A pool.  Constant after pyproc_pool_new() returns: name, id, owner_pid,
  * fork_gen, the options, the counters' array bar its growth.  Guarded by
  * lock: nworkers and workers (the slots), which grow only in
- * pyproc_add_proc() and change otherwise only when a respawn places a
- * worker (publish() in workers.c); both also hold history_lock for it, so
- * a broadcast sees a fixed set of slots.  Whoever reads a slot takes a
+ * pyproc__workers_add_one() (add_proc, resize), shrink only in
+ * pyproc_resize() (recycle.c), and change otherwise only when a respawn
+ * or a planned replacement places a worker (pyproc__worker_publish() in
+ * workers.c); all of them also hold history_lock for it, so a broadcast
+ * sees a fixed set of slots, and all but the respawn hold grow_lock.  Whoever reads a slot takes a
  * reference before it lets go of lock (pyproc__pick_worker()).  closing
  * is true while the pool starts (no respawn before every worker started
  * once), false from the end of pyproc_pool_new() until
@@ -523,8 +558,29 @@ struct pyproc_pool {
     size_t ndeadlines, deadlines_cap;
 
     /* Set (release) by pyproc_drain(); from then on no new call starts
-     * (pyproc__pool_accepting(), acquire). */
+     * (pyproc__pool_accepting(), acquire).  starting: calls between that
+     * check and their worker's table (pyproc__call_start_ex()), which
+     * pyproc_drain() waits for too; both seq_cst there (see start.c). */
     _Atomic bool draining;
+    _Atomic int starting;
+
+    /*
+     * Recycling and retirement (recycle.c).  max_calls, max_rss: constant
+     * options (0: no limit).  retired: workers taken out of their slot by
+     * a recycle, a reload or a shrink, still finishing their calls, each
+     * with the reference its slot had; under lock.  recycle_check: set
+     * (relaxed) by a caller whose call reached max_calls, after which it
+     * kicks the service thread, which exchanges it and looks; the kick's
+     * eventfd orders it.  next_check_ns: service thread only.
+     * dispatch_blind: blind round robin instead of the least loaded, set
+     * before calls start (the bench's comparison; not public).
+     */
+    uint64_t max_calls;
+    uint64_t max_rss;
+    struct pp_worker *retired;
+    _Atomic bool recycle_check;
+    int64_t next_check_ns;
+    bool dispatch_blind;
 
     /* Callbacks from workers, answered on their own thread. */
     pthread_t cb_thread;

@@ -146,27 +146,18 @@ int pyproc__expire_calls(pyproc_pool *p)
     /* Cleared before the scan: a stop_want stored after the scan looked
      * sets it again (pyproc__call_interrupt()). */
     atomic_store_explicit(&p->stops_waiting, false, memory_order_seq_cst);
-    pthread_mutex_lock(&p->lock);
-    n = p->nworkers;
-    ws = malloc((size_t)n * sizeof *ws);
-    for (int i = 0; ws && i < n; i++) {
-        ws[i] = p->workers[i]; /* NULL while the pool starts */
-        if (ws[i])
-            pyproc__worker_ref(ws[i]);
-    }
-    pthread_mutex_unlock(&p->lock);
-    for (int i = 0; ws && i < n; i++) {
+    /* Retired workers too: their calls run on under the same timeout. */
+    n = pyproc__workers_ref(p, &ws);
+    for (int i = 0; i < n; i++) {
         pyproc_call **calls;
-        if (!ws[i])
-            continue;
         int k = overdue(ws[i], now, &calls);
         for (int j = 0; j < k; j++) {
             expire(calls[j], now);
             pyproc__call_unref(calls[j]);
         }
         free(calls);
-        pyproc__worker_unref(ws[i]);
     }
-    free(ws);
+    if (n >= 0)
+        pyproc__workers_unref(ws, n);
     return EXPIRE_TICK_MS;
 }

@@ -167,8 +167,10 @@ static int pick(struct pp_map *m, bool idle_only, struct pp_worker **ret, bool *
         if (best < 0)
             return -1;
         struct pp_worker *w = pyproc__pick_worker(m->pool, best);
-        /* A hint: one that dies after this fails its chunk's items. */
-        if (w && !atomic_load_explicit(&w->dead, memory_order_relaxed)) {
+        /* A hint: one that dies after this fails its chunk's items; one
+         * being replaced is passed over as a dead one is, for a while. */
+        if (w && !atomic_load_explicit(&w->dead, memory_order_relaxed) &&
+            !atomic_load_explicit(&w->retiring, memory_order_relaxed)) {
             *ret = w;
             return best;
         }
@@ -193,7 +195,13 @@ static void send_batch(struct pp_map *m, struct pp_batch *b, int i, struct pp_wo
         pyproc__worker_unref(w);
         return;
     }
-    err = pyproc__chunk_send(w, &b->b, k, &c);
+    /* A worker that left its slot as we picked it (-ESTALE): the one
+     * in the slot now, or at index 0 when the index went too. */
+    while ((err = pyproc__chunk_send(w, &b->b, k, &c)) == -ESTALE) {
+        pyproc__worker_unref(w);
+        if (!(w = pyproc__pick_worker(m->pool, i)))
+            w = pyproc__pick_worker(m->pool, 0);
+    }
     if (err < 0) {
         pyproc_msg *why = NULL;
         pyproc__msg_error(&why, "the item could not be sent: %s", pyproc_strerror(err));

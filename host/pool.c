@@ -169,6 +169,8 @@ static int apply_process_opts(pyproc_pool *p, const pyproc_opts *o)
     if (o->cwd && !(p->cwd = strdup(o->cwd)))
         return -ENOMEM;
     p->mem_limit = o->mem_limit_bytes;
+    p->max_calls = o->max_calls_per_worker;
+    p->max_rss = o->max_rss_bytes;
     p->max_fds = o->max_fds;
     p->no_new_privs = o->no_new_privs != 0;
     p->output = o->output;
@@ -324,15 +326,20 @@ static void worker_died(pyproc_pool *p, struct pp_worker *w)
     pyproc__respawn_later(p, w);
 }
 
-/* Time's work: the pool's call timeout, and calls' own deadlines; the
- * wait until the sooner of the two (-1: neither). */
+static int sooner(int a, int b)
+{
+    if (a < 0)
+        return b;
+    return b < 0 || a < b ? a : b;
+}
+
+/* Time's work: the pool's call timeout, calls' own deadlines, and the
+ * workers' limits; the wait until the soonest (-1: none). */
 static int tick(pyproc_pool *p)
 {
     int timeouts = pyproc__expire_calls(p), deadlines = pyproc__deadlines_expire(p);
 
-    if (timeouts < 0)
-        return deadlines;
-    return deadlines < 0 || timeouts < deadlines ? timeouts : deadlines;
+    return sooner(sooner(timeouts, deadlines), pyproc__recycle_tick(p));
 }
 
 /* The pool's fd for event loops: done_fd now, the workers' doorbells as
@@ -407,8 +414,6 @@ PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name, const pyp
 
 PYPROC_EXPORT void pyproc_pool_free(pyproc_pool *p)
 {
-    struct pp_worker *w;
-
     if (pyproc__pool_check(p) < 0)
         return;
     /* From here on no respawn puts a worker in a slot (publish() in
@@ -417,27 +422,34 @@ PYPROC_EXPORT void pyproc_pool_free(pyproc_pool *p)
     p->closing = true;
     pthread_cond_broadcast(&p->changed);
     pthread_mutex_unlock(&p->lock);
-    /* Each slot read under the lock, with a reference: a respawn that
-     * placed its worker before we closed drops the one it replaced. */
-    for (int i = 0; (w = pyproc__pick_worker(p, i)); i++) {
-        pyproc__fail_calls(w, -ECANCELED, "the pool was freed");
-        pyproc__worker_unref(w);
-    }
+    /* Read under the lock, with references: a respawn that placed its
+     * worker before we closed drops the one it replaced.  Retired workers
+     * too, whose threads wait for their calls to end (recycle.c). */
+    struct pp_worker **ws;
+    int n = pyproc__workers_ref(p, &ws);
+    for (int i = 0; i < n; i++)
+        pyproc__fail_calls(ws[i], -ECANCELED, "the pool was freed");
+    if (n >= 0)
+        pyproc__workers_unref(ws, n);
     /* Asynchronous calls hear of it now: after this they could not. */
     pyproc__async_run(p);
     pool_destroy(p);
 }
 
-/* Requests the pool's workers have not answered yet. */
+/* Requests the pool's workers (retired ones too) have not answered
+ * yet, and calls still starting; UINT_MAX when it cannot tell. */
 static unsigned in_flight(pyproc_pool *p)
 {
-    struct pp_worker *w;
-    unsigned n = 0;
+    struct pp_worker **ws;
+    /* Calls past the check, on their way to a table: seq_cst (start.c). */
+    unsigned n = (unsigned)atomic_load_explicit(&p->starting, memory_order_seq_cst);
+    int nw = pyproc__workers_ref(p, &ws);
 
-    for (int i = 0; (w = pyproc__pick_worker(p, i)); i++) {
-        n += atomic_load_explicit(&w->in_flight, memory_order_relaxed);
-        pyproc__worker_unref(w);
-    }
+    if (nw < 0)
+        return UINT_MAX;
+    for (int i = 0; i < nw; i++)
+        n += atomic_load_explicit(&ws[i]->in_flight, memory_order_relaxed);
+    pyproc__workers_unref(ws, nw);
     return n;
 }
 
@@ -451,8 +463,9 @@ PYPROC_EXPORT int pyproc_drain(pyproc_pool *p, int timeout_ms)
         return err;
     if (timeout_ms < -1)
         return -EINVAL;
-    /* Release: pairs with the acquire load in pyproc__pool_accepting(). */
-    atomic_store_explicit(&p->draining, true, memory_order_release);
+    /* Seq_cst: pairs with the acquire load in pyproc__pool_accepting(),
+     * and with the calls' count of starting (pyproc__call_start_ex()). */
+    atomic_store_explicit(&p->draining, true, memory_order_seq_cst);
     /* Draining is rare and ends in at most timeout_ms: a millisecond's
      * poll is simpler than a signal from every call's end. */
     while ((n = in_flight(p)) > 0 && (timeout_ms < 0 || shm_now_ns() < deadline)) {
@@ -460,6 +473,17 @@ PYPROC_EXPORT int pyproc_drain(pyproc_pool *p, int timeout_ms)
         nanosleep(&ms, NULL);
     }
     return n > INT_MAX ? INT_MAX : (int)n;
+}
+
+/* Blind round robin instead of the least loaded worker: for pyproc-bench's
+ * comparison (bench/mixed.c) only, which links the static library; not in
+ * the header, not exported.  Set before calls start. */
+void pyproc__pool_dispatch_blind(pyproc_pool *p, bool on);
+void pyproc__pool_dispatch_blind(pyproc_pool *p, bool on)
+{
+    pthread_mutex_lock(&p->lock);
+    p->dispatch_blind = on;
+    pthread_mutex_unlock(&p->lock);
 }
 
 PYPROC_EXPORT int pyproc_workers(pyproc_pool *p)

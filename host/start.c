@@ -7,12 +7,14 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fmt.h"
 #include "msg.h"
 #include "chan.h"
 #include "mapq.h"
 #include "drain.h"
+#include "service.h"
 #include "start.h"
 
 /* One encoding buffer per thread, kept between calls and freed when the
@@ -22,20 +24,38 @@ static pthread_key_t call_buf_key;
 static pthread_once_t call_buf_once = PTHREAD_ONCE_INIT;
 
 /*
+ * A worker that should get no new call when another can take it: it is
+ * being replaced (retiring), or it reached the pool's max_calls and waits
+ * for its recycle.  Under pool->lock.
+ */
+static bool spent(pyproc_pool *p, struct pp_worker *w)
+{
+    /* retiring changes under pool->lock, which we hold; calls_started is
+     * a hint (see core.h). */
+    return atomic_load_explicit(&w->retiring, memory_order_relaxed) ||
+           (p->max_calls &&
+            atomic_load_explicit(&w->calls_started, memory_order_relaxed) >= p->max_calls);
+}
+
+/*
  * Round robin that prefers the least loaded: from the next worker in turn,
  * the first live one with no call in flight, else the live one with the
  * fewest (the first in turn among equals).  An idle pool, and one caller
  * at a time, go round robin exactly; a worker busy with a long call is
  * passed over while others have less to do.  Loads are hints read without
- * a lock: a pick that is one call off costs nothing but balance.  Under
+ * a lock: a pick that is one call off costs nothing but balance.  Spent
+ * workers (spent()) are taken only when every live one is spent.  Under
  * pool->lock.
  */
 static struct pp_worker *least_loaded(pyproc_pool *p)
 {
     unsigned n = (unsigned)p->nworkers, start, best_load = UINT32_MAX;
     struct pp_worker *best = NULL, *w;
+    bool best_spent = true;
 
     start = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+    if (p->dispatch_blind)
+        return p->workers[start % n];
     for (unsigned i = 0; i < n; i++) {
         w = p->workers[(start + i) % n];
         /* A hint only (a dead pick fails its call the same way): relaxed;
@@ -43,10 +63,12 @@ static struct pp_worker *least_loaded(pyproc_pool *p)
         if (atomic_load_explicit(&w->dead, memory_order_relaxed))
             continue;
         uint32_t load = atomic_load_explicit(&w->in_flight, memory_order_relaxed);
-        if (load < best_load) {
+        bool sp = spent(p, w);
+        if ((best_spent && !sp) || (sp == best_spent && load < best_load)) {
             best = w;
             best_load = load;
-            if (load == 0)
+            best_spent = sp;
+            if (load == 0 && !sp)
                 break;
         }
     }
@@ -63,6 +85,43 @@ struct pp_worker *pyproc__pick_worker(pyproc_pool *p, int ind)
         w = least_loaded(p);
     } else if (ind < p->nworkers) {
         w = p->workers[ind];
+    }
+    if (w)
+        pyproc__worker_ref(w);
+    pthread_mutex_unlock(&p->lock);
+    return w;
+}
+
+/*
+ * For a call pinned to ind: a worker being replaced takes none, so wait
+ * until its replacement holds the slot (or it keeps it, the replacement
+ * having failed, or it died).  Every change of either is broadcast on
+ * pool->changed (recycle.c); the wait is bounded all the same, after
+ * which the old worker, still serving, takes the call.
+ */
+static struct pp_worker *pick_pinned(pyproc_pool *p, int ind)
+{
+    struct timespec until = {0, 0};
+    struct pp_worker *w;
+
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        w = ind < p->nworkers ? p->workers[ind] : NULL;
+        if (!w || !atomic_load_explicit(&w->retiring, memory_order_relaxed) ||
+            atomic_load_explicit(&w->dead, memory_order_relaxed) || p->closing)
+            break;
+        if (!until.tv_sec) { /* the first wait: the clock only now */
+            int64_t ns = (int64_t)(2 * p->start_timeout_ms + 1000) * 1000000;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_sec += ns / 1000000000;
+            until.tv_nsec += ns % 1000000000;
+            if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
+            }
+        }
+        if (pthread_cond_timedwait(&p->changed, &p->lock, &until) == ETIMEDOUT)
+            break;
     }
     if (w)
         pyproc__worker_ref(w);
@@ -121,6 +180,19 @@ static int call_not_started(pyproc_call *c, struct pp_slot_stats *st, int err)
     atomic_store_explicit(&c->refs, 1, memory_order_relaxed);
     pyproc__call_unref(c);
     return err;
+}
+
+/* One more call on w; the one that reaches the pool's max_calls has the
+ * service thread recycle w (recycle.c). */
+static void count_toward_recycle(struct pp_worker *w)
+{
+    pyproc_pool *p = w->pool;
+
+    if (atomic_fetch_add_explicit(&w->calls_started, 1, memory_order_relaxed) + 1 == p->max_calls) {
+        /* Relaxed: the kick's eventfd write and read order it. */
+        atomic_store_explicit(&p->recycle_check, true, memory_order_relaxed);
+        pyproc__service_kick(p);
+    }
 }
 
 /* Replies that came while we polled rang nothing, and the ring says
@@ -230,13 +302,19 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
      * with it, so nothing after a send that failed so touches them. */
     if (st)
         atomic_fetch_add_explicit(&st->calls, 1, memory_order_relaxed);
+    if (st && w->pool->max_calls)
+        count_toward_recycle(w);
     if (done) /* see async_spin_pays() */
         atomic_fetch_add_explicit(&w->pool->async_out, 1, memory_order_relaxed);
     /* Relaxed: a worker that dies after this is caught by the send
      * (-EPIPE) or by the reaper's pyproc__fail_calls(). */
     if (atomic_load_explicit(&w->dead, memory_order_relaxed)) {
         fail_dead(w, c);
-    } else if ((err = pyproc__table_add(w, c)) == -EPIPE) {
+    } else if ((err = pyproc__table_add(w, c)) == -ESTALE) {
+        /* Picked just before it left its slot, and it has finished its
+         * last call since: the caller picks again (recycle.c). */
+        return call_not_started(c, st, err);
+    } else if (err == -EPIPE) {
         fail_dead(w, c); /* its calls were failed already */
     } else if (err < 0) {
         return call_not_started(c, st, err);
@@ -318,34 +396,59 @@ int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *f
     return err;
 }
 
-int pyproc__call_start_ex(pyproc_pool *p, int ind, int kind, const char *ref, const char *fmt,
-                          va_list ap, pyproc_done_fn done, void *data, pyproc_call **ret)
+static int call_start(pyproc_pool *p, int ind, int kind, const char *ref, const char *fmt,
+                      va_list ap, pyproc_done_fn done, void *data, pyproc_call **ret)
 {
     struct pyproc__attach *att;
     struct shm_buf *b;
     struct pp_worker *w;
     int err;
 
-    err = pyproc__pool_accepting(p);
-    if (err < 0)
-        return err;
     if (!ref || (!ret && !done) || ind < -1)
         return -EINVAL;
     err = pyproc__encode_call(p, kind, ref, fmt, ap, &b, &att);
     if (err < 0)
         return err;
-    w = pyproc__pick_worker(p, ind);
-    if (!w)
-        return -EINVAL;
-    /* The buffers' fds go first, so that they wait for the worker when it
-     * reads the call.  A worker that is gone fails the call below, as
-     * any call to it fails. */
-    if (att->n && (err = pyproc__send_buffers(w, att)) < 0 && err != -EPIPE) {
+    /* Again when the worker picked left its slot meanwhile (-ESTALE);
+     * each pick reads the slots anew, so this ends once one holds. */
+    do {
+        w = ind < 0 ? pyproc__pick_worker(p, -1) : pick_pinned(p, ind);
+        if (!w)
+            return -EINVAL;
+        /* The buffers' fds go first, so that they wait for the worker
+         * when it reads the call.  A worker that is gone fails the call
+         * below, as any call to it fails. */
+        if (att->n && (err = pyproc__send_buffers(w, att)) < 0 && err != -EPIPE) {
+            pyproc__worker_unref(w);
+            return err;
+        }
+        err = call_send(w, SHM_FRAME_CALL, b, kind == SHM_CALL_GEN, done, data, INT64_MAX, NULL,
+                        ret);
         pyproc__worker_unref(w);
+    } while (err == -ESTALE);
+    return err;
+}
+
+/*
+ * A call is counted in pool->starting from before it checks that the pool
+ * takes work until it is in its worker's table, so pyproc_drain() never
+ * misses one that passed the check: seq_cst, pairing with the store of
+ * draining and the load of starting there (one of the two sees the
+ * other's).
+ */
+int pyproc__call_start_ex(pyproc_pool *p, int ind, int kind, const char *ref, const char *fmt,
+                          va_list ap, pyproc_done_fn done, void *data, pyproc_call **ret)
+{
+    int err = pyproc__pool_check(p);
+
+    if (err < 0)
         return err;
-    }
-    err = call_send(w, SHM_FRAME_CALL, b, kind == SHM_CALL_GEN, done, data, INT64_MAX, NULL, ret);
-    pyproc__worker_unref(w);
+    atomic_fetch_add_explicit(&p->starting, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&p->draining, memory_order_seq_cst))
+        err = -ESHUTDOWN;
+    else
+        err = call_start(p, ind, kind, ref, fmt, ap, done, data, ret);
+    atomic_fetch_sub_explicit(&p->starting, 1, memory_order_release);
     return err;
 }
 

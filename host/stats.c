@@ -33,6 +33,7 @@ struct pp_slot_stats *pyproc__slot_stats(pyproc_pool *p, int ind)
         atomic_init(&s->calls, 0);
         atomic_init(&s->errors, 0);
         atomic_init(&s->restarts, 0);
+        atomic_init(&s->recycles, 0);
         p->slot_stats[ind] = s;
     }
     s = p->slot_stats[ind];
@@ -75,6 +76,7 @@ PYPROC_EXPORT int pyproc_stats(pyproc_pool *p, int ind, pyproc_worker_stats *ret
         st.calls = relaxed(&w->stats->calls);
         st.errors = relaxed(&w->stats->errors);
         st.restarts = relaxed(&w->stats->restarts);
+        st.recycles = relaxed(&w->stats->recycles);
     }
     if (!atomic_load_explicit(&w->dead, memory_order_acquire)) /* see spawn.c */
         st.pid = (int)w->pid;

@@ -40,9 +40,30 @@ int pyproc__worker_bring_up(pyproc_pool *p, int index, struct pp_worker **ret, c
 /* Stop a worker that was brought up but will not be used, and drop our
  * reference to it (it is unwatched first, so no event reaches it later). */
 void pyproc__worker_discard(pyproc_pool *p, struct pp_worker *w);
+/*
+ * Put w, brought up at old's index, in old's slot, after the history's
+ * tail, in one step as seen by pyproc__broadcast(); unless the slot
+ * changed meanwhile or the pool closes (*ret_placed false, may be NULL:
+ * w is then stopped and dropped).  planned: old goes to the retired list
+ * with its slot's reference and the index counts a recycle; else old's
+ * reference is dropped and it counts a restart.  Returns the replay's
+ * error (*why says why), else 0.
+ */
+int pyproc__worker_publish(pyproc_pool *p, struct pp_worker *old, struct pp_worker *w, bool planned,
+                           bool *ret_placed, char **why);
+/* Start a worker at the next index and put it in a new slot (grow_lock
+ * held); its index in *ind (may be NULL). */
+int pyproc__workers_add_one(pyproc_pool *p, int *ind);
 /* The worker in its slot died: respawn it in the background. */
 void pyproc__respawn_later(pyproc_pool *p, struct pp_worker *dead);
 /* Wait for every respawn under way to finish (the pool is closing). */
 void pyproc__respawn_wait(pyproc_pool *p);
+
+/* ---- planned replacements (recycle.c) ---- */
+
+/* The service thread's look at the workers' limits (max_calls_per_worker,
+ * max_rss_bytes): recycle those past one.  Returns ms until the next
+ * look, or -1 when the pool has no limit. */
+int pyproc__recycle_tick(pyproc_pool *p);
 
 #endif

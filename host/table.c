@@ -28,8 +28,9 @@ int pyproc__table_add(struct pp_worker *w, pyproc_call *c)
 
     pthread_mutex_lock(&w->calls_lock);
     if (w->calls_closed) {
+        int err = w->calls_retired ? -ESTALE : -EPIPE;
         pthread_mutex_unlock(&w->calls_lock);
-        return -EPIPE;
+        return err;
     }
     if (w->free_head == UINT32_MAX) {
         uint32_t n = w->nslots ? w->nslots * 2 : 64;
@@ -111,6 +112,16 @@ pyproc_call *pyproc__table_take_next(struct pp_worker *w, uint32_t *cursor)
     }
     pthread_mutex_unlock(&w->calls_lock);
     return c;
+}
+
+bool pyproc__table_close_idle(struct pp_worker *w)
+{
+    pthread_mutex_lock(&w->calls_lock);
+    if (!w->calls_closed && atomic_load_explicit(&w->in_flight, memory_order_relaxed) == 0)
+        w->calls_closed = w->calls_retired = true;
+    bool closed = w->calls_closed;
+    pthread_mutex_unlock(&w->calls_lock);
+    return closed;
 }
 
 bool pyproc__table_has(struct pp_worker *w, uint64_t id)

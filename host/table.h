@@ -15,7 +15,8 @@
 #include "core.h"
 
 /* Put c in w's table, giving it its id.  -EPIPE once the table is closed
- * (w died or the pool is freed), -ENOMEM. */
+ * (w died or the pool is freed), -ESTALE once pyproc__table_close_idle()
+ * closed it (w left its slot: pick again), -ENOMEM. */
 int pyproc__table_add(struct pp_worker *w, pyproc_call *c);
 /* Take c out if it is still there (no answer claimed it). */
 bool pyproc__table_remove(struct pp_worker *w, pyproc_call *c);
@@ -25,6 +26,9 @@ bool pyproc__table_remove(struct pp_worker *w, pyproc_call *c);
  * the table is empty.  Allocates nothing, so emptying a table cannot fail.
  */
 pyproc_call *pyproc__table_take_next(struct pp_worker *w, uint32_t *cursor);
+/* Close the table to new calls if it holds none (a retired worker is
+ * idle for good); true when it is closed. */
+bool pyproc__table_close_idle(struct pp_worker *w);
 /* Look up a call without taking it out of the table; a new reference. */
 pyproc_call *pyproc__call_find(struct pp_worker *w, uint64_t id);
 /* Take the call out of the table; the table's reference moves to us. */

@@ -104,6 +104,35 @@ void pyproc__worker_unref(struct pp_worker *w)
         pyproc__worker_free(w);
 }
 
+int pyproc__workers_ref(pyproc_pool *p, struct pp_worker ***ret)
+{
+    struct pp_worker **ws;
+    int n = 0;
+
+    pthread_mutex_lock(&p->lock);
+    int cap = p->nworkers;
+    for (struct pp_worker *r = p->retired; r; r = r->retired_next)
+        cap++;
+    ws = malloc((size_t)(cap ? cap : 1) * sizeof *ws);
+    for (int i = 0; ws && i < p->nworkers; i++)
+        if (p->workers[i]) /* NULL while the pool starts */
+            ws[n++] = p->workers[i];
+    for (struct pp_worker *r = p->retired; ws && r; r = r->retired_next)
+        ws[n++] = r;
+    for (int i = 0; i < n; i++)
+        pyproc__worker_ref(ws[i]);
+    pthread_mutex_unlock(&p->lock);
+    *ret = ws;
+    return ws ? n : -ENOMEM;
+}
+
+void pyproc__workers_unref(struct pp_worker **ws, int n)
+{
+    for (int i = 0; i < n; i++)
+        pyproc__worker_unref(ws[i]);
+    free(ws);
+}
+
 void pyproc__worker_free(struct pp_worker *w)
 {
     if (!w)

@@ -199,29 +199,34 @@ static void give_up(pyproc_pool *p, struct pp_worker *dead, int tries, const cha
     pthread_mutex_unlock(&p->lock);
 }
 
-/* Put w in old's slot, unless the slot changed or the pool closes. */
-static bool place(pyproc_pool *p, struct pp_worker *old, struct pp_worker *w)
+/*
+ * Put w in old's slot, unless the slot changed or the pool closes.  A
+ * planned replacement moves old, with its slot's reference, to the
+ * retired list, where it finishes its calls (recycle.c).
+ */
+static bool place(pyproc_pool *p, struct pp_worker *old, struct pp_worker *w, bool planned)
 {
     bool placed = false;
 
     pthread_mutex_lock(&p->lock);
-    if (p->workers[old->index] == old && !p->closing) {
+    if (old->index < p->nworkers && p->workers[old->index] == old && !p->closing) {
         w->published = true;
         p->workers[old->index] = w;
-        atomic_fetch_add_explicit(&w->stats->restarts, 1, memory_order_relaxed);
+        if (planned) {
+            old->retired_next = p->retired;
+            p->retired = old;
+        }
+        atomic_fetch_add_explicit(planned ? &w->stats->recycles : &w->stats->restarts, 1,
+                                  memory_order_relaxed);
+        pthread_cond_broadcast(&p->changed); /* for pick_pinned() (start.c) */
         placed = true;
     }
     pthread_mutex_unlock(&p->lock);
     return placed;
 }
 
-/*
- * Send w what the history gained since it was brought up, and put it in
- * its slot, in one step as seen by pyproc__broadcast() (see broadcast.c).
- * Returns the replay's error (w is stopped and dropped then, and *why
- * says why), else 0, whether or not w found its slot.
- */
-static int publish(pyproc_pool *p, struct pp_worker *old, struct pp_worker *w, char **why)
+int pyproc__worker_publish(pyproc_pool *p, struct pp_worker *old, struct pp_worker *w, bool planned,
+                           bool *ret_placed, char **why)
 {
     bool placed = false;
 
@@ -229,7 +234,7 @@ static int publish(pyproc_pool *p, struct pp_worker *old, struct pp_worker *w, c
     /* A closing pool will not take w: no need to bring it up to date. */
     int err = closing(p) ? 0 : pyproc__worker_replay(p, w, why);
     if (err == 0)
-        placed = place(p, old, w);
+        placed = place(p, old, w, planned);
     pthread_mutex_unlock(&p->history_lock);
     /*
      * A w that found no slot is running and watched: stop and unwatch it
@@ -238,8 +243,14 @@ static int publish(pyproc_pool *p, struct pp_worker *old, struct pp_worker *w, c
      */
     if (!placed)
         pyproc__service_run(p, stop_on_service, w);
-    /* Placed, the slot's reference to old is ours to drop now. */
-    pyproc__worker_unref(placed ? old : w);
+    /* Placed after a death, the slot's reference to old is ours to drop
+     * now; after a planned one, the retired list holds it. */
+    if (!placed)
+        pyproc__worker_unref(w);
+    else if (!planned)
+        pyproc__worker_unref(old);
+    if (ret_placed)
+        *ret_placed = placed;
     return err;
 }
 
@@ -275,7 +286,7 @@ static void *respawn_main(void *arg)
         int err = pyproc__worker_bring_up(p, dead->index, &w, &why);
         if (err == 0) {
             w->fast_deaths = deaths;
-            err = publish(p, dead, w, &why);
+            err = pyproc__worker_publish(p, dead, w, false, NULL, &why);
         }
         if (err == 0) {
             free(why);
@@ -306,7 +317,7 @@ void pyproc__respawn_later(pyproc_pool *p, struct pp_worker *dead)
         return;
     *r = (struct respawn){p, dead};
     pthread_mutex_lock(&p->lock);
-    bool go = !p->closing && p->workers[dead->index] == dead;
+    bool go = !p->closing && dead->index < p->nworkers && p->workers[dead->index] == dead;
     if (go)
         p->respawning++;
     pthread_mutex_unlock(&p->lock);
@@ -354,33 +365,40 @@ static int append_slot(pyproc_pool *p, struct pp_worker *w)
     return 0;
 }
 
-PYPROC_EXPORT int pyproc_add_proc(pyproc_pool *p, int *ind)
+int pyproc__workers_add_one(pyproc_pool *p, int *ind)
 {
     struct pp_worker *w = NULL;
-    int index, err = pyproc__pool_accepting(p);
+    int index = pyproc_workers(p);
+    int err = pyproc__worker_bring_up(p, index, &w, NULL);
+
+    if (err < 0)
+        return err;
+    /* What the history gained since, then the slot, in one step as seen
+     * by pyproc__broadcast(). */
+    pthread_mutex_lock(&p->history_lock);
+    err = pyproc__worker_replay(p, w, NULL);
+    if (err == 0) {
+        pthread_mutex_lock(&p->lock);
+        err = append_slot(p, w);
+        pthread_mutex_unlock(&p->lock);
+    }
+    pthread_mutex_unlock(&p->history_lock);
+    if (err < 0)
+        pyproc__worker_discard(p, w);
+    else if (ind)
+        *ind = index;
+    return err;
+}
+
+PYPROC_EXPORT int pyproc_add_proc(pyproc_pool *p, int *ind)
+{
+    int err = pyproc__pool_accepting(p);
 
     if (err < 0)
         return err;
     pthread_mutex_lock(&p->grow_lock);
-    index = pyproc_workers(p);
-    err = pyproc__worker_bring_up(p, index, &w, NULL);
-    if (err == 0) {
-        /* What the history gained since, then the slot, in one step as
-         * seen by pyproc__broadcast(). */
-        pthread_mutex_lock(&p->history_lock);
-        err = pyproc__worker_replay(p, w, NULL);
-        if (err == 0) {
-            pthread_mutex_lock(&p->lock);
-            err = append_slot(p, w);
-            pthread_mutex_unlock(&p->lock);
-        }
-        pthread_mutex_unlock(&p->history_lock);
-        if (err < 0)
-            pyproc__worker_discard(p, w);
-    }
+    err = pyproc__workers_add_one(p, ind);
     pthread_mutex_unlock(&p->grow_lock);
-    if (err == 0 && ind)
-        *ind = index;
     return err;
 }
 

@@ -31,8 +31,9 @@
  *
  * Living inside a host application: the library installs no signal
  * handler, sends no signal to its own process, and blocks every signal in
- * the threads it starts (a pool's service, callback and respawn threads),
- * so the application's handlers always run on the application's threads.
+ * the threads it starts (a pool's service, callback, respawn, recycle and
+ * retire threads), so the application's handlers always run on the
+ * application's threads.
  * It watches its workers through pidfds (Linux 5.3 or later), never
  * through SIGCHLD: the application may install its own SIGCHLD handler,
  * set SIGCHLD to SIG_IGN, or reap children with waitpid(-1) on any thread
@@ -230,6 +231,27 @@ typedef struct pyproc_opts {
      * sides, whatever the input's length.  Default 4096; at most 2^24.
      * A window smaller than 4 items per worker keeps workers waiting. */
     int map_window;
+
+    /* ---- running for months ---- */
+
+    /* Recycle a worker once it has been sent this many calls (each chunk
+     * of a map counts as one; the pool's own requests do not).  0: never.
+     * Recycling drains the worker (no new call is routed to it; calls
+     * pinned to its index wait for its replacement), starts a new one at
+     * the same index, replays the pool's history to it (add_sub,
+     * add_native, set_attr), puts it in the slot, and stops the old one
+     * once the calls and streams it has have ended.  No call fails for
+     * it.  One index is recycled at a time: a worker that reaches a limit
+     * while another is being replaced waits for its turn (taking calls
+     * meanwhile only when every other worker is spent too).  A recycle
+     * that fails (the code on disk no longer imports) leaves the worker
+     * serving, says why on stderr, and is tried again 10 s later. */
+    uint64_t max_calls_per_worker;
+    /* Recycle a worker whose resident memory (RSS) exceeds this many
+     * bytes, looked at every 100 ms, as max_calls_per_worker does.  0:
+     * never.  Unlike mem_limit_bytes nothing fails: the worker is
+     * replaced between calls, so a slow leak costs nothing but restarts. */
+    uint64_t max_rss_bytes;
 } pyproc_opts;
 
 /* Flags of pyproc_add_sub(). */
@@ -262,6 +284,41 @@ PYPROC_EXPORT void pyproc_pool_free(pyproc_pool *pool);
  */
 PYPROC_EXPORT int pyproc_drain(pyproc_pool *pool, int timeout_ms);
 
+/*
+ * Replace every worker, one index at a time, so that Python code changed
+ * on disk since it was loaded (pyproc_add_sub()) is imported afresh: for
+ * each index, no new call is routed to its worker (calls pinned to the
+ * index wait), a new worker is started and the pool's history (add_sub,
+ * add_native, set_attr) replayed to it, and it takes the slot; the old
+ * worker finishes the calls and streams it has, then stops, in the
+ * background.  At most one index is out of service at any moment, and no
+ * call fails because of the reload.  Returns 0 once every index holds a
+ * new worker.  A new worker that fails (its code raises on import) stops
+ * the reload there: that index and the ones after it keep their old
+ * workers, which go on serving (those before it run the new code), and
+ * the call returns PYPROC_EREMOTE (or PYPROC_EWORKER, -ETIMEDOUT when the
+ * new worker could not start) with, for pyproc_reload_err(), the message
+ * in *err when err is not NULL (the Python error, traceback included;
+ * free it with pyproc_msg_free()).  -ESHUTDOWN once the pool drains.
+ * Python reads a module's cached bytecode when the source's size and
+ * modification time (in seconds) match the cache's: a file rewritten
+ * within the same second at the same size may not be seen.
+ */
+PYPROC_EXPORT int pyproc_reload(pyproc_pool *pool);
+PYPROC_EXPORT int pyproc_reload_err(pyproc_pool *pool, pyproc_msg **err);
+
+/*
+ * Grow the pool to n workers (as pyproc_add_proc() does, one at a time)
+ * or shrink it by taking away the highest indices: no new call goes to
+ * them, and calls to a removed index return -EINVAL from then on, while
+ * the calls and streams already running there finish normally; each
+ * removed worker stops once its last one has ended, in the background.
+ * Returns 0 once the pool has n indices, or a negative errno (-EINVAL
+ * for n < 1; a worker that failed to start while growing: those started
+ * before it stay).
+ */
+PYPROC_EXPORT int pyproc_resize(pyproc_pool *pool, int n);
+
 /* Number of workers, or a negative errno. */
 PYPROC_EXPORT int pyproc_workers(pyproc_pool *pool);
 
@@ -283,6 +340,13 @@ typedef struct pyproc_worker_stats {
     /* The current worker's process id; -1 while none runs (it died and
      * its replacement is not up yet, or the slot was given up). */
     int pid;
+    /* Times a live worker at this index was replaced on purpose: recycled
+     * at a limit (max_calls_per_worker, max_rss_bytes) or reloaded
+     * (pyproc_reload()).  Crashes count in restarts only.  (Added in 0.2,
+     * after pid: this struct, like pyproc_opts, only grows at its end,
+     * and a program built against the 0.1 header must be rebuilt, since
+     * pyproc_stats() writes the whole of it.) */
+    uint64_t recycles;
 } pyproc_worker_stats;
 
 /*

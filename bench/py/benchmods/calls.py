@@ -24,6 +24,12 @@ async def asleep0():
     await asyncio.sleep(0)
 
 
+def work(seconds):
+    # The mixed load's calls (bench/mixed.c): a plain function that holds
+    # its worker, as CPU-bound code would, without using a CPU.
+    time.sleep(seconds)
+
+
 def sleep_1ms(x):
     # A map's slow item: the workers' time is the whole cost.
     time.sleep(0.001)
