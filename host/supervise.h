@@ -17,6 +17,28 @@ int pyproc__worker_spawn(pyproc_pool *p, int index, struct pp_worker **ret);
 void pyproc__worker_stop(struct pp_worker *w, int grace_ms);
 /* The worker died (pidfd readable): reap it and fail its calls. */
 void pyproc__worker_reap(struct pp_worker *w);
+/* Exec the pool's template with sock as its fd 3; its pid and a pidfd. */
+int pyproc__template_spawn(pyproc_pool *p, int sock, pid_t *ret_pid, int *ret_pidfd);
+
+/* ---- the template that forks workers (template.c) ---- */
+
+/* The pool's template, not started yet (p->tmpl); -ENOMEM. */
+int pyproc__template_new(pyproc_pool *p);
+/* Start it and wait until it can fork; on failure the pool execs its
+ * workers from then on.  Before the workers start. */
+void pyproc__template_start(pyproc_pool *p);
+/* On the service thread: have the template fork worker index with fds
+ * (its 1 to 7); its pid.  -EAGAIN when the template is busy, starting or
+ * gone, or another error: then no worker was forked, and the caller
+ * execs one with the same fds. */
+int pyproc__template_fork(pyproc_pool *p, int index, const int *fds, pid_t *ret_pid);
+/* On the service thread: the template's pidfd is readable. */
+void pyproc__template_died(pyproc_pool *p);
+/* Import a PYPROC_SUB_PRELOAD sub in the template, now and after each
+ * restart. */
+void pyproc__template_preload(pyproc_pool *p, const char *name, const char *pypath);
+/* Stop the template and free it; the service thread has stopped. */
+void pyproc__template_free(pyproc_pool *p);
 
 /* ---- workers of a pool (workers.c) ---- */
 

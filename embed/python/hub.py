@@ -147,6 +147,12 @@ def _load(sub, pypath):
     return modules
 
 
+def preload(name, pypath):
+    """In a pool's template: import a sub's modules, unmounted, so that the
+    workers forked from it share them (PYPROC_SUB_PRELOAD)."""
+    _load(Sub(name, pypath), pypath)
+
+
 class NativeSub:
     """What ``hub.<name>`` holds for a native library: one attribute per
     declared function, each a _pyproc.NativeFunction."""
