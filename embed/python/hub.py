@@ -150,6 +150,7 @@ def _load(sub, pypath):
 def preload(name, pypath):
     """In a pool's template: import a sub's modules, unmounted, so that the
     workers forked from it share them (PYPROC_SUB_PRELOAD)."""
+    _set_path()
     _load(Sub(name, pypath), pypath)
 
 
@@ -512,10 +513,22 @@ def _serve():
             continue  # unless the host asked us to stop meanwhile
 
 
+_path_set = False
+
+
+def _set_path():
+    """The pool's python_path in front of sys.path, once (a worker forked
+    from a template that preloaded code has it already)."""
+    global _path_set
+    if not _path_set:
+        for entry in reversed([p for p in _pyproc.python_path.split(":") if p]):
+            sys.path.insert(0, entry)
+        _path_set = True
+
+
 def main():
     global _loop
-    for entry in reversed([p for p in _pyproc.python_path.split(":") if p]):
-        sys.path.insert(0, entry)
+    _set_path()
     _loop = _Loop(_Selector())
     asyncio.set_event_loop(_loop)
     _loop.add_reader(_pyproc.doorbell, _drain_doorbell)
