@@ -105,6 +105,12 @@ EMBED_TESTS := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/embed_test_*.c
 # tests/shm_test_*.c test the shm module on its own: they link only its objects.
 SHM_TESTS := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/shm_test_*.c))
 TEST_TIMEOUT ?= 300
+# The end-to-end tests (those that start workers), run a second time by
+# `make check` with workers exec'd rather than forked from a template (the
+# default; see PYPROC_START_TEMPLATE in include/pyproc.h).  test_hygiene
+# and test_template run both ways themselves.
+E2E_TESTS := $(filter-out %/test_hygiene %/test_template,\
+	$(patsubst tests/%.c,$(B)/tests/%,$(shell grep -l -e '"e2e.h"' -e pyproc_pool_new tests/test_*.c)))
 # The concurrency torture test (tests/torture.c) runs this long in each of
 # the normal, ASan and TSan passes of `make check`; `make soak` runs it for
 # SOAK_TORTURE_SECONDS.
@@ -223,6 +229,8 @@ check: all
 	@sh tests/check_layers.sh
 	@sh .ci/format-check.sh $(CLANG_FORMAT) $(FORMAT_FILES)
 	@sh tests/run.sh $(TEST_TIMEOUT) $(SHM_TESTS) $(TESTS) $(EMBED_TESTS) $(TORTURE)
+	@echo "== the end-to-end tests again, with workers exec'd (PYPROC_START=exec)"
+	@PYPROC_START=exec sh tests/run.sh $(TEST_TIMEOUT) $(E2E_TESTS)
 	@echo "== $(CLI), the command-line tool"
 	@timeout -k 5 $(TEST_TIMEOUT) sh tests/cli.sh $(B)
 	@echo "== the man pages: rendered without warnings, every exported function in one"
