@@ -151,11 +151,12 @@ static void become_worker(const int *fds, const struct shm_tmpl_msg *req)
     struct worker_args a = {.seg_fd = 3, .request_bell = 4, .reply_bell = 5, .buffer_fd = 7};
     int rc;
 
-    PyOS_AfterFork_Child();
-    /* Said by the child, so that a template that dies now loses nothing. */
+    /* Said by the child, so that a template that dies now loses nothing;
+     * first, since the host waits for it before its next fork. */
     m.value = getpid();
     if (shm_fds_send(the_worker.template_fd, &m, sizeof m, NULL, 0) < 0)
         _exit(1);
+    PyOS_AfterFork_Child();
     take_worker_fds(fds);
     the_worker.template_fd = -1;
     the_worker.index = req->index;

@@ -403,7 +403,7 @@ PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name, const pyp
         err = pyproc__callback_start(p);
     if (err == 0 && p->tmpl) {
         p->preload = pyproc__template_preload;
-        pyproc__template_start(p);
+        pyproc__template_begin(p);
     }
     if (err == 0)
         err = pyproc__workers_start(p);

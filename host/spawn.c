@@ -333,48 +333,79 @@ static int output_pipes(struct pp_worker *w, int *write_ends)
     return 0;
 }
 
+/* Close the child's ends that we still hold. */
+static void spawn_close(struct pp_spawn *s)
+{
+    int *fds[] = {&s->out_w[0], &s->out_w[1], &s->death_r, &s->sock_w};
+
+    for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
+        if (*fds[i] >= 0)
+            close(*fds[i]);
+        *fds[i] = -1;
+    }
+}
+
+void pyproc__spawn_abandon(struct pp_spawn *s)
+{
+    spawn_close(s);
+    pyproc__worker_unref(s->w);
+    s->w = NULL;
+}
+
+int pyproc__worker_prepare(pyproc_pool *p, int index, struct pp_spawn *s)
+{
+    int pipefd[2], sock[2], err;
+
+    *s = (struct pp_spawn){.out_w = {-1, -1}, .death_r = -1, .sock_w = -1};
+    if (!(s->w = pyproc__worker_alloc(p, index)))
+        return -ENOMEM;
+    s->w->stats = pyproc__slot_stats(p, index);
+    err = s->w->stats ? worker_setup(p, s->w) : -ENOMEM;
+    if (err == 0)
+        err = output_pipes(s->w, s->out_w);
+    if (err == 0 && pipe2(pipefd, O_CLOEXEC) < 0)
+        err = -errno;
+    if (err == 0) {
+        s->w->death_w = pipefd[1];
+        s->death_r = pipefd[0];
+        /* Datagrams keep each fd with its token; ours never blocks. */
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sock) < 0)
+            err = -errno;
+    }
+    if (err < 0) {
+        pyproc__spawn_abandon(s);
+        return err;
+    }
+    s->w->fd_sock = sock[0];
+    s->sock_w = sock[1];
+    return 0;
+}
+
+int pyproc__worker_launch(pyproc_pool *p, struct pp_spawn *s)
+{
+    struct pp_worker *w = s->w;
+    int src[N_CHILD_FDS] = {s->out_w[0],       s->out_w[1], w->seg.fd, w->tx.doorbell_fd,
+                            w->rx.doorbell_fd, s->death_r,  s->sock_w};
+    int err = start_process(p, w, src);
+
+    /* Its exit is their EOF once we hold none of its ends. */
+    if (err < 0) {
+        pyproc__spawn_abandon(s);
+        return err;
+    }
+    spawn_close(s);
+    return 0;
+}
+
 int pyproc__worker_spawn(pyproc_pool *p, int index, struct pp_worker **ret)
 {
-    struct pp_worker *w = pyproc__worker_alloc(p, index);
-    int pipefd[2], sock[2], out_w[2] = {-1, -1}, err;
+    struct pp_spawn s;
+    int err = pyproc__worker_prepare(p, index, &s);
 
-    if (!w)
-        return -ENOMEM;
-    w->stats = pyproc__slot_stats(p, index);
-    err = w->stats ? worker_setup(p, w) : -ENOMEM;
-    if (err < 0)
-        goto fail;
-    err = output_pipes(w, out_w);
-    if (err < 0)
-        goto fail;
-    if (pipe2(pipefd, O_CLOEXEC) < 0) {
-        err = -errno;
-        goto fail;
-    }
-    w->death_w = pipefd[1];
-    /* Datagrams keep each fd with its token; ours never blocks. */
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sock) < 0) {
-        err = -errno;
-        close(pipefd[0]);
-        goto fail;
-    }
-    w->fd_sock = sock[0];
-    int src[N_CHILD_FDS] = {out_w[0],          out_w[1],  w->seg.fd, w->tx.doorbell_fd,
-                            w->rx.doorbell_fd, pipefd[0], sock[1]};
-    err = start_process(p, w, src);
-    close(pipefd[0]);
-    close(sock[1]);
-    if (err < 0)
-        goto fail;
-    close(out_w[0]);
-    close(out_w[1]);
-    *ret = w;
-    return 0;
-fail:
-    for (int k = 0; k < 2; k++)
-        if (out_w[k] >= 0)
-            close(out_w[k]);
-    pyproc__worker_unref(w);
+    if (err == 0)
+        err = pyproc__worker_launch(p, &s);
+    if (err == 0)
+        *ret = s.w;
     return err;
 }
 

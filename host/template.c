@@ -202,14 +202,13 @@ static int preload_one(pyproc_pool *p, struct pp_template *t, const struct prelo
     return err;
 }
 
-/* Exec a template, wait for READY and preload what the pool did (t->lock). */
-static int start_locked(pyproc_pool *p, struct pp_template *t, bool until_closing)
+/* Wait for a template just exec'd to say READY, then preload what the
+ * pool did (t->lock). */
+static int await_ready(pyproc_pool *p, struct pp_template *t, bool until_closing)
 {
     int64_t v = 0;
-    int err = pyproc__service_run(p, spawn_on_service, t);
+    int err = await(p, t, SHM_TMPL_READY, p->start_timeout_ms, until_closing, &v);
 
-    if (err == 0)
-        err = await(p, t, SHM_TMPL_READY, p->start_timeout_ms, until_closing, &v);
     if (err == 0 && v < 0) {
         /* -ENOTSUP: it cannot fork workers on this system. */
         t->state = TMPL_OFF;
@@ -224,15 +223,38 @@ static int start_locked(pyproc_pool *p, struct pp_template *t, bool until_closin
     return err;
 }
 
-void pyproc__template_start(pyproc_pool *p)
+/* Exec a template and wait until it is up (t->lock). */
+static int start_locked(pyproc_pool *p, struct pp_template *t, bool until_closing)
+{
+    int err = pyproc__service_run(p, spawn_on_service, t);
+
+    return err < 0 ? err : await_ready(p, t, until_closing);
+}
+
+/* A template that did not start: the pool execs its workers (t->lock). */
+static void give_up_start(struct pp_template *t)
+{
+    reap(t);
+    t->state = TMPL_OFF;
+}
+
+void pyproc__template_begin(pyproc_pool *p)
 {
     struct pp_template *t = p->tmpl;
 
     pthread_mutex_lock(&t->lock);
-    if (start_locked(p, t, false) < 0) {
-        reap(t);
-        t->state = TMPL_OFF;
-    }
+    if (pyproc__service_run(p, spawn_on_service, t) < 0)
+        give_up_start(t);
+    pthread_mutex_unlock(&t->lock);
+}
+
+void pyproc__template_finish(pyproc_pool *p)
+{
+    struct pp_template *t = p->tmpl;
+
+    pthread_mutex_lock(&t->lock);
+    if (t->state != TMPL_OFF && await_ready(p, t, false) < 0)
+        give_up_start(t);
     pthread_mutex_unlock(&t->lock);
 }
 
