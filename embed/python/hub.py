@@ -8,6 +8,7 @@ sub, per new reference, or per coroutine.
 """
 
 import asyncio
+import gc
 import importlib
 import itertools
 import os
@@ -152,6 +153,7 @@ def preload(name, pypath):
     workers forked from it share them (PYPROC_SUB_PRELOAD)."""
     _set_path()
     _load(Sub(name, pypath), pypath)
+    gc.freeze()
 
 
 class NativeSub:
@@ -511,6 +513,16 @@ def _serve():
             return
         except (SystemExit, KeyboardInterrupt):
             continue  # unless the host asked us to stop meanwhile
+
+
+def warm():
+    """In a pool's template, before it forks: make and close an event loop
+    as each worker does first, so that what that imports and warms up is
+    done once and shared by the workers; then keep the collector off what
+    is there (gc.freeze()), which the workers would otherwise copy page by
+    page as it marks it."""
+    _Loop(_Selector()).close()
+    gc.freeze()
 
 
 _path_set = False
