@@ -9,6 +9,8 @@
  *
  * Locks, outer first; a thread holding one takes only locks below it:
  *
+ *   template->lock       one exchange with the pool's template (template.c);
+ *                        the service thread only tries it
  *   pool->grow_lock      pyproc_add_proc(), across the whole bring-up
  *   pool->history_lock   a broadcast (send, wait, keep), and a joining
  *                        worker's catch-up and placing (broadcast.c)
