@@ -223,10 +223,12 @@ int worker_template_serve(void)
     pid_t *tid_slot = thread_id_slot();
     char body[SHM_TMPL_MAX_BODY];
     int fds[SHM_FDS_MAX], nfds;
-    PyObject *warm;
+    PyObject *warm = NULL;
 
     hub_module = worker_load_hub(); /* new ref, kept for the children */
-    if (hub_module && !(warm = PyObject_CallMethod(hub_module, "warm", NULL))) /* new ref */
+    if (hub_module)
+        warm = PyObject_CallMethod(hub_module, "warm", NULL); /* new ref */
+    if (!warm)
         Py_CLEAR(hub_module);
     Py_XDECREF(warm);
     if (!hub_module) {
