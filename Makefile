@@ -142,10 +142,17 @@ $(B)/obj/embed/%.o: embed/%.c
 	$(CC) $(CFLAGS) $(PY_CFLAGS) $(FFI_CFLAGS) -DPYPROC_PYTHON_EXE=\"$(PY_EXE)\" $(WORKER_SO_CFLAGS) \
 		-MMD -MP -c $< -o $@
 
-# The worker's Python side is compiled into the binary.
-$(B)/obj/embed/python_blob.o: embed/python_blob.S $(EMBED_PY)
+# The worker's Python side is compiled into the binary, as source and as
+# the code object that source compiles to (marshal, after the build
+# Python's major and minor version), which saves each worker and template
+# compiling it as it starts.
+$(B)/obj/embed/hub.marshal: embed/python/hub.py
 	@mkdir -p $(dir $@)
-	$(CC) -c -I. $< -o $@
+	$(PY_EXE) -c 'import marshal, struct, sys; sys.stdout.buffer.write(struct.pack("<I", sys.hexversion >> 16) + marshal.dumps(compile(open(sys.argv[1]).read(), "<pyproc hub>", "exec")))' $< > $@
+
+$(B)/obj/embed/python_blob.o: embed/python_blob.S $(EMBED_PY) $(B)/obj/embed/hub.marshal
+	@mkdir -p $(dir $@)
+	$(CC) -c -I. -I$(B)/obj/embed $< -o $@
 
 $(LIB_A): $(LIB_OBJ)
 	@mkdir -p $(dir $@)

@@ -15,6 +15,8 @@
 #include "bridge.h"
 #include "buffers.h"
 
+#include <marshal.h>
+
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,14 +25,39 @@
 
 #include "worker.h"
 
-/* The hub's source, compiled in by embed/python_blob.S. */
+/* The hub's source, and its code object marshalled at build time,
+ * compiled in by embed/python_blob.S. */
 extern const char pyproc_hub_source[];
+extern const char pyproc_hub_code[];
+extern const uint64_t pyproc_hub_code_size;
+
+/* The hub as the build compiled it, if this Python is of the same major
+ * and minor version; else NULL with no exception set. */
+static PyObject *hub_code_built(void)
+{
+    uint32_t version;
+    PyObject *code;
+
+    memcpy(&version, pyproc_hub_code, sizeof version); /* little-endian, as x86 and arm64 */
+    if (pyproc_hub_code_size <= sizeof version || version != (uint32_t)(Py_Version >> 16))
+        return NULL;
+    code = PyMarshal_ReadObjectFromString(pyproc_hub_code + sizeof version,
+                                          (Py_ssize_t)(pyproc_hub_code_size - sizeof version));
+    /* new ref */
+    if (code && PyCode_Check(code))
+        return code;
+    Py_XDECREF(code);
+    PyErr_Clear();
+    return NULL;
+}
 
 PyObject *worker_load_hub(void)
 {
     PyObject *code, *mod;
 
-    code = Py_CompileString(pyproc_hub_source, "<pyproc hub>", Py_file_input); /* new ref */
+    code = hub_code_built(); /* new ref */
+    if (!code)
+        code = Py_CompileString(pyproc_hub_source, "<pyproc hub>", Py_file_input); /* new ref */
     if (!code)
         return NULL;
     mod = PyImport_ExecCodeModule("pyproc", code); /* new ref */
