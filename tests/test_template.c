@@ -493,6 +493,17 @@ static void preloaded_code_is_shared(void **state)
            (int)pid, (int)imported_in, tpid);
     assert_int_equal(imported_in, tpid);
     assert_int_equal(ind, new_ind);
+    /* Python's after-fork hooks ran in it: the one the sub registered
+     * in the template saw its pid. */
+    int64_t hooked = 0;
+    assert_int_equal(pyproc_ind_func(p, new_ind, "pre.forked_as", &m, NULL), 0);
+    assert_int_equal(pyproc_msg_len(m), 1);
+    pyproc_msg *item;
+    assert_int_equal(pyproc_msg_at(m, 0, &item, NULL), 0);
+    assert_int_equal(pyproc_msg_read(item, "I", &hooked), 0);
+    pyproc_msg_free(item);
+    pyproc_msg_free(m);
+    assert_int_equal(hooked, pid);
     int old = e2e_pid_of(p, 0);
     kill(old, SIGKILL);
     e2e_wait_respawned(p, 0, old);

@@ -7,10 +7,17 @@ import os
 import pyproc
 
 IMPORTED_IN = os.getpid()
+FORKED_AS = []  # the pids this module was forked into, by after-fork hook
+
+os.register_at_fork(after_in_child=lambda: FORKED_AS.append(os.getpid()))
 
 
 def where():
     return [IMPORTED_IN, os.getpid(), pyproc.index]
+
+
+def forked_as():
+    return FORKED_AS
 
 
 def death_signal():
