@@ -105,6 +105,12 @@ EMBED_TESTS := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/embed_test_*.c
 # tests/shm_test_*.c test the shm module on its own: they link only its objects.
 SHM_TESTS := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/shm_test_*.c))
 TEST_TIMEOUT ?= 300
+# The end-to-end tests (those that start workers), run a second time by
+# `make check` with workers exec'd rather than forked from a template (the
+# default; see PYPROC_START_TEMPLATE in include/pyproc.h).  test_hygiene
+# and test_template run both ways themselves.
+E2E_TESTS := $(filter-out %/test_hygiene %/test_template,\
+	$(patsubst tests/%.c,$(B)/tests/%,$(shell grep -l -e '"e2e.h"' -e pyproc_pool_new tests/test_*.c)))
 # The concurrency torture test (tests/torture.c) runs this long in each of
 # the normal, ASan and TSan passes of `make check`; `make soak` runs it for
 # SOAK_TORTURE_SECONDS.
@@ -136,10 +142,17 @@ $(B)/obj/embed/%.o: embed/%.c
 	$(CC) $(CFLAGS) $(PY_CFLAGS) $(FFI_CFLAGS) -DPYPROC_PYTHON_EXE=\"$(PY_EXE)\" $(WORKER_SO_CFLAGS) \
 		-MMD -MP -c $< -o $@
 
-# The worker's Python side is compiled into the binary.
-$(B)/obj/embed/python_blob.o: embed/python_blob.S $(EMBED_PY)
+# The worker's Python side is compiled into the binary, as source and as
+# the code object that source compiles to (marshal, after the build
+# Python's major and minor version), which saves each worker and template
+# compiling it as it starts.
+$(B)/obj/embed/hub.marshal: embed/python/hub.py
 	@mkdir -p $(dir $@)
-	$(CC) -c -I. $< -o $@
+	$(PY_EXE) -c 'import marshal, struct, sys; sys.stdout.buffer.write(struct.pack("<I", sys.hexversion >> 16) + marshal.dumps(compile(open(sys.argv[1]).read(), "<pyproc hub>", "exec")))' $< > $@
+
+$(B)/obj/embed/python_blob.o: embed/python_blob.S $(EMBED_PY) $(B)/obj/embed/hub.marshal
+	@mkdir -p $(dir $@)
+	$(CC) -c -I. -I$(B)/obj/embed $< -o $@
 
 $(LIB_A): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -223,6 +236,8 @@ check: all
 	@sh tests/check_layers.sh
 	@sh .ci/format-check.sh $(CLANG_FORMAT) $(FORMAT_FILES)
 	@sh tests/run.sh $(TEST_TIMEOUT) $(SHM_TESTS) $(TESTS) $(EMBED_TESTS) $(TORTURE)
+	@echo "== the end-to-end tests again, with workers exec'd (PYPROC_START=exec)"
+	@PYPROC_START=exec sh tests/run.sh $(TEST_TIMEOUT) $(E2E_TESTS)
 	@echo "== $(CLI), the command-line tool"
 	@timeout -k 5 $(TEST_TIMEOUT) sh tests/cli.sh $(B)
 	@echo "== the man pages: rendered without warnings, every exported function in one"

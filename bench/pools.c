@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -25,6 +26,8 @@ int bench_fail(const char *what, int err, pyproc_msg *m)
     return err < 0 ? err : -EIO;
 }
 
+static int pool_new_as(pyproc_pool **ret, int workers, int spin_us, int start);
+
 int bench_pool_new(pyproc_pool **ret, int workers)
 {
     return bench_pool_new_spin(ret, workers, 0);
@@ -32,10 +35,17 @@ int bench_pool_new(pyproc_pool **ret, int workers)
 
 int bench_pool_new_spin(pyproc_pool **ret, int workers, int spin_us)
 {
+    return pool_new_as(ret, workers, spin_us, PYPROC_START_DEFAULT);
+}
+
+/* start: pyproc_opts.start. */
+static int pool_new_as(pyproc_pool **ret, int workers, int spin_us, int start)
+{
     pyproc_opts opts = {.workers = workers,
                         .python_path = bench.py_path,
                         .ring_bytes = RING_BYTES,
-                        .spin_us = spin_us};
+                        .spin_us = spin_us,
+                        .start = start};
     pyproc_msg *m = NULL;
     pyproc_pool *p;
     int err = pyproc_pool_new(&p, "bench", &opts);
@@ -112,11 +122,11 @@ static int call_each(pyproc_pool *p, int workers)
 }
 
 /* From nothing to every worker having answered one call. */
-static int start_once(int workers, double *ms)
+static int start_once(int workers, int start, double *ms)
 {
     int64_t t0 = bench_now_ns();
     pyproc_pool *p;
-    int err = bench_pool_new(&p, workers);
+    int err = pool_new_as(&p, workers, 0, start);
 
     if (err < 0)
         return err;
@@ -126,32 +136,122 @@ static int start_once(int workers, double *ms)
     return err;
 }
 
-int bench_startup(void)
+/* The two ways to start workers, for rows "<key>" and "<key>-exec". */
+static const struct start_mode {
+    int start;
+    const char *suffix, *label;
+} start_modes[] = {
+    {PYPROC_START_TEMPLATE, "", "forked"},
+    {PYPROC_START_EXEC, "-exec", "exec'd"},
+};
+
+static int startup_rows(const struct start_mode *sm)
 {
     const struct bench_budget *b = bench_budget(BUDGET_START);
     static const int sizes[] = {1, 2, 4};
 
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
         struct series s = {0};
-        char key[16], label[64];
+        char key[32], label[96];
         double ms;
         int err = 0;
         for (int i = 0; i < b->warmup && !err; i++)
-            err = start_once(sizes[k], &ms);
+            err = start_once(sizes[k], sm->start, &ms);
         for (size_t i = 0; i < b->max_samples && !err; i++)
-            if (!(err = start_once(sizes[k], &ms)))
+            if (!(err = start_once(sizes[k], sm->start, &ms)))
                 err = series_push(&s, ms);
         if (err < 0) {
             series_free(&s);
             return err;
         }
-        snprintf(key, sizeof key, "start-%d", sizes[k]);
-        snprintf(label, sizeof label, "pool start-up, %d worker%s, all answered", sizes[k],
-                 sizes[k] > 1 ? "s" : "");
+        snprintf(key, sizeof key, "start-%d%s", sizes[k], sm->suffix);
+        snprintf(label, sizeof label, "pool start-up, %d worker%s %s, all answered", sizes[k],
+                 sizes[k] > 1 ? "s" : "", sm->label);
         bench_row_add(key, label, "ms", ROW_COST, ROW_P99, &s,
                       "pyproc_pool_new + add_sub + one call per worker");
     }
     return 0;
+}
+
+/*
+ * A pool without subs, so that a new worker has no history to replay:
+ * pyproc_add_proc() until it returns, and a killed worker until its
+ * replacement holds the slot (pyproc_stats() counts the restart).
+ */
+static int add_proc_once(pyproc_pool *p, struct series *s)
+{
+    int64_t t0 = bench_now_ns();
+    int ind, err = pyproc_add_proc(p, &ind);
+
+    if (err < 0)
+        return bench_fail("pyproc_add_proc", err, NULL);
+    return series_push(s, (double)(bench_now_ns() - t0) / 1e6);
+}
+
+static int respawn_once(pyproc_pool *p, struct series *s)
+{
+    pyproc_worker_stats st;
+    int64_t t0, until;
+    uint64_t before;
+
+    if (pyproc_stats(p, 0, &st) < 0 || st.pid <= 0)
+        return bench_fail("pyproc_stats", -ESRCH, NULL);
+    before = st.restarts;
+    t0 = bench_now_ns();
+    until = t0 + 10 * 1000000000LL;
+    kill(st.pid, SIGKILL);
+    while (pyproc_stats(p, 0, &st) == 0 && st.restarts == before && bench_now_ns() < until)
+        bench_sleep_ns(100000);
+    if (st.restarts == before)
+        return bench_fail("respawn", -ETIMEDOUT, NULL);
+    return series_push(s, (double)(bench_now_ns() - t0) / 1e6);
+}
+
+static int grow_rows(const struct start_mode *sm)
+{
+    const struct bench_budget *b = bench_budget(BUDGET_START);
+    size_t n = b->max_samples < 4 ? 4 : b->max_samples;
+    pyproc_opts opts = {.workers = 1, .ring_bytes = RING_BYTES, .start = sm->start};
+    struct series add = {0}, re = {0};
+    char key[32], label[96];
+    pyproc_pool *p;
+    int err = pyproc_pool_new(&p, "bench", &opts);
+
+    if (err < 0)
+        return bench_fail("pyproc_pool_new", err, NULL);
+    for (size_t i = 0; i < n && !err; i++)
+        err = add_proc_once(p, &add);
+    /* A worker that dies before it answered anything is respawned after a
+     * backoff: each answers first (an error: there are no subs). */
+    for (size_t i = 0; i < n && !err; i++) {
+        pyproc_msg *m = NULL;
+        pyproc_ind_func(p, 0, "no.such.function", &m, NULL);
+        pyproc_msg_free(m);
+        err = respawn_once(p, &re);
+    }
+    pyproc_pool_free(p);
+    if (!err) {
+        snprintf(key, sizeof key, "add-proc%s", sm->suffix);
+        snprintf(label, sizeof label, "pyproc_add_proc, worker %s, no history", sm->label);
+        bench_row_add(key, label, "ms", ROW_COST, 0, &add, "until it returns");
+        snprintf(key, sizeof key, "respawn%s", sm->suffix);
+        snprintf(label, sizeof label, "respawn after SIGKILL, worker %s, no history", sm->label);
+        bench_row_add(key, label, "ms", ROW_COST, 0, &re, "kill to the replacement in its slot");
+    }
+    series_free(&add);
+    series_free(&re);
+    return err;
+}
+
+int bench_startup(void)
+{
+    int err = 0;
+
+    for (size_t m = 0; m < 2 && !err; m++)
+        err = startup_rows(&start_modes[m]);
+    for (size_t m = 0; m < 2 && !err; m++)
+        err = grow_rows(&start_modes[m]);
+    return err;
 }
 
 /* ---- an idle pool of 4 ---- */
@@ -298,6 +398,55 @@ static double status_mib(pid_t pid, const char *name)
     return mib;
 }
 
+/* Private_Clean + Private_Dirty of /proc/<pid>/smaps_rollup, in MiB:
+ * what the process alone holds, shared memory and pages it shares
+ * copy-on-write with a template or siblings left out. */
+static double private_mib(pid_t pid)
+{
+    char path[64], line[256];
+    double mib = 0;
+    long kb;
+    FILE *f;
+
+    snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
+    if (!(f = fopen(path, "re")))
+        return -1;
+    while (fgets(line, sizeof line, f))
+        if ((sscanf(line, "Private_Clean: %ld", &kb) == 1 ||
+             sscanf(line, "Private_Dirty: %ld", &kb) == 1))
+            mib += (double)kb / 1024;
+    fclose(f);
+    return mib;
+}
+
+/* The private memory of the fresh workers of a pool of 4 started as sm
+ * says, each having answered a call. */
+static int private_row(const struct start_mode *sm)
+{
+    struct series s = {0};
+    pid_t pids[IDLE_WORKERS];
+    char key[32], label[96];
+    pyproc_pool *p;
+    int err = pool_new_as(&p, IDLE_WORKERS, 0, sm->start);
+
+    if (err < 0)
+        return err;
+    err = worker_pids(p, pids, IDLE_WORKERS);
+    for (int i = 0; i < IDLE_WORKERS && !err; i++) {
+        double mib = private_mib(pids[i]);
+        err = mib < 0 ? bench_fail("reading smaps_rollup", -EBADMSG, NULL) : series_push(&s, mib);
+    }
+    pyproc_pool_free(p);
+    if (!err) {
+        snprintf(key, sizeof key, "rss-priv%s", sm->suffix);
+        snprintf(label, sizeof label, "worker private memory, %s", sm->label);
+        bench_row_add(key, label, "MiB", ROW_COST, 0, &s,
+                      "smaps_rollup Private_Clean + Private_Dirty");
+    }
+    series_free(&s);
+    return err;
+}
+
 static int memory_rows(const pid_t *pids)
 {
     struct series rss = {0}, own = {0};
@@ -317,8 +466,11 @@ static int memory_rows(const pid_t *pids)
     snprintf(note, sizeof note, "median of %d fresh workers; rings 2 x %u MiB", IDLE_WORKERS,
              RING_BYTES >> 20);
     bench_row_add("rss", "worker RSS (VmRSS)", "MiB", ROW_COST, 0, &rss, note);
-    return bench_row_add("rss-private", "worker RSS outside shared memory", "MiB", ROW_COST, 0,
-                         &own, "VmRSS - RssShmem");
+    int err = bench_row_add("rss-private", "worker RSS outside shared memory", "MiB", ROW_COST, 0,
+                            &own, "VmRSS - RssShmem");
+    for (size_t m = 0; m < 2 && !err; m++)
+        err = private_row(&start_modes[m]);
+    return err;
 }
 
 static void cpu_rows(struct series s[3])

@@ -15,6 +15,8 @@
 #include "bridge.h"
 #include "buffers.h"
 
+#include <marshal.h>
+
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,29 +25,67 @@
 
 #include "worker.h"
 
-/* The hub's source, compiled in by embed/python_blob.S. */
+/* The hub's source, and its code object marshalled at build time,
+ * compiled in by embed/python_blob.S. */
 extern const char pyproc_hub_source[];
+extern const char pyproc_hub_code[];
+extern const uint64_t pyproc_hub_code_size;
+
+/* The hub as the build compiled it, if this Python is of the same major
+ * and minor version; else NULL with no exception set. */
+static PyObject *hub_code_built(void)
+{
+    uint32_t version;
+    PyObject *code;
+
+    memcpy(&version, pyproc_hub_code, sizeof version); /* little-endian, as x86 and arm64 */
+    if (pyproc_hub_code_size <= sizeof version || version != (uint32_t)(Py_Version >> 16))
+        return NULL;
+    code = PyMarshal_ReadObjectFromString(pyproc_hub_code + sizeof version,
+                                          (Py_ssize_t)(pyproc_hub_code_size - sizeof version));
+    /* new ref */
+    if (code && PyCode_Check(code))
+        return code;
+    Py_XDECREF(code);
+    PyErr_Clear();
+    return NULL;
+}
+
+PyObject *worker_load_hub(void)
+{
+    PyObject *code, *mod;
+
+    code = hub_code_built(); /* new ref */
+    if (!code)
+        code = Py_CompileString(pyproc_hub_source, "<pyproc hub>", Py_file_input); /* new ref */
+    if (!code)
+        return NULL;
+    mod = PyImport_ExecCodeModule("pyproc", code); /* new ref */
+    Py_DECREF(code);
+    return mod;
+}
+
+int worker_run_main(PyObject *hub)
+{
+    PyObject *res = PyObject_CallMethod(hub, "main", NULL); /* new ref */
+
+    if (!res)
+        PyErr_Print();
+    Py_XDECREF(res);
+    return res ? 0 : 1;
+}
 
 int worker_run_hub(void)
 {
-    PyObject *code = NULL, *mod = NULL, *res = NULL;
-    int rc = 1;
+    PyObject *mod = worker_load_hub(); /* new ref */
+    int rc;
 
-    code = Py_CompileString(pyproc_hub_source, "<pyproc hub>", Py_file_input); /* new ref */
-    if (!code)
-        goto out;
-    mod = PyImport_ExecCodeModule("pyproc", code); /* new ref */
-    if (!mod)
-        goto out;
-    res = PyObject_CallMethod(mod, "main", NULL); /* new ref */
-    if (res)
-        rc = 0;
-out:
-    if (PyErr_Occurred())
+    if (!mod) {
         PyErr_Print();
-    Py_XDECREF(res);
-    Py_XDECREF(mod);
-    Py_XDECREF(code);
+        return 1;
+    }
+    rc = worker_run_main(mod);
+    Py_DECREF(mod);
     return rc;
 }
 
@@ -56,7 +96,7 @@ static PyObject *py_run(PyObject *self, PyObject *unused)
 
     (void)self;
     (void)unused;
-    rc = worker_run_hub();
+    rc = the_worker.template_fd >= 0 ? worker_template_serve() : worker_run_hub();
     /* As main() does: user threads may still run, and finalising would
      * wait for them.  The host has what it needs. */
     fflush(stdout);
@@ -110,8 +150,12 @@ PyMODINIT_FUNC PyInit__pyproc(void)
      * before it exec'd us. */
     worker_parse_args(argc, argv, &a);
     free(argv); /* not the strings: the_worker points into them */
-    worker_die_with_host();
-    worker_attach_rings(&a);
+    if (the_worker.template_fd >= 0) {
+        worker_template_prepare();
+    } else {
+        worker_die_with_host();
+        worker_attach_rings(&a);
+    }
     if (a.buffer_fd >= 0 && worker_buffers_init(a.buffer_fd) != 0) {
         PyErr_Format(PyExc_RuntimeError, "pyproc-worker: cannot take shared buffers on fd %d",
                      a.buffer_fd);

@@ -27,7 +27,7 @@
 #include "buffers.h"
 #include "worker.h"
 
-struct worker the_worker = {.death_fd = -1, .fast_tasks = true};
+struct worker the_worker = {.death_fd = -1, .fast_tasks = true, .template_fd = -1};
 
 /* ---- waiting ---- */
 

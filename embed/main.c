@@ -126,8 +126,12 @@ int main(int argc, char **argv)
 #ifdef PYPROC_WORKER_SO
     exec_python(argc, argv, venv_python ? venv_python : PYPROC_PYTHON_EXE);
 #endif
-    worker_die_with_host();
-    worker_attach_rings(&a);
+    if (the_worker.template_fd >= 0) {
+        worker_template_prepare();
+    } else {
+        worker_die_with_host();
+        worker_attach_rings(&a);
+    }
     if (pyproc_bridge_register() < 0) {
         fprintf(stderr, "pyproc-worker: cannot register the bridge module\n");
         return 1;
@@ -138,7 +142,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "pyproc-worker: cannot take shared buffers on fd %d\n", a.buffer_fd);
         return 1;
     }
-    rc = worker_run_hub();
+    rc = the_worker.template_fd >= 0 ? worker_template_serve() : worker_run_hub();
     /* User threads (executors, libraries) may still run; finalising the
      * interpreter would wait for them.  The host has what it needs. */
     fflush(stdout);

@@ -22,7 +22,8 @@ static void usage_exit(const char *why)
             "  pyproc-worker --fd N --host-pid PID --pool NAME --index I\n"
             "                --request-bell FD --reply-bell FD --death-fd FD\n"
             "                [--python-path PATHS] [--spin-us N]\n"
-            "                [--rlimit-as BYTES] [--rlimit-nofile N] [--no-new-privs]\n",
+            "                [--rlimit-as BYTES] [--rlimit-nofile N] [--no-new-privs]\n"
+            "  pyproc-worker --template FD --host-pid PID --pool NAME ...\n",
             why);
     exit(2);
 }
@@ -64,6 +65,7 @@ void worker_parse_args(int argc, char **argv, struct worker_args *a)
         {"no-new-privs", no_argument, 0, 'P'},
         {"venv", required_argument, 0, 'v'},
         {"buffer-fd", required_argument, 0, 'b'},
+        {"template", required_argument, 0, 'T'},
         {0, 0, 0, 0},
     };
     struct worker *w = &the_worker;
@@ -117,10 +119,17 @@ void worker_parse_args(int argc, char **argv, struct worker_args *a)
         case 'b':
             a->buffer_fd = (int)parse_num(optarg, 0, 1 << 20);
             break;
+        case 'T':
+            w->template_fd = (int)parse_num(optarg, 0, 1 << 20);
+            break;
         default:
             usage_exit("unknown option");
         }
     }
+    /* A template has no segment of its own: each worker it forks gets
+     * one (template.c). */
+    if (w->template_fd >= 0 && w->host_pid && w->pool)
+        return;
     if (a->seg_fd < 0 || !w->host_pid || !w->pool || w->index < 0 || a->request_bell < 0 ||
         a->reply_bell < 0 || w->death_fd < 0)
         usage_exit("missing option");

@@ -47,6 +47,8 @@ struct worker {
     /* Set in a child that user code forked: such a process must never
      * touch the rings or the segment, which belong to its parent. */
     volatile sig_atomic_t forked;
+    /* The template's socket to the host (template.c); -1 in a worker. */
+    int template_fd;
 };
 
 extern struct worker the_worker;
@@ -104,5 +106,17 @@ void worker_keep_freed_memory(void);
 /* Run the hub's source as module `pyproc` and call its main(); returns
  * the worker's exit status.  Python is running. */
 int worker_run_hub(void);
+/* The hub's source run as module `pyproc` (a new reference), or NULL with
+ * a Python exception set; then its main(), the worker's exit status. */
+struct _object *worker_load_hub(void);
+int worker_run_main(struct _object *hub);
+
+/* ---- template.c: the template that forks workers ---- */
+
+/* Before Python: die with the host, without a thread (template.c). */
+void worker_template_prepare(void);
+/* Fork workers on the host's request until it goes; the exit status.
+ * Python is running.  Returns only in the template. */
+int worker_template_serve(void);
 
 #endif

@@ -233,8 +233,12 @@ PYPROC_EXPORT int pyproc_add_sub_err(pyproc_pool *p, const char *name, const cha
 
     if (err < 0)
         return err;
-    if (!name || !*name || !pypath || !*pypath || (flags & ~PYPROC_SUB_INIT))
+    if (!name || !*name || !pypath || !*pypath || (flags & ~(PYPROC_SUB_INIT | PYPROC_SUB_PRELOAD)))
         return -EINVAL;
+    /* Imported in the template first, so workers forked later share it;
+     * the broadcast then mounts it everywhere as usual. */
+    if ((flags & PYPROC_SUB_PRELOAD) && p->preload)
+        p->preload(p, name, pypath);
     b.limit = p->max_msg;
     err = pyproc__wire_add_sub(&b, name, pypath, flags & PYPROC_SUB_INIT);
     if (err == 0)

@@ -9,6 +9,8 @@
  *
  * Locks, outer first; a thread holding one takes only locks below it:
  *
+ *   template->lock       one exchange with the pool's template (template.c);
+ *                        the service thread only tries it
  *   pool->grow_lock      pyproc_add_proc(), across the whole bring-up
  *   pool->history_lock   a broadcast (send, wait, keep), and a joining
  *                        worker's catch-up and placing (broadcast.c)
@@ -250,7 +252,7 @@ struct call_slot {
 
 /* What an epoll event of the service thread points at. */
 struct service_event {
-    int kind; /* EV_CONTROL, EV_BELL, EV_PIDFD, EV_STDOUT, EV_STDERR */
+    int kind; /* EV_CONTROL, EV_BELL, EV_PIDFD, EV_STDOUT, EV_STDERR, EV_TEMPLATE */
     struct pp_worker *worker;
 };
 
@@ -493,6 +495,11 @@ struct pyproc_pool {
     bool no_new_privs;
     pyproc_output_fn output; /* NULL: the host's stderr */
     void *output_data;
+    /* The template that forks workers (template.c), or NULL: each is
+     * exec'd.  Set before the service thread starts. */
+    struct pp_template *tmpl;
+    /* Wired by pool.c: import a PYPROC_SUB_PRELOAD sub in the template. */
+    void (*preload)(pyproc_pool *p, const char *name, const char *pypath);
 
     /* Counters per worker index; the array of pointers grows under lock,
      * the counters themselves never move (see stats.c). */

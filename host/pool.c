@@ -32,6 +32,10 @@
 #define DEFAULT_SPIN_US 50
 #define DEFAULT_MAP_WINDOW 4096
 #define MAX_MAP_WINDOW (1 << 24)
+/*
+ * Workers fork from a template unless told otherwise: see pyproc.h.
+ */
+#define DEFAULT_START PYPROC_START_TEMPLATE
 
 /* ---- options ---- */
 
@@ -186,10 +190,30 @@ static uint64_t round_pow2(uint64_t n)
     return r;
 }
 
+/*
+ * How workers start: the option, else $PYPROC_START ("template" or
+ * "exec"; the test suite runs once with each), else DEFAULT_START.
+ */
+static int apply_start(pyproc_pool *p, int start)
+{
+    const char *env = getenv("PYPROC_START");
+
+    if (start < 0 || start > PYPROC_START_EXEC)
+        return -EINVAL;
+    if (start == PYPROC_START_DEFAULT && env && strcmp(env, "template") == 0)
+        start = PYPROC_START_TEMPLATE;
+    else if (start == PYPROC_START_DEFAULT && env && strcmp(env, "exec") == 0)
+        start = PYPROC_START_EXEC;
+    else if (start == PYPROC_START_DEFAULT)
+        start = DEFAULT_START;
+    return start == PYPROC_START_TEMPLATE ? pyproc__template_new(p) : 0;
+}
+
 static int apply_opts(pyproc_pool *p, const pyproc_opts *o)
 {
     static const pyproc_opts none;
     const char *env = getenv("PYPROC_WORKER");
+    int err;
 
     if (!o)
         o = &none;
@@ -220,7 +244,8 @@ static int apply_opts(pyproc_pool *p, const pyproc_opts *o)
     if (o->map_window < 0 || o->map_window > MAX_MAP_WINDOW)
         return -EINVAL;
     p->map_window = o->map_window ? (uint32_t)o->map_window : DEFAULT_MAP_WINDOW;
-    return apply_process_opts(p, o);
+    err = apply_start(p, o->start);
+    return err < 0 ? err : apply_process_opts(p, o);
 }
 
 /* ---- the pools of this process, for their shared buffers ---- */
@@ -290,6 +315,7 @@ static void pool_destroy(pyproc_pool *p)
         pyproc__workers_stop(p);
     pyproc__callback_stop(p);
     pyproc__service_stop(p);
+    pyproc__template_free(p);
     pyproc__deadlines_clear(p);
     for (int i = 0; p->workers && i < p->nworkers; i++)
         pyproc__worker_unref(p->workers[i]);
@@ -360,6 +386,7 @@ static const struct pp_service_ops service_ops = {
     .drain = pyproc__drain_batch,
     .died = worker_died,
     .tick = tick,
+    .template_died = pyproc__template_died,
 };
 
 PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name, const pyproc_opts *opts)
@@ -398,6 +425,10 @@ PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name, const pyp
         err = pyproc__service_start(p, &service_ops);
     if (err == 0)
         err = pyproc__callback_start(p);
+    if (err == 0 && p->tmpl) {
+        p->preload = pyproc__template_preload;
+        pyproc__template_begin(p);
+    }
     if (err == 0)
         err = pyproc__workers_start(p);
     if (err < 0) {

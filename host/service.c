@@ -33,7 +33,7 @@
 #include "chan.h"
 #include "output.h"
 
-enum { EV_CONTROL, EV_BELL, EV_PIDFD, EV_STDOUT, EV_STDERR };
+enum { EV_CONTROL, EV_BELL, EV_PIDFD, EV_STDOUT, EV_STDERR, EV_TEMPLATE };
 
 /*
  * One worker's turn: batches of SERVICE_BATCH_MSGS replies for at most
@@ -67,8 +67,22 @@ enum { EV_CONTROL, EV_BELL, EV_PIDFD, EV_STDOUT, EV_STDERR };
  */
 #define BELL_EVENTS (EPOLLIN | EPOLLET)
 
-/* The control eventfd's event; workers carry their own two. */
+/* The control eventfd's event, and the template's; workers carry their
+ * own. */
 static struct service_event control_event = {EV_CONTROL, NULL};
+static struct service_event template_event = {EV_TEMPLATE, NULL};
+
+int pyproc__service_watch_template(pyproc_pool *p, int pidfd)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &template_event};
+
+    return epoll_ctl(p->epfd, EPOLL_CTL_ADD, pidfd, &ev) < 0 ? -errno : 0;
+}
+
+void pyproc__service_unwatch_template(pyproc_pool *p, int pidfd)
+{
+    epoll_ctl(p->epfd, EPOLL_CTL_DEL, pidfd, NULL);
+}
 
 struct service_cmd {
     int (*fn)(pyproc_pool *p, void *arg);
@@ -325,6 +339,8 @@ static void handle_batch(pyproc_pool *p, struct epoll_event *ev, int n)
             commands = true;
         } else if (e->kind == EV_BELL) {
             bell(p, e->worker);
+        } else if (e->kind == EV_TEMPLATE) {
+            p->service_ops->template_died(p);
         } else if (e->kind == EV_PIDFD) {
             died(p, e->worker);
             forget_events(ev, i + 1, n, e->worker);

@@ -22,6 +22,8 @@ struct pp_service_ops {
     /* Due work by time (call timeouts); returns ms until the next tick,
      * or -1 for none. */
     int (*tick)(pyproc_pool *p);
+    /* The pool's template exited (see pyproc__service_watch_template()). */
+    void (*template_died)(pyproc_pool *p);
 };
 
 /* Start the thread; ops must outlive the pool. */
@@ -34,6 +36,10 @@ int pyproc__service_run(pyproc_pool *p, int (*fn)(pyproc_pool *, void *), void *
 int pyproc__service_watch(pyproc_pool *p, struct pp_worker *w);
 /* Once it returns, no event of the epoll set points at w. */
 void pyproc__service_unwatch(pyproc_pool *p, struct pp_worker *w);
+/* Watch the pidfd of the pool's template, or stop watching it; on the
+ * service thread. */
+int pyproc__service_watch_template(pyproc_pool *p, int pidfd);
+void pyproc__service_unwatch_template(pyproc_pool *p, int pidfd);
 /* Wake the service thread so it ticks again now. */
 void pyproc__service_kick(pyproc_pool *p);
 

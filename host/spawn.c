@@ -20,6 +20,14 @@
  * starts: its resource limits and PR_SET_NO_NEW_PRIVS travel on its
  * command line (see embed/main.c).  Its environment and working
  * directory are set here, by posix_spawn.
+ *
+ * A pool with a template (template.c) has the same fds passed to the
+ * template, which forks the worker with them as its 1 to 7 and nothing
+ * else; the template was exec'd here as a worker is, with the pool's
+ * limits, environment and directory, and its children inherit them.  The
+ * template's own fds are 0 (/dev/null), 1 (/dev/null), 2 (the host's
+ * stderr, or /dev/null when the pool takes its workers' output) and 3
+ * (its socket to us).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -108,26 +116,39 @@ struct worker_argv {
     char *argv[32];
 };
 
-static void build_argv(pyproc_pool *p, struct pp_worker *w, struct worker_argv *a)
+/* A worker's own options; a template (w NULL) has only its socket. */
+static int worker_options(pyproc_pool *p, const struct pp_worker *w, struct worker_argv *a, int n)
 {
-    static char req_s[] = "4", rep_s[] = "5", death_s[] = "6", buffers_s[] = "7";
+    static char req_s[] = "4", rep_s[] = "5", death_s[] = "6", buffers_s[] = "7", tmpl_s[] = "3";
     char **v = a->argv;
-    int n = 0;
 
+    if (!w) {
+        v[n++] = "--template", v[n++] = tmpl_s;
+        return n;
+    }
     snprintf(a->fd_s, sizeof a->fd_s, "%d", FD_SEG);
-    snprintf(a->pid_s, sizeof a->pid_s, "%d", (int)getpid());
     snprintf(a->idx_s, sizeof a->idx_s, "%d", w->index);
     snprintf(a->spin_s, sizeof a->spin_s, "%lld", (long long)(p->spin_ns / 1000));
-    v[n++] = "pyproc-worker";
     v[n++] = "--fd", v[n++] = a->fd_s;
-    v[n++] = "--host-pid", v[n++] = a->pid_s;
-    v[n++] = "--pool", v[n++] = p->name;
     v[n++] = "--index", v[n++] = a->idx_s;
     v[n++] = "--request-bell", v[n++] = req_s;
     v[n++] = "--reply-bell", v[n++] = rep_s;
     v[n++] = "--death-fd", v[n++] = death_s;
     v[n++] = "--buffer-fd", v[n++] = buffers_s;
     v[n++] = "--spin-us", v[n++] = a->spin_s;
+    return n;
+}
+
+static void build_argv(pyproc_pool *p, const struct pp_worker *w, struct worker_argv *a)
+{
+    char **v = a->argv;
+    int n = 0;
+
+    snprintf(a->pid_s, sizeof a->pid_s, "%d", (int)getpid());
+    v[n++] = "pyproc-worker";
+    n = worker_options(p, w, a, n);
+    v[n++] = "--host-pid", v[n++] = a->pid_s;
+    v[n++] = "--pool", v[n++] = p->name;
     v[n++] = "--python-path", v[n++] = p->python_path ? p->python_path : "";
     if (p->mem_limit) {
         snprintf(a->as_s, sizeof a->as_s, "%llu", (unsigned long long)p->mem_limit);
@@ -149,17 +170,17 @@ static void build_argv(pyproc_pool *p, struct pp_worker *w, struct worker_argv *
  * step is checked: on failure fa is destroyed again and the error
  * returned.
  */
-static int file_actions(pyproc_pool *p, posix_spawn_file_actions_t *fa, const int *hi)
+static int file_actions(pyproc_pool *p, posix_spawn_file_actions_t *fa, const int *hi, int nfds)
 {
     int err = posix_spawn_file_actions_init(fa);
 
     if (err)
         return -err;
     err = posix_spawn_file_actions_addopen(fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    for (int i = 0; !err && i < N_CHILD_FDS; i++)
+    for (int i = 0; !err && i < nfds; i++)
         err = posix_spawn_file_actions_adddup2(fa, hi[i], FD_STDOUT + i);
     if (!err)
-        err = posix_spawn_file_actions_addclosefrom_np(fa, FD_FIRST_FREE);
+        err = posix_spawn_file_actions_addclosefrom_np(fa, FD_STDOUT + nfds);
     if (!err && p->cwd)
         err = posix_spawn_file_actions_addchdir_np(fa, p->cwd);
     if (err) {
@@ -195,12 +216,12 @@ static int spawn_attr(posix_spawnattr_t *attr)
     return 0;
 }
 
-/* posix_spawn with every step of its set-up checked; w->pid on success. */
-static int spawn_checked(pyproc_pool *p, struct pp_worker *w, const int *hi, char **argv)
+/* posix_spawn with every step of its set-up checked; *pid on success. */
+static int spawn_checked(pyproc_pool *p, pid_t *pid, const int *hi, int nfds, char **argv)
 {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
-    int err = file_actions(p, &fa, hi);
+    int err = file_actions(p, &fa, hi, nfds);
 
     if (err < 0)
         return err;
@@ -208,45 +229,90 @@ static int spawn_checked(pyproc_pool *p, struct pp_worker *w, const int *hi, cha
     if (err == 0) {
         /* glibc's posix_spawn reports a failed exec (or chdir) as its
          * return value. */
-        err = -posix_spawn(&w->pid, p->worker_path, &fa, &attr, argv, p->env ? p->env : environ);
+        err = -posix_spawn(pid, p->worker_path, &fa, &attr, argv, p->env ? p->env : environ);
         posix_spawnattr_destroy(&attr);
     }
     posix_spawn_file_actions_destroy(&fa);
     return err;
 }
 
-/* src: the fds the worker gets as 1 to 7, in that order. */
-static int spawn_process(pyproc_pool *p, struct pp_worker *w, const int *src)
+/* A pidfd for our child pid, or the error with the child gone. */
+static int open_pidfd(pid_t pid, int *ret)
 {
-    struct worker_argv a;
-    int hi[N_CHILD_FDS];
-    int err;
+    int fd = pidfd_open(pid, 0);
 
-    err = high_copies(src, hi, N_CHILD_FDS);
-    if (err < 0)
-        return err;
-    build_argv(p, w, &a);
-    err = spawn_checked(p, w, hi, a.argv);
-    for (int i = 0; i < N_CHILD_FDS; i++)
-        close(hi[i]);
-    if (err < 0) {
-        w->pid = -1;
-        return err;
-    }
-    w->pidfd = pidfd_open(w->pid, 0);
-    if (w->pidfd < 0) {
-        err = -errno;
+    if (fd < 0) {
+        int err = -errno;
         /* ESRCH: it died and was reaped by someone else (SIGCHLD ignored,
          * or the application's waitpid(-1)); its pid may be reused now,
          * so it must not be signalled. */
         if (err != -ESRCH) {
-            kill(w->pid, SIGKILL);
-            waitpid(w->pid, NULL, 0);
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
         }
-        w->pid = -1;
         return err;
     }
+    *ret = fd;
     return 0;
+}
+
+/* Exec w (NULL: the template) with src as its fds 1 to nfds. */
+static int spawn_process(pyproc_pool *p, const struct pp_worker *w, const int *src, int nfds,
+                         pid_t *ret_pid, int *ret_pidfd)
+{
+    struct worker_argv a;
+    int hi[N_CHILD_FDS];
+    pid_t pid;
+    int err;
+
+    err = high_copies(src, hi, nfds);
+    if (err < 0)
+        return err;
+    build_argv(p, w, &a);
+    err = spawn_checked(p, &pid, hi, nfds, a.argv);
+    for (int i = 0; i < nfds; i++)
+        close(hi[i]);
+    if (err == 0)
+        err = open_pidfd(pid, ret_pidfd);
+    if (err == 0)
+        *ret_pid = pid;
+    return err;
+}
+
+/* Forked by the pool's template when it has one up, else exec'd. */
+static int start_process(pyproc_pool *p, struct pp_worker *w, const int *src)
+{
+    pid_t pid;
+    int err = p->tmpl ? pyproc__template_fork(p, w->index, src, &pid) : -ENOTSUP;
+
+    /* A failed fork made no child: the fds are still unused. */
+    if (err == 0) {
+        err = open_pidfd(pid, &w->pidfd);
+        w->pid = err == 0 ? pid : -1;
+        return err;
+    }
+    err = spawn_process(p, w, src, N_CHILD_FDS, &w->pid, &w->pidfd);
+    if (err < 0)
+        w->pid = -1;
+    return err;
+}
+
+int pyproc__template_spawn(pyproc_pool *p, int sock, pid_t *ret_pid, int *ret_pidfd)
+{
+    int src[3], err;
+
+    /* Its stdout says nothing; its stderr (why it could not start) is
+     * the host's, unless the application takes the workers' output. */
+    src[0] = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    src[1] = p->output ? open("/dev/null", O_WRONLY | O_CLOEXEC) : fcntl(2, F_DUPFD_CLOEXEC, 3);
+    if (src[1] < 0)
+        src[1] = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    src[2] = sock;
+    err = src[0] < 0 || src[1] < 0 ? -EMFILE : spawn_process(p, NULL, src, 3, ret_pid, ret_pidfd);
+    for (int i = 0; i < 2; i++)
+        if (src[i] >= 0)
+            close(src[i]);
+    return err;
 }
 
 /* Pipes for the worker's stdout and stderr; we keep the read ends. */
@@ -267,48 +333,79 @@ static int output_pipes(struct pp_worker *w, int *write_ends)
     return 0;
 }
 
+/* Close the child's ends that we still hold. */
+static void spawn_close(struct pp_spawn *s)
+{
+    int *fds[] = {&s->out_w[0], &s->out_w[1], &s->death_r, &s->sock_w};
+
+    for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
+        if (*fds[i] >= 0)
+            close(*fds[i]);
+        *fds[i] = -1;
+    }
+}
+
+void pyproc__spawn_abandon(struct pp_spawn *s)
+{
+    spawn_close(s);
+    pyproc__worker_unref(s->w);
+    s->w = NULL;
+}
+
+int pyproc__worker_prepare(pyproc_pool *p, int index, struct pp_spawn *s)
+{
+    int pipefd[2], sock[2], err;
+
+    *s = (struct pp_spawn){.out_w = {-1, -1}, .death_r = -1, .sock_w = -1};
+    if (!(s->w = pyproc__worker_alloc(p, index)))
+        return -ENOMEM;
+    s->w->stats = pyproc__slot_stats(p, index);
+    err = s->w->stats ? worker_setup(p, s->w) : -ENOMEM;
+    if (err == 0)
+        err = output_pipes(s->w, s->out_w);
+    if (err == 0 && pipe2(pipefd, O_CLOEXEC) < 0)
+        err = -errno;
+    if (err == 0) {
+        s->w->death_w = pipefd[1];
+        s->death_r = pipefd[0];
+        /* Datagrams keep each fd with its token; ours never blocks. */
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sock) < 0)
+            err = -errno;
+    }
+    if (err < 0) {
+        pyproc__spawn_abandon(s);
+        return err;
+    }
+    s->w->fd_sock = sock[0];
+    s->sock_w = sock[1];
+    return 0;
+}
+
+int pyproc__worker_launch(pyproc_pool *p, struct pp_spawn *s)
+{
+    struct pp_worker *w = s->w;
+    int src[N_CHILD_FDS] = {s->out_w[0],       s->out_w[1], w->seg.fd, w->tx.doorbell_fd,
+                            w->rx.doorbell_fd, s->death_r,  s->sock_w};
+    int err = start_process(p, w, src);
+
+    /* Its exit is their EOF once we hold none of its ends. */
+    if (err < 0) {
+        pyproc__spawn_abandon(s);
+        return err;
+    }
+    spawn_close(s);
+    return 0;
+}
+
 int pyproc__worker_spawn(pyproc_pool *p, int index, struct pp_worker **ret)
 {
-    struct pp_worker *w = pyproc__worker_alloc(p, index);
-    int pipefd[2], sock[2], out_w[2] = {-1, -1}, err;
+    struct pp_spawn s;
+    int err = pyproc__worker_prepare(p, index, &s);
 
-    if (!w)
-        return -ENOMEM;
-    w->stats = pyproc__slot_stats(p, index);
-    err = w->stats ? worker_setup(p, w) : -ENOMEM;
-    if (err < 0)
-        goto fail;
-    err = output_pipes(w, out_w);
-    if (err < 0)
-        goto fail;
-    if (pipe2(pipefd, O_CLOEXEC) < 0) {
-        err = -errno;
-        goto fail;
-    }
-    w->death_w = pipefd[1];
-    /* Datagrams keep each fd with its token; ours never blocks. */
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sock) < 0) {
-        err = -errno;
-        close(pipefd[0]);
-        goto fail;
-    }
-    w->fd_sock = sock[0];
-    int src[N_CHILD_FDS] = {out_w[0],          out_w[1],  w->seg.fd, w->tx.doorbell_fd,
-                            w->rx.doorbell_fd, pipefd[0], sock[1]};
-    err = spawn_process(p, w, src);
-    close(pipefd[0]);
-    close(sock[1]);
-    if (err < 0)
-        goto fail;
-    close(out_w[0]);
-    close(out_w[1]);
-    *ret = w;
-    return 0;
-fail:
-    for (int k = 0; k < 2; k++)
-        if (out_w[k] >= 0)
-            close(out_w[k]);
-    pyproc__worker_unref(w);
+    if (err == 0)
+        err = pyproc__worker_launch(p, &s);
+    if (err == 0)
+        *ret = s.w;
     return err;
 }
 

@@ -13,10 +13,48 @@
 
 /* Start the process of a new worker at index; *ret holds a reference. */
 int pyproc__worker_spawn(pyproc_pool *p, int index, struct pp_worker **ret);
+/*
+ * The same in two steps, so that a pool's workers can all be prepared
+ * while its template starts: a worker with its segment, rings and the
+ * fds it will get (the ends in s are its, ours to close), then its
+ * process.  On failure, each step leaves nothing behind; abandon drops
+ * one prepared and not launched.
+ */
+struct pp_spawn {
+    struct pp_worker *w; /* a reference */
+    int out_w[2], death_r, sock_w;
+};
+int pyproc__worker_prepare(pyproc_pool *p, int index, struct pp_spawn *s);
+int pyproc__worker_launch(pyproc_pool *p, struct pp_spawn *s);
+void pyproc__spawn_abandon(struct pp_spawn *s);
 /* Give an asked worker grace_ms to exit, then kill it; reap it either way. */
 void pyproc__worker_stop(struct pp_worker *w, int grace_ms);
 /* The worker died (pidfd readable): reap it and fail its calls. */
 void pyproc__worker_reap(struct pp_worker *w);
+/* Exec the pool's template with sock as its fd 3; its pid and a pidfd. */
+int pyproc__template_spawn(pyproc_pool *p, int sock, pid_t *ret_pid, int *ret_pidfd);
+
+/* ---- the template that forks workers (template.c) ---- */
+
+/* The pool's template, not started yet (p->tmpl); -ENOMEM. */
+int pyproc__template_new(pyproc_pool *p);
+/* Start it (begin), and wait until it can fork (finish), in between
+ * preparing the workers; on failure the pool execs its workers from then
+ * on.  Before the workers start. */
+void pyproc__template_begin(pyproc_pool *p);
+void pyproc__template_finish(pyproc_pool *p);
+/* On the service thread: have the template fork worker index with fds
+ * (its 1 to 7); its pid.  -EAGAIN when the template is busy, starting or
+ * gone, or another error: then no worker was forked, and the caller
+ * execs one with the same fds. */
+int pyproc__template_fork(pyproc_pool *p, int index, const int *fds, pid_t *ret_pid);
+/* On the service thread: the template's pidfd is readable. */
+void pyproc__template_died(pyproc_pool *p);
+/* Import a PYPROC_SUB_PRELOAD sub in the template, now and after each
+ * restart. */
+void pyproc__template_preload(pyproc_pool *p, const char *name, const char *pypath);
+/* Stop the template and free it; the service thread has stopped. */
+void pyproc__template_free(pyproc_pool *p);
 
 /* ---- workers of a pool (workers.c) ---- */
 

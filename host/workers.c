@@ -402,17 +402,33 @@ PYPROC_EXPORT int pyproc_add_proc(pyproc_pool *p, int *ind)
     return err;
 }
 
-/* On the service thread: spawn and watch every worker. */
-static int spawn_all(pyproc_pool *p, void *arg)
+/* On the service thread: every worker's segment, rings and fds. */
+static int prepare_all(pyproc_pool *p, void *arg)
 {
-    (void)arg;
+    struct pp_spawn *s = arg;
+
     for (int i = 0; i < p->nworkers; i++) {
-        int err = pyproc__worker_spawn(p, i, &p->workers[i]);
-        if (err == 0)
-            p->workers[i]->published = true;
-        if (err == 0)
-            err = pyproc__service_watch(p, p->workers[i]);
+        int err = pyproc__worker_prepare(p, i, &s[i]);
         if (err < 0)
+            return err;
+    }
+    return 0;
+}
+
+/* On the service thread: start and watch every worker prepared. */
+static int launch_all(pyproc_pool *p, void *arg)
+{
+    struct pp_spawn *s = arg;
+
+    for (int i = 0; i < p->nworkers; i++) {
+        struct pp_worker *w = s[i].w;
+        int err = pyproc__worker_launch(p, &s[i]);
+        s[i].w = NULL; /* launched, or dropped by the launch */
+        if (err < 0)
+            return err;
+        p->workers[i] = w;
+        w->published = true;
+        if ((err = pyproc__service_watch(p, w)) < 0)
             return err;
     }
     return 0;
@@ -475,10 +491,23 @@ int pyproc__worker_wait_ready(struct pp_worker *w, int timeout_ms)
     return wait_ready(w->pool, &w, 1, timeout_ms, true);
 }
 
+/*
+ * A pool's template starts Python meanwhile (pyproc__template_begin()),
+ * so the workers are prepared first and launched once it is up.
+ */
 int pyproc__workers_start(pyproc_pool *p)
 {
-    int err = pyproc__service_run(p, spawn_all, NULL);
+    struct pp_spawn *s = calloc((size_t)p->nworkers, sizeof *s);
+    int err = s ? pyproc__service_run(p, prepare_all, s) : -ENOMEM;
 
+    if (err == 0 && p->tmpl)
+        pyproc__template_finish(p);
+    if (err == 0)
+        err = pyproc__service_run(p, launch_all, s);
+    for (int i = 0; s && i < p->nworkers; i++)
+        if (s[i].w)
+            pyproc__spawn_abandon(&s[i]);
+    free(s);
     if (err == 0)
         err = wait_ready(p, p->workers, p->nworkers, p->start_timeout_ms, false);
     return err;

@@ -252,10 +252,63 @@ typedef struct pyproc_opts {
      * never.  Unlike mem_limit_bytes nothing fails: the worker is
      * replaced between calls, so a slow leak costs nothing but restarts. */
     uint64_t max_rss_bytes;
+
+    /* ---- start-up ---- */
+
+    /* How workers start: PYPROC_START_TEMPLATE or PYPROC_START_EXEC.
+     * Default (0): $PYPROC_START ("template" or "exec") if set, else
+     * PYPROC_START_TEMPLATE. */
+    int start;
 } pyproc_opts;
+
+/*
+ * Values of pyproc_opts.start.
+ *
+ * PYPROC_START_EXEC: each worker is a fresh pyproc-worker process that
+ * starts Python and imports asyncio itself (some 50-100 ms of CPU each).
+ *
+ * PYPROC_START_TEMPLATE (the default): the pool execs one pyproc-worker
+ * as a template, which starts Python and imports the worker's own Python
+ * side once, and then forks each worker (at start, pyproc_add_proc() and
+ * every respawn) while it has no thread but its main one.  A forked
+ * worker is a child of the host like an exec'd one, with its own segment
+ * and fds (exactly those an exec'd worker gets), the pool's limits,
+ * no_new_privs, environment and working directory, and it dies with the
+ * host; Python's after-fork hooks run in it.  It is ready in a few
+ * milliseconds and shares the interpreter's memory with its siblings
+ * copy-on-write.  One difference: its environment is the one the
+ * template started with (the host's, or opts.env), not the host's as it
+ * is at each fork.  No user code runs in the template unless a sub is
+ * added with PYPROC_SUB_PRELOAD.  The template is supervised: one that
+ * dies is restarted, and meanwhile workers are exec'd; where it cannot
+ * work (a C library other than glibc's), every worker is exec'd.
+ * It is the default because, measured on the same machine in the same
+ * runs (pyproc-bench --only startup,idle-pool, medians of five runs on a
+ * shared 2-CPU machine), a pool of 4 is ready and answering in 69 ms
+ * rather than 130 ms (a pool of 1: 58 ms), pyproc_add_proc() and a
+ * respawn take 6-7 ms rather than 50-60 ms, and a worker holds 2.8 MiB of
+ * private memory rather than 10 MiB; and the whole test suite passes
+ * either way (make check runs the end-to-end tests in both).
+ */
+enum {
+    PYPROC_START_DEFAULT = 0,
+    PYPROC_START_TEMPLATE = 1,
+    PYPROC_START_EXEC = 2,
+};
 
 /* Flags of pyproc_add_sub(). */
 #define PYPROC_SUB_INIT 0x1u /* run each module's __init__(hub) on load */
+/*
+ * Import the sub's modules in the pool's template too (see
+ * PYPROC_START_TEMPLATE), so that workers forked afterwards find them
+ * imported and share their memory copy-on-write.  Only for code that
+ * starts no thread and opens no fd at import: the template forks only
+ * while it has one thread (a preload that starts one makes the pool exec
+ * its workers from then on), and a forked worker keeps none of the
+ * template's fds.  Its __init__ (PYPROC_SUB_INIT) runs in the workers
+ * only.  Without a template it does nothing more than a plain add_sub.
+ */
+#define PYPROC_SUB_PRELOAD 0x2u
 
 /* ---- pools ---- */
 

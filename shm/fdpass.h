@@ -23,4 +23,18 @@ int shm_fd_send(int sock, const void *body, size_t len, int fd, bool wait);
  * is closed); another negative errno of recvmsg(). */
 int shm_fd_recv(int sock, void *body, size_t len, int *fd);
 
+/*
+ * The same for up to SHM_FDS_MAX fds and a body of any length up to a
+ * cap: the template of a pool and its host talk so (embed/template.c,
+ * host/template.c).  Send blocks; 0 or a negative errno as above.
+ */
+#define SHM_FDS_MAX 8
+int shm_fds_send(int sock, const void *body, size_t len, const int *fds, int nfds);
+/* Take the next datagram, waiting up to timeout_ms (-1: for ever): its
+ * length (its body in body, at most cap bytes, and its fds, close-on-exec
+ * and the caller's, in fds with their count in *nfds); 0 when the peer
+ * is gone; -ETIMEDOUT; -EBADMSG for one cut short (its fds are closed);
+ * another negative errno. */
+int shm_fds_recv(int sock, void *body, size_t cap, int *fds, int *nfds, int timeout_ms);
+
 #endif

@@ -172,6 +172,9 @@ static inline pyproc_pool *fake_pool_new(const char *name, pyproc_opts opts, con
     pyproc_pool *p = NULL;
 
     opts.worker_path = fake_self();
+    /* It stands in for an exec'd worker: it speaks the rings, not a
+     * template's socket. */
+    opts.start = PYPROC_START_EXEC;
     if (mode)
         assert_int_equal(setenv(FAKE_MODE_ENV, mode, 1), 0);
     assert_int_equal(pyproc_pool_new(&p, name, &opts), 0);

@@ -6,7 +6,12 @@
  *
  * To see what a worker inherits before Python opens anything, the test
  * binary stands in as the worker: run with the worker's command line
- * ("--fd ..."), it writes down its fds and execs the real worker.
+ * ("--fd ..."), it writes down its fds and execs the real worker.  With a
+ * template (PYPROC_START_TEMPLATE), it stands in as the template
+ * ("--template ..."), and the forked workers are looked at as they run.
+ *
+ * Every test runs twice: with workers exec'd, then forked from a
+ * template ($PYPROC_START, which the pools' defaults follow).
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -120,6 +125,84 @@ static void expect_inherited_set(int pid)
         assert_true(seen[i]);
 }
 
+/* The template: 0 and 1 /dev/null, 2 our stderr, 3 its socket; its
+ * socket's name in *sock. */
+static void expect_template_set(int pid, char *sock, size_t len)
+{
+    char err_target[256] = "";
+    struct fd_entry fds[64];
+    int n = read_dump(pid, fds, 64);
+    ssize_t k = readlink("/proc/self/fd/2", err_target, sizeof err_target - 1);
+
+    err_target[k < 0 ? 0 : k] = 0;
+    for (int i = 0; i < n; i++) {
+        printf("template %d started with fd %d -> %s\n", pid, fds[i].fd, fds[i].target);
+        assert_in_range(fds[i].fd, 0, 3);
+        if (fds[i].fd < 2)
+            assert_string_equal(fds[i].target, "/dev/null");
+        else if (fds[i].fd == 2)
+            assert_string_equal(fds[i].target, err_target);
+        else
+            snprintf(sock, len, "%s", fds[i].target);
+    }
+    assert_int_equal(n, 4);
+    assert_true(starts_with(sock, "socket:["));
+}
+
+/* A forked worker, running: fds 0 to 7 what spawn.c promises, and none
+ * of the template's. */
+static void expect_forked_set(int pid, const char *template_sock)
+{
+    static const char *const want[] = {
+        "/dev/null",
+        "pipe:[",
+        "pipe:[",
+        "/memfd:pyproc",
+        "anon_inode:[eventfd]",
+        "anon_inode:[eventfd]",
+        "pipe:[",
+        "socket:[",
+    };
+    struct fd_entry fds[256];
+    char pid_s[16];
+    int seen = 0;
+
+    snprintf(pid_s, sizeof pid_s, "%d", pid);
+    int n = list_fds(pid_s, fds, 256);
+    for (int i = 0; i < n; i++) {
+        printf("forked worker %d has fd %d -> %s\n", pid, fds[i].fd, fds[i].target);
+        assert_string_not_equal(fds[i].target, template_sock);
+        if (fds[i].fd < 8) {
+            assert_true(starts_with(fds[i].target, want[fds[i].fd]));
+            seen++;
+        }
+    }
+    assert_int_equal(seen, 8);
+}
+
+/* The pids of the stand-ins that wrote a dump: the template's alone, when
+ * there is one. */
+static int dumped_pids(int *pids, int max)
+{
+    char dir_prefix[80];
+    struct dirent *e;
+    int n = 0;
+    DIR *d = opendir("/tmp");
+
+    assert_non_null(d);
+    snprintf(dir_prefix, sizeof dir_prefix, "%s.", strrchr(dump_prefix, '/') + 1);
+    while ((e = readdir(d)) && n < max)
+        if (starts_with(e->d_name, dir_prefix))
+            pids[n++] = atoi(e->d_name + strlen(dir_prefix));
+    closedir(d);
+    return n;
+}
+
+static bool template_mode(void)
+{
+    return strcmp(getenv("PYPROC_START"), "template") == 0;
+}
+
 /* No fd of the running worker is one of the leaked ones. */
 static void expect_no_leak(int pid, const struct fd_entry *leaked, int nleaked)
 {
@@ -170,16 +253,29 @@ static void worker_inherits_only_its_own_fds(void **state)
     setenv("PYPROC_TEST_REAL_WORKER", real, 1);
     setenv("PYPROC_TEST_FD_DUMP", dump_prefix, 1);
     pyproc_pool *p = e2e_pool_opts((pyproc_opts){.workers = 2, .worker_path = self});
+    char template_sock[256] = "";
+    if (template_mode()) {
+        int tpid = -1;
+        assert_int_equal(dumped_pids(&tpid, 1), 1);
+        expect_template_set(tpid, template_sock, sizeof template_sock);
+        expect_no_leak(tpid, leaked, nleaked);
+    }
     for (int i = 0; i < 2; i++) {
         int pid = e2e_pid_of(p, i);
-        expect_inherited_set(pid);
+        if (template_mode())
+            expect_forked_set(pid, template_sock);
+        else
+            expect_inherited_set(pid);
         expect_no_leak(pid, leaked, nleaked);
     }
     /* A respawned worker, started by the same service thread later on. */
     int old = e2e_pid_of(p, 1);
     assert_int_equal(kill(old, SIGKILL), 0);
     int pid = e2e_wait_respawned(p, 1, old);
-    expect_inherited_set(pid);
+    if (template_mode())
+        expect_forked_set(pid, template_sock);
+    else
+        expect_inherited_set(pid);
     expect_no_leak(pid, leaked, nleaked);
     pyproc_pool_free(p);
     close(file);
@@ -456,7 +552,7 @@ static void no_new_privs_option(void **state)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && strcmp(argv[1], "--fd") == 0)
+    if (argc > 1 && (strcmp(argv[1], "--fd") == 0 || strcmp(argv[1], "--template") == 0))
         return as_worker(argv);
     snprintf(dump_prefix, sizeof dump_prefix, "/tmp/pyproc-fds-%d", (int)getpid());
     const struct CMUnitTest tests[] = {
@@ -469,5 +565,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(fd_cap),
         cmocka_unit_test(no_new_privs_option),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    setenv("PYPROC_START", "exec", 1);
+    int failed = cmocka_run_group_tests_name("exec'd workers", tests, NULL, NULL);
+    setenv("PYPROC_START", "template", 1);
+    return failed +
+           cmocka_run_group_tests_name("workers forked from a template", tests, NULL, NULL);
 }

@@ -52,7 +52,8 @@ static int open_fds(void)
     return n;
 }
 
-static const pyproc_opts opts = {.workers = 1, .cwd = "/"};
+/* Exec'd workers: a template forks them without posix_spawn. */
+static const pyproc_opts opts = {.workers = 1, .cwd = "/", .start = PYPROC_START_EXEC};
 
 static void failed_setup_fails_the_pool(void **state)
 {

@@ -8,6 +8,7 @@ sub, per new reference, or per coroutine.
 """
 
 import asyncio
+import gc
 import importlib
 import itertools
 import os
@@ -145,6 +146,14 @@ def _load(sub, pypath):
         setattr(sub, info.name, mod)
         modules.append(mod)
     return modules
+
+
+def preload(name, pypath):
+    """In a pool's template: import a sub's modules, unmounted, so that the
+    workers forked from it share them (PYPROC_SUB_PRELOAD)."""
+    _set_path()
+    _load(Sub(name, pypath), pypath)
+    gc.freeze()
 
 
 class NativeSub:
@@ -506,10 +515,32 @@ def _serve():
             continue  # unless the host asked us to stop meanwhile
 
 
+def warm():
+    """In a pool's template, before it forks: make and close an event loop
+    as each worker does first, so that what that imports and warms up is
+    done once and shared by the workers; then keep the collector off what
+    is there (gc.freeze()), which the workers would otherwise copy page by
+    page as it marks it."""
+    _Loop(_Selector()).close()
+    gc.freeze()
+
+
+_path_set = False
+
+
+def _set_path():
+    """The pool's python_path in front of sys.path, once (a worker forked
+    from a template that preloaded code has it already)."""
+    global _path_set
+    if not _path_set:
+        for entry in reversed([p for p in _pyproc.python_path.split(":") if p]):
+            sys.path.insert(0, entry)
+        _path_set = True
+
+
 def main():
     global _loop
-    for entry in reversed([p for p in _pyproc.python_path.split(":") if p]):
-        sys.path.insert(0, entry)
+    _set_path()
     _loop = _Loop(_Selector())
     asyncio.set_event_loop(_loop)
     _loop.add_reader(_pyproc.doorbell, _drain_doorbell)
