@@ -301,6 +301,9 @@ PYPROC_EXPORT int pyproc_reload_err(pyproc_pool *p, pyproc_msg **err_msg)
     if (err < 0)
         return err;
     pthread_mutex_lock(&p->grow_lock);
+    /* Workers forked from the template would get its modules as they
+     * were when it imported them. */
+    pyproc__template_renew(p);
     for (int i = 0; err == 0 && i < pyproc_workers(p); i++) {
         err = replace(p, i, NULL, &old, &why);
         if (err == 0 && old)

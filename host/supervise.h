@@ -50,6 +50,10 @@ void pyproc__template_finish(pyproc_pool *p);
 int pyproc__template_fork(pyproc_pool *p, int index, const int *fds, pid_t *ret_pid);
 /* On the service thread: the template's pidfd is readable. */
 void pyproc__template_died(pyproc_pool *p);
+/* Replace a running template with a new one, which imports the hub and
+ * the preloaded subs afresh from disk (pyproc_reload()); workers are
+ * exec'd while it starts. */
+void pyproc__template_renew(pyproc_pool *p);
 /* Import a PYPROC_SUB_PRELOAD sub in the template, now and after each
  * restart. */
 void pyproc__template_preload(pyproc_pool *p, const char *name, const char *pypath);

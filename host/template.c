@@ -398,6 +398,24 @@ static void *restart_main(void *arg)
     }
 }
 
+void pyproc__template_renew(pyproc_pool *p)
+{
+    struct pp_template *t = p->tmpl;
+
+    if (!t)
+        return;
+    pthread_mutex_lock(&t->lock);
+    if (t->state == TMPL_UP) {
+        /* Not a death: the restart thread, should the service thread
+         * have seen this one, finds the new one alive and leaves it. */
+        reap(t);
+        t->up_ns = 0;
+        if (start_locked(p, t, true) < 0 && !alive(t))
+            restart_locked(p, t);
+    }
+    pthread_mutex_unlock(&t->lock);
+}
+
 void pyproc__template_died(pyproc_pool *p)
 {
     struct pp_template *t = p->tmpl;

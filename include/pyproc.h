@@ -339,7 +339,9 @@ PYPROC_EXPORT int pyproc_drain(pyproc_pool *pool, int timeout_ms);
 
 /*
  * Replace every worker, one index at a time, so that Python code changed
- * on disk since it was loaded (pyproc_add_sub()) is imported afresh: for
+ * on disk since it was loaded (pyproc_add_sub()) is imported afresh (a
+ * pool with a template starts a new one first, so that preloaded subs
+ * are imported afresh too; workers are exec'd while it starts): for
  * each index, no new call is routed to its worker (calls pinned to the
  * index wait), a new worker is started and the pool's history (add_sub,
  * add_native, set_attr) replayed to it, and it takes the slot; the old

@@ -6,6 +6,7 @@
  * first worker, the old workers serve on, and the error comes back.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -35,8 +36,9 @@ static void mod_remove(struct moddir *d)
     assert_int_equal(system(cmd), 0);
 }
 
-/* A pool of n on a fresh module "lifemod" answering `version`. */
-static pyproc_pool *mod_pool(struct moddir *d, int n, int version)
+/* A pool of n on a fresh module "lifemod" answering `version`, added
+ * with flags, its workers started as start says. */
+static pyproc_pool *mod_pool_ex(struct moddir *d, int n, int version, unsigned flags, int start)
 {
     pyproc_pool *p = NULL;
     char text[128];
@@ -46,11 +48,17 @@ static pyproc_pool *mod_pool(struct moddir *d, int n, int version)
     snprintf(d->file, sizeof d->file, "%s/lifemod.py", d->dir);
     snprintf(text, sizeof text, "%sdef version():\n    return %d\n", MOD_PID, version);
     mod_write(d, text);
-    assert_int_equal(pyproc_pool_new(&p, "reload",
-                                     &(pyproc_opts){.workers = n, .python_path = d->dir}),
-                     0);
-    assert_int_equal(pyproc_add_sub(p, "m", "lifemod", 0), 0);
+    assert_int_equal(
+        pyproc_pool_new(&p, "reload",
+                        &(pyproc_opts){.workers = n, .python_path = d->dir, .start = start}),
+        0);
+    assert_int_equal(pyproc_add_sub(p, "m", "lifemod", flags), 0);
     return p;
+}
+
+static pyproc_pool *mod_pool(struct moddir *d, int n, int version)
+{
+    return mod_pool_ex(d, n, version, 0, 0);
 }
 
 static int64_t version_at(pyproc_pool *p, int ind)
@@ -73,6 +81,19 @@ static int pid_at(pyproc_pool *p, int ind)
     assert_int_equal(pyproc_msg_read(m, "i", &pid), 0);
     pyproc_msg_free(m);
     return pid;
+}
+
+/* Worker ind's pid, or -1 while its calls fail (it died). */
+static int pid_or_dead(pyproc_pool *p, int ind)
+{
+    pyproc_msg *m = NULL;
+    int pid = -1;
+    int rc = pyproc_ind_func(p, ind, "m.pid", &m, NULL);
+
+    if (rc == 0)
+        assert_int_equal(pyproc_msg_read(m, "i", &pid), 0);
+    pyproc_msg_free(m);
+    return rc == 0 ? pid : -1;
 }
 
 static void reload_imports_new_code_under_load(void **state)
@@ -176,12 +197,42 @@ static void reload_waits_for_calls_in_flight(void **state)
     pyproc_pool_free(p);
 }
 
+/* A sub preloaded in the template: the reload starts a new template,
+ * whose forks import the module's new text. */
+static void preloaded_module_is_reloaded(void **state)
+{
+    struct moddir d;
+    pyproc_pool *p = mod_pool_ex(&d, 2, 1, PYPROC_SUB_PRELOAD, PYPROC_START_TEMPLATE);
+    (void)state;
+
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(version_at(p, i), 1);
+    mod_write(&d, MOD_PID "def version():\n    return 22\n");
+    assert_int_equal(pyproc_reload(p), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(version_at(p, i), 22);
+    /* Workers forked later (a respawn) get the new text too. */
+    mod_write(&d, MOD_PID "def version():\n    return 333\n");
+    assert_int_equal(pyproc_reload(p), 0);
+    int pid = pid_at(p, 1);
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    for (int i = 0, now = pid; i < 200 && (now == pid || now < 0); i++) {
+        life_sleep(0.05);
+        now = pid_or_dead(p, 1);
+    }
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(version_at(p, i), 333);
+    pyproc_pool_free(p);
+    mod_remove(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(reload_imports_new_code_under_load),
         cmocka_unit_test(broken_module_keeps_old_workers),
         cmocka_unit_test(reload_waits_for_calls_in_flight),
+        cmocka_unit_test(preloaded_module_is_reloaded),
     };
     alarm(180);
     return cmocka_run_group_tests(tests, NULL, NULL);
