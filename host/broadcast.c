@@ -138,31 +138,32 @@ PYPROC_EXPORT int pyproc_pubv(pyproc_pool *p, const char *ref, pyproc_msg ***ret
     struct shm_buf *b;
     pyproc_call **calls;
     pyproc_msg **out;
-    int n, err = pyproc__pool_accepting(p);
+    int n, err;
 
-    if (err < 0)
+    /* Counted for pyproc_drain() until every call is in its table. */
+    if ((err = pyproc__work_begin(p)) < 0)
         return err;
-    if (!rets)
-        return -EINVAL;
-    err = pyproc__encode_call(p, SHM_CALL_FUNC, ref, fmt, ap, &b, NULL);
-    if (err < 0)
-        return err;
+    err = rets ? pyproc__encode_call(p, SHM_CALL_FUNC, ref, fmt, ap, &b, NULL) : -EINVAL;
     n = pyproc_workers(p);
-    calls = calloc((size_t)n, sizeof *calls);
-    out = calloc((size_t)n, sizeof *out);
-    if (!calls || !out) {
-        free(calls);
-        free(out);
-        return -ENOMEM;
-    }
-    for (int i = 0; i < n; i++) {
+    calls = err < 0 ? NULL : calloc((size_t)n, sizeof *calls);
+    out = err < 0 ? NULL : calloc((size_t)n, sizeof *out);
+    if (err == 0 && (!calls || !out))
+        err = -ENOMEM;
+    for (int i = 0; err == 0 && i < n; i++) {
+        int sent;
         do { /* -ESTALE: the worker left its slot as we picked it */
             struct pp_worker *w = pyproc__pick_worker(p, i);
-            err = pyproc__call_send_raw(w, SHM_FRAME_CALL, b, &calls[i]);
+            sent = pyproc__call_send_raw(w, SHM_FRAME_CALL, b, &calls[i]);
             pyproc__worker_unref(w);
-        } while (err == -ESTALE);
-        if (err < 0)
-            pyproc__msg_error(&out[i], "worker %d: %s", i, pyproc_strerror(err));
+        } while (sent == -ESTALE);
+        if (sent < 0)
+            pyproc__msg_error(&out[i], "worker %d: %s", i, pyproc_strerror(sent));
+    }
+    pyproc__work_end(p);
+    if (err < 0) {
+        free(calls);
+        free(out);
+        return err;
     }
     for (int i = 0; i < n; i++) {
         if (calls[i]) {

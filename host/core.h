@@ -9,9 +9,11 @@
  *
  * Locks, outer first; a thread holding one takes only locks below it:
  *
+ *   pool->grow_lock      pyproc_add_proc(), a replacement (recycle.c),
+ *                        across the whole bring-up
  *   template->lock       one exchange with the pool's template (template.c);
- *                        the service thread only tries it
- *   pool->grow_lock      pyproc_add_proc(), across the whole bring-up
+ *                        the service thread only tries it; taken under
+ *                        grow_lock by pyproc_reload(), never the other way
  *   pool->history_lock   a broadcast (send, wait, keep), and a joining
  *                        worker's catch-up and placing (broadcast.c)
  *   worker->rx_lock      whoever drains the reply ring (drain.c)

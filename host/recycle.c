@@ -60,6 +60,9 @@ static int replace(pyproc_pool *p, int index, struct pp_worker *want, struct pp_
     pthread_mutex_lock(&p->lock);
     if (!p->closing && index < p->nworkers && (!want || p->workers[index] == want)) {
         old = p->workers[index];
+        /* Ours while we replace it: should it die meanwhile, a respawn
+         * takes its slot and drops the slot's reference. */
+        pyproc__worker_ref(old);
         atomic_store_explicit(&old->retiring, true, memory_order_relaxed);
         pthread_cond_broadcast(&p->changed);
     }
@@ -69,12 +72,12 @@ static int replace(pyproc_pool *p, int index, struct pp_worker *want, struct pp_
     int err = pyproc__worker_bring_up(p, index, &w, why);
     if (err == 0)
         err = pyproc__worker_publish(p, old, w, true, &placed, why);
-    if (!placed) {
+    if (!placed)
         set_retiring(p, old, false);
-        return err;
-    }
-    *ret_old = old;
-    return 0;
+    else
+        *ret_old = old; /* the slot's reference, now the retired list's */
+    pyproc__worker_unref(old);
+    return placed ? 0 : err;
 }
 
 static void sleep_ms(int ms)

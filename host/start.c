@@ -436,19 +436,34 @@ static int call_start(pyproc_pool *p, int ind, int kind, const char *ref, const 
  * draining and the load of starting there (one of the two sees the
  * other's).
  */
-int pyproc__call_start_ex(pyproc_pool *p, int ind, int kind, const char *ref, const char *fmt,
-                          va_list ap, pyproc_done_fn done, void *data, pyproc_call **ret)
+int pyproc__work_begin(pyproc_pool *p)
 {
     int err = pyproc__pool_check(p);
 
     if (err < 0)
         return err;
     atomic_fetch_add_explicit(&p->starting, 1, memory_order_seq_cst);
-    if (atomic_load_explicit(&p->draining, memory_order_seq_cst))
-        err = -ESHUTDOWN;
-    else
-        err = call_start(p, ind, kind, ref, fmt, ap, done, data, ret);
+    if (atomic_load_explicit(&p->draining, memory_order_seq_cst)) {
+        pyproc__work_end(p);
+        return -ESHUTDOWN;
+    }
+    return 0;
+}
+
+void pyproc__work_end(pyproc_pool *p)
+{
     atomic_fetch_sub_explicit(&p->starting, 1, memory_order_release);
+}
+
+int pyproc__call_start_ex(pyproc_pool *p, int ind, int kind, const char *ref, const char *fmt,
+                          va_list ap, pyproc_done_fn done, void *data, pyproc_call **ret)
+{
+    int err = pyproc__work_begin(p);
+
+    if (err < 0)
+        return err;
+    err = call_start(p, ind, kind, ref, fmt, ap, done, data, ret);
+    pyproc__work_end(p);
     return err;
 }
 

@@ -17,6 +17,14 @@
 /* The worker at ind, or the next live one round robin when ind is -1;
  * a new reference, or NULL for a bad index. */
 struct pp_worker *pyproc__pick_worker(pyproc_pool *p, int ind);
+/*
+ * Work that pyproc_drain() must wait for: begin before the pool's check
+ * (0, or -ESHUTDOWN once it drains, or pyproc__pool_check()'s error), end
+ * once its calls are in their workers' tables.  pool->starting counts it
+ * in between, seq_cst against draining (see pyproc__call_start_ex()).
+ */
+int pyproc__work_begin(pyproc_pool *p);
+void pyproc__work_end(pyproc_pool *p);
 int pyproc__call_start(pyproc_pool *p, int ind, int kind, const char *ref, const char *fmt,
                        va_list ap, pyproc_call **ret);
 /* The same, completing through `done` (then ret may be NULL). */
