@@ -278,6 +278,13 @@ int pyproc__worker_spawn(pyproc_pool *p, int index, struct pp_worker **ret)
     err = w->stats ? worker_setup(p, w) : -ENOMEM;
     if (err < 0)
         goto fail;
+    if (p->remote) { /* not a local process (core.h) */
+        err = p->remote->spawn(p, w);
+        if (err < 0)
+            goto fail;
+        *ret = w;
+        return 0;
+    }
     err = output_pipes(w, out_w);
     if (err < 0)
         goto fail;
@@ -313,7 +320,7 @@ fail:
 }
 
 /* Describe how a reaped worker ended, for the error of its calls. */
-static char *describe_exit(int index, const siginfo_t *si)
+char *pyproc__exit_text(int index, const siginfo_t *si)
 {
     char *s = NULL;
     int n;
@@ -338,8 +345,10 @@ void pyproc__worker_reap(struct pp_worker *w)
     /* ECHILD: the kernel (SIGCHLD set to SIG_IGN) or the application
      * (waitpid(-1)) reaped it first and its status is gone; the pidfd
      * still told us it ended. */
-    if (waitid((idtype_t)P_PIDFD, (id_t)w->pidfd, &si, WEXITED) == 0)
-        why = describe_exit(w->index, &si);
+    if (w->pool->remote)
+        why = w->pool->remote->reap(w);
+    else if (waitid((idtype_t)P_PIDFD, (id_t)w->pidfd, &si, WEXITED) == 0)
+        why = pyproc__exit_text(w->index, &si);
     else if (asprintf(&why,
                       "worker %d died; how is unknown: its exit status was "
                       "collected outside the pool (SIGCHLD ignored, or reaped "

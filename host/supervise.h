@@ -7,6 +7,8 @@
 #ifndef PYPROC_HOST_SUPERVISE_H
 #define PYPROC_HOST_SUPERVISE_H
 
+#include <signal.h>
+
 #include "feature.h"
 
 /* ---- one process (spawn.c) ---- */
@@ -17,6 +19,8 @@ int pyproc__worker_spawn(pyproc_pool *p, int index, struct pp_worker **ret);
 void pyproc__worker_stop(struct pp_worker *w, int grace_ms);
 /* The worker died (pidfd readable): reap it and fail its calls. */
 void pyproc__worker_reap(struct pp_worker *w);
+/* "worker N exited with status S" (or killed by signal), malloc'd. */
+char *pyproc__exit_text(int index, const siginfo_t *si);
 
 /* ---- workers of a pool (workers.c) ---- */
 

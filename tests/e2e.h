@@ -17,7 +17,11 @@
 #include <string.h>
 #include <time.h>
 
+#ifdef PYPROC_E2E_MPI
+#include "pyproc-mpi.h"
+#else
 #include "pyproc.h"
+#endif
 
 /* Whether the list of strings that ref (on worker ind) returns holds s:
  * what the test module recorded as seen. */
@@ -59,7 +63,11 @@ static inline pyproc_pool *e2e_pool_opts(pyproc_opts opts)
     pyproc_msg *err = NULL;
 
     opts.python_path = "tests/py";
+#ifdef PYPROC_E2E_MPI /* the same tests against a pool over MPI (tests/mpi.sh) */
+    assert_int_equal(pyproc_pool_new_mpi(&p, "test", &opts, MPI_COMM_WORLD), 0);
+#else
     assert_int_equal(pyproc_pool_new(&p, "test", &opts), 0);
+#endif
     int rc = pyproc_add_sub_err(p, "t", "e2e", PYPROC_SUB_INIT, &err);
     if (rc < 0 && err)
         fprintf(stderr, "%s\n", pyproc_msg_error(err));

@@ -1,0 +1,308 @@
+/*
+ * End to end against pools over MPI: run by tests/mpi.sh as
+ *
+ *   mpirun --oversubscribe --mca btl tcp,self -n 1 mpi_e2e [MODE] : -n 2 pyproc-agent
+ *
+ * so that every frame crosses TCP.  Without MODE: the tests below, each
+ * with pools of its own on MPI_COMM_WORLD, then pyproc_mpi_shutdown().
+ * MODE "host-dies": start a pool, print the pids of its workers and
+ * agents on stdout, and die by SIGKILL in the middle of calls.  MODE
+ * "agent-dies": kill an agent in the middle of a call, and say on stdout
+ * what came of it (if this process still lives to say anything).
+ */
+#define PYPROC_E2E_MPI 1
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "e2e.h"
+
+static const char *error_of(pyproc_pool *p, const char *ref, const char *fmt, const char *arg,
+                            int want, char *buf, size_t n)
+{
+    pyproc_msg *m = NULL;
+
+    assert_int_equal(pyproc_func(p, ref, &m, fmt, arg), want);
+    snprintf(buf, n, "%s", pyproc_msg_error(m) ? pyproc_msg_error(m) : "");
+    pyproc_msg_free(m);
+    return buf;
+}
+
+/* Results, and Python's errors with the very text a local pool gives. */
+static void sync_calls(void **state)
+{
+    pyproc_pool *p = e2e_pool(2), *local = NULL;
+    char remote_err[4096], local_err[4096];
+    pyproc_msg *m = NULL;
+    const char *s;
+    int64_t a, b;
+
+    assert_int_equal(pyproc_func(p, "t.basic.echo", &m, "is", 7, "seven"), 0);
+    assert_int_equal(pyproc_msg_read(m, "[Is]", &a, &s), 0);
+    assert_int_equal(a, 7);
+    assert_string_equal(s, "seven");
+    pyproc_msg_free(m);
+    /* Large enough to be fragmented in both rings and batched whole. */
+    assert_int_equal(pyproc_func(p, "t.basic.make_bytes", &m, "i", 3 << 20), 0);
+    const void *data;
+    size_t len;
+    assert_int_equal(pyproc_msg_read(m, "y", &data, &len), 0);
+    assert_int_equal(len, 3 << 20);
+    pyproc_msg_free(m);
+
+    error_of(p, "t.basic.fail", "s", "nope", PYPROC_EREMOTE, remote_err, sizeof remote_err);
+    assert_int_equal(pyproc_pool_new(&local, "test", &(pyproc_opts){.workers = 1,
+                                                                     .python_path = "tests/py"}),
+                     0);
+    assert_int_equal(pyproc_add_sub(local, "t", "e2e", PYPROC_SUB_INIT), 0);
+    error_of(local, "t.basic.fail", "s", "nope", PYPROC_EREMOTE, local_err, sizeof local_err);
+    assert_string_equal(remote_err, local_err);
+    assert_non_null(strstr(remote_err, "KeyError"));
+    pyproc_pool_free(local);
+
+    /* Indexed calls land where they are sent. */
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pyproc_ind_func(p, i, "t.basic.where", &m, NULL), 0);
+        assert_int_equal(pyproc_msg_read(m, "[II]", &a, &b), 0);
+        assert_int_equal(a, i);
+        pyproc_msg_free(m);
+    }
+    int ind = -1;
+    pyproc_call *c;
+    assert_int_equal(pyproc_track_func(p, &ind, &c, "t.basic.where", NULL), 0);
+    assert_int_equal(pyproc_wait(c, &m, 10000), 0);
+    assert_int_equal(pyproc_msg_read(m, "[II]", &a, &b), 0);
+    assert_int_equal(a, ind);
+    pyproc_msg_free(m);
+    pyproc_call_free(c);
+    pyproc_pool_free(p);
+}
+
+/* A stream far longer than the credit window: credit flows back. */
+static void generator_flow(void **state)
+{
+    pyproc_pool *p = e2e_pool(2);
+    pyproc_call *s = NULL;
+    pyproc_msg *item = NULL;
+    int64_t v, n = 0;
+
+    assert_int_equal(pyproc_gen(p, "t.calls.count", &s, "id", 5000, 0.0), 0);
+    while (pyproc_next(s, &item) == 1) {
+        assert_int_equal(pyproc_msg_read(item, "I", &v), 0);
+        assert_int_equal(v, n);
+        n++;
+        pyproc_msg_free(item);
+        item = NULL;
+        if (n == 10)
+            usleep(300000); /* the worker stops at the window meanwhile */
+    }
+    assert_int_equal(n, 5000);
+    pyproc_msg_free(item);
+    pyproc_call_free(s);
+    pyproc_pool_free(p);
+}
+
+static int add_one(pyproc_pool *p, int ind, pyproc_msg *payload, pyproc_msg **reply, void *data)
+{
+    int n = 0;
+    pyproc_msg_read(payload, "i", &n);
+    return pyproc_msg_new(reply, "i", n + 1);
+}
+
+/* pub and set_attr reach every worker; callbacks come home. */
+static void broadcast_and_callbacks(void **state)
+{
+    pyproc_pool *p = e2e_pool_opts((pyproc_opts){.workers = 3, .callback = add_one});
+    pyproc_msg **rets = NULL, *m = NULL;
+    const char *s;
+    int n;
+
+    assert_int_equal(pyproc_set_attr(p, "t.FLAVOUR", "s", "mint"), 0);
+    n = pyproc_pub(p, "t.proc.get_attr", &rets, "s", "t.FLAVOUR");
+    assert_int_equal(n, 3);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(pyproc_msg_read(rets[i], "s", &s), 0);
+        assert_string_equal(s, "mint");
+        pyproc_msg_free(rets[i]);
+    }
+    free(rets);
+    assert_int_equal(pyproc_func(p, "t.calls.call_home", &m, "i", 40), 0);
+    assert_int_equal(pyproc_msg_read(m, "i", &n), 0);
+    assert_int_equal(n, 42);
+    pyproc_msg_free(m);
+    pyproc_pool_free(p);
+}
+
+/* Cancel and the call timeout reach the remote worker's stop table. */
+static void cancel_and_timeout(void **state)
+{
+    pyproc_pool *p = e2e_pool_opts((pyproc_opts){.workers = 1, .call_timeout_ms = 500});
+    pyproc_call *c;
+    pyproc_msg *m = NULL;
+
+    assert_int_equal(pyproc_track_func(p, NULL, &c, "t.cancel.spin_forever", NULL), 0);
+    assert_int_equal(pyproc_wait(c, &m, 100), -ETIMEDOUT);
+    assert_int_equal(pyproc_cancel(c), 0);
+    assert_int_equal(pyproc_wait(c, &m, 5000), -ECANCELED);
+    pyproc_msg_free(m);
+    pyproc_call_free(c);
+    m = NULL;
+    /* The pool's call timeout on a plain function that sleeps. */
+    assert_int_equal(pyproc_func(p, "t.cancel.sleep_blocked", &m, "d", 30.0), -ETIMEDOUT);
+    pyproc_msg_free(m);
+    /* The worker lives on. */
+    assert_int_equal(e2e_int(p, "t.calls.ping"), 0);
+    pyproc_worker_stats st;
+    assert_int_equal(pyproc_stats(p, 0, &st), 0);
+    assert_true(st.calls >= 3);
+    assert_true(st.errors >= 2);
+    assert_true(st.pid > 0);
+    pyproc_pool_free(p);
+}
+
+/* A remote worker killed mid-call: PYPROC_EWORKER naming the signal and
+ * the node, a respawn with the history replayed, and the pool goes on. */
+static void remote_worker_killed(void **state)
+{
+    pyproc_pool *p = e2e_pool(2);
+    pyproc_call *c;
+    pyproc_msg *m = NULL;
+    int pid = e2e_pid_of(p, 1);
+
+    assert_int_equal(pyproc_set_attr(p, "t.FLAVOUR", "s", "mint"), 0);
+    assert_int_equal(pyproc_ind_call(p, 1, &c, "t.calls.block", "d", 30.0), 0);
+    usleep(200000);
+    assert_true(pid > 0);
+    kill(pid, SIGKILL); /* one machine: the test can reach it */
+    assert_int_equal(pyproc_wait(c, &m, 10000), PYPROC_EWORKER);
+    assert_non_null(strstr(pyproc_msg_error(m), "worker 1 was killed by signal 9"));
+    assert_non_null(strstr(pyproc_msg_error(m), "on node"));
+    pyproc_msg_free(m);
+    pyproc_call_free(c);
+    int again = -1;
+    for (int i = 0; i < 1000 && (again <= 0 || again == pid); i++) {
+        again = e2e_pid_of(p, 1);
+        usleep(10000);
+    }
+    assert_true(again > 0 && again != pid);
+    const char *s;
+    assert_int_equal(pyproc_ind_func(p, 1, "t.proc.get_attr", &m, "s", "t.FLAVOUR"), 0);
+    assert_int_equal(pyproc_msg_read(m, "s", &s), 0);
+    assert_string_equal(s, "mint");
+    pyproc_msg_free(m);
+    assert_int_equal(pyproc_ind_func(p, 1, "t.basic.inits", &m, NULL), 0);
+    pyproc_msg_free(m);
+    pyproc_worker_stats st;
+    assert_int_equal(pyproc_stats(p, 1, &st), 0);
+    assert_int_equal(st.restarts, 1);
+    pyproc_pool_free(p);
+}
+
+/* Pools at once and one after another on one communicator. */
+static void several_pools(void **state)
+{
+    pyproc_pool *a = e2e_pool(2), *b = e2e_pool(3);
+
+    assert_int_equal(e2e_int(a, "t.calls.ping"), 0);
+    assert_int_equal(e2e_int(b, "t.calls.ping"), 0);
+    assert_int_equal(pyproc_workers(b), 3);
+    pyproc_pool_free(a);
+    assert_int_equal(e2e_int(b, "t.calls.ping"), 0);
+    pyproc_pool_free(b);
+    for (int i = 0; i < 3; i++) {
+        a = e2e_pool(1);
+        assert_int_equal(e2e_int(a, "t.calls.ping"), 0);
+        pyproc_pool_free(a);
+    }
+}
+
+/* An idle pool costs the host little CPU: the relay does not spin. */
+static void idle_host_cpu(void **state)
+{
+    pyproc_pool *p = e2e_pool(2);
+    struct rusage r0, r1;
+
+    assert_int_equal(e2e_int(p, "t.calls.ping"), 0);
+    usleep(100000);
+    getrusage(RUSAGE_SELF, &r0);
+    sleep(2);
+    getrusage(RUSAGE_SELF, &r1);
+    double used = (double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec + r1.ru_stime.tv_sec -
+                           r0.ru_stime.tv_sec) +
+                  (double)(r1.ru_utime.tv_usec - r0.ru_utime.tv_usec + r1.ru_stime.tv_usec -
+                           r0.ru_stime.tv_usec) /
+                      1e6;
+    printf("idle host CPU: %.1f ms per second\n", used * 1000 / 2);
+    /* The bound of the design is 10 ms; twice that tolerates a loaded
+     * machine, while a spinning relay would use about 1000. */
+    assert_true(used * 1000 / 2 < 20);
+    pyproc_pool_free(p);
+}
+
+static void host_dies(void)
+{
+    pyproc_pool *p = NULL;
+    pyproc_call *c[2];
+
+    assert_int_equal(pyproc_pool_new_mpi(&p, "dies", &(pyproc_opts){.workers = 2, .python_path = "tests/py"},
+                                         MPI_COMM_WORLD),
+                     0);
+    assert_int_equal(pyproc_add_sub(p, "t", "e2e", PYPROC_SUB_INIT), 0);
+    for (int i = 0; i < 2; i++) {
+        printf("worker %d\nagent %d\n", e2e_pid_of(p, i), (int)e2e_int(p, "t.mpi.agent_pid"));
+        assert_int_equal(pyproc_ind_call(p, i, &c[i], "t.calls.block", "d", 60.0), 0);
+    }
+    fflush(stdout);
+    usleep(200000);
+    raise(SIGKILL);
+}
+
+static void agent_dies(void)
+{
+    pyproc_pool *p = NULL;
+    pyproc_call *c;
+    pyproc_msg *m = NULL;
+
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    assert_int_equal(pyproc_pool_new_mpi(&p, "agentdies", &(pyproc_opts){.workers = 2, .python_path = "tests/py"},
+                                         MPI_COMM_WORLD),
+                     0);
+    assert_int_equal(pyproc_add_sub(p, "t", "e2e", PYPROC_SUB_INIT), 0);
+    pyproc_msg *pm = NULL;
+    int64_t agent = 0;
+    assert_int_equal(pyproc_ind_func(p, 1, "t.mpi.agent_pid", &pm, NULL), 0);
+    pyproc_msg_read(pm, "I", &agent);
+    pyproc_msg_free(pm);
+    assert_int_equal(pyproc_ind_call(p, 1, &c, "t.calls.block", "d", 60.0), 0);
+    usleep(200000);
+    printf("killing agent %lld\n", (long long)agent);
+    fflush(stdout);
+    kill((pid_t)agent, SIGKILL);
+    int rc = pyproc_wait(c, &m, 20000);
+    printf("call on the dead agent's worker: %d %s\n", rc, m ? pyproc_msg_error(m) : "");
+    fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(sync_calls),     cmocka_unit_test(generator_flow),
+        cmocka_unit_test(broadcast_and_callbacks), cmocka_unit_test(cancel_and_timeout),
+        cmocka_unit_test(remote_worker_killed), cmocka_unit_test(several_pools),
+        cmocka_unit_test(idle_host_cpu),
+    };
+    int level = 0, failed;
+
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &level);
+    if (argc > 1 && strcmp(argv[1], "host-dies") == 0)
+        host_dies();
+    if (argc > 1 && strcmp(argv[1], "agent-dies") == 0) {
+        agent_dies();
+        return 0;
+    }
+    failed = cmocka_run_group_tests(tests, NULL, NULL);
+    assert_int_equal(pyproc_mpi_shutdown(MPI_COMM_WORLD), 0);
+    MPI_Finalize();
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,8 @@
+"""What the tests of pools over MPI ask a worker (tests/mpi_e2e.c)."""
+
+import os
+
+
+def agent_pid():
+    # The worker's parent is the pyproc-agent that started it.
+    return os.getppid()
