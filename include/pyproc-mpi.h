@@ -40,8 +40,8 @@ extern "C" {
  *   -EINVAL           comm is not MPI_COMM_WORLD, or has no other rank
  *   -ETIMEDOUT        an agent did not answer within opts->start_timeout_ms
  */
-PYPROC_EXPORT int pyproc_pool_new_mpi(pyproc_pool **pool, const char *name,
-                                      const pyproc_opts *opts, MPI_Comm comm);
+PYPROC_EXPORT int pyproc_pool_new_mpi(pyproc_pool **pool, const char *name, const pyproc_opts *opts,
+                                      MPI_Comm comm);
 
 /*
  * Tell every agent of comm to exit (after freeing its pools' workers):

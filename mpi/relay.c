@@ -461,8 +461,8 @@ static int remote_spawn(pyproc_pool *p, struct pp_worker *w)
     pyproc__worker_ref(w);
     r->w = w;
     r->agent = w->index % pm->nagents;
-    shm_ring_attach(&r->req, &w->seg.hdr->request, w->seg.request_data, p->ring_bytes,
-                    p->max_msg, w->tx.doorbell_fd, shm_frame_type_to_worker);
+    shm_ring_attach(&r->req, &w->seg.hdr->request, w->seg.request_data, p->ring_bytes, p->max_msg,
+                    w->tx.doorbell_fd, shm_frame_type_to_worker);
     shm_ring_attach(&r->rep, &w->seg.hdr->reply, w->seg.reply_data, p->ring_bytes, p->max_msg,
                     w->rx.doorbell_fd, shm_frame_type_to_host);
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = w->tx.doorbell_fd};
@@ -640,8 +640,8 @@ static int pm_new(struct pm_pool **ret, MPI_Comm comm, int me, int size)
     return 0;
 }
 
-PYPROC_EXPORT int pyproc_pool_new_mpi(pyproc_pool **ret, const char *name,
-                                      const pyproc_opts *opts, MPI_Comm comm)
+PYPROC_EXPORT int pyproc_pool_new_mpi(pyproc_pool **ret, const char *name, const pyproc_opts *opts,
+                                      MPI_Comm comm)
 {
     pyproc_opts o = opts ? *opts : (pyproc_opts){0};
     struct pm_pool *pm = NULL;

@@ -229,6 +229,8 @@ int64_t pm_idle_next(struct pm_idle *s, bool busy)
     }
     if (now - s->busy_ns < PM_SPIN_NS)
         return 0;
+    if (now - s->busy_ns > PM_IDLE_NS)
+        return PM_SLEEP_IDLE_NS;
     int64_t t = s->sleep_ns;
     s->sleep_ns = t * 2 > PM_SLEEP_MAX_NS ? PM_SLEEP_MAX_NS : t * 2;
     return t;

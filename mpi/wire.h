@@ -88,8 +88,7 @@ void pm_batch_free(struct pm_batch *b);
 /* The record at *off of a received batch: 1 with *h and *payload set and
  * *off moved past it, 0 at the end, -EBADMSG for a record that does not
  * fit in the message. */
-int pm_next(const uint8_t *buf, size_t len, size_t *off, struct pm_hdr *h,
-            const uint8_t **payload);
+int pm_next(const uint8_t *buf, size_t len, size_t *off, struct pm_hdr *h, const uint8_t **payload);
 
 /* ---- sending to one destination: one batch filling, one in flight ---- */
 
@@ -133,12 +132,15 @@ void pm_queue_clear(struct pm_queue *q);
 /*
  * After work, poll without sleeping for PM_SPIN_NS (an answer to what was
  * just sent comes back within it), then sleep in steps that double from
- * PM_SLEEP_MIN_NS up to PM_SLEEP_MAX_NS: an idle end wakes at most 500
- * times a second.
+ * PM_SLEEP_MIN_NS up to PM_SLEEP_MAX_NS, and after PM_IDLE_NS with nothing
+ * to do, PM_SLEEP_IDLE_NS: an idle end wakes 100 times a second, and the
+ * first request after a long idle waits up to that long for the agent.
  */
 #define PM_SPIN_NS 200000
 #define PM_SLEEP_MIN_NS 20000
 #define PM_SLEEP_MAX_NS 2000000
+#define PM_IDLE_NS 1000000000
+#define PM_SLEEP_IDLE_NS 10000000
 
 struct pm_idle {
     int64_t busy_ns;  /* when work was last done */
