@@ -11,6 +11,7 @@ MPI_LIB_A := $(B)/lib/libpyproc-mpi.a
 MPI_LIB_SO := $(B)/lib/libpyproc-mpi.so
 AGENT := $(B)/bin/pyproc-agent
 MPI_TEST := $(B)/tests/mpi_e2e
+MPI_BENCH := $(B)/bench/pyproc-bench-mpi
 
 $(B)/obj/mpi/%.o: mpi/%.c
 	@mkdir -p $(dir $@)
@@ -33,6 +34,10 @@ $(AGENT): $(B)/obj/mpi/agent.o $(B)/obj/mpi/wire.o $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(MPI_LIBS) -lpthread -ldl
 
+$(MPI_BENCH): $(B)/obj/mpi/bench.o $(MPI_LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(MPI_LIBS) -lpthread -ldl
+
 # The end-to-end tests against an MPI pool (tests/mpi.sh runs them).
 $(MPI_TEST): tests/mpi_e2e.c $(wildcard tests/*.h) $(MPI_LIB_A)
 	@mkdir -p $(dir $@)
@@ -41,15 +46,20 @@ $(MPI_TEST): tests/mpi_e2e.c $(wildcard tests/*.h) $(MPI_LIB_A)
 
 ifdef PYPROC_DEPS_CHECKED
 ifneq ($(MPI_LIBS),)
-MPI_ALL := $(MPI_LIB_A) $(MPI_LIB_SO).0 $(AGENT) $(MPI_TEST)
+MPI_ALL := $(MPI_LIB_A) $(MPI_LIB_SO).0 $(AGENT) $(MPI_TEST) $(MPI_BENCH)
 all: $(MPI_ALL)
 test-programs: $(MPI_ALL)
 
-.PHONY: check-mpi install-mpi
+.PHONY: check-mpi install-mpi bench-mpi
 check-mpi: $(MPI_ALL) $(WORKER)
 	@echo "== MPI pools (tests/mpi.sh)"
 	@timeout -k 5 $(TEST_TIMEOUT) sh tests/mpi.sh $(B)
 check: check-mpi
+
+# After the other rows (bench: runs its recipe first).
+bench-mpi: $(MPI_ALL) $(WORKER)
+	sh bench/mpi.sh $(B) | tee $(B)/bench/mpi.txt
+bench: bench-mpi
 
 install-mpi: $(MPI_ALL)
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin
@@ -64,8 +74,9 @@ install-mpi: $(MPI_ALL)
 install: install-mpi
 else
 check: check-mpi-missing
+bench: check-mpi-missing
 .PHONY: check-mpi-missing
 check-mpi-missing:
-	@echo "== MPI pools: SKIPPED, Open MPI is not installed (pkg-config ompi-c); make deps installs it"
+	@echo "== MPI pools and bench rows: SKIPPED, Open MPI is not installed (pkg-config ompi-c); make deps installs it"
 endif
 endif

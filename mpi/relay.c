@@ -501,6 +501,8 @@ static char *remote_reap(struct pp_worker *w)
     struct pm_pool *pm = w->pool->remote_data;
     char *why = NULL;
 
+    int rank = -1;
+
     pthread_mutex_lock(&pm->lock);
     struct rec *r = rec_of(pm, w);
     if (r) {
@@ -510,12 +512,12 @@ static char *remote_reap(struct pp_worker *w)
         }
         why = r->death;
         r->death = NULL;
-        r->reaped = true;
+        r->reaped = true; /* freed by the relay's next pass */
+        rank = pm->agents[r->agent].rank;
     }
     pthread_mutex_unlock(&pm->lock);
     wake(pm);
-    if (!why && asprintf(&why, "worker %d on rank %d stopped answering", w->index,
-                         r ? pm->agents[r->agent].rank : -1) < 0)
+    if (!why && asprintf(&why, "worker %d on rank %d stopped answering", w->index, rank) < 0)
         why = NULL;
     return why;
 }

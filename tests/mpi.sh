@@ -71,6 +71,10 @@ if [ $rc -eq 124 ] || [ $rc -eq 137 -a $took -ge 60 ]; then
     cat "$tmp/agent.txt"
     echo "FAILED: the job hung after an agent died"
     fail=1
+elif ! grep -q "^killing agent" "$tmp/agent.txt"; then
+    cat "$tmp/agent.txt"
+    echo "FAILED: the test did not get as far as killing an agent"
+    fail=1
 elif ! grep -q "mpirun noticed that process rank 2" "$tmp/agent.txt"; then
     cat "$tmp/agent.txt"
     echo "FAILED: mpirun did not say which rank died"

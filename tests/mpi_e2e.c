@@ -11,6 +11,7 @@
  * what came of it (if this process still lives to say anything).
  */
 #define PYPROC_E2E_MPI 1
+#include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/time.h>
@@ -212,6 +213,52 @@ static void remote_worker_killed(void **state)
     pyproc_pool_free(p);
 }
 
+struct lines {
+    pthread_mutex_t lock;
+    char text[512];
+};
+
+static void keep_line(pyproc_pool *p, int ind, int fd, const char *line, size_t len, void *data)
+{
+    struct lines *l = data;
+    pthread_mutex_lock(&l->lock);
+    size_t n = strlen(l->text);
+    snprintf(l->text + n, sizeof l->text - n, "%d/%d:%.*s|", ind, fd, (int)len, line);
+    pthread_mutex_unlock(&l->lock);
+}
+
+/* A remote worker's output reaches the host's output function, line by
+ * line, with its index and stream; shared buffers are refused. */
+static void output_and_buffers(void **state)
+{
+    struct lines l = {PTHREAD_MUTEX_INITIALIZER, ""};
+    pyproc_pool *p = e2e_pool_opts(
+        (pyproc_opts){.workers = 2, .output = keep_line, .output_data = &l});
+    pyproc_msg *m = NULL;
+    pyproc_buf *b = NULL;
+
+    assert_int_equal(pyproc_ind_func(p, 1, "t.hygiene.say", &m, NULL), 0);
+    pyproc_msg_free(m);
+    m = NULL;
+    bool seen = false;
+    for (int i = 0; i < 500 && !seen; i++) {
+        pthread_mutex_lock(&l.lock);
+        seen = strstr(l.text, "1/1:second line|") != NULL;
+        pthread_mutex_unlock(&l.lock);
+        usleep(10000);
+    }
+    assert_true(seen);
+    assert_non_null(strstr(l.text, "1/1:first line|"));
+    assert_int_equal(pyproc_buf_new(p, 4096, &b), 0);
+    assert_int_equal(pyproc_func(p, "t.buffers.total", &m, "B", b, (size_t)0, (size_t)4096),
+                     -EOPNOTSUPP);
+    pyproc_msg_free(m);
+    pyproc_buf_free(b);
+    pyproc_pool_free(p);
+    pthread_mutex_lock(&l.lock); /* nothing writes any more */
+    pthread_mutex_unlock(&l.lock);
+}
+
 /* Pools at once and one after another on one communicator. */
 static void several_pools(void **state)
 {
@@ -220,6 +267,13 @@ static void several_pools(void **state)
     assert_int_equal(e2e_int(a, "t.calls.ping"), 0);
     assert_int_equal(e2e_int(b, "t.calls.ping"), 0);
     assert_int_equal(pyproc_workers(b), 3);
+    /* One more worker, with the history replayed to it. */
+    int ind = -1;
+    pyproc_msg *m = NULL;
+    assert_int_equal(pyproc_add_proc(b, &ind), 0);
+    assert_int_equal(ind, 3);
+    assert_int_equal(pyproc_ind_func(b, 3, "t.basic.inits", &m, NULL), 0);
+    pyproc_msg_free(m);
     pyproc_pool_free(a);
     assert_int_equal(e2e_int(b, "t.calls.ping"), 0);
     pyproc_pool_free(b);
@@ -328,6 +382,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(cancel_and_timeout),
         cmocka_unit_test(remote_worker_killed),
         cmocka_unit_test(several_pools),
+        cmocka_unit_test(output_and_buffers),
         cmocka_unit_test(idle_cpu),
     };
     int level = 0, failed;
