@@ -17,8 +17,11 @@ tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
 i=0
 while [ $i -lt "$runs" ]; do
-    $mpi -n 2 "$b/bench/pyproc-bench-mpi" pingpong >> "$tmp" || exit 1
-    $mpi -n 1 "$b/bench/pyproc-bench-mpi" rtt : -n 1 "$b/bin/pyproc-agent" >> "$tmp" || exit 1
+    if ! $mpi -n 2 "$b/bench/pyproc-bench-mpi" pingpong >> "$tmp" ||
+        ! $mpi -n 1 "$b/bench/pyproc-bench-mpi" rtt : -n 1 "$b/bin/pyproc-agent" >> "$tmp"; then
+        echo "mpi rows: FAILED, a run of mpirun failed (above)"
+        exit 1
+    fi
     i=$((i + 1))
 done
 med() { grep "^$1 " "$tmp" | awk '{ print $2 }' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }

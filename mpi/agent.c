@@ -21,6 +21,7 @@
  * their agent (their death pipe, PR_SET_PDEATHSIG).
  */
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -492,6 +493,8 @@ int main(int argc, char **argv)
         busy |= pass();
         int64_t ns = pm_idle_next(&idle, busy);
         nap(ns);
+        if (ns == 0)
+            sched_yield();
     }
     while (pools) {
         struct ag_pool *ap = pools;

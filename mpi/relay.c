@@ -30,6 +30,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -382,6 +383,8 @@ static void *relay_main(void *arg)
         int64_t ns = pm_idle_next(&pm->idle, busy);
         if (ns > 0)
             nap(pm, ns);
+        else
+            sched_yield();
     }
     for (int a = 0; a < pm->nagents; a++)
         pm_out_drain(&pm->agents[a].out, pm->comm, pm->tag);

@@ -114,7 +114,14 @@ int pm_recv(MPI_Comm comm, int source, int tag, struct pm_batch *in, int *from, 
     MPI_Status st;
     int flag = 0, n = 0;
 
-    if (MPI_Iprobe(source, tag, comm, &flag, &st) != MPI_SUCCESS || !flag)
+    /* Open MPI's MPI_Iprobe() looks for a match first and only then
+     * progresses the transport: a message read off the socket by a probe
+     * that missed is matched by the next one.  Without the second probe
+     * the loop would sleep with the message in hand. */
+    for (int i = 0; i < 2 && !flag; i++)
+        if (MPI_Iprobe(source, tag, comm, &flag, &st) != MPI_SUCCESS)
+            return 0;
+    if (!flag)
         return 0;
     MPI_Get_count(&st, MPI_BYTE, &n);
     in->len = 0;
