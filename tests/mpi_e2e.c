@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "e2e.h"
+#include "mpi/wire.h"
 
 static const char *error_of(pyproc_pool *p, const char *ref, const char *fmt, const char *arg,
                             int want, char *buf, size_t n)
@@ -259,6 +260,57 @@ static void output_and_buffers(void **state)
     pthread_mutex_unlock(&l.lock);
 }
 
+static void send_raw(int rank, int tag, const void *p, size_t n)
+{
+    MPI_Send(p, (int)n, MPI_BYTE, rank, tag, MPI_COMM_WORLD);
+}
+
+/* Batches no host would send, to every agent on the control tag and every
+ * pool's tag this run may use: each is dropped whole or record by record,
+ * and the agents and workers go on as before. */
+static void garbage_to_agents(void **state)
+{
+    pyproc_pool *p = e2e_pool(2);
+    int pid[2] = {e2e_pid_of(p, 0), e2e_pid_of(p, 1)};
+    struct pm_batch b = {0};
+    uint8_t junk[100] = {1, 2, 3, 4, 5};
+    struct pm_hdr lie = {.wid = 1, .kind = PM_FRAME, .type = SHM_FRAME_CALL, .len = 1000};
+    struct pm_hdr huge = {.wid = 1,
+                          .kind = PM_FRAME,
+                          .type = SHM_FRAME_CALL,
+                          .len = UINT64_MAX - 3};
+
+    memcpy(junk, &lie, sizeof lie);
+    for (uint32_t wid = 0; wid < 12; wid++) {
+        pm_batch_add(&b, wid, PM_FRAME, 99, 1, "x", 1);               /* not a request */
+        pm_batch_add(&b, wid, PM_FRAME, SHM_FRAME_READY, 1, NULL, 0); /* a reply's type */
+        pm_batch_add(&b, wid, PM_SPAWN, 0, UINT64_MAX, NULL, 0);      /* no such index */
+        pm_batch_add(&b, wid, PM_PARAMS, 0, 0, "short", 5);           /* cut short */
+        pm_batch_add(&b, wid, PM_STOPS, 0, 1, junk, 17);              /* wrong size */
+        pm_batch_add(&b, wid, PM_KILL, 0, 77, NULL, 0);               /* not a signal we send */
+        pm_batch_add(&b, wid, 999, 0, 0, junk, 8);                    /* no such kind */
+        pm_batch_add(&b, wid, PM_POOL_NEW, 0, 5, NULL, 0);            /* tag out of range */
+    }
+    for (int rank = 1; rank <= 2; rank++) {
+        for (int tag = PM_TAG_POOL_FIRST; tag < PM_TAG_POOL_FIRST + 40; tag++) {
+            send_raw(rank, tag, junk, 5);
+            send_raw(rank, tag, junk, sizeof junk);
+            send_raw(rank, tag, &huge, sizeof huge);
+            send_raw(rank, tag, b.buf, b.len);
+        }
+        send_raw(rank, PM_TAG_CTL, junk, sizeof junk);
+        send_raw(rank, PM_TAG_CTL, b.buf, b.len);
+    }
+    pm_batch_free(&b);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(e2e_pid_of(p, i), pid[i]);
+        pyproc_worker_stats st;
+        assert_int_equal(pyproc_stats(p, i, &st), 0);
+        assert_int_equal(st.restarts, 0);
+    }
+    pyproc_pool_free(p);
+}
+
 /* Pools at once and one after another on one communicator. */
 static void several_pools(void **state)
 {
@@ -383,6 +435,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(remote_worker_killed),
         cmocka_unit_test(several_pools),
         cmocka_unit_test(output_and_buffers),
+        cmocka_unit_test(garbage_to_agents),
         cmocka_unit_test(idle_cpu),
     };
     int level = 0, failed;
