@@ -4,7 +4,10 @@
 #      (mpirun must then end cleanly: every agent exited);
 #   2. the host killed in the middle of calls: its agents and their workers
 #      must exit;
-#   3. an agent killed in the middle of a call: Open MPI 4.1's mpirun ends
+#   3. an agent that sends the host junk of every shape, and a worker's
+#      answer that is no msgpack value: the host lives on, the worker is
+#      replaced;
+#   4. an agent killed in the middle of a call: Open MPI 4.1's mpirun ends
 #      the whole job (the host too), promptly, saying which rank died; the
 #      host's error handler (MPI_ERRORS_RETURN) does not change that.
 # Each run is bounded by timeout, so a hang fails.
@@ -46,6 +49,17 @@ if ! run 240 > "$tmp/e2e.txt" 2>&1; then
     fail=1
 else
     grep -E '^\[|idle' "$tmp/e2e.txt"
+fi
+
+echo "== mpi: a hostile agent"
+if ! timeout -k 5 60 mpirun --oversubscribe --mca btl tcp,self -n 1 "$b/tests/mpi_e2e" hostile : \
+    -n 1 "$b/tests/mpi_e2e" fake-agent > "$tmp/hostile.txt" 2>&1 ||
+    ! grep -q "^hostile: ok" "$tmp/hostile.txt"; then
+    cat "$tmp/hostile.txt"
+    echo "FAILED: the host against an agent that sends junk"
+    fail=1
+else
+    grep "^garbage answer" "$tmp/hostile.txt"
 fi
 
 echo "== mpi: the host dies"

@@ -9,6 +9,9 @@
  * agents on stdout, and die by SIGKILL in the middle of calls.  MODE
  * "agent-dies": kill an agent in the middle of a call, and say on stdout
  * what came of it (if this process still lives to say anything).
+ * MODE "hostile" with MODE "fake-agent" as the other rank: an agent that
+ * sends the host junk of every shape and a worker's answer that is no
+ * msgpack value; the host must live on.
  */
 #define PYPROC_E2E_MPI 1
 #include <pthread.h>
@@ -425,6 +428,124 @@ static void agent_dies(void)
     fflush(stdout);
 }
 
+/* ---- a hostile agent: what it sends the host is checked there ---- */
+
+static void fake_send(int tag, struct pm_batch *b)
+{
+    send_raw(0, tag, b->buf, b->len);
+    b->len = 0;
+}
+
+/* Junk of every shape, then what a worker says when it starts. */
+static void fake_start(int tag, uint32_t wid)
+{
+    struct pm_batch b = {0};
+    uint8_t junk[64] = {9, 9, 9};
+    struct pm_hdr lie = {.wid = wid, .kind = PM_FRAME, .type = SHM_FRAME_RESULT, .len = 4096};
+    uint8_t nil = 0xc0;
+
+    pm_batch_add(&b, wid, PM_STARTED, 0, (uint64_t)getpid(), NULL, 0);
+    fake_send(tag, &b);
+    send_raw(0, tag, junk, 5);
+    memcpy(junk, &lie, sizeof lie);
+    send_raw(0, tag, junk, sizeof junk);
+    pm_batch_add(&b, wid + 100, PM_FRAME, SHM_FRAME_RESULT, 1, &nil, 1); /* no such worker */
+    pm_batch_add(&b, wid, PM_OUTPUT, 9, 0, "no such stream", 14);
+    pm_batch_add(&b, wid + 100, PM_DIED, 0, 0, "\x1b[2Jnobody", 12);
+    pm_batch_add(&b, wid, PM_HELLO, 0, 7, "late", 4);
+    pm_batch_add(&b, wid, 999, 0, 0, junk, 8);
+    pm_batch_add(&b, wid, PM_FRAME, SHM_FRAME_READY, 0, &nil, 1);
+    fake_send(tag, &b);
+    pm_batch_free(&b);
+}
+
+/* The first call is answered with a payload that is no msgpack value,
+ * later ones with nil; a kill or shutdown is answered with a death. */
+static void fake_record(int tag, const struct pm_hdr *h, int *calls, bool *freed)
+{
+    struct pm_batch b = {0};
+    uint8_t bad[3] = {0xc1, 0xc1, 0xc1}, nil = 0xc0;
+
+    if (h->kind == PM_SPAWN)
+        fake_start(tag, h->wid);
+    else if (h->kind == PM_FRAME && h->type == SHM_FRAME_CALL) {
+        bool first = (*calls)++ == 0;
+        pm_batch_add(&b, h->wid, PM_FRAME, SHM_FRAME_RESULT, h->id, first ? bad : &nil,
+                     first ? 3 : 1);
+    } else if (h->kind == PM_KILL || h->kind == PM_SHUTDOWN)
+        pm_batch_add(&b, h->wid, PM_DIED, 0, 0, "worker 0 exited with status 0", 29);
+    else if (h->kind == PM_POOL_FREE) {
+        pm_batch_add(&b, 0, PM_POOL_FREED, 0, 0, NULL, 0);
+        *freed = true;
+    }
+    if (b.len)
+        fake_send(tag, &b);
+    pm_batch_free(&b);
+}
+
+static void fake_agent(void)
+{
+    struct pm_batch in = {0};
+    bool done = false, freed = false;
+    int calls = 0, tag = -1, from, got;
+
+    while (!done) {
+        if (pm_recv(MPI_COMM_WORLD, 0, MPI_ANY_TAG, &in, &from, &got) == 0) {
+            usleep(100);
+            continue;
+        }
+        struct pm_hdr h;
+        const uint8_t *pl;
+        size_t off = 0;
+        while (pm_next(in.buf, in.len, &off, &h, &pl) == 1) {
+            if (got == PM_TAG_CTL && h.kind == PM_POOL_NEW) {
+                struct pm_batch b = {0};
+                tag = (int)h.id;
+                pm_batch_add(&b, 0, PM_HELLO, 0, 1, "fake", 4);
+                fake_send(tag, &b);
+                pm_batch_free(&b);
+            } else if (got == PM_TAG_CTL && h.kind == PM_EXIT) {
+                done = true;
+            } else if (got == tag && !freed) {
+                fake_record(tag, &h, &calls, &freed);
+            }
+        }
+    }
+    pm_batch_free(&in);
+}
+
+/* The host against the hostile agent: it lives on, the worker that
+ * answered with garbage is stopped and replaced, the next call works. */
+static void hostile_host(void)
+{
+    pyproc_pool *p = NULL;
+    pyproc_msg *m = NULL;
+    int rc;
+
+    assert_int_equal(pyproc_pool_new_mpi(&p, "hostile", &(pyproc_opts){.workers = 1},
+                                         MPI_COMM_WORLD),
+                     0);
+    rc = pyproc_func(p, "x.y", &m, NULL);
+    printf("garbage answer: %d %s\n", rc, m ? pyproc_msg_error(m) : "");
+    assert_true(rc < 0);
+    pyproc_msg_free(m);
+    for (int i = 0; i < 500; i++) {
+        m = NULL;
+        rc = pyproc_func(p, "x.y", &m, NULL);
+        pyproc_msg_free(m);
+        if (rc == 0)
+            break;
+        usleep(10000);
+    }
+    assert_int_equal(rc, 0);
+    pyproc_worker_stats st;
+    assert_int_equal(pyproc_stats(p, 0, &st), 0);
+    assert_int_equal(st.restarts, 1);
+    pyproc_pool_free(p);
+    assert_int_equal(pyproc_mpi_shutdown(MPI_COMM_WORLD), 0);
+    printf("hostile: ok\n");
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -443,6 +564,16 @@ int main(int argc, char **argv)
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &level);
     if (argc > 1 && strcmp(argv[1], "host-dies") == 0)
         host_dies();
+    if (argc > 1 && strcmp(argv[1], "fake-agent") == 0) {
+        fake_agent();
+        MPI_Finalize();
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "hostile") == 0) {
+        hostile_host();
+        MPI_Finalize();
+        return 0;
+    }
     if (argc > 1 && strcmp(argv[1], "agent-dies") == 0) {
         agent_dies();
         return 0;
