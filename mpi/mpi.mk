@@ -44,16 +44,27 @@ $(MPI_TEST): tests/mpi_e2e.c $(wildcard tests/*.h) $(MPI_LIB_A)
 	$(CC) $(CFLAGS) $(MPI_CFLAGS) -Wno-unused-parameter -I. -o $@ $< $(MPI_LIB_A) $(LDFLAGS) \
 		$(MPI_LIBS) $(CMOCKA_LIBS) -lpthread -ldl -lm
 
+# The local pool's end-to-end tests built again so that their e2e pools
+# are MPI pools (tests/e2e.h, PYPROC_E2E_MPI); tests/mpi.sh runs them.
+# Not test_crash and test_control: some of their tests run the test
+# program again outside mpirun, or pass the workers an environment
+# variable (the agents' workers have the agent's environment).
+MPI_E2E_TESTS := $(patsubst %,$(B)/tests/mpi_test_%,calls cancel events map dispatch aio proc drain refs)
+$(B)/tests/mpi_test_%: tests/test_%.c $(wildcard tests/*.h) $(MPI_LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(MPI_CFLAGS) -DPYPROC_E2E_MPI -Wno-unused-parameter -I. -o $@ $< \
+		$(MPI_LIB_A) $(LDFLAGS) $(MPI_LIBS) $(CMOCKA_LIBS) -lpthread -ldl -lm
+
 ifdef PYPROC_DEPS_CHECKED
 ifneq ($(MPI_LIBS),)
-MPI_ALL := $(MPI_LIB_A) $(MPI_LIB_SO).0 $(AGENT) $(MPI_TEST) $(MPI_BENCH)
+MPI_ALL := $(MPI_LIB_A) $(MPI_LIB_SO).0 $(AGENT) $(MPI_TEST) $(MPI_BENCH) $(MPI_E2E_TESTS)
 all: $(MPI_ALL)
 test-programs: $(MPI_ALL)
 
 .PHONY: check-mpi install-mpi bench-mpi
 check-mpi: $(MPI_ALL) $(WORKER)
 	@echo "== MPI pools (tests/mpi.sh)"
-	@timeout -k 5 $(TEST_TIMEOUT) sh tests/mpi.sh $(B)
+	@timeout -k 5 $(TEST_TIMEOUT) sh tests/mpi.sh $(B) $(MPI_E2E_TESTS)
 check: check-mpi
 
 # After the other rows (bench: runs its recipe first).

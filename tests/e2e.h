@@ -18,7 +18,25 @@
 #include <time.h>
 
 #ifdef PYPROC_E2E_MPI
+/*
+ * A test program built with PYPROC_E2E_MPI runs under mpirun as the host
+ * rank (tests/mpi.sh), its e2e pools made by pyproc_pool_new_mpi(): MPI
+ * starts before main() and ends, with every agent, at exit.
+ */
 #include "pyproc-mpi.h"
+
+static void e2e_mpi_end(void)
+{
+    pyproc_mpi_shutdown(MPI_COMM_WORLD);
+    MPI_Finalize();
+}
+
+__attribute__((constructor)) static void e2e_mpi_start(void)
+{
+    int level;
+    MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &level);
+    atexit(e2e_mpi_end);
+}
 #else
 #include "pyproc.h"
 #endif

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Pools over MPI, end to end, every frame over Open MPI's TCP transport:
 #   1. tests/mpi_e2e.c's tests against an MPI pool, then pyproc_mpi_shutdown()
-#      (mpirun must then end cleanly: every agent exited);
+#      (mpirun must then end cleanly: every agent exited), and the local
+#      pool's end-to-end tests built against MPI pools (mpi_test_*);
 #   2. the host killed in the middle of calls: its agents and their workers
 #      must exit;
 #   3. an agent that sends the host junk of every shape, and a worker's
@@ -11,8 +12,9 @@
 #      the whole job (the host too), promptly, saying which rank died; the
 #      host's error handler (MPI_ERRORS_RETURN) does not change that.
 # Each run is bounded by timeout, so a hang fails.
-# Usage: tests/mpi.sh [BUILD_DIR]
+# Usage: tests/mpi.sh [BUILD_DIR [MPI_TEST_PROGRAM...]]
 b=${1:-build}
+[ $# -gt 0 ] && shift
 if ! command -v mpirun > /dev/null 2>&1; then
     echo "mpi: SKIPPED, mpirun is missing (make deps installs openmpi-bin)"
     exit 0
@@ -50,6 +52,18 @@ if ! run 240 > "$tmp/e2e.txt" 2>&1; then
 else
     grep -E '^\[|idle' "$tmp/e2e.txt"
 fi
+
+for t in "$@"; do
+    echo "== mpi: $t, the local pool's tests against MPI pools"
+    if ! timeout -k 5 240 mpirun --oversubscribe --mca btl tcp,self -n 1 "$t" : \
+        -n 2 "$b/bin/pyproc-agent" > "$tmp/t.txt" 2>&1; then
+        cat "$tmp/t.txt"
+        echo "FAILED: $t"
+        fail=1
+    else
+        grep -E '^\[  PASSED' "$tmp/t.txt"
+    fi
+done
 
 echo "== mpi: a hostile agent"
 if ! timeout -k 5 60 mpirun --oversubscribe --mca btl tcp,self -n 1 "$b/tests/mpi_e2e" hostile : \
