@@ -18,7 +18,8 @@ trap 'rm -f "$tmp"' EXIT
 i=0
 while [ $i -lt "$runs" ]; do
     if ! $mpi -n 2 "$b/bench/pyproc-bench-mpi" pingpong >> "$tmp" ||
-        ! $mpi -n 1 "$b/bench/pyproc-bench-mpi" rtt : -n 1 "$b/bin/pyproc-agent" >> "$tmp"; then
+        ! $mpi -n 1 "$b/bench/pyproc-bench-mpi" rtt : -n 1 "$b/bin/pyproc-agent" >> "$tmp" ||
+        ! $mpi -n 1 "$b/bench/pyproc-bench-mpi" throughput : -n 2 "$b/bin/pyproc-agent" >> "$tmp"; then
         echo "mpi rows: FAILED, a run of mpirun failed (above)"
         exit 1
     fi
@@ -32,5 +33,7 @@ echo "MPI rows (median of $runs runs, each the median of 15 rounds of 400; noisy
 printf '  %-40s %8s us\n' "raw MPI ping-pong, TCP BTL" "$raw" \
     "local pool sync no-op RTT" "$local" \
     "MPI pool sync no-op RTT, TCP BTL" "$remote"
+printf '  %-40s %8s calls/s\n' "MPI pool, 4000 calls in flight, 2 agents" "$(med mpi-pipelined-calls-per-s)"
+printf '  %-40s %8s items/s\n' "MPI pool, one generator's items" "$(med mpi-gen-items-per-s)"
 awk -v r="$remote" -v a="$raw" -v l="$local" 'BEGIN {
     printf "  MPI pool RTT / (raw ping-pong + local RTT) = %.2f (target: within 2)\n", r / (a + l) }'

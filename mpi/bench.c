@@ -6,6 +6,9 @@
  *   mpirun -n 1 pyproc-bench-mpi rtt : -n 1 pyproc-agent
  *       a sync no-op call's round trip through an MPI pool of one worker,
  *       and through a local pool of one worker in the same process
+ *   mpirun -n 1 pyproc-bench-mpi throughput : -n 2 pyproc-agent
+ *       no-op calls per second with 4000 in flight, and a generator's
+ *       items per second, through two agents with a worker each
  *
  * Each prints "NAME MEDIAN_US" lines: the median of ROUNDS rounds, each
  * the mean of N round trips, after a warm-up.
@@ -103,6 +106,76 @@ static void rtt(void)
     pyproc_mpi_shutdown(MPI_COMM_WORLD);
 }
 
+/* Calls in flight at once, IN_FLIGHT at a time: calls per second. */
+static double pipelined(pyproc_pool *p)
+{
+    enum { IN_FLIGHT = 4000 };
+    static pyproc_call *c[IN_FLIGHT];
+    double r[ROUNDS];
+
+    for (int k = -1; k < ROUNDS; k++) {
+        double t0 = now_us();
+        for (int i = 0; i < IN_FLIGHT; i++)
+            if (pyproc_track_func(p, NULL, &c[i], "b.ping", NULL) != 0)
+                exit(1);
+        for (int i = 0; i < IN_FLIGHT; i++) {
+            pyproc_msg *m = NULL;
+            if (pyproc_wait(c[i], &m, -1) != 0)
+                exit(1);
+            pyproc_msg_free(m);
+            pyproc_call_free(c[i]);
+        }
+        if (k >= 0)
+            r[k] = IN_FLIGHT / ((now_us() - t0) / 1e6);
+    }
+    return median(r);
+}
+
+/* One generator's items per second, read as they come. */
+static double gen_items(pyproc_pool *p)
+{
+    enum { ITEMS = 200000 };
+    double r[ROUNDS];
+
+    for (int k = -1; k < ROUNDS; k++) {
+        pyproc_call *s = NULL;
+        pyproc_msg *item = NULL;
+        long n = 0;
+        double t0 = now_us();
+        if (pyproc_gen(p, "m.items", &s, "i", ITEMS) != 0)
+            exit(1);
+        while (pyproc_next(s, &item) == 1) {
+            pyproc_msg_free(item);
+            item = NULL;
+            n++;
+        }
+        pyproc_msg_free(item);
+        pyproc_call_free(s);
+        if (n != ITEMS)
+            exit(1);
+        if (k >= 0)
+            r[k] = ITEMS / ((now_us() - t0) / 1e6);
+    }
+    return median(r);
+}
+
+/* Through two agents, a worker on each. */
+static void throughput(void)
+{
+    pyproc_opts o = {.workers = 2, .python_path = "tests/py"};
+    pyproc_pool *p = NULL;
+
+    if (pyproc_pool_new_mpi(&p, "bench", &o, MPI_COMM_WORLD) != 0 ||
+        pyproc_add_sub(p, "b", "e2e.calls", 0) != 0 || pyproc_add_sub(p, "m", "e2e.mpi", 0) != 0) {
+        fprintf(stderr, "pyproc-bench-mpi: no pool\n");
+        exit(1);
+    }
+    printf("mpi-pipelined-calls-per-s %.0f\n", pipelined(p));
+    printf("mpi-gen-items-per-s %.0f\n", gen_items(p));
+    pyproc_pool_free(p);
+    pyproc_mpi_shutdown(MPI_COMM_WORLD);
+}
+
 int main(int argc, char **argv)
 {
     int level;
@@ -112,6 +185,8 @@ int main(int argc, char **argv)
         pingpong();
     else if (argc > 1 && strcmp(argv[1], "rtt") == 0)
         rtt();
+    else if (argc > 1 && strcmp(argv[1], "throughput") == 0)
+        throughput();
     MPI_Finalize();
     return 0;
 }

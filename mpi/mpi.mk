@@ -64,7 +64,7 @@ test-programs: $(MPI_ALL)
 .PHONY: check-mpi install-mpi bench-mpi
 check-mpi: $(MPI_ALL) $(WORKER)
 	@echo "== MPI pools (tests/mpi.sh)"
-	@timeout -k 5 $(TEST_TIMEOUT) sh tests/mpi.sh $(B) $(MPI_E2E_TESTS)
+	@timeout -k 5 900 sh tests/mpi.sh $(B) $(MPI_E2E_TESTS)
 check: check-mpi
 
 # After the other rows (bench: runs its recipe first).
