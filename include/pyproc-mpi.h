@@ -45,8 +45,10 @@ PYPROC_EXPORT int pyproc_pool_new_mpi(pyproc_pool **pool, const char *name, cons
 
 /*
  * Tell every agent of comm to exit (after freeing its pools' workers):
- * once, after the last pool is freed and before MPI_Finalize().  0, or
- * -EPROTONOSUPPORT / -EINVAL as above.
+ * once, after the last pool is freed and before MPI_Finalize(), at any
+ * thread level; waits until each agent has the message.  0,
+ * -EPROTONOSUPPORT (MPI not initialised), -EINVAL as above, or -ETIMEDOUT
+ * when an agent did not take it within 10 s.
  */
 PYPROC_EXPORT int pyproc_mpi_shutdown(MPI_Comm comm);
 

@@ -564,7 +564,9 @@ static const struct pp_remote mpi_remote = {
 
 /* ---- making a pool ---- */
 
-static int mpi_usable(MPI_Comm comm, int *rank, int *size)
+/* A pool's relay thread talks MPI beside the application's threads: it
+ * needs MPI_THREAD_MULTIPLE; pyproc_mpi_shutdown() only needs MPI. */
+static int mpi_usable(MPI_Comm comm, int need_level, int *rank, int *size)
 {
     int init = 0, level = 0, same = MPI_UNEQUAL;
 
@@ -572,7 +574,7 @@ static int mpi_usable(MPI_Comm comm, int *rank, int *size)
     if (!init)
         return -EPROTONOSUPPORT;
     MPI_Query_thread(&level);
-    if (level < MPI_THREAD_MULTIPLE)
+    if (level < need_level)
         return -EPROTONOSUPPORT;
     MPI_Comm_compare(comm, MPI_COMM_WORLD, &same);
     if (same != MPI_IDENT)
@@ -654,7 +656,7 @@ PYPROC_EXPORT int pyproc_pool_new_mpi(pyproc_pool **ret, const char *name, const
 
     if (!ret || !name || !*name)
         return -EINVAL;
-    err = mpi_usable(comm, &me, &size);
+    err = mpi_usable(comm, MPI_THREAD_MULTIPLE, &me, &size);
     if (err < 0)
         return err;
     err = pm_new(&pm, comm, me, size);
@@ -677,15 +679,37 @@ PYPROC_EXPORT int pyproc_pool_new_mpi(pyproc_pool **ret, const char *name, const
 PYPROC_EXPORT int pyproc_mpi_shutdown(MPI_Comm comm)
 {
     struct pm_batch b = {0};
-    int me, size, err = mpi_usable(comm, &me, &size);
+    int me, size, err = mpi_usable(comm, MPI_THREAD_SINGLE, &me, &size);
 
     if (err < 0)
         return err;
-    if (pm_batch_add(&b, 0, PM_EXIT, 0, 0, NULL, 0) < 0)
+    MPI_Request *req = calloc((size_t)size, sizeof *req);
+    int64_t until = shm_now_ns() + 10 * 1000000000LL;
+    int done = 0;
+
+    if (!req || pm_batch_add(&b, 0, PM_EXIT, 0, 0, NULL, 0) < 0) {
+        free(req);
         return -ENOMEM;
+    }
+    /* Synchronous sends, waited for: a plain send may still sit in this
+     * process (a connection not yet made) when MPI_Finalize() follows,
+     * which does not move it on. */
+    for (int r = 0; r < size; r++)
+        req[r] = MPI_REQUEST_NULL;
     for (int r = 0; r < size; r++)
         if (r != me)
-            MPI_Send(b.buf, (int)b.len, MPI_BYTE, r, PM_TAG_CTL, comm);
+            MPI_Issend(b.buf, (int)b.len, MPI_BYTE, r, PM_TAG_CTL, comm, &req[r]);
+    while (!done && shm_now_ns() < until) {
+        MPI_Testall(size, req, &done, MPI_STATUSES_IGNORE);
+        if (!done)
+            nanosleep(&(struct timespec){0, 100000}, NULL);
+    }
+    for (int r = 0; !done && r < size; r++)
+        if (req[r] != MPI_REQUEST_NULL) {
+            MPI_Cancel(&req[r]);
+            MPI_Request_free(&req[r]);
+        }
+    free(req);
     pm_batch_free(&b);
-    return 0;
+    return done ? 0 : -ETIMEDOUT;
 }

@@ -27,14 +27,17 @@
 
 static void e2e_mpi_end(void)
 {
-    pyproc_mpi_shutdown(MPI_COMM_WORLD);
+    int err = pyproc_mpi_shutdown(MPI_COMM_WORLD);
+    if (err < 0)
+        fprintf(stderr, "pyproc_mpi_shutdown: %s\n", strerror(-err));
     MPI_Finalize();
 }
 
 __attribute__((constructor)) static void e2e_mpi_start(void)
 {
+    const char *single = getenv("PYPROC_E2E_MPI_SINGLE"); /* to test the refusal */
     int level;
-    MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &level);
+    MPI_Init_thread(NULL, NULL, single ? MPI_THREAD_SINGLE : MPI_THREAD_MULTIPLE, &level);
     atexit(e2e_mpi_end);
 }
 #else

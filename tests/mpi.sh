@@ -65,6 +65,17 @@ for t in "$@"; do
     fi
 done
 
+echo "== mpi: MPI without MPI_THREAD_MULTIPLE is refused"
+if ! PYPROC_E2E_MPI_SINGLE=1 timeout -k 5 60 mpirun -x PYPROC_E2E_MPI_SINGLE --oversubscribe \
+    --mca btl tcp,self -n 1 "$b/tests/mpi_e2e" refusals : -n 1 "$b/bin/pyproc-agent" \
+    > "$tmp/refusals.txt" 2>&1 || ! grep -q "^refusals: ok" "$tmp/refusals.txt"; then
+    cat "$tmp/refusals.txt"
+    echo "FAILED: refusals"
+    fail=1
+else
+    echo "refused, and the agents still shut down"
+fi
+
 echo "== mpi: a hostile agent"
 if ! timeout -k 5 60 mpirun --oversubscribe --mca btl tcp,self -n 1 "$b/tests/mpi_e2e" hostile : \
     -n 1 "$b/tests/mpi_e2e" fake-agent > "$tmp/hostile.txt" 2>&1 ||

@@ -11,7 +11,8 @@
  * what came of it (if this process still lives to say anything).
  * MODE "hostile" with MODE "fake-agent" as the other rank: an agent that
  * sends the host junk of every shape and a worker's answer that is no
- * msgpack value; the host must live on.
+ * msgpack value; the host must live on.  MODE "refusals", with
+ * PYPROC_E2E_MPI_SINGLE set: MPI initialised without threads.
  */
 #define PYPROC_E2E_MPI 1
 #include <pthread.h>
@@ -317,7 +318,10 @@ static void garbage_to_agents(void **state)
 /* Pools at once and one after another on one communicator. */
 static void several_pools(void **state)
 {
-    pyproc_pool *a = e2e_pool(2), *b = e2e_pool(3);
+    pyproc_pool *a = e2e_pool(2), *b = e2e_pool(3), *none = NULL;
+
+    /* The agents listen on MPI_COMM_WORLD only. */
+    assert_int_equal(pyproc_pool_new_mpi(&none, "x", NULL, MPI_COMM_SELF), -EINVAL);
 
     assert_int_equal(e2e_int(a, "t.calls.ping"), 0);
     assert_int_equal(e2e_int(b, "t.calls.ping"), 0);
@@ -545,6 +549,20 @@ static void hostile_host(void)
     printf("hostile: ok\n");
 }
 
+/* MPI at less than MPI_THREAD_MULTIPLE: refused with the documented
+ * error; shutdown still works. */
+static void refusals(void)
+{
+    pyproc_pool *p = NULL;
+    int level = 0;
+
+    MPI_Query_thread(&level);
+    assert_true(level < MPI_THREAD_MULTIPLE);
+    assert_int_equal(pyproc_pool_new_mpi(&p, "x", NULL, MPI_COMM_WORLD), -EPROTONOSUPPORT);
+    assert_null(p);
+    printf("refusals: ok\n");
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -562,6 +580,10 @@ int main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "host-dies") == 0)
         host_dies();
+    if (argc > 1 && strcmp(argv[1], "refusals") == 0) {
+        refusals();
+        return 0;
+    }
     if (argc > 1 && strcmp(argv[1], "fake-agent") == 0) {
         fake_agent();
         MPI_Finalize();
