@@ -65,6 +65,7 @@ test-programs: $(MPI_ALL)
 check-mpi: $(MPI_ALL) $(WORKER)
 	@echo "== MPI pools (tests/mpi.sh)"
 	@timeout -k 5 900 sh tests/mpi.sh $(B) $(MPI_E2E_TESTS)
+	@timeout -k 5 400 sh tests/mpi_netns.sh $(B)
 check: check-mpi
 
 # After the other rows (bench: runs its recipe first).

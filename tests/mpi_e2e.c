@@ -315,6 +315,30 @@ static void garbage_to_agents(void **state)
     pyproc_pool_free(p);
 }
 
+/* A remote worker that dies in the middle of its call (killing itself,
+ * so that no pid crosses a pid namespace): PYPROC_EWORKER with the node,
+ * then a respawn. */
+static void worker_kills_itself(void **state)
+{
+    pyproc_pool *p = e2e_pool(2);
+    pyproc_msg *m = NULL;
+
+    assert_int_equal(pyproc_ind_func(p, 1, "t.crash.kill_self", &m, "i", SIGKILL), PYPROC_EWORKER);
+    assert_non_null(strstr(pyproc_msg_error(m), "worker 1 was killed by signal 9"));
+    assert_non_null(strstr(pyproc_msg_error(m), "on node"));
+    pyproc_msg_free(m);
+    int rc = -1;
+    for (int i = 0; i < 1000 && rc != 0; i++) {
+        m = NULL;
+        rc = pyproc_ind_func(p, 1, "t.basic.inits", &m, NULL);
+        pyproc_msg_free(m);
+        if (rc != 0)
+            usleep(10000);
+    }
+    assert_int_equal(rc, 0);
+    pyproc_pool_free(p);
+}
+
 /* Pools at once and one after another on one communicator. */
 static void several_pools(void **state)
 {
@@ -571,6 +595,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(broadcast_and_callbacks),
         cmocka_unit_test(cancel_and_timeout),
         cmocka_unit_test(remote_worker_killed),
+        cmocka_unit_test(worker_kills_itself),
         cmocka_unit_test(several_pools),
         cmocka_unit_test(output_and_buffers),
         cmocka_unit_test(garbage_to_agents),
@@ -580,6 +605,20 @@ int main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "host-dies") == 0)
         host_dies();
+    if (argc > 1 && strcmp(argv[1], "netns") == 0) {
+        /* Agents in other network and pid namespaces (tests/mpi_netns.sh):
+         * what needs no pid or /proc of theirs. */
+        const struct CMUnitTest apart[] = {
+            cmocka_unit_test(sync_calls),
+            cmocka_unit_test(generator_flow),
+            cmocka_unit_test(broadcast_and_callbacks),
+            cmocka_unit_test(cancel_and_timeout),
+            cmocka_unit_test(worker_kills_itself),
+            cmocka_unit_test(several_pools),
+            cmocka_unit_test(output_and_buffers),
+        };
+        return cmocka_run_group_tests(apart, NULL, NULL) ? 1 : 0;
+    }
     if (argc > 1 && strcmp(argv[1], "refusals") == 0) {
         refusals();
         return 0;
