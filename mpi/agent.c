@@ -454,18 +454,25 @@ static bool pass(void)
     return busy;
 }
 
+/* Sleep up to ns on the workers' doorbells, pidfds and output pipes,
+ * unless a reply came meanwhile.  While polling (ns 0) the reply rings
+ * stay awake, so the workers ring no doorbell, and the fds are looked at
+ * every few turns only: a death or a line can wait that long. */
 static void nap(int64_t ns)
 {
+    static unsigned turns;
     struct epoll_event ev[32];
-    bool asleep = true;
+    bool asleep = ns > 0;
 
+    if (!asleep && ++turns % 8)
+        return;
     for (struct ag_pool *ap = pools; ap && asleep; ap = ap->next)
         for (struct ag_worker *aw = ap->workers; aw && asleep; aw = aw->next)
             if (!aw->gone && shm_ring_sleep_begin(&aw->w->rx, SHM_SLEEP_DOORBELL))
                 asleep = false;
     struct timespec t = {ns / 1000000000, ns % 1000000000};
     int n = epoll_pwait2(epfd, ev, 32, asleep ? &t : &(struct timespec){0, 0}, NULL);
-    for (struct ag_pool *ap = pools; ap; ap = ap->next)
+    for (struct ag_pool *ap = pools; ns > 0 && ap; ap = ap->next)
         for (struct ag_worker *aw = ap->workers; aw; aw = aw->next)
             if (!aw->gone)
                 shm_ring_sleep_end(&aw->w->rx);
