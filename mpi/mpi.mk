@@ -68,7 +68,7 @@ check-mpi: $(MPI_ALL) $(WORKER)
 	@timeout -k 5 400 sh tests/mpi_netns.sh $(B)
 check: check-mpi
 
-# After the other rows (bench: runs its recipe first).
+# Prerequisites of bench, so measured before its other rows.
 bench-mpi: $(MPI_ALL) $(WORKER)
 	sh bench/mpi.sh $(B) | tee $(B)/bench/mpi.txt
 bench: bench-mpi

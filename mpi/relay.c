@@ -26,7 +26,11 @@
  * the agents' batches being filled; the relay holds it for a pass over
  * the rings, never across a sleep; the hooks (spawn, signal, reap) take
  * it briefly.  It is taken under nothing of the host core's but the
- * service thread's (which holds no lock when it spawns or reaps).
+ * service thread's (which holds no lock when it spawns or reaps), and
+ * under rx_lock by a drainer that condemns a worker (signal).  A remote
+ * worker's pid (the agent's word for it, for stats) is written by the
+ * relay under pm->lock before the spawner, which waits on it, returns it
+ * to the core: from then on it is the core's, as any worker's pid.
  */
 #include <errno.h>
 #include <pthread.h>
