@@ -228,6 +228,13 @@ static void mirror_stops(struct pp_worker *w, const uint8_t *pl, size_t n)
 
 /* ---- what the host sends ---- */
 
+static void free_env(char **env)
+{
+    for (char **e = env; e && *e; e++)
+        free(*e);
+    free(env);
+}
+
 static void set_params(struct ag_pool *ap, const uint8_t *pl, size_t n)
 {
     struct pm_params pr;
@@ -237,19 +244,35 @@ static void set_params(struct ag_pool *ap, const uint8_t *pl, size_t n)
     if (ap->params || n < sizeof pr)
         return;
     memcpy(&pr, pl, sizeof pr);
-    for (int i = 0; i < 5; i++) {
-        const uint8_t *end = memchr(pl + off, 0, n - off);
-        if (!end)
-            return;
-        s[i] = (const char *)pl + off;
-        off = (size_t)(end - pl) + 1;
-        if (i < 4 && off >= n)
-            return;
-    }
-    if (pr.ring_bytes < SHM_RING_MIN_BYTES || pr.ring_bytes > SHM_RING_MAX_BYTES ||
-        (pr.ring_bytes & (pr.ring_bytes - 1)) || pr.max_msg == 0 || !*s[0] || !*s[1])
+    if (pr.nenv > 65536)
         return;
+    char **env = pr.has_env ? calloc(pr.nenv + 1, sizeof *env) : NULL;
+    if (pr.has_env && !env)
+        return;
+    for (uint32_t i = 0; i < 5 + pr.nenv; i++) {
+        const uint8_t *end = off < n ? memchr(pl + off, 0, n - off) : NULL;
+        if (!end) {
+            free(env);
+            return;
+        }
+        if (i < 5)
+            s[i] = (const char *)pl + off;
+        else if (env)
+            env[i - 5] = (char *)pl + off; /* copied below */
+        off = (size_t)(end - pl) + 1;
+    }
+    for (uint32_t i = 0; env && i < pr.nenv; i++)
+        if (!(env[i] = strdup(env[i]))) {
+            free_env(env);
+            return;
+        }
+    if (pr.ring_bytes < SHM_RING_MIN_BYTES || pr.ring_bytes > SHM_RING_MAX_BYTES ||
+        (pr.ring_bytes & (pr.ring_bytes - 1)) || pr.max_msg == 0 || !*s[0] || !*s[1]) {
+        free_env(env);
+        return;
+    }
     pyproc_pool *p = &ap->pp;
+    p->env = env;
     p->ring_bytes = pr.ring_bytes;
     p->max_msg = pr.max_msg;
     p->mem_limit = pr.mem_limit;
@@ -353,6 +376,7 @@ static void pool_free(struct ag_pool *ap)
     free(p->python_path);
     free(p->venv);
     free(p->cwd);
+    free_env(p->env);
     free(ap);
 }
 

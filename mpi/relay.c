@@ -409,16 +409,24 @@ static void params_to(struct pm_pool *pm, struct agent *ag)
     const char *s[5] = {p->name, p->worker_path, p->python_path, p->venv, p->cwd};
     size_t n = sizeof pr;
 
+    /* opts.env goes with them; without it the workers get their agent's
+     * environment (mpirun's -x passes more), not this process's. */
+    for (char **e = p->env; e && *e; e++)
+        pr.nenv++;
+    pr.has_env = p->env != NULL;
     for (int i = 0; i < 5; i++)
         n += (s[i] ? strlen(s[i]) : 0) + 1;
+    for (uint32_t i = 0; i < pr.nenv; i++)
+        n += strlen(p->env[i]) + 1;
     uint8_t *b = malloc(n);
     if (!b)
         return;
     memcpy(b, &pr, sizeof pr);
     size_t off = sizeof pr;
-    for (int i = 0; i < 5; i++) {
-        size_t k = s[i] ? strlen(s[i]) : 0;
-        memcpy(b + off, s[i] ? s[i] : "", k + 1);
+    for (uint32_t i = 0; i < 5 + pr.nenv; i++) {
+        const char *t = i < 5 ? s[i] : p->env[i - 5];
+        size_t k = t ? strlen(t) : 0;
+        memcpy(b + off, t ? t : "", k + 1);
         off += k + 1;
     }
     if (pm_batch_add(&ag->out.fill, 0, PM_PARAMS, 0, 0, b, n) == 0)
@@ -451,6 +459,27 @@ static int rec_start(struct pm_pool *pm, struct rec *r)
     return err;
 }
 
+/* The agent with the fewest workers alive, the index's turn of the round
+ * robin first among equals: a pool starts spread round robin, a respawn
+ * goes back where its worker was, and add_proc goes where there is room. */
+static int agent_for(struct pm_pool *pm, int index)
+{
+    int best = index % pm->nagents, least = INT32_MAX;
+
+    pthread_mutex_lock(&pm->lock);
+    for (int k = 0; k < pm->nagents; k++) {
+        int a = (index + k) % pm->nagents, n = 0;
+        for (struct rec *r = pm->recs; r; r = r->next)
+            n += r->agent == a && !r->dead;
+        if (n < least) {
+            least = n;
+            best = a;
+        }
+    }
+    pthread_mutex_unlock(&pm->lock);
+    return best;
+}
+
 static int remote_spawn(pyproc_pool *p, struct pp_worker *w)
 {
     struct pm_pool *pm = p->remote_data;
@@ -467,7 +496,7 @@ static int remote_spawn(pyproc_pool *p, struct pp_worker *w)
     }
     pyproc__worker_ref(w);
     r->w = w;
-    r->agent = w->index % pm->nagents;
+    r->agent = agent_for(pm, w->index);
     shm_ring_attach(&r->req, &w->seg.hdr->request, w->seg.request_data, p->ring_bytes, p->max_msg,
                     w->tx.doorbell_fd, shm_frame_type_to_worker);
     shm_ring_attach(&r->rep, &w->seg.hdr->reply, w->seg.reply_data, p->ring_bytes, p->max_msg,

@@ -68,11 +68,13 @@ struct pm_stop {
 };
 
 /* PM_PARAMS: these, then five strings each ending in NUL: the pool's
- * name, worker_path, python_path, venv and cwd ("" for none). */
+ * name, worker_path, python_path, venv and cwd ("" for none); then nenv
+ * more, the workers' environment (has_env 0: the agent's own). */
 struct pm_params {
     uint64_t ring_bytes, max_msg, mem_limit;
     int64_t spin_ns;
     int32_t max_fds, no_new_privs;
+    uint32_t has_env, nenv;
 };
 
 /* ---- batches ---- */

@@ -339,6 +339,28 @@ static void worker_kills_itself(void **state)
     pyproc_pool_free(p);
 }
 
+/* opts.env reaches the remote workers, which get nothing else of it. */
+static void environment(void **state)
+{
+    const char *env[] = {"PYPROC_MPI_TEST=yes", "PATH=/usr/bin:/bin", NULL};
+    pyproc_pool *p = e2e_pool_opts((pyproc_opts){.workers = 2, .env = env});
+    const char *s;
+
+    for (int i = 0; i < 2; i++) {
+        pyproc_msg *m = NULL;
+        assert_int_equal(pyproc_ind_func(p, i, "t.mpi.env", &m, "s", "PYPROC_MPI_TEST"), 0);
+        assert_int_equal(pyproc_msg_read(m, "s", &s), 0);
+        assert_string_equal(s, "yes");
+        pyproc_msg_free(m);
+        m = NULL;
+        assert_int_equal(pyproc_ind_func(p, i, "t.mpi.env", &m, "s", "OMPI_COMM_WORLD_RANK"), 0);
+        assert_int_equal(pyproc_msg_read(m, "s", &s), 0);
+        assert_string_equal(s, "");
+        pyproc_msg_free(m);
+    }
+    pyproc_pool_free(p);
+}
+
 /* Pools at once and one after another on one communicator. */
 static void several_pools(void **state)
 {
@@ -599,6 +621,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(several_pools),
         cmocka_unit_test(output_and_buffers),
         cmocka_unit_test(garbage_to_agents),
+        cmocka_unit_test(environment),
         cmocka_unit_test(idle_cpu),
     };
     int failed;
@@ -616,6 +639,7 @@ int main(int argc, char **argv)
             cmocka_unit_test(worker_kills_itself),
             cmocka_unit_test(several_pools),
             cmocka_unit_test(output_and_buffers),
+            cmocka_unit_test(environment),
         };
         return cmocka_run_group_tests(apart, NULL, NULL) ? 1 : 0;
     }

@@ -11,3 +11,7 @@ def agent_pid():
 def items(n):
     # As fast as a generator goes: the stream's own cost is measured.
     yield from range(n)
+
+
+def env(name):
+    return os.environ.get(name, "")
