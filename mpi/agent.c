@@ -126,7 +126,7 @@ static void unwatch(struct ag_worker *aw)
 static void spawn(struct ag_pool *ap, uint32_t wid, uint64_t index)
 {
     struct ag_worker *aw = calloc(1, sizeof *aw);
-    int err = aw && ap->params ? 0 : -ENOMEM;
+    int err = !aw ? -ENOMEM : !ap->params ? -EPROTO : 0; /* PM_PARAMS first */
 
     if (err == 0 && index > 1u << 20)
         err = -EINVAL;
