@@ -4,8 +4,12 @@
 # program, and tests/mpi.sh.  Built only where Open MPI's pkg-config file
 # is (.ci/deps.sh installs it).
 
+# PYPROC_MPI=0 leaves it all out (debian/rules: not packaged yet).
+PYPROC_MPI ?= 1
+ifeq ($(PYPROC_MPI),1)
 MPI_CFLAGS := $(shell pkg-config --cflags ompi-c 2>/dev/null)
 MPI_LIBS := $(shell pkg-config --libs ompi-c 2>/dev/null)
+endif
 MPI_OBJ := $(B)/obj/mpi/wire.o $(B)/obj/mpi/relay.o
 MPI_LIB_A := $(B)/lib/libpyproc-mpi.a
 MPI_LIB_SO := $(B)/lib/libpyproc-mpi.so
