@@ -484,11 +484,14 @@ check-deb: deb
 # Not part of `make check` yet.
 CLANG_FORMAT ?= clang-format
 FORMAT_FILES := $(sort $(wildcard host/*.[ch] shm/*.[ch] embed/*.[ch] cli/*.[ch] tests/*.[ch] \
-	tests/*/*.[ch] bench/*.[ch] examples/*.[ch] examples/*/*.[ch] fuzz/*.[ch] include/*.h))
+	tests/*/*.[ch] bench/*.[ch] examples/*.[ch] examples/*/*.[ch] fuzz/*.[ch] include/*.h \
+	mpi/*.[ch]))
 format-check:
 	@sh .ci/format-check.sh $(CLANG_FORMAT) $(FORMAT_FILES)
 
 clean:
 	rm -rf $(B) build-*
+
+include mpi/mpi.mk
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)

@@ -8,7 +8,8 @@ pkgs="build-essential pkg-config python3-dev libpython3-dev libffi-dev libcmocka
       python3-msgpack python3-aiohttp python3-matplotlib python3-numpy clang libclang-rt-14-dev
       valgrind clang-format gdb libjansson-dev python3-venv
       libglib2.0-dev libuv1-dev libevent-dev
-      scdoc man-db groff-base debhelper dpkg-dev fakeroot lintian"
+      scdoc man-db groff-base debhelper dpkg-dev fakeroot lintian
+      libopenmpi-dev openmpi-bin python3-mpi4py iproute2"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

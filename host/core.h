@@ -463,6 +463,26 @@ enum { RECYCLE_NONE, RECYCLE_RUNNING };
  */
 struct pp_service_ops;
 
+/*
+ * Workers that are not local processes (mpi/, remote.h): the pool's
+ * transport starts them, signals them and says how they died.  NULL for
+ * a local pool.  Such a worker has a segment in this process like any
+ * other, which the transport moves frames in and out of; its pidfd is an
+ * eventfd the transport makes readable when the worker is gone.
+ */
+struct pp_remote {
+    /* After the segment and doorbells are set up: start the worker,
+     * setting w->pid (> 0) and w->pidfd.  0 or -errno. */
+    int (*spawn)(pyproc_pool *p, struct pp_worker *w);
+    /* What pidfd_send_signal() does for a local worker. */
+    void (*signal)(struct pp_worker *w, int sig);
+    /* Once w->pidfd is readable, or to give up on it: how it ended
+     * (malloc'd, may be NULL). */
+    char *(*reap)(struct pp_worker *w);
+    /* The pool is destroyed, every worker reaped. */
+    void (*fini)(pyproc_pool *p);
+};
+
 struct pyproc_pool {
     char *name;
     uint64_t id;                   /* unique in the process: its buffers name it */
@@ -590,6 +610,10 @@ struct pyproc_pool {
     _Atomic bool recycle_check;
     int64_t next_check_ns;
     bool dispatch_blind;
+
+    /* Set before the service thread starts, constant afterwards. */
+    const struct pp_remote *remote; /* NULL: local worker processes */
+    void *remote_data;
 
     /* Callbacks from workers, answered on their own thread. */
     pthread_t cb_thread;

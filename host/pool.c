@@ -25,6 +25,7 @@
 #include "drain.h"
 #include "feature.h"
 #include "supervise.h"
+#include "remote.h"
 
 #define DEFAULT_RING_BYTES (2u << 20)
 #define DEFAULT_MAX_MSG (1ull << 30)
@@ -206,7 +207,8 @@ static int apply_start(pyproc_pool *p, int start)
         start = PYPROC_START_EXEC;
     else if (start == PYPROC_START_DEFAULT)
         start = DEFAULT_START;
-    return start == PYPROC_START_TEMPLATE ? pyproc__template_new(p) : 0;
+    /* Remote workers start however their agents start them. */
+    return start == PYPROC_START_TEMPLATE && !p->remote ? pyproc__template_new(p) : 0;
 }
 
 static int apply_opts(pyproc_pool *p, const pyproc_opts *o)
@@ -341,6 +343,8 @@ static void pool_destroy(pyproc_pool *p)
     free(p->python_path);
     free(p->venv);
     free(p->name);
+    if (p->remote)
+        p->remote->fini(p);
     free(p);
 }
 
@@ -391,6 +395,12 @@ static const struct pp_service_ops service_ops = {
 
 PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name, const pyproc_opts *opts)
 {
+    return pyproc__pool_new_remote(ret, name, opts, NULL, NULL);
+}
+
+int pyproc__pool_new_remote(pyproc_pool **ret, const char *name, const pyproc_opts *opts,
+                            const struct pp_remote *remote, void *remote_data)
+{
     pthread_condattr_t ca;
     pyproc_pool *p;
     int err;
@@ -415,6 +425,8 @@ PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name, const pyp
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&p->changed, &ca);
     pthread_condattr_destroy(&ca);
+    p->remote = remote;
+    p->remote_data = remote_data;
     p->name = strdup(name);
     err = p->name ? apply_opts(p, opts) : -ENOMEM;
     if (err == 0 && !(p->workers = calloc((size_t)p->nworkers, sizeof *p->workers)))

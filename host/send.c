@@ -418,6 +418,10 @@ static int send_fd(int sock, uint64_t token, uint64_t buf_id, int fd)
 
 int pyproc__send_buffers(struct pp_worker *w, const struct pyproc__attach *att)
 {
+    /* A remote worker (core.h, struct pp_remote) has no socket: fds do
+     * not cross its transport. */
+    if (att->n > 0 && w->fd_sock < 0)
+        return -EOPNOTSUPP;
     for (int i = 0; i < att->n; i++) {
         int err = send_fd(w->fd_sock, att->token[i], att->buf[i]->id, att->buf[i]->fd);
         if (err < 0)

@@ -361,6 +361,8 @@ int pyproc__worker_prepare(pyproc_pool *p, int index, struct pp_spawn *s)
         return -ENOMEM;
     s->w->stats = pyproc__slot_stats(p, index);
     err = s->w->stats ? worker_setup(p, s->w) : -ENOMEM;
+    if (err == 0 && p->remote) /* not a local process (core.h): no fds */
+        return 0;
     if (err == 0)
         err = output_pipes(s->w, s->out_w);
     if (err == 0 && pipe2(pipefd, O_CLOEXEC) < 0)
@@ -386,7 +388,7 @@ int pyproc__worker_launch(pyproc_pool *p, struct pp_spawn *s)
     struct pp_worker *w = s->w;
     int src[N_CHILD_FDS] = {s->out_w[0],       s->out_w[1], w->seg.fd, w->tx.doorbell_fd,
                             w->rx.doorbell_fd, s->death_r,  s->sock_w};
-    int err = start_process(p, w, src);
+    int err = p->remote ? p->remote->spawn(p, w) : start_process(p, w, src);
 
     /* Its exit is their EOF once we hold none of its ends. */
     if (err < 0) {
@@ -410,7 +412,7 @@ int pyproc__worker_spawn(pyproc_pool *p, int index, struct pp_worker **ret)
 }
 
 /* Describe how a reaped worker ended, for the error of its calls. */
-static char *describe_exit(int index, const siginfo_t *si)
+char *pyproc__exit_text(int index, const siginfo_t *si)
 {
     char *s = NULL;
     int n;
@@ -435,8 +437,10 @@ void pyproc__worker_reap(struct pp_worker *w)
     /* ECHILD: the kernel (SIGCHLD set to SIG_IGN) or the application
      * (waitpid(-1)) reaped it first and its status is gone; the pidfd
      * still told us it ended. */
-    if (waitid((idtype_t)P_PIDFD, (id_t)w->pidfd, &si, WEXITED) == 0)
-        why = describe_exit(w->index, &si);
+    if (w->pool->remote)
+        why = w->pool->remote->reap(w);
+    else if (waitid((idtype_t)P_PIDFD, (id_t)w->pidfd, &si, WEXITED) == 0)
+        why = pyproc__exit_text(w->index, &si);
     else if (asprintf(&why,
                       "worker %d died; how is unknown: its exit status was "
                       "collected outside the pool (SIGCHLD ignored, or reaped "

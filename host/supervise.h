@@ -7,6 +7,8 @@
 #ifndef PYPROC_HOST_SUPERVISE_H
 #define PYPROC_HOST_SUPERVISE_H
 
+#include <signal.h>
+
 #include "feature.h"
 
 /* ---- one process (spawn.c) ---- */
@@ -31,6 +33,8 @@ void pyproc__spawn_abandon(struct pp_spawn *s);
 void pyproc__worker_stop(struct pp_worker *w, int grace_ms);
 /* The worker died (pidfd readable): reap it and fail its calls. */
 void pyproc__worker_reap(struct pp_worker *w);
+/* "worker N exited with status S" (or killed by signal), malloc'd. */
+char *pyproc__exit_text(int index, const siginfo_t *si);
 /* Exec the pool's template with sock as its fd 3; its pid and a pidfd. */
 int pyproc__template_spawn(pyproc_pool *p, int sock, pid_t *ret_pid, int *ret_pidfd);
 

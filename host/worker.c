@@ -15,6 +15,15 @@
 #include "chan.h"
 #include "output.h"
 
+/* A remote worker's transport signals it (core.h, struct pp_remote). */
+static void worker_signal(struct pp_worker *w, int sig)
+{
+    if (w->pool->remote)
+        w->pool->remote->signal(w, sig);
+    else
+        syscall(SYS_pidfd_send_signal, w->pidfd, sig, NULL, 0);
+}
+
 /* A worker that breaks the protocol cannot be trusted with more work:
  * close its rings, which fails its calls when it is reaped, and kill it. */
 void pyproc__worker_condemn(struct pp_worker *w, const char *why)
@@ -24,7 +33,7 @@ void pyproc__worker_condemn(struct pp_worker *w, const char *why)
     fprintf(stderr, "pyproc %s: worker %d %s; stopping it\n", w->pool->name, w->index, why);
     shm_ring_close(&w->rx);
     shm_ring_close(&w->tx);
-    syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
+    worker_signal(w, SIGKILL);
 }
 
 void pyproc__poll_enter(struct pp_worker *w)
@@ -248,5 +257,5 @@ void pyproc__chan_wake_sleeper(struct pp_worker *w)
 
 void pyproc__worker_kill(struct pp_worker *w)
 {
-    syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
+    worker_signal(w, SIGKILL);
 }

@@ -17,7 +17,32 @@
 #include <string.h>
 #include <time.h>
 
+#ifdef PYPROC_E2E_MPI
+/*
+ * A test program built with PYPROC_E2E_MPI runs under mpirun as the host
+ * rank (tests/mpi.sh), its e2e pools made by pyproc_pool_new_mpi(): MPI
+ * starts before main() and ends, with every agent, at exit.
+ */
+#include "pyproc-mpi.h"
+
+static void e2e_mpi_end(void)
+{
+    int err = pyproc_mpi_shutdown(MPI_COMM_WORLD);
+    if (err < 0)
+        fprintf(stderr, "pyproc_mpi_shutdown: %s\n", strerror(-err));
+    MPI_Finalize();
+}
+
+__attribute__((constructor)) static void e2e_mpi_start(void)
+{
+    const char *single = getenv("PYPROC_E2E_MPI_SINGLE"); /* to test the refusal */
+    int level;
+    MPI_Init_thread(NULL, NULL, single ? MPI_THREAD_SINGLE : MPI_THREAD_MULTIPLE, &level);
+    atexit(e2e_mpi_end);
+}
+#else
 #include "pyproc.h"
+#endif
 
 /* Whether the list of strings that ref (on worker ind) returns holds s:
  * what the test module recorded as seen. */
@@ -59,7 +84,11 @@ static inline pyproc_pool *e2e_pool_opts(pyproc_opts opts)
     pyproc_msg *err = NULL;
 
     opts.python_path = "tests/py";
+#ifdef PYPROC_E2E_MPI /* the same tests against a pool over MPI (tests/mpi.sh) */
+    assert_int_equal(pyproc_pool_new_mpi(&p, "test", &opts, MPI_COMM_WORLD), 0);
+#else
     assert_int_equal(pyproc_pool_new(&p, "test", &opts), 0);
+#endif
     int rc = pyproc_add_sub_err(p, "t", "e2e", PYPROC_SUB_INIT, &err);
     if (rc < 0 && err)
         fprintf(stderr, "%s\n", pyproc_msg_error(err));
