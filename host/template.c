@@ -266,14 +266,16 @@ static int await_fork(pyproc_pool *p, struct pp_template *t, pid_t *ret_pid)
 
     if (err == -ETIMEDOUT) {
         /* Killed, it has either forked (the child tells us) or not (the
-         * socket reads EOF): either way we know. */
+         * socket reads EOF), unless the child is slow to say so. */
         kill_template(t);
         t->state = TMPL_DOWN;
         err = await(p, t, SHM_TMPL_FORKED, KILLED_TIMEOUT_MS, false, &v);
     }
     if (err < 0) {
         t->state = TMPL_DOWN;
-        return err;
+        /* EOF: no child holds the socket, so none was made (a child
+         * answers before it lets go of it). */
+        return err == -EPIPE ? err : -ETIMEDOUT;
     }
     if (v == -EBUSY) {
         t->state = TMPL_OFF;
