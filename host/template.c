@@ -10,7 +10,8 @@
  * another exchange runs or the template is starting, it execs the worker
  * instead, so it never waits for a preload's imports or for Python to
  * start.  A fork waits at most FORK_TIMEOUT_MS for its answer; a template
- * that gives none is killed.
+ * that gives none is killed, as is any that goes down, so that its pidfd
+ * fires and supervision starts another.
  *
  * Supervision: the service thread watches the template's pidfd (one
  * shot); when it fires, a restart thread, counted in p->respawning so
@@ -272,7 +273,9 @@ static int await_fork(pyproc_pool *p, struct pp_template *t, pid_t *ret_pid)
         err = await(p, t, SHM_TMPL_FORKED, KILLED_TIMEOUT_MS, false, &v);
     }
     if (err < 0) {
+        /* Killed, so that its pidfd fires and a new one is started. */
         t->state = TMPL_DOWN;
+        kill_template(t);
         /* EOF: no child holds the socket, so none was made (a child
          * answers before it lets go of it). */
         return err == -EPIPE ? err : -ETIMEDOUT;
@@ -299,8 +302,10 @@ int pyproc__template_fork(pyproc_pool *p, int index, const int *fds, pid_t *ret_
                               : -EAGAIN;
     if (err == 0)
         err = await_fork(p, t, ret_pid);
-    else if (err != -EAGAIN)
+    else if (err != -EAGAIN) {
         t->state = TMPL_DOWN;
+        kill_template(t);
+    }
     pthread_mutex_unlock(&t->lock);
     return err;
 }
