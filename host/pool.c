@@ -438,6 +438,7 @@ PYPROC_EXPORT int pyproc_pool_new(pyproc_pool **ret, const char *name, const pyp
     pthread_mutex_lock(&p->lock);
     p->closing = false;
     pthread_mutex_unlock(&p->lock);
+    pyproc__template_pool_opened(p);
     pools_add(p); /* whole now: its buffers may find it */
     *ret = p;
     return 0;

@@ -50,8 +50,12 @@ void pyproc__template_finish(pyproc_pool *p);
  * when the template is busy, starting or gone, or another error: then no
  * worker was forked, and the caller execs one with the same fds. */
 int pyproc__template_fork(pyproc_pool *p, int index, const int *fds, pid_t *ret_pid);
-/* On the service thread: the template's pidfd is readable. */
+/* On the service thread: the template's pidfd is readable (watched one
+ * shot).  While the pool is closing, only noted. */
 void pyproc__template_died(pyproc_pool *p);
+/* pyproc_pool_new(), once p->closing is false: restart a template that
+ * died while the pool was starting. */
+void pyproc__template_pool_opened(pyproc_pool *p);
 /* Replace a running template with a new one, which imports the hub and
  * the preloaded subs afresh from disk (pyproc_reload()); workers are
  * exec'd while it starts. */

@@ -70,8 +70,9 @@ struct pp_template {
     int fast_deaths;
     struct preload *preloads;
     size_t npreloads;
-    /* Under pool->lock. */
-    bool restarting, died_again;
+    /* Under pool->lock.  died_closed: it died while p->closing (during
+     * pyproc_pool_new()), to be restarted once the pool is open. */
+    bool restarting, died_again, died_closed;
 };
 
 int pyproc__template_new(pyproc_pool *p)
@@ -434,6 +435,8 @@ void pyproc__template_died(pyproc_pool *p)
     bool go = !p->closing && !t->restarting;
     if (t->restarting)
         t->died_again = true;
+    if (p->closing)
+        t->died_closed = true;
     if (go) {
         t->restarting = true;
         p->respawning++;
@@ -455,6 +458,20 @@ void pyproc__template_died(pyproc_pool *p)
         pthread_cond_broadcast(&p->changed);
         pthread_mutex_unlock(&p->lock);
     }
+}
+
+void pyproc__template_pool_opened(pyproc_pool *p)
+{
+    struct pp_template *t = p->tmpl;
+
+    if (!t)
+        return;
+    pthread_mutex_lock(&p->lock);
+    bool died = t->died_closed;
+    t->died_closed = false;
+    pthread_mutex_unlock(&p->lock);
+    if (died)
+        pyproc__template_died(p);
 }
 
 void pyproc__template_free(pyproc_pool *p)
