@@ -10,6 +10,8 @@
  *              writes to FAKE_RESULT_ENV whether the worker's death pipe
  *              still has a writer ("open") or reads EOF ("eof")
  *   slowworker workers take SLOW_WORKER_MS to come up
+ *   deaf       after its first answer it stops reading its socket (the
+ *              next fork request fails to send) but stays alive
  *
  * Either way the template answers every other fork with -EAGAIN, so that
  * the host execs the worker.
@@ -18,6 +20,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -72,6 +75,9 @@ static int fake_template(void)
     struct shm_tmpl_msg ready = {.kind = SHM_TMPL_READY, .value = getpid()};
     bool forked = false;
 
+    /* Gone with the host even when deaf. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+        return 1;
     if (shm_fds_send(3, &ready, sizeof ready, NULL, 0) < 0)
         return 1;
     for (;;) {
@@ -91,6 +97,11 @@ static int fake_template(void)
                 slow_child(3, fds, &req);
         } else if (req.kind == SHM_TMPL_FORK) {
             answer(3, &req, -EAGAIN);
+            if (strcmp(mode(), "deaf") == 0) {
+                shutdown(3, SHUT_RD);
+                for (;;)
+                    pause();
+            }
         } else if (req.kind == SHM_TMPL_PRELOAD) {
             struct shm_tmpl_msg m = {.kind = SHM_TMPL_PRELOADED};
             shm_fds_send(3, &m, sizeof m, NULL, 0);
@@ -279,6 +290,29 @@ static void template_dies_while_the_pool_starts(void **state)
     pyproc_pool_free(s.p);
 }
 
+/* A fork request that cannot be sent: the worker is exec'd, and the
+ * template, of no use now, is killed and another started. */
+static void template_that_cannot_be_told_is_replaced(void **state)
+{
+    pyproc_opts o = template_opts(1);
+    pyproc_pool *p = NULL;
+
+    (void)state;
+    alarm(60);
+    assert_int_equal(setenv(FAKE_MODE_ENV, "deaf", 1), 0);
+    assert_int_equal(pyproc_pool_new(&p, "tfake", &o), 0);
+    unsetenv(FAKE_MODE_ENV);
+    int first = template_pid(-1, NULL), ind;
+    assert_true(first > 0);
+    assert_int_equal(pyproc_add_proc(p, &ind), 0);
+    assert_true(fake_pid(p, ind) > 0);
+    int second = wait_template(first, NULL);
+    printf("template %d replaced by %d\n", first, second);
+    assert_true(first > 0 && second > 0);
+    assert_true(kill(first, 0) < 0 && errno == ESRCH);
+    pyproc_pool_free(p);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--template") == 0)
@@ -291,6 +325,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(unanswered_fork_gives_its_fds_up),
         cmocka_unit_test(template_dies_while_the_pool_starts),
+        cmocka_unit_test(template_that_cannot_be_told_is_replaced),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
