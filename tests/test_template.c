@@ -538,8 +538,7 @@ static void fds_of_preloaded_code_in_a_forked_worker(void **state)
                      0);
     pyproc_msg_free(m);
     printf("import's fd %d (%s), hook's fd %d (%s)\n", (int)import_fd,
-           import_open ? "its file" : "not its file", (int)hook_fd,
-           hook_open ? "open" : "closed");
+           import_open ? "its file" : "not its file", (int)hook_fd, hook_open ? "open" : "closed");
     assert_true(import_fd > 7);
     assert_false(import_open);
     assert_true(hook_fd >= 0);

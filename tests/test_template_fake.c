@@ -129,9 +129,9 @@ static int fake_worker(int argc, char **argv)
 
 /* ---- what /proc says ---- */
 
-/* Our child whose command line holds "--template" (other than not), or
+/* Our child whose command line holds "--template" (but not other), or
  * -1; with the thread of ours that is its parent in *tid. */
-static int template_pid(int not, int *tid)
+static int template_pid(int other, int *tid)
 {
     DIR *d = opendir("/proc/self/task");
     struct dirent *e;
@@ -153,7 +153,7 @@ static int template_pid(int not, int *tid)
                 fclose(c);
             cmd[n] = 0;
             for (size_t i = 0; i < n && found < 0; i += strlen(cmd + i) + 1)
-                if (strcmp(cmd + i, "--template") == 0 && pid != not) {
+                if (strcmp(cmd + i, "--template") == 0 && pid != other) {
                     found = pid;
                     if (tid)
                         *tid = atoi(e->d_name);
@@ -166,12 +166,12 @@ static int template_pid(int not, int *tid)
     return found;
 }
 
-/* Wait up to 10 s for a template other than not. */
-static int wait_template(int not, int *tid)
+/* Wait up to 10 s for a template but other. */
+static int wait_template(int other, int *tid)
 {
     int pid = -1;
 
-    for (int i = 0; i < 1000 && (pid = template_pid(not, tid)) < 0; i++)
+    for (int i = 0; i < 1000 && (pid = template_pid(other, tid)) < 0; i++)
         sleep_ms(10);
     return pid;
 }
@@ -198,8 +198,9 @@ static long thread_ticks(int tid)
 
 static pyproc_opts template_opts(int workers)
 {
-    return (pyproc_opts){
-        .workers = workers, .worker_path = fake_self(), .start = PYPROC_START_TEMPLATE};
+    return (pyproc_opts){.workers = workers,
+                         .worker_path = fake_self(),
+                         .start = PYPROC_START_TEMPLATE};
 }
 
 /* ---- tests ---- */
