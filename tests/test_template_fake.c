@@ -129,7 +129,7 @@ static int fake_worker(int argc, char **argv)
 
 /* ---- what /proc says ---- */
 
-/* Our child whose command line holds "--template" (but not other), or
+/* Our child whose command line holds "--template" and whose pid is not other, or
  * -1; with the thread of ours that is its parent in *tid. */
 static int template_pid(int other, int *tid)
 {
@@ -166,7 +166,7 @@ static int template_pid(int other, int *tid)
     return found;
 }
 
-/* Wait up to 10 s for a template but other. */
+/* Wait up to 10 s for a template whose pid is not other. */
 static int wait_template(int other, int *tid)
 {
     int pid = -1;
