@@ -524,7 +524,7 @@ static void fds_of_preloaded_code_in_a_forked_worker(void **state)
 {
     pyproc_msg *m = NULL;
     int64_t import_fd, hook_fd;
-    bool import_open, hook_open;
+    int import_open, hook_open;
     int ind;
 
     (void)state;
