@@ -17,7 +17,7 @@
  * no lock can be held across the fork.
  *
  * The template itself gets fds 0 (/dev/null), 1 and 2 (from the host) and
- * 3 (this socket); it dies with the host by PR_SET_PDEATHSIG and, with
+ * 3 (this socket), and holds 4 to 7 free of its own files; it dies with the host by PR_SET_PDEATHSIG and, with
  * no thread to watch a pipe, by the socket's EOF.  Its resource limits,
  * no_new_privs, environment and working directory are the workers', set
  * before Python starts, and forked workers inherit them.
@@ -43,10 +43,30 @@
 
 static PyObject *hub_module; /* the hub, loaded once in the template */
 
+/*
+ * Hold fds 4 to 7 (/dev/null) before any Python code runs, so that no fd
+ * the template opens (a preloaded module's file) takes a number that a
+ * forked worker's dup2() then puts another file on: in the worker, such an
+ * fd is closed instead (EBADF), never silently someone else's.
+ */
+static void reserve_worker_fds(void)
+{
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+    if (null < 0)
+        _exit(1);
+    for (int fd = 4; fd <= SHM_TMPL_FORK_FDS; fd++)
+        if (fd != null && dup3(null, fd, O_CLOEXEC) < 0)
+            _exit(1);
+    if (null > SHM_TMPL_FORK_FDS)
+        close(null);
+}
+
 void worker_template_prepare(void)
 {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != the_worker.host_pid)
         _exit(0);
+    reserve_worker_fds();
 }
 
 /* The threads of this process, or -1. */
@@ -156,13 +176,15 @@ static void become_worker(const int *fds, const struct shm_tmpl_msg *req)
     m.value = getpid();
     if (shm_fds_send(the_worker.template_fd, &m, sizeof m, NULL, 0) < 0)
         _exit(1);
-    PyOS_AfterFork_Child();
+    /* The worker's fds before Python's after-fork hooks run, so that
+     * what they open stays open and what they print is the worker's. */
     take_worker_fds(fds);
     the_worker.template_fd = -1;
     the_worker.index = req->index;
     the_worker.spin_ns = req->value * 1000;
     the_worker.death_fd = 6;
     worker_die_with_host();
+    PyOS_AfterFork_Child();
     worker_attach_rings(&a);
     if (worker_buffers_init(a.buffer_fd) != 0 || take_identity() < 0) {
         if (PyErr_Occurred())

@@ -450,6 +450,7 @@ int pyproc__pool_new_remote(pyproc_pool **ret, const char *name, const pyproc_op
     pthread_mutex_lock(&p->lock);
     p->closing = false;
     pthread_mutex_unlock(&p->lock);
+    pyproc__template_pool_opened(p);
     pools_add(p); /* whole now: its buffers may find it */
     *ret = p;
     return 0;

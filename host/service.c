@@ -72,9 +72,11 @@ enum { EV_CONTROL, EV_BELL, EV_PIDFD, EV_STDOUT, EV_STDERR, EV_TEMPLATE };
 static struct service_event control_event = {EV_CONTROL, NULL};
 static struct service_event template_event = {EV_TEMPLATE, NULL};
 
+/* One shot: a dead template's pidfd stays readable until the restart
+ * thread reaps it, or for good while the pool is closing. */
 int pyproc__service_watch_template(pyproc_pool *p, int pidfd)
 {
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &template_event};
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = &template_event};
 
     return epoll_ctl(p->epfd, EPOLL_CTL_ADD, pidfd, &ev) < 0 ? -errno : 0;
 }

@@ -285,12 +285,17 @@ static int start_process(pyproc_pool *p, struct pp_worker *w, const int *src)
     pid_t pid;
     int err = p->tmpl ? pyproc__template_fork(p, w->index, src, &pid) : -ENOTSUP;
 
-    /* A failed fork made no child: the fds are still unused. */
     if (err == 0) {
         err = open_pidfd(pid, &w->pidfd);
         w->pid = err == 0 ? pid : -1;
         return err;
     }
+    /* A child may hold the fds: they are for nobody else. */
+    if (err == -ETIMEDOUT) {
+        w->pid = -1;
+        return err;
+    }
+    /* Otherwise the fork made no child: the fds are still unused. */
     err = spawn_process(p, w, src, N_CHILD_FDS, &w->pid, &w->pidfd);
     if (err < 0)
         w->pid = -1;
@@ -383,20 +388,35 @@ int pyproc__worker_prepare(pyproc_pool *p, int index, struct pp_spawn *s)
     return 0;
 }
 
-int pyproc__worker_launch(pyproc_pool *p, struct pp_spawn *s)
+/* Start s's worker with s's fds, which we then let go of. */
+static int launch_once(pyproc_pool *p, struct pp_spawn *s)
 {
     struct pp_worker *w = s->w;
     int src[N_CHILD_FDS] = {s->out_w[0],       s->out_w[1], w->seg.fd, w->tx.doorbell_fd,
                             w->rx.doorbell_fd, s->death_r,  s->sock_w};
     int err = p->remote ? p->remote->spawn(p, w) : start_process(p, w, src);
 
-    /* Its exit is their EOF once we hold none of its ends. */
+    /* Its exit is their EOF once we hold none of its ends; a child the
+     * template may have made unknown to us (-ETIMEDOUT) exits on the
+     * death pipe's EOF. */
     if (err < 0) {
         pyproc__spawn_abandon(s);
         return err;
     }
     spawn_close(s);
     return 0;
+}
+
+int pyproc__worker_launch(pyproc_pool *p, struct pp_spawn *s)
+{
+    int index = s->w->index;
+    int err = launch_once(p, s);
+
+    /* Once more with new fds: the template, killed, is down, so this
+     * worker is exec'd (or forked by the next template). */
+    if (err == -ETIMEDOUT && (err = pyproc__worker_prepare(p, index, s)) == 0)
+        err = launch_once(p, s);
+    return err;
 }
 
 int pyproc__worker_spawn(pyproc_pool *p, int index, struct pp_worker **ret)

@@ -20,7 +20,8 @@ int pyproc__worker_spawn(pyproc_pool *p, int index, struct pp_worker **ret);
  * while its template starts: a worker with its segment, rings and the
  * fds it will get (the ends in s are its, ours to close), then its
  * process.  On failure, each step leaves nothing behind; abandon drops
- * one prepared and not launched.
+ * one prepared and not launched.  A launch may put a new worker, with
+ * new fds, in s->w (a fork whose child may hold the first ones).
  */
 struct pp_spawn {
     struct pp_worker *w; /* a reference */
@@ -48,12 +49,17 @@ int pyproc__template_new(pyproc_pool *p);
 void pyproc__template_begin(pyproc_pool *p);
 void pyproc__template_finish(pyproc_pool *p);
 /* On the service thread: have the template fork worker index with fds
- * (its 1 to 7); its pid.  -EAGAIN when the template is busy, starting or
- * gone, or another error: then no worker was forked, and the caller
- * execs one with the same fds. */
+ * (its 1 to 7); its pid.  -ETIMEDOUT when no answer came: a child may
+ * exist, holding fds, so they must not serve another worker.  -EAGAIN
+ * when the template is busy, starting or gone, or another error: then no
+ * worker was forked, and the caller execs one with the same fds. */
 int pyproc__template_fork(pyproc_pool *p, int index, const int *fds, pid_t *ret_pid);
-/* On the service thread: the template's pidfd is readable. */
+/* On the service thread: the template's pidfd is readable (watched one
+ * shot).  While the pool is closing, only noted. */
 void pyproc__template_died(pyproc_pool *p);
+/* pyproc_pool_new(), once p->closing is false: restart a template that
+ * died while the pool was starting. */
+void pyproc__template_pool_opened(pyproc_pool *p);
 /* Replace a running template with a new one, which imports the hub and
  * the preloaded subs afresh from disk (pyproc_reload()); workers are
  * exec'd while it starts. */

@@ -10,7 +10,8 @@
  * another exchange runs or the template is starting, it execs the worker
  * instead, so it never waits for a preload's imports or for Python to
  * start.  A fork waits at most FORK_TIMEOUT_MS for its answer; a template
- * that gives none is killed.
+ * that gives none is killed, as is any that goes down, so that its pidfd
+ * fires and supervision starts another.
  *
  * Supervision: the service thread watches the template's pidfd (one
  * shot); when it fires, a restart thread, counted in p->respawning so
@@ -69,8 +70,9 @@ struct pp_template {
     int fast_deaths;
     struct preload *preloads;
     size_t npreloads;
-    /* Under pool->lock. */
-    bool restarting, died_again;
+    /* Under pool->lock.  died_closed: it died while p->closing (during
+     * pyproc_pool_new()), to be restarted once the pool is open. */
+    bool restarting, died_again, died_closed;
 };
 
 int pyproc__template_new(pyproc_pool *p)
@@ -266,14 +268,18 @@ static int await_fork(pyproc_pool *p, struct pp_template *t, pid_t *ret_pid)
 
     if (err == -ETIMEDOUT) {
         /* Killed, it has either forked (the child tells us) or not (the
-         * socket reads EOF): either way we know. */
+         * socket reads EOF), unless the child is slow to say so. */
         kill_template(t);
         t->state = TMPL_DOWN;
         err = await(p, t, SHM_TMPL_FORKED, KILLED_TIMEOUT_MS, false, &v);
     }
     if (err < 0) {
+        /* Killed, so that its pidfd fires and a new one is started. */
         t->state = TMPL_DOWN;
-        return err;
+        kill_template(t);
+        /* EOF: no child holds the socket, so none was made (a child
+         * answers before it lets go of it). */
+        return err == -EPIPE ? err : -ETIMEDOUT;
     }
     if (v == -EBUSY) {
         t->state = TMPL_OFF;
@@ -297,8 +303,10 @@ int pyproc__template_fork(pyproc_pool *p, int index, const int *fds, pid_t *ret_
                               : -EAGAIN;
     if (err == 0)
         err = await_fork(p, t, ret_pid);
-    else if (err != -EAGAIN)
+    else if (err != -EAGAIN) {
         t->state = TMPL_DOWN;
+        kill_template(t);
+    }
     pthread_mutex_unlock(&t->lock);
     return err;
 }
@@ -427,6 +435,8 @@ void pyproc__template_died(pyproc_pool *p)
     bool go = !p->closing && !t->restarting;
     if (t->restarting)
         t->died_again = true;
+    if (p->closing)
+        t->died_closed = true;
     if (go) {
         t->restarting = true;
         p->respawning++;
@@ -448,6 +458,20 @@ void pyproc__template_died(pyproc_pool *p)
         pthread_cond_broadcast(&p->changed);
         pthread_mutex_unlock(&p->lock);
     }
+}
+
+void pyproc__template_pool_opened(pyproc_pool *p)
+{
+    struct pp_template *t = p->tmpl;
+
+    if (!t)
+        return;
+    pthread_mutex_lock(&p->lock);
+    bool died = t->died_closed;
+    t->died_closed = false;
+    pthread_mutex_unlock(&p->lock);
+    if (died)
+        pyproc__template_died(p);
 }
 
 void pyproc__template_free(pyproc_pool *p)

@@ -421,9 +421,10 @@ static int launch_all(pyproc_pool *p, void *arg)
     struct pp_spawn *s = arg;
 
     for (int i = 0; i < p->nworkers; i++) {
-        struct pp_worker *w = s[i].w;
         int err = pyproc__worker_launch(p, &s[i]);
-        s[i].w = NULL; /* launched, or dropped by the launch */
+        /* Launched (maybe anew, with new fds), or dropped by the launch. */
+        struct pp_worker *w = s[i].w;
+        s[i].w = NULL;
         if (err < 0)
             return err;
         p->workers[i] = w;

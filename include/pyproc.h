@@ -305,8 +305,11 @@ enum {
  * starts no thread and opens no fd at import: the template forks only
  * while it has one thread (a preload that starts one makes the pool exec
  * its workers from then on), and a forked worker keeps none of the
- * template's fds.  Its __init__ (PYPROC_SUB_INIT) runs in the workers
- * only.  Without a template it does nothing more than a plain add_sub.
+ * template's fds: a file or socket opened at import is closed in it
+ * (its Python object there fails with EBADF, or reaches whatever the
+ * worker opened later under that number).  Fds opened by after-fork
+ * hooks (os.register_at_fork) are the worker's own and stay open.  Its
+ * __init__ (PYPROC_SUB_INIT) runs in the workers only.  Without a template it does nothing more than a plain add_sub.
  */
 #define PYPROC_SUB_PRELOAD 0x2u
 

@@ -514,6 +514,38 @@ static void preloaded_code_is_shared(void **state)
     pyproc_pool_free(p);
 }
 
+/*
+ * Fds in a forked worker: one a preloaded module opened at import (in
+ * the template) has a number no worker fd takes, so it is closed there
+ * rather than silently another file; one an after-fork hook opened in
+ * the worker stays open.
+ */
+static void fds_of_preloaded_code_in_a_forked_worker(void **state)
+{
+    pyproc_msg *m = NULL;
+    int64_t import_fd, hook_fd;
+    int import_open, hook_open;
+    int ind;
+
+    (void)state;
+    alarm(60);
+    pyproc_pool *p = template_pool(1);
+    assert_int_equal(pyproc_add_sub(p, "pre", "preload_ok", PYPROC_SUB_PRELOAD), 0);
+    assert_int_equal(pyproc_add_proc(p, &ind), 0);
+    assert_true(is_forked(e2e_pid_of(p, ind)));
+    assert_int_equal(pyproc_ind_func(p, ind, "pre.fds", &m, NULL), 0);
+    assert_int_equal(pyproc_msg_read(m, "[IbIb]", &import_fd, &import_open, &hook_fd, &hook_open),
+                     0);
+    pyproc_msg_free(m);
+    printf("import's fd %d (%s), hook's fd %d (%s)\n", (int)import_fd,
+           import_open ? "its file" : "not its file", (int)hook_fd, hook_open ? "open" : "closed");
+    assert_true(import_fd > 7);
+    assert_false(import_open);
+    assert_true(hook_fd >= 0);
+    assert_true(hook_open);
+    pyproc_pool_free(p);
+}
+
 /* A preload that starts a thread: the template forks no more (a thread
  * does not survive a fork), workers are exec'd, and all is served. */
 static void preload_with_a_thread_falls_back_to_exec(void **state)
@@ -566,6 +598,7 @@ int main(void)
         cmocka_unit_test(template_and_workers_die_with_the_host),
         cmocka_unit_test(template_killed_while_forking),
         cmocka_unit_test(preloaded_code_is_shared),
+        cmocka_unit_test(fds_of_preloaded_code_in_a_forked_worker),
         cmocka_unit_test(preload_with_a_thread_falls_back_to_exec),
         cmocka_unit_test(preload_without_a_template),
     };
