@@ -247,7 +247,7 @@ static void freeing_a_stream_closes_its_generator(void **state)
             pyproc_msg_free(item);
         }
         pyproc_call_free(s);
-        for (int tries = 0; tries < 100 && !closed; tries++) {
+        for (int tries = 0; tries < 500 && !closed; tries++) { /* 5 s */
             assert_int_equal(pyproc_ind_func(pool, 2, "t.proc.was_closed", &m, NULL), 0);
             assert_int_equal(pyproc_msg_read(m, "b", &closed), 0);
             pyproc_msg_free(m);
