@@ -72,17 +72,6 @@ static int64_t version_at(pyproc_pool *p, int ind)
     return v;
 }
 
-static int pid_at(pyproc_pool *p, int ind)
-{
-    pyproc_msg *m = NULL;
-    int pid = -1;
-
-    assert_int_equal(pyproc_ind_func(p, ind, "m.pid", &m, NULL), 0);
-    assert_int_equal(pyproc_msg_read(m, "i", &pid), 0);
-    pyproc_msg_free(m);
-    return pid;
-}
-
 /* Worker ind's pid, or -1 while its calls fail (it died). */
 static int pid_or_dead(pyproc_pool *p, int ind)
 {
@@ -94,6 +83,14 @@ static int pid_or_dead(pyproc_pool *p, int ind)
         assert_int_equal(pyproc_msg_read(m, "i", &pid), 0);
     pyproc_msg_free(m);
     return rc == 0 ? pid : -1;
+}
+
+static int pid_at(pyproc_pool *p, int ind)
+{
+    int pid = pid_or_dead(p, ind);
+
+    assert_true(pid > 0);
+    return pid;
 }
 
 static void reload_imports_new_code_under_load(void **state)
