@@ -336,7 +336,11 @@ PYPROC_EXPORT void pyproc_pool_free(pyproc_pool *pool);
  * timeout_ms (-1: as long as it takes) for them to end.  Returns how many
  * requests were still running then (0: all done), or a negative errno.
  * pyproc_pool_free() after it cancels only those.  A pool does not come
- * back from draining.
+ * back from draining.  A map's items pushed before the drain but not
+ * yet sent (still being packed into a chunk, or queued for a worker's
+ * room) are not counted: their map's owner sends them as it reads on,
+ * which it may do after this returns, and pyproc_pool_free() cancels
+ * them with the rest.
  */
 PYPROC_EXPORT int pyproc_drain(pyproc_pool *pool, int timeout_ms);
 
