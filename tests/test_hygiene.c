@@ -97,19 +97,21 @@ static bool starts_with(const char *s, const char *prefix)
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+/* What each of a worker's fds 0 to 7 is, as host/spawn.c promises. */
+static const char *const worker_fd_kinds[] = {
+    "/dev/null",
+    "pipe:[",
+    "pipe:[",
+    "/memfd:pyproc",
+    "anon_inode:[eventfd]",
+    "anon_inode:[eventfd]",
+    "pipe:[",
+    "socket:[",
+};
+
 /* Exactly fds 0 to 7, each what host/spawn.c promises. */
 static void expect_inherited_set(int pid)
 {
-    static const char *const want[] = {
-        "/dev/null",
-        "pipe:[",
-        "pipe:[",
-        "/memfd:pyproc",
-        "anon_inode:[eventfd]",
-        "anon_inode:[eventfd]",
-        "pipe:[",
-        "socket:[",
-    };
     struct fd_entry fds[64];
     bool seen[8] = {false};
     int n = read_dump(pid, fds, 64);
@@ -117,7 +119,7 @@ static void expect_inherited_set(int pid)
     for (int i = 0; i < n; i++) {
         printf("worker %d started with fd %d -> %s\n", pid, fds[i].fd, fds[i].target);
         assert_in_range(fds[i].fd, 0, 7);
-        assert_true(starts_with(fds[i].target, want[fds[i].fd]));
+        assert_true(starts_with(fds[i].target, worker_fd_kinds[fds[i].fd]));
         seen[fds[i].fd] = true;
     }
     assert_int_equal(n, 8);
@@ -153,16 +155,6 @@ static void expect_template_set(int pid, char *sock, size_t len)
  * of the template's. */
 static void expect_forked_set(int pid, const char *template_sock)
 {
-    static const char *const want[] = {
-        "/dev/null",
-        "pipe:[",
-        "pipe:[",
-        "/memfd:pyproc",
-        "anon_inode:[eventfd]",
-        "anon_inode:[eventfd]",
-        "pipe:[",
-        "socket:[",
-    };
     struct fd_entry fds[256];
     char pid_s[16];
     int seen = 0;
@@ -173,7 +165,7 @@ static void expect_forked_set(int pid, const char *template_sock)
         printf("forked worker %d has fd %d -> %s\n", pid, fds[i].fd, fds[i].target);
         assert_string_not_equal(fds[i].target, template_sock);
         if (fds[i].fd < 8) {
-            assert_true(starts_with(fds[i].target, want[fds[i].fd]));
+            assert_true(starts_with(fds[i].target, worker_fd_kinds[fds[i].fd]));
             seen++;
         }
     }
