@@ -19,6 +19,7 @@
  */
 #include <errno.h>
 #include <sys/epoll.h>
+#include <unistd.h>
 
 #include "msg.h"
 #include "chan.h"
@@ -113,6 +114,15 @@ static void loop_events(pyproc_pool *p)
         if ((more || pyproc__chan_rearm(w)) && !pyproc__chan_closed(w))
             pyproc__chan_ring(w);
         pyproc__worker_unref(w);
+    }
+    /* Events left for the next dispatch keep the fd readable, which a
+     * loop that polls it level-triggered sees; one that holds it
+     * edge-triggered is woken only by a new event: make one. */
+    if (n == LOOP_EVENTS) {
+        uint64_t one = 1;
+        if (write(p->done_fd, &one, sizeof one) < 0) {
+            /* Never read (see pyproc__async_push()): it does not fill. */
+        }
     }
 }
 

@@ -9,6 +9,8 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <string.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include "e2e.h"
@@ -574,6 +576,52 @@ static void answers_reach_the_loop_without_the_service_thread(void **state)
     }
     pyproc_pool_free(p);
 }
+
+/* More answers than one pyproc_dispatch() takes, all waiting, under a loop
+ * that holds the pool's fd edge-triggered: the rest must wake it again. */
+static void edge_triggered_loop_gets_every_answer(void **state)
+{
+    enum { N = 40 }; /* more doorbells than a dispatch takes */
+    static struct gate g;
+    static struct one o[N];
+    pyproc_call *c[N];
+    int ndone = 0, ep = epoll_create1(EPOLL_CLOEXEC);
+    pyproc_pool *p = e2e_pool_opts(
+        (pyproc_opts){.workers = N, .output = hold_on_first_line, .output_data = &g});
+    (void)state;
+
+    memset(o, 0, sizeof o);
+    atomic_store(&g.held, false);
+    atomic_store(&g.release, false);
+    assert_int_equal(e2e_int(p, "t.hygiene.say"), 1);
+    for (int i = 0; i < 2000 && !atomic_load(&g.held); i++)
+        usleep(1000);
+    assert_true(atomic_load(&g.held)); /* nobody but the loop reads answers */
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLET};
+    assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, pyproc_pool_fd(p), &ev), 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(pyproc_ind_call(p, i, &c[i], "t.calls.block", "d", 0.02), 0);
+        assert_int_equal(pyproc_call_on_done(c[i], one_done, &o[i]), 0);
+    }
+    usleep(500 * 1000); /* every answer is in its ring, every doorbell rung */
+    double end = e2e_now() + 5;
+    while (ndone < N && e2e_now() < end) {
+        if (epoll_wait(ep, &ev, 1, 100) == 1)
+            assert_true(pyproc_dispatch(p) >= 0);
+        ndone = 0;
+        for (int i = 0; i < N; i++)
+            ndone += o[i].done;
+    }
+    atomic_store(&g.release, true);
+    assert_int_equal(ndone, N);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(o[i].result, 0);
+        pyproc_msg_free(o[i].ret);
+        pyproc_call_free(c[i]);
+    }
+    pyproc_pool_free(p);
+    close(ep);
+}
 #endif
 
 int main(void)
@@ -595,6 +643,7 @@ int main(void)
         /* Holds the thread that runs the output function: in a pool over
          * MPI that is the relay, which carries the answers too. */
         cmocka_unit_test(answers_reach_the_loop_without_the_service_thread),
+        cmocka_unit_test(edge_triggered_loop_gets_every_answer),
 #endif
     };
     alarm(240);
