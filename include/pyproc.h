@@ -854,7 +854,9 @@ PYPROC_EXPORT int pyproc_call_deadline(pyproc_call *call, int timeout_ms);
  * pyproc_dispatch(), and as soon as a worker answers (so the answer wakes
  * the loop's thread directly, with no library thread in between).  It may
  * therefore be readable with nothing yet to run: pyproc_dispatch() then
- * returns 0.  The pool owns it; do not read or close it.
+ * returns 0.  It may be watched level- or edge-triggered (EPOLLET): a
+ * dispatch that leaves work for the next makes a new event.  The pool
+ * owns it; do not read or close it.
  */
 PYPROC_EXPORT int pyproc_pool_fd(pyproc_pool *pool);
 
