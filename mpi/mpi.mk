@@ -50,10 +50,10 @@ $(MPI_TEST): tests/mpi_e2e.c $(wildcard tests/*.h) $(MPI_LIB_A)
 
 # The local pool's end-to-end tests built again so that their e2e pools
 # are MPI pools (tests/e2e.h, PYPROC_E2E_MPI); tests/mpi.sh runs them.
-# Not test_crash and test_control: some of their tests run the test
-# program again outside mpirun, or pass the workers an environment
-# variable (the agents' workers have the agent's environment).
-MPI_E2E_TESTS := $(patsubst %,$(B)/tests/mpi_test_%,calls cancel events map dispatch aio proc drain refs)
+# Each leaves out, under PYPROC_E2E_MPI, the tests that start the test
+# program again outside mpirun (test_crash's host, test_control's deaf
+# worker).
+MPI_E2E_TESTS := $(patsubst %,$(B)/tests/mpi_test_%,calls cancel events map dispatch aio proc drain refs crash control)
 $(B)/tests/mpi_test_%: tests/test_%.c $(wildcard tests/*.h) $(MPI_LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(MPI_CFLAGS) -DPYPROC_E2E_MPI -Wno-unused-parameter -I. -o $@ $< \
