@@ -427,10 +427,13 @@ endif
 # of them a link page $(B)/man/man3/FUNCTION.3 (".so man3/PAGE.3") so that
 # `man FUNCTION` opens it.  tests/man.sh (in `make check`) fails for an
 # exported function that no page names.
+# The pages of pools over MPI are mpi/mpi.mk's, made and installed with
+# the rest of MPI.
 SCDOC ?= scdoc
 MANDIR ?= $(PREFIX)/share/man
-MAN_SRC3 := $(wildcard man/*.3.scd)
-MAN_PAGES := $(patsubst man/%.1.scd,$(B)/man/man1/%.1,$(wildcard man/*.1.scd)) \
+MAN_MPI_SRC := man/pyproc-mpi.3.scd man/pyproc-agent.1.scd
+MAN_SRC3 := $(filter-out $(MAN_MPI_SRC),$(wildcard man/*.3.scd))
+MAN_PAGES := $(patsubst man/%.1.scd,$(B)/man/man1/%.1,$(filter-out $(MAN_MPI_SRC),$(wildcard man/*.1.scd))) \
 	$(patsubst man/%.3.scd,$(B)/man/man3/%.3,$(MAN_SRC3))
 MAN_LINKS := $(B)/man/links.stamp
 

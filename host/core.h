@@ -310,6 +310,11 @@ struct pp_output {
  *   pid         written on the service thread (spawn; reap, under
  *               pool->lock); read freely there, under pool->lock
  *               elsewhere (pyproc_stats()).
+ *   rank        where a remote worker runs (struct pp_remote): its
+ *               agent's MPI rank, -1 for a local worker.  Written by
+ *               remote->spawn() before it returns, so before the worker
+ *               is placed; constant afterwards (pyproc_stats() reads it
+ *               under pool->lock, beside pid).
  *   serving     set by a drainer (relaxed) once a placed worker answered;
  *               read by its respawn thread after the death was reaped.
  *   fast_deaths, replayed   its bringer's (add_proc or respawn thread)
@@ -337,6 +342,7 @@ struct pp_worker {
     int index;
     uint32_t serial; /* unique in its pool; constant (see pool->loop_fd) */
     pid_t pid;
+    int rank; /* a remote worker's agent's, -1: local */
     int pidfd;
     int death_w; /* write end of the pipe whose EOF tells the worker we died */
     int fd_sock; /* our end of the socket that passes buffers' fds */
@@ -472,7 +478,7 @@ struct pp_service_ops;
  */
 struct pp_remote {
     /* After the segment and doorbells are set up: start the worker,
-     * setting w->pid (> 0) and w->pidfd.  0 or -errno. */
+     * setting w->pid (> 0), w->pidfd and w->rank.  0 or -errno. */
     int (*spawn)(pyproc_pool *p, struct pp_worker *w);
     /* What pidfd_send_signal() does for a local worker. */
     void (*signal)(struct pp_worker *w, int sig);

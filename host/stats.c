@@ -58,7 +58,7 @@ static uint64_t relaxed(_Atomic uint64_t *v)
 
 PYPROC_EXPORT int pyproc_stats(pyproc_pool *p, int ind, pyproc_worker_stats *ret)
 {
-    pyproc_worker_stats st = {.pid = -1};
+    pyproc_worker_stats st = {.pid = -1, .rank = -1};
     struct pp_worker *w;
     int err = pyproc__pool_check(p);
 
@@ -78,8 +78,10 @@ PYPROC_EXPORT int pyproc_stats(pyproc_pool *p, int ind, pyproc_worker_stats *ret
         st.restarts = relaxed(&w->stats->restarts);
         st.recycles = relaxed(&w->stats->recycles);
     }
-    if (!atomic_load_explicit(&w->dead, memory_order_acquire)) /* see spawn.c */
+    if (!atomic_load_explicit(&w->dead, memory_order_acquire)) { /* see spawn.c */
         st.pid = (int)w->pid;
+        st.rank = w->rank;
+    }
     pthread_mutex_lock(&w->calls_lock);
     st.in_flight = atomic_load_explicit(&w->in_flight, memory_order_relaxed);
     pthread_mutex_unlock(&w->calls_lock);

@@ -90,6 +90,7 @@ struct pp_worker *pyproc__worker_alloc(pyproc_pool *p, int index)
     w->index = index;
     w->serial = atomic_fetch_add_explicit(&p->next_serial, 1, memory_order_relaxed);
     w->pid = -1;
+    w->rank = -1;
     w->pidfd = w->death_w = w->fd_sock = -1;
     w->seg.fd = -1;
     w->tx.doorbell_fd = w->rx.doorbell_fd = -1;

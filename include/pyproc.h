@@ -409,6 +409,11 @@ typedef struct pyproc_worker_stats {
      * and a program built against the 0.1 header must be rebuilt, since
      * pyproc_stats() writes the whole of it.) */
     uint64_t recycles;
+    /* The MPI rank of the agent that runs the current worker, for a pool
+     * made by pyproc_pool_new_mpi() (pyproc-mpi.h); -1 for a local pool's
+     * workers, and -1 while none runs, as pid.  (Added in 0.2, after
+     * recycles.) */
+    int rank;
 } pyproc_worker_stats;
 
 /*

@@ -50,20 +50,30 @@ $(MPI_TEST): tests/mpi_e2e.c $(wildcard tests/*.h) $(MPI_LIB_A)
 
 # The local pool's end-to-end tests built again so that their e2e pools
 # are MPI pools (tests/e2e.h, PYPROC_E2E_MPI); tests/mpi.sh runs them.
-# Not test_crash and test_control: some of their tests run the test
-# program again outside mpirun, or pass the workers an environment
-# variable (the agents' workers have the agent's environment).
-MPI_E2E_TESTS := $(patsubst %,$(B)/tests/mpi_test_%,calls cancel events map dispatch aio proc drain refs)
+# Each leaves out, under PYPROC_E2E_MPI, the tests that start the test
+# program again outside mpirun (test_crash's host, test_control's deaf
+# worker).
+MPI_E2E_TESTS := $(patsubst %,$(B)/tests/mpi_test_%,calls cancel events map dispatch aio proc drain refs crash control)
 $(B)/tests/mpi_test_%: tests/test_%.c $(wildcard tests/*.h) $(MPI_LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(MPI_CFLAGS) -DPYPROC_E2E_MPI -Wno-unused-parameter -I. -o $@ $< \
 		$(MPI_LIB_A) $(LDFLAGS) $(MPI_LIBS) $(CMOCKA_LIBS) -lpthread -ldl -lm
+
+# The man pages pyproc-mpi(3) and pyproc-agent(1), made by the Makefile's
+# rules; the link pages of the functions that pyproc-mpi(3) names go in a
+# directory of their own (man/links.sh makes a directory's links anew).
+MPI_MAN := $(B)/man/man3/pyproc-mpi.3 $(B)/man/man1/pyproc-agent.1
+MPI_MAN_LINKS := $(B)/man/mpi/links.stamp
+$(MPI_MAN_LINKS): man/pyproc-mpi.3.scd man/links.sh
+	sh man/links.sh $(B)/man/mpi/man3 man/pyproc-mpi.3.scd
+	@touch $@
 
 ifdef PYPROC_DEPS_CHECKED
 ifneq ($(MPI_LIBS),)
 MPI_ALL := $(MPI_LIB_A) $(MPI_LIB_SO).0 $(AGENT) $(MPI_TEST) $(MPI_BENCH) $(MPI_E2E_TESTS)
 all: $(MPI_ALL)
 test-programs: $(MPI_ALL)
+man: $(MPI_MAN) $(MPI_MAN_LINKS)
 
 .PHONY: check-mpi install-mpi bench-mpi
 check-mpi: $(MPI_ALL) $(WORKER)
@@ -77,8 +87,11 @@ bench-mpi: $(MPI_ALL) $(WORKER)
 	sh bench/mpi.sh $(B) | tee $(B)/bench/mpi.txt
 bench: bench-mpi
 
-install-mpi: $(MPI_ALL)
-	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin
+install-mpi: $(MPI_ALL) $(MPI_MAN) $(MPI_MAN_LINKS)
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin \
+		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3
+	install -m 644 $(B)/man/man1/pyproc-agent.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 $(B)/man/man3/pyproc-mpi.3 $(B)/man/mpi/man3/pyproc_*.3 $(DESTDIR)$(MANDIR)/man3/
 	install -m 644 $(MPI_LIB_A) $(DESTDIR)$(LIBDIR)/libpyproc-mpi.a
 	install -m 755 $(MPI_LIB_SO) $(DESTDIR)$(LIBDIR)/libpyproc-mpi.so.0
 	ln -sf libpyproc-mpi.so.0 $(DESTDIR)$(LIBDIR)/libpyproc-mpi.so

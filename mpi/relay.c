@@ -30,7 +30,9 @@
  * under rx_lock by a drainer that condemns a worker (signal).  A remote
  * worker's pid (the agent's word for it, for stats) is written by the
  * relay under pm->lock before the spawner, which waits on it, returns it
- * to the core: from then on it is the core's, as any worker's pid.
+ * to the core: from then on it is the core's, as any worker's pid.  Its
+ * rank (its agent's) is written by the spawner itself as it picks the
+ * agent, before the core places the worker.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -497,6 +499,7 @@ static int remote_spawn(pyproc_pool *p, struct pp_worker *w)
     pyproc__worker_ref(w);
     r->w = w;
     r->agent = agent_for(pm, w->index);
+    w->rank = pm->agents[r->agent].rank; /* for stats; the core's from here on */
     shm_ring_attach(&r->req, &w->seg.hdr->request, w->seg.request_data, p->ring_bytes, p->max_msg,
                     w->tx.doorbell_fd, shm_frame_type_to_worker);
     shm_ring_attach(&r->rep, &w->seg.hdr->reply, w->seg.reply_data, p->ring_bytes, p->max_msg,

@@ -53,10 +53,14 @@ else
     grep -E '^\[|idle' "$tmp/e2e.txt"
 fi
 
+# The test and the agents (whose environment their workers get) are
+# given the same name for test_crash's marker file (-x is per program).
+m=PYPROC_TEST_CRASH_MARKER
 for t in "$@"; do
     echo "== mpi: $t, the local pool's tests against MPI pools"
-    if ! timeout -k 5 240 mpirun --oversubscribe --mca btl tcp,self -n 1 "$t" : \
-        -n 2 "$b/bin/pyproc-agent" > "$tmp/t.txt" 2>&1; then
+    if ! env $m="$tmp/crash-marker" timeout -k 5 240 mpirun --oversubscribe \
+        --mca btl tcp,self -x $m -n 1 "$t" : -x $m -n 2 "$b/bin/pyproc-agent" \
+        > "$tmp/t.txt" 2>&1; then
         cat "$tmp/t.txt"
         echo "FAILED: $t"
         fail=1

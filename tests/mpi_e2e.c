@@ -361,6 +361,54 @@ static void environment(void **state)
     pyproc_pool_free(p);
 }
 
+/* The rank its agent runs worker ind on, as the worker's environment
+ * (its agent's, without opts.env) says. */
+static int rank_seen_by(pyproc_pool *p, int ind)
+{
+    pyproc_msg *m = NULL;
+    const char *s;
+    int rank;
+
+    assert_int_equal(pyproc_ind_func(p, ind, "t.mpi.env", &m, "s", "OMPI_COMM_WORLD_RANK"), 0);
+    assert_int_equal(pyproc_msg_read(m, "s", &s), 0);
+    assert_true(*s);
+    rank = atoi(s);
+    pyproc_msg_free(m);
+    return rank;
+}
+
+/* pyproc_stats() names the rank of each worker's agent: the one it runs
+ * on, spread over both agents, also after a respawn and an add_proc. */
+static void stats_say_the_rank(void **state)
+{
+    pyproc_pool *p = e2e_pool(4);
+    pyproc_worker_stats st;
+    bool seen[3] = {false};
+    int ind;
+
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pyproc_stats(p, i, &st), 0);
+        assert_true(st.rank == 1 || st.rank == 2); /* tests/mpi.sh's agents */
+        assert_int_equal(st.rank, rank_seen_by(p, i));
+        seen[st.rank] = true;
+    }
+    assert_true(seen[1] && seen[2]);
+
+    int old = e2e_pid_of(p, 1);
+    assert_true(old > 0);
+    kill(old, SIGKILL); /* one machine: the test can reach it */
+    e2e_wait_respawned(p, 1, old);
+    assert_int_equal(pyproc_stats(p, 1, &st), 0);
+    assert_int_equal(st.restarts, 1);
+    assert_int_equal(st.rank, rank_seen_by(p, 1));
+
+    assert_int_equal(pyproc_add_proc(p, &ind), 0);
+    assert_int_equal(pyproc_stats(p, ind, &st), 0);
+    assert_true(st.rank == 1 || st.rank == 2);
+    assert_int_equal(st.rank, rank_seen_by(p, ind));
+    pyproc_pool_free(p);
+}
+
 /* Pools at once and one after another on one communicator. */
 static void several_pools(void **state)
 {
@@ -622,6 +670,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(output_and_buffers),
         cmocka_unit_test(garbage_to_agents),
         cmocka_unit_test(environment),
+        cmocka_unit_test(stats_say_the_rank),
         cmocka_unit_test(idle_cpu),
     };
     int failed;

@@ -162,6 +162,7 @@ static void stats_count_calls_errors_and_restarts(void **state)
     assert_int_equal(st.calls, 0); /* add_sub is the pool's, not a call */
     assert_int_equal(st.errors, 0);
     assert_int_equal(st.restarts, 0);
+    assert_int_equal(st.rank, -1); /* a local pool's worker */
     for (int i = 0; i < 5; i++) {
         assert_int_equal(pyproc_ind_func(p, 0, "t.basic.pid", &m, NULL), 0);
         pyproc_msg_free(m);
@@ -195,6 +196,7 @@ static void stats_count_calls_errors_and_restarts(void **state)
     assert_true(st.calls >= 3);
     assert_int_equal(st.in_flight, 0);
     assert_int_equal(st.pid, pid);
+    assert_int_equal(st.rank, -1);
     /* The other index saw none of it. */
     assert_int_equal(pyproc_stats(p, 0, &st), 0);
     assert_int_equal(st.calls, 8);
@@ -212,6 +214,7 @@ static void stats_count_calls_errors_and_restarts(void **state)
     assert_int_equal(pyproc_stats(p, ind, &st), 0);
     assert_int_equal(st.calls, 1);
     assert_true(st.pid > 0);
+    assert_int_equal(st.rank, -1);
     pyproc_pool_free(p);
 }
 

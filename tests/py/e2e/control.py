@@ -15,6 +15,16 @@ def spin(seconds=3600.0):
     return "spun"
 
 
+def spin_then_linger(linger):
+    """As spin(), and once interrupted, keep the worker `linger` seconds
+    more before the interruption ends the call."""
+    try:
+        spin()
+    except BaseException:
+        time.sleep(linger)
+        raise
+
+
 def take(data):
     """A large argument; answers its size."""
     return len(data)
