@@ -39,6 +39,8 @@ extern "C" {
  *                     MPI_THREAD_MULTIPLE (MPI_Query_thread())
  *   -EINVAL           comm is not MPI_COMM_WORLD, or has no other rank
  *   -ETIMEDOUT        an agent did not answer within opts->start_timeout_ms
+ *   -EOPNOTSUPP       opts->max_rss_bytes is set (a remote worker's
+ *                     resident size is not known to the application)
  */
 PYPROC_EXPORT int pyproc_pool_new_mpi(pyproc_pool **pool, const char *name, const pyproc_opts *opts,
                                       MPI_Comm comm);

@@ -692,6 +692,8 @@ PYPROC_EXPORT int pyproc_pool_new_mpi(pyproc_pool **ret, const char *name, const
 
     if (!ret || !name || !*name)
         return -EINVAL;
+    if (o.max_rss_bytes)
+        return -EOPNOTSUPP; /* a remote worker's pid names nothing here */
     err = mpi_usable(comm, MPI_THREAD_MULTIPLE, &me, &size);
     if (err < 0)
         return err;

@@ -416,6 +416,10 @@ static void several_pools(void **state)
 
     /* The agents listen on MPI_COMM_WORLD only. */
     assert_int_equal(pyproc_pool_new_mpi(&none, "x", NULL, MPI_COMM_SELF), -EINVAL);
+    /* A remote worker's resident size is not known here. */
+    pyproc_opts rss = {.workers = 1, .max_rss_bytes = 1 << 30};
+    assert_int_equal(pyproc_pool_new_mpi(&none, "x", &rss, MPI_COMM_WORLD), -EOPNOTSUPP);
+    assert_null(none);
 
     assert_int_equal(e2e_int(a, "t.calls.ping"), 0);
     assert_int_equal(e2e_int(b, "t.calls.ping"), 0);
