@@ -55,6 +55,8 @@ struct ag_worker {
     uint32_t wid;
     struct pp_worker *w;
     struct pm_queue requests; /* from the host, waiting for ring room */
+    uint64_t dropped;         /* pm_cost() of the requests not queued */
+    uint64_t credited;        /* the credit last sent (wire.h) */
     struct ag_ev ev[4];
     bool gone; /* exited, or broke the protocol and was killed */
 };
@@ -317,8 +319,10 @@ static void take_record(struct ag_pool *ap, const struct pm_hdr *h, const uint8_
         return;
     switch (h->kind) {
     case PM_FRAME:
-        if (shm_frame_type_to_worker(h->type) && h->len <= ap->pp.max_msg)
-            pm_queue_add(&aw->requests, h->type, h->id, pl, h->len);
+        /* A frame not queued is credited at once: the host counts it. */
+        if (!shm_frame_type_to_worker(h->type) || h->len > ap->pp.max_msg ||
+            pm_queue_add(&aw->requests, h->type, h->id, pl, h->len) < 0)
+            aw->dropped += pm_cost(h->len);
         break;
     case PM_STOPS:
         mirror_stops(aw->w, pl, h->len);
@@ -438,6 +442,23 @@ static void event(struct epoll_event *e)
     }
 }
 
+/* The credit of ap's workers (wire.h): with whatever else goes to the
+ * host, or alone once enough is owed. */
+static void credit(struct ag_pool *ap)
+{
+    uint64_t report = PM_CREDIT_REPORT(ap->pp.ring_bytes);
+
+    for (struct ag_worker *aw = ap->workers; aw; aw = aw->next) {
+        uint64_t done = aw->requests.done + aw->dropped;
+        if (aw->gone || done == aw->credited)
+            continue;
+        if (ap->out.fill.len == 0 && done - aw->credited < report)
+            continue;
+        send_rec(ap, aw->wid, PM_CREDIT, 0, done, NULL, 0);
+        aw->credited = done;
+    }
+}
+
 /* Requests in, replies out, for every worker; then the sends. */
 static bool pass(void)
 {
@@ -472,6 +493,7 @@ static bool pass(void)
             busy = true;
             continue;
         }
+        credit(ap);
         busy |= pm_out_flush(&ap->out, MPI_COMM_WORLD, ap->tag);
         link = &ap->next;
     }

@@ -59,6 +59,7 @@ struct rec {
     int agent;
     struct shm_ring req, rep; /* the worker's side of w's rings */
     struct pm_queue replies;  /* received, waiting for room in rep */
+    uint64_t sent, credited;  /* pm_cost() of requests sent; of those credited */
     uint64_t stops_sent;      /* stop_seq mirrored last */
     bool shutdown_sent;
     int kill_sig; /* a signal to send, 0: none */
@@ -192,6 +193,11 @@ static void take_record(struct pm_pool *pm, int a, const struct pm_hdr *h, const
         else
             r->kill_sig = SIGKILL; /* as a worker breaking the protocol */
         break;
+    case PM_CREDIT:
+        /* Clamped: credit for more than was sent only ends the wait. */
+        if (h->id > r->credited)
+            r->credited = h->id < r->sent ? h->id : r->sent;
+        break;
     case PM_STARTED:
         r->started = 1;
         r->w->pid = h->id > 0 && h->id < INT32_MAX ? (pid_t)h->id : 1;
@@ -273,6 +279,12 @@ static void mirror_stops(struct pm_pool *pm, struct rec *r)
     atomic_store_explicit(&h->stop_seen, seq, memory_order_release);
 }
 
+/* Whether r's requests wait for credit (wire.h).  Under pm->lock. */
+static bool rec_blocked(const struct pm_pool *pm, const struct rec *r)
+{
+    return r->sent - r->credited >= PM_CREDIT_BOUND(pm->p->ring_bytes);
+}
+
 /* Move what r's rings hold: requests out, replies in.  Whether anything
  * moved or still waits.  Under pm->lock. */
 static bool pump(struct pm_pool *pm, struct rec *r)
@@ -286,8 +298,9 @@ static bool pump(struct pm_pool *pm, struct rec *r)
         r->kill_sig = 0;
         busy = true;
     }
-    while (n < 256 && shm_ring_read(&r->req, &m) == 1) {
+    while (n < 256 && !rec_blocked(pm, r) && shm_ring_read(&r->req, &m) == 1) {
         add(pm, r, PM_FRAME, m.type, m.id, m.payload, m.len);
+        r->sent += pm_cost(m.len);
         shm_ring_done(&r->req, &m);
         n++;
     }
@@ -336,16 +349,23 @@ static bool pass(struct pm_pool *pm)
 }
 
 /* Sleep up to ns on the request rings' doorbells and the wake fd, unless
- * a request came meanwhile. */
+ * a request came meanwhile.  A ring whose requests wait for credit rings
+ * no doorbell (it stays awake): the credit comes over MPI, looked at
+ * again within PM_SLEEP_MAX_NS. */
 static void nap(struct pm_pool *pm, int64_t ns)
 {
     struct epoll_event ev[16];
     bool asleep = true;
 
     pthread_mutex_lock(&pm->lock);
-    for (struct rec *r = pm->recs; r && asleep; r = r->next)
-        if (!r->dead && shm_ring_sleep_begin(&r->req, SHM_SLEEP_DOORBELL))
+    for (struct rec *r = pm->recs; r && asleep; r = r->next) {
+        if (r->dead)
+            continue;
+        if (rec_blocked(pm, r))
+            ns = ns < PM_SLEEP_MAX_NS ? ns : PM_SLEEP_MAX_NS;
+        else if (shm_ring_sleep_begin(&r->req, SHM_SLEEP_DOORBELL))
             asleep = false;
+    }
     pthread_mutex_unlock(&pm->lock);
     if (asleep) {
         struct timespec t = {ns / 1000000000, ns % 1000000000};
