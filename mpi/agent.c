@@ -398,6 +398,16 @@ static void take_control(int from, const struct pm_batch *in)
     }
 }
 
+/* Write the requests queued for ap's workers into their rings, as far as
+ * they have room: right as they come, not after the next polls of MPI
+ * (some microseconds each). */
+static void feed_pool(struct ag_pool *ap)
+{
+    for (struct ag_worker *aw = ap->workers; aw; aw = aw->next)
+        if (!aw->gone && !pm_queue_empty(&aw->requests))
+            pm_queue_push(&aw->requests, &aw->w->tx);
+}
+
 static bool receive(void)
 {
     struct pm_batch in = {0};
@@ -415,6 +425,8 @@ static bool receive(void)
         else if (ap)
             while (pm_next(in.buf, in.len, &off, &h, &pl) == 1)
                 take_record(ap, &h, pl);
+        if (ap)
+            feed_pool(ap);
     }
     pm_batch_free(&in);
     return any;

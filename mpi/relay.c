@@ -223,6 +223,17 @@ static void take_record(struct pm_pool *pm, int a, const struct pm_hdr *h, const
     }
 }
 
+/* Write what r received into its reply ring, as far as it has room: as
+ * pm_queue_push().  Under pm->lock. */
+static int deliver(struct rec *r)
+{
+    int pushed = pm_queue_push(&r->replies, &r->rep);
+
+    if (pushed < 0)
+        pm_queue_clear(&r->replies); /* the host closed the ring */
+    return pushed;
+}
+
 static int agent_of_rank(struct pm_pool *pm, int rank)
 {
     for (int a = 0; a < pm->nagents; a++)
@@ -248,6 +259,11 @@ static bool receive(struct pm_pool *pm)
         pthread_mutex_lock(&pm->lock);
         while (pm_next(pm->in.buf, pm->in.len, &off, &h, &pl) == 1)
             take_record(pm, a, &h, pl);
+        /* The answers go to their callers now, not after the next polls
+         * of MPI (some microseconds each). */
+        for (struct rec *r = pm->recs; r; r = r->next)
+            if (!r->dead && !pm_queue_empty(&r->replies))
+                deliver(r);
         pthread_mutex_unlock(&pm->lock);
     }
     return any;
@@ -314,9 +330,7 @@ static bool pump(struct pm_pool *pm, struct rec *r)
         r->shutdown_sent = true;
         busy = true;
     }
-    int pushed = pm_queue_push(&r->replies, &r->rep);
-    if (pushed < 0)
-        pm_queue_clear(&r->replies); /* the host closed the ring */
+    int pushed = deliver(r);
     return busy || n > 0 || pushed > 0 || !pm_queue_empty(&r->replies);
 }
 
