@@ -22,6 +22,9 @@
  * is work, then in doubling sleeps (wire.h) in an epoll that the request
  * rings' doorbells also wake.
  *
+ * The workers' output lines go to a thread of their own (lines.h), which
+ * calls the pool's output function holding no lock of ours.
+ *
  * Locking: pm->lock guards the list of workers and everything in them and
  * the agents' batches being filled; the relay holds it for a pass over
  * the rings, never across a sleep; the hooks (spawn, signal, reap) take
@@ -30,7 +33,8 @@
  * under rx_lock by a drainer that condemns a worker (signal).  A remote
  * worker's pid (the agent's word for it, for stats) is written by the
  * relay under pm->lock before the spawner, which waits on it, returns it
- * to the core: from then on it is the core's, as any worker's pid.
+ * to the core: from then on it is the core's, as any worker's pid.  The
+ * output queue's lock is taken under pm->lock, and under nothing else.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -48,6 +52,7 @@
 #include "../host/chan.h"
 #include "../host/remote.h"
 #include "../shm/segment.h"
+#include "lines.h"
 #include "pyproc-mpi.h"
 #include "wire.h"
 
@@ -95,6 +100,7 @@ struct pm_pool {
     int64_t worker_spin_ns; /* opts.spin_us, for the remote workers */
     struct pm_batch in;
     struct pm_idle idle;
+    struct pm_lines lines; /* the workers' output, passed on by its thread */
 };
 
 /* A remote worker's spin without opts.spin_us: a local pool's default. */
@@ -162,23 +168,6 @@ static char *died_text(struct pm_pool *pm, struct rec *r, const uint8_t *s, size
     return t;
 }
 
-/* A line of the worker's output, as output.c would have passed it on. */
-static void rec_output(struct pm_pool *pm, struct rec *r, int k, const uint8_t *s, size_t n)
-{
-    pyproc_pool *p = pm->p;
-    char *line = malloc(n + 1);
-
-    if (!line)
-        return;
-    memcpy(line, s, n);
-    line[n] = 0;
-    if (p->output)
-        p->output(p, r->w->index, k, line, n, p->output_data);
-    else
-        fprintf(stderr, "[%.40s/%d] %s\n", p->name, r->w->index, line);
-    free(line);
-}
-
 /* One record from agent a: checked, then acted on.  Under pm->lock. */
 static void take_record(struct pm_pool *pm, int a, const struct pm_hdr *h, const uint8_t *pl)
 {
@@ -216,7 +205,7 @@ static void take_record(struct pm_pool *pm, int a, const struct pm_hdr *h, const
         break;
     case PM_OUTPUT:
         if (h->type == 1 || h->type == 2)
-            rec_output(pm, r, h->type, pl, h->len);
+            pm_lines_add(&pm->lines, r->w->index, h->type, pl, h->len);
         break;
     default:
         break;
@@ -543,6 +532,7 @@ static int remote_spawn(pyproc_pool *p, struct pp_worker *w)
     epoll_ctl(pm->epfd, EPOLL_CTL_ADD, w->tx.doorbell_fd, &ev);
     pthread_mutex_lock(&pm->lock);
     pm->p = p; /* the first spawn comes before pyproc_pool_new_mpi() returns */
+    pm->lines.p = p;
     r->wid = ++pm->next_wid;
     pthread_mutex_unlock(&pm->lock);
     err = rec_start(pm, r);
@@ -603,6 +593,7 @@ static void pm_free(struct pm_pool *pm)
         wake(pm);
         pthread_join(pm->thread, NULL);
     }
+    pm_lines_stop(&pm->lines);
     while (pm->recs) {
         struct rec *r = pm->recs;
         pm->recs = r->next;
@@ -733,6 +724,8 @@ PYPROC_EXPORT int pyproc_pool_new_mpi(pyproc_pool **ret, const char *name, const
     err = pm_new(&pm, comm, me, size);
     if (err == 0)
         err = meet_agents(pm, o.start_timeout_ms > 0 ? o.start_timeout_ms : 30000);
+    if (err == 0)
+        err = pm_lines_start(&pm->lines);
     if (err == 0)
         err = -pthread_create(&pm->thread, NULL, relay_main, pm);
     if (err < 0) {

@@ -265,6 +265,77 @@ static void output_and_buffers(void **state)
     pthread_mutex_unlock(&l.lock);
 }
 
+/* An output function that blocks (until the test opens its gate). */
+struct gate {
+    pthread_mutex_t lock;
+    pthread_cond_t opened;
+    bool open;
+    int lines;
+};
+
+static void gate_line(pyproc_pool *p, int ind, int fd, const char *line, size_t len, void *data)
+{
+    struct gate *g = data;
+    pthread_mutex_lock(&g->lock);
+    g->lines++;
+    while (!g->open)
+        pthread_cond_wait(&g->opened, &g->lock);
+    pthread_mutex_unlock(&g->lock);
+}
+
+static int gate_lines(struct gate *g)
+{
+    pthread_mutex_lock(&g->lock);
+    int n = g->lines;
+    pthread_mutex_unlock(&g->lock);
+    return n;
+}
+
+/* A call waited for at most 10 s: its result code. */
+static int bounded_call(pyproc_pool *p, const char *ref)
+{
+    pyproc_call *c;
+    pyproc_msg *m = NULL;
+    int rc = pyproc_track_func(p, NULL, &c, ref, NULL);
+
+    if (rc == 0) {
+        rc = pyproc_wait(c, &m, 10000);
+        pyproc_msg_free(m);
+        pyproc_call_free(c);
+    }
+    return rc;
+}
+
+/* An output function stuck on a remote worker's line holds up no call:
+ * the lines are passed on by a thread of their own.  Once it returns, the
+ * lines held back follow, in order. */
+static void slow_output(void **state)
+{
+    struct gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
+    pyproc_pool *p = e2e_pool_opts(
+        (pyproc_opts){.workers = 1, .output = gate_line, .output_data = &g});
+    int rc[3];
+
+    rc[0] = bounded_call(p, "t.hygiene.say");
+    for (int i = 0; i < 500 && gate_lines(&g) == 0; i++)
+        usleep(10000);
+    rc[1] = gate_lines(&g);
+    rc[2] = 0;
+    for (int i = 0; i < 20 && rc[2] == 0; i++)
+        rc[2] = bounded_call(p, "t.calls.ping");
+    pthread_mutex_lock(&g.lock); /* open before asserting: nothing hangs */
+    g.open = true;
+    pthread_cond_broadcast(&g.opened);
+    pthread_mutex_unlock(&g.lock);
+    assert_int_equal(rc[0], 0);
+    assert_int_equal(rc[1], 1); /* the first line, stuck in the function */
+    assert_int_equal(rc[2], 0);
+    for (int i = 0; i < 500 && gate_lines(&g) < 2; i++)
+        usleep(10000);
+    assert_int_equal(gate_lines(&g), 2); /* stdout's two lines */
+    pyproc_pool_free(p);
+}
+
 static void send_raw(int rank, int tag, const void *p, size_t n)
 {
     MPI_Send(p, (int)n, MPI_BYTE, rank, tag, MPI_COMM_WORLD);
@@ -716,6 +787,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(worker_kills_itself),
         cmocka_unit_test(several_pools),
         cmocka_unit_test(output_and_buffers),
+        cmocka_unit_test(slow_output),
         cmocka_unit_test(garbage_to_agents),
         cmocka_unit_test(environment),
         cmocka_unit_test(idle_cpu),
@@ -736,6 +808,7 @@ int main(int argc, char **argv)
             cmocka_unit_test(worker_kills_itself),
             cmocka_unit_test(several_pools),
             cmocka_unit_test(output_and_buffers),
+            cmocka_unit_test(slow_output),
             cmocka_unit_test(environment),
         };
         return cmocka_run_group_tests(apart, NULL, NULL) ? 1 : 0;
