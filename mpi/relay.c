@@ -357,22 +357,18 @@ static bool pass(struct pm_pool *pm)
 
 /* Sleep up to ns on the request rings' doorbells and the wake fd, unless
  * a request came meanwhile.  A ring whose requests wait for credit rings
- * no doorbell (it stays awake): the credit comes over MPI, looked at
- * again within PM_SLEEP_MAX_NS. */
+ * no doorbell (it stays awake): the credit comes over MPI, polled as any
+ * message, so a worker that holds its requests for long costs no more
+ * than an idle one. */
 static void nap(struct pm_pool *pm, int64_t ns)
 {
     struct epoll_event ev[16];
     bool asleep = true;
 
     pthread_mutex_lock(&pm->lock);
-    for (struct rec *r = pm->recs; r && asleep; r = r->next) {
-        if (r->dead)
-            continue;
-        if (rec_blocked(pm, r))
-            ns = ns < PM_SLEEP_MAX_NS ? ns : PM_SLEEP_MAX_NS;
-        else if (shm_ring_sleep_begin(&r->req, SHM_SLEEP_DOORBELL))
+    for (struct rec *r = pm->recs; r && asleep; r = r->next)
+        if (!r->dead && !rec_blocked(pm, r) && shm_ring_sleep_begin(&r->req, SHM_SLEEP_DOORBELL))
             asleep = false;
-    }
     pthread_mutex_unlock(&pm->lock);
     if (asleep) {
         struct timespec t = {ns / 1000000000, ns % 1000000000};
