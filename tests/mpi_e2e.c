@@ -667,7 +667,7 @@ static void fake_start(int tag, uint32_t wid)
     send_raw(0, tag, junk, sizeof junk);
     pm_batch_add(&b, wid + 100, PM_FRAME, SHM_FRAME_RESULT, 1, &nil, 1); /* no such worker */
     pm_batch_add(&b, wid, PM_OUTPUT, 9, 0, "no such stream", 14);
-    pm_batch_add(&b, wid + 100, PM_DIED, 0, 0, "\x1b[2Jnobody", 12);
+    pm_batch_add(&b, wid + 100, PM_DIED, 0, 0, "\x1b[2Jnobody", 10);
     pm_batch_add(&b, wid, PM_HELLO, 0, 7, "late", 4);
     pm_batch_add(&b, wid, PM_CREDIT, 0, UINT64_MAX, NULL, 0); /* for more than was sent */
     pm_batch_add(&b, wid, 999, 0, 0, junk, 8);
