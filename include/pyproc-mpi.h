@@ -31,7 +31,9 @@ extern "C" {
  * A pool of opts->workers workers (default: the sum of the agents' CPUs)
  * spread round robin over the agents, which are every rank of comm but
  * the caller's.  comm must be MPI_COMM_WORLD for now (the agents listen
- * there).  Several pools may be made and freed, one after another or at
+ * there).  opts->spin_us is how long the remote workers spin; the
+ * callers on this rank sleep at once (an answer is a network round trip
+ * away, and a spinning caller takes the CPU that brings it).  Several pools may be made and freed, one after another or at
  * once; pyproc_pool_free() frees one as any other.
  *
  * Returns 0, or as pyproc_pool_new(), and also:

@@ -55,6 +55,8 @@ struct ag_worker {
     uint32_t wid;
     struct pp_worker *w;
     struct pm_queue requests; /* from the host, waiting for ring room */
+    uint64_t dropped;         /* pm_cost() of the requests not queued */
+    uint64_t credited;        /* the credit last sent (wire.h) */
     struct ag_ev ev[4];
     bool gone; /* exited, or broke the protocol and was killed */
 };
@@ -317,8 +319,10 @@ static void take_record(struct ag_pool *ap, const struct pm_hdr *h, const uint8_
         return;
     switch (h->kind) {
     case PM_FRAME:
-        if (shm_frame_type_to_worker(h->type) && h->len <= ap->pp.max_msg)
-            pm_queue_add(&aw->requests, h->type, h->id, pl, h->len);
+        /* A frame not queued is credited at once: the host counts it. */
+        if (!shm_frame_type_to_worker(h->type) || h->len > ap->pp.max_msg ||
+            pm_queue_add(&aw->requests, h->type, h->id, pl, h->len) < 0)
+            aw->dropped += pm_cost(h->len);
         break;
     case PM_STOPS:
         mirror_stops(aw->w, pl, h->len);
@@ -394,6 +398,16 @@ static void take_control(int from, const struct pm_batch *in)
     }
 }
 
+/* Write the requests queued for ap's workers into their rings, as far as
+ * they have room: right as they come, not after the next polls of MPI
+ * (some microseconds each). */
+static void feed_pool(struct ag_pool *ap)
+{
+    for (struct ag_worker *aw = ap->workers; aw; aw = aw->next)
+        if (!aw->gone && !pm_queue_empty(&aw->requests))
+            pm_queue_push(&aw->requests, &aw->w->tx);
+}
+
 static bool receive(void)
 {
     struct pm_batch in = {0};
@@ -411,6 +425,8 @@ static bool receive(void)
         else if (ap)
             while (pm_next(in.buf, in.len, &off, &h, &pl) == 1)
                 take_record(ap, &h, pl);
+        if (ap)
+            feed_pool(ap);
     }
     pm_batch_free(&in);
     return any;
@@ -435,6 +451,23 @@ static void event(struct epoll_event *e)
     } else if (kind == EV_OUT0 || kind == EV_OUT1) {
         /* A pipe closed at EOF leaves the epoll set with its fd. */
         pyproc__output_read(aw->w, kind - EV_OUT0);
+    }
+}
+
+/* The credit of ap's workers (wire.h): with whatever else goes to the
+ * host, or alone once enough is owed. */
+static void credit(struct ag_pool *ap)
+{
+    uint64_t report = PM_CREDIT_REPORT(ap->pp.ring_bytes);
+
+    for (struct ag_worker *aw = ap->workers; aw; aw = aw->next) {
+        uint64_t done = aw->requests.done + aw->dropped;
+        if (aw->gone || done == aw->credited)
+            continue;
+        if (ap->out.fill.len == 0 && done - aw->credited < report)
+            continue;
+        send_rec(ap, aw->wid, PM_CREDIT, 0, done, NULL, 0);
+        aw->credited = done;
     }
 }
 
@@ -472,6 +505,7 @@ static bool pass(void)
             busy = true;
             continue;
         }
+        credit(ap);
         busy |= pm_out_flush(&ap->out, MPI_COMM_WORLD, ap->tag);
         link = &ap->next;
     }

@@ -10,7 +10,7 @@ ifeq ($(PYPROC_MPI),1)
 MPI_CFLAGS := $(shell pkg-config --cflags ompi-c 2>/dev/null)
 MPI_LIBS := $(shell pkg-config --libs ompi-c 2>/dev/null)
 endif
-MPI_OBJ := $(B)/obj/mpi/wire.o $(B)/obj/mpi/relay.o
+MPI_OBJ := $(B)/obj/mpi/wire.o $(B)/obj/mpi/lines.o $(B)/obj/mpi/relay.o
 MPI_LIB_A := $(B)/lib/libpyproc-mpi.a
 MPI_LIB_SO := $(B)/lib/libpyproc-mpi.so
 AGENT := $(B)/bin/pyproc-agent

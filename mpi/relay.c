@@ -22,6 +22,9 @@
  * is work, then in doubling sleeps (wire.h) in an epoll that the request
  * rings' doorbells also wake.
  *
+ * The workers' output lines go to a thread of their own (lines.h), which
+ * calls the pool's output function holding no lock of ours.
+ *
  * Locking: pm->lock guards the list of workers and everything in them and
  * the agents' batches being filled; the relay holds it for a pass over
  * the rings, never across a sleep; the hooks (spawn, signal, reap) take
@@ -32,7 +35,8 @@
  * relay under pm->lock before the spawner, which waits on it, returns it
  * to the core: from then on it is the core's, as any worker's pid.  Its
  * rank (its agent's) is written by the spawner itself as it picks the
- * agent, before the core places the worker.
+ * agent, before the core places the worker.  The output queue's lock is
+ * taken under pm->lock, and under nothing else.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -50,6 +54,7 @@
 #include "../host/chan.h"
 #include "../host/remote.h"
 #include "../shm/segment.h"
+#include "lines.h"
 #include "pyproc-mpi.h"
 #include "wire.h"
 
@@ -61,6 +66,7 @@ struct rec {
     int agent;
     struct shm_ring req, rep; /* the worker's side of w's rings */
     struct pm_queue replies;  /* received, waiting for room in rep */
+    uint64_t sent, credited;  /* pm_cost() of requests sent; of those credited */
     uint64_t stops_sent;      /* stop_seq mirrored last */
     bool shutdown_sent;
     int kill_sig; /* a signal to send, 0: none */
@@ -92,10 +98,15 @@ struct pm_pool {
     pthread_t thread;
     bool running;
     _Atomic bool stopping;
-    int freed; /* agents that answered PM_POOL_FREE; relay thread only */
+    int freed;              /* agents that answered PM_POOL_FREE; relay thread only */
+    int64_t worker_spin_ns; /* opts.spin_us, for the remote workers */
     struct pm_batch in;
     struct pm_idle idle;
+    struct pm_lines lines; /* the workers' output, passed on by its thread */
 };
+
+/* A remote worker's spin without opts.spin_us: a local pool's default. */
+#define PM_WORKER_SPIN_US 50
 
 static atomic_uint next_tag;
 
@@ -159,23 +170,6 @@ static char *died_text(struct pm_pool *pm, struct rec *r, const uint8_t *s, size
     return t;
 }
 
-/* A line of the worker's output, as output.c would have passed it on. */
-static void rec_output(struct pm_pool *pm, struct rec *r, int k, const uint8_t *s, size_t n)
-{
-    pyproc_pool *p = pm->p;
-    char *line = malloc(n + 1);
-
-    if (!line)
-        return;
-    memcpy(line, s, n);
-    line[n] = 0;
-    if (p->output)
-        p->output(p, r->w->index, k, line, n, p->output_data);
-    else
-        fprintf(stderr, "[%.40s/%d] %s\n", p->name, r->w->index, line);
-    free(line);
-}
-
 /* One record from agent a: checked, then acted on.  Under pm->lock. */
 static void take_record(struct pm_pool *pm, int a, const struct pm_hdr *h, const uint8_t *pl)
 {
@@ -194,6 +188,11 @@ static void take_record(struct pm_pool *pm, int a, const struct pm_hdr *h, const
         else
             r->kill_sig = SIGKILL; /* as a worker breaking the protocol */
         break;
+    case PM_CREDIT:
+        /* Clamped: credit for more than was sent only ends the wait. */
+        if (h->id > r->credited)
+            r->credited = h->id < r->sent ? h->id : r->sent;
+        break;
     case PM_STARTED:
         r->started = 1;
         r->w->pid = h->id > 0 && h->id < INT32_MAX ? (pid_t)h->id : 1;
@@ -208,11 +207,22 @@ static void take_record(struct pm_pool *pm, int a, const struct pm_hdr *h, const
         break;
     case PM_OUTPUT:
         if (h->type == 1 || h->type == 2)
-            rec_output(pm, r, h->type, pl, h->len);
+            pm_lines_add(&pm->lines, r->w->index, h->type, pl, h->len);
         break;
     default:
         break;
     }
+}
+
+/* Write what r received into its reply ring, as far as it has room: as
+ * pm_queue_push().  Under pm->lock. */
+static int deliver(struct rec *r)
+{
+    int pushed = pm_queue_push(&r->replies, &r->rep);
+
+    if (pushed < 0)
+        pm_queue_clear(&r->replies); /* the host closed the ring */
+    return pushed;
 }
 
 static int agent_of_rank(struct pm_pool *pm, int rank)
@@ -240,6 +250,11 @@ static bool receive(struct pm_pool *pm)
         pthread_mutex_lock(&pm->lock);
         while (pm_next(pm->in.buf, pm->in.len, &off, &h, &pl) == 1)
             take_record(pm, a, &h, pl);
+        /* The answers go to their callers now, not after the next polls
+         * of MPI (some microseconds each). */
+        for (struct rec *r = pm->recs; r; r = r->next)
+            if (!r->dead && !pm_queue_empty(&r->replies))
+                deliver(r);
         pthread_mutex_unlock(&pm->lock);
     }
     return any;
@@ -275,6 +290,12 @@ static void mirror_stops(struct pm_pool *pm, struct rec *r)
     atomic_store_explicit(&h->stop_seen, seq, memory_order_release);
 }
 
+/* Whether r's requests wait for credit (wire.h).  Under pm->lock. */
+static bool rec_blocked(const struct pm_pool *pm, const struct rec *r)
+{
+    return r->sent - r->credited >= PM_CREDIT_BOUND(pm->p->ring_bytes);
+}
+
 /* Move what r's rings hold: requests out, replies in.  Whether anything
  * moved or still waits.  Under pm->lock. */
 static bool pump(struct pm_pool *pm, struct rec *r)
@@ -288,8 +309,9 @@ static bool pump(struct pm_pool *pm, struct rec *r)
         r->kill_sig = 0;
         busy = true;
     }
-    while (n < 256 && shm_ring_read(&r->req, &m) == 1) {
+    while (n < 256 && !rec_blocked(pm, r) && shm_ring_read(&r->req, &m) == 1) {
         add(pm, r, PM_FRAME, m.type, m.id, m.payload, m.len);
+        r->sent += pm_cost(m.len);
         shm_ring_done(&r->req, &m);
         n++;
     }
@@ -299,9 +321,7 @@ static bool pump(struct pm_pool *pm, struct rec *r)
         r->shutdown_sent = true;
         busy = true;
     }
-    int pushed = pm_queue_push(&r->replies, &r->rep);
-    if (pushed < 0)
-        pm_queue_clear(&r->replies); /* the host closed the ring */
+    int pushed = deliver(r);
     return busy || n > 0 || pushed > 0 || !pm_queue_empty(&r->replies);
 }
 
@@ -338,7 +358,10 @@ static bool pass(struct pm_pool *pm)
 }
 
 /* Sleep up to ns on the request rings' doorbells and the wake fd, unless
- * a request came meanwhile. */
+ * a request came meanwhile.  A ring whose requests wait for credit rings
+ * no doorbell (it stays awake): the credit comes over MPI, polled as any
+ * message, so a worker that holds its requests for long costs no more
+ * than an idle one. */
 static void nap(struct pm_pool *pm, int64_t ns)
 {
     struct epoll_event ev[16];
@@ -346,7 +369,7 @@ static void nap(struct pm_pool *pm, int64_t ns)
 
     pthread_mutex_lock(&pm->lock);
     for (struct rec *r = pm->recs; r && asleep; r = r->next)
-        if (!r->dead && shm_ring_sleep_begin(&r->req, SHM_SLEEP_DOORBELL))
+        if (!r->dead && !rec_blocked(pm, r) && shm_ring_sleep_begin(&r->req, SHM_SLEEP_DOORBELL))
             asleep = false;
     pthread_mutex_unlock(&pm->lock);
     if (asleep) {
@@ -405,7 +428,7 @@ static void params_to(struct pm_pool *pm, struct agent *ag)
     struct pm_params pr = {.ring_bytes = p->ring_bytes,
                            .max_msg = p->max_msg,
                            .mem_limit = p->mem_limit,
-                           .spin_ns = p->spin_ns,
+                           .spin_ns = pm->worker_spin_ns,
                            .max_fds = p->max_fds,
                            .no_new_privs = p->no_new_privs};
     const char *s[5] = {p->name, p->worker_path, p->python_path, p->venv, p->cwd};
@@ -508,6 +531,7 @@ static int remote_spawn(pyproc_pool *p, struct pp_worker *w)
     epoll_ctl(pm->epfd, EPOLL_CTL_ADD, w->tx.doorbell_fd, &ev);
     pthread_mutex_lock(&pm->lock);
     pm->p = p; /* the first spawn comes before pyproc_pool_new_mpi() returns */
+    pm->lines.p = p;
     r->wid = ++pm->next_wid;
     pthread_mutex_unlock(&pm->lock);
     err = rec_start(pm, r);
@@ -568,6 +592,7 @@ static void pm_free(struct pm_pool *pm)
         wake(pm);
         pthread_join(pm->thread, NULL);
     }
+    pm_lines_stop(&pm->lines);
     while (pm->recs) {
         struct rec *r = pm->recs;
         pm->recs = r->next;
@@ -701,12 +726,23 @@ PYPROC_EXPORT int pyproc_pool_new_mpi(pyproc_pool **ret, const char *name, const
     if (err == 0)
         err = meet_agents(pm, o.start_timeout_ms > 0 ? o.start_timeout_ms : 30000);
     if (err == 0)
+        err = pm_lines_start(&pm->lines);
+    if (err == 0)
         err = -pthread_create(&pm->thread, NULL, relay_main, pm);
     if (err < 0) {
         pm_free(pm);
         return err;
     }
     pm->running = true;
+    /* The remote workers spin as opts.spin_us says; the host's callers do
+     * not: an answer takes a network round trip, and a spinning caller
+     * takes a CPU that the relay, the agent and the worker need to bring
+     * it (on 2 CPUs a sync call took 46 us with callers spinning, 39
+     * without). */
+    pm->worker_spin_ns = o.spin_us == -1
+                             ? 0
+                             : (int64_t)(o.spin_us ? o.spin_us : PM_WORKER_SPIN_US) * 1000;
+    o.spin_us = -1;
     if (o.workers == 0)
         for (int a = 0; a < pm->nagents; a++)
             o.workers += pm->agents[a].cpus;

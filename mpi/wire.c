@@ -201,6 +201,7 @@ int pm_queue_push(struct pm_queue *q, struct shm_ring *r)
         q->head = m->next;
         if (!q->head)
             q->tail = NULL;
+        q->done += pm_cost(m->len);
         free(m);
     }
     if (wrote)

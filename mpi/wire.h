@@ -50,6 +50,8 @@ enum pm_kind {
     PM_DIED,       /* payload: how it ended, as text */
     PM_OUTPUT,     /* type: 1 stdout, 2 stderr; payload: one line */
     PM_POOL_FREED,
+    PM_CREDIT, /* id: the cost (pm_cost()) of every request of the worker
+                * written into its ring or dropped so far */
 };
 
 struct pm_hdr {
@@ -77,7 +79,27 @@ struct pm_params {
     uint32_t has_env, nenv;
 };
 
+/*
+ * Flow control of requests.  The relay sends a worker's requests only
+ * while the cost of those sent but not yet credited by the agent is below
+ * PM_CREDIT_BOUND(ring_bytes); past it the relay leaves them in the host's
+ * request ring, whose writers then wait for room as they would for a
+ * local worker.  So the agent queues at most that bound (plus one
+ * message) per worker.  The agent returns credit on every batch it sends
+ * the host anyway, and in a batch of its own once what it has not yet
+ * credited reaches PM_CREDIT_REPORT(ring_bytes): below the bound, so the
+ * relay always gets credit for what was written while it waits.
+ */
+#define PM_CREDIT_BOUND(ring) ((uint64_t)(ring))
+#define PM_CREDIT_REPORT(ring) ((uint64_t)(ring) / 4)
+
 /* ---- batches ---- */
+
+/* What a record of n payload bytes takes in a batch. */
+static inline uint64_t pm_cost(size_t n)
+{
+    return sizeof(struct pm_hdr) + ((n + 7u) & ~(size_t)7u);
+}
 
 struct pm_batch {
     uint8_t *buf;
@@ -117,6 +139,7 @@ int pm_recv(MPI_Comm comm, int source, int tag, struct pm_batch *in, int *from, 
 struct pm_msg;
 struct pm_queue {
     struct pm_msg *head, *tail;
+    uint64_t done; /* pm_cost() of every message written whole so far */
 };
 
 int pm_queue_add(struct pm_queue *q, uint16_t type, uint64_t id, const void *payload, size_t n);

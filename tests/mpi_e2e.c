@@ -17,6 +17,7 @@
 #define PYPROC_E2E_MPI 1
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/resource.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -264,6 +265,77 @@ static void output_and_buffers(void **state)
     pthread_mutex_unlock(&l.lock);
 }
 
+/* An output function that blocks (until the test opens its gate). */
+struct gate {
+    pthread_mutex_t lock;
+    pthread_cond_t opened;
+    bool open;
+    int lines;
+};
+
+static void gate_line(pyproc_pool *p, int ind, int fd, const char *line, size_t len, void *data)
+{
+    struct gate *g = data;
+    pthread_mutex_lock(&g->lock);
+    g->lines++;
+    while (!g->open)
+        pthread_cond_wait(&g->opened, &g->lock);
+    pthread_mutex_unlock(&g->lock);
+}
+
+static int gate_lines(struct gate *g)
+{
+    pthread_mutex_lock(&g->lock);
+    int n = g->lines;
+    pthread_mutex_unlock(&g->lock);
+    return n;
+}
+
+/* A call waited for at most 10 s: its result code. */
+static int bounded_call(pyproc_pool *p, const char *ref)
+{
+    pyproc_call *c;
+    pyproc_msg *m = NULL;
+    int rc = pyproc_track_func(p, NULL, &c, ref, NULL);
+
+    if (rc == 0) {
+        rc = pyproc_wait(c, &m, 10000);
+        pyproc_msg_free(m);
+        pyproc_call_free(c);
+    }
+    return rc;
+}
+
+/* An output function stuck on a remote worker's line holds up no call:
+ * the lines are passed on by a thread of their own.  Once it returns, the
+ * lines held back follow, in order. */
+static void slow_output(void **state)
+{
+    struct gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
+    pyproc_pool *p = e2e_pool_opts(
+        (pyproc_opts){.workers = 1, .output = gate_line, .output_data = &g});
+    int rc[3];
+
+    rc[0] = bounded_call(p, "t.hygiene.say");
+    for (int i = 0; i < 500 && gate_lines(&g) == 0; i++)
+        usleep(10000);
+    rc[1] = gate_lines(&g);
+    rc[2] = 0;
+    for (int i = 0; i < 20 && rc[2] == 0; i++)
+        rc[2] = bounded_call(p, "t.calls.ping");
+    pthread_mutex_lock(&g.lock); /* open before asserting: nothing hangs */
+    g.open = true;
+    pthread_cond_broadcast(&g.opened);
+    pthread_mutex_unlock(&g.lock);
+    assert_int_equal(rc[0], 0);
+    assert_int_equal(rc[1], 1); /* the first line, stuck in the function */
+    assert_int_equal(rc[2], 0);
+    for (int i = 0; i < 500 && gate_lines(&g) < 2; i++)
+        usleep(10000);
+    assert_int_equal(gate_lines(&g), 2); /* stdout's two lines */
+    pyproc_pool_free(p);
+}
+
 static void send_raw(int rank, int tag, const void *p, size_t n)
 {
     MPI_Send(p, (int)n, MPI_BYTE, rank, tag, MPI_COMM_WORLD);
@@ -441,6 +513,100 @@ static void several_pools(void **state)
     }
 }
 
+/* Resident memory of process pid, in KiB. */
+static long rss_kib(int pid)
+{
+    char path[64], line[256];
+    long kib = -1;
+
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    while (kib < 0 && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld", &kib) != 1)
+            kib = -1;
+    fclose(f);
+    return kib;
+}
+
+#define FLOOD_CALLS 50000
+#define FLOOD_BYTES 1000
+
+struct flood {
+    pyproc_pool *p;
+    pyproc_call **c;
+    _Atomic int sent, failed;
+};
+
+static void *flood_main(void *arg)
+{
+    struct flood *f = arg;
+    char s[FLOOD_BYTES + 1];
+
+    memset(s, 'x', FLOOD_BYTES);
+    s[FLOOD_BYTES] = 0;
+    for (int i = 0; i < FLOOD_CALLS; i++) {
+        if (pyproc_ind_call(f->p, 0, &f->c[i], "t.calls.length", "s", s) < 0)
+            f->failed++;
+        f->sent++;
+    }
+    return NULL;
+}
+
+/* Calls sent faster than a remote worker runs them wait for room in the
+ * host's request ring, as they would for a local worker: the agent does
+ * not queue them without bound.  A cancel still reaches the worker whose
+ * data path is full (stops travel beside the frames), and then every call
+ * is answered. */
+static void backpressure(void **state)
+{
+    pyproc_pool *p = e2e_pool_opts((pyproc_opts){.workers = 1, .ring_bytes = 64 << 10});
+    struct flood f = {.p = p, .c = calloc(FLOOD_CALLS, sizeof *f.c)};
+    pyproc_call *gate;
+    pyproc_msg *m = NULL;
+    pthread_t t;
+    int64_t v = 0;
+
+    assert_non_null(f.c);
+    assert_int_equal(pyproc_ind_func(p, 0, "t.mpi.agent_pid", &m, NULL), 0);
+    assert_int_equal(pyproc_msg_read(m, "I", &v), 0);
+    pyproc_msg_free(m);
+    long rss0 = rss_kib((int)v);
+    assert_int_equal(pyproc_ind_call(p, 0, &gate, "t.calls.block", "d", 60.0), 0);
+    assert_int_equal(pthread_create(&t, NULL, flood_main, &f), 0);
+    /* Until the caller stops getting on (or is done), then time for the
+     * agent to take what was sent. */
+    int last = -1;
+    for (int i = 0; i < 200 && f.sent != last && f.sent < FLOOD_CALLS; i++) {
+        last = f.sent;
+        usleep(300000);
+    }
+    usleep(500000);
+    long grew = rss_kib((int)v) - rss0;
+    int sent = f.sent;
+    printf("backpressure: %d calls sent while the worker was blocked, agent grew %ld KiB\n", sent,
+           grew);
+    assert_int_equal(pyproc_cancel(gate), 0);
+    assert_int_equal(pyproc_wait(gate, &m, 10000), -ECANCELED);
+    pyproc_msg_free(m);
+    pyproc_call_free(gate);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    /* 50 MB of calls would be 50 MB queued; the bound is a ring's 64 KiB. */
+    assert_true(grew < 8 * 1024);
+    assert_true(sent < FLOOD_CALLS / 10);
+    assert_int_equal(f.failed, 0);
+    for (int i = 0; i < FLOOD_CALLS; i++) {
+        m = NULL;
+        assert_int_equal(pyproc_wait(f.c[i], &m, 60000), 0);
+        assert_int_equal(pyproc_msg_read(m, "I", &v), 0);
+        assert_int_equal(v, FLOOD_BYTES);
+        pyproc_msg_free(m);
+        pyproc_call_free(f.c[i]);
+    }
+    free(f.c);
+    pyproc_pool_free(p);
+}
+
 /* CPU time of process pid so far, in ms (all its threads). */
 static double cpu_ms(int pid)
 {
@@ -553,8 +719,9 @@ static void fake_start(int tag, uint32_t wid)
     send_raw(0, tag, junk, sizeof junk);
     pm_batch_add(&b, wid + 100, PM_FRAME, SHM_FRAME_RESULT, 1, &nil, 1); /* no such worker */
     pm_batch_add(&b, wid, PM_OUTPUT, 9, 0, "no such stream", 14);
-    pm_batch_add(&b, wid + 100, PM_DIED, 0, 0, "\x1b[2Jnobody", 12);
+    pm_batch_add(&b, wid + 100, PM_DIED, 0, 0, "\x1b[2Jnobody", 10);
     pm_batch_add(&b, wid, PM_HELLO, 0, 7, "late", 4);
+    pm_batch_add(&b, wid, PM_CREDIT, 0, UINT64_MAX, NULL, 0); /* for more than was sent */
     pm_batch_add(&b, wid, 999, 0, 0, junk, 8);
     pm_batch_add(&b, wid, PM_FRAME, SHM_FRAME_READY, 0, &nil, 1);
     fake_send(tag, &b);
@@ -672,10 +839,12 @@ int main(int argc, char **argv)
         cmocka_unit_test(worker_kills_itself),
         cmocka_unit_test(several_pools),
         cmocka_unit_test(output_and_buffers),
+        cmocka_unit_test(slow_output),
         cmocka_unit_test(garbage_to_agents),
         cmocka_unit_test(environment),
         cmocka_unit_test(stats_say_the_rank),
         cmocka_unit_test(idle_cpu),
+        cmocka_unit_test(backpressure),
     };
     int failed;
 
@@ -692,6 +861,7 @@ int main(int argc, char **argv)
             cmocka_unit_test(worker_kills_itself),
             cmocka_unit_test(several_pools),
             cmocka_unit_test(output_and_buffers),
+            cmocka_unit_test(slow_output),
             cmocka_unit_test(environment),
         };
         return cmocka_run_group_tests(apart, NULL, NULL) ? 1 : 0;
@@ -713,6 +883,8 @@ int main(int argc, char **argv)
         agent_dies();
         return 0;
     }
+    if (getenv("PYPROC_E2E_ONLY")) /* one test by name: mpirun -x PYPROC_E2E_ONLY */
+        cmocka_set_test_filter(getenv("PYPROC_E2E_ONLY"));
     failed = cmocka_run_group_tests(tests, NULL, NULL);
     return failed ? 1 : 0; /* MPI ends at exit (e2e.h) */
 }

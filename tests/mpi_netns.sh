@@ -77,7 +77,7 @@ timeout -k 5 ${PP_NETNS_TIMEOUT:-300} mpirun --oversubscribe --mca plm_rsh_agent
     -host ${net}2,${net}3 -n 2 "$PWD/$b/bin/pyproc-agent" > "$tmp/out.txt" 2>&1
 rc=$?
 grep -E '^\[  (PASSED|FAILED)|^\[==' "$tmp/out.txt"
-if [ $rc -ne 0 ] || ! grep -q '^\[  PASSED  \] 8 test' "$tmp/out.txt"; then
+if [ $rc -ne 0 ] || ! grep -q '^\[  PASSED  \] 9 test' "$tmp/out.txt"; then
     cat "$tmp/out.txt" "$tmp/rsh.log"
     echo "FAILED: MPI pool with agents on simulated hosts (rc $rc)"
     exit 1
