@@ -481,13 +481,17 @@ PYPROC_EXPORT int pyproc_pushv(pyproc_call *c, const char *fmt, va_list ap)
         pump(m);
         return -EAGAIN;
     }
+    /* The format is read once per map, not once per item, while it stays
+     * the same text. */
+    if (!pyproc__fmt_plan_is(&m->plan, fmt) && (err = pyproc__fmt_plan_set(&m->plan, fmt)) < 0)
+        return err;
     for (int tries = 0;; tries++) {
         if (!m->partial && !(m->partial = batch_new(m)))
             return -ENOMEM;
         va_copy(va.ap, ap);
         pyproc__args_va(&args, &va);
         size_t len0 = m->partial->b.len;
-        err = pyproc__fmt_encode_args(&m->partial->b, fmt, &args);
+        err = pyproc__fmt_encode_plan(&m->partial->b, &m->plan, &args);
         va_end(va.ap);
         if (err == 0 && (err = pyproc__map_slot_take(m, m->partial)) < 0)
             m->partial->b.len = len0;

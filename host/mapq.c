@@ -57,6 +57,7 @@ void pyproc__map_unref(struct pp_map *m)
         pyproc_msg_free(m->slots[i].msg);
     for (uint32_t i = m->cache_head; i < m->cache_len; i++)
         pyproc_msg_free(m->cache[i].msg);
+    pyproc__fmt_plan_free(&m->plan);
     pyproc__batch_free(m->partial);
     pyproc__batch_free(m->spare);
     while (m->queue_head) {

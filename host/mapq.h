@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "call.h"
+#include "fmt.h"
 
 enum { MAP_SLOT_FREE, MAP_SLOT_WAIT, MAP_SLOT_DONE };
 
@@ -100,6 +101,7 @@ struct pp_map {
     int64_t stalled_since;                    /* no live worker took a chunk since */
     uint32_t *free_slots;                     /* unordered maps: a stack of n_free slots */
     uint32_t n_free;
+    struct pyproc__fmt_plan plan; /* the format of the last push */
     /* Answers taken out of the slots in one go, handed out one by one. */
     struct pp_map_slot cache[64];
     uint32_t cache_head, cache_len;
