@@ -81,6 +81,14 @@ bool pyproc__chan_peer_asleep(struct pp_worker *w);
 bool pyproc__chan_sleep_begin(struct pp_worker *w);
 void pyproc__chan_sleep(struct pp_worker *w, int ms);
 void pyproc__chan_sleep_end(struct pp_worker *w);
+/*
+ * Sleep on the replies of n workers at once, each begun as above under
+ * its sleeper's role, and on a private word of the caller's while it
+ * holds val, at most ms: a map's reader, whose answers come from all of
+ * them.  -ENOSYS where that cannot be waited for at once (nothing was).
+ */
+int pyproc__chan_sleep_many(struct pp_worker *const *ws, int n, _Atomic uint32_t *word,
+                            uint32_t val, int ms);
 /* Wake the caller asleep on w's replies, who may not have seen its
  * call's end: after the end is stored. */
 void pyproc__chan_wake_sleeper(struct pp_worker *w);

@@ -199,19 +199,21 @@ static inline char *room(struct shm_buf *b, size_t n, int *err)
     return shm_buf_reserve(b, n, err);
 }
 
+/* Non-negative numbers take the unsigned encodings, as Python's do. */
+static inline char *encode_int(char *w, int64_t v)
+{
+    return v < 0 ? mp_encode_int(w, v) : mp_encode_uint(w, (uint64_t)v);
+}
+
 static int put_int(struct shm_buf *b, int64_t v)
 {
     int err = 0;
-    /* Non-negative numbers take the unsigned encodings, as Python's do. */
     uint32_t n = v < 0 ? mp_sizeof_int(v) : mp_sizeof_uint((uint64_t)v);
     char *w = room(b, n, &err);
 
     if (!w)
         return err;
-    if (v < 0)
-        mp_encode_int(w, v);
-    else
-        mp_encode_uint(w, (uint64_t)v);
+    encode_int(w, v);
     b->len += n;
     return 0;
 }
@@ -534,6 +536,38 @@ static bool plan_codes(char *out, const char *fmt)
     return true;
 }
 
+/* The most bytes a value of a fixed-size code takes, 0 for the others. */
+static size_t fixed_size(char code)
+{
+    switch (code) {
+    case 'n':
+    case 'b':
+        return 1;
+    case 'i':
+    case 'I':
+    case 'u':
+    case 'd':
+        return 9;
+    }
+    return 0;
+}
+
+/* For a flat plan without keywords: the most bytes an item of fixed-size
+ * values takes ([args, {}]), or 0 when a value's size varies. */
+static size_t plan_fixed_max(const struct pyproc__fmt_plan *pl)
+{
+    size_t n = 1 + mp_sizeof_array(pl->npos) + mp_sizeof_map(0);
+
+    if (!pl->codes || pl->nkw)
+        return 0;
+    for (const char *c = pl->codes; *c; c++) {
+        if (!fixed_size(*c))
+            return 0;
+        n += fixed_size(*c);
+    }
+    return n;
+}
+
 int pyproc__fmt_plan_set(struct pyproc__fmt_plan *pl, const char *fmt)
 {
     const char *bar;
@@ -553,12 +587,67 @@ int pyproc__fmt_plan_set(struct pyproc__fmt_plan *pl, const char *fmt)
     pl->fmt = copy;
     pl->bar = (size_t)(bar - fmt);
     pl->codes = plan_codes(copy + len + 1, fmt) ? copy + len + 1 : NULL;
+    pl->fixed_max = plan_fixed_max(pl);
+    return 0;
+}
+
+/* One fixed-size value at w (fixed_size(code) > 0); returns its end. */
+static char *encode_fixed_value(char *w, char code, const union pyproc__arg *v)
+{
+    switch (code) {
+    case 'n':
+        *w = (char)0xc0;
+        return w + 1;
+    case 'b':
+        *w = (char)(v->i ? 0xc3 : 0xc2);
+        return w + 1;
+    case 'i':
+        return encode_int(w, v->i);
+    case 'I':
+        return encode_int(w, v->I);
+    case 'u':
+        return mp_encode_uint(w, v->u);
+    default:
+        return mp_encode_double(w, v->d);
+    }
+}
+
+/* A value from a, with a direct call for the varargs source. */
+static inline int arg_next(struct pyproc__args *a, char code, union pyproc__arg *v)
+{
+    return a->next == va_next ? va_next(a, code, v) : a->next(a, code, v);
+}
+
+/*
+ * Items of fixed-size values, the commonest map items: room for the
+ * largest such item is made once and every value written straight into
+ * it.  Where that room is over b's limit although the item itself might
+ * fit, 1 says to encode the values one by one instead (none was taken
+ * yet).
+ */
+static int encode_fixed(struct shm_buf *b, const struct pyproc__fmt_plan *pl,
+                        struct pyproc__args *a)
+{
+    int err = 0;
+    char *start = room(b, pl->fixed_max, &err), *w = start;
+
+    if (!w)
+        return err == -EMSGSIZE ? 1 : err;
+    *w++ = (char)0x92;
+    w = mp_encode_array(w, pl->npos);
+    for (const char *c = pl->codes; *c; c++) {
+        union pyproc__arg v;
+        if (*c != 'n' && (err = arg_next(a, *c, &v)) < 0)
+            return err;
+        w = encode_fixed_value(w, *c, &v);
+    }
+    *w++ = (char)0x80;
+    b->len += (size_t)(w - start);
     return 0;
 }
 
 /* Items of a flat plan: each code once, no format to walk. */
-static int encode_flat(struct shm_buf *b, const struct pyproc__fmt_plan *pl,
-                       struct pyproc__args *a)
+static int encode_flat(struct shm_buf *b, const struct pyproc__fmt_plan *pl, struct pyproc__args *a)
 {
     const char *c = pl->codes;
     int err;
@@ -576,12 +665,13 @@ static int encode_flat(struct shm_buf *b, const struct pyproc__fmt_plan *pl,
     return 0;
 }
 
-static int encode_plan(struct shm_buf *b, const struct pyproc__fmt_plan *pl,
-                       struct pyproc__args *a)
+static int encode_plan(struct shm_buf *b, const struct pyproc__fmt_plan *pl, struct pyproc__args *a)
 {
     const char *fmt = pl->fmt, *bar = fmt + pl->bar;
     int err;
 
+    if (pl->fixed_max && (err = encode_fixed(b, pl, a)) <= 0)
+        return err;
     if (pl->codes)
         return encode_flat(b, pl, a);
     if ((err = put_head(b, false, 2)) < 0 || (err = put_head(b, false, pl->npos)) < 0 ||

@@ -109,6 +109,9 @@ struct pyproc__fmt_plan {
     uint32_t npos, nkw;
     size_t bar;  /* where the '|' is in fmt, or its length */
     char *codes; /* npos + nkw codes of a flat format, else NULL */
+    /* A flat format of fixed-size values only (no str, bytes, buffer or
+     * keyword): the most bytes an item takes, else 0. */
+    size_t fixed_max;
 };
 
 /* Whether pl was made from a format that reads as fmt. */

@@ -42,11 +42,9 @@
  * sooner, a pusher faster than one item per worker's item would send
  * items one by one to workers it keeps idle that way. */
 #define MAP_IDLE_FLUSH_NS (50 * 1000LL)
-/* The reader spins at most this long for answers before it sleeps: a
- * map keeps its workers busy, and on a machine with no CPU to spare for
- * a spinning reader, spinning takes the CPU a worker would answer on;
- * answers come in large batches, so a wake-up costs little per item. */
-#define MAP_SPIN_NS (10 * 1000LL)
+/* The reader sleeps on the rings of at most this many workers at once;
+ * the others' answers reach it through the service thread. */
+#define MAP_RING_SLEEPS 32
 /* The reader's naps while it waits: chunks wait for a worker to come back
  * (respawn) at the shorter one. */
 #define MAP_NAP_MS 100
@@ -271,14 +269,19 @@ static void merge_queued(struct pp_map *m)
     pyproc__wire_chunk_seal(&b->b, b->head_len, b->first, b->count);
 }
 
-/* Whether some worker has no chunk of ours: a hint, read without the
- * lock. */
-static bool some_idle(struct pp_map *m)
+/* Whether some worker has fewer than max chunks of ours: a hint, read
+ * without the lock. */
+static bool some_below(struct pp_map *m, uint32_t max)
 {
     for (int i = 0; i < m->nworkers; i++)
-        if (!atomic_load_explicit(&m->chunks_in[i], memory_order_relaxed))
+        if (atomic_load_explicit(&m->chunks_in[i], memory_order_relaxed) < max)
             return true;
     return false;
+}
+
+static bool some_idle(struct pp_map *m)
+{
+    return some_below(m, 1);
 }
 
 /*
@@ -319,6 +322,21 @@ static void pump(struct pp_map *m)
         send_batch(m, b, i, w);
         batch_recycle(m, b);
     }
+}
+
+/*
+ * pump() after a push, when it may have something to do: a queued chunk
+ * and a worker with room for it, or a worker with nothing to do, whose
+ * chunk being packed pump() sends once it is old enough (the clock is
+ * read every eighth item: a push costs less than reading it).  A chunk
+ * that stays is sent by the next push or by pyproc_next(), which pumps
+ * before it waits and whenever the map changed.
+ */
+static void pump_soon(struct pp_map *m)
+{
+    if (m->queue_head ? some_below(m, MAP_DEPTH)
+                      : m->partial && (m->partial->count & 7) == 1 && some_idle(m))
+        pump(m);
 }
 
 /* ---- stopping ---- */
@@ -386,39 +404,111 @@ static void drain_if_free(struct pp_worker *w)
     }
 }
 
+/* Take the answers that came to the workers we sent to, unless someone
+ * else is taking them: the reader reads its own answers first, rather
+ * than wait for the service thread to hand them over. */
+static void drain_mine(struct pp_map *m)
+{
+    for (int i = 0; i < m->nworkers; i++)
+        if (m->wref[i])
+            drain_if_free(m->wref[i]);
+}
+
 /*
- * Wait for a change of the map since seq was loaded: drain the workers we
- * sent to for the pool's spin budget, as a waiting caller does, then
- * sleep on the map's word while the service thread drains.
+ * Spin for a change of the map since seq was loaded, draining the
+ * workers we sent to, for the pool's spin budget, as a call's waiter
+ * does: polling, the rings ring no doorbell, and the service thread
+ * sleeps.  A spin that finds nothing yields its CPU now and then
+ * (shm_spin_yield()): on a machine whose CPUs the workers keep busy, the
+ * one whose answer we wait for may be queued behind us.  True when the
+ * map changed.
+ */
+static bool map_spin(struct pp_map *m, uint32_t seq)
+{
+    int64_t start = shm_now_ns(), until = start + m->pool->spin_ns;
+
+    for (unsigned n = 1;; n++) {
+        drain_mine(m);
+        if (atomic_load_explicit(&m->seq, memory_order_acquire) != seq)
+            return true;
+        shm_cpu_relax();
+        if ((n & 31) == 0) {
+            int64_t now = shm_now_ns();
+            if (now >= until)
+                return false;
+            shm_spin_yield(now - start);
+        }
+    }
+}
+
+/* Set once the kernel refused futex_waitv(): readers sleep on the map's
+ * word alone from then on, and the service thread drains for them. */
+static _Atomic bool no_waitv;
+
+/*
+ * Sleep until the map changes: on the reply rings of the workers whose
+ * sleeper's role is free (see wait.c), so that their answers wake us
+ * directly, and on the map's word for every other change (another
+ * drainer's answers, a chunk's end).  The doorbells of the others are
+ * armed as we stop polling them, for the service thread.  We still poll
+ * the rings we sleep on, as a call's ring sleeper does, and leave them
+ * once awake.
+ */
+static void map_sleep(struct pp_map *m, uint32_t seq, int nap)
+{
+    struct pp_worker *ring[MAP_RING_SLEEPS];
+    int nr = 0, began = 0;
+    bool waitv = !atomic_load_explicit(&no_waitv, memory_order_relaxed);
+
+    for (int i = 0; i < m->nworkers; i++) {
+        struct pp_worker *w = m->wref[i];
+        /* The role guards no data: relaxed, as in wait.c. */
+        if (w && waitv && nr < MAP_RING_SLEEPS && !pyproc__chan_closed(w) &&
+            !atomic_exchange_explicit(&w->ring_sleeper, true, memory_order_relaxed))
+            ring[nr++] = w;
+        else if (w)
+            pyproc__poll_leave_draining(w);
+    }
+    /* seq_cst, paired with pyproc__map_wake(): it sees sleeping, or we see
+     * its bump. */
+    atomic_store_explicit(&m->sleeping, true, memory_order_seq_cst);
+    /* After each announcement a reply that came meanwhile is seen (see
+     * shm_ring_sleep_begin()), and then we do not sleep. */
+    while (began < nr && pyproc__chan_sleep_begin(ring[began]))
+        began++;
+    if (began == nr && atomic_load_explicit(&m->seq, memory_order_seq_cst) == seq) {
+        int err = nr ? pyproc__chan_sleep_many(ring, nr, &m->seq, seq, nap)
+                     : shm_futex_wait(&m->seq, seq, nap, false);
+        if (err == -ENOSYS)
+            atomic_store_explicit(&no_waitv, true, memory_order_relaxed);
+    }
+    for (int j = 0; j < began; j++)
+        pyproc__chan_sleep_end(ring[j]);
+    atomic_store_explicit(&m->sleeping, false, memory_order_relaxed);
+    for (int j = 0; j < nr; j++) {
+        atomic_store_explicit(&ring[j]->ring_sleeper, false, memory_order_relaxed);
+        pyproc__poll_leave_draining(ring[j]);
+    }
+}
+
+/*
+ * Wait for a change of the map since seq was loaded: spin, then sleep.
+ * Chunks waiting for a worker to come back (respawn) make the naps short.
  */
 static void map_wait(struct pp_map *m, uint32_t seq)
 {
-    int64_t spin = m->pool->spin_ns < MAP_SPIN_NS ? m->pool->spin_ns : MAP_SPIN_NS;
-    int64_t until = shm_now_ns() + spin;
     int nap = m->queue_head ? MAP_STALL_NAP_MS : MAP_NAP_MS;
 
     for (int i = 0; i < m->nworkers; i++)
         if (m->wref[i])
             pyproc__poll_enter(m->wref[i]);
-    for (unsigned n = 1; spin > 0; n++) {
-        for (int i = 0; i < m->nworkers; i++)
-            if (m->wref[i])
-                drain_if_free(m->wref[i]);
-        if (atomic_load_explicit(&m->seq, memory_order_acquire) != seq)
-            break;
-        shm_cpu_relax();
-        if ((n & 31) == 0 && shm_now_ns() >= until)
-            break;
+    if (!map_spin(m, seq)) {
+        map_sleep(m, seq, nap);
+        return;
     }
     for (int i = 0; i < m->nworkers; i++)
         if (m->wref[i])
-            pyproc__poll_leave(m->wref[i]);
-    /* seq_cst, paired with pyproc__map_wake(): it sees sleeping, or we see
-     * its bump. */
-    atomic_store_explicit(&m->sleeping, true, memory_order_seq_cst);
-    if (atomic_load_explicit(&m->seq, memory_order_seq_cst) == seq)
-        shm_futex_wait(&m->seq, seq, nap, false);
-    atomic_store_explicit(&m->sleeping, false, memory_order_relaxed);
+            pyproc__poll_leave_draining(m->wref[i]);
 }
 
 /* ---- the API ---- */
@@ -478,7 +568,7 @@ PYPROC_EXPORT int pyproc_pushv(pyproc_call *c, const char *fmt, va_list ap)
         /* The chunk being packed stays: pyproc_next() sends it when it
          * has to wait for it, and sealing it here, one item after each
          * read, would send items one by one. */
-        pump(m);
+        pump_soon(m);
         return -EAGAIN;
     }
     /* The format is read once per map, not once per item, while it stays
@@ -511,7 +601,7 @@ PYPROC_EXPORT int pyproc_pushv(pyproc_call *c, const char *fmt, va_list ap)
     if (m->partial->count >= m->partial->max_items || m->partial->b.len >= MAP_MAX_BYTES ||
         (atomic_load_explicit(&m->deliver, memory_order_relaxed) && partial_needed(m)))
         seal(m);
-    pump(m);
+    pump_soon(m);
     return 0;
 }
 
@@ -569,7 +659,11 @@ int pyproc__map_next(pyproc_call *c, pyproc_msg **item, uint64_t *index)
         if (partial_needed(m))
             seal(m);
         pump(m);
-        map_wait(m, seq);
+        if (atomic_load_explicit(&m->seq, memory_order_acquire) != seq)
+            continue;
+        drain_mine(m);
+        if (atomic_load_explicit(&m->seq, memory_order_acquire) == seq)
+            map_wait(m, seq);
     }
 }
 

@@ -227,6 +227,19 @@ void pyproc__chan_sleep(struct pp_worker *w, int ms)
     shm_futex_wait(&w->rx.ctl->consumer_wait, SHM_SLEEP_FUTEX, ms, true);
 }
 
+int pyproc__chan_sleep_many(struct pp_worker *const *ws, int n, _Atomic uint32_t *word,
+                            uint32_t val, int ms)
+{
+    struct shm_futex_wait v[SHM_FUTEX_WAITV_MAX];
+
+    if (n < 0 || n >= SHM_FUTEX_WAITV_MAX)
+        return -ENOSYS;
+    for (int i = 0; i < n; i++)
+        v[i] = (struct shm_futex_wait){&ws[i]->rx.ctl->consumer_wait, SHM_SLEEP_FUTEX, true};
+    v[n] = (struct shm_futex_wait){word, val, false};
+    return shm_futex_waitv(v, n + 1, ms);
+}
+
 void pyproc__chan_sleep_end(struct pp_worker *w)
 {
     shm_ring_sleep_end(&w->rx);
