@@ -138,6 +138,53 @@ static bool partial_needed(struct pp_map *m)
     return idle;
 }
 
+/* ---- polling our workers ---- */
+
+/*
+ * How the reader polls the worker it sent to at each index: not at all,
+ * for one wait (another map's reader holds the lease), or under a lease
+ * that outlasts its calls (chan.h): while the map is busy its workers
+ * ring no doorbell, the reader drains their rings itself, and the
+ * service thread sleeps.
+ */
+enum { MAP_POLL_NONE, MAP_POLL_WAIT, MAP_POLL_LEASE };
+
+/* Let go of index i's lease, if we still hold it. */
+static void lease_let_go(struct pp_map *m, int i)
+{
+    struct pp_worker *w = m->wref[i];
+
+    if (m->polling[i] != MAP_POLL_LEASE)
+        return;
+    m->polling[i] = MAP_POLL_NONE;
+    if (pyproc__lease_drop(w, m))
+        pyproc__poll_leave_draining(w);
+}
+
+/* Lease the workers we sent to where we can, and say we still read. */
+static void lease_all(struct pp_map *m)
+{
+    for (int i = 0; i < m->nworkers; i++) {
+        struct pp_worker *w = m->wref[i];
+        if (!w)
+            continue;
+        if (m->polling[i] == MAP_POLL_LEASE && pyproc__lease_held(w, m))
+            pyproc__lease_beat(w);
+        else if (pyproc__lease_take(w, m))
+            m->polling[i] = MAP_POLL_LEASE;
+        else
+            m->polling[i] = MAP_POLL_NONE; /* another's, or taken back */
+    }
+}
+
+/* The map has nothing in flight, or goes: the doorbells ring again. */
+static void lease_let_go_all(struct pp_map *m)
+{
+    for (int i = 0; i < m->nworkers; i++)
+        if (m->wref[i])
+            lease_let_go(m, i);
+}
+
 /* ---- sending ---- */
 
 /*
@@ -215,8 +262,13 @@ static void send_batch(struct pp_map *m, struct pp_batch *b, int i, struct pp_wo
         pyproc__call_unref(c);
     }
     /* Keep a reference to the worker we send to, to drain its replies. */
-    pyproc__worker_unref(m->wref[i]);
-    m->wref[i] = w;
+    if (m->wref[i] != w) {
+        lease_let_go(m, i);
+        pyproc__worker_unref(m->wref[i]);
+        m->wref[i] = w;
+    } else {
+        pyproc__worker_unref(w);
+    }
 }
 
 /* Room for n more slots in b's list (unordered maps). */
@@ -445,29 +497,42 @@ static bool map_spin(struct pp_map *m, uint32_t seq)
  * word alone from then on, and the service thread drains for them. */
 static _Atomic bool no_waitv;
 
+/* Stop polling index i for this wait (a lease stays). */
+static void poll_end(struct pp_map *m, int i)
+{
+    if (m->polling[i] == MAP_POLL_WAIT) {
+        m->polling[i] = MAP_POLL_NONE;
+        pyproc__poll_leave_draining(m->wref[i]);
+    }
+}
+
 /*
  * Sleep until the map changes: on the reply rings of the workers whose
  * sleeper's role is free (see wait.c), so that their answers wake us
  * directly, and on the map's word for every other change (another
- * drainer's answers, a chunk's end).  The doorbells of the others are
- * armed as we stop polling them, for the service thread.  We still poll
- * the rings we sleep on, as a call's ring sleeper does, and leave them
- * once awake.
+ * drainer's answers, a chunk's end).  The others' doorbells are armed as
+ * we stop polling them (a lease too), for the service thread.  The rings
+ * we sleep on we still poll, as a call's ring sleeper does.
  */
 static void map_sleep(struct pp_map *m, uint32_t seq, int nap)
 {
     struct pp_worker *ring[MAP_RING_SLEEPS];
-    int nr = 0, began = 0;
+    int at[MAP_RING_SLEEPS], nr = 0, began = 0;
     bool waitv = !atomic_load_explicit(&no_waitv, memory_order_relaxed);
 
     for (int i = 0; i < m->nworkers; i++) {
         struct pp_worker *w = m->wref[i];
+        if (!w)
+            continue;
         /* The role guards no data: relaxed, as in wait.c. */
-        if (w && waitv && nr < MAP_RING_SLEEPS && !pyproc__chan_closed(w) &&
-            !atomic_exchange_explicit(&w->ring_sleeper, true, memory_order_relaxed))
+        if (waitv && nr < MAP_RING_SLEEPS && !pyproc__chan_closed(w) &&
+            !atomic_exchange_explicit(&w->ring_sleeper, true, memory_order_relaxed)) {
+            at[nr] = i;
             ring[nr++] = w;
-        else if (w)
-            pyproc__poll_leave_draining(w);
+        } else {
+            lease_let_go(m, i);
+            poll_end(m, i);
+        }
     }
     /* seq_cst, paired with pyproc__map_wake(): it sees sleeping, or we see
      * its bump. */
@@ -486,29 +551,41 @@ static void map_sleep(struct pp_map *m, uint32_t seq, int nap)
         pyproc__chan_sleep_end(ring[j]);
     atomic_store_explicit(&m->sleeping, false, memory_order_relaxed);
     for (int j = 0; j < nr; j++) {
+        int i = at[j];
         atomic_store_explicit(&ring[j]->ring_sleeper, false, memory_order_relaxed);
-        pyproc__poll_leave_draining(ring[j]);
+        if (m->polling[i] == MAP_POLL_LEASE && !pyproc__lease_held(ring[j], m)) {
+            /* Taken back while we slept, when the ring's word said we
+             * sleep, so nothing armed the doorbell: arm it. */
+            m->polling[i] = MAP_POLL_NONE;
+            pyproc__poll_enter(ring[j]);
+            pyproc__poll_leave_draining(ring[j]);
+        }
+        poll_end(m, i);
     }
 }
 
 /*
- * Wait for a change of the map since seq was loaded: spin, then sleep.
+ * Wait for a change of the map since seq was loaded: spin, then sleep,
+ * polling the workers we sent to (under our leases, or for this wait).
  * Chunks waiting for a worker to come back (respawn) make the naps short.
  */
 static void map_wait(struct pp_map *m, uint32_t seq)
 {
     int nap = m->queue_head ? MAP_STALL_NAP_MS : MAP_NAP_MS;
 
+    lease_all(m);
     for (int i = 0; i < m->nworkers; i++)
-        if (m->wref[i])
+        if (m->wref[i] && m->polling[i] == MAP_POLL_NONE) {
             pyproc__poll_enter(m->wref[i]);
+            m->polling[i] = MAP_POLL_WAIT;
+        }
     if (!map_spin(m, seq)) {
         map_sleep(m, seq, nap);
         return;
     }
     for (int i = 0; i < m->nworkers; i++)
         if (m->wref[i])
-            pyproc__poll_leave_draining(m->wref[i]);
+            poll_end(m, i);
 }
 
 /* ---- the API ---- */
@@ -644,6 +721,9 @@ int pyproc__map_next(pyproc_call *c, pyproc_msg **item, uint64_t *index)
 
         if (atomic_load_explicit(&m->cancelled, memory_order_seq_cst))
             fail_unsent(m);
+        /* Each look for new answers says we still read (see lease_all()). */
+        if (m->cache_head == m->cache_len)
+            lease_all(m);
         if (pyproc__map_take(m, &msg, &result, &at)) {
             if (m->queue_head)
                 pump(m);
@@ -652,10 +732,12 @@ int pyproc__map_next(pyproc_call *c, pyproc_msg **item, uint64_t *index)
                 *index = at;
             return result < 0 ? result : 1;
         }
-        if (m->read == m->pushed)
+        if (m->read == m->pushed) {
+            lease_let_go_all(m);
             return m->input_ended || atomic_load_explicit(&m->cancelled, memory_order_seq_cst)
                        ? 0
                        : -EAGAIN;
+        }
         if (partial_needed(m))
             seal(m);
         pump(m);
@@ -738,6 +820,7 @@ void pyproc__map_free(pyproc_call *c)
     batch_free_all(m);
     /* Here, not with the map, which a drainer may free while it holds a
      * worker's rx_lock. */
+    lease_let_go_all(m);
     for (int i = 0; i < m->nworkers; i++) {
         pyproc__worker_unref(m->wref[i]);
         m->wref[i] = NULL;

@@ -29,12 +29,13 @@ struct pp_map *pyproc__map_alloc(pyproc_pool *p, const char *ref, bool ordered)
     for (uint32_t i = 0; m->free_slots && i < m->window; i++)
         m->free_slots[m->n_free++] = m->window - 1 - i;
     m->wref = calloc((size_t)n, sizeof *m->wref);
+    m->polling = calloc((size_t)n, sizeof *m->polling);
     m->load = calloc((size_t)n, sizeof *m->load);
     m->chunks_in = calloc((size_t)n, sizeof *m->chunks_in);
     atomic_init(&m->refs, 1);
     pthread_mutex_init(&m->lock, NULL);
     if (!m->ref || !m->slots || (!ordered && (!m->doneq || !m->free_slots)) || !m->wref ||
-        !m->load || !m->chunks_in) {
+        !m->polling || !m->load || !m->chunks_in) {
         pyproc__map_unref(m);
         return NULL;
     }
@@ -71,6 +72,7 @@ void pyproc__map_unref(struct pp_map *m)
     free(m->doneq);
     free(m->free_slots);
     free(m->wref);
+    free(m->polling);
     free(m->load);
     free(m->chunks_in);
     free(m->ref);

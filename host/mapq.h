@@ -99,6 +99,7 @@ struct pp_map {
     struct pp_batch *queue_head, *queue_tail; /* sealed, waiting for a worker */
     struct pp_batch *spare;                   /* a sent one's buffer, for reuse */
     struct pp_worker **wref;                  /* per index: the worker last sent to, a ref */
+    uint8_t *polling;                         /* per index: how we poll wref's (MAP_POLL_*) */
     int64_t stalled_since;                    /* no live worker took a chunk since */
     uint32_t *free_slots;                     /* unordered maps: a stack of n_free slots */
     uint32_t n_free;

@@ -5,8 +5,10 @@
  */
 #include <errno.h>
 #include <malloc.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "e2e.h"
@@ -652,6 +654,59 @@ static void a_changed_format_is_read_again(void **state)
     alarm(0);
 }
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void note_done(pyproc_pool *pool, int result, pyproc_msg *ret, void *data)
+{
+    (void)pool;
+    *(int *)data = result == 0 ? 1 : -1;
+    pyproc_msg_free(ret);
+}
+
+/*
+ * A map's reader polls its workers across its calls while it reads, and
+ * their doorbells stay quiet; one that stops reading gives them back, so
+ * that an answer to someone else (an event loop's call here, which waits
+ * on the pool's fd) still wakes its waiter.
+ */
+static void a_reader_that_stops_reading_gives_its_workers_back(void **state)
+{
+    (void)state;
+    alarm(60);
+    pyproc_pool *p = e2e_pool(1);
+    pyproc_call *map;
+    pyproc_msg *m = NULL;
+    int done = 0;
+
+    assert_int_equal(pyproc_map(p, "t.mapping.noop", PYPROC_MAP_UNORDERED, &map), 0);
+    for (int i = 0; i < 200; i++)
+        assert_int_equal(pyproc_push(map, "i", i), 0);
+    assert_int_equal(pyproc_next(map, &m), 1);
+    pyproc_msg_free(m);
+    /* Slower than the call's own spin: its answer comes while nobody
+     * but the map's reader, which is not reading, polls the worker. */
+    assert_int_equal(pyproc_func_async(p, "t.mapping.sleepy", note_done, &done, "ii", 1, 50), 0);
+    for (int64_t until = now_ms() + 5000; !done && now_ms() < until;) {
+        struct pollfd fd = {.fd = pyproc_pool_fd(p), .events = POLLIN};
+        if (poll(&fd, 1, 100) > 0)
+            assert_true(pyproc_dispatch(p) >= 0);
+    }
+    assert_int_equal(done, 1);
+    /* And the map reads on. */
+    for (int n = 1; n < 200; n++) {
+        assert_int_equal(pyproc_next(map, &m), 1);
+        pyproc_msg_free(m);
+    }
+    pyproc_call_free(map);
+    pyproc_pool_free(p);
+    alarm(0);
+}
+
 /* Under AddressSanitizer, whose allocator mallinfo2() does not see. */
 extern size_t __sanitizer_get_current_allocated_bytes(void) __attribute__((weak));
 
@@ -725,6 +780,7 @@ int main(void)
         cmocka_unit_test(next_at_numbers_a_generator),
         cmocka_unit_test(answers_outlive_their_map_and_pool),
         cmocka_unit_test(a_changed_format_is_read_again),
+        cmocka_unit_test(a_reader_that_stops_reading_gives_its_workers_back),
         cmocka_unit_test(a_million_items_in_flat_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
