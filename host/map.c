@@ -638,8 +638,10 @@ PYPROC_EXPORT int pyproc_pushv(pyproc_call *c, const char *fmt, va_list ap)
         return -ECANCELED;
     if (m->input_ended)
         return -EPIPE;
-    if ((err = pyproc__pool_accepting(m->pool)) < 0)
-        return err; /* draining: no new work */
+    /* Draining: no new work.  (map_of() checked the fork generation,
+     * which the map has from its pool.) */
+    if (atomic_load_explicit(&m->pool->draining, memory_order_acquire))
+        return -ESHUTDOWN;
     /* Answers in the reader's cache are not read yet. */
     if (m->pushed - (m->read - (m->cache_len - m->cache_head)) >= m->window) {
         /* The chunk being packed stays: pyproc_next() sends it when it
