@@ -375,11 +375,12 @@ struct pp_worker {
     _Atomic int pollers;
     /*
      * A poller that stays one across its calls (a busy map's reader, see
-     * chan.h): lease_owner names it (0: none), exchanged by compare and
-     * swap (relaxed: the poll count it stands for orders nothing), by it
-     * and by the service thread, which takes the lease back from an owner
-     * whose lease_beat (the owner's, relaxed) stood still for a whole
-     * check; lease_seen is the beat it saw last (service thread only).
+     * chan.h): lease_owner names it (0: none), swapped by compare and
+     * exchange, by it and by the service thread, which takes the lease
+     * back from an owner whose lease_beat (the owner's, relaxed) stood
+     * still for a whole check; the taker's exchange and the service
+     * thread's load of it are seq_cst, with pool->leases.  lease_seen is
+     * the beat it saw last (service thread only).
      */
     _Atomic uintptr_t lease_owner;
     _Atomic uint64_t lease_beat;

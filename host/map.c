@@ -16,7 +16,11 @@
  * The owner (one thread at a time) pushes and reads; nothing here waits
  * for the reader, so one thread can do both: a push into a full window
  * returns -EAGAIN, and a read with nothing answered sends the chunk being
- * packed before it waits.
+ * packed before it waits.  While the map is busy its reader holds a lease
+ * on its workers' polling (chan.h) and reads their rings itself: their
+ * answers ring no doorbell, and the service thread sleeps.  When it has
+ * to wait, it spins as a call's waiter does, then sleeps on their rings
+ * and the map's word at once.
  */
 #include <errno.h>
 #include <stdlib.h>
