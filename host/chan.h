@@ -43,6 +43,26 @@ void pyproc__worker_condemn(struct pp_worker *w, const char *why);
  * polls, the worker rings no doorbell; the last to leave re-arms it. */
 void pyproc__poll_enter(struct pp_worker *w);
 void pyproc__poll_leave(struct pp_worker *w);
+/*
+ * A lease: polling that lasts across calls, for a busy map's reader, so
+ * that its workers ring no doorbell while it keeps reading (the service
+ * thread sleeps).  One owner per worker; take returns false when another
+ * holds it.  The owner beats now and then; the service thread takes back
+ * a lease whose beat stood still for PYPROC__LEASE_MS or more, and leaves
+ * the polling for it, so doorbells ring again for a reader that stopped
+ * reading.  held says whether owner still holds it; drop returns true
+ * when it did (the caller then leaves polling, as after
+ * pyproc__poll_enter()), false when it was taken back.
+ */
+#define PYPROC__LEASE_MS 20
+bool pyproc__lease_take(struct pp_worker *w, const void *owner);
+bool pyproc__lease_held(struct pp_worker *w, const void *owner);
+void pyproc__lease_beat(struct pp_worker *w);
+bool pyproc__lease_drop(struct pp_worker *w, const void *owner);
+/* The service thread: take back the leases that stood still; ms until
+ * the next look, -1 with no lease held. */
+int pyproc__lease_check(pyproc_pool *p);
+
 /* The same without ringing: true when replies came in while we polled and
  * nobody will ring for them; the caller drains them, or rings the
  * doorbell itself (pyproc__chan_ring()) to hand them to the service
@@ -81,6 +101,14 @@ bool pyproc__chan_peer_asleep(struct pp_worker *w);
 bool pyproc__chan_sleep_begin(struct pp_worker *w);
 void pyproc__chan_sleep(struct pp_worker *w, int ms);
 void pyproc__chan_sleep_end(struct pp_worker *w);
+/*
+ * Sleep on the replies of n workers at once, each begun as above under
+ * its sleeper's role, and on a private word of the caller's while it
+ * holds val, at most ms: a map's reader, whose answers come from all of
+ * them.  -ENOSYS where that cannot be waited for at once (nothing was).
+ */
+int pyproc__chan_sleep_many(struct pp_worker *const *ws, int n, _Atomic uint32_t *word,
+                            uint32_t val, int ms);
 /* Wake the caller asleep on w's replies, who may not have seen its
  * call's end: after the end is stored. */
 void pyproc__chan_wake_sleeper(struct pp_worker *w);

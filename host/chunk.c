@@ -2,8 +2,9 @@
  * A map chunk's item results.  As for every reply (see drain.c), the
  * payload is copied out of the ring first and only the copy is read: the
  * walk over its entries checks each one (pyproc__wire_map_entry_read())
- * before it decodes it, and each value is then copied into a message of
- * its own.  An entry must answer an item of the frame's own chunk that
+ * before it decodes it, and the answers' messages point into one block
+ * that holds the copy (msg.h), so that a frame of a thousand answers
+ * costs one allocation, not a thousand.  An entry must answer an item of the frame's own chunk that
  * is still waiting, so a worker can neither answer twice nor reach
  * another chunk's or map's items, and the map's memory stays within its
  * window whatever the worker sends.
@@ -40,19 +41,30 @@ static int item_error(const char *data, size_t len, pyproc_msg **ret)
     }
 }
 
-/* Walk the checked-as-we-go entries of a private copy into k's slots,
- * a batch of answers under each lock. */
+/*
+ * Walk the checked-as-we-go entries of the frame's private copy (data,
+ * len) into k's slots, a batch of answers under each lock.  The values
+ * are copied once more, all together, into a block that the answers'
+ * messages point into (msg.h): one allocation per frame, not per item.
+ */
 static int deliver(struct pp_chunk *k, const char *data, size_t len)
 {
-    const char *p, *end = data + len;
+    struct pyproc__msg_block *blk;
+    const char *p, *end;
     struct pp_answer a[64];
     uint64_t busy_ns;
     uint32_t n, na = 0;
     int err = 0;
 
-    if (pyproc__wire_map_items_read(data, len, &busy_ns, &n, &p) < 0)
+    /* Each entry takes 4 bytes at least: a count past that is a lie. */
+    if (pyproc__wire_map_items_read(data, len, &busy_ns, &n, &p) < 0 ||
+        n > (size_t)(data + len - p) / 4)
         return -EBADMSG;
+    if (!(blk = pyproc__msg_block_new(data, len, n)))
+        return -ENOMEM;
     pyproc__chunk_measure(k, busy_ns, n);
+    p = pyproc__msg_block_bytes(blk) + (p - data);
+    end = pyproc__msg_block_bytes(blk) + len;
     for (uint32_t i = 0; i < n && err == 0; i++) {
         const char *value;
         size_t vlen;
@@ -66,7 +78,7 @@ static int deliver(struct pp_chunk *k, const char *data, size_t len)
             break;
         }
         if (ok)
-            err = pyproc__msg_from_checked(&an->msg, value, vlen);
+            err = pyproc__msg_block_take(blk, value, vlen, &an->msg);
         else if ((an->result = item_error(value, vlen, &an->msg)) == -EBADMSG)
             err = -EBADMSG;
         if (err < 0) {
@@ -82,6 +94,7 @@ static int deliver(struct pp_chunk *k, const char *data, size_t len)
         int e = pyproc__chunk_store(k, a, na);
         err = err ? err : e;
     }
+    pyproc__msg_block_done(blk);
     if (err == 0 && p != end)
         err = -EBADMSG;
     return err;

@@ -379,6 +379,18 @@ struct pp_worker {
      * says SHM_AWAKE, so the worker rings no doorbell; the last poller to
      * leave re-arms it (see pyproc__poll_leave()). */
     _Atomic int pollers;
+    /*
+     * A poller that stays one across its calls (a busy map's reader, see
+     * chan.h): lease_owner names it (0: none), swapped by compare and
+     * exchange, by it and by the service thread, which takes the lease
+     * back from an owner whose lease_beat (the owner's, relaxed) stood
+     * still for a whole check; the taker's exchange and the service
+     * thread's load of it are seq_cst, with pool->leases.  lease_seen is
+     * the beat it saw last (service thread only).
+     */
+    _Atomic uintptr_t lease_owner;
+    _Atomic uint64_t lease_beat;
+    uint64_t lease_seen;
     _Atomic bool ready;
     _Atomic bool dead;
     char *death; /* how it died, once dead */
@@ -615,6 +627,12 @@ struct pyproc_pool {
     struct pp_worker *retired;
     _Atomic bool recycle_check;
     int64_t next_check_ns;
+    /* Some worker's lease may be held (chan.h): set by a taker after it
+     * took one, cleared by the service thread before it looks at them,
+     * both seq_cst, so that it sees the lease or the taker kicks it.
+     * next_lease_ns: the service thread's next look. */
+    _Atomic bool leases;
+    int64_t next_lease_ns;
     bool dispatch_blind;
 
     /* Set before the service thread starts, constant afterwards. */

@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <msgpuck.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../shm/be64.h"
@@ -189,19 +190,30 @@ void pyproc__args_va(struct pyproc__args *a, struct pyproc__va *va)
 
 /* ---- encoding ---- */
 
+/* shm_buf_reserve() without a call when the room is there already: every
+ * value of every call and map item comes through here. */
+static inline char *room(struct shm_buf *b, size_t n, int *err)
+{
+    if (n <= b->cap - b->len && (!b->limit || n <= b->limit - b->len))
+        return b->data + b->len;
+    return shm_buf_reserve(b, n, err);
+}
+
+/* Non-negative numbers take the unsigned encodings, as Python's do. */
+static inline char *encode_int(char *w, int64_t v)
+{
+    return v < 0 ? mp_encode_int(w, v) : mp_encode_uint(w, (uint64_t)v);
+}
+
 static int put_int(struct shm_buf *b, int64_t v)
 {
     int err = 0;
-    /* Non-negative numbers take the unsigned encodings, as Python's do. */
     uint32_t n = v < 0 ? mp_sizeof_int(v) : mp_sizeof_uint((uint64_t)v);
-    char *w = shm_buf_reserve(b, n, &err);
+    char *w = room(b, n, &err);
 
     if (!w)
         return err;
-    if (v < 0)
-        mp_encode_int(w, v);
-    else
-        mp_encode_uint(w, (uint64_t)v);
+    encode_int(w, v);
     b->len += n;
     return 0;
 }
@@ -210,7 +222,7 @@ static int put_uint(struct shm_buf *b, uint64_t v)
 {
     int err = 0;
     uint32_t n = mp_sizeof_uint(v);
-    char *w = shm_buf_reserve(b, n, &err);
+    char *w = room(b, n, &err);
 
     if (!w)
         return err;
@@ -222,14 +234,21 @@ static int put_uint(struct shm_buf *b, uint64_t v)
 /* One byte: nil, true or false. */
 static int put_byte(struct shm_buf *b, unsigned char c)
 {
-    return shm_buf_append(b, &c, 1);
+    int err = 0;
+    char *w = room(b, 1, &err);
+
+    if (!w)
+        return err;
+    *w = (char)c;
+    b->len++;
+    return 0;
 }
 
 static int put_double(struct shm_buf *b, double v)
 {
     int err = 0;
     uint32_t n = mp_sizeof_double(v);
-    char *w = shm_buf_reserve(b, n, &err);
+    char *w = room(b, n, &err);
 
     if (!w)
         return err;
@@ -250,7 +269,7 @@ static int put_raw(struct shm_buf *b, bool bin, const void *p, size_t n)
     uint32_t head = bin ? mp_sizeof_binl((uint32_t)n) : mp_sizeof_strl((uint32_t)n);
     if (n > SIZE_MAX - head)
         return -EMSGSIZE;
-    char *w = shm_buf_reserve(b, head + n, &err);
+    char *w = room(b, head + n, &err);
     if (!w)
         return err;
     w = bin ? mp_encode_binl(w, (uint32_t)n) : mp_encode_strl(w, (uint32_t)n);
@@ -279,7 +298,7 @@ static int put_head(struct shm_buf *b, bool map, uint32_t n)
 {
     int err = 0;
     uint32_t size = map ? mp_sizeof_map(n) : mp_sizeof_array(n);
-    char *w = shm_buf_reserve(b, size, &err);
+    char *w = room(b, size, &err);
 
     if (!w)
         return err;
@@ -305,7 +324,7 @@ static int put_buffer(struct shm_buf *b, struct pyproc__attach *att, pyproc_buf 
         return -ERANGE;
     if (att->n == PYPROC__MAX_ATTACH)
         return -E2BIG;
-    w = shm_buf_reserve(b, 3 + PYPROC__EXT_BUF_LEN, &err);
+    w = room(b, 3 + PYPROC__EXT_BUF_LEN, &err);
     if (!w)
         return err;
     att->buf[att->n] = buf;
@@ -485,6 +504,199 @@ int pyproc__fmt_encode_value(struct shm_buf *b, const char *fmt, struct pyproc__
         return -EINVAL;
     len0 = b->len;
     err = encode_value(b, fmt ? fmt : "", a);
+    if (err < 0)
+        b->len = len0;
+    return err;
+}
+
+/* ---- plans: a format checked once ---- */
+
+bool pyproc__fmt_plan_is(const struct pyproc__fmt_plan *pl, const char *fmt)
+{
+    const char *a = pl->fmt, *b = fmt ? fmt : "";
+
+    if (!a)
+        return false;
+    /* Formats are a few bytes: a loop costs less than a call. */
+    while (*a && *a == *b)
+        a++, b++;
+    return *a == *b;
+}
+
+void pyproc__fmt_plan_free(struct pyproc__fmt_plan *pl)
+{
+    free(pl->fmt);
+    *pl = (struct pyproc__fmt_plan){0};
+}
+
+/* The codes of a checked format without brackets, in order, without the
+ * spaces and the bar; false for one with brackets. */
+static bool plan_codes(char *out, const char *fmt)
+{
+    for (const char *p = fmt; *p; p++) {
+        if (fmt_open(*p))
+            return false;
+        if (!pyproc__fmt_space(*p) && *p != '|')
+            *out++ = *p;
+    }
+    *out = '\0';
+    return true;
+}
+
+/* The most bytes a value of a fixed-size code takes, 0 for the others. */
+static size_t fixed_size(char code)
+{
+    switch (code) {
+    case 'n':
+    case 'b':
+        return 1;
+    case 'i':
+    case 'I':
+    case 'u':
+    case 'd':
+        return 9;
+    }
+    return 0;
+}
+
+/* For a flat plan without keywords: the most bytes an item of fixed-size
+ * values takes ([args, {}]), or 0 when a value's size varies. */
+static size_t plan_fixed_max(const struct pyproc__fmt_plan *pl)
+{
+    size_t n = 1 + mp_sizeof_array(pl->npos) + mp_sizeof_map(0);
+
+    if (!pl->codes || pl->nkw)
+        return 0;
+    for (const char *c = pl->codes; *c; c++) {
+        if (!fixed_size(*c))
+            return 0;
+        n += fixed_size(*c);
+    }
+    return n;
+}
+
+int pyproc__fmt_plan_set(struct pyproc__fmt_plan *pl, const char *fmt)
+{
+    const char *bar;
+    size_t len;
+    char *copy;
+
+    pyproc__fmt_plan_free(pl);
+    if (!fmt)
+        fmt = "";
+    if (pyproc__fmt_shape(fmt, &pl->npos, &pl->nkw, &bar) < 0)
+        return -EINVAL;
+    len = strlen(fmt);
+    /* The format, then room for its codes: one allocation. */
+    if (!(copy = malloc(2 * len + 2)))
+        return -ENOMEM;
+    memcpy(copy, fmt, len + 1);
+    pl->fmt = copy;
+    pl->bar = (size_t)(bar - fmt);
+    pl->codes = plan_codes(copy + len + 1, fmt) ? copy + len + 1 : NULL;
+    pl->fixed_max = plan_fixed_max(pl);
+    return 0;
+}
+
+/* One fixed-size value at w (fixed_size(code) > 0); returns its end. */
+static char *encode_fixed_value(char *w, char code, const union pyproc__arg *v)
+{
+    switch (code) {
+    case 'n':
+        *w = (char)0xc0;
+        return w + 1;
+    case 'b':
+        *w = (char)(v->i ? 0xc3 : 0xc2);
+        return w + 1;
+    case 'i':
+        return encode_int(w, v->i);
+    case 'I':
+        return encode_int(w, v->I);
+    case 'u':
+        return mp_encode_uint(w, v->u);
+    default:
+        return mp_encode_double(w, v->d);
+    }
+}
+
+/* A value from a, with a direct call for the varargs source. */
+static inline int arg_next(struct pyproc__args *a, char code, union pyproc__arg *v)
+{
+    return a->next == va_next ? va_next(a, code, v) : a->next(a, code, v);
+}
+
+/*
+ * Items of fixed-size values, the commonest map items: room for the
+ * largest such item is made once and every value written straight into
+ * it.  Where that room is over b's limit although the item itself might
+ * fit, 1 says to encode the values one by one instead (none was taken
+ * yet).
+ */
+static int encode_fixed(struct shm_buf *b, const struct pyproc__fmt_plan *pl,
+                        struct pyproc__args *a)
+{
+    int err = 0;
+    char *start = room(b, pl->fixed_max, &err), *w = start;
+
+    if (!w)
+        return err == -EMSGSIZE ? 1 : err;
+    *w++ = (char)0x92;
+    w = mp_encode_array(w, pl->npos);
+    for (const char *c = pl->codes; *c; c++) {
+        union pyproc__arg v;
+        if (*c != 'n' && (err = arg_next(a, *c, &v)) < 0)
+            return err;
+        w = encode_fixed_value(w, *c, &v);
+    }
+    *w++ = (char)0x80;
+    b->len += (size_t)(w - start);
+    return 0;
+}
+
+/* Items of a flat plan: each code once, no format to walk. */
+static int encode_flat(struct shm_buf *b, const struct pyproc__fmt_plan *pl, struct pyproc__args *a)
+{
+    const char *c = pl->codes;
+    int err;
+
+    if ((err = put_head(b, false, 2)) < 0 || (err = put_head(b, false, pl->npos)) < 0)
+        return err;
+    for (uint32_t i = 0; i < pl->npos; i++)
+        if ((err = put_arg(b, c[i], a)) < 0)
+            return err;
+    if ((err = put_head(b, true, pl->nkw / 2)) < 0)
+        return err;
+    for (uint32_t i = pl->npos; i < pl->npos + pl->nkw; i++)
+        if ((err = put_arg(b, c[i], a)) < 0)
+            return err;
+    return 0;
+}
+
+static int encode_plan(struct shm_buf *b, const struct pyproc__fmt_plan *pl, struct pyproc__args *a)
+{
+    const char *fmt = pl->fmt, *bar = fmt + pl->bar;
+    int err;
+
+    if (pl->fixed_max && (err = encode_fixed(b, pl, a)) <= 0)
+        return err;
+    if (pl->codes)
+        return encode_flat(b, pl, a);
+    if ((err = put_head(b, false, 2)) < 0 || (err = put_head(b, false, pl->npos)) < 0 ||
+        (err = put_items(b, fmt, bar, a)) < 0 || (err = put_head(b, true, pl->nkw / 2)) < 0)
+        return err;
+    return *bar ? put_items(b, bar + 1, bar + 1 + strlen(bar + 1), a) : 0;
+}
+
+int pyproc__fmt_encode_plan(struct shm_buf *b, const struct pyproc__fmt_plan *pl,
+                            struct pyproc__args *a)
+{
+    size_t len0;
+    int err;
+
+    if (!b || !pl || !pl->fmt || !a)
+        return -EINVAL;
+    len0 = b->len;
+    err = encode_plan(b, pl, a);
     if (err < 0)
         b->len = len0;
     return err;

@@ -11,6 +11,7 @@
 #define PYPROC_HOST_FMT_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -96,6 +97,32 @@ int pyproc__fmt_encode_call(struct shm_buf *b, int kind, const char *ref, const 
  * pyproc__fmt_encode_call() does.
  */
 int pyproc__fmt_encode_args(struct shm_buf *b, const char *fmt, struct pyproc__args *a);
+
+/*
+ * A format checked once for many items (a map's pushes): a copy of it,
+ * its shape, and for a format without brackets (the usual kind: "i",
+ * "sd|si") its codes in order, without the spaces and the '|', which
+ * encode without another look at the format.  Zeroed: no format yet.
+ */
+struct pyproc__fmt_plan {
+    char *fmt; /* the copy, "" for NULL; NULL before the first */
+    uint32_t npos, nkw;
+    size_t bar;  /* where the '|' is in fmt, or its length */
+    char *codes; /* npos + nkw codes of a flat format, else NULL */
+    /* A flat format of fixed-size values only (no str, bytes, buffer or
+     * keyword): the most bytes an item takes, else 0. */
+    size_t fixed_max;
+};
+
+/* Whether pl was made from a format that reads as fmt. */
+bool pyproc__fmt_plan_is(const struct pyproc__fmt_plan *pl, const char *fmt);
+/* Make pl from fmt, dropping what it held.  Returns 0, -EINVAL for a bad
+ * format (pl is left empty) or -ENOMEM. */
+int pyproc__fmt_plan_set(struct pyproc__fmt_plan *pl, const char *fmt);
+void pyproc__fmt_plan_free(struct pyproc__fmt_plan *pl);
+/* pyproc__fmt_encode_args() with pl's format, which must be set. */
+int pyproc__fmt_encode_plan(struct shm_buf *b, const struct pyproc__fmt_plan *pl,
+                            struct pyproc__args *a);
 
 /*
  * Append one value to b as pyproc_msg_new() describes it: one code makes

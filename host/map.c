@@ -16,7 +16,11 @@
  * The owner (one thread at a time) pushes and reads; nothing here waits
  * for the reader, so one thread can do both: a push into a full window
  * returns -EAGAIN, and a read with nothing answered sends the chunk being
- * packed before it waits.
+ * packed before it waits.  While the map is busy its reader holds a lease
+ * on its workers' polling (chan.h) and reads their rings itself: their
+ * answers ring no doorbell, and the service thread sleeps.  When it has
+ * to wait, it spins as a call's waiter does, then sleeps on their rings
+ * and the map's word at once.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -42,11 +46,9 @@
  * sooner, a pusher faster than one item per worker's item would send
  * items one by one to workers it keeps idle that way. */
 #define MAP_IDLE_FLUSH_NS (50 * 1000LL)
-/* The reader spins at most this long for answers before it sleeps: a
- * map keeps its workers busy, and on a machine with no CPU to spare for
- * a spinning reader, spinning takes the CPU a worker would answer on;
- * answers come in large batches, so a wake-up costs little per item. */
-#define MAP_SPIN_NS (10 * 1000LL)
+/* The reader sleeps on the rings of at most this many workers at once;
+ * the others' answers reach it through the service thread. */
+#define MAP_RING_SLEEPS 32
 /* The reader's naps while it waits: chunks wait for a worker to come back
  * (respawn) at the shorter one. */
 #define MAP_NAP_MS 100
@@ -140,6 +142,53 @@ static bool partial_needed(struct pp_map *m)
     return idle;
 }
 
+/* ---- polling our workers ---- */
+
+/*
+ * How the reader polls the worker it sent to at each index: not at all,
+ * for one wait (another map's reader holds the lease), or under a lease
+ * that outlasts its calls (chan.h): while the map is busy its workers
+ * ring no doorbell, the reader drains their rings itself, and the
+ * service thread sleeps.
+ */
+enum { MAP_POLL_NONE, MAP_POLL_WAIT, MAP_POLL_LEASE };
+
+/* Let go of index i's lease, if we still hold it. */
+static void lease_let_go(struct pp_map *m, int i)
+{
+    struct pp_worker *w = m->wref[i];
+
+    if (m->polling[i] != MAP_POLL_LEASE)
+        return;
+    m->polling[i] = MAP_POLL_NONE;
+    if (pyproc__lease_drop(w, m))
+        pyproc__poll_leave_draining(w);
+}
+
+/* Lease the workers we sent to where we can, and say we still read. */
+static void lease_all(struct pp_map *m)
+{
+    for (int i = 0; i < m->nworkers; i++) {
+        struct pp_worker *w = m->wref[i];
+        if (!w)
+            continue;
+        if (m->polling[i] == MAP_POLL_LEASE && pyproc__lease_held(w, m))
+            pyproc__lease_beat(w);
+        else if (pyproc__lease_take(w, m))
+            m->polling[i] = MAP_POLL_LEASE;
+        else
+            m->polling[i] = MAP_POLL_NONE; /* another's, or taken back */
+    }
+}
+
+/* The map has nothing in flight, or goes: the doorbells ring again. */
+static void lease_let_go_all(struct pp_map *m)
+{
+    for (int i = 0; i < m->nworkers; i++)
+        if (m->wref[i])
+            lease_let_go(m, i);
+}
+
 /* ---- sending ---- */
 
 /*
@@ -217,8 +266,13 @@ static void send_batch(struct pp_map *m, struct pp_batch *b, int i, struct pp_wo
         pyproc__call_unref(c);
     }
     /* Keep a reference to the worker we send to, to drain its replies. */
-    pyproc__worker_unref(m->wref[i]);
-    m->wref[i] = w;
+    if (m->wref[i] != w) {
+        lease_let_go(m, i);
+        pyproc__worker_unref(m->wref[i]);
+        m->wref[i] = w;
+    } else {
+        pyproc__worker_unref(w);
+    }
 }
 
 /* Room for n more slots in b's list (unordered maps). */
@@ -271,14 +325,19 @@ static void merge_queued(struct pp_map *m)
     pyproc__wire_chunk_seal(&b->b, b->head_len, b->first, b->count);
 }
 
-/* Whether some worker has no chunk of ours: a hint, read without the
- * lock. */
-static bool some_idle(struct pp_map *m)
+/* Whether some worker has fewer than max chunks of ours: a hint, read
+ * without the lock. */
+static bool some_below(struct pp_map *m, uint32_t max)
 {
     for (int i = 0; i < m->nworkers; i++)
-        if (!atomic_load_explicit(&m->chunks_in[i], memory_order_relaxed))
+        if (atomic_load_explicit(&m->chunks_in[i], memory_order_relaxed) < max)
             return true;
     return false;
+}
+
+static bool some_idle(struct pp_map *m)
+{
+    return some_below(m, 1);
 }
 
 /*
@@ -319,6 +378,21 @@ static void pump(struct pp_map *m)
         send_batch(m, b, i, w);
         batch_recycle(m, b);
     }
+}
+
+/*
+ * pump() after a push, when it may have something to do: a queued chunk
+ * and a worker with room for it, or a worker with nothing to do, whose
+ * chunk being packed pump() sends once it is old enough (the clock is
+ * read every eighth item: a push costs less than reading it).  A chunk
+ * that stays is sent by the next push or by pyproc_next(), which pumps
+ * before it waits and whenever the map changed.
+ */
+static void pump_soon(struct pp_map *m)
+{
+    if (m->queue_head ? some_below(m, MAP_DEPTH)
+                      : m->partial && (m->partial->count & 7) == 1 && some_idle(m))
+        pump(m);
 }
 
 /* ---- stopping ---- */
@@ -386,39 +460,136 @@ static void drain_if_free(struct pp_worker *w)
     }
 }
 
-/*
- * Wait for a change of the map since seq was loaded: drain the workers we
- * sent to for the pool's spin budget, as a waiting caller does, then
- * sleep on the map's word while the service thread drains.
- */
-static void map_wait(struct pp_map *m, uint32_t seq)
+/* Take the answers that came to the workers we sent to, unless someone
+ * else is taking them: the reader reads its own answers first, rather
+ * than wait for the service thread to hand them over. */
+static void drain_mine(struct pp_map *m)
 {
-    int64_t spin = m->pool->spin_ns < MAP_SPIN_NS ? m->pool->spin_ns : MAP_SPIN_NS;
-    int64_t until = shm_now_ns() + spin;
-    int nap = m->queue_head ? MAP_STALL_NAP_MS : MAP_NAP_MS;
+    for (int i = 0; i < m->nworkers; i++)
+        if (m->wref[i])
+            drain_if_free(m->wref[i]);
+}
 
-    for (int i = 0; i < m->nworkers; i++)
-        if (m->wref[i])
-            pyproc__poll_enter(m->wref[i]);
-    for (unsigned n = 1; spin > 0; n++) {
-        for (int i = 0; i < m->nworkers; i++)
-            if (m->wref[i])
-                drain_if_free(m->wref[i]);
+/*
+ * Spin for a change of the map since seq was loaded, draining the
+ * workers we sent to, for the pool's spin budget, as a call's waiter
+ * does: polling, the rings ring no doorbell, and the service thread
+ * sleeps.  A spin that finds nothing yields its CPU now and then
+ * (shm_spin_yield()): on a machine whose CPUs the workers keep busy, the
+ * one whose answer we wait for may be queued behind us.  True when the
+ * map changed.
+ */
+static bool map_spin(struct pp_map *m, uint32_t seq)
+{
+    int64_t start = shm_now_ns(), until = start + m->pool->spin_ns;
+
+    for (unsigned n = 1;; n++) {
+        drain_mine(m);
         if (atomic_load_explicit(&m->seq, memory_order_acquire) != seq)
-            break;
+            return true;
         shm_cpu_relax();
-        if ((n & 31) == 0 && shm_now_ns() >= until)
-            break;
+        if ((n & 31) == 0) {
+            int64_t now = shm_now_ns();
+            if (now >= until)
+                return false;
+            shm_spin_yield(now - start);
+        }
     }
-    for (int i = 0; i < m->nworkers; i++)
-        if (m->wref[i])
-            pyproc__poll_leave(m->wref[i]);
+}
+
+/* Set once the kernel refused futex_waitv(): readers sleep on the map's
+ * word alone from then on, and the service thread drains for them. */
+static _Atomic bool no_waitv;
+
+/* Stop polling index i for this wait (a lease stays). */
+static void poll_end(struct pp_map *m, int i)
+{
+    if (m->polling[i] == MAP_POLL_WAIT) {
+        m->polling[i] = MAP_POLL_NONE;
+        pyproc__poll_leave_draining(m->wref[i]);
+    }
+}
+
+/*
+ * Sleep until the map changes: on the reply rings of the workers whose
+ * sleeper's role is free (see wait.c), so that their answers wake us
+ * directly, and on the map's word for every other change (another
+ * drainer's answers, a chunk's end).  The others' doorbells are armed as
+ * we stop polling them (a lease too), for the service thread.  The rings
+ * we sleep on we still poll, as a call's ring sleeper does.
+ */
+static void map_sleep(struct pp_map *m, uint32_t seq, int nap)
+{
+    struct pp_worker *ring[MAP_RING_SLEEPS];
+    int at[MAP_RING_SLEEPS], nr = 0, began = 0;
+    bool waitv = !atomic_load_explicit(&no_waitv, memory_order_relaxed);
+
+    for (int i = 0; i < m->nworkers; i++) {
+        struct pp_worker *w = m->wref[i];
+        if (!w)
+            continue;
+        /* The role guards no data: relaxed, as in wait.c. */
+        if (waitv && nr < MAP_RING_SLEEPS && !pyproc__chan_closed(w) &&
+            !atomic_exchange_explicit(&w->ring_sleeper, true, memory_order_relaxed)) {
+            at[nr] = i;
+            ring[nr++] = w;
+        } else {
+            lease_let_go(m, i);
+            poll_end(m, i);
+        }
+    }
     /* seq_cst, paired with pyproc__map_wake(): it sees sleeping, or we see
      * its bump. */
     atomic_store_explicit(&m->sleeping, true, memory_order_seq_cst);
-    if (atomic_load_explicit(&m->seq, memory_order_seq_cst) == seq)
-        shm_futex_wait(&m->seq, seq, nap, false);
+    /* After each announcement a reply that came meanwhile is seen (see
+     * shm_ring_sleep_begin()), and then we do not sleep. */
+    while (began < nr && pyproc__chan_sleep_begin(ring[began]))
+        began++;
+    if (began == nr && atomic_load_explicit(&m->seq, memory_order_seq_cst) == seq) {
+        int err = nr ? pyproc__chan_sleep_many(ring, nr, &m->seq, seq, nap)
+                     : shm_futex_wait(&m->seq, seq, nap, false);
+        if (err == -ENOSYS)
+            atomic_store_explicit(&no_waitv, true, memory_order_relaxed);
+    }
+    for (int j = 0; j < began; j++)
+        pyproc__chan_sleep_end(ring[j]);
     atomic_store_explicit(&m->sleeping, false, memory_order_relaxed);
+    for (int j = 0; j < nr; j++) {
+        int i = at[j];
+        atomic_store_explicit(&ring[j]->ring_sleeper, false, memory_order_relaxed);
+        if (m->polling[i] == MAP_POLL_LEASE && !pyproc__lease_held(ring[j], m)) {
+            /* Taken back while we slept, when the ring's word said we
+             * sleep, so nothing armed the doorbell: arm it. */
+            m->polling[i] = MAP_POLL_NONE;
+            pyproc__poll_enter(ring[j]);
+            pyproc__poll_leave_draining(ring[j]);
+        }
+        poll_end(m, i);
+    }
+}
+
+/*
+ * Wait for a change of the map since seq was loaded: spin, then sleep,
+ * polling the workers we sent to (under our leases, or for this wait).
+ * Chunks waiting for a worker to come back (respawn) make the naps short.
+ */
+static void map_wait(struct pp_map *m, uint32_t seq)
+{
+    int nap = m->queue_head ? MAP_STALL_NAP_MS : MAP_NAP_MS;
+
+    lease_all(m);
+    for (int i = 0; i < m->nworkers; i++)
+        if (m->wref[i] && m->polling[i] == MAP_POLL_NONE) {
+            pyproc__poll_enter(m->wref[i]);
+            m->polling[i] = MAP_POLL_WAIT;
+        }
+    if (!map_spin(m, seq)) {
+        map_sleep(m, seq, nap);
+        return;
+    }
+    for (int i = 0; i < m->nworkers; i++)
+        if (m->wref[i])
+            poll_end(m, i);
 }
 
 /* ---- the API ---- */
@@ -471,23 +642,29 @@ PYPROC_EXPORT int pyproc_pushv(pyproc_call *c, const char *fmt, va_list ap)
         return -ECANCELED;
     if (m->input_ended)
         return -EPIPE;
-    if ((err = pyproc__pool_accepting(m->pool)) < 0)
-        return err; /* draining: no new work */
+    /* Draining: no new work.  (map_of() checked the fork generation,
+     * which the map has from its pool.) */
+    if (atomic_load_explicit(&m->pool->draining, memory_order_acquire))
+        return -ESHUTDOWN;
     /* Answers in the reader's cache are not read yet. */
     if (m->pushed - (m->read - (m->cache_len - m->cache_head)) >= m->window) {
         /* The chunk being packed stays: pyproc_next() sends it when it
          * has to wait for it, and sealing it here, one item after each
          * read, would send items one by one. */
-        pump(m);
+        pump_soon(m);
         return -EAGAIN;
     }
+    /* The format is read once per map, not once per item, while it stays
+     * the same text. */
+    if (!pyproc__fmt_plan_is(&m->plan, fmt) && (err = pyproc__fmt_plan_set(&m->plan, fmt)) < 0)
+        return err;
     for (int tries = 0;; tries++) {
         if (!m->partial && !(m->partial = batch_new(m)))
             return -ENOMEM;
         va_copy(va.ap, ap);
         pyproc__args_va(&args, &va);
         size_t len0 = m->partial->b.len;
-        err = pyproc__fmt_encode_args(&m->partial->b, fmt, &args);
+        err = pyproc__fmt_encode_plan(&m->partial->b, &m->plan, &args);
         va_end(va.ap);
         if (err == 0 && (err = pyproc__map_slot_take(m, m->partial)) < 0)
             m->partial->b.len = len0;
@@ -507,7 +684,7 @@ PYPROC_EXPORT int pyproc_pushv(pyproc_call *c, const char *fmt, va_list ap)
     if (m->partial->count >= m->partial->max_items || m->partial->b.len >= MAP_MAX_BYTES ||
         (atomic_load_explicit(&m->deliver, memory_order_relaxed) && partial_needed(m)))
         seal(m);
-    pump(m);
+    pump_soon(m);
     return 0;
 }
 
@@ -550,6 +727,9 @@ int pyproc__map_next(pyproc_call *c, pyproc_msg **item, uint64_t *index)
 
         if (atomic_load_explicit(&m->cancelled, memory_order_seq_cst))
             fail_unsent(m);
+        /* Each look for new answers says we still read (see lease_all()). */
+        if (m->cache_head == m->cache_len)
+            lease_all(m);
         if (pyproc__map_take(m, &msg, &result, &at)) {
             if (m->queue_head)
                 pump(m);
@@ -558,14 +738,20 @@ int pyproc__map_next(pyproc_call *c, pyproc_msg **item, uint64_t *index)
                 *index = at;
             return result < 0 ? result : 1;
         }
-        if (m->read == m->pushed)
+        if (m->read == m->pushed) {
+            lease_let_go_all(m);
             return m->input_ended || atomic_load_explicit(&m->cancelled, memory_order_seq_cst)
                        ? 0
                        : -EAGAIN;
+        }
         if (partial_needed(m))
             seal(m);
         pump(m);
-        map_wait(m, seq);
+        if (atomic_load_explicit(&m->seq, memory_order_acquire) != seq)
+            continue;
+        drain_mine(m);
+        if (atomic_load_explicit(&m->seq, memory_order_acquire) == seq)
+            map_wait(m, seq);
     }
 }
 
@@ -640,6 +826,7 @@ void pyproc__map_free(pyproc_call *c)
     batch_free_all(m);
     /* Here, not with the map, which a drainer may free while it holds a
      * worker's rx_lock. */
+    lease_let_go_all(m);
     for (int i = 0; i < m->nworkers; i++) {
         pyproc__worker_unref(m->wref[i]);
         m->wref[i] = NULL;

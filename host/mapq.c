@@ -20,6 +20,7 @@ struct pp_map *pyproc__map_alloc(pyproc_pool *p, const char *ref, bool ordered)
     m->pool = p;
     m->ordered = ordered;
     m->window = p->map_window;
+    m->mask = (m->window & (m->window - 1)) == 0 ? m->window - 1 : 0;
     m->nworkers = n;
     m->ref = strdup(ref);
     m->slots = calloc(m->window, sizeof *m->slots);
@@ -28,12 +29,13 @@ struct pp_map *pyproc__map_alloc(pyproc_pool *p, const char *ref, bool ordered)
     for (uint32_t i = 0; m->free_slots && i < m->window; i++)
         m->free_slots[m->n_free++] = m->window - 1 - i;
     m->wref = calloc((size_t)n, sizeof *m->wref);
+    m->polling = calloc((size_t)n, sizeof *m->polling);
     m->load = calloc((size_t)n, sizeof *m->load);
     m->chunks_in = calloc((size_t)n, sizeof *m->chunks_in);
     atomic_init(&m->refs, 1);
     pthread_mutex_init(&m->lock, NULL);
     if (!m->ref || !m->slots || (!ordered && (!m->doneq || !m->free_slots)) || !m->wref ||
-        !m->load || !m->chunks_in) {
+        !m->polling || !m->load || !m->chunks_in) {
         pyproc__map_unref(m);
         return NULL;
     }
@@ -57,6 +59,7 @@ void pyproc__map_unref(struct pp_map *m)
         pyproc_msg_free(m->slots[i].msg);
     for (uint32_t i = m->cache_head; i < m->cache_len; i++)
         pyproc_msg_free(m->cache[i].msg);
+    pyproc__fmt_plan_free(&m->plan);
     pyproc__batch_free(m->partial);
     pyproc__batch_free(m->spare);
     while (m->queue_head) {
@@ -69,6 +72,7 @@ void pyproc__map_unref(struct pp_map *m)
     free(m->doneq);
     free(m->free_slots);
     free(m->wref);
+    free(m->polling);
     free(m->load);
     free(m->chunks_in);
     free(m->ref);
@@ -102,7 +106,7 @@ void pyproc__map_wake(struct pp_map *m)
 static struct pp_map_slot *slot_of(struct pp_map *m, const uint32_t *slots, uint64_t first,
                                    uint64_t index)
 {
-    return &m->slots[m->ordered ? index % m->window : slots[index - first]];
+    return &m->slots[m->ordered ? pyproc__map_pos(m, index) : slots[index - first]];
 }
 
 int pyproc__map_slot_take(struct pp_map *m, struct pp_batch *b)
@@ -133,7 +137,7 @@ static void slot_done(struct pp_map *m, struct pp_map_slot *s, int result, pypro
     s->result = result;
     s->state = MAP_SLOT_DONE;
     if (m->doneq)
-        m->doneq[m->done_tail++ % m->window] = (uint32_t)(s - m->slots);
+        m->doneq[pyproc__map_pos(m, m->done_tail++)] = (uint32_t)(s - m->slots);
 }
 
 void pyproc__map_batch_wait(struct pp_map *m, const struct pp_batch *b)
@@ -169,11 +173,11 @@ static struct pp_map_slot *take_one(struct pp_map *m)
     struct pp_map_slot *s = NULL;
 
     if (m->ordered) {
-        s = &m->slots[m->read % m->window];
+        s = &m->slots[pyproc__map_pos(m, m->read)];
         if (s->state != MAP_SLOT_DONE || s->index != m->read)
             return NULL;
     } else if (m->done_head != m->done_tail) {
-        s = &m->slots[m->doneq[m->done_head++ % m->window]];
+        s = &m->slots[m->doneq[pyproc__map_pos(m, m->done_head++)]];
         m->free_slots[m->n_free++] = (uint32_t)(s - m->slots);
     } else {
         return NULL;
@@ -183,26 +187,20 @@ static struct pp_map_slot *take_one(struct pp_map *m)
     return s;
 }
 
-bool pyproc__map_take(struct pp_map *m, pyproc_msg **msg, int *result, uint64_t *index)
+bool pyproc__map_refill(struct pp_map *m)
 {
     struct pp_map_slot *s;
+    uint32_t n = 0;
 
-    if (m->cache_head == m->cache_len) {
-        m->cache_head = m->cache_len = 0;
-        pthread_mutex_lock(&m->lock);
-        while (m->cache_len < sizeof m->cache / sizeof m->cache[0] && (s = take_one(m))) {
-            m->cache[m->cache_len++] = *s;
-            s->msg = NULL;
-        }
-        pthread_mutex_unlock(&m->lock);
-        if (!m->cache_len)
-            return false;
+    pthread_mutex_lock(&m->lock);
+    while (n < sizeof m->cache / sizeof m->cache[0] && (s = take_one(m))) {
+        m->cache[n++] = *s;
+        s->msg = NULL;
     }
-    s = &m->cache[m->cache_head++];
-    *msg = s->msg;
-    *result = s->result;
-    *index = s->index;
-    return true;
+    pthread_mutex_unlock(&m->lock);
+    m->cache_head = 0;
+    m->cache_len = n;
+    return n > 0;
 }
 
 struct pp_chunk *pyproc__chunk_alloc(struct pp_map *m, const struct pp_batch *b, int index)

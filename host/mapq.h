@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "call.h"
+#include "fmt.h"
 
 enum { MAP_SLOT_FREE, MAP_SLOT_WAIT, MAP_SLOT_DONE };
 
@@ -88,6 +89,7 @@ struct pp_map {
     char *ref;
     bool ordered;
     uint32_t window;
+    uint32_t mask; /* window - 1 when a power of two (the default), else 0 */
     int nworkers;
 
     /* The owner's. */
@@ -97,9 +99,11 @@ struct pp_map {
     struct pp_batch *queue_head, *queue_tail; /* sealed, waiting for a worker */
     struct pp_batch *spare;                   /* a sent one's buffer, for reuse */
     struct pp_worker **wref;                  /* per index: the worker last sent to, a ref */
+    uint8_t *polling;                         /* per index: how we poll wref's (MAP_POLL_*) */
     int64_t stalled_since;                    /* no live worker took a chunk since */
     uint32_t *free_slots;                     /* unordered maps: a stack of n_free slots */
     uint32_t n_free;
+    struct pyproc__fmt_plan plan; /* the format of the last push */
     /* Answers taken out of the slots in one go, handed out one by one. */
     struct pp_map_slot cache[64];
     uint32_t cache_head, cache_len;
@@ -148,13 +152,35 @@ void pyproc__map_batch_wait(struct pp_map *m, const struct pp_batch *b);
 /* Answer every item of a batch that will not be sent with err and the
  * text of why. */
 void pyproc__map_batch_fail(struct pp_map *m, const struct pp_batch *b, int err, const char *why);
+/* Where counter i falls in a ring of window entries (item slots of an
+ * ordered map, the queue of answered slots of an unordered one). */
+static inline uint32_t pyproc__map_pos(const struct pp_map *m, uint64_t i)
+{
+    return m->mask ? (uint32_t)(i & m->mask) : (uint32_t)(i % m->window);
+}
+
+/* Fill the reader's cache with every answer ready, up to its size, under
+ * one lock; false when none is.  The owner only. */
+bool pyproc__map_refill(struct pp_map *m);
+
 /*
  * The next answer the reader may have, in input order or, for an
  * unordered map, as they came: true with its message, result and index,
- * the slot freed; false when it has not come.  The owner only.  Takes
- * every answer ready (up to a cache's worth) under one lock.
+ * the slot freed; false when it has not come.  The owner only.
  */
-bool pyproc__map_take(struct pp_map *m, pyproc_msg **msg, int *result, uint64_t *index);
+static inline bool pyproc__map_take(struct pp_map *m, pyproc_msg **msg, int *result,
+                                    uint64_t *index)
+{
+    struct pp_map_slot *s;
+
+    if (m->cache_head == m->cache_len && !pyproc__map_refill(m))
+        return false;
+    s = &m->cache[m->cache_head++];
+    *msg = s->msg;
+    *result = s->result;
+    *index = s->index;
+    return true;
+}
 
 /* A chunk of b's items for worker index, in the map's chunks in flight;
  * NULL when out of memory. */

@@ -54,7 +54,23 @@ struct pyproc_msg {
      * a value without any.  Shared with the messages pyproc_msg_at()
      * makes of its parts. */
     struct msg_bufs *bufs;
+    /* The block it lives in (see below), or NULL: a message of its own. */
+    struct pyproc__msg_block *block;
     char inl[]; /* data or error text, unless data was adopted */
+};
+
+/*
+ * Messages made in bulk (msg.h).  The maker fills msgs from the front,
+ * alone; refs starts at n + 1, one for each message the block may give
+ * out and one for the maker, which at the end also returns those of the
+ * messages it did not make.  A message is freed by dropping one; the
+ * last drop (acq_rel, as every count here) frees the block.
+ */
+struct pyproc__msg_block {
+    _Atomic size_t refs;
+    uint32_t n, used;
+    char *bytes;
+    _Alignas(pyproc_msg) char msgs[]; /* n of sizeof(pyproc_msg), then the bytes */
 };
 
 /*
@@ -259,9 +275,61 @@ static pyproc_msg *msg_alloc(size_t extra)
     m->len = 0;
     m->error = NULL;
     m->bufs = NULL;
+    m->block = NULL;
     atomic_init(&m->strs, NULL);
     atomic_init(&m->at_hint, 0);
     return m;
+}
+
+struct pyproc__msg_block *pyproc__msg_block_new(const void *data, size_t len, uint32_t n)
+{
+    struct pyproc__msg_block *k;
+    size_t room = (size_t)n * sizeof(pyproc_msg);
+
+    if (!data || len > SIZE_MAX - sizeof *k - room || !(k = malloc(sizeof *k + room + len)))
+        return NULL;
+    atomic_init(&k->refs, (size_t)n + 1);
+    k->n = n;
+    k->used = 0;
+    k->bytes = k->msgs + room;
+    memcpy(k->bytes, data, len);
+    return k;
+}
+
+const char *pyproc__msg_block_bytes(const struct pyproc__msg_block *k)
+{
+    return k->bytes;
+}
+
+static void block_unref(struct pyproc__msg_block *k, size_t n)
+{
+    if (atomic_fetch_sub_explicit(&k->refs, n, memory_order_acq_rel) == n)
+        free(k);
+}
+
+int pyproc__msg_block_take(struct pyproc__msg_block *k, const char *value, size_t len,
+                           pyproc_msg **ret)
+{
+    pyproc_msg *m;
+
+    if (k->used == k->n)
+        return -ENOSPC;
+    m = (pyproc_msg *)(void *)(k->msgs + (size_t)k->used++ * sizeof(pyproc_msg));
+    m->data = (char *)value;
+    m->len = len;
+    m->error = NULL;
+    m->bufs = NULL;
+    m->block = k;
+    atomic_init(&m->strs, NULL);
+    atomic_init(&m->at_hint, 0);
+    *ret = m;
+    return 0;
+}
+
+void pyproc__msg_block_done(struct pyproc__msg_block *k)
+{
+    if (k)
+        block_unref(k, (size_t)(k->n - k->used) + 1);
 }
 
 /* A message with a copy of len bytes that are known to be one value. */
@@ -398,9 +466,13 @@ PYPROC_EXPORT void pyproc_msg_free(pyproc_msg *m)
         next = s->next;
         free(s);
     }
+    bufs_unref(m->bufs);
+    if (m->block) {
+        block_unref(m->block, 1);
+        return;
+    }
     if (m->data != m->inl)
         free(m->data);
-    bufs_unref(m->bufs);
     free(m);
 }
 

@@ -33,6 +33,26 @@ int pyproc__msg_from_checked(pyproc_msg **ret, const void *data, size_t len);
  */
 int pyproc__msg_take_buf(pyproc_msg **ret, struct shm_buf *b);
 
+/*
+ * Messages made in bulk (a map's answers, a batch at a time): one
+ * allocation holds a private copy of the batch's bytes and up to n
+ * messages, each one value inside the copy.  Each message is freed with
+ * pyproc_msg_free() as any other, in any order and on any thread; the
+ * block goes with the last of them and its maker's reference.
+ *
+ * new copies len bytes from data (NULL: -ENOMEM); bytes() says where the
+ * copy is, which the maker checks and parses (never data).  take makes
+ * the next message of the len bytes at value, which must lie in the copy
+ * and be one checked value: 0, or -ENOSPC when n were taken.  done drops
+ * the maker's reference (NULL: nothing).
+ */
+struct pyproc__msg_block;
+struct pyproc__msg_block *pyproc__msg_block_new(const void *data, size_t len, uint32_t n);
+const char *pyproc__msg_block_bytes(const struct pyproc__msg_block *k);
+int pyproc__msg_block_take(struct pyproc__msg_block *k, const char *value, size_t len,
+                           pyproc_msg **ret);
+void pyproc__msg_block_done(struct pyproc__msg_block *k);
+
 /* A link field for queues of messages that the library keeps (a stream's
  * unread items), so queueing costs no allocation. */
 pyproc_msg **pyproc__msg_link(pyproc_msg *m);

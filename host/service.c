@@ -361,9 +361,11 @@ static void *service_main(void *arg)
     struct epoll_event ev[32];
 
     for (;;) {
-        int ms = p->service_ops->tick(p);
+        int ms = p->service_ops->tick(p), lease = pyproc__lease_check(p);
         if (p->muted_head && (ms < 0 || ms > BELL_MUTE_MS))
             ms = BELL_MUTE_MS;
+        if (lease >= 0 && (ms < 0 || ms > lease))
+            ms = lease;
         /* Replies left over: look for events without sleeping. */
         int n = epoll_wait(p->epfd, ev, 32, p->busy_head ? 0 : ms);
         if (p->muted_head)

@@ -232,11 +232,51 @@ int pyproc__wire_map_items_read(const char *data, size_t len, uint64_t *ret_busy
     return 0;
 }
 
+/* Bytes of an unsigned integer's encoding from its first byte, 0 for
+ * another type. */
+static size_t uint_size(uint8_t c)
+{
+    return c < 0x80 ? 1 : c == 0xcc ? 2 : c == 0xcd ? 3 : c == 0xce ? 5 : c == 0xcf ? 9 : 0;
+}
+
+/* Whether c alone is a whole value: nil, a bool, a fixint. */
+static bool one_byte_value(uint8_t c)
+{
+    return c < 0x80 || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3;
+}
+
+/*
+ * The usual entry, [index, ok, a value of one byte] (a no-op's None, a
+ * small int, a bool), read without the general walk; 0, or -1 for any
+ * other entry, which the walk then reads or refuses.
+ */
+static int map_entry_short(const char **p, const char *end, uint64_t *index, bool *ok,
+                           const char **value, size_t *value_len)
+{
+    const char *q = *p;
+    size_t left = (size_t)(end - q), n;
+
+    if (left < 4 || (uint8_t)q[0] != 0x93 || !(n = uint_size((uint8_t)q[1])) || left < 3 + n)
+        return -1;
+    q++;
+    uint8_t b = (uint8_t)q[n], v = (uint8_t)q[n + 1];
+    if ((b != 0xc2 && b != 0xc3) || !one_byte_value(v))
+        return -1;
+    *index = mp_decode_uint(&q);
+    *ok = b == 0xc3;
+    *value = q + 1;
+    *value_len = 1;
+    *p = q + 2;
+    return 0;
+}
+
 int pyproc__wire_map_entry_read(const char **p, const char *end, uint64_t *index, bool *ok,
                                 const char **value, size_t *value_len)
 {
     const char *q = *p, *v;
 
+    if (map_entry_short(p, end, index, ok, value, value_len) == 0)
+        return 0;
     if (shm_mp_next(p, end) < 0)
         return -EBADMSG;
     /* [q, *p) is one well-formed value now: msgpuck stays inside it. */

@@ -14,6 +14,7 @@
 #include "../shm/futex.h"
 #include "chan.h"
 #include "output.h"
+#include "service.h"
 
 /* A remote worker's transport signals it (core.h, struct pp_remote). */
 static void worker_signal(struct pp_worker *w, int sig)
@@ -60,6 +61,90 @@ bool pyproc__poll_leave_quiet(struct pp_worker *w)
     if (atomic_fetch_sub_explicit(&w->pollers, 1, memory_order_relaxed) != 1)
         return false;
     return shm_ring_doorbell_begin(&w->rx) && !shm_ring_is_closed(&w->rx);
+}
+
+bool pyproc__lease_take(struct pp_worker *w, const void *owner)
+{
+    uintptr_t none = 0;
+
+    /* Polling before the lease is seen, so that the service thread never
+     * leaves a poll that is not there yet; a beat it has not seen. */
+    if (atomic_load_explicit(&w->lease_owner, memory_order_relaxed))
+        return false;
+    pyproc__lease_beat(w);
+    pyproc__poll_enter(w);
+    if (!atomic_compare_exchange_strong_explicit(&w->lease_owner, &none, (uintptr_t)owner,
+                                                 memory_order_seq_cst, memory_order_relaxed)) {
+        pyproc__poll_leave(w);
+        return false;
+    }
+    /* seq_cst, with the service thread's clear before it looks (see
+     * pyproc__lease_check()): it sees this lease, or we start it looking. */
+    if (!atomic_exchange_explicit(&w->pool->leases, true, memory_order_seq_cst))
+        pyproc__service_kick(w->pool);
+    return true;
+}
+
+bool pyproc__lease_held(struct pp_worker *w, const void *owner)
+{
+    return atomic_load_explicit(&w->lease_owner, memory_order_relaxed) == (uintptr_t)owner;
+}
+
+void pyproc__lease_beat(struct pp_worker *w)
+{
+    /* Its owner's alone. */
+    atomic_store_explicit(&w->lease_beat,
+                          atomic_load_explicit(&w->lease_beat, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+bool pyproc__lease_drop(struct pp_worker *w, const void *owner)
+{
+    uintptr_t mine = (uintptr_t)owner;
+
+    return atomic_compare_exchange_strong_explicit(&w->lease_owner, &mine, 0, memory_order_relaxed,
+                                                   memory_order_relaxed);
+}
+
+/* Take w's lease back if its beat stood still since the last look; true
+ * while a lease is held. */
+static bool lease_expire(struct pp_worker *w)
+{
+    uintptr_t owner = atomic_load_explicit(&w->lease_owner, memory_order_seq_cst);
+    uint64_t beat = atomic_load_explicit(&w->lease_beat, memory_order_relaxed);
+
+    if (!owner || beat != w->lease_seen) {
+        w->lease_seen = beat;
+        return owner != 0;
+    }
+    if (pyproc__lease_drop(w, (const void *)owner))
+        pyproc__poll_leave(w); /* rings for what came meanwhile */
+    return false;
+}
+
+int pyproc__lease_check(pyproc_pool *p)
+{
+    bool held = false;
+    int64_t now;
+
+    if (!atomic_load_explicit(&p->leases, memory_order_relaxed))
+        return -1;
+    now = shm_now_ns();
+    if (now < p->next_lease_ns)
+        return (int)((p->next_lease_ns - now) / 1000000) + 1;
+    p->next_lease_ns = now + PYPROC__LEASE_MS * 1000000LL;
+    atomic_store_explicit(&p->leases, false, memory_order_seq_cst);
+    pthread_mutex_lock(&p->lock);
+    for (int i = 0; i < p->nworkers; i++)
+        if (p->workers[i] && lease_expire(p->workers[i]))
+            held = true;
+    for (struct pp_worker *r = p->retired; r; r = r->retired_next)
+        if (lease_expire(r))
+            held = true;
+    pthread_mutex_unlock(&p->lock);
+    if (held)
+        atomic_store_explicit(&p->leases, true, memory_order_relaxed);
+    return held ? PYPROC__LEASE_MS : -1;
 }
 
 bool pyproc__chan_rearm(struct pp_worker *w)
@@ -226,6 +311,19 @@ bool pyproc__chan_sleep_begin(struct pp_worker *w)
 void pyproc__chan_sleep(struct pp_worker *w, int ms)
 {
     shm_futex_wait(&w->rx.ctl->consumer_wait, SHM_SLEEP_FUTEX, ms, true);
+}
+
+int pyproc__chan_sleep_many(struct pp_worker *const *ws, int n, _Atomic uint32_t *word,
+                            uint32_t val, int ms)
+{
+    struct shm_futex_wait v[SHM_FUTEX_WAITV_MAX];
+
+    if (n < 0 || n >= SHM_FUTEX_WAITV_MAX)
+        return -ENOSYS;
+    for (int i = 0; i < n; i++)
+        v[i] = (struct shm_futex_wait){&ws[i]->rx.ctl->consumer_wait, SHM_SLEEP_FUTEX, true};
+    v[n] = (struct shm_futex_wait){word, val, false};
+    return shm_futex_waitv(v, n + 1, ms);
 }
 
 void pyproc__chan_sleep_end(struct pp_worker *w)

@@ -18,6 +18,25 @@
  */
 int shm_futex_wait(_Atomic uint32_t *word, uint32_t expected, int timeout_ms, bool shared);
 
+/* One word of shm_futex_waitv(): sleep while *word == expected. */
+struct shm_futex_wait {
+    _Atomic uint32_t *word;
+    uint32_t expected;
+    bool shared;
+};
+
+/* Most words one shm_futex_waitv() waits on (the kernel's bound). */
+#define SHM_FUTEX_WAITV_MAX 128
+
+/*
+ * Sleep while every word holds its expected value, at most timeout_ms
+ * (-1: forever): shm_futex_wait() on up to SHM_FUTEX_WAITV_MAX words at
+ * once.  Returns 0 when woken or when a word had already changed,
+ * -ETIMEDOUT, -EINTR, or -ENOSYS where the kernel (before 5.16) or the
+ * platform lacks the call, having waited for nothing.
+ */
+int shm_futex_waitv(const struct shm_futex_wait *w, int n, int timeout_ms);
+
 /* Wake up to n sleepers on word. */
 void shm_futex_wake(_Atomic uint32_t *word, int n, bool shared);
 

@@ -5,7 +5,10 @@
  */
 #include <errno.h>
 #include <malloc.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "e2e.h"
@@ -561,6 +564,149 @@ static void next_at_numbers_a_generator(void **state)
     alarm(0);
 }
 
+/* Frees every other answer, from the end, on a thread of its own. */
+static void *free_odd_answers(void *arg)
+{
+    pyproc_msg **kept = arg;
+
+    for (size_t i = 2999; i < 3000; i -= 2)
+        pyproc_msg_free(kept[i]);
+    return NULL;
+}
+
+/*
+ * The answers a map hands out share their memory a frame at a time, yet
+ * each outlives its map and its pool, reads as it did, and is freed on
+ * its own, in any order and on any thread (ASan finds a block freed too
+ * early or twice).
+ */
+static void answers_outlive_their_map_and_pool(void **state)
+{
+    (void)state;
+    alarm(60);
+    pyproc_pool *p = e2e_pool(2);
+    pyproc_call *map;
+    pyproc_msg *kept[3000] = {0}, *m = NULL;
+    size_t at, got = 0;
+    pthread_t t;
+
+    assert_int_equal(pyproc_map(p, "t.mapping.square", PYPROC_MAP_UNORDERED, &map), 0);
+    for (size_t i = 0; i < 3000; i++)
+        while (pyproc_push(map, "i", (int)i) == -EAGAIN) {
+            assert_int_equal(pyproc_next_at(map, &m, &at), 1);
+            kept[at] = m;
+            got++;
+        }
+    assert_int_equal(pyproc_push_end(map), 0);
+    while (pyproc_next_at(map, &m, &at) == 1) {
+        kept[at] = m;
+        got++;
+    }
+    assert_int_equal(got, 3000);
+    pyproc_call_free(map);
+    pyproc_pool_free(p);
+    for (size_t i = 0; i < 3000; i++) {
+        int64_t v;
+        assert_int_equal(pyproc_msg_read(kept[i], "I", &v), 0);
+        assert_int_equal(v, (int64_t)(i * i));
+    }
+    assert_int_equal(pthread_create(&t, NULL, free_odd_answers, kept), 0);
+    /* The even ones meanwhile, in a shuffled order. */
+    for (size_t k = 0; k < 1500; k++)
+        pyproc_msg_free(kept[2 * ((k * 7919) % 1500)]);
+    pthread_join(t, NULL);
+    alarm(0);
+}
+
+/*
+ * A push reads its format again when the text changed, even at the same
+ * address: a buffer rewritten between pushes, and a bad format in the
+ * middle, which fails that push alone.
+ */
+static void a_changed_format_is_read_again(void **state)
+{
+    (void)state;
+    alarm(60);
+    pyproc_pool *p = e2e_pool(2);
+    pyproc_call *map;
+    struct seen *s = seen_new(200);
+    char fmt[16];
+
+    assert_int_equal(pyproc_map(p, "t.mapping.scaled", 0, &map), 0);
+    for (size_t i = 0; i < s->n; i++) {
+        strcpy(fmt, i % 2 ? "i|si" : "i");
+        if (i == 100) {
+            strcpy(fmt, "i|s");
+            assert_int_equal(pyproc_push(map, fmt, 1, "scale"), -EINVAL);
+            strcpy(fmt, "i");
+        }
+        assert_int_equal(pyproc_push(map, fmt, (int)i, "scale", 3), 0);
+    }
+    assert_int_equal(pyproc_push_end(map), 0);
+    while (read_one(map, s))
+        ;
+    assert_int_equal(s->total, s->n);
+    for (size_t i = 0; i < s->n; i++)
+        assert_int_equal(s->value[i], (int64_t)(i % 2 ? 3 * i : i));
+    pyproc_call_free(map);
+    seen_free(s);
+    pyproc_pool_free(p);
+    alarm(0);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void note_done(pyproc_pool *pool, int result, pyproc_msg *ret, void *data)
+{
+    (void)pool;
+    *(int *)data = result == 0 ? 1 : -1;
+    pyproc_msg_free(ret);
+}
+
+/*
+ * A map's reader polls its workers across its calls while it reads, and
+ * their doorbells stay quiet; one that stops reading gives them back, so
+ * that an answer to someone else (an event loop's call here, which waits
+ * on the pool's fd) still wakes its waiter.
+ */
+static void a_reader_that_stops_reading_gives_its_workers_back(void **state)
+{
+    (void)state;
+    alarm(60);
+    pyproc_pool *p = e2e_pool(1);
+    pyproc_call *map;
+    pyproc_msg *m = NULL;
+    int done = 0;
+
+    assert_int_equal(pyproc_map(p, "t.mapping.noop", PYPROC_MAP_UNORDERED, &map), 0);
+    for (int i = 0; i < 200; i++)
+        assert_int_equal(pyproc_push(map, "i", i), 0);
+    assert_int_equal(pyproc_next(map, &m), 1);
+    pyproc_msg_free(m);
+    /* Slower than the call's own spin: its answer comes while nobody
+     * but the map's reader, which is not reading, polls the worker. */
+    assert_int_equal(pyproc_func_async(p, "t.mapping.sleepy", note_done, &done, "ii", 1, 50), 0);
+    for (int64_t until = now_ms() + 5000; !done && now_ms() < until;) {
+        struct pollfd fd = {.fd = pyproc_pool_fd(p), .events = POLLIN};
+        if (poll(&fd, 1, 100) > 0)
+            assert_true(pyproc_dispatch(p) >= 0);
+    }
+    assert_int_equal(done, 1);
+    /* And the map reads on. */
+    for (int n = 1; n < 200; n++) {
+        assert_int_equal(pyproc_next(map, &m), 1);
+        pyproc_msg_free(m);
+    }
+    pyproc_call_free(map);
+    pyproc_pool_free(p);
+    alarm(0);
+}
+
 /* Under AddressSanitizer, whose allocator mallinfo2() does not see. */
 extern size_t __sanitizer_get_current_allocated_bytes(void) __attribute__((weak));
 
@@ -632,6 +778,9 @@ int main(void)
         cmocka_unit_test(coroutine_items),
         cmocka_unit_test(slow_items_spread_over_both_workers),
         cmocka_unit_test(next_at_numbers_a_generator),
+        cmocka_unit_test(answers_outlive_their_map_and_pool),
+        cmocka_unit_test(a_changed_format_is_read_again),
+        cmocka_unit_test(a_reader_that_stops_reading_gives_its_workers_back),
         cmocka_unit_test(a_million_items_in_flat_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -859,6 +860,128 @@ static void test_null_args(void **state)
     pyproc_msg_free(m);
 }
 
+static int enc_args_plan(struct shm_buf *b, bool plan, const char *fmt, ...)
+{
+    struct pyproc__fmt_plan pl = {0};
+    struct pyproc__args a;
+    struct pyproc__va va;
+    va_list ap;
+    int err;
+
+    va_start(ap, fmt);
+    va_copy(va.ap, ap);
+    pyproc__args_va(&a, &va);
+    if (!plan)
+        err = pyproc__fmt_encode_args(b, fmt, &a);
+    else if ((err = pyproc__fmt_plan_set(&pl, fmt)) == 0)
+        err = pyproc__fmt_encode_plan(b, &pl, &a);
+    va_end(va.ap);
+    va_end(ap);
+    pyproc__fmt_plan_free(&pl);
+    return err;
+}
+
+/* A plan encodes the same bytes as the format read each time, for flat
+ * formats of fixed-size values (one reservation), flat ones with strings
+ * and keywords, and nested ones; and near a buffer's limit, where the
+ * largest item of fixed-size values would not fit but this one does. */
+static void test_plan_same_bytes(void **state)
+{
+    (void)state;
+    static const char *fmts[] = {"i", "iIudbn", " i  d ", "sy|si", "[i{si}]|sd", ""};
+    for (size_t k = 0; k < sizeof fmts / sizeof fmts[0]; k++) {
+        struct shm_buf x = {0}, y = {0};
+        for (int neg = 0; neg < 2; neg++) {
+            int v = neg ? -70000 : 70000;
+            int rx, ry;
+            if (k == 0) {
+                rx = enc_args_plan(&x, false, fmts[k], v);
+                ry = enc_args_plan(&y, true, fmts[k], v);
+            } else if (k == 1) {
+                rx = enc_args_plan(&x, false, fmts[k], v, (int64_t)v * 100000, (uint64_t)7, 2.5, 1);
+                ry = enc_args_plan(&y, true, fmts[k], v, (int64_t)v * 100000, (uint64_t)7, 2.5, 1);
+            } else if (k == 2) {
+                rx = enc_args_plan(&x, false, fmts[k], v, -1.5);
+                ry = enc_args_plan(&y, true, fmts[k], v, -1.5);
+            } else if (k == 3) {
+                rx = enc_args_plan(&x, false, fmts[k], "ab", "xyz", (size_t)3, "k", v);
+                ry = enc_args_plan(&y, true, fmts[k], "ab", "xyz", (size_t)3, "k", v);
+            } else if (k == 4) {
+                rx = enc_args_plan(&x, false, fmts[k], v, "a", 1, "k", 0.5);
+                ry = enc_args_plan(&y, true, fmts[k], v, "a", 1, "k", 0.5);
+            } else {
+                rx = enc_args_plan(&x, false, fmts[k]);
+                ry = enc_args_plan(&y, true, fmts[k]);
+            }
+            assert_int_equal(rx, 0);
+            assert_int_equal(ry, 0);
+        }
+        assert_int_equal(x.len, y.len);
+        assert_memory_equal(x.data, y.data, x.len);
+        shm_buf_free(&x);
+        shm_buf_free(&y);
+    }
+    /* [[5], {}] takes 4 bytes; the largest item of "i" 13. */
+    struct shm_buf b = {.limit = 4};
+    assert_int_equal(enc_args_plan(&b, true, "i", 5), 0);
+    assert_bytes_hex(b.data, b.len, "92910580");
+    assert_int_equal(enc_args_plan(&b, true, "i", 5), -EMSGSIZE);
+    assert_int_equal(b.len, 4);
+    shm_buf_free(&b);
+    /* A bad format makes no plan. */
+    struct pyproc__fmt_plan pl = {0};
+    assert_int_equal(pyproc__fmt_plan_set(&pl, "i]"), -EINVAL);
+    assert_false(pyproc__fmt_plan_is(&pl, "i]"));
+    assert_int_equal(pyproc__fmt_plan_set(&pl, "i"), 0);
+    assert_true(pyproc__fmt_plan_is(&pl, "i"));
+    assert_false(pyproc__fmt_plan_is(&pl, "ii"));
+    pyproc__fmt_plan_free(&pl);
+}
+
+/* Messages of a block read as messages of their own, are freed in any
+ * order, and the block goes with the last of them (ASan and Valgrind
+ * see a leak or a double free). */
+static void test_msg_block(void **state)
+{
+    (void)state;
+    /* 7, "ab", nil, [1, 2] */
+    unsigned char raw[16];
+    size_t n = unhex("07a2616200c0920102", raw, sizeof raw);
+    struct pyproc__msg_block *k = pyproc__msg_block_new(raw, n, 5);
+    pyproc_msg *m[5] = {0};
+    const char *bytes = pyproc__msg_block_bytes(k);
+    int64_t v;
+    const char *str;
+
+    assert_non_null(k);
+    memset(raw, 0xff, sizeof raw); /* the block has its own copy */
+    assert_int_equal(pyproc__msg_block_take(k, bytes, 1, &m[0]), 0);
+    assert_int_equal(pyproc__msg_block_take(k, bytes + 1, 3, &m[1]), 0);
+    assert_int_equal(pyproc__msg_block_take(k, bytes + 6, 3, &m[2]), 0);
+    pyproc__msg_block_done(k); /* two of five never made */
+    assert_int_equal(pyproc_msg_read(m[0], "I", &v), 0);
+    assert_int_equal(v, 7);
+    assert_int_equal(pyproc_msg_read(m[1], "s", &str), 0);
+    assert_string_equal(str, "ab");
+    pyproc_msg_free(m[1]); /* with the string copy 's' made */
+    pyproc_msg *item = NULL;
+    assert_int_equal(pyproc_msg_at(m[2], 1, &item, NULL), 0);
+    pyproc_msg_free(m[2]);
+    assert_int_equal(pyproc_msg_read(item, "I", &v), 0);
+    assert_int_equal(v, 2);
+    pyproc_msg_free(item);
+    assert_int_equal(pyproc_msg_type(m[0]), PYPROC_INT);
+    pyproc_msg_free(m[0]);
+
+    /* Full: -ENOSPC; every message taken, the maker's reference last. */
+    k = pyproc__msg_block_new(raw, 1, 1);
+    assert_int_equal(pyproc__msg_block_take(k, pyproc__msg_block_bytes(k), 1, &m[0]), 0);
+    assert_int_equal(pyproc__msg_block_take(k, pyproc__msg_block_bytes(k), 1, &m[1]), -ENOSPC);
+    pyproc_msg_free(m[0]);
+    pyproc__msg_block_done(k);
+    pyproc__msg_block_done(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -870,6 +993,7 @@ int main(void)
         cmocka_unit_test(test_size_limit),        cmocka_unit_test(test_walk),
         cmocka_unit_test(test_walk_long),         cmocka_unit_test(test_read_errors),
         cmocka_unit_test(test_from_value),        cmocka_unit_test(test_null_args),
+        cmocka_unit_test(test_plan_same_bytes),   cmocka_unit_test(test_msg_block),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
