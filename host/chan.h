@@ -59,6 +59,10 @@ bool pyproc__lease_take(struct pp_worker *w, const void *owner);
 bool pyproc__lease_held(struct pp_worker *w, const void *owner);
 void pyproc__lease_beat(struct pp_worker *w);
 bool pyproc__lease_drop(struct pp_worker *w, const void *owner);
+/* A call that is not the lease owner's starts on w: its answer must ring
+ * the doorbell, so take the lease back now (the owner takes it again once
+ * its own calls alone run there). */
+void pyproc__lease_break(struct pp_worker *w);
 /* The service thread: take back the leases that stood still; ms until
  * the next look, -1 with no lease held. */
 int pyproc__lease_check(pyproc_pool *p);

@@ -165,6 +165,22 @@ static void lease_let_go(struct pp_map *m, int i)
         pyproc__poll_leave_draining(w);
 }
 
+/*
+ * Whether w runs our chunks alone.  Anything else's answers (an event
+ * loop's call, a stream's items) must ring the doorbell, or they would
+ * wait until we drain.  A call started on a leased worker breaks the
+ * lease (start.c); this look, after our take and a fence, catches a call
+ * that looked before the take (in_flight and lease_owner, Dekker-wise).
+ * A dead worker's pool may be gone (the map outlives it): no lease.
+ */
+static bool ours_alone(struct pp_map *m, int i, struct pp_worker *w)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    return !atomic_load_explicit(&w->dead, memory_order_acquire) &&
+           atomic_load_explicit(&w->in_flight, memory_order_relaxed) <=
+               atomic_load_explicit(&m->chunks_in[i], memory_order_relaxed);
+}
+
 /* Lease the workers we sent to where we can, and say we still read. */
 static void lease_all(struct pp_map *m)
 {
@@ -172,12 +188,19 @@ static void lease_all(struct pp_map *m)
         struct pp_worker *w = m->wref[i];
         if (!w)
             continue;
-        if (m->polling[i] == MAP_POLL_LEASE && pyproc__lease_held(w, m))
-            pyproc__lease_beat(w);
-        else if (pyproc__lease_take(w, m))
+        if (m->polling[i] == MAP_POLL_LEASE && pyproc__lease_held(w, m)) {
+            if (ours_alone(m, i, w))
+                pyproc__lease_beat(w);
+            else
+                lease_let_go(m, i);
+        } else if (!atomic_load_explicit(&w->dead, memory_order_acquire) &&
+                   pyproc__lease_take(w, m)) {
             m->polling[i] = MAP_POLL_LEASE;
-        else
-            m->polling[i] = MAP_POLL_NONE; /* another's, or taken back */
+            if (!ours_alone(m, i, w))
+                lease_let_go(m, i);
+        } else {
+            m->polling[i] = MAP_POLL_NONE; /* another's, taken back, or dead */
+        }
     }
 }
 
@@ -548,7 +571,9 @@ static void map_sleep(struct pp_map *m, uint32_t seq, int nap)
     if (began == nr && atomic_load_explicit(&m->seq, memory_order_seq_cst) == seq) {
         int err = nr ? pyproc__chan_sleep_many(ring, nr, &m->seq, seq, nap)
                      : shm_futex_wait(&m->seq, seq, nap, false);
-        if (err == -ENOSYS)
+        /* Any refusal, not only -ENOSYS (a seccomp filter may say
+         * -EPERM): a reader that cannot sleep so would spin instead. */
+        if (nr && err < 0 && err != -EINTR && err != -ETIMEDOUT && err != -EAGAIN)
             atomic_store_explicit(&no_waitv, true, memory_order_relaxed);
     }
     for (int j = 0; j < began; j++)

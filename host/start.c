@@ -255,6 +255,20 @@ static bool async_spin_pays(pyproc_pool *p)
 }
 
 /*
+ * A map's reader may hold w's polling (a lease, chan.h), and drains its
+ * ring only as it reads: a call of anyone else's takes the lease back, so
+ * that its answer rings the doorbell.  The fence orders our in_flight
+ * store (pyproc__table_add()) before the look at the lease: see
+ * ours_alone() in map.c.
+ */
+static void break_lease(struct pp_worker *w)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&w->lease_owner, memory_order_relaxed))
+        pyproc__lease_break(w);
+}
+
+/*
  * Register a call on w and send its frame.  A call to a worker that is
  * dead (or dies while we send) still gets its handle, already ended with
  * PYPROC_EWORKER, so every call ends exactly once, the same way.
@@ -318,12 +332,16 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
         fail_dead(w, c); /* its calls were failed already */
     } else if (err < 0) {
         return call_not_started(c, st, err);
-    } else if (!(sent = (err = send_polling(w, type, c->id, b, deadline, woke)) == 0) &&
-               pyproc__table_remove(w, c)) {
-        if (err == -EPIPE)
-            fail_dead(w, c);
-        else /* out of the table again and not returned: ours alone */
-            return call_not_started(c, st, err);
+    } else {
+        if (!chunk)
+            break_lease(w);
+        if (!(sent = (err = send_polling(w, type, c->id, b, deadline, woke)) == 0) &&
+            pyproc__table_remove(w, c)) {
+            if (err == -EPIPE)
+                fail_dead(w, c);
+            else /* out of the table again and not returned: ours alone */
+                return call_not_started(c, st, err);
+        }
     }
     /* Only after a send that went: one that failed because the pool was
      * freed meanwhile must not look at the pool again. */

@@ -106,6 +106,16 @@ bool pyproc__lease_drop(struct pp_worker *w, const void *owner)
                                                    memory_order_relaxed);
 }
 
+void pyproc__lease_break(struct pp_worker *w)
+{
+    /* seq_cst, after the caller's in_flight store and a fence: see
+     * ours_alone() in map.c. */
+    uintptr_t owner = atomic_load_explicit(&w->lease_owner, memory_order_seq_cst);
+
+    if (owner && pyproc__lease_drop(w, (const void *)owner))
+        pyproc__poll_leave(w); /* rings for what came meanwhile */
+}
+
 /* Take w's lease back if its beat stood still since the last look; true
  * while a lease is held. */
 static bool lease_expire(struct pp_worker *w)
