@@ -56,9 +56,10 @@ static int deliver(struct pp_chunk *k, const char *data, size_t len)
     uint32_t n, na = 0;
     int err = 0;
 
-    /* Each entry takes 4 bytes at least: a count past that is a lie. */
+    /* Each entry takes 4 bytes at least, and answers one of the chunk's
+     * items: a count past either is a lie (and would size the block). */
     if (pyproc__wire_map_items_read(data, len, &busy_ns, &n, &p) < 0 ||
-        n > (size_t)(data + len - p) / 4)
+        n > (size_t)(data + len - p) / 4 || n > k->count)
         return -EBADMSG;
     if (!(blk = pyproc__msg_block_new(data, len, n)))
         return -ENOMEM;

@@ -497,7 +497,8 @@ struct pp_remote {
     /* Once w->pidfd is readable, or to give up on it: how it ended
      * (malloc'd, may be NULL). */
     char *(*reap)(struct pp_worker *w);
-    /* The pool is destroyed, every worker reaped. */
+    /* The pool is being destroyed: every worker reaped, the library's
+     * threads stopped, its fields (name, output function) still whole. */
     void (*fini)(pyproc_pool *p);
 };
 

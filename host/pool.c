@@ -319,6 +319,10 @@ static void pool_destroy(pyproc_pool *p)
     pyproc__service_stop(p);
     pyproc__template_free(p);
     pyproc__deadlines_clear(p);
+    /* While the pool is whole: a transport's threads may still pass on
+     * its workers' last lines (p->name, p->output) as they stop. */
+    if (p->remote)
+        p->remote->fini(p);
     for (int i = 0; p->workers && i < p->nworkers; i++)
         pyproc__worker_unref(p->workers[i]);
     for (size_t i = 0; i < p->nhistory; i++)
@@ -343,8 +347,6 @@ static void pool_destroy(pyproc_pool *p)
     free(p->python_path);
     free(p->venv);
     free(p->name);
-    if (p->remote)
-        p->remote->fini(p);
     free(p);
 }
 

@@ -24,6 +24,14 @@ static void line_emit(pyproc_pool *p, const struct pm_line *ln)
         fprintf(stderr, "[%.40s/%d] %s\n", p->name, ln->index, ln->text);
 }
 
+static void say_dropped(const struct pm_lines *l, uint64_t n)
+{
+    fprintf(stderr,
+            "pyproc %.40s: %llu lines of remote workers' output dropped: "
+            "the output function did not keep up\n",
+            l->p->name, (unsigned long long)n);
+}
+
 static void *lines_main(void *arg)
 {
     struct pm_lines *l = arg;
@@ -43,15 +51,15 @@ static void *lines_main(void *arg)
         l->dropped = 0;
         pthread_mutex_unlock(&l->lock);
         if (dropped)
-            fprintf(stderr,
-                    "pyproc %.40s: %llu lines of remote workers' output dropped: "
-                    "the output function did not keep up\n",
-                    l->p->name, (unsigned long long)dropped);
+            say_dropped(l, dropped);
         line_emit(l->p, ln);
         free(ln);
         pthread_mutex_lock(&l->lock);
     }
+    uint64_t dropped = l->dropped; /* after the last line, or with none queued */
     pthread_mutex_unlock(&l->lock);
+    if (dropped)
+        say_dropped(l, dropped);
     return NULL;
 }
 
