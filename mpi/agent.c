@@ -68,6 +68,8 @@ struct ag_pool {
     bool params;
     struct ag_worker *workers;
     struct pm_out out;
+    int64_t said_ns; /* something last sent to the host (wire.h: PM_BEAT) */
+    bool beat_only;  /* what was last sent is a PM_BEAT alone: no work */
 };
 
 static struct ag_pool *pools;
@@ -471,6 +473,25 @@ static void credit(struct ag_pool *ap)
     }
 }
 
+/* Send what ap's host is owed, with a PM_BEAT if it would otherwise hear
+ * nothing for PM_BEAT_NS while ap has workers (wire.h).  Whether there is
+ * work: a beat alone is none, and must not keep the agent awake. */
+static bool beat(struct ag_pool *ap)
+{
+    int64_t now = shm_now_ns();
+    bool beating = false;
+
+    if (ap->workers && ap->out.fill.len == 0 && now - ap->said_ns >= PM_BEAT_NS) {
+        send_rec(ap, 0, PM_BEAT, 0, 0, NULL, 0);
+        beating = true;
+    }
+    if (ap->out.fill.len) {
+        ap->said_ns = now;
+        ap->beat_only = beating;
+    }
+    return pm_out_flush(&ap->out, MPI_COMM_WORLD, ap->tag) && !ap->beat_only;
+}
+
 /* Requests in, replies out, for every worker; then the sends. */
 static bool pass(void)
 {
@@ -506,7 +527,7 @@ static bool pass(void)
             continue;
         }
         credit(ap);
-        busy |= pm_out_flush(&ap->out, MPI_COMM_WORLD, ap->tag);
+        busy |= beat(ap);
         link = &ap->next;
     }
     return busy;
