@@ -76,6 +76,7 @@ static struct ag_pool *pools;
 static int epfd;
 static char node[64];
 static bool exiting;
+static bool rank_lost; /* PM_EXIT said a rank of the job was lost */
 
 static struct ag_pool *pool_of(int host, int tag)
 {
@@ -395,8 +396,10 @@ static void take_control(int from, const struct pm_batch *in)
     while (pm_next(in->buf, in->len, &off, &h, &pl) == 1) {
         if (h.kind == PM_POOL_NEW && !pool_of(from, (int)h.id))
             pool_new(from, h.id);
-        else if (h.kind == PM_EXIT)
+        else if (h.kind == PM_EXIT) {
             exiting = true;
+            rank_lost |= h.id != 0;
+        }
     }
 }
 
@@ -559,6 +562,17 @@ static void nap(int64_t ns)
         event(&ev[i]);
 }
 
+static void finalize_expired(int sig)
+{
+    static const char m[] = "pyproc-agent: MPI_Finalize() did not return within 10 s of a rank "
+                            "being lost; exiting without it\n";
+    (void)sig;
+    if (write(2, m, sizeof m - 1) < 0) {
+        /* Exiting all the same. */
+    }
+    _exit(0);
+}
+
 int main(int argc, char **argv)
 {
     struct pm_idle idle = {0};
@@ -588,6 +602,12 @@ int main(int argc, char **argv)
         pool_free(ap);
     }
     close(epfd);
+    /* Open MPI 4.1's MPI_Finalize() ends in a fence of every rank, which
+     * may wait for ever for a rank that died under --enable-recovery. */
+    if (rank_lost) {
+        signal(SIGALRM, finalize_expired);
+        alarm(10);
+    }
     MPI_Finalize();
     return 0;
 }

@@ -872,7 +872,10 @@ PYPROC_EXPORT int pyproc_mpi_shutdown(MPI_Comm comm)
     int64_t until = shm_now_ns() + 10 * 1000000000LL;
     int done = 0, skipped = 0;
 
-    if (!req || pm_batch_add(&b, 0, PM_EXIT, 0, 0, NULL, 0) < 0) {
+    for (int r = 0; r < size; r++)
+        skipped += r != me && rank_is_lost(r);
+    /* id: whether a rank was lost (the agents then bound MPI_Finalize()). */
+    if (!req || pm_batch_add(&b, 0, PM_EXIT, 0, (uint64_t)skipped, NULL, 0) < 0) {
         free(req);
         return -ENOMEM;
     }
@@ -884,9 +887,7 @@ PYPROC_EXPORT int pyproc_mpi_shutdown(MPI_Comm comm)
     /* A rank a pool gave up on is not waited for: MPI may never complete
      * a send to it. */
     for (int r = 0; r < size; r++)
-        if (r != me && rank_is_lost(r))
-            skipped++;
-        else if (r != me)
+        if (r != me && !rank_is_lost(r))
             MPI_Issend(b.buf, (int)b.len, MPI_BYTE, r, PM_TAG_CTL, comm, &req[r]);
     while (!done && shm_now_ns() < until) {
         MPI_Testall(size, req, &done, MPI_STATUSES_IGNORE);
