@@ -83,6 +83,7 @@ struct agent {
     bool params_sent;
     bool freed;       /* answered PM_POOL_FREE; relay thread only */
     bool lost;        /* given up on (wire.h): never picked, never heard */
+    bool told_exit;   /* lost, then heard from: sent PM_EXIT */
     int64_t heard_ns; /* when it last sent, or had nothing to run; relay thread */
     struct pm_out out;
 };
@@ -236,6 +237,23 @@ static int agent_of_rank(struct pm_pool *pm, int rank)
     return -1;
 }
 
+/* A lost agent that speaks again (it was stalled, not dead) is told to
+ * exit, which stops its workers, so that the job can end (no rank died:
+ * its MPI_Finalize() need not be bounded).  Not waited for: the record
+ * is static, the request let go. */
+static void tell_exit(struct pm_pool *pm, int a)
+{
+    static const struct pm_hdr bye = {.kind = PM_EXIT};
+    MPI_Request req;
+
+    if (pm->agents[a].told_exit)
+        return;
+    pm->agents[a].told_exit = true;
+    if (MPI_Isend(&bye, sizeof bye, MPI_BYTE, pm->agents[a].rank, PM_TAG_CTL, pm->comm, &req) ==
+        MPI_SUCCESS)
+        MPI_Request_free(&req);
+}
+
 /* Every message waiting on the pool's tag; whether there was one that
  * is work (a PM_BEAT alone is not: it must not keep the relay awake). */
 static bool receive(struct pm_pool *pm)
@@ -248,8 +266,10 @@ static bool receive(struct pm_pool *pm)
         struct pm_hdr h;
         const uint8_t *pl;
         size_t off = 0;
+        if (a >= 0 && pm->agents[a].lost)
+            tell_exit(pm, a); /* too late: its workers are gone */
         if (a < 0 || pm->agents[a].lost)
-            continue; /* a lost agent's word comes too late: its workers are gone */
+            continue;
         pm->agents[a].heard_ns = shm_now_ns();
         pthread_mutex_lock(&pm->lock);
         while (pm_next(pm->in.buf, pm->in.len, &off, &h, &pl) == 1) {
@@ -372,8 +392,12 @@ static bool pass(struct pm_pool *pm)
 static pthread_mutex_t lost_lock = PTHREAD_MUTEX_INITIALIZER;
 static int *lost_ranks, nlost_ranks;
 
+static bool rank_is_lost(int rank);
+
 static void rank_lost(int rank)
 {
+    if (rank_is_lost(rank))
+        return;
     pthread_mutex_lock(&lost_lock);
     int *t = realloc(lost_ranks, (size_t)(nlost_ranks + 1) * sizeof *t);
     if (t) {
@@ -440,7 +464,9 @@ static void check_agents(struct pm_pool *pm)
             runs = r->agent == a && !r->dead;
         if (ag->lost || ag->freed)
             continue;
-        if (!runs)
+        if (rank_is_lost(ag->rank)) /* another pool gave up on it */
+            agent_lost(pm, a, PM_LOST_NS);
+        else if (!runs)
             ag->heard_ns = now; /* nothing expected of it */
         else if (now - ag->heard_ns > PM_LOST_NS)
             agent_lost(pm, a, now - ag->heard_ns);

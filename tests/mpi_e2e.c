@@ -731,7 +731,7 @@ static void agent_lost(int sig)
     pyproc_pool *p = NULL;
     pyproc_call *c[4];
     pyproc_worker_stats st;
-    int rank[4];
+    int rank[4], pid[4];
     int64_t agent = 0;
 
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
@@ -744,6 +744,7 @@ static void agent_lost(int sig)
     for (int i = 0; i < 4; i++) {
         assert_int_equal(pyproc_stats(p, i, &st), 0);
         rank[i] = st.rank;
+        pid[i] = e2e_pid_of(p, i);
         if (rank[i] == 2 && !agent) {
             pyproc_msg *m = NULL;
             assert_int_equal(pyproc_ind_func(p, i, "t.mpi.agent_pid", &m, NULL), 0);
@@ -782,8 +783,16 @@ static void agent_lost(int sig)
         pyproc_msg_free(m);
     }
     if (sig == SIGSTOP) {
+        /* Its beats and its workers' last words come too late: the host
+         * ignores them and tells it to exit. */
         assert_int_equal(kill((pid_t)agent, SIGCONT), 0);
-        usleep(1500000); /* its beats and its workers' last words come, too late */
+        for (int i = 0; i < 4; i++) {
+            double until = e2e_now() + 10;
+            while (rank[i] == 2 && kill(pid[i], 0) == 0 && e2e_now() < until)
+                usleep(50000);
+            assert_true(rank[i] != 2 || kill(pid[i], 0) < 0);
+        }
+        printf("the stalled agent stopped its workers\n");
     }
     for (int i = 0; i < 4; i++)
         assert_int_equal(rank_after_respawn(p, i), 1);
