@@ -564,8 +564,9 @@ static void nap(int64_t ns)
 
 static void finalize_expired(int sig)
 {
-    static const char m[] = "pyproc-agent: MPI_Finalize() did not return within 10 s of a rank "
-                            "being lost; exiting without it\n";
+    static const char m[] =
+        "pyproc-agent: MPI_Finalize() did not return within 10 s of a rank "
+        "being lost; exiting without it\n";
     (void)sig;
     if (write(2, m, sizeof m - 1) < 0) {
         /* Exiting all the same. */

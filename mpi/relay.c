@@ -84,7 +84,8 @@ struct agent {
     bool freed;       /* answered PM_POOL_FREE; relay thread only */
     bool lost;        /* given up on (wire.h): never picked, never heard */
     bool told_exit;   /* lost, then heard from: sent PM_EXIT */
-    int64_t heard_ns; /* when it last sent, or had nothing to run; relay thread */
+    int64_t heard_ns; /* when it last sent, or had nothing to run: from its
+                       * HELLO, before the relay starts; then relay thread */
     struct pm_out out;
 };
 
@@ -436,7 +437,8 @@ static void agent_lost(struct pm_pool *pm, int a, int64_t silent_ns)
             continue;
         if (r->started == 0)
             r->started = -EHOSTDOWN;
-        if (asprintf(&why, "worker %d: agent rank %d on node %s was lost: no word from it in %lld s",
+        if (asprintf(&why,
+                     "worker %d: agent rank %d on node %s was lost: no word from it in %lld s",
                      r->w->index, ag->rank, ag->node, (long long)(silent_ns / 1000000000)) < 0)
             why = NULL;
         rec_died(pm, r, why);
@@ -808,6 +810,7 @@ static int meet_agents(struct pm_pool *pm, int timeout_ms)
         if (a < 0 || pm_next(pm->in.buf, pm->in.len, &off, &h, &pl) != 1 || h.kind != PM_HELLO)
             continue;
         pm->agents[a].cpus = h.id > 0 && h.id < 65536 ? (int)h.id : 1;
+        pm->agents[a].heard_ns = shm_now_ns();
         snprintf(pm->agents[a].node, sizeof pm->agents[a].node, "%.*s",
                  (int)(h.len < 63 ? h.len : 63), (const char *)pl);
         met++;
