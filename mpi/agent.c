@@ -17,6 +17,8 @@
  *
  * One thread, never spinning while idle: it sleeps in epoll on the reply
  * doorbells, pidfds and output pipes between polls of MPI (wire.h).
+ * While it runs workers of a pool it sends that pool's host something
+ * every PM_BEAT_NS, so that the host can tell a lost agent (wire.h).
  * When the host's rank dies, mpirun ends the job, and the workers follow
  * their agent (their death pipe, PR_SET_PDEATHSIG).
  */

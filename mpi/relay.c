@@ -25,6 +25,13 @@
  * The workers' output lines go to a thread of their own (lines.h), which
  * calls the pool's output function holding no lock of ours.
  *
+ * An agent that dies under mpirun --enable-recovery is not reported by
+ * MPI, so the relay gives up on an agent silent for PM_LOST_NS while it
+ * runs workers of the pool (wire.h): its workers die as if it had
+ * reported their deaths, with a text naming its rank and node, it is
+ * never picked again, and what was in flight to it is let go.  Its rank
+ * is lost to every pool of the process and to pyproc_mpi_shutdown().
+ *
  * Locking: pm->lock guards the list of workers and everything in them and
  * the agents' batches being filled; the relay holds it for a pass over
  * the rings, never across a sleep; the hooks (spawn, signal, reap) take
