@@ -458,14 +458,17 @@ static void agent_lost(struct pm_pool *pm, int a, int64_t silent_ns)
 }
 
 /* Every agent that runs a worker of the pool must be heard from every
- * PM_LOST_NS; looked at every 100 ms.  Under pm->lock. */
+ * PM_LOST_NS; looked at every PM_CHECK_NS, taking pm->lock only then. */
+#define PM_CHECK_NS 100000000
+
 static void check_agents(struct pm_pool *pm)
 {
     int64_t now = shm_now_ns();
 
-    if (now - pm->checked_ns < 100000000)
+    if (now - pm->checked_ns < PM_CHECK_NS)
         return;
     pm->checked_ns = now;
+    pthread_mutex_lock(&pm->lock);
     for (int a = 0; a < pm->nagents; a++) {
         struct agent *ag = &pm->agents[a];
         bool runs = false;
@@ -480,6 +483,7 @@ static void check_agents(struct pm_pool *pm)
         else if (now - ag->heard_ns > PM_LOST_NS)
             agent_lost(pm, a, now - ag->heard_ns);
     }
+    pthread_mutex_unlock(&pm->lock);
 }
 
 /* Whether every agent answered PM_POOL_FREE, or was lost. */
@@ -533,9 +537,7 @@ static void *relay_main(void *arg)
         bool busy = pass(pm);
         pthread_mutex_unlock(&pm->lock);
         busy |= receive(pm);
-        pthread_mutex_lock(&pm->lock);
         check_agents(pm);
-        pthread_mutex_unlock(&pm->lock);
         if (atomic_load_explicit(&pm->stopping, memory_order_acquire)) {
             if (!asked_free) {
                 for (int a = 0; a < pm->nagents; a++)
