@@ -89,8 +89,9 @@ struct agent {
     char node[64];
     bool params_sent;
     bool freed;       /* answered PM_POOL_FREE; relay thread only */
-    bool lost;        /* given up on (wire.h): never picked, never heard */
-    bool told_exit;   /* lost, then heard from: sent PM_EXIT */
+    bool lost;        /* given up on (wire.h): never picked, never heard;
+                       * written by the relay under pm->lock */
+    bool told_exit;   /* lost, then heard from: sent PM_EXIT; relay thread */
     int64_t heard_ns; /* when it last sent, or had nothing to run: from its
                        * HELLO, before the relay starts; then relay thread */
     struct pm_out out;

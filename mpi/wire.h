@@ -42,7 +42,8 @@ enum pm_kind {
     PM_SHUTDOWN,     /* the segment's shutdown word was set */
     PM_KILL,         /* id: a signal */
     PM_POOL_FREE,    /* stop every worker of the pool, then PM_POOL_FREED */
-    PM_EXIT,         /* on PM_TAG_CTL: the agent exits */
+    PM_EXIT,         /* on PM_TAG_CTL: the agent exits; id: how many ranks
+                      * the host lost (then MPI_Finalize() is bounded) */
     /* agent to host */
     PM_HELLO = 32, /* id: the node's CPUs; payload: its name */
     PM_STARTED,    /* id: the worker's pid */
