@@ -36,6 +36,16 @@ extern "C" {
  * away, and a spinning caller takes the CPU that brings it).  Several pools may be made and freed, one after another or at
  * once; pyproc_pool_free() frees one as any other.
  *
+ * An agent that runs workers of the pool and is not heard from for 3 s
+ * (it sends something every second meanwhile) is lost to the pool: its
+ * workers' calls fail with PYPROC_EWORKER and "worker N: agent rank R on
+ * node X was lost: no word from it in 3 s", the workers start again on
+ * the other agents, and it is never picked again (with none left, the
+ * workers cannot start: -EHOSTDOWN).  That is only reached under
+ * mpirun --enable-recovery, where Open MPI 4.1 lets the job live on after
+ * a rank's death but tells the others nothing; plain mpirun ends the whole
+ * job within a second or two of a death (pyproc-mpi(3), FAULTS).
+ *
  * Returns 0, or as pyproc_pool_new(), and also:
  *   -EPROTONOSUPPORT  MPI is not initialised, or with less than
  *                     MPI_THREAD_MULTIPLE (MPI_Query_thread())
@@ -51,8 +61,11 @@ PYPROC_EXPORT int pyproc_pool_new_mpi(pyproc_pool **pool, const char *name, cons
  * Tell every agent of comm to exit (after freeing its pools' workers):
  * once, after the last pool is freed and before MPI_Finalize(), at any
  * thread level; waits until each agent has the message.  0,
- * -EPROTONOSUPPORT (MPI not initialised), -EINVAL as above, or -ETIMEDOUT
- * when an agent did not take it within 10 s.
+ * -EPROTONOSUPPORT (MPI not initialised), -EINVAL as above, -ETIMEDOUT
+ * when an agent did not take it within 10 s, or -EHOSTDOWN when every
+ * agent but the lost ones (see above; not waited for) took it.  After
+ * -EHOSTDOWN, Open MPI 4.1's MPI_Finalize() may wait for ever for the
+ * dead rank: bound it (the agents give theirs 10 s, then _exit(0)).
  */
 PYPROC_EXPORT int pyproc_mpi_shutdown(MPI_Comm comm);
 

@@ -17,6 +17,8 @@
  *
  * One thread, never spinning while idle: it sleeps in epoll on the reply
  * doorbells, pidfds and output pipes between polls of MPI (wire.h).
+ * While it runs workers of a pool it sends that pool's host something
+ * every PM_BEAT_NS, so that the host can tell a lost agent (wire.h).
  * When the host's rank dies, mpirun ends the job, and the workers follow
  * their agent (their death pipe, PR_SET_PDEATHSIG).
  */
@@ -68,12 +70,15 @@ struct ag_pool {
     bool params;
     struct ag_worker *workers;
     struct pm_out out;
+    int64_t said_ns; /* something last sent to the host (wire.h: PM_BEAT) */
+    bool beat_only;  /* what was last sent is a PM_BEAT alone: no work */
 };
 
 static struct ag_pool *pools;
 static int epfd;
 static char node[64];
 static bool exiting;
+static bool rank_lost; /* PM_EXIT said a rank of the job was lost */
 
 static struct ag_pool *pool_of(int host, int tag)
 {
@@ -393,8 +398,10 @@ static void take_control(int from, const struct pm_batch *in)
     while (pm_next(in->buf, in->len, &off, &h, &pl) == 1) {
         if (h.kind == PM_POOL_NEW && !pool_of(from, (int)h.id))
             pool_new(from, h.id);
-        else if (h.kind == PM_EXIT)
+        else if (h.kind == PM_EXIT) {
             exiting = true;
+            rank_lost |= h.id != 0;
+        }
     }
 }
 
@@ -471,6 +478,25 @@ static void credit(struct ag_pool *ap)
     }
 }
 
+/* Send what ap's host is owed, with a PM_BEAT if it would otherwise hear
+ * nothing for PM_BEAT_NS while ap has workers (wire.h).  Whether there is
+ * work: a beat alone is none, and must not keep the agent awake. */
+static bool beat(struct ag_pool *ap)
+{
+    int64_t now = shm_now_ns();
+    bool beating = false;
+
+    if (ap->workers && ap->out.fill.len == 0 && now - ap->said_ns >= PM_BEAT_NS) {
+        send_rec(ap, 0, PM_BEAT, 0, 0, NULL, 0);
+        beating = true;
+    }
+    if (ap->out.fill.len) {
+        ap->said_ns = now;
+        ap->beat_only = beating;
+    }
+    return pm_out_flush(&ap->out, MPI_COMM_WORLD, ap->tag) && !ap->beat_only;
+}
+
 /* Requests in, replies out, for every worker; then the sends. */
 static bool pass(void)
 {
@@ -506,7 +532,7 @@ static bool pass(void)
             continue;
         }
         credit(ap);
-        busy |= pm_out_flush(&ap->out, MPI_COMM_WORLD, ap->tag);
+        busy |= beat(ap);
         link = &ap->next;
     }
     return busy;
@@ -538,6 +564,18 @@ static void nap(int64_t ns)
         event(&ev[i]);
 }
 
+static void finalize_expired(int sig)
+{
+    static const char m[] =
+        "pyproc-agent: MPI_Finalize() did not return within 10 s of a rank "
+        "being lost; exiting without it\n";
+    (void)sig;
+    if (write(2, m, sizeof m - 1) < 0) {
+        /* Exiting all the same. */
+    }
+    _exit(0);
+}
+
 int main(int argc, char **argv)
 {
     struct pm_idle idle = {0};
@@ -567,6 +605,12 @@ int main(int argc, char **argv)
         pool_free(ap);
     }
     close(epfd);
+    /* Open MPI 4.1's MPI_Finalize() ends in a fence of every rank, which
+     * may wait for ever for a rank that died under --enable-recovery. */
+    if (rank_lost) {
+        signal(SIGALRM, finalize_expired);
+        alarm(10);
+    }
     MPI_Finalize();
     return 0;
 }

@@ -25,6 +25,13 @@
  * The workers' output lines go to a thread of their own (lines.h), which
  * calls the pool's output function holding no lock of ours.
  *
+ * An agent that dies under mpirun --enable-recovery is not reported by
+ * MPI, so the relay gives up on an agent silent for PM_LOST_NS while it
+ * runs workers of the pool (wire.h): its workers die as if it had
+ * reported their deaths, with a text naming its rank and node, it is
+ * never picked again, and what was in flight to it is let go.  Its rank
+ * is lost to every pool of the process and to pyproc_mpi_shutdown().
+ *
  * Locking: pm->lock guards the list of workers and everything in them and
  * the agents' batches being filled; the relay holds it for a pass over
  * the rings, never across a sleep; the hooks (spawn, signal, reap) take
@@ -81,6 +88,12 @@ struct agent {
     int cpus;
     char node[64];
     bool params_sent;
+    bool freed;       /* answered PM_POOL_FREE; relay thread only */
+    bool lost;        /* given up on (wire.h): never picked, never heard;
+                       * written by the relay under pm->lock */
+    bool told_exit;   /* lost, then heard from: sent PM_EXIT; relay thread */
+    int64_t heard_ns; /* when it last sent, or had nothing to run: from its
+                       * HELLO, before the relay starts; then relay thread */
     struct pm_out out;
 };
 
@@ -98,7 +111,7 @@ struct pm_pool {
     pthread_t thread;
     bool running;
     _Atomic bool stopping;
-    int freed;              /* agents that answered PM_POOL_FREE; relay thread only */
+    int64_t checked_ns;     /* the agents' liveness last looked at; relay thread */
     int64_t worker_spin_ns; /* opts.spin_us, for the remote workers */
     struct pm_batch in;
     struct pm_idle idle;
@@ -176,7 +189,7 @@ static void take_record(struct pm_pool *pm, int a, const struct pm_hdr *h, const
     struct rec *r = h->wid ? rec_by_wid(pm, h->wid) : NULL;
 
     if (h->kind == PM_POOL_FREED) {
-        pm->freed++;
+        pm->agents[a].freed = true;
         return;
     }
     if (!r || r->agent != a || r->dead)
@@ -233,7 +246,25 @@ static int agent_of_rank(struct pm_pool *pm, int rank)
     return -1;
 }
 
-/* Every message waiting on the pool's tag; whether there was one. */
+/* A lost agent that speaks again (it was stalled, not dead) is told to
+ * exit, which stops its workers, so that the job can end (no rank died:
+ * its MPI_Finalize() need not be bounded).  Not waited for: the record
+ * is static, the request let go. */
+static void tell_exit(struct pm_pool *pm, int a)
+{
+    static const struct pm_hdr bye = {.kind = PM_EXIT};
+    MPI_Request req;
+
+    if (pm->agents[a].told_exit)
+        return;
+    pm->agents[a].told_exit = true;
+    if (MPI_Isend(&bye, sizeof bye, MPI_BYTE, pm->agents[a].rank, PM_TAG_CTL, pm->comm, &req) ==
+        MPI_SUCCESS)
+        MPI_Request_free(&req);
+}
+
+/* Every message waiting on the pool's tag; whether there was one that
+ * is work (a PM_BEAT alone is not: it must not keep the relay awake). */
 static bool receive(struct pm_pool *pm)
 {
     bool any = false;
@@ -244,12 +275,16 @@ static bool receive(struct pm_pool *pm)
         struct pm_hdr h;
         const uint8_t *pl;
         size_t off = 0;
-        any = true;
-        if (a < 0)
+        if (a >= 0 && pm->agents[a].lost)
+            tell_exit(pm, a); /* too late: its workers are gone */
+        if (a < 0 || pm->agents[a].lost)
             continue;
+        pm->agents[a].heard_ns = shm_now_ns();
         pthread_mutex_lock(&pm->lock);
-        while (pm_next(pm->in.buf, pm->in.len, &off, &h, &pl) == 1)
+        while (pm_next(pm->in.buf, pm->in.len, &off, &h, &pl) == 1) {
+            any |= h.kind != PM_BEAT;
             take_record(pm, a, &h, pl);
+        }
         /* The answers go to their callers now, not after the next polls
          * of MPI (some microseconds each). */
         for (struct rec *r = pm->recs; r; r = r->next)
@@ -265,6 +300,8 @@ static bool receive(struct pm_pool *pm)
 static int add(struct pm_pool *pm, struct rec *r, uint16_t kind, uint16_t type, uint64_t id,
                const void *pl, size_t n)
 {
+    if (pm->agents[r->agent].lost)
+        return -EHOSTDOWN;
     return pm_batch_add(&pm->agents[r->agent].out.fill, r->wid, kind, type, id, pl, n);
 }
 
@@ -353,8 +390,110 @@ static bool pass(struct pm_pool *pm)
         link = &r->next;
     }
     for (int a = 0; a < pm->nagents; a++)
-        busy |= pm_out_flush(&pm->agents[a].out, pm->comm, pm->tag);
+        if (!pm->agents[a].lost)
+            busy |= pm_out_flush(&pm->agents[a].out, pm->comm, pm->tag);
     return busy;
+}
+
+/* ---- liveness (wire.h) ---- */
+
+/* Ranks given up on by any pool, for pyproc_mpi_shutdown(). */
+static pthread_mutex_t lost_lock = PTHREAD_MUTEX_INITIALIZER;
+static int *lost_ranks, nlost_ranks;
+
+static bool rank_is_lost(int rank);
+
+static void rank_lost(int rank)
+{
+    if (rank_is_lost(rank))
+        return;
+    pthread_mutex_lock(&lost_lock);
+    int *t = realloc(lost_ranks, (size_t)(nlost_ranks + 1) * sizeof *t);
+    if (t) {
+        lost_ranks = t;
+        lost_ranks[nlost_ranks++] = rank;
+    }
+    pthread_mutex_unlock(&lost_lock);
+}
+
+static bool rank_is_lost(int rank)
+{
+    bool lost = false;
+
+    pthread_mutex_lock(&lost_lock);
+    for (int i = 0; i < nlost_ranks && !lost; i++)
+        lost = lost_ranks[i] == rank;
+    pthread_mutex_unlock(&lost_lock);
+    return lost;
+}
+
+/* Give up on agent a: each of its workers dies in the core's eyes, which
+ * fails their calls and starts them again elsewhere.  A send to a dead
+ * rank may never complete, and MPI may still read its buffer: the request
+ * is let go and the buffer with it, never freed.  Under pm->lock. */
+static void agent_lost(struct pm_pool *pm, int a, int64_t silent_ns)
+{
+    struct agent *ag = &pm->agents[a];
+
+    ag->lost = true;
+    rank_lost(ag->rank);
+    fprintf(stderr, "pyproc: agent rank %d on node %s was lost: no word from it in %lld s\n",
+            ag->rank, ag->node, (long long)(silent_ns / 1000000000));
+    for (struct rec *r = pm->recs; r; r = r->next) {
+        char *why = NULL;
+        if (r->agent != a || r->dead)
+            continue;
+        if (r->started == 0)
+            r->started = -EHOSTDOWN;
+        if (asprintf(&why,
+                     "worker %d: agent rank %d on node %s was lost: no word from it in %lld s",
+                     r->w->index, ag->rank, ag->node, (long long)(silent_ns / 1000000000)) < 0)
+            why = NULL;
+        rec_died(pm, r, why);
+    }
+    if (ag->out.req != MPI_REQUEST_NULL) {
+        MPI_Request_free(&ag->out.req);
+        ag->out.flight = (struct pm_batch){0};
+    }
+    ag->out.fill.len = 0;
+}
+
+/* Every agent that runs a worker of the pool must be heard from every
+ * PM_LOST_NS; looked at every PM_CHECK_NS, taking pm->lock only then. */
+#define PM_CHECK_NS 100000000
+
+static void check_agents(struct pm_pool *pm)
+{
+    int64_t now = shm_now_ns();
+
+    if (now - pm->checked_ns < PM_CHECK_NS)
+        return;
+    pm->checked_ns = now;
+    pthread_mutex_lock(&pm->lock);
+    for (int a = 0; a < pm->nagents; a++) {
+        struct agent *ag = &pm->agents[a];
+        bool runs = false;
+        for (struct rec *r = pm->recs; r && !runs; r = r->next)
+            runs = r->agent == a && !r->dead;
+        if (ag->lost || ag->freed)
+            continue;
+        if (rank_is_lost(ag->rank)) /* another pool gave up on it */
+            agent_lost(pm, a, PM_LOST_NS);
+        else if (!runs)
+            ag->heard_ns = now; /* nothing expected of it */
+        else if (now - ag->heard_ns > PM_LOST_NS)
+            agent_lost(pm, a, now - ag->heard_ns);
+    }
+    pthread_mutex_unlock(&pm->lock);
+}
+
+/* Whether every agent answered PM_POOL_FREE, or was lost. */
+static bool all_freed(const struct pm_pool *pm)
+{
+    for (int a = 0; a < pm->nagents; a++)
+        if (!pm->agents[a].freed && !pm->agents[a].lost)
+            return false;
+    return true;
 }
 
 /* Sleep up to ns on the request rings' doorbells and the wake fd, unless
@@ -399,14 +538,16 @@ static void *relay_main(void *arg)
         bool busy = pass(pm);
         pthread_mutex_unlock(&pm->lock);
         busy |= receive(pm);
+        check_agents(pm);
         if (atomic_load_explicit(&pm->stopping, memory_order_acquire)) {
             if (!asked_free) {
                 for (int a = 0; a < pm->nagents; a++)
-                    pm_batch_add(&pm->agents[a].out.fill, 0, PM_POOL_FREE, 0, 0, NULL, 0);
+                    if (!pm->agents[a].lost)
+                        pm_batch_add(&pm->agents[a].out.fill, 0, PM_POOL_FREE, 0, 0, NULL, 0);
                 asked_free = true;
                 continue;
             }
-            if (pm->freed == pm->nagents && !busy)
+            if (all_freed(pm) && !busy)
                 break;
         }
         int64_t ns = pm_idle_next(&pm->idle, busy);
@@ -416,7 +557,8 @@ static void *relay_main(void *arg)
             sched_yield();
     }
     for (int a = 0; a < pm->nagents; a++)
-        pm_out_drain(&pm->agents[a].out, pm->comm, pm->tag);
+        if (!pm->agents[a].lost)
+            pm_out_drain(&pm->agents[a].out, pm->comm, pm->tag);
     return NULL;
 }
 
@@ -486,14 +628,16 @@ static int rec_start(struct pm_pool *pm, struct rec *r)
 
 /* The agent with the fewest workers alive, the index's turn of the round
  * robin first among equals: a pool starts spread round robin, a respawn
- * goes back where its worker was, and add_proc goes where there is room. */
+ * goes back where its worker was, and add_proc goes where there is room.
+ * Never a lost agent; -1 when every agent is lost.  Under pm->lock. */
 static int agent_for(struct pm_pool *pm, int index)
 {
-    int best = index % pm->nagents, least = INT32_MAX;
+    int best = -1, least = INT32_MAX;
 
-    pthread_mutex_lock(&pm->lock);
     for (int k = 0; k < pm->nagents; k++) {
         int a = (index + k) % pm->nagents, n = 0;
+        if (pm->agents[a].lost)
+            continue;
         for (struct rec *r = pm->recs; r; r = r->next)
             n += r->agent == a && !r->dead;
         if (n < least) {
@@ -501,7 +645,6 @@ static int agent_for(struct pm_pool *pm, int index)
             best = a;
         }
     }
-    pthread_mutex_unlock(&pm->lock);
     return best;
 }
 
@@ -513,6 +656,13 @@ static int remote_spawn(pyproc_pool *p, struct pp_worker *w)
 
     if (!r)
         return err;
+    pthread_mutex_lock(&pm->lock);
+    r->agent = agent_for(pm, w->index);
+    pthread_mutex_unlock(&pm->lock);
+    if (r->agent < 0) {
+        free(r);
+        return -EHOSTDOWN; /* every agent was lost */
+    }
     w->pidfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (w->pidfd < 0) {
         err = -errno;
@@ -521,7 +671,6 @@ static int remote_spawn(pyproc_pool *p, struct pp_worker *w)
     }
     pyproc__worker_ref(w);
     r->w = w;
-    r->agent = agent_for(pm, w->index);
     w->rank = pm->agents[r->agent].rank; /* for stats; the core's from here on */
     shm_ring_attach(&r->req, &w->seg.hdr->request, w->seg.request_data, p->ring_bytes, p->max_msg,
                     w->tx.doorbell_fd, shm_frame_type_to_worker);
@@ -671,6 +820,7 @@ static int meet_agents(struct pm_pool *pm, int timeout_ms)
         if (a < 0 || pm_next(pm->in.buf, pm->in.len, &off, &h, &pl) != 1 || h.kind != PM_HELLO)
             continue;
         pm->agents[a].cpus = h.id > 0 && h.id < 65536 ? (int)h.id : 1;
+        pm->agents[a].heard_ns = shm_now_ns();
         snprintf(pm->agents[a].node, sizeof pm->agents[a].node, "%.*s",
                  (int)(h.len < 63 ? h.len : 63), (const char *)pl);
         met++;
@@ -759,9 +909,12 @@ PYPROC_EXPORT int pyproc_mpi_shutdown(MPI_Comm comm)
         return err;
     MPI_Request *req = calloc((size_t)size, sizeof *req);
     int64_t until = shm_now_ns() + 10 * 1000000000LL;
-    int done = 0;
+    int done = 0, skipped = 0;
 
-    if (!req || pm_batch_add(&b, 0, PM_EXIT, 0, 0, NULL, 0) < 0) {
+    for (int r = 0; r < size; r++)
+        skipped += r != me && rank_is_lost(r);
+    /* id: whether a rank was lost (the agents then bound MPI_Finalize()). */
+    if (!req || pm_batch_add(&b, 0, PM_EXIT, 0, (uint64_t)skipped, NULL, 0) < 0) {
         free(req);
         return -ENOMEM;
     }
@@ -770,8 +923,10 @@ PYPROC_EXPORT int pyproc_mpi_shutdown(MPI_Comm comm)
      * which does not move it on. */
     for (int r = 0; r < size; r++)
         req[r] = MPI_REQUEST_NULL;
+    /* A rank a pool gave up on is not waited for: MPI may never complete
+     * a send to it. */
     for (int r = 0; r < size; r++)
-        if (r != me)
+        if (r != me && !rank_is_lost(r))
             MPI_Issend(b.buf, (int)b.len, MPI_BYTE, r, PM_TAG_CTL, comm, &req[r]);
     while (!done && shm_now_ns() < until) {
         MPI_Testall(size, req, &done, MPI_STATUSES_IGNORE);
@@ -785,5 +940,5 @@ PYPROC_EXPORT int pyproc_mpi_shutdown(MPI_Comm comm)
         }
     free(req);
     pm_batch_free(&b);
-    return done ? 0 : -ETIMEDOUT;
+    return !done ? -ETIMEDOUT : skipped ? -EHOSTDOWN : 0;
 }

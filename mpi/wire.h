@@ -42,7 +42,8 @@ enum pm_kind {
     PM_SHUTDOWN,     /* the segment's shutdown word was set */
     PM_KILL,         /* id: a signal */
     PM_POOL_FREE,    /* stop every worker of the pool, then PM_POOL_FREED */
-    PM_EXIT,         /* on PM_TAG_CTL: the agent exits */
+    PM_EXIT,         /* on PM_TAG_CTL: the agent exits; id: how many ranks
+                      * the host lost (then MPI_Finalize() is bounded) */
     /* agent to host */
     PM_HELLO = 32, /* id: the node's CPUs; payload: its name */
     PM_STARTED,    /* id: the worker's pid */
@@ -52,6 +53,7 @@ enum pm_kind {
     PM_POOL_FREED,
     PM_CREDIT, /* id: the cost (pm_cost()) of every request of the worker
                 * written into its ring or dropped so far */
+    PM_BEAT,   /* nothing else was sent for PM_BEAT_NS (see below) */
 };
 
 struct pm_hdr {
@@ -92,6 +94,20 @@ struct pm_params {
  */
 #define PM_CREDIT_BOUND(ring) ((uint64_t)(ring))
 #define PM_CREDIT_REPORT(ring) ((uint64_t)(ring) / 4)
+
+/*
+ * Liveness.  Open MPI 4.1 under mpirun --enable-recovery keeps the job
+ * running when a rank dies, but over TCP tells the others nothing: a send
+ * to the dead rank stays pending, a probe finds nothing.  So while an
+ * agent runs workers of a pool, it sends that pool's host something at
+ * least every PM_BEAT_NS (a PM_BEAT when it had nothing else to say), and
+ * the relay gives up on an agent that runs workers of its pool and was
+ * not heard from for PM_LOST_NS: it is never picked again, and its
+ * workers die in the core's eyes.  Costs one small message a second per
+ * idle pool and agent; none while frames flow.
+ */
+#define PM_BEAT_NS 1000000000LL
+#define PM_LOST_NS 3000000000LL
 
 /* ---- batches ---- */
 

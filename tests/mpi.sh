@@ -10,7 +10,12 @@
 #      replaced;
 #   4. an agent killed in the middle of a call: Open MPI 4.1's mpirun ends
 #      the whole job (the host too), promptly, saying which rank died; the
-#      host's error handler (MPI_ERRORS_RETURN) does not change that.
+#      host's error handler (MPI_ERRORS_RETURN) does not change that;
+#   5. the same under mpirun --enable-recovery, where MPI tells the host
+#      nothing: the relay gives the silent agent up, its workers' calls
+#      fail naming its rank, the pool goes on with the other agent, and
+#      the job ends; also with the agent stalled (SIGSTOP) and resumed,
+#      and with the only agent killed (later calls fail, never hang).
 # Each run is bounded by timeout, so a hang fails.
 # Usage: tests/mpi.sh [BUILD_DIR [MPI_TEST_PROGRAM...]]
 b=${1:-build}
@@ -125,4 +130,18 @@ elif ! grep -q "mpirun noticed that process rank 2" "$tmp/agent.txt"; then
 else
     echo "the job ended in ${took}s (start-up included), naming the dead rank"
 fi
+for mode in agent-lost agent-stalled every-agent-lost; do
+    echo "== mpi: $mode, under mpirun --enable-recovery"
+    agents=2
+    [ $mode = every-agent-lost ] && agents=1
+    if ! timeout -k 5 90 mpirun --enable-recovery --oversubscribe --mca btl tcp,self \
+        -n 1 "$b/tests/mpi_e2e" $mode : -n $agents "$b/bin/pyproc-agent" > "$tmp/lost.txt" 2>&1 ||
+        ! grep -q "^agent-lost: ok" "$tmp/lost.txt"; then
+        cat "$tmp/lost.txt"
+        echo "FAILED: $mode (a hang ends by timeout after 90 s)"
+        fail=1
+    else
+        grep -E "^call on rank 2|^the stalled|^a call with no agent" "$tmp/lost.txt"
+    fi
+done
 exit $fail

@@ -696,6 +696,160 @@ static void agent_dies(void)
     fflush(stdout);
 }
 
+static void finalize_expired(int sig)
+{
+    static const char m[] = "mpi_e2e: MPI_Finalize() did not return in 10 s\n";
+    (void)sig;
+    if (write(2, m, sizeof m - 1) < 0) {
+        /* Exiting all the same. */
+    }
+    _exit(0);
+}
+
+/* Index ind's answer, waiting while it is started again (bounded). */
+static int rank_after_respawn(pyproc_pool *p, int ind)
+{
+    pyproc_worker_stats st;
+    double until = e2e_now() + 30;
+
+    while (e2e_pid_of(p, ind) <= 0) {
+        assert_true(e2e_now() < until);
+        usleep(50000);
+    }
+    assert_int_equal(pyproc_stats(p, ind, &st), 0);
+    return st.rank;
+}
+
+/* Under mpirun --enable-recovery: agent rank 2 is killed (sig SIGKILL) or
+ * stalled (SIGSTOP, then SIGCONT once it was given up on) in the middle
+ * of calls on every worker.  Its workers' calls fail naming the rank,
+ * rank 1's complete, every index answers again from rank 1 (rank 2's late
+ * words are ignored), and the pool ends; pyproc_mpi_shutdown() says that
+ * a rank was lost. */
+static void agent_lost(int sig)
+{
+    pyproc_pool *p = NULL;
+    pyproc_call *c[4];
+    pyproc_worker_stats st;
+    int rank[4], pid[4];
+    int64_t agent = 0;
+
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    alarm(120);
+    assert_int_equal(pyproc_pool_new_mpi(&p, "agentlost",
+                                         &(pyproc_opts){.workers = 4, .python_path = "tests/py"},
+                                         MPI_COMM_WORLD),
+                     0);
+    assert_int_equal(pyproc_add_sub(p, "t", "e2e", PYPROC_SUB_INIT), 0);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pyproc_stats(p, i, &st), 0);
+        rank[i] = st.rank;
+        pid[i] = e2e_pid_of(p, i);
+        if (rank[i] == 2 && !agent) {
+            pyproc_msg *m = NULL;
+            assert_int_equal(pyproc_ind_func(p, i, "t.mpi.agent_pid", &m, NULL), 0);
+            assert_int_equal(pyproc_msg_read(m, "I", &agent), 0);
+            pyproc_msg_free(m);
+        }
+    }
+    assert_true(agent > 0);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pyproc_ind_call(p, i, &c[i], "t.calls.block", "d", 8.0), 0);
+    usleep(300000);
+    printf("%s agent %lld\n", sig == SIGKILL ? "killing" : "stopping", (long long)agent);
+    fflush(stdout);
+    assert_int_equal(kill((pid_t)agent, sig), 0);
+    double t0 = e2e_now();
+    for (int i = 0; i < 4; i++) {
+        pyproc_msg *m = NULL;
+        if (rank[i] != 2)
+            continue;
+        int rc = pyproc_wait(c[i], &m, 15000);
+        const char *e = m && pyproc_msg_error(m) ? pyproc_msg_error(m) : "";
+        printf("call on rank 2's worker %d: %d after %.1f s: %s\n", i, rc, e2e_now() - t0, e);
+        assert_int_equal(rc, PYPROC_EWORKER);
+        assert_non_null(strstr(e, "agent rank 2 on node"));
+        assert_true(e2e_now() - t0 < 10);
+        pyproc_msg_free(m);
+    }
+    for (int i = 0; i < 4; i++) {
+        pyproc_msg *m = NULL;
+        double v = 0;
+        if (rank[i] == 2)
+            continue;
+        assert_int_equal(pyproc_wait(c[i], &m, 20000), 0);
+        assert_int_equal(pyproc_msg_read(m, "d", &v), 0);
+        assert_true(v == 8.0);
+        pyproc_msg_free(m);
+    }
+    if (sig == SIGSTOP) {
+        /* Its beats and its workers' last words come too late: the host
+         * ignores them and tells it to exit. */
+        assert_int_equal(kill((pid_t)agent, SIGCONT), 0);
+        for (int i = 0; i < 4; i++) {
+            double until = e2e_now() + 10;
+            while (rank[i] == 2 && kill(pid[i], 0) == 0 && e2e_now() < until)
+                usleep(50000);
+            assert_true(rank[i] != 2 || kill(pid[i], 0) < 0);
+        }
+        printf("the stalled agent stopped its workers\n");
+    }
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(rank_after_respawn(p, i), 1);
+    printf("every index answers from rank 1\n");
+    int ind = -1;
+    assert_int_equal(pyproc_add_proc(p, &ind), 0);
+    assert_int_equal(pyproc_stats(p, ind, &st), 0);
+    assert_int_equal(st.rank, 1);
+    pyproc_pool_free(p);
+    printf("pool freed\n");
+    int err = pyproc_mpi_shutdown(MPI_COMM_WORLD);
+    printf("pyproc_mpi_shutdown: %d\n", err);
+    assert_int_equal(err, -EHOSTDOWN);
+    printf("agent-lost: ok\n");
+    fflush(stdout);
+}
+
+/* Under mpirun --enable-recovery with one agent, killed in the middle of
+ * calls: they fail naming it; with no agent left, a later call fails
+ * rather than waits, and the pool still ends. */
+static void every_agent_lost(void)
+{
+    pyproc_pool *p = NULL;
+    pyproc_call *c[2];
+    pyproc_msg *m = NULL;
+    int64_t agent = 0;
+
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    alarm(120);
+    assert_int_equal(pyproc_pool_new_mpi(&p, "alllost",
+                                         &(pyproc_opts){.workers = 2, .python_path = "tests/py"},
+                                         MPI_COMM_WORLD),
+                     0);
+    assert_int_equal(pyproc_add_sub(p, "t", "e2e", PYPROC_SUB_INIT), 0);
+    agent = e2e_int(p, "t.mpi.agent_pid");
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pyproc_ind_call(p, i, &c[i], "t.calls.block", "d", 30.0), 0);
+    usleep(300000);
+    assert_int_equal(kill((pid_t)agent, SIGKILL), 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pyproc_wait(c[i], &m, 15000), PYPROC_EWORKER);
+        assert_non_null(strstr(pyproc_msg_error(m), "agent rank 1 on node"));
+        pyproc_msg_free(m);
+        m = NULL;
+    }
+    double t0 = e2e_now();
+    int rc = pyproc_func(p, "t.basic.pid", &m, NULL);
+    printf("a call with no agent left: %d after %.1f s: %s\n", rc, e2e_now() - t0,
+           m && pyproc_msg_error(m) ? pyproc_msg_error(m) : "");
+    assert_true(rc < 0);
+    pyproc_msg_free(m);
+    pyproc_pool_free(p);
+    assert_int_equal(pyproc_mpi_shutdown(MPI_COMM_WORLD), -EHOSTDOWN);
+    printf("agent-lost: ok\n");
+    fflush(stdout);
+}
+
 /* ---- a hostile agent: what it sends the host is checked there ---- */
 
 static void fake_send(int tag, struct pm_batch *b)
@@ -878,6 +1032,24 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "hostile") == 0) {
         hostile_host();
         return 0;
+    }
+    if (argc > 1 && (strcmp(argv[1], "agent-lost") == 0 || strcmp(argv[1], "agent-stalled") == 0)) {
+        agent_lost(strcmp(argv[1], "agent-lost") == 0 ? SIGKILL : SIGSTOP);
+        /* Open MPI 4.1's MPI_Finalize() may wait for ever on the lost rank
+         * (pyproc-mpi(3)): bounded as the agents bound theirs. */
+        signal(SIGALRM, finalize_expired);
+        alarm(10);
+        MPI_Finalize();
+        _exit(0); /* pyproc_mpi_shutdown() was called */
+    }
+    if (argc > 1 && strcmp(argv[1], "every-agent-lost") == 0) {
+        every_agent_lost();
+        /* Open MPI 4.1's MPI_Finalize() may wait for ever on the lost rank
+         * (pyproc-mpi(3)): bounded as the agents bound theirs. */
+        signal(SIGALRM, finalize_expired);
+        alarm(10);
+        MPI_Finalize();
+        _exit(0); /* pyproc_mpi_shutdown() was called */
     }
     if (argc > 1 && strcmp(argv[1], "agent-dies") == 0) {
         agent_dies();
