@@ -36,10 +36,11 @@ extern "C" {
  * away, and a spinning caller takes the CPU that brings it).  Several pools may be made and freed, one after another or at
  * once; pyproc_pool_free() frees one as any other.
  *
- * An agent that runs workers of the pool and is not heard from for 3 s
- * (it sends something every second meanwhile) is lost to the pool: its
- * workers' calls fail with PYPROC_EWORKER and "worker N: agent rank R on
- * node X was lost: no word from it in 3 s", the workers start again on
+ * An agent that runs workers of the pool and is not heard from for 10 s
+ * ($PYPROC_MPI_LOST_MS, in ms, sets another bound; it sends something
+ * every second meanwhile) is lost to the pool: its workers' calls fail
+ * with PYPROC_EWORKER and "worker N: agent rank R on node X was lost: no
+ * word from it in 10 s", the workers start again on
  * the other agents, and it is never picked again (with none left, the
  * workers cannot start: -EHOSTDOWN).  That is only reached under
  * mpirun --enable-recovery, where Open MPI 4.1 lets the job live on after

@@ -26,7 +26,7 @@
  * calls the pool's output function holding no lock of ours.
  *
  * An agent that dies under mpirun --enable-recovery is not reported by
- * MPI, so the relay gives up on an agent silent for PM_LOST_NS while it
+ * MPI, so the relay gives up on an agent silent for pm->lost_ns while it
  * runs workers of the pool (wire.h): its workers die as if it had
  * reported their deaths, with a text naming its rank and node, it is
  * never picked again, and what was in flight to it is let go.  Its rank
@@ -112,6 +112,7 @@ struct pm_pool {
     bool running;
     _Atomic bool stopping;
     int64_t checked_ns;     /* the agents' liveness last looked at; relay thread */
+    int64_t lost_ns;        /* an agent silent this long is lost; constant */
     int64_t worker_spin_ns; /* opts.spin_us, for the remote workers */
     struct pm_batch in;
     struct pm_idle idle;
@@ -459,7 +460,7 @@ static void agent_lost(struct pm_pool *pm, int a, int64_t silent_ns)
 }
 
 /* Every agent that runs a worker of the pool must be heard from every
- * PM_LOST_NS; looked at every PM_CHECK_NS, taking pm->lock only then. */
+ * pm->lost_ns; looked at every PM_CHECK_NS, taking pm->lock only then. */
 #define PM_CHECK_NS 100000000
 
 static void check_agents(struct pm_pool *pm)
@@ -478,10 +479,10 @@ static void check_agents(struct pm_pool *pm)
         if (ag->lost || ag->freed)
             continue;
         if (rank_is_lost(ag->rank)) /* another pool gave up on it */
-            agent_lost(pm, a, PM_LOST_NS);
+            agent_lost(pm, a, pm->lost_ns);
         else if (!runs)
             ag->heard_ns = now; /* nothing expected of it */
-        else if (now - ag->heard_ns > PM_LOST_NS)
+        else if (now - ag->heard_ns > pm->lost_ns)
             agent_lost(pm, a, now - ag->heard_ns);
     }
     pthread_mutex_unlock(&pm->lock);
@@ -828,6 +829,19 @@ static int meet_agents(struct pm_pool *pm, int timeout_ms)
     return 0;
 }
 
+/* How long an agent may stay silent (wire.h): PM_LOST_MS, or what
+ * $PYPROC_MPI_LOST_MS says (at least one beat and a half). */
+static int64_t lost_ms(void)
+{
+    const char *s = getenv("PYPROC_MPI_LOST_MS");
+    char *end;
+    long long ms = s ? strtoll(s, &end, 10) : 0;
+
+    if (!s || end == s || *end || ms < 1500 || ms > 86400000LL)
+        return PM_LOST_MS;
+    return ms;
+}
+
 static int pm_new(struct pm_pool **ret, MPI_Comm comm, int me, int size)
 {
     struct pm_pool *pm = calloc(1, sizeof *pm);
@@ -841,6 +855,7 @@ static int pm_new(struct pm_pool **ret, MPI_Comm comm, int me, int size)
     pthread_cond_init(&pm->changed, &ca);
     pthread_condattr_destroy(&ca);
     pm->comm = comm;
+    pm->lost_ns = lost_ms() * 1000000LL;
     pm->tag = PM_TAG_POOL_FIRST + (int)(atomic_fetch_add(&next_tag, 1) % PM_TAG_POOLS);
     pm->epfd = epoll_create1(EPOLL_CLOEXEC);
     pm->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -102,12 +102,15 @@ struct pm_params {
  * agent runs workers of a pool, it sends that pool's host something at
  * least every PM_BEAT_NS (a PM_BEAT when it had nothing else to say), and
  * the relay gives up on an agent that runs workers of its pool and was
- * not heard from for PM_LOST_NS: it is never picked again, and its
- * workers die in the core's eyes.  Costs one small message a second per
- * idle pool and agent; none while frames flow.
+ * not heard from for PM_LOST_MS ($PYPROC_MPI_LOST_MS overrides it): it is
+ * never picked again, and its workers die in the core's eyes.  Costs one
+ * small message a second per idle pool and agent; none while frames
+ * flow.  Generous, since a batch in flight holds back the beats behind it
+ * (a large answer over a slow link) and a loaded node may stall an agent:
+ * a live agent taken for lost would fail its workers' calls.
  */
 #define PM_BEAT_NS 1000000000LL
-#define PM_LOST_NS 3000000000LL
+#define PM_LOST_MS 10000
 
 /* ---- batches ---- */
 
