@@ -459,11 +459,13 @@ static void agent_lost(struct pm_pool *pm, int a, int64_t silent_ns)
     ag->out.fill.len = 0;
 }
 
-/* Every agent that runs a worker of the pool must be heard from every
- * pm->lost_ns; looked at every PM_CHECK_NS, taking pm->lock only then. */
+/* Every agent that runs a worker of the pool, or owes PM_POOL_FREED
+ * (asked_free), must be heard from every pm->lost_ns: a free waits no
+ * longer for a dead one.  Looked at every PM_CHECK_NS, taking pm->lock
+ * only then. */
 #define PM_CHECK_NS 100000000
 
-static void check_agents(struct pm_pool *pm)
+static void check_agents(struct pm_pool *pm, bool asked_free)
 {
     int64_t now = shm_now_ns();
 
@@ -480,7 +482,7 @@ static void check_agents(struct pm_pool *pm)
             continue;
         if (rank_is_lost(ag->rank)) /* another pool gave up on it */
             agent_lost(pm, a, pm->lost_ns);
-        else if (!runs)
+        else if (!runs && !asked_free)
             ag->heard_ns = now; /* nothing expected of it */
         else if (now - ag->heard_ns > pm->lost_ns)
             agent_lost(pm, a, now - ag->heard_ns);
@@ -539,12 +541,16 @@ static void *relay_main(void *arg)
         bool busy = pass(pm);
         pthread_mutex_unlock(&pm->lock);
         busy |= receive(pm);
-        check_agents(pm);
+        check_agents(pm, asked_free);
         if (atomic_load_explicit(&pm->stopping, memory_order_acquire)) {
             if (!asked_free) {
+                pthread_mutex_lock(&pm->lock);
                 for (int a = 0; a < pm->nagents; a++)
-                    if (!pm->agents[a].lost)
+                    if (!pm->agents[a].lost) {
                         pm_batch_add(&pm->agents[a].out.fill, 0, PM_POOL_FREE, 0, 0, NULL, 0);
+                        pm->agents[a].heard_ns = shm_now_ns(); /* the answer is owed from now */
+                    }
+                pthread_mutex_unlock(&pm->lock);
                 asked_free = true;
                 continue;
             }

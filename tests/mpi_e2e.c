@@ -810,6 +810,42 @@ static void agent_lost(int sig)
     fflush(stdout);
 }
 
+/* Under mpirun --enable-recovery: agent rank 2 is killed and the pool
+ * freed at once, before anything noticed the loss.  The free owes no
+ * wait longer than the loss bound: it returns, and pyproc_mpi_shutdown()
+ * says that a rank was lost. */
+static void free_after_loss(void)
+{
+    pyproc_pool *p = NULL;
+    pyproc_worker_stats st;
+    int64_t agent = 0;
+
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    alarm(60);
+    assert_int_equal(pyproc_pool_new_mpi(&p, "freeafterloss",
+                                         &(pyproc_opts){.workers = 2, .python_path = "tests/py"},
+                                         MPI_COMM_WORLD),
+                     0);
+    assert_int_equal(pyproc_add_sub(p, "t", "e2e", PYPROC_SUB_INIT), 0);
+    for (int i = 0; i < 2 && !agent; i++) {
+        assert_int_equal(pyproc_stats(p, i, &st), 0);
+        if (st.rank == 2) {
+            pyproc_msg *m = NULL;
+            assert_int_equal(pyproc_ind_func(p, i, "t.mpi.agent_pid", &m, NULL), 0);
+            assert_int_equal(pyproc_msg_read(m, "I", &agent), 0);
+            pyproc_msg_free(m);
+        }
+    }
+    assert_true(agent > 0);
+    assert_int_equal(kill((pid_t)agent, SIGKILL), 0);
+    double t0 = e2e_now();
+    pyproc_pool_free(p);
+    printf("pool freed after %.1f s\n", e2e_now() - t0);
+    assert_int_equal(pyproc_mpi_shutdown(MPI_COMM_WORLD), -EHOSTDOWN);
+    printf("agent-lost: ok\n");
+    fflush(stdout);
+}
+
 /* Under mpirun --enable-recovery with one agent, killed in the middle of
  * calls: they fail naming it; with no agent left, a later call fails
  * rather than waits, and the pool still ends. */
@@ -1034,8 +1070,9 @@ int main(int argc, char **argv)
         return 0;
     }
     /* The tests of lost agents give up on one after 3 s, not the default 10. */
-    if (argc > 1 && (strcmp(argv[1], "agent-lost") == 0 || strcmp(argv[1], "agent-stalled") == 0 ||
-                     strcmp(argv[1], "every-agent-lost") == 0))
+    if (argc > 1 &&
+        (strcmp(argv[1], "agent-lost") == 0 || strcmp(argv[1], "agent-stalled") == 0 ||
+         strcmp(argv[1], "every-agent-lost") == 0 || strcmp(argv[1], "free-after-loss") == 0))
         setenv("PYPROC_MPI_LOST_MS", "3000", 1);
     if (argc > 1 && (strcmp(argv[1], "agent-lost") == 0 || strcmp(argv[1], "agent-stalled") == 0)) {
         agent_lost(strcmp(argv[1], "agent-lost") == 0 ? SIGKILL : SIGSTOP);
@@ -1046,8 +1083,12 @@ int main(int argc, char **argv)
         MPI_Finalize();
         _exit(0); /* pyproc_mpi_shutdown() was called */
     }
-    if (argc > 1 && strcmp(argv[1], "every-agent-lost") == 0) {
-        every_agent_lost();
+    if (argc > 1 &&
+        (strcmp(argv[1], "every-agent-lost") == 0 || strcmp(argv[1], "free-after-loss") == 0)) {
+        if (strcmp(argv[1], "every-agent-lost") == 0)
+            every_agent_lost();
+        else
+            free_after_loss();
         /* Open MPI 4.1's MPI_Finalize() may wait for ever on the lost rank
          * (pyproc-mpi(3)): bounded as the agents bound theirs. */
         signal(SIGALRM, finalize_expired);
