@@ -801,19 +801,28 @@ static int mpi_usable(MPI_Comm comm, int need_level, int *rank, int *size)
     return *size < 2 ? -EINVAL : 0;
 }
 
-/* Tell every agent of the new pool and wait for each one's HELLO. */
+/* Tell every agent of the new pool and wait for each one's HELLO.  A
+ * rank an earlier pool gave up on is lost from the start: a send to it
+ * may never complete, and it would never answer. */
 static int meet_agents(struct pm_pool *pm, int timeout_ms)
 {
     int64_t until = shm_now_ns() + (int64_t)timeout_ms * 1000000;
     struct pm_batch b = {0};
-    int met = 0, from, tag;
+    int met = 0, alive = 0, from, tag;
 
+    for (int a = 0; a < pm->nagents; a++) {
+        pm->agents[a].lost = rank_is_lost(pm->agents[a].rank);
+        alive += !pm->agents[a].lost;
+    }
+    if (alive == 0)
+        return -EHOSTDOWN;
     if (pm_batch_add(&b, 0, PM_POOL_NEW, 0, (uint64_t)pm->tag, NULL, 0) < 0)
         return -ENOMEM;
     for (int a = 0; a < pm->nagents; a++)
-        MPI_Send(b.buf, (int)b.len, MPI_BYTE, pm->agents[a].rank, PM_TAG_CTL, pm->comm);
+        if (!pm->agents[a].lost)
+            MPI_Send(b.buf, (int)b.len, MPI_BYTE, pm->agents[a].rank, PM_TAG_CTL, pm->comm);
     pm_batch_free(&b);
-    while (met < pm->nagents) {
+    while (met < alive) {
         struct pm_hdr h;
         const uint8_t *pl;
         size_t off = 0;
@@ -824,7 +833,8 @@ static int meet_agents(struct pm_pool *pm, int timeout_ms)
             continue;
         }
         int a = agent_of_rank(pm, from);
-        if (a < 0 || pm_next(pm->in.buf, pm->in.len, &off, &h, &pl) != 1 || h.kind != PM_HELLO)
+        if (a < 0 || pm->agents[a].lost || pm_next(pm->in.buf, pm->in.len, &off, &h, &pl) != 1 ||
+            h.kind != PM_HELLO)
             continue;
         pm->agents[a].cpus = h.id > 0 && h.id < 65536 ? (int)h.id : 1;
         pm->agents[a].heard_ns = shm_now_ns();

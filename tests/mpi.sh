@@ -141,7 +141,7 @@ for mode in agent-lost agent-stalled every-agent-lost free-after-loss; do
         echo "FAILED: $mode (a hang ends by timeout after 90 s)"
         fail=1
     else
-        grep -E "^call on rank 2|^the stalled|^a call with no agent|^pool freed after" "$tmp/lost.txt"
+        grep -E "^call on rank 2|^the stalled|^a call with no agent|^pool freed after|^a new pool" "$tmp/lost.txt"
     fi
 done
 exit $fail

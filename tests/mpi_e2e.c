@@ -803,6 +803,23 @@ static void agent_lost(int sig)
     assert_int_equal(st.rank, 1);
     pyproc_pool_free(p);
     printf("pool freed\n");
+    /* A new pool leaves the lost rank out: rank 1 runs it all. */
+    p = NULL;
+    assert_int_equal(pyproc_pool_new_mpi(&p, "afterloss",
+                                         &(pyproc_opts){.workers = 2, .python_path = "tests/py"},
+                                         MPI_COMM_WORLD),
+                     0);
+    assert_int_equal(pyproc_add_sub(p, "t", "e2e", PYPROC_SUB_INIT), 0);
+    for (int i = 0; i < 2; i++) {
+        pyproc_msg *m = NULL;
+        assert_int_equal(pyproc_stats(p, i, &st), 0);
+        assert_int_equal(st.rank, 1);
+        assert_int_equal(pyproc_ind_call(p, i, &c[i], "t.calls.block", "d", 0.1), 0);
+        assert_int_equal(pyproc_wait(c[i], &m, 20000), 0);
+        pyproc_msg_free(m);
+    }
+    pyproc_pool_free(p);
+    printf("a new pool ran on rank 1 alone\n");
     int err = pyproc_mpi_shutdown(MPI_COMM_WORLD);
     printf("pyproc_mpi_shutdown: %d\n", err);
     assert_int_equal(err, -EHOSTDOWN);
