@@ -247,21 +247,28 @@ static int agent_of_rank(struct pm_pool *pm, int rank)
     return -1;
 }
 
-/* A lost agent that speaks again (it was stalled, not dead) is told to
- * exit, which stops its workers, so that the job can end (no rank died:
- * its MPI_Finalize() need not be bounded).  Not waited for: the record
- * is static, the request let go. */
-static void tell_exit(struct pm_pool *pm, int a)
+/* PM_EXIT to a rank given up on, saying that a rank was lost: the host
+ * gave up on this one, so the agent bounds its MPI_Finalize() (the host
+ * may have ended without a word to it).  Not waited for, as MPI may never
+ * complete a send to a dead rank: the record is static, the request let
+ * go. */
+static void exit_lost(MPI_Comm comm, int rank)
 {
-    static const struct pm_hdr bye = {.kind = PM_EXIT};
+    static const struct pm_hdr bye = {.kind = PM_EXIT, .id = 1};
     MPI_Request req;
 
+    if (MPI_Isend(&bye, sizeof bye, MPI_BYTE, rank, PM_TAG_CTL, comm, &req) == MPI_SUCCESS)
+        MPI_Request_free(&req);
+}
+
+/* A lost agent that speaks again (it was stalled, not dead) is told to
+ * exit, which stops its workers, so that the job can end. */
+static void tell_exit(struct pm_pool *pm, int a)
+{
     if (pm->agents[a].told_exit)
         return;
     pm->agents[a].told_exit = true;
-    if (MPI_Isend(&bye, sizeof bye, MPI_BYTE, pm->agents[a].rank, PM_TAG_CTL, pm->comm, &req) ==
-        MPI_SUCCESS)
-        MPI_Request_free(&req);
+    exit_lost(pm->comm, pm->agents[a].rank);
 }
 
 /* Every message waiting on the pool's tag; whether there was one that
@@ -954,11 +961,14 @@ PYPROC_EXPORT int pyproc_mpi_shutdown(MPI_Comm comm)
      * which does not move it on. */
     for (int r = 0; r < size; r++)
         req[r] = MPI_REQUEST_NULL;
-    /* A rank a pool gave up on is not waited for: MPI may never complete
-     * a send to it. */
+    /* A rank a pool gave up on is told too, since it may be alive (only
+     * stalled) and its pools freed before it spoke again, but not waited
+     * for: MPI may never complete a send to it. */
     for (int r = 0; r < size; r++)
         if (r != me && !rank_is_lost(r))
             MPI_Issend(b.buf, (int)b.len, MPI_BYTE, r, PM_TAG_CTL, comm, &req[r]);
+        else if (r != me)
+            exit_lost(comm, r);
     while (!done && shm_now_ns() < until) {
         MPI_Testall(size, req, &done, MPI_STATUSES_IGNORE);
         if (!done)

@@ -130,7 +130,7 @@ elif ! grep -q "mpirun noticed that process rank 2" "$tmp/agent.txt"; then
 else
     echo "the job ended in ${took}s (start-up included), naming the dead rank"
 fi
-for mode in agent-lost agent-stalled every-agent-lost free-after-loss; do
+for mode in agent-lost agent-stalled every-agent-lost free-after-loss free-after-stall; do
     echo "== mpi: $mode, under mpirun --enable-recovery"
     agents=2
     [ $mode = every-agent-lost ] && agents=1

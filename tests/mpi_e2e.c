@@ -827,11 +827,13 @@ static void agent_lost(int sig)
     fflush(stdout);
 }
 
-/* Under mpirun --enable-recovery: agent rank 2 is killed and the pool
- * freed at once, before anything noticed the loss.  The free owes no
- * wait longer than the loss bound: it returns, and pyproc_mpi_shutdown()
- * says that a rank was lost. */
-static void free_after_loss(void)
+/* Under mpirun --enable-recovery: agent rank 2 is killed (sig SIGKILL)
+ * and the pool freed at once, before anything noticed the loss: the free
+ * owes no wait longer than the loss bound.  Or it is stalled (SIGSTOP)
+ * until given up on, the pool freed, and resumed only after
+ * pyproc_mpi_shutdown(): that must still tell it to exit, or mpirun
+ * never ends.  pyproc_mpi_shutdown() says that a rank was lost. */
+static void free_after_loss(int sig)
 {
     pyproc_pool *p = NULL;
     pyproc_worker_stats st;
@@ -854,11 +856,16 @@ static void free_after_loss(void)
         }
     }
     assert_true(agent > 0);
-    assert_int_equal(kill((pid_t)agent, SIGKILL), 0);
+    assert_int_equal(kill((pid_t)agent, sig), 0);
+    if (sig == SIGSTOP)
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(rank_after_respawn(p, i), 1); /* given up on */
     double t0 = e2e_now();
     pyproc_pool_free(p);
     printf("pool freed after %.1f s\n", e2e_now() - t0);
     assert_int_equal(pyproc_mpi_shutdown(MPI_COMM_WORLD), -EHOSTDOWN);
+    if (sig == SIGSTOP)
+        assert_int_equal(kill((pid_t)agent, SIGCONT), 0);
     printf("agent-lost: ok\n");
     fflush(stdout);
 }
@@ -1089,7 +1096,8 @@ int main(int argc, char **argv)
     /* The tests of lost agents give up on one after 3 s, not the default 10. */
     if (argc > 1 &&
         (strcmp(argv[1], "agent-lost") == 0 || strcmp(argv[1], "agent-stalled") == 0 ||
-         strcmp(argv[1], "every-agent-lost") == 0 || strcmp(argv[1], "free-after-loss") == 0))
+         strcmp(argv[1], "every-agent-lost") == 0 || strcmp(argv[1], "free-after-loss") == 0 ||
+         strcmp(argv[1], "free-after-stall") == 0))
         setenv("PYPROC_MPI_LOST_MS", "3000", 1);
     if (argc > 1 && (strcmp(argv[1], "agent-lost") == 0 || strcmp(argv[1], "agent-stalled") == 0)) {
         agent_lost(strcmp(argv[1], "agent-lost") == 0 ? SIGKILL : SIGSTOP);
@@ -1101,11 +1109,12 @@ int main(int argc, char **argv)
         _exit(0); /* pyproc_mpi_shutdown() was called */
     }
     if (argc > 1 &&
-        (strcmp(argv[1], "every-agent-lost") == 0 || strcmp(argv[1], "free-after-loss") == 0)) {
+        (strcmp(argv[1], "every-agent-lost") == 0 || strcmp(argv[1], "free-after-loss") == 0 ||
+         strcmp(argv[1], "free-after-stall") == 0)) {
         if (strcmp(argv[1], "every-agent-lost") == 0)
             every_agent_lost();
         else
-            free_after_loss();
+            free_after_loss(strcmp(argv[1], "free-after-loss") == 0 ? SIGKILL : SIGSTOP);
         /* Open MPI 4.1's MPI_Finalize() may wait for ever on the lost rank
          * (pyproc-mpi(3)): bounded as the agents bound theirs. */
         signal(SIGALRM, finalize_expired);
