@@ -94,6 +94,8 @@ struct agent {
     bool told_exit;   /* lost, then heard from: sent PM_EXIT; relay thread */
     int64_t heard_ns; /* when it last sent, or had nothing to run: from its
                        * HELLO, before the relay starts; then relay thread */
+    bool owes_spawn;  /* asked PM_SPAWN, not heard from since: it owes an
+                       * answer; under pm->lock */
     struct pm_out out;
 };
 
@@ -289,6 +291,7 @@ static bool receive(struct pm_pool *pm)
             continue;
         pm->agents[a].heard_ns = shm_now_ns();
         pthread_mutex_lock(&pm->lock);
+        pm->agents[a].owes_spawn = false;
         while (pm_next(pm->in.buf, pm->in.len, &off, &h, &pl) == 1) {
             any |= h.kind != PM_BEAT;
             take_record(pm, a, &h, pl);
@@ -467,7 +470,7 @@ static void agent_lost(struct pm_pool *pm, int a, int64_t silent_ns)
 }
 
 /* Every agent that runs a worker of the pool, or owes PM_POOL_FREED
- * (asked_free), must be heard from every pm->lost_ns: a free waits no
+ * (asked_free) or an answer to PM_SPAWN, must be heard from every pm->lost_ns: a free waits no
  * longer for a dead one.  Looked at every PM_CHECK_NS, taking pm->lock
  * only then. */
 #define PM_CHECK_NS 100000000
@@ -489,7 +492,7 @@ static void check_agents(struct pm_pool *pm, bool asked_free)
             continue;
         if (rank_is_lost(ag->rank)) /* another pool gave up on it */
             agent_lost(pm, a, pm->lost_ns);
-        else if (!runs && !asked_free)
+        else if (!runs && !asked_free && !ag->owes_spawn)
             ag->heard_ns = now; /* nothing expected of it */
         else if (now - ag->heard_ns > pm->lost_ns)
             agent_lost(pm, a, now - ag->heard_ns);
@@ -630,6 +633,8 @@ static int rec_start(struct pm_pool *pm, struct rec *r)
     pm->recs = r;
     if (!ag->params_sent || add(pm, r, PM_SPAWN, 0, (uint64_t)r->w->index, NULL, 0) < 0)
         rec_died(pm, r, strdup("could not be asked to start"));
+    else
+        ag->owes_spawn = true; /* even if the start times out first */
     wake(pm);
     while (r->started == 0 && err == 0)
         err = pthread_cond_timedwait(&pm->changed, &pm->lock, &until);

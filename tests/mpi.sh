@@ -130,7 +130,7 @@ elif ! grep -q "mpirun noticed that process rank 2" "$tmp/agent.txt"; then
 else
     echo "the job ended in ${took}s (start-up included), naming the dead rank"
 fi
-for mode in agent-lost agent-stalled every-agent-lost free-after-loss free-after-stall; do
+for mode in agent-lost agent-stalled every-agent-lost free-after-loss free-after-stall spawn-after-loss; do
     echo "== mpi: $mode, under mpirun --enable-recovery"
     agents=2
     [ $mode = every-agent-lost ] && agents=1
@@ -141,7 +141,7 @@ for mode in agent-lost agent-stalled every-agent-lost free-after-loss free-after
         echo "FAILED: $mode (a hang ends by timeout after 90 s)"
         fail=1
     else
-        grep -E "^call on rank 2|^the stalled|^a call with no agent|^pool freed after|^a new pool" "$tmp/lost.txt"
+        grep -E "^call on rank 2|^the stalled|^a call with no agent|^pool freed after|^a new pool|^a later start" "$tmp/lost.txt"
     fi
 done
 exit $fail

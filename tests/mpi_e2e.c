@@ -870,6 +870,72 @@ static void free_after_loss(int sig)
     fflush(stdout);
 }
 
+/* The other pyproc-agent started beside agent rank 1 (same parent), or 0. */
+static pid_t sibling_agent(pid_t agent1)
+{
+    char path[64], comm[32];
+    pid_t found = 0;
+    int ppid1 = -1;
+
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)agent1);
+    FILE *f = fopen(path, "r");
+    if (!f || fscanf(f, "%*d (%31[^)]) %*c %d", comm, &ppid1) != 2)
+        ppid1 = -1;
+    if (f)
+        fclose(f);
+    for (pid_t pid = 2; pid < 4194304 && !found && ppid1 > 0; pid++) {
+        int ppid = -1;
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+        if (pid == agent1 || !(f = fopen(path, "r")))
+            continue;
+        if (fscanf(f, "%*d (%31[^)]) %*c %d", comm, &ppid) == 2 && ppid == ppid1 &&
+            strcmp(comm, "pyproc-agent") == 0)
+            found = pid;
+        fclose(f);
+    }
+    return found;
+}
+
+/* Under mpirun --enable-recovery: agent rank 2, running none of the
+ * pool's workers, is killed, and asked to start one with a start timeout
+ * shorter than the loss bound.  The start fails; the agent owes the
+ * answer all the same and is given up on, so a later start goes to
+ * rank 1. */
+static void spawn_after_loss(void)
+{
+    pyproc_pool *p = NULL;
+    pyproc_worker_stats st;
+    int ind = -1;
+
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    alarm(90);
+    assert_int_equal(pyproc_pool_new_mpi(&p, "spawnafterloss",
+                                         &(pyproc_opts){.workers = 1,
+                                                        .start_timeout_ms = 1000,
+                                                        .python_path = "tests/py"},
+                                         MPI_COMM_WORLD),
+                     0);
+    assert_int_equal(pyproc_add_sub(p, "t", "e2e", PYPROC_SUB_INIT), 0);
+    assert_int_equal(pyproc_stats(p, 0, &st), 0);
+    assert_int_equal(st.rank, 1);
+    pid_t agent = sibling_agent((pid_t)e2e_int(p, "t.mpi.agent_pid"));
+    assert_true(agent > 0);
+    assert_int_equal(kill(agent, SIGKILL), 0);
+    int rc = pyproc_add_proc(p, &ind); /* to rank 2: it runs none */
+    printf("a start on the dead agent: %d\n", rc);
+    assert_true(rc < 0);
+    sleep(5); /* past the loss bound */
+    ind = -1;
+    assert_int_equal(pyproc_add_proc(p, &ind), 0);
+    assert_int_equal(pyproc_stats(p, ind, &st), 0);
+    assert_int_equal(st.rank, 1);
+    printf("a later start went to rank 1\n");
+    pyproc_pool_free(p);
+    assert_int_equal(pyproc_mpi_shutdown(MPI_COMM_WORLD), -EHOSTDOWN);
+    printf("agent-lost: ok\n");
+    fflush(stdout);
+}
+
 /* Under mpirun --enable-recovery with one agent, killed in the middle of
  * calls: they fail naming it; with no agent left, a later call fails
  * rather than waits, and the pool still ends. */
@@ -1097,7 +1163,7 @@ int main(int argc, char **argv)
     if (argc > 1 &&
         (strcmp(argv[1], "agent-lost") == 0 || strcmp(argv[1], "agent-stalled") == 0 ||
          strcmp(argv[1], "every-agent-lost") == 0 || strcmp(argv[1], "free-after-loss") == 0 ||
-         strcmp(argv[1], "free-after-stall") == 0))
+         strcmp(argv[1], "free-after-stall") == 0 || strcmp(argv[1], "spawn-after-loss") == 0))
         setenv("PYPROC_MPI_LOST_MS", "3000", 1);
     if (argc > 1 && (strcmp(argv[1], "agent-lost") == 0 || strcmp(argv[1], "agent-stalled") == 0)) {
         agent_lost(strcmp(argv[1], "agent-lost") == 0 ? SIGKILL : SIGSTOP);
@@ -1110,9 +1176,11 @@ int main(int argc, char **argv)
     }
     if (argc > 1 &&
         (strcmp(argv[1], "every-agent-lost") == 0 || strcmp(argv[1], "free-after-loss") == 0 ||
-         strcmp(argv[1], "free-after-stall") == 0)) {
+         strcmp(argv[1], "free-after-stall") == 0 || strcmp(argv[1], "spawn-after-loss") == 0)) {
         if (strcmp(argv[1], "every-agent-lost") == 0)
             every_agent_lost();
+        else if (strcmp(argv[1], "spawn-after-loss") == 0)
+            spawn_after_loss();
         else
             free_after_loss(strcmp(argv[1], "free-after-loss") == 0 ? SIGKILL : SIGSTOP);
         /* Open MPI 4.1's MPI_Finalize() may wait for ever on the lost rank
