@@ -92,8 +92,8 @@ struct agent {
     bool lost;        /* given up on (wire.h): never picked, never heard;
                        * written by the relay under pm->lock */
     bool told_exit;   /* lost, then heard from: sent PM_EXIT; relay thread */
-    int64_t heard_ns; /* when it last sent, or had nothing to run: from its
-                       * HELLO, before the relay starts; then relay thread */
+    int64_t heard_ns; /* when it last sent, or had nothing to run, or the
+                       * relay started: relay thread (meet_agents() before) */
     bool owes_spawn;  /* asked PM_SPAWN, not heard from since: it owes an
                        * answer; under pm->lock */
     struct pm_out out;
@@ -546,6 +546,12 @@ static void *relay_main(void *arg)
     struct pm_pool *pm = arg;
     bool asked_free = false;
 
+    /* The HELLOs may be as old as the start timeout: silence counts from
+     * here. */
+    pthread_mutex_lock(&pm->lock);
+    for (int a = 0; a < pm->nagents; a++)
+        pm->agents[a].heard_ns = shm_now_ns();
+    pthread_mutex_unlock(&pm->lock);
     for (;;) {
         pthread_mutex_lock(&pm->lock);
         bool busy = pass(pm);
