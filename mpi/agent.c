@@ -88,11 +88,14 @@ static struct ag_pool *pool_of(int host, int tag)
     return NULL;
 }
 
-static void send_rec(struct ag_pool *ap, uint32_t wid, uint16_t kind, uint16_t type, uint64_t id,
-                     const void *pl, size_t n)
+static int send_rec(struct ag_pool *ap, uint32_t wid, uint16_t kind, uint16_t type, uint64_t id,
+                    const void *pl, size_t n)
 {
-    if (pm_batch_add(&ap->out.fill, wid, kind, type, id, pl, n) < 0)
+    int err = pm_batch_add(&ap->out.fill, wid, kind, type, id, pl, n);
+
+    if (err < 0)
         fprintf(stderr, "pyproc-agent: out of memory; a message to the host is lost\n");
+    return err;
 }
 
 /* A worker's output line goes to the host, which prints or hands it on.
@@ -473,8 +476,8 @@ static void credit(struct ag_pool *ap)
             continue;
         if (ap->out.fill.len == 0 && done - aw->credited < report)
             continue;
-        send_rec(ap, aw->wid, PM_CREDIT, 0, done, NULL, 0);
-        aw->credited = done;
+        if (send_rec(ap, aw->wid, PM_CREDIT, 0, done, NULL, 0) == 0)
+            aw->credited = done; /* else owed still: sent next time */
     }
 }
 

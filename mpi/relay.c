@@ -352,20 +352,26 @@ static bool pump(struct pm_pool *pm, struct rec *r)
     bool busy = false;
     int n = 0;
 
-    if (r->kill_sig) {
-        add(pm, r, PM_KILL, 0, (uint64_t)r->kill_sig, NULL, 0);
+    /* A signal or a shutdown that could not be queued is tried again on
+     * the next pass. */
+    if (r->kill_sig && add(pm, r, PM_KILL, 0, (uint64_t)r->kill_sig, NULL, 0) == 0) {
         r->kill_sig = 0;
         busy = true;
     }
     while (n < 256 && !rec_blocked(pm, r) && shm_ring_read(&r->req, &m) == 1) {
-        add(pm, r, PM_FRAME, m.type, m.id, m.payload, m.len);
-        r->sent += pm_cost(m.len);
+        /* A frame read cannot go back into the ring: if it cannot be
+         * queued, the worker is killed, which fails its calls, rather
+         * than leave its caller waiting for ever. */
+        if (add(pm, r, PM_FRAME, m.type, m.id, m.payload, m.len) == 0)
+            r->sent += pm_cost(m.len);
+        else
+            r->kill_sig = SIGKILL;
         shm_ring_done(&r->req, &m);
         n++;
     }
     mirror_stops(pm, r);
-    if (!r->shutdown_sent && atomic_load_explicit(&r->w->seg.hdr->shutdown, memory_order_acquire)) {
-        add(pm, r, PM_SHUTDOWN, 0, 0, NULL, 0);
+    if (!r->shutdown_sent && atomic_load_explicit(&r->w->seg.hdr->shutdown, memory_order_acquire) &&
+        add(pm, r, PM_SHUTDOWN, 0, 0, NULL, 0) == 0) {
         r->shutdown_sent = true;
         busy = true;
     }
