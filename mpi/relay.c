@@ -216,6 +216,9 @@ static void take_record(struct pm_pool *pm, int a, const struct pm_hdr *h, const
         break;
     case PM_FAILED:
         r->started = h->id > 0 && h->id < 4096 ? -(int)h->id : -EIO;
+        /* Dead already: no later loss of its agent may ring the pidfd
+         * that remote_spawn() closes. */
+        r->dead = true;
         pthread_cond_broadcast(&pm->changed);
         break;
     case PM_DIED:
