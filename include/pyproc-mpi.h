@@ -41,8 +41,11 @@ extern "C" {
  * every second meanwhile) is lost to the pool: its workers' calls fail
  * with PYPROC_EWORKER and "worker N: agent rank R on node X was lost: no
  * word from it in 10 s", the workers start again on
- * the other agents, and it is never picked again (with none left, the
- * workers cannot start: -EHOSTDOWN).  That is only reached under
+ * the other agents, and it is never picked again, nor made an agent of
+ * a later pool (with none left, the workers cannot start, and a new pool
+ * cannot be made: -EHOSTDOWN).  An agent asked to start a worker or to
+ * free the pool owes the answer the same way, so pyproc_pool_free()
+ * waits for a dead one for that bound at most.  That is only reached under
  * mpirun --enable-recovery, where Open MPI 4.1 lets the job live on after
  * a rank's death but tells the others nothing; plain mpirun ends the whole
  * job within a second or two of a death (pyproc-mpi(3), FAULTS).
@@ -52,6 +55,7 @@ extern "C" {
  *                     MPI_THREAD_MULTIPLE (MPI_Query_thread())
  *   -EINVAL           comm is not MPI_COMM_WORLD, or has no other rank
  *   -ETIMEDOUT        an agent did not answer within opts->start_timeout_ms
+ *   -EHOSTDOWN        every rank but this one was lost to an earlier pool
  *   -EOPNOTSUPP       opts->max_rss_bytes is set (a remote worker's
  *                     resident size is not known to the application)
  */
@@ -64,7 +68,7 @@ PYPROC_EXPORT int pyproc_pool_new_mpi(pyproc_pool **pool, const char *name, cons
  * thread level; waits until each agent has the message.  0,
  * -EPROTONOSUPPORT (MPI not initialised), -EINVAL as above, -ETIMEDOUT
  * when an agent did not take it within 10 s, or -EHOSTDOWN when every
- * agent but the lost ones (see above; not waited for) took it.  After
+ * agent but the lost ones (see above; told too, not waited for) took it.  After
  * -EHOSTDOWN, Open MPI 4.1's MPI_Finalize() may wait for ever for the
  * dead rank: bound it (the agents give theirs 10 s, then _exit(0)).
  */

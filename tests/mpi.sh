@@ -15,7 +15,10 @@
 #      nothing: the relay gives the silent agent up, its workers' calls
 #      fail naming its rank, the pool goes on with the other agent, and
 #      the job ends; also with the agent stalled (SIGSTOP) and resumed,
-#      and with the only agent killed (later calls fail, never hang).
+#      with the only agent killed (later calls fail, never hang), with a
+#      new pool after a loss, a free right after a death or after a stall
+#      (the stalled agent still told to exit), and a start asked of a dead
+#      agent.
 # Each run is bounded by timeout, so a hang fails.
 # Usage: tests/mpi.sh [BUILD_DIR [MPI_TEST_PROGRAM...]]
 b=${1:-build}
