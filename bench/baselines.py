@@ -25,14 +25,14 @@ import time
 # sizes of the throughput runs, by level.
 LEVELS = {
     "smoke": dict(lat=(5, 20, 0.2), submits=(200, 1), mapped=1000,
-                  imap1=200, reps=1, echo=(1, 2, 0.5), starts=1, cpu=2,
+                  imap1=200, reps=1, echo=(1, 2, 0.5), starts=1,
                   mixed=0.3),
     "quick": dict(lat=(300, 5000, 0.8), submits=(20000, 1), mapped=100000,
-                  imap1=5000, reps=1, echo=(2, 10, 1.0), starts=2, cpu=10,
+                  imap1=5000, reps=1, echo=(2, 10, 1.0), starts=2,
                   mixed=6.0),
     # 100k submits take about 13 s here: one run of them.
     "full": dict(lat=(2000, 30000, 3.0), submits=(100000, 1), mapped=400000,
-                 imap1=20000, reps=3, echo=(3, 40, 3.0), starts=5, cpu=30,
+                 imap1=20000, reps=3, echo=(3, 40, 3.0), starts=5,
                  mixed=20.0),
 }
 
@@ -196,18 +196,6 @@ def mp_rows(lv, only):
                  note="2 processes; results in input order")
 
 
-def cpu_rows(lv, only):
-    from benchmods.cpu import spin
-
-    # Asked for by name only: pyproc-bench's step "cpu" measures it beside
-    # its worker rows.
-    if only and "py-cpu" in only:
-        spin()  # untimed, as in the worker
-        emit("py-cpu", "pure-Python loop under /usr/bin/python3", "ms", "cost",
-             [spin() * 1e3 for _ in range(lv["cpu"])], p99=True,
-             note="benchmods.cpu.spin(), timed as in the worker")
-
-
 def want(only, key):
     return not only or key in only
 
@@ -228,7 +216,6 @@ def main():
     ppe_rows(lv, only)
     ppe_mixed(lv, only)
     mp_rows(lv, only)
-    cpu_rows(lv, only)
 
 
 if __name__ == "__main__":
