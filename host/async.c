@@ -16,6 +16,22 @@
  * is due.  The service thread wakes on the same doorbells and reads them
  * too (whichever comes first; the other finds the ring read), so the
  * answers of blocking callers never wait for the loop.
+ *
+ * System calls are what this path costs (each about as much as a whole
+ * call's round trip in user space), so it makes as few as it can:
+ * - done_fd is written only when no dispatch is due to take the list
+ *   anyway (pool->done_due): not for each push, not while a dispatch
+ *   runs, and not after the loop was woken already;
+ * - an asynchronous call whose answer is caught by its caller's spin
+ *   writes done_fd before it spins (pyproc__async_expect()), while the
+ *   worker works, rather than after the answer came;
+ * - a dispatch that finds completions waiting and no worker's ring
+ *   holding replies runs them without epoll_wait().  The pool's fd then
+ *   stays readable until a dispatch finds nothing, which takes its events
+ *   (one more wake-up of a level-triggered loop after a busy spell, never
+ *   a loop that spins while nothing comes).  Events left in the set never
+ *   hide new ones from an edge-triggered watcher: every write to a member
+ *   wakes the set's watchers again.
  */
 #include <errno.h>
 #include <sys/epoll.h>
@@ -30,6 +46,9 @@
  * left keeps the pool's fd readable, for the next. */
 #define LOOP_EVENTS 32
 #define LOOP_BATCH_MSGS 64
+/* Workers a dispatch looks at in user space, to skip epoll_wait() when
+ * none has replies waiting; a larger pool always asks epoll. */
+#define LOOP_SCAN_MAX 16
 
 /* Whether the handle's owner freed it: then no callback runs.  Acquire:
  * pairs with the release store in pyproc_call_free(). */
@@ -131,11 +150,12 @@ int pyproc__async_run(pyproc_pool *p)
     pyproc_call *list;
     int ran = 0;
 
-    /* Emptied under the lock, so a push after this writes done_fd again,
-     * which is a new event in loop_fd (see loop_events()). */
+    /* Emptied under the lock, with done_due cleared: a push after this
+     * writes done_fd again, which is a new event in loop_fd. */
     pthread_mutex_lock(&p->done_lock);
     list = p->completed;
     p->completed = p->completed_tail = NULL;
+    p->done_due = false;
     pthread_mutex_unlock(&p->done_lock);
     while (list) {
         pyproc_call *c = list;
@@ -173,12 +193,45 @@ PYPROC_EXPORT int pyproc_pool_fd(pyproc_pool *p)
     return err < 0 ? err : p->loop_fd;
 }
 
+/* No ring that loop_events() would read (a worker's in its slot) holds
+ * replies, which only a doorbell or a polling caller brings to the
+ * completed list: so no doorbell that rang is left for this dispatch. */
+static bool rings_quiet(pyproc_pool *p)
+{
+    bool quiet = true;
+
+    pthread_mutex_lock(&p->lock);
+    if (p->nworkers > LOOP_SCAN_MAX)
+        quiet = false;
+    for (int i = 0; quiet && i < p->nworkers; i++)
+        if (p->workers[i] && pyproc__chan_has_replies(p->workers[i]))
+            quiet = false;
+    pthread_mutex_unlock(&p->lock);
+    return quiet;
+}
+
+/*
+ * Whether the completions already queued are all there is to do: then
+ * the pool's fd need not be read now.  Either way, a push from now until
+ * pyproc__async_run() takes the list writes nothing (done_due): this
+ * dispatch takes what it pushes.
+ */
+static bool only_completions(pyproc_pool *p)
+{
+    pthread_mutex_lock(&p->done_lock);
+    bool waiting = p->completed != NULL;
+    p->done_due = true;
+    pthread_mutex_unlock(&p->done_lock);
+    return waiting && rings_quiet(p);
+}
+
 PYPROC_EXPORT int pyproc_dispatch(pyproc_pool *p)
 {
     int err = pyproc__pool_check(p);
 
     if (err < 0)
         return err;
-    loop_events(p);
+    if (!only_completions(p))
+        loop_events(p);
     return pyproc__async_run(p);
 }

@@ -100,10 +100,39 @@ void pyproc__fail_calls(struct pp_worker *w, int result, const char *why)
     }
 }
 
+/* Wake the loop for the completed list, unless a dispatch is due to take
+ * it anyway (pool->done_due).  Under done_lock; the caller writes done_fd
+ * after unlocking when this returns true. */
+static bool done_signal_locked(pyproc_pool *p)
+{
+    bool write_it = !p->done_due;
+
+    p->done_due = true;
+    return write_it;
+}
+
+static void done_fd_write(pyproc_pool *p)
+{
+    uint64_t one = 1;
+
+    if (write(p->done_fd, &one, sizeof one) < 0) {
+        /* Never read, one per write: it does not fill in 2^64 writes. */
+    }
+}
+
+void pyproc__async_expect(pyproc_pool *p)
+{
+    pthread_mutex_lock(&p->done_lock);
+    bool write_it = done_signal_locked(p);
+    pthread_mutex_unlock(&p->done_lock);
+    if (write_it)
+        done_fd_write(p);
+}
+
 void pyproc__async_push(pyproc_call *c)
 {
     pyproc_pool *p = c->pool;
-    bool was_empty;
+    bool write_it;
 
     /* A hint for the spin choice in start.c, ordering nothing: relaxed.
      * Only asynchronous calls were counted, not handles whose callbacks
@@ -111,20 +140,16 @@ void pyproc__async_push(pyproc_call *c)
     if (c->done)
         atomic_fetch_sub_explicit(&p->async_out, 1, memory_order_relaxed);
     pthread_mutex_lock(&p->done_lock);
-    was_empty = !p->completed;
     c->next_done = NULL;
     if (p->completed_tail)
         p->completed_tail->next_done = c;
     else
         p->completed = c;
     p->completed_tail = c;
+    write_it = done_signal_locked(p);
     pthread_mutex_unlock(&p->done_lock);
-    if (was_empty) {
-        uint64_t one = 1;
-        if (write(p->done_fd, &one, sizeof one) < 0) {
-            /* Never read, one per push: it does not fill in 2^64 pushes. */
-        }
-    }
+    if (write_it)
+        done_fd_write(p);
 }
 
 void pyproc__handle_queue(pyproc_call *c)

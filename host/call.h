@@ -36,6 +36,9 @@ void pyproc__stream_free_items(pyproc_call *c);
 /* ---- the completion queue of asynchronous calls (call.c) ---- */
 /* Queue a finished asynchronous call; takes over the table's reference. */
 void pyproc__async_push(pyproc_call *c);
+/* An asynchronous call's end is expected soon: wake the loop now, so that
+ * the push that follows writes nothing (see pool->done_due). */
+void pyproc__async_expect(pyproc_pool *p);
 /* Queue a handle whose callback is due, with a new reference. */
 void pyproc__handle_queue(pyproc_call *c);
 /* A stream got items or its end: queue it if it delivers them through a

@@ -585,7 +585,18 @@ struct pyproc_pool {
      * waiting for pyproc_dispatch(). */
     pthread_mutex_t done_lock;
     pyproc_call *completed, *completed_tail;
-    int done_fd; /* eventfd: written as completed stops being empty */
+    int done_fd; /* eventfd, written when a dispatch is not yet due */
+    /*
+     * Under done_lock: a pyproc_dispatch() is bound to take the completed
+     * list after now, because done_fd was written since the last take
+     * (the loop is woken for it) or because one is running and has not
+     * taken it yet.  A push then needs no write of its own (async.c).
+     */
+    bool done_due;
+    /* Whether the last asynchronous call that spun for its answer caught
+     * it: the next one then signals done_fd before it spins, while the
+     * worker works (pyproc__async_expect()).  A hint; relaxed. */
+    _Atomic bool spin_caught;
     /*
      * The pool's fd for event loops (pyproc_pool_fd()): an epoll set of
      * done_fd and every watched worker's reply doorbell, edge-triggered,

@@ -57,7 +57,9 @@ int pyproc__chunk_send(struct pp_worker *w, const struct shm_buf *payload, struc
 void pyproc__poll_leave_draining(struct pp_worker *w);
 /* Spin up to c's spin budget for its end, draining the reply ring when
  * nobody else does; for an asynchronous call, whose end goes to the
- * completion queue.  True when it ended. */
+ * completion queue.  When the last such spin caught its answer, the loop
+ * is woken first (pyproc__async_expect()), while the worker works.  True
+ * when it ended. */
 bool pyproc__call_spin(pyproc_call *c);
 /* Wait until c is done or the deadline (INT64_MAX: none). */
 bool pyproc__call_wait_state(pyproc_call *c, int64_t deadline);

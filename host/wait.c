@@ -159,9 +159,14 @@ bool pyproc__call_spin(pyproc_call *c)
 
     if (c->spin_ns <= 0)
         return call_ended(c);
+    bool caught = atomic_load_explicit(&c->pool->spin_caught, memory_order_relaxed);
     pyproc__poll_enter(c->worker);
+    if (caught)
+        pyproc__async_expect(c->pool);
     done = spin_for(c, c->spin_ns);
     pyproc__poll_leave(c->worker);
+    if (done != caught) /* stored only as it changes: the line stays shared */
+        atomic_store_explicit(&c->pool->spin_caught, done, memory_order_relaxed);
     return done;
 }
 

@@ -859,8 +859,12 @@ PYPROC_EXPORT int pyproc_call_deadline(pyproc_call *call, int timeout_ms);
  * pyproc_dispatch(), and as soon as a worker answers (so the answer wakes
  * the loop's thread directly, with no library thread in between).  It may
  * therefore be readable with nothing yet to run: pyproc_dispatch() then
- * returns 0.  It may be watched level- or edge-triggered (EPOLLET): a
- * dispatch that leaves work for the next makes a new event.  The pool
+ * returns 0.  After a dispatch that ran callbacks it may stay readable
+ * until a dispatch finds nothing to run, which leaves it unreadable until
+ * the next event: a level-triggered loop wakes once more after a busy
+ * spell, and never spins while nothing comes.  It may be watched level- or
+ * edge-triggered (EPOLLET): every completion after a dispatch, and a
+ * dispatch that leaves work for the next, makes a new event.  The pool
  * owns it; do not read or close it.
  */
 PYPROC_EXPORT int pyproc_pool_fd(pyproc_pool *pool);
