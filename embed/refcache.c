@@ -13,11 +13,14 @@
 #define REFCACHE_SLOTS 64 /* a power of two */
 #define REFCACHE_REF_MAX 120
 
+/* What a hit reads comes first, so a short reference is found in one
+ * cache line. */
 struct refcache_slot {
+    PyObject *entry;         /* strong ref; NULL: empty */
+    struct refcache_hit hit; /* from entry */
     uint64_t hash;
     uint32_t len;
     char ref[REFCACHE_REF_MAX];
-    PyObject *entry; /* strong ref; NULL: empty */
 };
 
 static struct refcache_slot slots[REFCACHE_SLOTS];
@@ -34,7 +37,7 @@ static uint64_t ref_hash(const char *ref, uint32_t len)
     return h;
 }
 
-PyObject *refcache_find(const char *ref, uint32_t len)
+static struct refcache_slot *find(const char *ref, uint32_t len)
 {
     uint64_t h;
     struct refcache_slot *s;
@@ -42,14 +45,28 @@ PyObject *refcache_find(const char *ref, uint32_t len)
     if (len > REFCACHE_REF_MAX)
         return NULL;
     if (last->entry && last->len == len && !memcmp(last->ref, ref, len))
-        return last->entry; /* borrowed */
+        return last;
     h = ref_hash(ref, len);
     s = &slots[h & (REFCACHE_SLOTS - 1)];
     if (s->entry && s->hash == h && s->len == len && !memcmp(s->ref, ref, len)) {
         last = s;
-        return s->entry; /* borrowed */
+        return s;
     }
     return NULL;
+}
+
+PyObject *refcache_find(const char *ref, uint32_t len)
+{
+    struct refcache_slot *s = find(ref, len);
+
+    return s ? s->entry : NULL; /* borrowed */
+}
+
+const struct refcache_hit *refcache_find_hit(const char *ref, uint32_t len)
+{
+    struct refcache_slot *s = find(ref, len);
+
+    return s ? &s->hit : NULL;
 }
 
 void refcache_store(const char *ref, uint32_t len, PyObject *entry)
@@ -62,7 +79,9 @@ void refcache_store(const char *ref, uint32_t len, PyObject *entry)
     h = ref_hash(ref, len);
     s = &slots[h & (REFCACHE_SLOTS - 1)];
     Py_INCREF(entry);
-    Py_XSETREF(s->entry, entry); /* drops the pair it held */
+    Py_XSETREF(s->entry, entry);            /* drops the pair it held */
+    s->hit.fn = PyTuple_GET_ITEM(entry, 0); /* borrowed from entry */
+    s->hit.wants_hub = PyObject_IsTrue(PyTuple_GET_ITEM(entry, 1)) == 1;
     s->hash = h;
     s->len = len;
     memcpy(s->ref, ref, len);

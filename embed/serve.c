@@ -19,7 +19,6 @@
 #include "buffers.h"
 #include "refcache.h"
 #include "worker.h"
-#include "../shm/mpvalid.h"
 
 struct hub_funcs H;
 
@@ -139,19 +138,28 @@ out:
     Py_XDECREF(task);
 }
 
-/* Check the fixed part of CALL [kind, ref, args, kwargs]. */
+/*
+ * Read the fixed part of CALL [kind, ref, args, kwargs], every length
+ * checked against end.  The arguments are checked as they are decoded.
+ */
 static bool call_header(const char **p, const char *end, uint64_t *kind, const char **ref,
                         uint32_t *ref_len)
 {
-    const char *chk = *p;
+    const char *q = *p;
 
-    if (shm_mp_next(&chk, end) < 0 || mp_typeof(**p) != MP_ARRAY || mp_decode_array(p) != 4 ||
-        mp_typeof(**p) != MP_UINT)
+    if (q >= end || mp_typeof(*q) != MP_ARRAY || mp_check_array(q, end) > 0 ||
+        mp_decode_array(&q) != 4)
         return false;
-    *kind = mp_decode_uint(p);
-    if (mp_typeof(**p) != MP_STR)
+    if (q >= end || mp_typeof(*q) != MP_UINT || mp_check_uint(q, end) > 0)
         return false;
-    *ref = mp_decode_str(p, ref_len);
+    *kind = mp_decode_uint(&q);
+    if (q >= end || mp_typeof(*q) != MP_STR || mp_check_strl(q, end) > 0)
+        return false;
+    *ref_len = mp_decode_strl(&q);
+    if (*ref_len > (size_t)(end - q))
+        return false;
+    *ref = q;
+    *p = q + *ref_len;
     return true;
 }
 
@@ -192,46 +200,107 @@ static void reply_stopped(uint64_t id, uint32_t why)
                          "the call was cancelled before it started");
 }
 
+/* Positional arguments up to this many are decoded onto the stack and
+ * passed by vectorcall: no tuple for them. */
+#define ARGS_ON_STACK 8
+
+/* The callable of ref and whether it takes the hub first.  Borrowed, as
+ * lookup(). */
+static PyObject *lookup_fn(const char *ref, uint32_t len, bool *wants_hub)
+{
+    const struct refcache_hit *hit = refcache_find_hit(ref, len);
+    PyObject *entry;
+
+    if (hit) {
+        *wants_hub = hit->wants_hub;
+        return hit->fn;
+    }
+    if (!(entry = lookup(ref, len))) /* borrowed */
+        return NULL;
+    *wants_hub = PyObject_IsTrue(PyTuple_GET_ITEM(entry, 1)) == 1;
+    return PyTuple_GET_ITEM(entry, 0);
+}
+
+/*
+ * Call fn with the arguments at *p: a few positional ones and no keywords
+ * (most calls) by vectorcall from the stack, with the hub in front when
+ * wants_hub; anything else through a tuple and a dict.  Decoding comes
+ * before call_enter(), so only user code counts as running.  Returns the
+ * result (new ref) or NULL with an exception set; *stopped says why the
+ * call was stopped before it started (nothing ran, NULL without error).
+ */
+static PyObject *call_fn(uint64_t id, PyObject *fn, bool wants_hub, const char *p, const char *end,
+                         uint32_t *stopped)
+{
+    PyObject *stack[ARGS_ON_STACK + 1], *args = NULL, *kwargs = NULL, *full = NULL, *res = NULL;
+    Py_ssize_t n = pyproc_unpack_array_into(&p, end, stack + 1, ARGS_ON_STACK);
+
+    if (n < 0)
+        return NULL;
+    if (n > ARGS_ON_STACK && !(args = pyproc_unpack_tuple(&p, end))) /* new ref */
+        return NULL;
+    /* Most calls have no keyword arguments: no dict for them. */
+    if (p < end && (unsigned char)*p == 0x80)
+        p++;
+    else if (!(kwargs = pyproc_unpack_kwargs(&p, end))) /* new ref */
+        goto out;
+    if (!args && kwargs && PyDict_GET_SIZE(kwargs)) {
+        /* Keywords: the tuple way, which takes the dict as it is. */
+        if (!(args = PyTuple_New(n))) /* new ref */
+            goto out;
+        for (Py_ssize_t i = 0; i < n; i++)
+            PyTuple_SET_ITEM(args, i, stack[i + 1]); /* steals */
+        n = 0;
+    }
+    if (args && wants_hub && !(full = with_hub(args))) /* new ref */
+        goto out;
+    /* While user code runs here, the host may interrupt it (see
+     * shm/segment.h); a coroutine's first step counts too. */
+    *stopped = call_enter(id);
+    if (*stopped)
+        goto out;
+    if (args) {
+        res = PyObject_Call(fn, full ? full : args,
+                            kwargs && PyDict_GET_SIZE(kwargs) ? kwargs : NULL); /* new ref */
+    } else if (wants_hub) {
+        stack[0] = H.hub;
+        res = PyObject_Vectorcall(fn, stack, (size_t)n + 1, NULL); /* new ref */
+    } else {
+        res = PyObject_Vectorcall(fn, stack + 1, (size_t)n | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                  NULL); /* new ref */
+    }
+out:
+    for (Py_ssize_t i = 0; !args && i < n; i++)
+        Py_DECREF(stack[i + 1]);
+    Py_XDECREF(full);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(args);
+    return res;
+}
+
 static void serve_call(uint64_t id, const char *p, const char *end)
 {
-    uint32_t stopped;
-    PyObject *args = NULL, *kwargs = NULL, *full = NULL, *res = NULL;
-    PyObject *entry;
+    uint32_t stopped = 0;
+    PyObject *fn, *res;
     const char *ref;
     uint32_t ref_len;
     uint64_t kind;
+    bool wants_hub;
 
     if (!call_header(&p, end, &kind, &ref, &ref_len)) {
         reply_error_text(id, EBADMSG, "ValueError", "malformed call frame");
         return;
     }
-    entry = lookup(ref, ref_len); /* borrowed */
-    if (!entry)
-        goto fail;
-    args = pyproc_unpack_tuple(&p, end); /* new ref */
-    if (!args)
-        goto fail;
-    /* Most calls have no keyword arguments: no dict for them.  The frame
-     * was checked whole by call_header(). */
-    if (p < end && (unsigned char)*p == 0x80)
-        p++;
-    else if (!(kwargs = pyproc_unpack_kwargs(&p, end))) /* new ref */
-        goto fail;
-    if (PyObject_IsTrue(PyTuple_GET_ITEM(entry, 1))) {
-        full = with_hub(args); /* new ref */
-        if (!full)
-            goto fail;
+    if (!(fn = lookup_fn(ref, ref_len, &wants_hub))) { /* borrowed */
+        reply_current_error(id);
+        return;
     }
-    /* While user code runs here, the host may interrupt it (see
-     * shm/segment.h); a coroutine's first step counts too. */
-    stopped = call_enter(id);
+    res = call_fn(id, fn, wants_hub, p, end, &stopped); /* new ref */
     if (stopped) {
         call_leave();
         reply_stopped(id, stopped);
-        goto out;
+        return;
     }
-    res = PyObject_Call(PyTuple_GET_ITEM(entry, 0), full ? full : args,
-                        kwargs && PyDict_GET_SIZE(kwargs) ? kwargs : NULL); /* new ref */
     if (res && kind == SHM_CALL_GEN)
         hand_over(H.start_gen, id, res);
     else if (res && PyCoro_CheckExact(res))
@@ -240,17 +309,10 @@ static void serve_call(uint64_t id, const char *p, const char *end)
         hand_over(H.start_coro, id, res);
     call_leave();
     if (!res)
-        goto fail;
-    if (kind != SHM_CALL_GEN && !is_awaitable(res))
+        reply_current_error(id);
+    else if (kind != SHM_CALL_GEN && !is_awaitable(res))
         reply_value(SHM_FRAME_RESULT, id, res);
-    goto out;
-fail:
-    reply_current_error(id);
-out:
     Py_XDECREF(res);
-    Py_XDECREF(full);
-    Py_XDECREF(kwargs);
-    Py_XDECREF(args);
 }
 
 /* ADD_SUB, ADD_NATIVE, SET_ATTR: run a hub function on the payload's items, answer nil. */
