@@ -233,7 +233,13 @@ static PyObject *call_fn(uint64_t id, PyObject *fn, bool wants_hub, const char *
                          uint32_t *stopped)
 {
     PyObject *stack[ARGS_ON_STACK + 1], *args = NULL, *kwargs = NULL, *full = NULL, *res = NULL;
-    Py_ssize_t n = pyproc_unpack_array_into(&p, end, stack + 1, ARGS_ON_STACK);
+    Py_ssize_t n = 0;
+
+    /* No arguments (an empty fixarray) is the usual case. */
+    if (p < end && (unsigned char)*p == 0x90)
+        p++;
+    else
+        n = pyproc_unpack_array_into(&p, end, stack + 1, ARGS_ON_STACK);
 
     if (n < 0)
         return NULL;
