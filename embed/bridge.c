@@ -18,6 +18,7 @@
 #include <msgpuck.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -382,6 +383,14 @@ static PyObject *py_forked_child(PyObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* _alone() -> bool: whether the loop would spin holding the GIL. */
+static PyObject *py_alone(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    return PyBool_FromLong(python_alone());
+}
+
 /* set_fast_tasks(flag): whether the loop has no task factory. */
 static PyObject *py_set_fast_tasks(PyObject *self, PyObject *flag)
 {
@@ -430,6 +439,7 @@ static PyMethodDef methods[] = {
     {"take_interrupt", py_take_interrupt, METH_NOARGS, NULL},
     {"forked_child", py_forked_child, METH_NOARGS, NULL},
     {"set_fast_tasks", py_set_fast_tasks, METH_O, NULL},
+    {"_alone", py_alone, METH_NOARGS, NULL},
     {"spin_then_arm", py_spin_then_arm, METH_NOARGS, NULL},
     {"disarm", py_disarm, METH_NOARGS, NULL},
     {"wake", py_wake, METH_NOARGS, NULL},
@@ -460,6 +470,8 @@ static struct PyModuleDef module = {
 PyObject *pyproc_bridge_module(void)
 {
     struct worker *w = &the_worker;
+    if (getenv("PYPROC_HUGETEXT"))
+        worker_text_on_huge_pages();
     PyObject *m = PyModule_Create(&module); /* new ref */
 
     if (!m)

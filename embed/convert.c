@@ -369,8 +369,10 @@ Py_ssize_t pyproc_unpack_array_into(const char **p, const char *end, PyObject **
         return h.n; /* the caller takes the tuple way; *p stays */
     for (uint32_t i = 0; i < h.n; i++) {
         if (!(out[i] = unpack_value(&q, end, 1))) { /* new ref */
-            while (i > 0)
-                Py_CLEAR(out[--i]);
+            while (i > 0) {
+                i--; /* not inside Py_CLEAR(), which names its argument twice */
+                Py_CLEAR(out[i]);
+            }
             return -1;
         }
     }

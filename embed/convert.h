@@ -75,7 +75,7 @@ int pyproc_pack(struct shm_buf *b, PyObject *o);
 
 /*
  * The bytes pyproc_pack_scalar() writes for o, or 0 when o is not a scalar
- * it takes: None, bool, and exact int (within int64 and uint64), float,
+ * it takes: None, bool, and exact int (within int64), float,
  * ASCII str and bytes of at most 4 KiB.  These need no hook, allocation or
  * Python call, so a reply can be encoded straight into the ring.  Neither
  * raises.

@@ -2,7 +2,7 @@
  * A call names its function by a reference string ("sub.module.function").
  * Resolving it through the hub's dict costs a str object, its hash and a
  * dict lookup on every call; this cache finds the pair from the frame's
- * bytes with one hash of a few bytes and one memcmp.  Direct-mapped: two
+ * bytes with one hash of a few bytes and one compare.  Direct-mapped: two
  * references that collide just take turns, and the dict behind it stays
  * the source of truth.
  */
@@ -37,6 +37,25 @@ static uint64_t ref_hash(const char *ref, uint32_t len)
     return h;
 }
 
+/* memcmp() for references: a few words, compared here rather than in a
+ * libc routine whose code is one more page to fault in after idle. */
+static bool ref_equal(const char *a, const char *b, uint32_t len)
+{
+    uint32_t i = 0;
+
+    for (; i + 8 <= len; i += 8) {
+        uint64_t x, y;
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        if (x != y)
+            return false;
+    }
+    for (; i < len; i++)
+        if (a[i] != b[i])
+            return false;
+    return true;
+}
+
 static struct refcache_slot *find(const char *ref, uint32_t len)
 {
     uint64_t h;
@@ -44,11 +63,11 @@ static struct refcache_slot *find(const char *ref, uint32_t len)
 
     if (len > REFCACHE_REF_MAX)
         return NULL;
-    if (last->entry && last->len == len && !memcmp(last->ref, ref, len))
+    if (last->entry && last->len == len && ref_equal(last->ref, ref, len))
         return last;
     h = ref_hash(ref, len);
     s = &slots[h & (REFCACHE_SLOTS - 1)];
-    if (s->entry && s->hash == h && s->len == len && !memcmp(s->ref, ref, len)) {
+    if (s->entry && s->hash == h && s->len == len && ref_equal(s->ref, ref, len)) {
         last = s;
         return s;
     }

@@ -73,6 +73,9 @@ static PyObject *with_hub(PyObject *args)
 
 static bool is_awaitable(PyObject *o)
 {
+    /* None, the usual result, without a look at its type. */
+    if (o == Py_None)
+        return false;
     if (PyCoro_CheckExact(o))
         return true;
     PyAsyncMethods *am = Py_TYPE(o)->tp_as_async;

@@ -1,0 +1,76 @@
+"""The worker's call path: arguments with and without the hub, keywords,
+results that go straight into the ring and those that do not."""
+
+import enum
+import threading
+
+import _pyproc
+
+
+def hub_args(hub, *args):
+    return [hub.t is not None, list(args)]
+
+
+def hub_kw(hub, a, b=0):
+    return [hub.t is not None, a, b]
+
+
+def plain_kw(a, b=0):
+    return [a, b]
+
+
+def nine(a, b, c, d, e, f, g, h, i):
+    return [a, b, c, d, e, f, g, h, i]
+
+
+class Small(enum.IntEnum):
+    SEVEN = 7
+
+
+class Text(str):
+    pass
+
+
+VALUES = {
+    "none": None,
+    "true": True,
+    "false": False,
+    "zero": 0,
+    "minus_one": -1,
+    "int64_min": -2**63,
+    "uint64_max": 2**64 - 1,
+    "float": 1.5,
+    "ascii": "ascii",
+    "empty": "",
+    "non_ascii": "d\u00e9j\u00e0",
+    "long_ascii": "x" * 5000,
+    "bytes": b"\x00\x01",
+    "long_bytes": b"y" * 5000,
+    "int_enum": Small.SEVEN,
+    "str_subclass": Text("sub"),
+    "too_big": 2**64,
+}
+
+
+def value(name):
+    return VALUES[name]
+
+
+_stop = threading.Event()
+_thread = None
+
+
+def alone():
+    return _pyproc._alone()
+
+
+def start_thread():
+    global _thread
+    _stop.clear()
+    _thread = threading.Thread(target=_stop.wait)
+    _thread.start()
+
+
+def stop_thread():
+    _stop.set()
+    _thread.join()
