@@ -24,6 +24,7 @@
 
 #include "../shm/futex.h"
 #include "buffers.h"
+#include "hot.h"
 #include "native.h"
 #include "buffers.h"
 #include "worker.h"
@@ -45,7 +46,7 @@ struct worker the_worker = {.death_fd = -1, .fast_tasks = true, .template_fd = -
  */
 #define BUSY_GAP_NS (1000 * 1000LL)
 
-static bool has_work(void)
+WORKER_HOT static bool has_work(void)
 {
     struct worker *w = &the_worker;
     return !shm_ring_empty(&w->requests) || atomic_load(&w->woken) ||
@@ -105,7 +106,7 @@ static void spin_yield(int64_t spun_ns, int64_t now)
  * threading or PyGILState_Ensure(), is listed before it asks for it).
  * Needs the GIL.
  */
-static bool python_alone(void)
+WORKER_HOT static bool python_alone(void)
 {
     PyThreadState *me = PyThreadState_Get();
     PyInterpreterState *interp = PyThreadState_GetInterpreter(me);
@@ -123,7 +124,7 @@ enum { SPIN_NONE, SPIN_FOUND, SPIN_NOT_ALONE };
  * back next to its waker.  Holding the GIL, it gives up (SPIN_NOT_ALONE)
  * as soon as another thread appears, which may want it.
  */
-static int spin(int64_t budget_ns, bool holding_gil)
+WORKER_HOT static int spin(int64_t budget_ns, bool holding_gil)
 {
     int64_t start = shm_now_ns(), until = start + budget_ns;
 
@@ -193,7 +194,7 @@ enum { WAIT_WORK, WAIT_TIMEOUT, WAIT_SIGNAL };
  * Sleep on the request ring's futex until a frame, a wake-up or the
  * timeout.  Called without the GIL.
  */
-static int sleep_futex(int timeout_ms)
+WORKER_HOT static int sleep_futex(int timeout_ms)
 {
     struct worker *w = &the_worker;
     int r = 0;
@@ -232,7 +233,7 @@ static int timeout_ms_of(PyObject *timeout)
  * then wait in epoll), a wake-up from another thread, or the timeout.  Returns 1 when a signal interrupted the wait (the caller polls
  * its fds at once so asyncio sees the wake-up byte).
  */
-static PyObject *py_select(PyObject *self, PyObject *const *args, Py_ssize_t n)
+WORKER_HOT static PyObject *py_select(PyObject *self, PyObject *const *args, Py_ssize_t n)
 {
     struct worker *w = &the_worker;
     int64_t deadline;

@@ -20,6 +20,8 @@
 
 #include <msgpuck.h>
 
+#include "hot.h"
+
 /* ---- decoding ---- */
 
 /* What one msgpack header said, before any object is made from it. */
@@ -612,7 +614,7 @@ static int pack_value(struct shm_buf *b, PyObject *o, int depth)
 /* Scalars pyproc_pack_scalar() writes: short enough to reserve at once. */
 #define SCALAR_MAX 4096
 
-size_t pyproc_pack_scalar_size(PyObject *o)
+WORKER_HOT size_t pyproc_pack_scalar_size(PyObject *o)
 {
     if (o == Py_None || PyBool_Check(o))
         return 1;
@@ -633,7 +635,7 @@ size_t pyproc_pack_scalar_size(PyObject *o)
     return 0;
 }
 
-size_t pyproc_pack_scalar(char *dst, PyObject *o)
+WORKER_HOT size_t pyproc_pack_scalar(char *dst, PyObject *o)
 {
     char *w = dst;
 

@@ -10,6 +10,8 @@
 
 #include <string.h>
 
+#include "hot.h"
+
 #define REFCACHE_SLOTS 64 /* a power of two */
 #define REFCACHE_REF_MAX 120
 
@@ -56,7 +58,7 @@ static bool ref_equal(const char *a, const char *b, uint32_t len)
     return true;
 }
 
-static struct refcache_slot *find(const char *ref, uint32_t len)
+WORKER_HOT static struct refcache_slot *find(const char *ref, uint32_t len)
 {
     uint64_t h;
     struct refcache_slot *s;
@@ -81,7 +83,7 @@ PyObject *refcache_find(const char *ref, uint32_t len)
     return s ? s->entry : NULL; /* borrowed */
 }
 
-const struct refcache_hit *refcache_find_hit(const char *ref, uint32_t len)
+WORKER_HOT const struct refcache_hit *refcache_find_hit(const char *ref, uint32_t len)
 {
     struct refcache_slot *s = find(ref, len);
 

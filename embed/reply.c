@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "convert.h"
+#include "hot.h"
 #include "worker.h"
 
 /*
@@ -33,7 +34,7 @@ static void note_host_asleep(struct worker *w)
                     SHM_AWAKE;
 }
 
-static int send_frame(uint16_t type, uint64_t id, const struct shm_buf *b)
+WORKER_HOT static int send_frame(uint16_t type, uint64_t id, const struct shm_buf *b)
 {
     struct worker *w = &the_worker;
 
@@ -145,7 +146,7 @@ static bool reply_scalar(uint16_t type, uint64_t id, PyObject *value)
     return true;
 }
 
-void reply_value(uint16_t type, uint64_t id, PyObject *value)
+WORKER_HOT void reply_value(uint16_t type, uint64_t id, PyObject *value)
 {
     struct shm_buf *b = &the_worker.out;
     size_t limit = b->limit;

@@ -17,6 +17,7 @@
 
 #include "convert.h"
 #include "buffers.h"
+#include "hot.h"
 #include "refcache.h"
 #include "worker.h"
 
@@ -451,7 +452,7 @@ static void serve_one(const struct shm_msg *m)
     }
 }
 
-bool worker_control_pending(void)
+WORKER_HOT bool worker_control_pending(void)
 {
     struct worker *w = &the_worker;
     struct shm_seg_header *h = w->seg.hdr;
@@ -496,7 +497,7 @@ static void serve_stops(void)
     atomic_store_explicit(&h->stop_seen, seq, memory_order_release);
 }
 
-long serve_ring(void)
+WORKER_HOT long serve_ring(void)
 {
     struct worker *w = &the_worker;
     struct shm_msg m;
