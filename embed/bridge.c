@@ -18,7 +18,6 @@
 #include <msgpuck.h>
 #include <sched.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -471,8 +470,8 @@ static struct PyModuleDef module = {
 PyObject *pyproc_bridge_module(void)
 {
     struct worker *w = &the_worker;
-    if (getenv("PYPROC_HUGETEXT"))
-        worker_text_on_huge_pages();
+    if (w->template_fd >= 0)
+        worker_text_on_huge_pages();        /* shared by the workers it forks */
     PyObject *m = PyModule_Create(&module); /* new ref */
 
     if (!m)

@@ -187,6 +187,59 @@ static void spins_holding_the_gil_only_alone(void **state)
     assert_true(again);
 }
 
+/* Whether THP may back what asks for it (huge pages for the asking). */
+static bool thp_for_the_asking(void)
+{
+    char mode[128] = "";
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+
+    if (f) {
+        if (!fgets(mode, sizeof mode, f))
+            mode[0] = 0;
+        fclose(f);
+    }
+    return strstr(mode, "[always]") || strstr(mode, "[madvise]");
+}
+
+/* The program's first text mapping in a worker of a new pool: anonymous
+ * or not, and how much of it is on huge pages. */
+static void text_mapping(int start, bool *anon, int *huge_kb)
+{
+    pyproc_pool *p = e2e_pool_opts((pyproc_opts){.workers = 1, .start = start});
+    pyproc_msg *m;
+    int a = -1;
+
+    assert_int_equal(pyproc_func(p, "t.callpath.text_mapping", &m, NULL), 0);
+    assert_int_equal(pyproc_msg_read(m, "[bi]", &a, huge_kb), 0);
+    *anon = a;
+    pyproc_msg_free(m);
+    pyproc_pool_free(p);
+}
+
+static void template_text_on_a_huge_page(void **state)
+{
+    bool anon;
+    int huge_kb;
+
+    (void)state;
+    text_mapping(PYPROC_START_TEMPLATE, &anon, &huge_kb);
+    if (thp_for_the_asking()) {
+        assert_true(anon);
+        assert_int_equal(huge_kb, 2048);
+    } else {
+        assert_false(anon);
+    }
+    /* An exec'd worker keeps the program's own mapping, as does a
+     * template told not to. */
+    text_mapping(PYPROC_START_EXEC, &anon, &huge_kb);
+    assert_false(anon);
+    assert_int_equal(setenv("PYPROC_HUGE_TEXT", "0", 1), 0);
+    text_mapping(PYPROC_START_TEMPLATE, &anon, &huge_kb);
+    unsetenv("PYPROC_HUGE_TEXT");
+    assert_false(anon);
+    assert_int_equal(huge_kb, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -194,6 +247,7 @@ int main(void)
         cmocka_unit_test(keywords_with_and_without_the_hub),
         cmocka_unit_test(results_encoded_as_msgpack_does),
         cmocka_unit_test(spins_holding_the_gil_only_alone),
+        cmocka_unit_test(template_text_on_a_huge_page),
     };
     alarm(120);
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -74,3 +74,21 @@ def start_thread():
 def stop_thread():
     _stop.set()
     _thread.join()
+
+
+def text_mapping():
+    """[anonymous, huge_kb] of the mapping that holds the program's first
+    executable segment, as /proc/self/smaps shows it."""
+    with open("/proc/self/smaps") as f:
+        lines = f.read().splitlines()
+    for i, line in enumerate(lines):
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5 and "x" in fields[1]:
+            huge = 0
+            for extra in lines[i + 1:]:
+                if extra.split()[0].count("-") == 1 and ":" not in extra.split()[0]:
+                    break
+                if extra.startswith("AnonHugePages:"):
+                    huge = int(extra.split()[1])
+            return [len(fields) < 6, huge]
+    return [False, 0]
