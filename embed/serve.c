@@ -508,7 +508,9 @@ WORKER_HOT long serve_ring(void)
     if (!w->shutdown && atomic_load_explicit(&w->seg.hdr->shutdown, memory_order_acquire))
         serve_shutdown();
     serve_stops();
-    while (!w->shutdown && (r = shm_ring_read(&w->requests, &m)) == 1) {
+    /* An empty ring (the usual end of a turn) is told by one load. */
+    while (!w->shutdown && !shm_ring_empty(&w->requests) &&
+           (r = shm_ring_read(&w->requests, &m)) == 1) {
         if (m.len > TRIM_AFTER_BYTES)
             w->trim_when_idle = true;
         serve_one(&m);
