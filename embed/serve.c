@@ -142,28 +142,59 @@ out:
     Py_XDECREF(task);
 }
 
+/* A big-endian unsigned of width bytes at *q, within e. */
+static bool take_be(const unsigned char **q, const unsigned char *e, unsigned width, uint64_t *ret)
+{
+    uint64_t v = 0;
+
+    if ((size_t)(e - *q) < width)
+        return false;
+    for (unsigned i = 0; i < width; i++)
+        v = v << 8 | (*q)[i];
+    *q += width;
+    *ret = v;
+    return true;
+}
+
 /*
- * Read the fixed part of CALL [kind, ref, args, kwargs], every length
- * checked against end.  The arguments are checked as they are decoded.
+ * Read the fixed part of CALL [kind, ref, args, kwargs].  The frame lies
+ * in the ring, where the host could rewrite it as we read: each byte is
+ * read once, and every length is checked against end as read.  The
+ * arguments are checked as they are decoded.
  */
 static bool call_header(const char **p, const char *end, uint64_t *kind, const char **ref,
                         uint32_t *ref_len)
 {
-    const char *q = *p;
+    const unsigned char *q = (const unsigned char *)*p, *e = (const unsigned char *)end;
+    uint64_t n = 0;
+    unsigned c;
 
-    if (q >= end || mp_typeof(*q) != MP_ARRAY || mp_check_array(q, end) > 0 ||
-        mp_decode_array(&q) != 4)
+    if (q >= e)
         return false;
-    if (q >= end || mp_typeof(*q) != MP_UINT || mp_check_uint(q, end) > 0)
+    c = *q++; /* an array of 4 */
+    if (c == 0x94)
+        n = 4;
+    else if (c < 0xdc || c > 0xdd || !take_be(&q, e, c == 0xdc ? 2 : 4, &n))
         return false;
-    *kind = mp_decode_uint(&q);
-    if (q >= end || mp_typeof(*q) != MP_STR || mp_check_strl(q, end) > 0)
+    if (n != 4 || q >= e)
         return false;
-    *ref_len = mp_decode_strl(&q);
-    if (*ref_len > (size_t)(end - q))
+    c = *q++; /* kind: an unsigned int */
+    if (c <= 0x7f)
+        *kind = c;
+    else if (c < 0xcc || c > 0xcf || !take_be(&q, e, 1u << (c - 0xcc), kind))
         return false;
-    *ref = q;
-    *p = q + *ref_len;
+    if (q >= e)
+        return false;
+    c = *q++; /* ref: a str */
+    if (c >= 0xa0 && c <= 0xbf)
+        n = c & 0x1f;
+    else if (c < 0xd9 || c > 0xdb || !take_be(&q, e, 1u << (c - 0xd9), &n))
+        return false;
+    if (n > (size_t)(e - q))
+        return false;
+    *ref = (const char *)q;
+    *ref_len = (uint32_t)n;
+    *p = (const char *)q + n;
     return true;
 }
 
@@ -379,6 +410,12 @@ static void serve_forget(const char *p, const char *end)
 }
 
 /* ---- the same steps, for a map's chunks (map.c) ---- */
+
+bool serve_call_header(const char **p, const char *end, uint64_t *kind, const char **ref,
+                       uint32_t *ref_len)
+{
+    return call_header(p, end, kind, ref, ref_len);
+}
 
 PyObject *serve_lookup(const char *ref, uint32_t len)
 {

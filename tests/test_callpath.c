@@ -62,6 +62,30 @@ static void hub_and_arguments(void **state)
     pyproc_msg_free(m);
 }
 
+/* References of every length: a str 8 in the frame, and one too long for
+ * the reference cache, found in the dict every time. */
+static void long_references(void **state)
+{
+    static const char *const refs[] = {
+        "t.callpath.a_name_longer_than_a_fixstr_holds",
+        "t.callpath.a_name_longer_than_the_reference_cache_holds_which_goes_through_the_dict_"
+        "of_references_every_time_it_is_called_by_the_host",
+    };
+    pyproc_msg *m;
+    int v;
+
+    (void)state;
+    assert_true(strlen(refs[1]) > 120);
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 2; i++) {
+            assert_int_equal(pyproc_func(pool, refs[i], &m, "i", round * 10 + i), 0);
+            assert_int_equal(pyproc_msg_read(m, "i", &v), 0);
+            assert_int_equal(v, round * 10 + i);
+            pyproc_msg_free(m);
+        }
+    }
+}
+
 static void keywords_with_and_without_the_hub(void **state)
 {
     pyproc_msg *m;
@@ -244,6 +268,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(hub_and_arguments),
+        cmocka_unit_test(long_references),
         cmocka_unit_test(keywords_with_and_without_the_hub),
         cmocka_unit_test(results_encoded_as_msgpack_does),
         cmocka_unit_test(spins_holding_the_gil_only_alone),

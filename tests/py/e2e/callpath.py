@@ -19,6 +19,14 @@ def plain_kw(a, b=0):
     return [a, b]
 
 
+def a_name_longer_than_a_fixstr_holds(x):
+    return x
+
+
+def a_name_longer_than_the_reference_cache_holds_which_goes_through_the_dict_of_references_every_time_it_is_called_by_the_host(x):
+    return x
+
+
 def nine(a, b, c, d, e, f, g, h, i):
     return [a, b, c, d, e, f, g, h, i]
 
