@@ -133,11 +133,13 @@ WORKER_HOT static int spin(int64_t budget_ns, bool holding_gil)
         shm_cpu_relax();
         if ((i & 63) == 0) {
             int64_t now = shm_now_ns();
-            /* The budget counts from the first reading, 64 rounds in: a
-             * busy host's next call, which comes sooner, costs no clock. */
+            /* The clock is first read 64 rounds in: a busy host's next
+             * call, which comes sooner, costs no reading.  Those rounds
+             * count as the microsecond or more they take, so a CPU shared
+             * with the host is yielded as soon as before. */
             if (!start) {
-                start = now;
-                until = now + budget_ns;
+                start = now - SHM_SPIN_SOLO_NS;
+                until = start + budget_ns;
             }
             if (now >= until)
                 return SPIN_NONE;
