@@ -23,6 +23,7 @@
 
 #include "../shm/futex.h"
 #include "buffers.h"
+#include "hot.h"
 #include "native.h"
 #include "buffers.h"
 #include "worker.h"
@@ -44,7 +45,7 @@ struct worker the_worker = {.death_fd = -1, .fast_tasks = true, .template_fd = -
  */
 #define BUSY_GAP_NS (1000 * 1000LL)
 
-static bool has_work(void)
+WORKER_HOT static bool has_work(void)
 {
     struct worker *w = &the_worker;
     return !shm_ring_empty(&w->requests) || atomic_load(&w->woken) ||
@@ -99,23 +100,51 @@ static void spin_yield(int64_t spun_ns, int64_t now)
 }
 
 /*
- * Spin up to the budget; true when work turned up.  It goes on yielding
- * rather than sleeping: a host that shares our CPU then runs, and both
- * stay runnable, where a sleep and a wake-up would pull the woken side
- * back next to its waker.
+ * True when this is the only thread Python knows of, in the only
+ * interpreter: then no thread can want the GIL (a new one, made by
+ * threading or PyGILState_Ensure(), is listed before it asks for it).
+ * Needs the GIL.
  */
-static bool spin(int64_t budget_ns)
+WORKER_HOT static bool python_alone(void)
 {
-    int64_t start = shm_now_ns(), until = start + budget_ns;
+    PyThreadState *me = PyThreadState_Get();
+    PyInterpreterState *interp = PyThreadState_GetInterpreter(me);
+
+    return PyInterpreterState_ThreadHead(interp) == me && !PyThreadState_Next(me) &&
+           PyInterpreterState_Head() == interp && !PyInterpreterState_Next(interp);
+}
+
+enum { SPIN_NONE, SPIN_FOUND, SPIN_NOT_ALONE };
+
+/*
+ * Spin up to the budget; SPIN_FOUND when work turned up.  It goes on
+ * yielding rather than sleeping: a host that shares our CPU then runs, and
+ * both stay runnable, where a sleep and a wake-up would pull the woken side
+ * back next to its waker.  Holding the GIL, it gives up (SPIN_NOT_ALONE)
+ * as soon as another thread appears, which may want it.
+ */
+WORKER_HOT static int spin(int64_t budget_ns, bool holding_gil)
+{
+    int64_t start = 0, until = 0;
 
     for (unsigned i = 1;; i++) {
         if (has_work())
-            return true;
+            return SPIN_FOUND;
         shm_cpu_relax();
         if ((i & 63) == 0) {
             int64_t now = shm_now_ns();
+            /* The clock is first read 64 rounds in: a busy host's next
+             * call, which comes sooner, costs no reading.  Those rounds
+             * count as the microsecond or more they take, so a CPU shared
+             * with the host is yielded as soon as before. */
+            if (!start) {
+                start = now - SHM_SPIN_SOLO_NS;
+                until = start + budget_ns;
+            }
             if (now >= until)
-                return false;
+                return SPIN_NONE;
+            if (holding_gil && !python_alone())
+                return SPIN_NOT_ALONE;
             spin_yield(now - start, now);
         }
     }
@@ -150,17 +179,19 @@ static int64_t spin_budget(void)
     return w->host_slept ? 4 * w->spin_ns : w->spin_ns;
 }
 
-/* Spin for the budget and remember whether it paid. */
-static bool spin_and_judge(int64_t budget_ns)
+/* Spin for the budget and remember whether it paid (spin()'s answer). */
+static int spin_and_judge(int64_t budget_ns, bool holding_gil)
 {
     struct worker *w = &the_worker;
-    bool found;
+    int found;
 
     if (budget_ns <= 0)
-        return false;
-    found = spin(budget_ns);
-    w->spin_unpaid = !found;
-    w->spin_skipped = 0;
+        return SPIN_NONE;
+    found = spin(budget_ns, holding_gil);
+    if (found != SPIN_NOT_ALONE) {
+        w->spin_unpaid = found != SPIN_FOUND;
+        w->spin_skipped = 0;
+    }
     return found;
 }
 
@@ -170,7 +201,7 @@ enum { WAIT_WORK, WAIT_TIMEOUT, WAIT_SIGNAL };
  * Sleep on the request ring's futex until a frame, a wake-up or the
  * timeout.  Called without the GIL.
  */
-static int sleep_futex(int timeout_ms)
+WORKER_HOT static int sleep_futex(int timeout_ms)
 {
     struct worker *w = &the_worker;
     int r = 0;
@@ -209,7 +240,7 @@ static int timeout_ms_of(PyObject *timeout)
  * then wait in epoll), a wake-up from another thread, or the timeout.  Returns 1 when a signal interrupted the wait (the caller polls
  * its fds at once so asyncio sees the wake-up byte).
  */
-static PyObject *py_select(PyObject *self, PyObject *const *args, Py_ssize_t n)
+WORKER_HOT static PyObject *py_select(PyObject *self, PyObject *const *args, Py_ssize_t n)
 {
     struct worker *w = &the_worker;
     int64_t deadline;
@@ -234,32 +265,43 @@ static PyObject *py_select(PyObject *self, PyObject *const *args, Py_ssize_t n)
         if (PyObject_Length(args[1]) > 0 || PyList_GET_SIZE(args[2]) != timers ||
             PyDict_GET_SIZE(args[3]) != fds || timeout_ms == 0)
             break;
-        int64_t left = deadline - shm_now_ns();
+        /* No timer: no clock to read. */
+        int64_t left = deadline == INT64_MAX ? INT64_MAX : deadline - shm_now_ns();
         if (left <= 0)
             break;
         int how = WAIT_WORK;
         int64_t budget = spin_budget();
-        Py_BEGIN_ALLOW_THREADS if (!spin_and_judge(budget < left ? budget : left))
-        {
-            left = deadline - shm_now_ns();
-            int ms = deadline == INT64_MAX ? -1 : (int)((left + 999999) / 1000000);
-            if (w->trim_when_idle && (ms < 0 || ms > TRIM_IDLE_MS)) {
-                /* Idle for a while after large messages: give back the
-                 * memory they left behind.  Not sooner, or a host that
-                 * sends them back to back would fault it all in again. */
-                how = sleep_futex(TRIM_IDLE_MS);
-                if (how == WAIT_TIMEOUT && !has_work()) {
-                    w->trim_when_idle = false;
-                    shm_buf_free(&w->out);
-                    malloc_trim(0);
-                    how = WAIT_WORK; /* go round: the loop sleeps again */
+        if (budget > left)
+            budget = left;
+        /* Alone, spin with the GIL held: no one else wants it, and to drop
+         * and take it back costs about as much as serving a call. */
+        int spun = budget <= 0      ? SPIN_NONE
+                   : python_alone() ? spin_and_judge(budget, true)
+                                    : SPIN_NOT_ALONE;
+        if (spun != SPIN_FOUND) {
+            Py_BEGIN_ALLOW_THREADS if (spun == SPIN_NONE ||
+                                       spin_and_judge(budget, false) != SPIN_FOUND)
+            {
+                left = deadline == INT64_MAX ? INT64_MAX : deadline - shm_now_ns();
+                int ms = deadline == INT64_MAX ? -1 : (int)((left + 999999) / 1000000);
+                if (w->trim_when_idle && (ms < 0 || ms > TRIM_IDLE_MS)) {
+                    /* Idle for a while after large messages: give back the
+                     * memory they left behind.  Not sooner, or a host that
+                     * sends them back to back would fault it all in again. */
+                    how = sleep_futex(TRIM_IDLE_MS);
+                    if (how == WAIT_TIMEOUT && !has_work()) {
+                        w->trim_when_idle = false;
+                        shm_buf_free(&w->out);
+                        malloc_trim(0);
+                        how = WAIT_WORK; /* go round: the loop sleeps again */
+                    }
+                } else {
+                    how = left > 0 ? sleep_futex(ms) : WAIT_TIMEOUT;
                 }
-            } else {
-                how = left > 0 ? sleep_futex(ms) : WAIT_TIMEOUT;
             }
+            Py_END_ALLOW_THREADS
         }
-        Py_END_ALLOW_THREADS if (how == WAIT_SIGNAL)
-        {
+        if (how == WAIT_SIGNAL) {
             if (PyErr_CheckSignals() < 0)
                 return NULL;
             return PyLong_FromLong(1);
@@ -291,7 +333,7 @@ static PyObject *py_spin_then_arm(PyObject *self, PyObject *unused)
     (void)self;
     (void)unused;
     worker_leave_if_forked();
-    Py_BEGIN_ALLOW_THREADS found = spin(w->spin_ns);
+    Py_BEGIN_ALLOW_THREADS found = spin(w->spin_ns, false) == SPIN_FOUND;
     Py_END_ALLOW_THREADS if (found || shm_ring_sleep_begin(&w->requests, SHM_SLEEP_DOORBELL) ||
                              atomic_load(&w->woken) || worker_control_pending())
     {
@@ -349,6 +391,14 @@ static PyObject *py_forked_child(PyObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* _alone() -> bool: whether the loop would spin holding the GIL. */
+static PyObject *py_alone(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    return PyBool_FromLong(python_alone());
+}
+
 /* set_fast_tasks(flag): whether the loop has no task factory. */
 static PyObject *py_set_fast_tasks(PyObject *self, PyObject *flag)
 {
@@ -397,6 +447,7 @@ static PyMethodDef methods[] = {
     {"take_interrupt", py_take_interrupt, METH_NOARGS, NULL},
     {"forked_child", py_forked_child, METH_NOARGS, NULL},
     {"set_fast_tasks", py_set_fast_tasks, METH_O, NULL},
+    {"_alone", py_alone, METH_NOARGS, NULL},
     {"spin_then_arm", py_spin_then_arm, METH_NOARGS, NULL},
     {"disarm", py_disarm, METH_NOARGS, NULL},
     {"wake", py_wake, METH_NOARGS, NULL},
@@ -427,6 +478,8 @@ static struct PyModuleDef module = {
 PyObject *pyproc_bridge_module(void)
 {
     struct worker *w = &the_worker;
+    if (w->template_fd >= 0)
+        worker_text_on_huge_pages();        /* shared by the workers it forks */
     PyObject *m = PyModule_Create(&module); /* new ref */
 
     if (!m)

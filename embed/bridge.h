@@ -69,6 +69,10 @@ PyObject *pyproc_bridge_module(void);
 
 /* Serve every whole message in the request ring; returns how many. */
 long serve_ring(void);
+/* Read the fixed part of a CALL frame, [kind, ref, ...]: true with *p past
+ * ref, false (*p unchanged) when it is malformed or runs past end. */
+bool serve_call_header(const char **p, const char *end, uint64_t *kind, const char **ref,
+                       uint32_t *ref_len);
 /* Find (callable, wants_hub) for ref, through the cache.  Borrowed ref. */
 PyObject *serve_lookup(const char *ref, uint32_t len);
 /* Prepend the hub to args when the function takes it first.  New ref. */

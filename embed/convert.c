@@ -20,6 +20,8 @@
 
 #include <msgpuck.h>
 
+#include "hot.h"
+
 /* ---- decoding ---- */
 
 /* What one msgpack header said, before any object is made from it. */
@@ -354,6 +356,32 @@ PyObject *pyproc_unpack_kwargs(const char **p, const char *end)
     return unpack_args(p, end, HEAD_MAP);
 }
 
+Py_ssize_t pyproc_unpack_array_into(const char **p, const char *end, PyObject **out, Py_ssize_t max)
+{
+    const char *q = *p;
+    struct head h;
+
+    if (read_head(&q, end, &h) < 0)
+        return -1;
+    if (h.kind != HEAD_ARRAY) {
+        PyErr_SetString(PyExc_TypeError, "positional arguments must be a msgpack array");
+        return -1;
+    }
+    if (h.n > (uint64_t)max)
+        return h.n; /* the caller takes the tuple way; *p stays */
+    for (uint32_t i = 0; i < h.n; i++) {
+        if (!(out[i] = unpack_value(&q, end, 1))) { /* new ref */
+            while (i > 0) {
+                i--; /* not inside Py_CLEAR(), which names its argument twice */
+                Py_CLEAR(out[i]);
+            }
+            return -1;
+        }
+    }
+    *p = q;
+    return h.n;
+}
+
 /* ---- encoding ---- */
 
 /* Room for exactly n more bytes, or NULL with the Python error set. */
@@ -581,6 +609,54 @@ static int pack_value(struct shm_buf *b, PyObject *o, int depth)
         return pack_memoryview(b, o);
     PyErr_Format(PyExc_TypeError, "cannot send object of type '%.200s'", Py_TYPE(o)->tp_name);
     return -1;
+}
+
+/* Scalars pyproc_pack_scalar() writes: short enough to reserve at once. */
+#define SCALAR_MAX 4096
+
+WORKER_HOT size_t pyproc_pack_scalar_size(PyObject *o)
+{
+    if (o == Py_None || PyBool_Check(o))
+        return 1;
+    if (PyFloat_CheckExact(o))
+        return 9;
+    if (PyLong_CheckExact(o)) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(o, &overflow); /* raises nothing for an int */
+        if (overflow)
+            return 0;
+        return v < 0 ? mp_sizeof_int(v) : mp_sizeof_uint((uint64_t)v);
+    }
+    if (PyUnicode_CheckExact(o) && PyUnicode_IS_COMPACT_ASCII(o) &&
+        PyUnicode_GET_LENGTH(o) <= SCALAR_MAX)
+        return mp_sizeof_str((uint32_t)PyUnicode_GET_LENGTH(o));
+    if (PyBytes_CheckExact(o) && PyBytes_GET_SIZE(o) <= SCALAR_MAX)
+        return mp_sizeof_bin((uint32_t)PyBytes_GET_SIZE(o));
+    return 0;
+}
+
+WORKER_HOT size_t pyproc_pack_scalar(char *dst, PyObject *o)
+{
+    char *w = dst;
+
+    if (o == Py_None) {
+        *w++ = (char)0xc0;
+    } else if (PyBool_Check(o)) {
+        *w++ = (char)(o == Py_True ? 0xc3 : 0xc2);
+    } else if (PyFloat_CheckExact(o)) {
+        w = mp_encode_double(w, PyFloat_AS_DOUBLE(o));
+    } else if (PyLong_CheckExact(o)) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+        w = v < 0 ? mp_encode_int(w, v) : mp_encode_uint(w, (uint64_t)v);
+    } else if (PyUnicode_CheckExact(o)) {
+        /* Compact ASCII, as pyproc_pack_scalar_size() checked: its bytes
+         * are its UTF-8. */
+        w = mp_encode_str(w, (const char *)PyUnicode_DATA(o), (uint32_t)PyUnicode_GET_LENGTH(o));
+    } else {
+        w = mp_encode_bin(w, PyBytes_AS_STRING(o), (uint32_t)PyBytes_GET_SIZE(o));
+    }
+    return (size_t)(w - dst);
 }
 
 int pyproc_pack(struct shm_buf *b, PyObject *o)

@@ -49,6 +49,16 @@ PyObject *pyproc_unpack_tuple(const char **p, const char *end);
 PyObject *pyproc_unpack_kwargs(const char **p, const char *end);
 
 /*
+ * Decode a msgpack array of at most max values into out[] (new refs) and
+ * advance *p past it; returns how many.  An array of more than max values
+ * is left alone (*p unchanged): its length comes back, for
+ * pyproc_unpack_tuple() to take.  -1 with an exception set (as
+ * pyproc_unpack_tuple()) and nothing left in out on failure.
+ */
+Py_ssize_t pyproc_unpack_array_into(const char **p, const char *end, PyObject **out,
+                                    Py_ssize_t max);
+
+/*
  * Append the msgpack encoding of o to b.  Accepts None, bool, int, float,
  * str, bytes, bytearray, C-contiguous memoryview, list, tuple and dict
  * (subclasses count as their base type).  Returns 0, or -1 with a Python
@@ -62,6 +72,18 @@ PyObject *pyproc_unpack_kwargs(const char **p, const char *end);
  *   UnicodeEncodeError for a str holding lone surrogates.
  */
 int pyproc_pack(struct shm_buf *b, PyObject *o);
+
+/*
+ * The bytes pyproc_pack_scalar() writes for o, or 0 when o is not a scalar
+ * it takes: None, bool, and exact int (within int64), float,
+ * ASCII str and bytes of at most 4 KiB.  These need no hook, allocation or
+ * Python call, so a reply can be encoded straight into the ring.  Neither
+ * raises.
+ */
+size_t pyproc_pack_scalar_size(PyObject *o);
+/* Write o's encoding at dst, which has room for pyproc_pack_scalar_size(o)
+ * bytes (not 0); returns that size. */
+size_t pyproc_pack_scalar(char *dst, PyObject *o);
 
 /* The most shared buffers one packed value may name. */
 #define PYPROC_MAX_REFERENCES 64

@@ -1,7 +1,8 @@
 /*
- * Answers to the host: results, errors, stream items, callbacks.  Every
- * reply is encoded into the worker's scratch buffer and written to the
- * reply ring by the main thread, the ring's only producer.
+ * Answers to the host: results, errors, stream items, callbacks.  A
+ * scalar result is encoded straight into the reply ring; every other reply
+ * is encoded into the worker's scratch buffer and then written to the
+ * ring.  Only the main thread writes, the ring's only producer.
  */
 #include "bridge.h"
 
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "convert.h"
+#include "hot.h"
 #include "worker.h"
 
 /*
@@ -24,15 +26,20 @@
 #define BATCH_NS 200000
 #define SLOW_ITEM_NS 20000
 
-static int send_frame(uint16_t type, uint64_t id, const struct shm_buf *b)
+/* The host asleep now will take a wake-up to send its next call (see
+ * py_select()). */
+static void note_host_asleep(struct worker *w)
+{
+    w->host_slept = atomic_load_explicit(&w->replies.ctl->consumer_wait, memory_order_relaxed) !=
+                    SHM_AWAKE;
+}
+
+WORKER_HOT static int send_frame(uint16_t type, uint64_t id, const struct shm_buf *b)
 {
     struct worker *w = &the_worker;
 
     worker_leave_if_forked();
-    /* The host asleep now will take a wake-up to send its next call (see
-     * py_select()). */
-    w->host_slept = atomic_load_explicit(&w->replies.ctl->consumer_wait, memory_order_relaxed) !=
-                    SHM_AWAKE;
+    note_host_asleep(w);
     int err = shm_ring_write(&w->replies, type, id, b->data, b->len, w->spin_ns);
     if (err == -EPIPE)
         _exit(0); /* the host closed the ring: it is gone or done with us */
@@ -116,11 +123,37 @@ static void reply_too_large(uint64_t id, size_t len)
     reply_error_text(id, EMSGSIZE, "ValueError", msg);
 }
 
-void reply_value(uint16_t type, uint64_t id, PyObject *value)
+/*
+ * A scalar (pyproc_pack_scalar()) goes straight into the ring, in one
+ * frame: no scratch buffer to fill and copy.  False when it cannot (not a
+ * scalar, the ring full or closed): send_frame() then sends it, waiting
+ * for room or leaving as it must.
+ */
+static bool reply_scalar(uint16_t type, uint64_t id, PyObject *value)
+{
+    struct worker *w = &the_worker;
+    size_t len = pyproc_pack_scalar_size(value);
+    void *dst;
+
+    if (!len || len > w->replies.max_msg || shm_ring_is_closed(&w->replies) ||
+        shm_ring_reserve(&w->replies, (uint32_t)len, &dst) < 0)
+        return false;
+    worker_leave_if_forked();
+    len = pyproc_pack_scalar(dst, value);
+    note_host_asleep(w);
+    shm_ring_commit(&w->replies, type, 0, id, (uint32_t)len);
+    shm_ring_notify(&w->replies);
+    return true;
+}
+
+WORKER_HOT void reply_value(uint16_t type, uint64_t id, PyObject *value)
 {
     struct shm_buf *b = &the_worker.out;
     size_t limit = b->limit;
     int rc;
+
+    if (reply_scalar(type, id, value))
+        return;
 
     /* Packed without the limit, so a value over it is told apart from one
      * that cannot be encoded at all, and answered with EMSGSIZE. */

@@ -17,9 +17,9 @@
 
 #include "convert.h"
 #include "buffers.h"
+#include "hot.h"
 #include "refcache.h"
 #include "worker.h"
-#include "../shm/mpvalid.h"
 
 struct hub_funcs H;
 
@@ -74,6 +74,9 @@ static PyObject *with_hub(PyObject *args)
 
 static bool is_awaitable(PyObject *o)
 {
+    /* None, the usual result, without a look at its type. */
+    if (o == Py_None)
+        return false;
     if (PyCoro_CheckExact(o))
         return true;
     PyAsyncMethods *am = Py_TYPE(o)->tp_as_async;
@@ -139,19 +142,59 @@ out:
     Py_XDECREF(task);
 }
 
-/* Check the fixed part of CALL [kind, ref, args, kwargs]. */
+/* A big-endian unsigned of width bytes at *q, within e. */
+static bool take_be(const unsigned char **q, const unsigned char *e, unsigned width, uint64_t *ret)
+{
+    uint64_t v = 0;
+
+    if ((size_t)(e - *q) < width)
+        return false;
+    for (unsigned i = 0; i < width; i++)
+        v = v << 8 | (*q)[i];
+    *q += width;
+    *ret = v;
+    return true;
+}
+
+/*
+ * Read the fixed part of CALL [kind, ref, args, kwargs].  The frame lies
+ * in the ring, where the host could rewrite it as we read: each byte is
+ * read once, and every length is checked against end as read.  The
+ * arguments are checked as they are decoded.
+ */
 static bool call_header(const char **p, const char *end, uint64_t *kind, const char **ref,
                         uint32_t *ref_len)
 {
-    const char *chk = *p;
+    const unsigned char *q = (const unsigned char *)*p, *e = (const unsigned char *)end;
+    uint64_t n = 0;
+    unsigned c;
 
-    if (shm_mp_next(&chk, end) < 0 || mp_typeof(**p) != MP_ARRAY || mp_decode_array(p) != 4 ||
-        mp_typeof(**p) != MP_UINT)
+    if (q >= e)
         return false;
-    *kind = mp_decode_uint(p);
-    if (mp_typeof(**p) != MP_STR)
+    c = *q++; /* an array of 4 */
+    if (c == 0x94)
+        n = 4;
+    else if (c < 0xdc || c > 0xdd || !take_be(&q, e, c == 0xdc ? 2 : 4, &n))
         return false;
-    *ref = mp_decode_str(p, ref_len);
+    if (n != 4 || q >= e)
+        return false;
+    c = *q++; /* kind: an unsigned int */
+    if (c <= 0x7f)
+        *kind = c;
+    else if (c < 0xcc || c > 0xcf || !take_be(&q, e, 1u << (c - 0xcc), kind))
+        return false;
+    if (q >= e)
+        return false;
+    c = *q++; /* ref: a str */
+    if (c >= 0xa0 && c <= 0xbf)
+        n = c & 0x1f;
+    else if (c < 0xd9 || c > 0xdb || !take_be(&q, e, 1u << (c - 0xd9), &n))
+        return false;
+    if (n > (size_t)(e - q))
+        return false;
+    *ref = (const char *)q;
+    *ref_len = (uint32_t)n;
+    *p = (const char *)q + n;
     return true;
 }
 
@@ -192,46 +235,113 @@ static void reply_stopped(uint64_t id, uint32_t why)
                          "the call was cancelled before it started");
 }
 
+/* Positional arguments up to this many are decoded onto the stack and
+ * passed by vectorcall: no tuple for them. */
+#define ARGS_ON_STACK 8
+
+/* The callable of ref and whether it takes the hub first.  Borrowed, as
+ * lookup(). */
+static PyObject *lookup_fn(const char *ref, uint32_t len, bool *wants_hub)
+{
+    const struct refcache_hit *hit = refcache_find_hit(ref, len);
+    PyObject *entry;
+
+    if (hit) {
+        *wants_hub = hit->wants_hub;
+        return hit->fn;
+    }
+    if (!(entry = lookup(ref, len))) /* borrowed */
+        return NULL;
+    *wants_hub = PyObject_IsTrue(PyTuple_GET_ITEM(entry, 1)) == 1;
+    return PyTuple_GET_ITEM(entry, 0);
+}
+
+/*
+ * Call fn with the arguments at *p: a few positional ones and no keywords
+ * (most calls) by vectorcall from the stack, with the hub in front when
+ * wants_hub; anything else through a tuple and a dict.  Decoding comes
+ * before call_enter(), so only user code counts as running.  Returns the
+ * result (new ref) or NULL with an exception set; *stopped says why the
+ * call was stopped before it started (nothing ran, NULL without error).
+ */
+static PyObject *call_fn(uint64_t id, PyObject *fn, bool wants_hub, const char *p, const char *end,
+                         uint32_t *stopped)
+{
+    PyObject *stack[ARGS_ON_STACK + 1], *args = NULL, *kwargs = NULL, *full = NULL, *res = NULL;
+    Py_ssize_t n = 0;
+
+    /* No arguments (an empty fixarray) is the usual case. */
+    if (p < end && (unsigned char)*p == 0x90)
+        p++;
+    else
+        n = pyproc_unpack_array_into(&p, end, stack + 1, ARGS_ON_STACK);
+
+    if (n < 0)
+        return NULL;
+    if (n > ARGS_ON_STACK && !(args = pyproc_unpack_tuple(&p, end))) /* new ref */
+        return NULL;
+    /* Most calls have no keyword arguments: no dict for them. */
+    if (p < end && (unsigned char)*p == 0x80)
+        p++;
+    else if (!(kwargs = pyproc_unpack_kwargs(&p, end))) /* new ref */
+        goto out;
+    if (!args && kwargs && PyDict_GET_SIZE(kwargs)) {
+        /* Keywords: the tuple way, which takes the dict as it is. */
+        if (!(args = PyTuple_New(n))) /* new ref */
+            goto out;
+        for (Py_ssize_t i = 0; i < n; i++)
+            PyTuple_SET_ITEM(args, i, stack[i + 1]); /* steals */
+        n = 0;
+    }
+    if (args && wants_hub && !(full = with_hub(args))) /* new ref */
+        goto out;
+    /* While user code runs here, the host may interrupt it (see
+     * shm/segment.h); a coroutine's first step counts too. */
+    *stopped = call_enter(id);
+    if (*stopped)
+        goto out;
+    if (args) {
+        res = PyObject_Call(fn, full ? full : args,
+                            kwargs && PyDict_GET_SIZE(kwargs) ? kwargs : NULL); /* new ref */
+    } else if (wants_hub) {
+        stack[0] = H.hub;
+        res = PyObject_Vectorcall(fn, stack, (size_t)n + 1, NULL); /* new ref */
+    } else {
+        res = PyObject_Vectorcall(fn, stack + 1, (size_t)n | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                  NULL); /* new ref */
+    }
+out:
+    for (Py_ssize_t i = 0; !args && i < n; i++)
+        Py_DECREF(stack[i + 1]);
+    Py_XDECREF(full);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(args);
+    return res;
+}
+
 static void serve_call(uint64_t id, const char *p, const char *end)
 {
-    uint32_t stopped;
-    PyObject *args = NULL, *kwargs = NULL, *full = NULL, *res = NULL;
-    PyObject *entry;
+    uint32_t stopped = 0;
+    PyObject *fn, *res;
     const char *ref;
     uint32_t ref_len;
     uint64_t kind;
+    bool wants_hub;
 
     if (!call_header(&p, end, &kind, &ref, &ref_len)) {
         reply_error_text(id, EBADMSG, "ValueError", "malformed call frame");
         return;
     }
-    entry = lookup(ref, ref_len); /* borrowed */
-    if (!entry)
-        goto fail;
-    args = pyproc_unpack_tuple(&p, end); /* new ref */
-    if (!args)
-        goto fail;
-    /* Most calls have no keyword arguments: no dict for them.  The frame
-     * was checked whole by call_header(). */
-    if (p < end && (unsigned char)*p == 0x80)
-        p++;
-    else if (!(kwargs = pyproc_unpack_kwargs(&p, end))) /* new ref */
-        goto fail;
-    if (PyObject_IsTrue(PyTuple_GET_ITEM(entry, 1))) {
-        full = with_hub(args); /* new ref */
-        if (!full)
-            goto fail;
+    if (!(fn = lookup_fn(ref, ref_len, &wants_hub))) { /* borrowed */
+        reply_current_error(id);
+        return;
     }
-    /* While user code runs here, the host may interrupt it (see
-     * shm/segment.h); a coroutine's first step counts too. */
-    stopped = call_enter(id);
+    res = call_fn(id, fn, wants_hub, p, end, &stopped); /* new ref */
     if (stopped) {
         call_leave();
         reply_stopped(id, stopped);
-        goto out;
+        return;
     }
-    res = PyObject_Call(PyTuple_GET_ITEM(entry, 0), full ? full : args,
-                        kwargs && PyDict_GET_SIZE(kwargs) ? kwargs : NULL); /* new ref */
     if (res && kind == SHM_CALL_GEN)
         hand_over(H.start_gen, id, res);
     else if (res && PyCoro_CheckExact(res))
@@ -240,17 +350,10 @@ static void serve_call(uint64_t id, const char *p, const char *end)
         hand_over(H.start_coro, id, res);
     call_leave();
     if (!res)
-        goto fail;
-    if (kind != SHM_CALL_GEN && !is_awaitable(res))
+        reply_current_error(id);
+    else if (kind != SHM_CALL_GEN && !is_awaitable(res))
         reply_value(SHM_FRAME_RESULT, id, res);
-    goto out;
-fail:
-    reply_current_error(id);
-out:
     Py_XDECREF(res);
-    Py_XDECREF(full);
-    Py_XDECREF(kwargs);
-    Py_XDECREF(args);
 }
 
 /* ADD_SUB, ADD_NATIVE, SET_ATTR: run a hub function on the payload's items, answer nil. */
@@ -307,6 +410,12 @@ static void serve_forget(const char *p, const char *end)
 }
 
 /* ---- the same steps, for a map's chunks (map.c) ---- */
+
+bool serve_call_header(const char **p, const char *end, uint64_t *kind, const char **ref,
+                       uint32_t *ref_len)
+{
+    return call_header(p, end, kind, ref, ref_len);
+}
 
 PyObject *serve_lookup(const char *ref, uint32_t len)
 {
@@ -380,7 +489,7 @@ static void serve_one(const struct shm_msg *m)
     }
 }
 
-bool worker_control_pending(void)
+WORKER_HOT bool worker_control_pending(void)
 {
     struct worker *w = &the_worker;
     struct shm_seg_header *h = w->seg.hdr;
@@ -425,7 +534,7 @@ static void serve_stops(void)
     atomic_store_explicit(&h->stop_seen, seq, memory_order_release);
 }
 
-long serve_ring(void)
+WORKER_HOT long serve_ring(void)
 {
     struct worker *w = &the_worker;
     struct shm_msg m;
@@ -436,7 +545,9 @@ long serve_ring(void)
     if (!w->shutdown && atomic_load_explicit(&w->seg.hdr->shutdown, memory_order_acquire))
         serve_shutdown();
     serve_stops();
-    while (!w->shutdown && (r = shm_ring_read(&w->requests, &m)) == 1) {
+    /* An empty ring (the usual end of a turn) is told by one load. */
+    while (!w->shutdown && !shm_ring_empty(&w->requests) &&
+           (r = shm_ring_read(&w->requests, &m)) == 1) {
         if (m.len > TRIM_AFTER_BYTES)
             w->trim_when_idle = true;
         serve_one(&m);

@@ -80,6 +80,10 @@ int pyproc_bridge_register(void);
  * unreadable or made for another Python version (venv.c). */
 char *worker_venv_program(const char *venv);
 
+/* In a template: move the program's hot machine code onto a huge page,
+ * which the workers it forks share (hugetext.c). */
+void worker_text_on_huge_pages(void);
+
 /* ---- setup.c: before Python runs ---- */
 
 /* What the command line says beyond the_worker's own fields. */

@@ -1,13 +1,15 @@
 /*
  * The worker's msgpack decoder (embed/convert.c) against any bytes.
  *
- * The first byte picks the entry point (a value, positional arguments or
- * keyword arguments); the rest is the input, copied into a block of its
+ * The first byte picks the entry point (a value, positional arguments,
+ * keyword arguments, or positional arguments onto a stack of four); the
+ * rest is the input, copied into a block of its
  * exact size so that AddressSanitizer sees any read past its end.  A
  * decoder must fail with a Python exception and leave the position alone,
  * or succeed having moved it inside the input.  What decodes must encode
  * again, and the encoding must be a fixed point: decoding and encoding it
- * once more gives the same bytes.  Nesting past PYPROC_MAX_DEPTH is an
+ * once more gives the same bytes, and a scalar written straight into a
+ * reply (pyproc_pack_scalar()) is those bytes too.  Nesting past PYPROC_MAX_DEPTH is an
  * error, never a deep C recursion.
  *
  * References are checked too: decoding and freeing the same input again
@@ -88,6 +90,14 @@ static void round_trip(PyObject *o)
     PyObject *again;
 
     check(pyproc_pack(&b1, o) == 0, "a decoded value does not encode");
+    /* A scalar written straight into a reply is the same bytes. */
+    size_t n = pyproc_pack_scalar_size(o);
+    if (n) {
+        char scalar[4200];
+        check(n <= sizeof scalar && pyproc_pack_scalar(scalar, o) == n && n == b1.len &&
+                  memcmp(scalar, b1.data, n) == 0,
+              "a scalar is written otherwise than pyproc_pack() writes it");
+    }
     p = b1.data;
     again = pyproc_unpack(&p, b1.data + b1.len); /* new ref */
     check(again != NULL, "an encoding does not decode");
@@ -100,10 +110,38 @@ static void round_trip(PyObject *o)
     shm_buf_free(&b2);
 }
 
+/* Arguments onto a stack of 4, as a call's few are. */
+static void decode_into(const char *in, size_t n)
+{
+    const char *p = in, *end = in + n;
+    PyObject *out[4];
+    Py_ssize_t got = pyproc_unpack_array_into(&p, end, out, 4);
+
+    if (got < 0) {
+        check(PyErr_Occurred() != NULL, "failed without an exception");
+        check(p == in, "failed but moved the position");
+        PyErr_Clear();
+        return;
+    }
+    check(!PyErr_Occurred(), "succeeded with an exception set");
+    if (got > 4) {
+        check(p == in, "an array too long for the stack moved the position");
+        return;
+    }
+    check(p > in && p <= end, "succeeded but the position is off");
+    for (Py_ssize_t i = 0; i < got; i++)
+        Py_DECREF(out[i]);
+}
+
 static void decode(int entry, const char *in, size_t n)
 {
     const char *p = in, *end = in + n;
     PyObject *o; /* new ref */
+
+    if (entry == 3) {
+        decode_into(in, n);
+        return;
+    }
 
     if (entry == 0)
         o = pyproc_unpack(&p, end);
@@ -132,7 +170,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (size < 1)
         return 0;
-    entry = data[0] % 3;
+    entry = data[0] % 4;
     in = malloc(size - 1 ? size - 1 : 1);
     check(in != NULL, "out of memory");
     memcpy(in, data + 1, size - 1);

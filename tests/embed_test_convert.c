@@ -717,6 +717,106 @@ static void test_unpack_kwargs(void **state)
     }
 }
 
+static void test_unpack_array_into(void **state)
+{
+    static const char *const good[] = {"[]", "[1]", "[1, 'a', [2], {'b': None}]"};
+    PyObject *out[4];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        PyObject *o = eval(good[i]);
+        PyObject *ref = ref_pack(o);
+        const char *p = PyBytes_AS_STRING(ref), *end = p + PyBytes_GET_SIZE(ref);
+        Py_ssize_t n = pyproc_unpack_array_into(&p, end, out, 4);
+        assert_int_equal(n, PyList_GET_SIZE(o));
+        assert_ptr_equal(p, end);
+        PyObject *got = PyList_New(n); /* new ref */
+        for (Py_ssize_t k = 0; k < n; k++)
+            PyList_SET_ITEM(got, k, out[k]); /* steals */
+        assert_same(got, o, good[i]);
+        Py_DECREF(got);
+        Py_DECREF(ref);
+        Py_DECREF(o);
+    }
+    /* Longer than out: its length, nothing decoded, *p where it was. */
+    PyObject *o = eval("[1, 2, 3, 4, 5]");
+    PyObject *ref = ref_pack(o);
+    const char *p = PyBytes_AS_STRING(ref), *start = p;
+    assert_int_equal(pyproc_unpack_array_into(&p, p + PyBytes_GET_SIZE(ref), out, 4), 5);
+    assert_ptr_equal(p, start);
+    assert_null(PyErr_Occurred());
+    Py_DECREF(ref);
+    Py_DECREF(o);
+    /* Not an array, and an item that fails: nothing left behind. */
+    o = eval("{}");
+    ref = ref_pack(o);
+    p = start = PyBytes_AS_STRING(ref);
+    assert_int_equal(pyproc_unpack_array_into(&p, p + PyBytes_GET_SIZE(ref), out, 4), -1);
+    assert_raised(PyExc_TypeError, "must be a msgpack array");
+    assert_ptr_equal(p, start);
+    Py_DECREF(ref);
+    Py_DECREF(o);
+    static const char bad_utf8[] = {(char)0x92, 0x01, (char)0xa1, (char)0xff};
+    p = bad_utf8;
+    assert_int_equal(pyproc_unpack_array_into(&p, bad_utf8 + sizeof bad_utf8, out, 4), -1);
+    assert_true(PyErr_ExceptionMatches(PyExc_UnicodeDecodeError));
+    PyErr_Clear();
+    assert_ptr_equal(p, bad_utf8);
+    static const char truncated[] = {(char)0x93, 0x01, 0x02};
+    p = truncated;
+    assert_int_equal(pyproc_unpack_array_into(&p, truncated + sizeof truncated, out, 4), -1);
+    assert_true(PyErr_ExceptionMatches(PyExc_ValueError));
+    PyErr_Clear();
+}
+
+/* pyproc_pack_scalar() writes what msgpack writes, and takes only what it
+ * says it takes. */
+static void test_pack_scalar(void **state)
+{
+    static const char *const scalars[] = {
+        "None", "True",    "False",      "0",      "127",           "128",        "-1",
+        "-32",  "-33",     "2**63 - 1",  "-2**63", "1.5",           "-0.0",       "float('inf')",
+        "''",   "'ascii'", "'x' * 4096", "b''",    "b'\\x00\\xff'", "b'y' * 4096"};
+    static const char *const others[] = {"2**64 - 1",
+                                         "2**64",
+                                         "-2**63 - 1",
+                                         "'d\\u00e9j\\u00e0'",
+                                         "'x' * 4097",
+                                         "b'y' * 4097",
+                                         "I(1)",
+                                         "S('s')",
+                                         "F(1.0)",
+                                         "B(b'b')",
+                                         "E.A",
+                                         "[]",
+                                         "()",
+                                         "{}",
+                                         "bytearray(b'a')"};
+    char buf[4200];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(scalars) / sizeof(scalars[0]); i++) {
+        PyObject *o = eval(scalars[i]);
+        PyObject *ref = ref_pack(o);
+        size_t n = pyproc_pack_scalar_size(o);
+        if (n != (size_t)PyBytes_GET_SIZE(ref))
+            fail_msg("%s: %zu bytes, msgpack writes %zd", scalars[i], n, PyBytes_GET_SIZE(ref));
+        memset(buf, 0x55, sizeof buf);
+        assert_int_equal(pyproc_pack_scalar(buf, o), n);
+        assert_memory_equal(buf, PyBytes_AS_STRING(ref), n);
+        assert_int_equal((unsigned char)buf[n], 0x55);
+        Py_DECREF(ref);
+        Py_DECREF(o);
+    }
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+        PyObject *o = eval(others[i]);
+        if (pyproc_pack_scalar_size(o) != 0)
+            fail_msg("%s taken as a scalar", others[i]);
+        assert_null(PyErr_Occurred());
+        Py_DECREF(o);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -725,7 +825,8 @@ int main(void)
         cmocka_unit_test(test_unpack_bad_input), cmocka_unit_test(test_unpack_depth),
         cmocka_unit_test(test_pack_depth),       cmocka_unit_test(test_pack_errors),
         cmocka_unit_test(test_pack_limit),       cmocka_unit_test(test_unpack_tuple),
-        cmocka_unit_test(test_unpack_kwargs),
+        cmocka_unit_test(test_unpack_kwargs),    cmocka_unit_test(test_unpack_array_into),
+        cmocka_unit_test(test_pack_scalar),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
