@@ -22,6 +22,7 @@
 #include "../shm/be64.h"
 #include "../shm/mpvalid.h"
 #include "fmt.h"
+#include "freelist.h"
 #include "shared.h"
 
 /*
@@ -56,8 +57,17 @@ struct pyproc_msg {
     struct msg_bufs *bufs;
     /* The block it lives in (see below), or NULL: a message of its own. */
     struct pyproc__msg_block *block;
+    /* Its memory is a block of the free list (freelist.h), MSG_SMALL bytes
+     * inline, which pyproc_msg_free() puts back. */
+    bool small;
     char inl[]; /* data or error text, unless data was adopted */
 };
+
+/* Inline bytes of a message from the free list: a small answer (a
+ * number, a short string or list) or error text fits, and a message of
+ * either size is one allocation. */
+#define MSG_SMALL 64
+#define MSG_SMALL_SIZE (sizeof(struct pyproc_msg) + MSG_SMALL)
 
 /*
  * Messages made in bulk (msg.h).  The maker fills msgs from the front,
@@ -266,11 +276,16 @@ static pyproc_msg *msg_alloc(size_t extra)
 {
     pyproc_msg *m;
 
-    if (extra > SIZE_MAX - sizeof(*m))
-        return NULL;
-    m = malloc(sizeof(*m) + extra);
+    if (extra <= MSG_SMALL) {
+        m = pyproc__fl_get(PYPROC__FL_MSG, MSG_SMALL_SIZE);
+    } else {
+        if (extra > SIZE_MAX - sizeof(*m))
+            return NULL;
+        m = malloc(sizeof(*m) + extra);
+    }
     if (!m)
         return NULL;
+    m->small = extra <= MSG_SMALL;
     m->data = NULL;
     m->len = 0;
     m->error = NULL;
@@ -320,6 +335,7 @@ int pyproc__msg_block_take(struct pyproc__msg_block *k, const char *value, size_
     m->error = NULL;
     m->bufs = NULL;
     m->block = k;
+    m->small = false;
     atomic_init(&m->strs, NULL);
     atomic_init(&m->at_hint, 0);
     *ret = m;
@@ -473,7 +489,10 @@ PYPROC_EXPORT void pyproc_msg_free(pyproc_msg *m)
     }
     if (m->data != m->inl)
         free(m->data);
-    free(m);
+    if (m->small)
+        pyproc__fl_put(PYPROC__FL_MSG, m, MSG_SMALL_SIZE);
+    else
+        free(m);
 }
 
 PYPROC_EXPORT const void *pyproc_msg_data(pyproc_msg *m, size_t *len)

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "fmt.h"
+#include "freelist.h"
 #include "msg.h"
 #include "chan.h"
 #include "mapq.h"
@@ -131,9 +132,7 @@ static struct pp_worker *pick_pinned(pyproc_pool *p, int ind)
 
 static pyproc_call *call_alloc(struct pp_worker *w, bool stream)
 {
-    /* malloc, not calloc: glibc's calloc skips its per-thread cache and
-     * takes the arena path on every call. */
-    pyproc_call *c = malloc(sizeof *c);
+    pyproc_call *c = pyproc__fl_get(PYPROC__FL_CALL, sizeof *c);
 
     if (!c)
         return NULL;

@@ -13,7 +13,8 @@ import sys
 
 # (part, test on "file:function"), first match wins.
 PARTS = [
-    ("malloc/free", lambda f: "/malloc/" in f or "malloc.c" in f or "arena.c" in f),
+    ("malloc/free", lambda f: "/malloc/" in f or "malloc.c" in f or "arena.c" in f
+     or "freelist.c" in f),
     ("locking", lambda f: "pthread_mutex" in f or "lowlevellock" in f),
     ("format/encode", lambda f: "/fmt.c" in f or "msgpuck.h:pyproc__fmt" in f
      or "pyproc__encode_call" in f or "/buf.c" in f or "strlen" in f or "strcmp" in f),
@@ -27,9 +28,11 @@ PARTS = [
      or "memcpy" in f or "memmove" in f),
     ("call end/free", lambda f: "/call.c" in f or "pyproc_call_free" in f
      or "pyproc_msg_free" in f or "/pool_cache" in f),
+    # Waiting: how many times a spin looks depends on how soon the answer
+    # comes, so it varies from run to run; the total is shown without it.
     ("wait/spin/poll", lambda f: "/wait.c" in f or "poll_" in f or "doorbell" in f
-     or "chan_has_replies" in f or "clock_gettime" in f or "futex" in f or "shm_now" in f
-     or "spin" in f),
+     or "chan_has_replies" in f or "shm_ring_empty" in f or "clock_gettime" in f
+     or "futex" in f or "shm_now" in f or "spin" in f or "syscall" in f),
     ("start/pick", lambda f: "/start.c" in f or "/func.c" in f or "worker_ref" in f
      or "worker_unref" in f or "fork_gen" in f or "core.h" in f or "peer_asleep" in f),
 ]
@@ -55,6 +58,7 @@ def main():
     for p, _ in PARTS + [("other", None)]:
         print(f"  {p:18s} {sums.get(p, 0) / calls:8.1f}")
     print(f"  {'total':18s} {total / calls:8.1f}")
+    print(f"  {'total but waiting':18s} {(total - sums.get('wait/spin/poll', 0)) / calls:8.1f}")
     for ir, fn in sorted(rest, reverse=True)[:8]:
         print(f"    other: {ir / calls:7.1f} {fn[:100]}")
 

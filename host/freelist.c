@@ -1,0 +1,105 @@
+/*
+ * Per-thread free lists (see freelist.h).  A list is a stack linked
+ * through the first bytes of its blocks.  The thread's lists are freed by
+ * a thread-specific key's destructor when it exits; the main thread's,
+ * like the encoding buffer of start.c, live until the process ends.
+ */
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "freelist.h"
+
+/* Under AddressSanitizer a block on a list is poisoned, bar its link, so
+ * that a use after it was put back is still reported. */
+#if defined(__SANITIZE_ADDRESS__)
+#define FL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FL_ASAN 1
+#endif
+#endif
+#ifdef FL_ASAN
+#include <sanitizer/asan_interface.h>
+#define FL_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define FL_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define FL_POISON(p, n) ((void)(p), (void)(n))
+#define FL_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+struct fl_node {
+    struct fl_node *next;
+};
+
+struct fl_thread {
+    struct fl_node *head[PYPROC__FL_KINDS];
+    uint32_t n[PYPROC__FL_KINDS];
+    bool keyed; /* the key's destructor will free the lists */
+    bool gone;  /* it did: the thread is exiting, keep nothing */
+};
+
+static _Thread_local struct fl_thread fl;
+static pthread_key_t fl_key;
+static pthread_once_t fl_once = PTHREAD_ONCE_INIT;
+static bool fl_key_ok;
+
+static void fl_release(void *arg)
+{
+    struct fl_thread *t = arg;
+
+    for (int k = 0; k < PYPROC__FL_KINDS; k++) {
+        while (t->head[k]) {
+            struct fl_node *b = t->head[k];
+            t->head[k] = b->next;
+            free(b);
+        }
+        t->n[k] = 0;
+    }
+    t->gone = true;
+}
+
+static void fl_key_init(void)
+{
+    fl_key_ok = pthread_key_create(&fl_key, fl_release) == 0;
+}
+
+/* Have this thread's lists freed when it exits; false when they cannot
+ * be (no key left), and then nothing is kept. */
+static bool fl_register(void)
+{
+    pthread_once(&fl_once, fl_key_init);
+    if (!fl_key_ok || pthread_setspecific(fl_key, &fl) != 0)
+        return false;
+    fl.keyed = true;
+    return true;
+}
+
+void *pyproc__fl_get(enum pyproc__fl_kind kind, size_t size)
+{
+    struct fl_node *b = fl.head[kind];
+
+    if (!b)
+        return malloc(size);
+    fl.head[kind] = b->next;
+    fl.n[kind]--;
+    FL_UNPOISON(b, size);
+    return b;
+}
+
+void pyproc__fl_put(enum pyproc__fl_kind kind, void *block, size_t size)
+{
+    struct fl_node *b = block;
+
+    if (!b)
+        return;
+    if (fl.n[kind] >= PYPROC__FL_MAX || fl.gone || (!fl.keyed && !fl_register())) {
+        free(b);
+        return;
+    }
+    b->next = fl.head[kind];
+    fl.head[kind] = b;
+    fl.n[kind]++;
+    FL_POISON((char *)b + sizeof *b, size - sizeof *b);
+}
