@@ -510,7 +510,7 @@ struct pyproc_pool {
     unsigned fork_gen;
     int nworkers;
     struct pp_worker **workers;
-    _Atomic unsigned next; /* round robin */
+    unsigned next; /* round robin, under lock (pyproc__pick_worker()) */
     pyproc_callback_fn callback;
     void *callback_data;
     char *worker_path;
