@@ -362,6 +362,17 @@ static int msg_copy(pyproc_msg **ret, const char *data, size_t len)
     return 0;
 }
 
+/*
+ * Whether one byte alone is a whole value: a fixint, nil, a bool, an
+ * empty fixmap, fixarray or fixstr.  Every other byte is the head of a
+ * longer value or the reserved 0xc1.  The commonest answer (None) is one,
+ * checked here without a walk.
+ */
+static bool mp_one_byte_value(unsigned char c)
+{
+    return c <= 0x80 || c == 0x90 || c == 0xa0 || c == 0xc0 || c == 0xc2 || c == 0xc3 || c >= 0xe0;
+}
+
 int pyproc__msg_from_value(pyproc_msg **ret, const void *data, size_t len)
 {
     pyproc_msg *m;
@@ -376,7 +387,7 @@ int pyproc__msg_from_value(pyproc_msg **ret, const void *data, size_t len)
     err = msg_copy(&m, data, len);
     if (err < 0)
         return err;
-    if (shm_mp_check(m->data, len) < 0) {
+    if (len == 1 ? !mp_one_byte_value((unsigned char)m->data[0]) : shm_mp_check(m->data, len) < 0) {
         pyproc_msg_free(m);
         return -EBADMSG;
     }
@@ -519,8 +530,9 @@ int pyproc__msg_take_buffers(pyproc_msg *m, pyproc__buffer_fn take, void *ctx)
 
     if (!m || !m->data || m->bufs)
         return -EINVAL;
-    /* Every buffer starts with 0xc7: most values have none. */
-    if (!memchr(m->data, 0xc7, m->len))
+    /* Every buffer is an ext 8 of 3 + PYPROC__EXT_BUF_LEN bytes starting
+     * with 0xc7: most values have none. */
+    if (m->len < 3 + PYPROC__EXT_BUF_LEN || !memchr(m->data, 0xc7, m->len))
         return 0;
     /* Heads in order visit every value: a container's head is followed by
      * its items, and mp_head() steps over the bodies of the others. */
