@@ -510,7 +510,8 @@ struct pyproc_pool {
     unsigned fork_gen;
     int nworkers;
     struct pp_worker **workers;
-    unsigned next; /* round robin, under lock (pyproc__pick_worker()) */
+    unsigned next; /* round robin, under lock (pyproc__pick_worker()): the
+                      next slot, below nworkers but for a shrink since */
     pyproc_callback_fn callback;
     void *callback_data;
     char *worker_path;

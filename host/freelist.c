@@ -33,11 +33,15 @@ struct fl_node {
     struct fl_node *next;
 };
 
+enum { FL_NEW, FL_KEYED, FL_GONE };
+
 struct fl_thread {
     struct fl_node *head[PYPROC__FL_KINDS];
     uint32_t n[PYPROC__FL_KINDS];
-    bool keyed; /* the key's destructor will free the lists */
-    bool gone;  /* it did: the thread is exiting, keep nothing */
+    /* FL_NEW until its first put, FL_KEYED once the key's destructor
+     * will free the lists, FL_GONE once it has (the thread is exiting:
+     * keep nothing). */
+    uint8_t state;
 };
 
 static _Thread_local struct fl_thread fl;
@@ -57,7 +61,7 @@ static void fl_release(void *arg)
         }
         t->n[k] = 0;
     }
-    t->gone = true;
+    t->state = FL_GONE;
 }
 
 static void fl_key_init(void)
@@ -72,7 +76,7 @@ static bool fl_register(void)
     pthread_once(&fl_once, fl_key_init);
     if (!fl_key_ok || pthread_setspecific(fl_key, &fl) != 0)
         return false;
-    fl.keyed = true;
+    fl.state = FL_KEYED;
     return true;
 }
 
@@ -90,16 +94,18 @@ void *pyproc__fl_get(enum pyproc__fl_kind kind, size_t size)
 
 void pyproc__fl_put(enum pyproc__fl_kind kind, void *block, size_t size)
 {
+    struct fl_thread *t = &fl;
     struct fl_node *b = block;
 
     if (!b)
         return;
-    if (fl.n[kind] >= PYPROC__FL_MAX || fl.gone || (!fl.keyed && !fl_register())) {
+    if (t->n[kind] >= PYPROC__FL_MAX ||
+        (t->state != FL_KEYED && (t->state == FL_GONE || !fl_register()))) {
         free(b);
         return;
     }
-    b->next = fl.head[kind];
-    fl.head[kind] = b;
-    fl.n[kind]++;
+    b->next = t->head[kind];
+    t->head[kind] = b;
+    t->n[kind]++;
     FL_POISON((char *)b + sizeof *b, size - sizeof *b);
 }

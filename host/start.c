@@ -63,15 +63,19 @@ static bool spent(pyproc_pool *p, struct pp_worker *w)
  */
 static struct pp_worker *least_loaded(pyproc_pool *p)
 {
-    unsigned n = (unsigned)p->nworkers, start, best_load = UINT32_MAX;
+    unsigned n = (unsigned)p->nworkers, start, at, best_load = UINT32_MAX;
     struct pp_worker *best = NULL, *w;
     bool best_spent = true;
 
-    start = p->next++;
+    /* Kept below n (which only a resize changes), so that no division is
+     * needed: this runs once per call. */
+    start = p->next < n ? p->next : 0;
+    p->next = start + 1 < n ? start + 1 : 0;
     if (p->dispatch_blind)
-        return p->workers[start % n];
-    for (unsigned i = 0; i < n; i++) {
-        w = p->workers[(start + i) % n];
+        return p->workers[start];
+    at = start;
+    for (unsigned i = 0; i < n; i++, at = at + 1 < n ? at + 1 : 0) {
+        w = p->workers[at];
         /* A hint only (a dead pick fails its call the same way): relaxed;
          * the store is in pyproc__worker_reap(). */
         if (atomic_load_explicit(&w->dead, memory_order_relaxed))
@@ -87,7 +91,7 @@ static struct pp_worker *least_loaded(pyproc_pool *p)
         }
     }
     /* Every one dead: the next in turn fails its call as a dead one does. */
-    return best ? best : p->workers[start % n];
+    return best ? best : p->workers[start];
 }
 
 struct pp_worker *pyproc__pick_worker(pyproc_pool *p, int ind)
