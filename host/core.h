@@ -99,6 +99,7 @@
 #include "../shm/ring.h"
 #include "../shm/segment.h"
 #include "fork.h"
+#include "lock.h"
 #include "pyproc.h"
 
 enum call_state {
@@ -415,7 +416,7 @@ struct pp_worker {
 
     struct pp_slot_stats *stats; /* its index's, owned by the pool */
 
-    pthread_mutex_t calls_lock;
+    struct pp_lock calls_lock; /* a leaf, never waited on (lock.h) */
     struct call_slot *slots;
     uint32_t nslots;
     uint32_t free_head; /* UINT32_MAX: none */

@@ -15,7 +15,8 @@ import sys
 PARTS = [
     ("malloc/free", lambda f: "/malloc/" in f or "malloc.c" in f or "arena.c" in f
      or "freelist.c" in f),
-    ("locking", lambda f: "pthread_mutex" in f or "lowlevellock" in f),
+    ("locking", lambda f: "pthread_mutex" in f or "lowlevellock" in f or "lock.h" in f
+     or "/lock.c" in f),
     ("format/encode", lambda f: "/fmt.c" in f or "msgpuck.h:pyproc__fmt" in f
      or "pyproc__encode_call" in f or "/buf.c" in f or "strlen" in f or "strcmp" in f),
     ("calls table", lambda f: "/table.c" in f),
