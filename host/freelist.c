@@ -11,16 +11,10 @@
 
 #include "freelist.h"
 
-/* Under AddressSanitizer a block on a list is poisoned, bar its link, so
- * that a use after it was put back is still reported. */
-#if defined(__SANITIZE_ADDRESS__)
-#define FL_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define FL_ASAN 1
-#endif
-#endif
-#ifdef FL_ASAN
+/* Under AddressSanitizer every get and put comes here (freelist.h), and
+ * a block on a list is poisoned, bar its link, so that a use after it was
+ * put back is still reported. */
+#ifdef PYPROC__FL_SLOW_ONLY
 #include <sanitizer/asan_interface.h>
 #define FL_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
 #define FL_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
@@ -29,39 +23,24 @@
 #define FL_UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-struct fl_node {
-    struct fl_node *next;
-};
-
-enum { FL_NEW, FL_KEYED, FL_GONE };
-
-struct fl_thread {
-    struct fl_node *head[PYPROC__FL_KINDS];
-    uint32_t n[PYPROC__FL_KINDS];
-    /* FL_NEW until its first put, FL_KEYED once the key's destructor
-     * will free the lists, FL_GONE once it has (the thread is exiting:
-     * keep nothing). */
-    uint8_t state;
-};
-
-static _Thread_local struct fl_thread fl;
+_Thread_local struct pyproc__fl_thread pyproc__fl;
 static pthread_key_t fl_key;
 static pthread_once_t fl_once = PTHREAD_ONCE_INIT;
 static bool fl_key_ok;
 
 static void fl_release(void *arg)
 {
-    struct fl_thread *t = arg;
+    struct pyproc__fl_thread *t = arg;
 
     for (int k = 0; k < PYPROC__FL_KINDS; k++) {
         while (t->head[k]) {
-            struct fl_node *b = t->head[k];
+            struct pyproc__fl_node *b = t->head[k];
             t->head[k] = b->next;
             free(b);
         }
         t->n[k] = 0;
     }
-    t->state = FL_GONE;
+    t->state = PYPROC__FL_GONE;
 }
 
 static void fl_key_init(void)
@@ -74,33 +53,34 @@ static void fl_key_init(void)
 static bool fl_register(void)
 {
     pthread_once(&fl_once, fl_key_init);
-    if (!fl_key_ok || pthread_setspecific(fl_key, &fl) != 0)
+    if (!fl_key_ok || pthread_setspecific(fl_key, &pyproc__fl) != 0)
         return false;
-    fl.state = FL_KEYED;
+    pyproc__fl.state = PYPROC__FL_KEYED;
     return true;
 }
 
-void *pyproc__fl_get(enum pyproc__fl_kind kind, size_t size)
+void *pyproc__fl_get_slow(enum pyproc__fl_kind kind, size_t size)
 {
-    struct fl_node *b = fl.head[kind];
+    struct pyproc__fl_thread *t = &pyproc__fl;
+    struct pyproc__fl_node *b = t->head[kind];
 
     if (!b)
         return malloc(size);
-    fl.head[kind] = b->next;
-    fl.n[kind]--;
+    t->head[kind] = b->next;
+    t->n[kind]--;
     FL_UNPOISON(b, size);
     return b;
 }
 
-void pyproc__fl_put(enum pyproc__fl_kind kind, void *block, size_t size)
+void pyproc__fl_put_slow(enum pyproc__fl_kind kind, void *block, size_t size)
 {
-    struct fl_thread *t = &fl;
-    struct fl_node *b = block;
+    struct pyproc__fl_thread *t = &pyproc__fl;
+    struct pyproc__fl_node *b = block;
 
     if (!b)
         return;
     if (t->n[kind] >= PYPROC__FL_MAX ||
-        (t->state != FL_KEYED && (t->state == FL_GONE || !fl_register()))) {
+        (t->state != PYPROC__FL_KEYED && (t->state == PYPROC__FL_GONE || !fl_register()))) {
         free(b);
         return;
     }

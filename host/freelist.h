@@ -18,6 +18,7 @@
 #define PYPROC_HOST_FREELIST_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 enum pyproc__fl_kind {
     PYPROC__FL_CALL, /* struct pyproc_call (core.h) */
@@ -28,12 +29,70 @@ enum pyproc__fl_kind {
 /* Blocks kept per kind and thread, at most. */
 #define PYPROC__FL_MAX 256
 
+/*
+ * A thread's lists, exposed only so that the common cases below inline;
+ * use the functions.  state: PYPROC__FL_NEW until the thread's first put,
+ * PYPROC__FL_KEYED once the lists will be freed at its exit,
+ * PYPROC__FL_GONE once they were (keep nothing).
+ */
+struct pyproc__fl_node {
+    struct pyproc__fl_node *next;
+};
+enum { PYPROC__FL_NEW, PYPROC__FL_KEYED, PYPROC__FL_GONE };
+struct pyproc__fl_thread {
+    struct pyproc__fl_node *head[PYPROC__FL_KINDS];
+    uint32_t n[PYPROC__FL_KINDS];
+    uint8_t state;
+};
+extern _Thread_local struct pyproc__fl_thread pyproc__fl;
+
+/* The other cases (freelist.c); and every case under AddressSanitizer,
+ * which poisons the blocks on a list. */
+void *pyproc__fl_get_slow(enum pyproc__fl_kind kind, size_t size);
+void pyproc__fl_put_slow(enum pyproc__fl_kind kind, void *block, size_t size);
+
+#if defined(__SANITIZE_ADDRESS__)
+#define PYPROC__FL_SLOW_ONLY 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PYPROC__FL_SLOW_ONLY 1
+#endif
+#endif
+
 /* A block of size bytes, which must be the same for every get and put of
  * a kind: from this thread's list, else from malloc().  NULL when out of
  * memory.  Its contents are undefined. */
-void *pyproc__fl_get(enum pyproc__fl_kind kind, size_t size);
+static inline void *pyproc__fl_get(enum pyproc__fl_kind kind, size_t size)
+{
+#ifndef PYPROC__FL_SLOW_ONLY
+    struct pyproc__fl_thread *t = &pyproc__fl;
+    struct pyproc__fl_node *b = t->head[kind];
+
+    if (b) {
+        t->head[kind] = b->next;
+        t->n[kind]--;
+        return b;
+    }
+#endif
+    return pyproc__fl_get_slow(kind, size);
+}
+
 /* Give back a block of kind (NULL: nothing), got here or malloc()ed with
  * the kind's size: kept on this thread's list, or freed when it is full. */
-void pyproc__fl_put(enum pyproc__fl_kind kind, void *block, size_t size);
+static inline void pyproc__fl_put(enum pyproc__fl_kind kind, void *block, size_t size)
+{
+#ifndef PYPROC__FL_SLOW_ONLY
+    struct pyproc__fl_thread *t = &pyproc__fl;
+    struct pyproc__fl_node *b = block;
+
+    if (b && t->state == PYPROC__FL_KEYED && t->n[kind] < PYPROC__FL_MAX) {
+        b->next = t->head[kind];
+        t->head[kind] = b;
+        t->n[kind]++;
+        return;
+    }
+#endif
+    pyproc__fl_put_slow(kind, block, size);
+}
 
 #endif

@@ -428,24 +428,16 @@ static void call_buf_key_init(void)
     pthread_key_create(&call_buf_key, call_buf_free);
 }
 
-int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *fmt, va_list ap,
-                        struct shm_buf **ret, struct pyproc__attach **att)
+static _Thread_local struct pyproc__attach call_attach;
+
+/* Encode into call_buf, which does not hold this call already. */
+static int encode_anew(pyproc_pool *p, int kind, const char *ref, const char *fmt, va_list ap,
+                       bool attach)
 {
-    static __thread struct pyproc__attach call_attach;
     struct pyproc__args args;
     struct pyproc__va va;
     int err;
 
-    if (!ref)
-        return -EINVAL;
-    if (att) {
-        call_attach.pool_id = p->id;
-        call_attach.n = 0;
-        *att = &call_attach;
-    }
-    *ret = &call_buf;
-    if (bare_again(p, kind, ref, fmt))
-        return 0;
     if (!call_buf.data) {
         /* This thread's first call: have its buffer freed when it exits. */
         pthread_once(&call_buf_once, call_buf_key_init);
@@ -455,12 +447,26 @@ int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *f
     call_buf.limit = p->max_msg;
     va_copy(va.ap, ap);
     pyproc__args_va(&args, &va);
-    if (att)
+    if (attach)
         args.attach = &call_attach;
     err = pyproc__fmt_encode_call(&call_buf, kind, ref, fmt, &args);
     va_end(va.ap);
     bare_note(kind, ref, fmt, err);
     return err;
+}
+
+int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *fmt, va_list ap,
+                        struct shm_buf **ret, struct pyproc__attach **att)
+{
+    if (!ref)
+        return -EINVAL;
+    if (att) {
+        call_attach.pool_id = p->id;
+        call_attach.n = 0;
+        *att = &call_attach;
+    }
+    *ret = &call_buf;
+    return bare_again(p, kind, ref, fmt) ? 0 : encode_anew(p, kind, ref, fmt, ap, att != NULL);
 }
 
 static int call_start(pyproc_pool *p, int ind, int kind, const char *ref, const char *fmt,
