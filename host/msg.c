@@ -520,7 +520,9 @@ PYPROC_EXPORT const char *pyproc_msg_error(pyproc_msg *m)
     return m ? m->error : NULL;
 }
 
-int pyproc__msg_take_buffers(pyproc_msg *m, pyproc__buffer_fn take, void *ctx)
+/* The walk of pyproc__msg_take_buffers() over a value that may name
+ * buffers. */
+static int take_buffers_walk(pyproc_msg *m, pyproc__buffer_fn take, void *ctx)
 {
     const char *p, *end;
     struct msg_bufs *b = NULL, *grown;
@@ -528,11 +530,7 @@ int pyproc__msg_take_buffers(pyproc_msg *m, pyproc__buffer_fn take, void *ctx)
     uint32_t cap = 0;
     int err = 0;
 
-    if (!m || !m->data || m->bufs)
-        return -EINVAL;
-    /* Every buffer is an ext 8 of 3 + PYPROC__EXT_BUF_LEN bytes starting
-     * with 0xc7: most values have none. */
-    if (m->len < 3 + PYPROC__EXT_BUF_LEN || !memchr(m->data, 0xc7, m->len))
+    if (!memchr(m->data, 0xc7, m->len))
         return 0;
     /* Heads in order visit every value: a container's head is followed by
      * its items, and mp_head() steps over the bodies of the others. */
@@ -562,6 +560,17 @@ int pyproc__msg_take_buffers(pyproc_msg *m, pyproc__buffer_fn take, void *ctx)
         m->bufs = b;
     }
     return err;
+}
+
+int pyproc__msg_take_buffers(pyproc_msg *m, pyproc__buffer_fn take, void *ctx)
+{
+    if (!m || !m->data || m->bufs)
+        return -EINVAL;
+    /* Every buffer is an ext 8 of 3 + PYPROC__EXT_BUF_LEN bytes starting
+     * with 0xc7: most values have none, and a short one cannot. */
+    if (m->len < 3 + PYPROC__EXT_BUF_LEN)
+        return 0;
+    return take_buffers_walk(m, take, ctx);
 }
 
 /* ---- reading with a format ---- */
