@@ -24,7 +24,9 @@
  * pools_lock (pool.c, the list of pools that shared buffers find theirs
  * in) is taken by the last pyproc_buf_free() of a buffer, before
  * pool->lock and tx_lock, possibly under rx_lock (a drainer freeing a
- * message); the live set of buffers (shared.c) has a leaf lock of its own.
+ * message); the live set of buffers (shared.c) has a leaf lock of its own,
+ * and so has the registry of the threads' free lists (freelist.c), taken
+ * only as a thread starts and stops keeping blocks, under any of these.
  * worker->tx_lock and worker->stop_lock are leaves too, held only around
  * one ring write or one post to the stop table, so they may be taken under
  * any of them.  The nestings: grow_lock takes

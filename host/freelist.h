@@ -10,7 +10,12 @@
  * free() it instead of putting it back, and a block got on one thread may
  * be put on any other (it joins that thread's list).  A thread's lists are
  * freed when it exits; what it puts afterwards is freed at once.  Each
- * list is its thread's alone, so nothing here is shared or locked.
+ * list is its thread's alone: only the thread reads and writes it, without
+ * a lock.  The lists' heads live in a small heap block per thread, linked
+ * on a process-wide registry under its own lock (freelist.c), taken only
+ * as a thread starts and stops keeping blocks: so the blocks of a thread
+ * still running at exit, or of the parent's threads in a forked child,
+ * stay reachable for a leak checker, never lost.
  *
  * Floor 0 of host/ (see host/floors.txt).
  */
@@ -31,20 +36,19 @@ enum pyproc__fl_kind {
 
 /*
  * A thread's lists, exposed only so that the common cases below inline;
- * use the functions.  state: PYPROC__FL_NEW until the thread's first put,
- * PYPROC__FL_KEYED once the lists will be freed at its exit,
- * PYPROC__FL_GONE once they were (keep nothing).
+ * use the functions.  pyproc__fl_self is NULL until the thread first puts
+ * a block back (and again once its lists were freed at its exit).  prev
+ * and next link it on the registry, under the registry's lock.
  */
 struct pyproc__fl_node {
     struct pyproc__fl_node *next;
 };
-enum { PYPROC__FL_NEW, PYPROC__FL_KEYED, PYPROC__FL_GONE };
 struct pyproc__fl_thread {
     struct pyproc__fl_node *head[PYPROC__FL_KINDS];
     uint32_t n[PYPROC__FL_KINDS];
-    uint8_t state;
+    struct pyproc__fl_thread *prev, *next;
 };
-extern _Thread_local struct pyproc__fl_thread pyproc__fl;
+extern _Thread_local struct pyproc__fl_thread *pyproc__fl_self;
 
 /* The other cases (freelist.c); and every case under AddressSanitizer,
  * which poisons the blocks on a list. */
@@ -65,8 +69,8 @@ void pyproc__fl_put_slow(enum pyproc__fl_kind kind, void *block, size_t size);
 static inline void *pyproc__fl_get(enum pyproc__fl_kind kind, size_t size)
 {
 #ifndef PYPROC__FL_SLOW_ONLY
-    struct pyproc__fl_thread *t = &pyproc__fl;
-    struct pyproc__fl_node *b = t->head[kind];
+    struct pyproc__fl_thread *t = pyproc__fl_self;
+    struct pyproc__fl_node *b = t ? t->head[kind] : NULL;
 
     if (b) {
         t->head[kind] = b->next;
@@ -82,10 +86,10 @@ static inline void *pyproc__fl_get(enum pyproc__fl_kind kind, size_t size)
 static inline void pyproc__fl_put(enum pyproc__fl_kind kind, void *block, size_t size)
 {
 #ifndef PYPROC__FL_SLOW_ONLY
-    struct pyproc__fl_thread *t = &pyproc__fl;
+    struct pyproc__fl_thread *t = pyproc__fl_self;
     struct pyproc__fl_node *b = block;
 
-    if (b && t->state == PYPROC__FL_KEYED && t->n[kind] < PYPROC__FL_MAX) {
+    if (b && t && t->n[kind] < PYPROC__FL_MAX) {
         b->next = t->head[kind];
         t->head[kind] = b;
         t->n[kind]++;

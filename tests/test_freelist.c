@@ -9,6 +9,7 @@
  */
 #include <malloc.h>
 #include <pthread.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "e2e.h"
@@ -104,6 +105,67 @@ static void lists_freed_at_thread_exit(void **state)
      * times and its leak check does the work. */
     if (before)
         assert_true(after + N * BLOCK / 2 <= before);
+}
+
+struct holder {
+    pthread_barrier_t kept, done;
+};
+
+/* Keep a block on this thread's list until told to go. */
+static void *keep_one(void *arg)
+{
+    struct holder *h = arg;
+    pyproc__fl_put(PYPROC__FL_CALL, get(PYPROC__FL_CALL), BLOCK);
+    pthread_barrier_wait(&h->kept);
+    pthread_barrier_wait(&h->done);
+    return NULL;
+}
+
+static void *put_one(void *arg)
+{
+    (void)arg;
+    pyproc__fl_put(PYPROC__FL_MSG, get(PYPROC__FL_MSG), BLOCK);
+    return NULL;
+}
+
+/*
+ * A forked child, whose parent has threads keeping blocks (the registry
+ * of lists lists them), starts and ends threads that keep blocks of their
+ * own: the registry's lock is free in the child.  Under Valgrind the
+ * parent's threads' blocks stay reachable there (make check-valgrind).
+ */
+static void lists_in_a_forked_child(void **state)
+{
+    (void)state;
+    struct holder h;
+    pthread_t tid;
+    int status;
+
+    alarm(60);
+    pthread_barrier_init(&h.kept, NULL, 2);
+    pthread_barrier_init(&h.done, NULL, 2);
+    assert_int_equal(pthread_create(&tid, NULL, keep_one, &h), 0);
+    pthread_barrier_wait(&h.kept);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(20);
+        for (int i = 0; i < 3; i++) {
+            pthread_t t;
+            if (pthread_create(&t, NULL, put_one, NULL) || pthread_join(t, NULL))
+                _exit(1);
+        }
+        pyproc__fl_put(PYPROC__FL_MSG, get(PYPROC__FL_MSG), BLOCK);
+        exit(0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    pthread_barrier_wait(&h.done);
+    assert_int_equal(pthread_join(tid, NULL), 0);
+    pthread_barrier_destroy(&h.kept);
+    pthread_barrier_destroy(&h.done);
+    alarm(0);
 }
 
 /* ---- calls ---- */
@@ -287,6 +349,7 @@ int main(void)
         cmocka_unit_test(lists_reuse),
         cmocka_unit_test(lists_bounded),
         cmocka_unit_test(lists_freed_at_thread_exit),
+        cmocka_unit_test(lists_in_a_forked_child),
         cmocka_unit_test(calls_freed_on_another_thread),
         cmocka_unit_test(calls_after_a_death_mid_call),
         cmocka_unit_test(bare_call_sent_again_only_when_same),
