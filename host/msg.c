@@ -523,7 +523,8 @@ PYPROC_EXPORT const char *pyproc_msg_error(pyproc_msg *m)
 /* The walk of pyproc__msg_take_buffers() over a value that may name
  * buffers; out of line, so that the common case does not pay for its
  * set-up. */
-__attribute__((noinline)) static int take_buffers_walk(pyproc_msg *m, pyproc__buffer_fn take, void *ctx)
+__attribute__((noinline)) static int take_buffers_walk(pyproc_msg *m, pyproc__buffer_fn take,
+                                                       void *ctx)
 {
     const char *p, *end;
     struct msg_bufs *b = NULL, *grown;
