@@ -332,7 +332,7 @@ check-tsan:
 # themselves as the host (test_crash, test_debug), which Valgrind cannot
 # follow through /proc/self/exe, and test_hygiene, which needs posix_spawn
 # to report a failed chdir, which it cannot under Valgrind.
-VALGRIND_TESTS := $(addprefix $(B)/tests/,test_msg test_wire test_pool test_proc test_aio \
+VALGRIND_TESTS := $(addprefix $(B)/tests/,test_msg test_wire test_pool test_proc test_aio test_freelist \
 	test_cancel test_native test_sigchld test_garbage)
 VALGRIND_SHIM := $(B)/tests/valgrind/libpidfd-shim.so
 VALGRIND := valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect \

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../shm/futex.h"
+#include "freelist.h"
 #include "msg.h"
 #include "chan.h"
 #include "call.h"
@@ -27,7 +28,7 @@ void pyproc__call_unref(pyproc_call *c)
     }
     pyproc__chunk_unref(c->chunk);
     pyproc__worker_unref(c->worker);
-    free(c);
+    pyproc__fl_put(PYPROC__FL_CALL, c, sizeof *c);
 }
 
 void pyproc__call_signal(pyproc_call *c)

@@ -24,7 +24,9 @@
  * pools_lock (pool.c, the list of pools that shared buffers find theirs
  * in) is taken by the last pyproc_buf_free() of a buffer, before
  * pool->lock and tx_lock, possibly under rx_lock (a drainer freeing a
- * message); the live set of buffers (shared.c) has a leaf lock of its own.
+ * message); the live set of buffers (shared.c) has a leaf lock of its own,
+ * and so has the registry of the threads' free lists (freelist.c), taken
+ * only as a thread starts and stops keeping blocks, under any of these.
  * worker->tx_lock and worker->stop_lock are leaves too, held only around
  * one ring write or one post to the stop table, so they may be taken under
  * any of them.  The nestings: grow_lock takes
@@ -99,6 +101,7 @@
 #include "../shm/ring.h"
 #include "../shm/segment.h"
 #include "fork.h"
+#include "lock.h"
 #include "pyproc.h"
 
 enum call_state {
@@ -415,7 +418,7 @@ struct pp_worker {
 
     struct pp_slot_stats *stats; /* its index's, owned by the pool */
 
-    pthread_mutex_t calls_lock;
+    struct pp_lock calls_lock; /* a leaf, never waited on (lock.h) */
     struct call_slot *slots;
     uint32_t nslots;
     uint32_t free_head; /* UINT32_MAX: none */
@@ -510,7 +513,8 @@ struct pyproc_pool {
     unsigned fork_gen;
     int nworkers;
     struct pp_worker **workers;
-    _Atomic unsigned next; /* round robin */
+    unsigned next; /* round robin, under lock (pyproc__pick_worker()): the
+                      next slot, below nworkers but for a shrink since */
     pyproc_callback_fn callback;
     void *callback_data;
     char *worker_path;

@@ -88,7 +88,7 @@ static int overdue(struct pp_worker *w, int64_t now, pyproc_call ***ret)
     pyproc_call **list = NULL;
     int n = 0, cap = 0;
 
-    pthread_mutex_lock(&w->calls_lock);
+    pyproc__lock(&w->calls_lock);
     for (uint32_t i = 0; i < w->nslots; i++) {
         pyproc_call *c = w->slots[i].call;
         if (!c || ((!c->deadline_ns || now < c->deadline_ns) &&
@@ -105,7 +105,7 @@ static int overdue(struct pp_worker *w, int64_t now, pyproc_call ***ret)
         atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
         list[n++] = c;
     }
-    pthread_mutex_unlock(&w->calls_lock);
+    pyproc__unlock(&w->calls_lock);
     *ret = list;
     return n;
 }

@@ -22,6 +22,7 @@
 #include "../shm/be64.h"
 #include "../shm/mpvalid.h"
 #include "fmt.h"
+#include "freelist.h"
 #include "shared.h"
 
 /*
@@ -56,8 +57,17 @@ struct pyproc_msg {
     struct msg_bufs *bufs;
     /* The block it lives in (see below), or NULL: a message of its own. */
     struct pyproc__msg_block *block;
+    /* Its memory is a block of the free list (freelist.h), MSG_SMALL bytes
+     * inline, which pyproc_msg_free() puts back. */
+    bool small;
     char inl[]; /* data or error text, unless data was adopted */
 };
+
+/* Inline bytes of a message from the free list: a small answer (a
+ * number, a short string or list) or error text fits, and a message of
+ * either size is one allocation. */
+#define MSG_SMALL 64
+#define MSG_SMALL_SIZE (sizeof(struct pyproc_msg) + MSG_SMALL)
 
 /*
  * Messages made in bulk (msg.h).  The maker fills msgs from the front,
@@ -266,11 +276,16 @@ static pyproc_msg *msg_alloc(size_t extra)
 {
     pyproc_msg *m;
 
-    if (extra > SIZE_MAX - sizeof(*m))
-        return NULL;
-    m = malloc(sizeof(*m) + extra);
+    if (extra <= MSG_SMALL) {
+        m = pyproc__fl_get(PYPROC__FL_MSG, MSG_SMALL_SIZE);
+    } else {
+        if (extra > SIZE_MAX - sizeof(*m))
+            return NULL;
+        m = malloc(sizeof(*m) + extra);
+    }
     if (!m)
         return NULL;
+    m->small = extra <= MSG_SMALL;
     m->data = NULL;
     m->len = 0;
     m->error = NULL;
@@ -320,6 +335,7 @@ int pyproc__msg_block_take(struct pyproc__msg_block *k, const char *value, size_
     m->error = NULL;
     m->bufs = NULL;
     m->block = k;
+    m->small = false;
     atomic_init(&m->strs, NULL);
     atomic_init(&m->at_hint, 0);
     *ret = m;
@@ -346,6 +362,17 @@ static int msg_copy(pyproc_msg **ret, const char *data, size_t len)
     return 0;
 }
 
+/*
+ * Whether one byte alone is a whole value: a fixint, nil, a bool, an
+ * empty fixmap, fixarray or fixstr.  Every other byte is the head of a
+ * longer value or the reserved 0xc1.  The commonest answer (None) is one,
+ * checked here without a walk.
+ */
+static bool mp_one_byte_value(unsigned char c)
+{
+    return c <= 0x80 || c == 0x90 || c == 0xa0 || c == 0xc0 || c == 0xc2 || c == 0xc3 || c >= 0xe0;
+}
+
 int pyproc__msg_from_value(pyproc_msg **ret, const void *data, size_t len)
 {
     pyproc_msg *m;
@@ -360,7 +387,7 @@ int pyproc__msg_from_value(pyproc_msg **ret, const void *data, size_t len)
     err = msg_copy(&m, data, len);
     if (err < 0)
         return err;
-    if (shm_mp_check(m->data, len) < 0) {
+    if (len == 1 ? !mp_one_byte_value((unsigned char)m->data[0]) : shm_mp_check(m->data, len) < 0) {
         pyproc_msg_free(m);
         return -EBADMSG;
     }
@@ -473,7 +500,10 @@ PYPROC_EXPORT void pyproc_msg_free(pyproc_msg *m)
     }
     if (m->data != m->inl)
         free(m->data);
-    free(m);
+    if (m->small)
+        pyproc__fl_put(PYPROC__FL_MSG, m, MSG_SMALL_SIZE);
+    else
+        free(m);
 }
 
 PYPROC_EXPORT const void *pyproc_msg_data(pyproc_msg *m, size_t *len)
@@ -490,7 +520,11 @@ PYPROC_EXPORT const char *pyproc_msg_error(pyproc_msg *m)
     return m ? m->error : NULL;
 }
 
-int pyproc__msg_take_buffers(pyproc_msg *m, pyproc__buffer_fn take, void *ctx)
+/* The walk of pyproc__msg_take_buffers() over a value that may name
+ * buffers; out of line, so that the common case does not pay for its
+ * set-up. */
+__attribute__((noinline)) static int take_buffers_walk(pyproc_msg *m, pyproc__buffer_fn take,
+                                                       void *ctx)
 {
     const char *p, *end;
     struct msg_bufs *b = NULL, *grown;
@@ -498,9 +532,6 @@ int pyproc__msg_take_buffers(pyproc_msg *m, pyproc__buffer_fn take, void *ctx)
     uint32_t cap = 0;
     int err = 0;
 
-    if (!m || !m->data || m->bufs)
-        return -EINVAL;
-    /* Every buffer starts with 0xc7: most values have none. */
     if (!memchr(m->data, 0xc7, m->len))
         return 0;
     /* Heads in order visit every value: a container's head is followed by
@@ -531,6 +562,17 @@ int pyproc__msg_take_buffers(pyproc_msg *m, pyproc__buffer_fn take, void *ctx)
         m->bufs = b;
     }
     return err;
+}
+
+int pyproc__msg_take_buffers(pyproc_msg *m, pyproc__buffer_fn take, void *ctx)
+{
+    if (!m || !m->data || m->bufs)
+        return -EINVAL;
+    /* Every buffer is an ext 8 of 3 + PYPROC__EXT_BUF_LEN bytes starting
+     * with 0xc7: most values have none, and a short one cannot. */
+    if (m->len < 3 + PYPROC__EXT_BUF_LEN)
+        return 0;
+    return take_buffers_walk(m, take, ctx);
 }
 
 /* ---- reading with a format ---- */

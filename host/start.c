@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "fmt.h"
+#include "freelist.h"
 #include "msg.h"
 #include "chan.h"
 #include "mapq.h"
@@ -22,6 +23,19 @@
 static _Thread_local struct shm_buf call_buf;
 static pthread_key_t call_buf_key;
 static pthread_once_t call_buf_once = PTHREAD_ONCE_INIT;
+/*
+ * Whether call_buf holds a call without arguments, of which kind, and
+ * where its reference's bytes lie in it: the same call again is sent as
+ * it is, without encoding it again (a caller mostly calls the same few
+ * functions, and calls without arguments are the cheapest to spot).  The
+ * reference is compared by its bytes, never by its pointer, which the
+ * caller may have written anew.  This thread's, like call_buf.
+ */
+static _Thread_local struct {
+    bool valid;
+    int kind;
+    size_t ref_off, ref_len;
+} bare;
 
 /*
  * A worker that should get no new call when another can take it: it is
@@ -49,15 +63,19 @@ static bool spent(pyproc_pool *p, struct pp_worker *w)
  */
 static struct pp_worker *least_loaded(pyproc_pool *p)
 {
-    unsigned n = (unsigned)p->nworkers, start, best_load = UINT32_MAX;
+    unsigned n = (unsigned)p->nworkers, start, at, best_load = UINT32_MAX;
     struct pp_worker *best = NULL, *w;
     bool best_spent = true;
 
-    start = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+    /* Kept below n (which only a resize changes), so that no division is
+     * needed: this runs once per call. */
+    start = p->next < n ? p->next : 0;
+    p->next = start + 1 < n ? start + 1 : 0;
     if (p->dispatch_blind)
-        return p->workers[start % n];
-    for (unsigned i = 0; i < n; i++) {
-        w = p->workers[(start + i) % n];
+        return p->workers[start];
+    at = start;
+    for (unsigned i = 0; i < n; i++, at = at + 1 < n ? at + 1 : 0) {
+        w = p->workers[at];
         /* A hint only (a dead pick fails its call the same way): relaxed;
          * the store is in pyproc__worker_reap(). */
         if (atomic_load_explicit(&w->dead, memory_order_relaxed))
@@ -73,7 +91,7 @@ static struct pp_worker *least_loaded(pyproc_pool *p)
         }
     }
     /* Every one dead: the next in turn fails its call as a dead one does. */
-    return best ? best : p->workers[start % n];
+    return best ? best : p->workers[start];
 }
 
 struct pp_worker *pyproc__pick_worker(pyproc_pool *p, int ind)
@@ -129,18 +147,16 @@ static struct pp_worker *pick_pinned(pyproc_pool *p, int ind)
     return w;
 }
 
+/* A new call on w, which takes over the caller's reference to w. */
 static pyproc_call *call_alloc(struct pp_worker *w, bool stream)
 {
-    /* malloc, not calloc: glibc's calloc skips its per-thread cache and
-     * takes the arena path on every call. */
-    pyproc_call *c = malloc(sizeof *c);
+    pyproc_call *c = pyproc__fl_get(PYPROC__FL_CALL, sizeof *c);
 
     if (!c)
         return NULL;
     *c = (pyproc_call){0};
     c->pool = w->pool;
     c->worker = w;
-    pyproc__worker_ref(w);
     c->index = w->index;
     c->fork_gen = w->pool->fork_gen;
     c->spin_ns = w->pool->spin_ns;
@@ -271,7 +287,9 @@ static void break_lease(struct pp_worker *w)
 /*
  * Register a call on w and send its frame.  A call to a worker that is
  * dead (or dies while we send) still gets its handle, already ended with
- * PYPROC_EWORKER, so every call ends exactly once, the same way.
+ * PYPROC_EWORKER, so every call ends exactly once, the same way.  Takes
+ * over the caller's reference to w, whatever it returns: the call keeps
+ * it (one reference less to take and drop per call).
  */
 static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b, bool stream,
                      pyproc_done_fn done, void *data, int64_t deadline, struct pp_chunk *chunk,
@@ -284,8 +302,10 @@ static int call_send(struct pp_worker *w, uint16_t type, const struct shm_buf *b
     bool sent = false;
     int err;
 
-    if (!c)
+    if (!c) {
+        pyproc__worker_unref(w);
         return -ENOMEM;
+    }
     c->stats = st;
     if (chunk) {
         /* Before the table publishes the call: its end finds the chunk. */
@@ -365,18 +385,42 @@ int pyproc__call_send_raw_until(struct pp_worker *w, uint16_t type, const struct
 {
     if (!w)
         return -EINVAL;
+    pyproc__worker_ref(w); /* the call's */
     return call_send(w, type, payload, false, NULL, NULL, deadline, NULL, ret);
 }
 
 int pyproc__chunk_send(struct pp_worker *w, const struct shm_buf *payload, struct pp_chunk *k,
                        pyproc_call **ret)
 {
+    pyproc__worker_ref(w); /* the call's */
     return call_send(w, SHM_FRAME_MAP_CHUNK, payload, false, NULL, NULL, INT64_MAX, k, ret);
 }
 
 static void call_buf_free(void *b)
 {
+    bare.valid = false;
     shm_buf_free(b);
+}
+
+/* Whether call_buf holds the call that kind, ref and no arguments make,
+ * and it fits the pool's limit. */
+static bool bare_again(pyproc_pool *p, int kind, const char *ref, const char *fmt)
+{
+    return bare.valid && (!fmt || !*fmt) && bare.kind == kind && call_buf.len <= p->max_msg &&
+           strncmp(call_buf.data + bare.ref_off, ref, bare.ref_len) == 0 && !ref[bare.ref_len];
+}
+
+/* Note what call_buf holds after an encoding that returned err. */
+static void bare_note(int kind, const char *ref, const char *fmt, int err)
+{
+    bare.valid = err == 0 && (!fmt || !*fmt) && kind >= 0;
+    if (bare.valid) {
+        /* [kind, ref, [], {}]: the reference's bytes end two bytes
+         * before the end. */
+        bare.kind = kind;
+        bare.ref_len = strlen(ref);
+        bare.ref_off = call_buf.len - 2 - bare.ref_len;
+    }
 }
 
 static void call_buf_key_init(void)
@@ -384,16 +428,16 @@ static void call_buf_key_init(void)
     pthread_key_create(&call_buf_key, call_buf_free);
 }
 
-int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *fmt, va_list ap,
-                        struct shm_buf **ret, struct pyproc__attach **att)
+static _Thread_local struct pyproc__attach call_attach;
+
+/* Encode into call_buf, which does not hold this call already. */
+static int encode_anew(pyproc_pool *p, int kind, const char *ref, const char *fmt, va_list ap,
+                       bool attach)
 {
-    static __thread struct pyproc__attach call_attach;
     struct pyproc__args args;
     struct pyproc__va va;
     int err;
 
-    if (!ref)
-        return -EINVAL;
     if (!call_buf.data) {
         /* This thread's first call: have its buffer freed when it exits. */
         pthread_once(&call_buf_once, call_buf_key_init);
@@ -403,15 +447,26 @@ int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *f
     call_buf.limit = p->max_msg;
     va_copy(va.ap, ap);
     pyproc__args_va(&args, &va);
+    if (attach)
+        args.attach = &call_attach;
+    err = pyproc__fmt_encode_call(&call_buf, kind, ref, fmt, &args);
+    va_end(va.ap);
+    bare_note(kind, ref, fmt, err);
+    return err;
+}
+
+int pyproc__encode_call(pyproc_pool *p, int kind, const char *ref, const char *fmt, va_list ap,
+                        struct shm_buf **ret, struct pyproc__attach **att)
+{
+    if (!ref)
+        return -EINVAL;
     if (att) {
         call_attach.pool_id = p->id;
         call_attach.n = 0;
-        args.attach = *att = &call_attach;
+        *att = &call_attach;
     }
-    err = pyproc__fmt_encode_call(&call_buf, kind, ref, fmt, &args);
-    va_end(va.ap);
     *ret = &call_buf;
-    return err;
+    return bare_again(p, kind, ref, fmt) ? 0 : encode_anew(p, kind, ref, fmt, ap, att != NULL);
 }
 
 static int call_start(pyproc_pool *p, int ind, int kind, const char *ref, const char *fmt,
@@ -440,9 +495,9 @@ static int call_start(pyproc_pool *p, int ind, int kind, const char *ref, const 
             pyproc__worker_unref(w);
             return err;
         }
+        /* Our reference to w goes to the call. */
         err = call_send(w, SHM_FRAME_CALL, b, kind == SHM_CALL_GEN, done, data, INT64_MAX, NULL,
                         ret);
-        pyproc__worker_unref(w);
     } while (err == -ESTALE);
     return err;
 }

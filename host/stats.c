@@ -82,9 +82,9 @@ PYPROC_EXPORT int pyproc_stats(pyproc_pool *p, int ind, pyproc_worker_stats *ret
         st.pid = (int)w->pid;
         st.rank = w->rank;
     }
-    pthread_mutex_lock(&w->calls_lock);
+    pyproc__lock(&w->calls_lock);
     st.in_flight = atomic_load_explicit(&w->in_flight, memory_order_relaxed);
-    pthread_mutex_unlock(&w->calls_lock);
+    pyproc__unlock(&w->calls_lock);
     pthread_mutex_unlock(&p->lock);
     *ret = st;
     return 0;

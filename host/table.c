@@ -26,17 +26,17 @@ int pyproc__table_add(struct pp_worker *w, pyproc_call *c)
 {
     uint32_t slot;
 
-    pthread_mutex_lock(&w->calls_lock);
+    pyproc__lock(&w->calls_lock);
     if (w->calls_closed) {
         int err = w->calls_retired ? -ESTALE : -EPIPE;
-        pthread_mutex_unlock(&w->calls_lock);
+        pyproc__unlock(&w->calls_lock);
         return err;
     }
     if (w->free_head == UINT32_MAX) {
         uint32_t n = w->nslots ? w->nslots * 2 : 64;
         struct call_slot *s = realloc(w->slots, n * sizeof *s);
         if (!s) {
-            pthread_mutex_unlock(&w->calls_lock);
+            pyproc__unlock(&w->calls_lock);
             return -ENOMEM;
         }
         for (uint32_t i = w->nslots; i < n; i++)
@@ -52,7 +52,7 @@ int pyproc__table_add(struct pp_worker *w, pyproc_call *c)
     atomic_store_explicit(&w->in_flight,
                           atomic_load_explicit(&w->in_flight, memory_order_relaxed) + 1,
                           memory_order_relaxed); /* under calls_lock */
-    pthread_mutex_unlock(&w->calls_lock);
+    pyproc__unlock(&w->calls_lock);
     return 0;
 }
 
@@ -61,12 +61,12 @@ bool pyproc__table_remove(struct pp_worker *w, pyproc_call *c)
     uint32_t slot = (uint32_t)c->id;
     bool found = false;
 
-    pthread_mutex_lock(&w->calls_lock);
+    pyproc__lock(&w->calls_lock);
     if (slot < w->nslots && w->slots[slot].call == c) {
         slot_release(w, slot);
         found = true;
     }
-    pthread_mutex_unlock(&w->calls_lock);
+    pyproc__unlock(&w->calls_lock);
     return found;
 }
 
@@ -75,7 +75,7 @@ static pyproc_call *lookup(struct pp_worker *w, uint64_t id, bool take)
     uint32_t slot = (uint32_t)id, gen = (uint32_t)(id >> 32);
     pyproc_call *c = NULL;
 
-    pthread_mutex_lock(&w->calls_lock);
+    pyproc__lock(&w->calls_lock);
     if (slot < w->nslots && w->slots[slot].gen == gen && w->slots[slot].call) {
         c = w->slots[slot].call;
         if (take)
@@ -84,7 +84,7 @@ static pyproc_call *lookup(struct pp_worker *w, uint64_t id, bool take)
             /* From the table's own reference: relaxed (pool.h). */
             atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
     }
-    pthread_mutex_unlock(&w->calls_lock);
+    pyproc__unlock(&w->calls_lock);
     return c;
 }
 
@@ -102,7 +102,7 @@ pyproc_call *pyproc__table_take_next(struct pp_worker *w, uint32_t *cursor)
 {
     pyproc_call *c = NULL;
 
-    pthread_mutex_lock(&w->calls_lock);
+    pyproc__lock(&w->calls_lock);
     w->calls_closed = true;
     for (; !c && *cursor < w->nslots; ++*cursor) {
         if (w->slots[*cursor].call) {
@@ -110,17 +110,17 @@ pyproc_call *pyproc__table_take_next(struct pp_worker *w, uint32_t *cursor)
             slot_release(w, *cursor); /* the table's reference moves to us */
         }
     }
-    pthread_mutex_unlock(&w->calls_lock);
+    pyproc__unlock(&w->calls_lock);
     return c;
 }
 
 bool pyproc__table_close_idle(struct pp_worker *w)
 {
-    pthread_mutex_lock(&w->calls_lock);
+    pyproc__lock(&w->calls_lock);
     if (!w->calls_closed && atomic_load_explicit(&w->in_flight, memory_order_relaxed) == 0)
         w->calls_closed = w->calls_retired = true;
     bool closed = w->calls_closed;
-    pthread_mutex_unlock(&w->calls_lock);
+    pyproc__unlock(&w->calls_lock);
     return closed;
 }
 
@@ -128,8 +128,8 @@ bool pyproc__table_has(struct pp_worker *w, uint64_t id)
 {
     uint32_t slot = (uint32_t)id, gen = (uint32_t)(id >> 32);
 
-    pthread_mutex_lock(&w->calls_lock);
+    pyproc__lock(&w->calls_lock);
     bool has = slot < w->nslots && w->slots[slot].gen == gen && w->slots[slot].call;
-    pthread_mutex_unlock(&w->calls_lock);
+    pyproc__unlock(&w->calls_lock);
     return has;
 }

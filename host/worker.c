@@ -194,7 +194,7 @@ struct pp_worker *pyproc__worker_alloc(pyproc_pool *p, int index)
     pyproc__tx_init(w);
     pthread_mutex_init(&w->rx_lock, NULL);
     pthread_mutex_init(&w->stop_lock, NULL);
-    pthread_mutex_init(&w->calls_lock, NULL);
+    pyproc__lock_init(&w->calls_lock);
     return w;
 }
 
@@ -265,7 +265,7 @@ void pyproc__worker_free(struct pp_worker *w)
     pyproc__tx_fini(w);
     pthread_mutex_destroy(&w->rx_lock);
     pthread_mutex_destroy(&w->stop_lock);
-    pthread_mutex_destroy(&w->calls_lock);
+    pyproc__lock_fini(&w->calls_lock);
     free(w->slots);
     free(w->death);
     free(w);

@@ -827,6 +827,28 @@ static void test_from_value(void **state)
     pyproc_msg_free(m);
 }
 
+/* A value of one byte is taken without a walk: every byte must get the
+ * validator's answer, and a message of what it accepts. */
+static void test_from_value_one_byte(void **state)
+{
+    (void)state;
+    for (int c = 0; c < 256; c++) {
+        unsigned char b = (unsigned char)c;
+        pyproc_msg *m = NULL;
+        int want = shm_mp_check(&b, 1);
+        assert_int_equal(pyproc__msg_from_value(&m, &b, 1), want);
+        if (want < 0) {
+            assert_null(m);
+            continue;
+        }
+        size_t len = 0;
+        const unsigned char *d = pyproc_msg_data(m, &len);
+        assert_int_equal(len, 1);
+        assert_int_equal(d[0], b);
+        pyproc_msg_free(m);
+    }
+}
+
 static void test_null_args(void **state)
 {
     struct shm_buf b = {0};
@@ -985,15 +1007,16 @@ static void test_msg_block(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip_scalars), cmocka_unit_test(test_roundtrip_strings_bytes),
-        cmocka_unit_test(test_roundtrip_nested),  cmocka_unit_test(test_roundtrip_splice),
-        cmocka_unit_test(test_python_encodings),  cmocka_unit_test(test_length_classes),
-        cmocka_unit_test(test_encode_call),       cmocka_unit_test(test_encode_bare_call),
-        cmocka_unit_test(test_bad_formats),       cmocka_unit_test(test_bad_arguments),
-        cmocka_unit_test(test_size_limit),        cmocka_unit_test(test_walk),
-        cmocka_unit_test(test_walk_long),         cmocka_unit_test(test_read_errors),
-        cmocka_unit_test(test_from_value),        cmocka_unit_test(test_null_args),
-        cmocka_unit_test(test_plan_same_bytes),   cmocka_unit_test(test_msg_block),
+        cmocka_unit_test(test_roundtrip_scalars),   cmocka_unit_test(test_roundtrip_strings_bytes),
+        cmocka_unit_test(test_roundtrip_nested),    cmocka_unit_test(test_roundtrip_splice),
+        cmocka_unit_test(test_python_encodings),    cmocka_unit_test(test_length_classes),
+        cmocka_unit_test(test_encode_call),         cmocka_unit_test(test_encode_bare_call),
+        cmocka_unit_test(test_bad_formats),         cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_size_limit),          cmocka_unit_test(test_walk),
+        cmocka_unit_test(test_walk_long),           cmocka_unit_test(test_read_errors),
+        cmocka_unit_test(test_from_value),          cmocka_unit_test(test_null_args),
+        cmocka_unit_test(test_plan_same_bytes),     cmocka_unit_test(test_msg_block),
+        cmocka_unit_test(test_from_value_one_byte),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
