@@ -16,10 +16,12 @@
  * own.  Only where the kernel gives huge pages for the asking (THP
  * "madvise" or "always"), and not when PYPROC_HUGE_TEXT=0 (a profiler
  * that maps addresses to the program's file needs the file's mapping);
- * any failure leaves the program's own mapping in place.
+ * any failure, or a copy that differs from the file (a tracer's
+ * breakpoint in it), leaves the program's own mapping in place.
  */
 #include "worker.h"
 
+#include <fcntl.h>
 #include <link.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -27,11 +29,15 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #define HUGE_PAGE ((uintptr_t)2 << 20)
 
 struct text_range {
     uintptr_t lo, hi;
+    uintptr_t base; /* the program's load bias */
+    const ElfW(Phdr) * phdr;
+    int phnum;
 };
 
 /* The first object listed is the program: its executable segment, and the
@@ -43,6 +49,9 @@ static int find_text(struct dl_phdr_info *info, size_t size, void *data)
     uintptr_t first = UINTPTR_MAX;
 
     (void)size;
+    t->base = info->dlpi_addr;
+    t->phdr = info->dlpi_phdr;
+    t->phnum = info->dlpi_phnum;
     for (int i = 0; i < info->dlpi_phnum; i++) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
         if (ph->p_type == PT_LOAD && info->dlpi_addr + ph->p_vaddr < first)
@@ -82,6 +91,35 @@ static bool huge_pages_given(void)
     return strstr(mode, "[always]") || strstr(mode, "[madvise]");
 }
 
+/*
+ * Whether the copy holds the program file's own bytes.  A breakpoint in
+ * the live text (a uprobe set by a tracer, a debugger's) would be copied
+ * with it, and a uprobe's in anonymous memory is no longer the kernel's:
+ * hit, it kills the process with SIGTRAP.  Then the file's mapping stays.
+ */
+static bool copy_is_the_file(const struct text_range *t, const char *copy)
+{
+    static char buf[64 << 10];
+    int fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    bool same = fd >= 0;
+
+    for (int i = 0; same && i < t->phnum; i++) {
+        const ElfW(Phdr) *ph = &t->phdr[i];
+        uintptr_t seg = t->base + ph->p_vaddr;
+        uintptr_t lo = seg > t->lo ? seg : t->lo;
+        uintptr_t hi = seg + ph->p_filesz < t->hi ? seg + ph->p_filesz : t->hi;
+
+        for (uintptr_t at = lo; ph->p_type == PT_LOAD && same && at < hi; at += sizeof buf) {
+            size_t n = hi - at < sizeof buf ? hi - at : sizeof buf;
+            same = pread(fd, buf, n, (off_t)(ph->p_offset + (at - seg))) == (ssize_t)n &&
+                   memcmp(buf, copy + (at - t->lo), n) == 0;
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    return same;
+}
+
 void worker_text_on_huge_pages(void)
 {
     struct text_range t = {0, 0};
@@ -103,7 +141,7 @@ void worker_text_on_huge_pages(void)
         return;
     }
     memcpy(copy, (const void *)t.lo, len);
-    if (mprotect(copy, len, PROT_READ | PROT_EXEC) < 0 ||
+    if (!copy_is_the_file(&t, copy) || mprotect(copy, len, PROT_READ | PROT_EXEC) < 0 ||
         mremap(copy, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)t.lo) == MAP_FAILED) {
         munmap(raw, len + HUGE_PAGE);
         return;

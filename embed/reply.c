@@ -135,10 +135,12 @@ static bool reply_scalar(uint16_t type, uint64_t id, PyObject *value)
     size_t len = pyproc_pack_scalar_size(value);
     void *dst;
 
+    /* A child forked by the function leaves before it writes the ring
+     * (a reserve may write a wrap's padding there). */
+    worker_leave_if_forked();
     if (!len || len > w->replies.max_msg || shm_ring_is_closed(&w->replies) ||
         shm_ring_reserve(&w->replies, (uint32_t)len, &dst) < 0)
         return false;
-    worker_leave_if_forked();
     len = pyproc_pack_scalar(dst, value);
     note_host_asleep(w);
     shm_ring_commit(&w->replies, type, 0, id, (uint32_t)len);

@@ -418,7 +418,7 @@ struct pp_worker {
 
     struct pp_slot_stats *stats; /* its index's, owned by the pool */
 
-    struct pp_lock calls_lock; /* a leaf, never waited on (lock.h) */
+    struct pp_lock calls_lock; /* a leaf, held a few instructions; no condition waits on it (lock.h) */
     struct call_slot *slots;
     uint32_t nslots;
     uint32_t free_head; /* UINT32_MAX: none */

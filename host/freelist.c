@@ -28,7 +28,6 @@ _Thread_local struct pyproc__fl_thread *pyproc__fl_self;
 /* This thread's lists were freed (it is exiting): keep nothing more. */
 static _Thread_local bool fl_gone;
 static pthread_key_t fl_key;
-static pthread_once_t fl_once = PTHREAD_ONCE_INIT;
 static bool fl_key_ok;
 /* Every thread's lists (see freelist.h); a leaf lock, held only to link
  * or unlink one, and across fork() (fl_fork_*), so a child finds it
@@ -70,7 +69,13 @@ static void fl_fork_done(void)
     pthread_mutex_unlock(&fl_all_lock);
 }
 
-static void fl_key_init(void)
+/*
+ * At load, before the program's main(): fork handlers registered later
+ * run their prepare step before ours and their child step after ours, so
+ * one that frees a call or message (and so registers its thread) never
+ * finds fl_all_lock held by the fork in progress.
+ */
+__attribute__((constructor)) static void fl_init(void)
 {
     fl_key_ok = pthread_key_create(&fl_key, fl_release) == 0 &&
                 pthread_atfork(fl_fork_prepare, fl_fork_done, fl_fork_done) == 0;
@@ -83,7 +88,6 @@ static struct pyproc__fl_thread *fl_register(void)
 {
     struct pyproc__fl_thread *t;
 
-    pthread_once(&fl_once, fl_key_init);
     if (!fl_key_ok || !(t = calloc(1, sizeof *t)))
         return NULL;
     if (pthread_setspecific(fl_key, t) != 0) {

@@ -227,40 +227,46 @@ static bool thp_for_the_asking(void)
 
 /* The program's first text mapping in a worker of a new pool: anonymous
  * or not, and how much of it is on huge pages. */
-static void text_mapping(int start, bool *anon, int *huge_kb)
+static void text_mapping(int start, bool *anon, int *huge_kb, bool *advised)
 {
     pyproc_pool *p = e2e_pool_opts((pyproc_opts){.workers = 1, .start = start});
     pyproc_msg *m;
-    int a = -1;
+    int a = -1, h = -1;
 
     assert_int_equal(pyproc_func(p, "t.callpath.text_mapping", &m, NULL), 0);
-    assert_int_equal(pyproc_msg_read(m, "[bi]", &a, huge_kb), 0);
+    assert_int_equal(pyproc_msg_read(m, "[bib]", &a, huge_kb, &h), 0);
     *anon = a;
+    *advised = h;
     pyproc_msg_free(m);
     pyproc_pool_free(p);
 }
 
 static void template_text_on_a_huge_page(void **state)
 {
-    bool anon;
+    bool anon, advised;
     int huge_kb;
 
     (void)state;
-    text_mapping(PYPROC_START_TEMPLATE, &anon, &huge_kb);
+    text_mapping(PYPROC_START_TEMPLATE, &anon, &huge_kb, &advised);
     if (thp_for_the_asking()) {
+        /* The copy asks for a huge page; whether the kernel has one to
+         * give (memory may be fragmented) is its own affair, but what it
+         * gives is the whole 2 MiB. */
         assert_true(anon);
-        assert_int_equal(huge_kb, 2048);
+        assert_true(advised);
+        assert_true(huge_kb == 0 || huge_kb == 2048);
     } else {
         assert_false(anon);
     }
     /* An exec'd worker keeps the program's own mapping, as does a
      * template told not to. */
-    text_mapping(PYPROC_START_EXEC, &anon, &huge_kb);
+    text_mapping(PYPROC_START_EXEC, &anon, &huge_kb, &advised);
     assert_false(anon);
     assert_int_equal(setenv("PYPROC_HUGE_TEXT", "0", 1), 0);
-    text_mapping(PYPROC_START_TEMPLATE, &anon, &huge_kb);
+    text_mapping(PYPROC_START_TEMPLATE, &anon, &huge_kb, &advised);
     unsetenv("PYPROC_HUGE_TEXT");
     assert_false(anon);
+    assert_false(advised);
     assert_int_equal(huge_kb, 0);
 }
 

@@ -85,18 +85,22 @@ def stop_thread():
 
 
 def text_mapping():
-    """[anonymous, huge_kb] of the mapping that holds the program's first
-    executable segment, as /proc/self/smaps shows it."""
+    """[anonymous, huge_kb, advised] of the mapping that holds the
+    program's first executable segment, as /proc/self/smaps shows it:
+    advised when it asks for huge pages (VmFlags "hg"); huge_kb is what
+    the kernel gave."""
     with open("/proc/self/smaps") as f:
         lines = f.read().splitlines()
     for i, line in enumerate(lines):
         fields = line.split()
         if "-" in fields[0] and len(fields) >= 5 and "x" in fields[1]:
-            huge = 0
+            huge, advised = 0, False
             for extra in lines[i + 1:]:
                 if extra.split()[0].count("-") == 1 and ":" not in extra.split()[0]:
                     break
                 if extra.startswith("AnonHugePages:"):
                     huge = int(extra.split()[1])
-            return [len(fields) < 6, huge]
-    return [False, 0]
+                if extra.startswith("VmFlags:"):
+                    advised = "hg" in extra.split()[1:]
+            return [len(fields) < 6, huge, advised]
+    return [False, 0, False]
