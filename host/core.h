@@ -418,7 +418,9 @@ struct pp_worker {
 
     struct pp_slot_stats *stats; /* its index's, owned by the pool */
 
-    struct pp_lock calls_lock; /* a leaf, held a few instructions; no condition waits on it (lock.h) */
+    /* A leaf, held for a few instructions; nothing waits on it with a
+     * condition (lock.h). */
+    struct pp_lock calls_lock;
     struct call_slot *slots;
     uint32_t nslots;
     uint32_t free_head; /* UINT32_MAX: none */
