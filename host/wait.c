@@ -152,9 +152,9 @@ bool pyproc__call_wait_state(pyproc_call *c, int64_t deadline)
     /* Answers that came while we polled go to the service thread by its
      * doorbell, not drained here: with several callers on a worker (4
      * threads with windows of 256 calls to 1 or 2 workers), waiters that
-     * drained for the others on leaving fell at times, for a whole pool's
-     * life, into a mode of more contention on the call table and fewer
-     * sleeps on the ring, at under half the throughput; the doorbell
+     * drained for the others on leaving made a slow mode (more contention
+     * on the call table, fewer sleeps on the ring, under half the
+     * throughput for a pool's whole life) far more frequent; the doorbell
      * costs one caller nothing measurable. */
     pyproc__poll_leave(w);
     return done || sleep_for(c, deadline);
