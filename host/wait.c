@@ -149,12 +149,14 @@ bool pyproc__call_wait_state(pyproc_call *c, int64_t deadline)
     done = spin > 0 && spin_for(c, spin);
     if (!done && !pyproc__chan_closed(w) && sleep_on_ring(c, deadline))
         done = pyproc__call_done(c);
-    /* Answers that came while we polled are drained here rather than
-     * handed to the service thread by its doorbell: a caller with more
-     * calls in flight waits for them next, and the hand-over cost a
-     * system call and a wake-up of a thread that needs a CPU (with a
-     * window of 256 calls to 2 workers, about one per hundred calls). */
-    pyproc__poll_leave_draining(w);
+    /* Answers that came while we polled go to the service thread by its
+     * doorbell, not drained here: with several callers on a worker (4
+     * threads with windows of 256 calls to 1 or 2 workers), waiters that
+     * drained for the others on leaving made a slow mode (more contention
+     * on the call table, fewer sleeps on the ring, under half the
+     * throughput for a pool's whole life) far more frequent; the doorbell
+     * costs one caller nothing measurable. */
+    pyproc__poll_leave(w);
     return done || sleep_for(c, deadline);
 }
 

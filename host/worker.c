@@ -39,10 +39,16 @@ void pyproc__worker_condemn(struct pp_worker *w, const char *why)
 
 void pyproc__poll_enter(struct pp_worker *w)
 {
-    /* pollers orders nothing else; relaxed.  The store of SHM_AWAKE only
-     * saves the worker doorbells while we poll. */
+    uint32_t bell = SHM_SLEEP_DOORBELL;
+
+    /* pollers orders nothing else; relaxed.  Disarming the doorbell only
+     * saves the worker doorbells while we poll.  Only from the doorbell:
+     * a plain store, late (this thread preempted between the two steps),
+     * could land over the SHM_SLEEP_FUTEX of a ring sleeper that came
+     * meanwhile, and the worker would not wake it (until its nap ends). */
     if (atomic_fetch_add_explicit(&w->pollers, 1, memory_order_relaxed) == 0)
-        atomic_store_explicit(&w->rx.ctl->consumer_wait, SHM_AWAKE, memory_order_relaxed);
+        atomic_compare_exchange_strong_explicit(&w->rx.ctl->consumer_wait, &bell, SHM_AWAKE,
+                                                memory_order_relaxed, memory_order_relaxed);
 }
 
 /*
