@@ -370,9 +370,10 @@ $(FUZZ_B)/fuzz_unpack: fuzz/fuzz_unpack.c embed/convert.c embed/convert.h shm/bu
 		$(PY_LIBS) -lm
 
 $(FUZZ_B)/fuzz_format: fuzz/fuzz_format.c host/fmt.c host/fmt.h host/msg.c host/msg.h host/shared.c host/shared.h shm/buf.c \
-		shm/mpvalid.c shm/mpvalid.h
+		shm/mpvalid.c shm/mpvalid.h host/freelist.c host/freelist.h
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_format.c host/fmt.c host/msg.c host/shared.c shm/buf.c shm/mpvalid.c
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_format.c host/fmt.c host/msg.c host/shared.c shm/buf.c shm/mpvalid.c \
+		host/freelist.c -lpthread
 
 fuzz: $(FUZZERS)
 	@for t in $(notdir $(FUZZERS)); do \
