@@ -100,6 +100,8 @@ void bench_rows_free(void);
 
 int bench_floor_pipe(void);
 int bench_floor_shm(void);
+int bench_floor_switch(void);
+int bench_floor_poll(void);
 int bench_sync(void);
 int bench_sync_pool(void);
 int bench_idle(void);

@@ -2,14 +2,19 @@
  * The floors: two C processes handing one byte back and forth, through
  * pipes (the cost of a sleeping wake-up each way) and through spinning on
  * shared memory (the cost with no wake-up at all).  No Python transport can
- * beat the first while it sleeps, nor the second while it spins.
+ * beat the first while it sleeps, nor the second while it spins.  Two more
+ * name what a layout of threads costs at the least: the same spinning
+ * hand-over with both processes on one CPU (each side must be switched
+ * in), and the one poll() an event loop makes per wake.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -123,6 +128,7 @@ struct spin_pair {
     _Alignas(64) _Atomic uint64_t pong;
     _Alignas(64) uint64_t seq; /* the parent's own counter */
     pid_t child;
+    bool yield; /* both sides on one CPU: hand it over rather than spin */
 };
 
 static void spin_echo(struct spin_pair *sp)
@@ -137,7 +143,7 @@ static void spin_echo(struct spin_pair *sp)
         if (v != seen) {
             seen = v;
             atomic_store_explicit(&sp->pong, v, memory_order_release);
-        } else if (!(++idle & 0xffff)) {
+        } else if (sp->yield || !(++idle & 0xffff)) {
             /* Should the scheduler have put both sides on one CPU, give
              * the parent that CPU rather than spin through its slice. */
             sched_yield();
@@ -159,21 +165,22 @@ static int spin_round_trip(void *arg)
         /* A dead peer would leave us spinning forever. */
         if (!(i & 0xffffff) && waitpid(sp->child, NULL, WNOHANG) != 0)
             return -ECHILD;
-        if (!(i & 0xffff))
+        if (sp->yield || !(i & 0xffff))
             sched_yield();
         cpu_relax();
     }
 }
 
-int bench_floor_shm(void)
+/* Fork the echoing child and measure; yield as in struct spin_pair. */
+static int spin_measure(struct series *s, bool yield)
 {
     struct spin_pair *sp = mmap(NULL, sizeof *sp, PROT_READ | PROT_WRITE,
                                 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    struct series s = {0};
     int err;
 
     if (sp == MAP_FAILED)
         return bench_fail("mmap", -errno, NULL);
+    sp->yield = yield;
     sp->child = fork();
     if (sp->child == 0)
         spin_echo(sp);
@@ -182,14 +189,81 @@ int bench_floor_shm(void)
         munmap(sp, sizeof *sp);
         return bench_fail("fork", err, NULL);
     }
-    err = bench_latency(&s, bench_budget(BUDGET_FAST), 0, spin_round_trip, sp);
+    err = bench_latency(s, bench_budget(BUDGET_FAST), 0, spin_round_trip, sp);
     atomic_store_explicit(&sp->ping, SPIN_STOP, memory_order_release);
     waitpid(sp->child, NULL, 0);
     munmap(sp, sizeof *sp);
+    return err < 0 ? bench_fail("shm spin ping-pong", err, NULL) : 0;
+}
+
+int bench_floor_shm(void)
+{
+    struct series s = {0};
+    int err = spin_measure(&s, false);
+
     if (err < 0) {
         series_free(&s);
-        return bench_fail("shm spin ping-pong", err, NULL);
+        return err;
     }
     return bench_row_add("shm", "shared-memory spin ping-pong", "us", ROW_COST,
                          ROW_P99 | ROW_SAMPLES, &s, "both sides spin on atomics, fork()ed peer");
+}
+
+/*
+ * Both processes pinned to the CPU we run on, each yielding it to the
+ * other as it waits: every round trip switches from one process to the
+ * other and back.  What a pool of 2 costs one caller on a 2-CPU machine
+ * at the least, where the caller and the two workers cannot all have a
+ * CPU: the worker whose turn comes must be switched in.
+ */
+int bench_floor_switch(void)
+{
+    cpu_set_t all, one;
+    struct series s = {0};
+    int cpu = sched_getcpu(), err;
+
+    if (cpu < 0 || sched_getaffinity(0, sizeof all, &all) < 0)
+        return bench_fail("sched_getaffinity", -errno, NULL);
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    if (sched_setaffinity(0, sizeof one, &one) < 0)
+        return bench_fail("sched_setaffinity", -errno, NULL);
+    err = spin_measure(&s, true); /* the child inherits the one CPU */
+    sched_setaffinity(0, sizeof all, &all);
+    if (err < 0) {
+        series_free(&s);
+        return err;
+    }
+    return bench_row_add("shm-1cpu", "shared-memory ping-pong on one CPU", "us", ROW_COST, ROW_P99,
+                         &s, "both pinned to one CPU, yielding it: two process switches");
+}
+
+/* ---- one poll() ---- */
+
+static int poll_once(void *arg)
+{
+    struct pollfd pfd = {.fd = *(int *)arg, .events = POLLIN};
+
+    return poll(&pfd, 1, 0) == 1 ? 0 : -EIO;
+}
+
+/*
+ * poll() of an fd that is readable already, as an event loop polls the
+ * pool's fd: the least an event loop's path adds to a call.
+ */
+int bench_floor_poll(void)
+{
+    struct series s = {0};
+    int fd = eventfd(1, EFD_CLOEXEC), err;
+
+    if (fd < 0)
+        return bench_fail("eventfd", -errno, NULL);
+    err = bench_latency(&s, bench_budget(BUDGET_FAST), 0, poll_once, &fd);
+    close(fd);
+    if (err < 0) {
+        series_free(&s);
+        return bench_fail("poll", err, NULL);
+    }
+    return bench_row_add("poll", "poll() of a readable eventfd", "us", ROW_COST, ROW_P99, &s,
+                         "one system call");
 }

@@ -51,6 +51,8 @@ static const struct step {
 } steps[] = {
     {"pipe", "C floors: two processes passing one byte", bench_floor_pipe},
     {"shm", "C floors: two processes passing one byte", bench_floor_shm},
+    {"switch", "C floors: two processes passing one byte", bench_floor_switch},
+    {"poll", "C floors: one system call", bench_floor_poll},
     {"sync", "pyproc", bench_sync},
     {"sync-pool", "pyproc", bench_sync_pool},
     {"idle", "pyproc", bench_idle},
