@@ -37,7 +37,7 @@ static const struct compare {
 } compares[] = {
     {"sync", {"pipe", "shm", "ppe-lat", "mp-apply", "popproc-lat"}},
     {"sync-idle", {"pipe", "pipe-idle"}, "sync"},
-    {"sync-2w", {"shm-1cpu"}, "sync"},
+    {"sync-2w", {"switch"}, "sync"},
     {"dispatch", {"poll"}, "sync"},
     {"sync-cold", {"pipe", "ppe-lat", "mp-apply", "popproc-lat"}, "sync"},
     {"async", {"ppe-lat", "mp-apply", "popproc-lat"}, "sync"},

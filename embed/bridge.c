@@ -66,9 +66,17 @@ WORKER_HOT static bool has_work(void)
 #define CROWDED_YIELDS 8
 #define MOVE_EVERY_NS (100 * 1000 * 1000LL)
 
+/*
+ * A yield that took longer than this ran someone that does not hand the
+ * CPU back soon, such as a busy process that the scheduler gives a whole
+ * slice: yielding to it at once (see spin()) would cost a call that comes
+ * meanwhile that slice, a millisecond or so, every time.
+ */
+#define SHARED_YIELD_MAX_NS (50 * 1000)
+
 static unsigned crowded;
 static int64_t moved_ns;
-/* The last yield ran someone else: see spin(). */
+/* The last yield ran someone else, and briefly: see spin(). */
 static bool cpu_shared;
 
 static void move_off_this_cpu(void)
@@ -89,8 +97,9 @@ static void move_off_this_cpu(void)
 static void yield_cpu(int64_t now)
 {
     sched_yield();
-    cpu_shared = shm_now_ns() - now >= CROWDED_YIELD_NS;
-    if (!cpu_shared) {
+    int64_t took = shm_now_ns() - now;
+    cpu_shared = took >= CROWDED_YIELD_NS && took < SHARED_YIELD_MAX_NS;
+    if (took < CROWDED_YIELD_NS) {
         crowded = 0;
     } else if (++crowded >= CROWDED_YIELDS && now - moved_ns > MOVE_EVERY_NS) {
         crowded = 0;
@@ -130,16 +139,17 @@ enum { SPIN_NONE, SPIN_FOUND, SPIN_NOT_ALONE };
  * back next to its waker.  Holding the GIL, it gives up (SPIN_NOT_ALONE)
  * as soon as another thread appears, which may want it.
  *
- * When the last yield ran someone else, the CPU is yielded first, not
- * after a microsecond's spin: whoever shares it is likely the one the host
- * waits for next.  One caller on a pool of 2 with 2 CPUs is the case: the
- * caller holds one CPU and the workers take turns on the other, and round
- * robin sends each call to the worker that is not running.  Yielding as
- * soon as we answered switches our sibling in while the host takes the
- * answer and sends it its call, instead of after; that halved sync-2w
- * (3.8 to 1.7 us, close to sync plus the one switch between processes
- * that shm-1cpu shows), sync itself unchanged.  A yield that finds the CPU
- * free costs one system call, and clears the flag.
+ * When the last yield ran someone else for a moment, the CPU is yielded
+ * first, not after a microsecond's spin: whoever shares it is likely the
+ * one the host waits for next.  One caller on a pool of 2 with 2 CPUs is
+ * the case: the caller holds one CPU and the workers take turns on the
+ * other, and round robin sends each call to the worker that is not
+ * running.  Yielding as soon as we answered switches our sibling in while
+ * the host takes the answer and sends it its call, instead of after; that
+ * cut sync-2w from 3.8 to 1.7 us (close to the one switch between
+ * processes per call that the bench's switch row shows), sync itself
+ * unchanged.  A yield that finds the CPU free costs one system call, and
+ * clears the flag.
  */
 WORKER_HOT static int spin(int64_t budget_ns, bool holding_gil)
 {
