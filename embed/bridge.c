@@ -108,13 +108,6 @@ static void yield_cpu(int64_t now)
     }
 }
 
-/* Yield after a fruitless while, as shm_spin_yield() does. */
-static void spin_yield(int64_t spun_ns, int64_t now)
-{
-    if (spun_ns >= SHM_SPIN_SOLO_NS)
-        yield_cpu(now);
-}
-
 /*
  * True when this is the only thread Python knows of, in the only
  * interpreter: then no thread can want the GIL (a new one, made by
@@ -165,8 +158,9 @@ WORKER_HOT static int spin(int64_t budget_ns, bool holding_gil)
             int64_t now = shm_now_ns();
             /* The clock is first read 64 rounds in: a busy host's next
              * call, which comes sooner, costs no reading.  Those rounds
-             * count as the microsecond or more they take, so a CPU shared
-             * with the host is yielded as soon as before. */
+             * count as the microsecond or more they take, so every
+             * reading is past SHM_SPIN_SOLO_NS and yields, as
+             * shm_spin_yield() does after that long. */
             if (!start) {
                 start = now - SHM_SPIN_SOLO_NS;
                 until = start + budget_ns;
@@ -175,7 +169,7 @@ WORKER_HOT static int spin(int64_t budget_ns, bool holding_gil)
                 return SPIN_NONE;
             if (holding_gil && !python_alone())
                 return SPIN_NOT_ALONE;
-            spin_yield(now - start, now);
+            yield_cpu(now);
         }
     }
 }
